@@ -1,0 +1,72 @@
+"""Finding images by stem and reading their size from the header (EXIF orientation applied).
+
+Formats are recognised by content, not by extension: the real Oxford-IIIT Pet dataset has GIF and PNG
+files named `.jpg`, and `.mat` files in `images/` (skipped because their extension is not an image's).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from converters.errors import AnnotationError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# EXIF orientations 5..8 are rotations by 90 or 270 degrees: width and height swap.
+_EXIF_ORIENTATION_TAG = 274
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """Image files under one or more roots, keyed by stem. Ambiguous stems keep every candidate."""
+
+    by_stem: dict[str, tuple[Path, ...]]
+
+    def candidates(self, stem: str) -> tuple[Path, ...]:
+        return self.by_stem.get(stem, ())
+
+
+def index_images(roots: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> ImageIndex:
+    found: dict[str, list[Path]] = defaultdict(list)
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        walker = root.rglob("*") if recursive else root.iterdir()
+        for p in walker:
+            if p.is_file() and is_image_name(p.name):
+                found[p.stem].append(p)
+    return ImageIndex(by_stem={k: tuple(sorted(v)) for k, v in found.items()})
+
+
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) as displayed, i.e. after EXIF orientation; reads the header only.
+
+    Raises AnnotationError(code="unreadable_image") for missing, empty or undecodable files.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = 1
+            if im.format in ("JPEG", "TIFF", "WEBP", "PNG"):
+                try:
+                    orientation = int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1))
+                except Exception:  # a broken EXIF block does not make the image unreadable
+                    orientation = 1
+    except FileNotFoundError as err:
+        raise AnnotationError(path, "", "image file not found", code="missing_image") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise AnnotationError(path, "", f"unreadable image: {err}", code="unreadable_image") from err
+    if orientation in _SWAPPING_ORIENTATIONS:
+        width, height = height, width
+    return int(width), int(height)

@@ -1,0 +1,36 @@
+"""Shared test fixtures: the peer-fixture folder (skipped cleanly when absent) and the gpu marker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# ../shared/peers beside the checkout (design.md, "Tests"); SEGPIPE_PEERS overrides it.
+PEERS_DIR = Path(os.environ.get("SEGPIPE_PEERS", REPO_ROOT.parent / "shared" / "peers"))
+
+
+@pytest.fixture(scope="session")
+def peers() -> Path:
+    if not PEERS_DIR.is_dir():
+        pytest.skip(f"peer fixtures not found at {PEERS_DIR} (set SEGPIPE_PEERS to their folder)")
+    return PEERS_DIR
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any("gpu" in item.keywords for item in items):
+        return
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # torch missing or broken: no GPU tests
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (gpu marker); none available here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
