@@ -25,6 +25,7 @@ REPORT_FILE_NAME = "conversion_report.csv"
 # errors (the good inputs were still written). 1 and 2 are click's (abort, usage).
 EXIT_OK = 0
 EXIT_SKIPPED_ERRORS = 3
+EXIT_STRICT_ABORT = 4  # --strict: stopped at the first error row, outputs not written
 
 
 @dataclass(frozen=True, order=True)

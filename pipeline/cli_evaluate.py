@@ -1,0 +1,31 @@
+"""`segpipe evaluate instances|semantic`: score predictions against a dataset into report tables."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+_COMMANDS = {
+    "instances": ("pipeline.evaluate_instances", "instances"),
+    "semantic": ("pipeline.evaluate_semantic", "semantic"),
+}
+
+
+class _LazyEvaluate(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        module, attr = _COMMANDS[cmd_name]
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=_LazyEvaluate)
+def evaluate() -> None:
+    """Score predictions: COCO mask/box mAP (pycocotools' numbers exactly) or semantic mIoU/Dice.
+
+    REPORT receives summary.csv, per_class.csv, per_image.csv (+ .parquet twins) and report.html.
+    """
