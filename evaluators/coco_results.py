@@ -1,0 +1,135 @@
+"""COCO results lists: checking them against the ground truth, and turning geometry into what COCOeval compares.
+
+Bad results are never dropped silently (issue 3): `validate_results` raises one `EvaluationError` that counts
+every kind of problem and shows the first examples, or, when asked to drop them, returns the kept results and a
+warning with the same counts for the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+from evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
+from evaluators.errors import EvaluationError
+
+RESULTS_PATH = "results"
+IOU_TYPES = ("segm", "bbox")
+EXAMPLES_SHOWN = 3
+
+
+def default_iou_type(results: Sequence[Any]) -> str:
+    """`segm` when any result carries a mask, else `bbox` (issue 3 CLI contract)."""
+    return "segm" if any(isinstance(r, dict) and "segmentation" in r for r in results) else "bbox"
+
+
+def _is_number(value: Any) -> bool:
+    kind = type(value)  # exact types: bool is not a number here, and this runs once per result field
+    if kind is float:
+        return math.isfinite(value)
+    return kind is int or (kind is not bool and isinstance(value, (int, float)) and math.isfinite(value))
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int or (not isinstance(value, bool) and isinstance(value, int))
+
+
+def segmentation_problem(segm: Any, *, height: int, width: int) -> str | None:
+    """Why `segm` is not a usable mask for an image of height x width, or None when it is."""
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size)):
+            return f"RLE size is not [height, width]: {size!r}"
+        if list(size) != [height, width]:
+            return f"RLE size {list(size)} differs from the image's [height, width] = [{height}, {width}]"
+        if isinstance(counts, (str, bytes)):
+            return None
+        if isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts):
+            return None if sum(counts) == height * width else f"RLE counts sum to {sum(counts)}, not {height * width}"
+        return "RLE counts must be a string or a list of non-negative integers"
+    if isinstance(segm, list):
+        for poly in segm:
+            if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 and all(_is_number(v) for v in poly)):
+                return "polygon must be a list of at least 3 finite x,y pairs"
+        return None
+    return f"segmentation must be an RLE object or a list of polygons, got {type(segm).__name__}"
+
+
+def bbox_problem(bbox: Any) -> str | None:
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        return f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"bbox has a negative width or height: {list(bbox)}"
+    return None
+
+
+def result_problem(result: Any, *, truth: GroundTruth, iou_type: str) -> tuple[str, str] | None:
+    """(kind, detail) of the first problem with one result, or None."""
+    if not isinstance(result, dict):
+        return "not an object", type(result).__name__
+    image_id = result.get("image_id")
+    if not _is_int(image_id) or image_id not in truth.images:
+        return "unknown image_id", f"image_id={image_id!r}"
+    category_id = result.get("category_id")
+    if not _is_int(category_id) or category_id not in truth.category_ids:
+        return "unknown category_id", f"category_id={category_id!r}"
+    score = result.get("score")
+    if not _is_number(score):
+        return "missing or non-finite score", f"score={score!r}"
+    image = truth.images[image_id]
+    if iou_type == "segm":
+        if "segmentation" not in result:
+            return "missing segmentation", "segm evaluation needs a mask"
+        why = segmentation_problem(result["segmentation"], height=image.height, width=image.width)
+        return ("bad segmentation", why) if why else None
+    if "bbox" in result:
+        why = bbox_problem(result["bbox"])
+        return ("bad bbox", why) if why else None
+    if "segmentation" in result:  # pycocotools derives the box from the mask
+        why = segmentation_problem(result["segmentation"], height=image.height, width=image.width)
+        return ("bad segmentation", why) if why else None
+    return "missing bbox", "bbox evaluation needs a bbox or a mask"
+
+
+def validate_results(
+    gt: Mapping[str, Any] | GroundTruth,
+    results: Any,
+    *,
+    iou_type: str | None = None,
+    drop_invalid: bool = False,
+    path: str = RESULTS_PATH,
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """Check every result against the ground truth; returns (kept results, warnings).
+
+    Raises EvaluationError listing counts and first examples of each problem, unless `drop_invalid`, in which
+    case the bad results are left out and the same counts come back as a warning.
+    """
+    truth = gt if isinstance(gt, GroundTruth) else parse_ground_truth(gt)
+    if not isinstance(results, list):
+        raise EvaluationError(path, "", f"expected a list of results, got {type(results).__name__}")
+    kind = iou_type or default_iou_type(results)
+    if kind not in IOU_TYPES:
+        raise EvaluationError(path, "iou_type", f"must be one of {IOU_TYPES}, got {kind!r}")
+    bad: dict[str, list[str]] = defaultdict(list)
+    kept: list[Mapping[str, Any]] = []
+    for i, result in enumerate(results):
+        problem = result_problem(result, truth=truth, iou_type=kind)
+        if problem is None:
+            kept.append(result)
+        else:
+            bad[problem[0]].append(f"results[{i}]: {problem[1]}")
+    warnings: list[str] = []
+    if not results:
+        warnings.append(f"{path}: the results list is empty: every category with ground truth scores 0")
+    if bad:
+        n_bad = sum(len(v) for v in bad.values())
+        lines = [
+            f"{name}: {len(examples)} (e.g. {'; '.join(examples[:EXAMPLES_SHOWN])})"
+            for name, examples in sorted(bad.items())
+        ]
+        summary = f"{n_bad} of {len(results)} results are invalid: " + " | ".join(lines)
+        if not drop_invalid:
+            raise EvaluationError(path, "results", summary + " (use --drop-invalid to leave them out and report them)")
+        warnings.append(f"{path}: dropped {summary}")
+    return kept, warnings

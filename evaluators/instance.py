@@ -1,0 +1,90 @@
+"""COCO mask/box mAP with pycocotools' numbers, as additive per-image records (issue 3).
+
+    stats = instance_update(gt, results, iou_type="segm", image_ids=shard)   # per shard
+    report = instance_compute(InstanceStats.merge_all([stats_a, stats_b]))   # == one pass == COCOeval
+
+Numbers equal pycocotools COCOeval's (evaluate + accumulate + summarize) on the same input; for segm every
+result's `bbox` is dropped first, so the detection area is the mask area (as detectron2 does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
+from evaluators.coco_results import IOU_TYPES, default_iou_type, validate_results
+from evaluators.errors import EvaluationError
+from evaluators.instance_accumulate import SUMMARY_METRICS, accumulate
+from evaluators.instance_stats import InstanceStats
+from evaluators.instance_tables import per_class_table, per_image_table, pr_curve_table, summary_table
+from evaluators.instance_update import instance_update
+
+__all__ = [
+    "EvaluationError", "InstanceReport", "InstanceStats", "SEGM_AREA_NOTE", "SUMMARY_METRICS",
+    "default_iou_type", "evaluate_instances", "instance_compute", "instance_update", "parse_ground_truth",
+    "validate_results",
+]
+
+SEGM_AREA_NOTE = (
+    "segm: each result's bbox is dropped before evaluation, so the detection area is the mask area "
+    "(as detectron2 does; pycocotools' loadRes would take it from the box)"
+)
+BBOX_AREA_NOTE = "bbox: detection area is the box's w*h (pycocotools' loadRes)"
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceReport:
+    iou_type: str
+    summary: pd.DataFrame  # metric, value
+    per_class: pd.DataFrame
+    per_image: pd.DataFrame
+    pr_curves: pd.DataFrame
+    warnings: list[str]
+    precision: np.ndarray  # COCOeval.eval['precision'], [T, R, K, A, M]
+    recall: np.ndarray  # COCOeval.eval['recall'], [T, K, A, M]
+
+    @property
+    def stats(self) -> list[float]:
+        """The 12 numbers of COCOeval.stats, in its order."""
+        return [float(v) for v in self.summary["value"]]
+
+    @property
+    def area_note(self) -> str:
+        return SEGM_AREA_NOTE if self.iou_type == "segm" else BBOX_AREA_NOTE
+
+
+def instance_compute(stats: InstanceStats) -> InstanceReport:
+    """Reduce (merged) match records to the report tables."""
+    acc = accumulate(stats)
+    warnings = list(stats.warnings)
+    if len(stats.det_image) == 0 and not any("results list is empty" in w for w in warnings):
+        warnings.append("no detections on the evaluated images: every category with ground truth scores 0")
+    return InstanceReport(
+        iou_type=stats.iou_type,
+        summary=summary_table(acc),
+        per_class=per_class_table(acc, stats),
+        per_image=per_image_table(stats),
+        pr_curves=pr_curve_table(acc, stats),
+        warnings=warnings,
+        precision=acc.precision,
+        recall=acc.recall,
+    )
+
+
+def evaluate_instances(
+    gt: Mapping[str, Any] | GroundTruth,
+    results: list[Mapping[str, Any]],
+    *,
+    iou_type: str | None = None,
+    drop_invalid: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> InstanceReport:
+    """One pass over every GT image. `iou_type` defaults to segm when results carry masks, else bbox."""
+    kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
+    if kind not in IOU_TYPES:
+        raise EvaluationError("iou_type", "", f"must be one of {IOU_TYPES}, got {kind!r}")
+    return instance_compute(instance_update(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=progress))

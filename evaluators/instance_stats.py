@@ -1,0 +1,90 @@
+"""Additive per-image match records for COCO mAP (the `*_update` side of evaluators.instance).
+
+One row per detection (COCOeval's `evaluateImg` outputs, flattened) and one row per ground-truth annotation;
+records of disjoint image sets concatenate, so shards merge by sorting on image id (design.md, "House style").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from pycocotools.cocoeval import Params
+
+from evaluators.errors import EvaluationError
+
+# COCOeval's own parameters, so thresholds and ranges are the very same floats.
+COCO_PARAMS = Params(iouType="bbox")
+IOU_THRESHOLDS: np.ndarray = COCO_PARAMS.iouThrs
+RECALL_THRESHOLDS: np.ndarray = COCO_PARAMS.recThrs
+MAX_DETS: tuple[int, ...] = tuple(COCO_PARAMS.maxDets)
+AREA_RANGES: tuple[tuple[float, float], ...] = tuple((float(a), float(b)) for a, b in COCO_PARAMS.areaRng)
+AREA_LABELS: tuple[str, ...] = tuple(COCO_PARAMS.areaRngLbl)
+
+_PER_DET = ("det_image", "det_category", "det_score", "det_rank", "det_matched", "det_ignored", "det_iou")
+_PER_GT = ("gt_image", "gt_category", "gt_ignored")
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceStats:
+    """Match records of a set of images. A = len(AREA_RANGES), T = len(IOU_THRESHOLDS).
+
+    Detections are ordered by image id, category id, then score rank within the (image, category) pair,
+    which is the order COCOeval.accumulate concatenates them in.
+    """
+
+    iou_type: str
+    category_ids: tuple[int, ...]
+    category_names: tuple[str, ...]
+    image_ids: np.ndarray  # int64 [I], sorted: the images these records cover (with or without detections)
+    file_names: tuple[str, ...]  # [I]
+    det_image: np.ndarray  # int64 [N]
+    det_category: np.ndarray  # int64 [N]
+    det_score: np.ndarray  # float64 [N]
+    det_rank: np.ndarray  # int64 [N], 0 = best score in its (image, category)
+    det_matched: np.ndarray  # bool [N, A, T]: COCOeval's dtMatches != 0
+    det_ignored: np.ndarray  # bool [N, A, T]: COCOeval's dtIgnore
+    det_iou: np.ndarray  # float64 [N]: IoU with the matched GT at IoU 0.5, area "all"; NaN when unmatched
+    gt_image: np.ndarray  # int64 [G]
+    gt_category: np.ndarray  # int64 [G]
+    gt_ignored: np.ndarray  # bool [G, A]: COCOeval's gtIgnore per area range
+    warnings: tuple[str, ...] = ()
+
+    @staticmethod
+    def merge(a: "InstanceStats", b: "InstanceStats") -> "InstanceStats":
+        """Records of two disjoint image sets as one (order of arguments does not matter)."""
+        return InstanceStats.merge_all([a, b])
+
+    @staticmethod
+    def merge_all(parts: Sequence["InstanceStats"]) -> "InstanceStats":
+        if not parts:
+            raise EvaluationError("instance stats", "", "nothing to merge")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.iou_type, part.category_ids) != (first.iou_type, first.category_ids):
+                raise EvaluationError(
+                    "instance stats", "iou_type/category_ids", "shards were evaluated with different settings"
+                )
+        image_ids = np.concatenate([p.image_ids for p in parts])
+        if len(np.unique(image_ids)) != len(image_ids):
+            raise EvaluationError("instance stats", "image_ids", "shards overlap: an image would be counted twice")
+        img_order = np.argsort(image_ids, kind="stable")
+        file_names = [name for p in parts for name in p.file_names]
+        det_image = np.concatenate([p.det_image for p in parts])
+        # Each image lives in one shard, so a stable sort on image id restores COCOeval's order.
+        det_order = np.argsort(det_image, kind="stable")
+        gt_order = np.argsort(np.concatenate([p.gt_image for p in parts]), kind="stable")
+        merged = {
+            name: np.concatenate([getattr(p, name) for p in parts])[det_order] for name in _PER_DET
+        } | {name: np.concatenate([getattr(p, name) for p in parts])[gt_order] for name in _PER_GT}
+        warnings = tuple(dict.fromkeys(w for p in parts for w in p.warnings))
+        return InstanceStats(
+            iou_type=first.iou_type,
+            category_ids=first.category_ids,
+            category_names=first.category_names,
+            image_ids=image_ids[img_order],
+            file_names=tuple(file_names[i] for i in img_order),
+            warnings=warnings,
+            **merged,
+        )

@@ -1,0 +1,194 @@
+"""`instance_update`: per-image COCO match records for a set of images (see evaluators.instance_stats).
+
+What goes in is exactly what COCOeval would compare: GT segmentations through `COCO.annToRLE`, detection
+masks made compressed RLE (polygons merged, as the peer fixtures need), detection area = mask area for segm
+(each result's `bbox` is dropped, as detectron2 does) and w*h of the box for bbox.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
+from evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
+from evaluators.errors import EvaluationError
+from evaluators.instance_matching import A, PairInput, match_pairs, out_of_range, unmatched
+from evaluators.instance_stats import MAX_DETS, InstanceStats
+
+MAX_DET = MAX_DETS[-1]  # COCOeval keeps the best 100 detections per (image, category)
+
+
+def to_rle(segm: Any, *, image: GtImage) -> dict[str, Any]:
+    """COCO.annToRLE: polygons merged, uncompressed RLE compressed, compressed RLE as is."""
+    if isinstance(segm, list):
+        if not segm:  # pycocotools crashes on []: an empty polygon list is an empty mask
+            return mask_utils.encode(np.zeros((image.height, image.width, 1), dtype=np.uint8, order="F"))[0]
+        return mask_utils.merge(mask_utils.frPyObjects(segm, image.height, image.width))
+    if isinstance(segm["counts"], list):
+        return mask_utils.frPyObjects(segm, image.height, image.width)
+    return segm
+
+
+def _gt_geometry(ann: Mapping[str, Any], *, image: GtImage, iou_type: str, path: str) -> Any:
+    key = "segmentation" if iou_type == "segm" else "bbox"
+    if key not in ann:
+        raise EvaluationError(path, f"annotation id {ann['id']}.{key}", f"missing ({iou_type} evaluation needs it)")
+    if iou_type == "bbox":
+        why = bbox_problem(ann["bbox"])
+        if why:
+            raise EvaluationError(path, f"annotation id {ann['id']}.bbox", why)
+        return ann["bbox"]
+    segm = ann["segmentation"]
+    if not (isinstance(segm, list) and not segm):
+        why = segmentation_problem(segm, height=image.height, width=image.width)
+        if why:
+            raise EvaluationError(path, f"annotation id {ann['id']}.segmentation", why)
+    return to_rle(segm, image=image)
+
+
+def _det_geometries(dets: Sequence[Mapping[str, Any]], *, image: GtImage, iou_type: str) -> tuple[list[Any], np.ndarray]:
+    """Geometry COCOeval compares and the area loadRes assigns, for one image's detections."""
+    geoms: list[Any] = []
+    areas = np.zeros(len(dets))
+    mask_rows: list[int] = []
+    for i, r in enumerate(dets):
+        if iou_type == "bbox" and "bbox" in r:
+            bb = r["bbox"]
+            geoms.append(list(bb))
+            areas[i] = bb[2] * bb[3]
+            continue
+        rle = to_rle(r["segmentation"], image=image)
+        # bbox from a mask-only result: loadRes takes the box from the mask and the area from the mask
+        geoms.append(list(mask_utils.toBbox(rle)) if iou_type == "bbox" else rle)
+        mask_rows.append(i)
+        if iou_type == "bbox":
+            areas[i] = float(mask_utils.area(rle))
+    if iou_type == "segm" and mask_rows:
+        areas[mask_rows] = mask_utils.area([geoms[i] for i in mask_rows])
+    return geoms, areas
+
+
+def _repeat_cats(blocks: list[tuple[int, int, int, int, int]], start: int) -> list[int]:
+    """Each block's category repeated over its detections (start=1) or its GTs (start=3)."""
+    return [b[0] for b in blocks for _ in range(b[start], b[start + 1])]
+
+
+@dataclass
+class _Collector:
+    """Flat rows of one update, filled image by image."""
+
+    det_rows: list[tuple[int, int, float]] = field(default_factory=list)  # image, category, score
+    det_rank: list[int] = field(default_factory=list)
+    det_out: list[np.ndarray] = field(default_factory=list)  # bool [D, A] per image
+    gt_rows: list[tuple[int, int]] = field(default_factory=list)
+    gt_ignored: list[np.ndarray] = field(default_factory=list)  # bool [G, A] per image
+    pairs: list[PairInput] = field(default_factory=list)
+    pair_slots: list[tuple[int, int]] = field(default_factory=list)  # (first det row, n dets) per pair
+
+    def add_image(self, *, truth: GroundTruth, image: GtImage, dets_by_cat: Mapping[int, list[Mapping[str, Any]]], iou_type: str) -> None:
+        dets: list[Mapping[str, Any]] = []
+        gts: list[Mapping[str, Any]] = []
+        blocks: list[tuple[int, int, int, int, int]] = []  # category, det start/end, gt start/end
+        cats = sorted(set(truth.image_categories.get(image.image_id, ())).union(dets_by_cat))
+        for cat in cats:
+            cat_gts = truth.annotations.get((image.image_id, cat), ())
+            # Python's sort is stable, like COCOeval's argsort(-score, kind="mergesort")
+            cat_dets = sorted(dets_by_cat.get(cat, ()), key=lambda r: -r["score"])[:MAX_DET]
+            blocks.append((cat, len(dets), len(dets) + len(cat_dets), len(gts), len(gts) + len(cat_gts)))
+            dets.extend(cat_dets)
+            gts.extend(cat_gts)
+        det_geoms, det_areas = _det_geometries(dets, image=image, iou_type=iou_type)
+        gt_geoms = [_gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH) for g in gts]
+        crowd_list = [int(bool(g.get("iscrowd", 0))) for g in gts]
+        ious = np.asarray(mask_utils.iou(det_geoms, gt_geoms, crowd_list)) if dets and gts else None
+        crowd = np.array(crowd_list, dtype=bool)
+        id_ok = np.array([g["id"] != 0 for g in gts], dtype=bool)
+        # COCOeval's gt['ignore'] is iscrowd; out of the area range is ignored too
+        gt_ig = out_of_range(np.array([float(g["area"]) for g in gts])) | crowd[:, None]
+        det_out = out_of_range(det_areas)
+        first = len(self.det_rows)
+        image_id = image.image_id
+        self.det_rows.extend((image_id, cat, float(d["score"])) for d, cat in zip(dets, _repeat_cats(blocks, 1)))
+        self.det_rank.extend(i - d0 for _, d0, d1, _, _ in blocks for i in range(d0, d1))
+        self.gt_rows.extend((image_id, cat) for cat in _repeat_cats(blocks, 3))
+        if ious is None:
+            self.det_out.append(det_out)
+            self.gt_ignored.append(gt_ig)
+            return
+        for cat, d0, d1, g0, g1 in blocks:
+            if d1 > d0 and g1 > g0:
+                self.pairs.append(PairInput(
+                    ious=ious[d0:d1, g0:g1], gt_ignored=gt_ig[g0:g1], gt_crowd=crowd[g0:g1],
+                    gt_id_nonzero=id_ok[g0:g1], det_out_of_range=det_out[d0:d1],
+                ))
+                self.pair_slots.append((first + d0, d1 - d0))
+        self.det_out.append(det_out)
+        self.gt_ignored.append(gt_ig)
+
+    def stats(self, *, truth: GroundTruth, iou_type: str, image_ids: list[int], warnings: tuple[str, ...]) -> InstanceStats:
+        n = len(self.det_rows)
+        det_out = np.concatenate(self.det_out) if self.det_out else np.zeros((0, A), dtype=bool)
+        lone = unmatched(det_out)  # default for every detection: what a pair without GT gets
+        matched, ignored, iou = lone.matched, lone.ignored, lone.iou
+        for (start, count), res in zip(self.pair_slots, match_pairs(self.pairs)):
+            matched[start : start + count] = res.matched
+            ignored[start : start + count] = res.ignored
+            iou[start : start + count] = res.iou
+        rows = np.array(self.det_rows, dtype=np.float64).reshape(n, 3)
+        gt_rows = np.array(self.gt_rows, dtype=np.int64).reshape(len(self.gt_rows), 2)
+        return InstanceStats(
+            iou_type=iou_type,
+            category_ids=truth.category_ids,
+            category_names=truth.category_names,
+            image_ids=np.array(image_ids, dtype=np.int64),
+            file_names=tuple(truth.images[i].file_name for i in image_ids),
+            det_image=rows[:, 0].astype(np.int64),
+            det_category=rows[:, 1].astype(np.int64),
+            det_score=rows[:, 2].astype(np.float64),
+            det_rank=np.array(self.det_rank, dtype=np.int64),
+            det_matched=matched,
+            det_ignored=ignored,
+            det_iou=iou,
+            gt_image=gt_rows[:, 0],
+            gt_category=gt_rows[:, 1],
+            gt_ignored=np.concatenate(self.gt_ignored) if self.gt_ignored else np.zeros((0, A), dtype=bool),
+            warnings=warnings,
+        )
+
+
+def instance_update(
+    gt: Mapping[str, Any] | GroundTruth,
+    results: list[Mapping[str, Any]],
+    *,
+    iou_type: str,
+    image_ids: Sequence[int] | None = None,
+    drop_invalid: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> InstanceStats:
+    """Match records for `image_ids` (default: every GT image). Pure; inputs are not mutated.
+
+    Every result is validated, also those of images outside the shard (see `validate_results`).
+    `progress(1)` is called after each image (a tqdm bar's `update`).
+    """
+    truth = gt if isinstance(gt, GroundTruth) else parse_ground_truth(gt)
+    kept, result_warnings = validate_results(truth, results, iou_type=iou_type, drop_invalid=drop_invalid)
+    wanted = sorted(truth.images) if image_ids is None else sorted({int(i) for i in image_ids})
+    unknown = [i for i in wanted if i not in truth.images]
+    if unknown:
+        raise EvaluationError("image_ids", "", f"{len(unknown)} image id(s) not in the ground truth, e.g. {unknown[:5]}")
+    wanted_set = set(wanted)
+    by_image: dict[int, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in kept:
+        if r["image_id"] in wanted_set:
+            by_image[r["image_id"]][r["category_id"]].append(r)
+    collector = _Collector()
+    for image_id in wanted:
+        collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}), iou_type=iou_type)
+        if progress is not None:
+            progress(1)
+    return collector.stats(truth=truth, iou_type=iou_type, image_ids=wanted, warnings=truth.warnings + tuple(result_warnings))

@@ -1,0 +1,101 @@
+"""`segpipe evaluate instances`: files written, numbers equal pycocotools, errors and warnings surfaced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any], list[dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("inst")
+    gt, results = make_dataset(seed=3, n_images=6)
+    (root / "gt.json").write_text(json.dumps(gt), encoding="utf-8")
+    (root / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    return root / "gt.json", root / "results.json", gt, results
+
+
+def _run(*args: str) -> Any:
+    return CliRunner().invoke(main, ["evaluate", "instances", *args], catch_exceptions=False)
+
+
+def test_writes_report_matching_pycocotools(files: tuple[Path, Path, dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
+    gt_path, res_path, gt, results = files
+    out = tmp_path / "report"
+    result = _run("--gt", str(gt_path), "--pred", str(res_path), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    for name in ("summary", "per_class", "per_image", "pr_curves"):
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.parquet").is_file()
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == ["metric", "value"]
+    ref = reference_eval(gt, results, "segm")  # default: segm, since the results carry masks
+    assert np.max(np.abs(summary["value"].to_numpy() - ref.stats)) <= TOL
+    assert pd.read_parquet(out / "summary.parquet").equals(summary)
+    per_class = pd.read_csv(out / "per_class.csv")
+    assert list(per_class.columns[:10]) == ["category", "AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "n_gt", "n_dt"]
+    assert per_class.set_index("category").loc["fish", "AP"] == -1
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert list(per_image.columns) == ["image_id", "file_name", "n_gt", "n_dt", "tp", "fp", "fn", "mean_iou"]
+    curves = pd.read_parquet(out / "pr_curves.parquet")
+    assert len(curves) == 4 * 3 * 101
+    header = json.loads((out / "header.json").read_text(encoding="utf-8"))
+    assert header["iou_type"] == "segm" and "mask area" in header["area"] and "bbox is dropped" in header["area"]
+    assert any("iscrowd=1" in w for w in header["warnings"]) or not any(a["iscrowd"] for a in gt["annotations"])
+    assert result.stdout.startswith("# segm: each result's bbox is dropped")
+    assert "AP50" in result.stdout and "dog" in result.stdout
+
+
+def test_box_results_default_to_bbox(files: tuple[Path, Path, dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
+    gt_path, _, gt, results = files
+    boxes = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes), encoding="utf-8")
+    out = tmp_path / "report"
+    result = _run("--gt", str(gt_path), "--pred", str(tmp_path / "boxes.json"), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    header = json.loads((out / "header.json").read_text(encoding="utf-8"))
+    assert header["iou_type"] == "bbox"
+    summary = pd.read_csv(out / "summary.csv")
+    assert np.max(np.abs(summary["value"].to_numpy() - reference_eval(gt, boxes, "bbox").stats)) <= TOL
+    forced = _run("--gt", str(gt_path), "--pred", str(files[1]), "-o", str(tmp_path / "r2"), "--iou-type", "bbox")
+    assert forced.exit_code == 0 and forced.stdout.startswith("# bbox")
+
+
+def test_bad_results_fail_with_counts_and_write_nothing(files: tuple[Path, Path, dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
+    gt_path, _, _, results = files
+    bad = [dict(r) for r in results]
+    bad[0] = {**bad[0], "image_id": 4242}
+    bad[1] = {**bad[1], "score": None}
+    (tmp_path / "bad.json").write_text(json.dumps(bad), encoding="utf-8")
+    out = tmp_path / "report"
+    result = _run("--gt", str(gt_path), "--pred", str(tmp_path / "bad.json"), "-o", str(out))
+    assert result.exit_code == 1
+    assert str(tmp_path / "bad.json") in result.stderr
+    assert f"2 of {len(bad)} results are invalid" in result.stderr and "unknown image_id: 1" in result.stderr
+    assert not out.exists()
+    dropped = _run("--gt", str(gt_path), "--pred", str(tmp_path / "bad.json"), "-o", str(out), "--drop-invalid")
+    assert dropped.exit_code == 0
+    assert "dropped 2 of" in dropped.stderr
+    header = json.loads((out / "header.json").read_text(encoding="utf-8"))
+    assert any("dropped 2 of" in w for w in header["warnings"]) and header["drop_invalid"] is True
+
+
+def test_empty_results_and_unreadable_json(files: tuple[Path, Path, dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
+    gt_path = files[0]
+    (tmp_path / "empty.json").write_text("[]", encoding="utf-8")
+    out = tmp_path / "report"
+    result = _run("--gt", str(gt_path), "--pred", str(tmp_path / "empty.json"), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "results list is empty" in result.stderr
+    assert (pd.read_csv(out / "summary.csv")["value"] == 0).all()
+    (tmp_path / "broken.json").write_text("[{", encoding="utf-8")
+    broken = _run("--gt", str(gt_path), "--pred", str(tmp_path / "broken.json"), "-o", str(tmp_path / "r2"))
+    assert broken.exit_code == 1 and "cannot read results JSON" in broken.stderr
