@@ -1,0 +1,131 @@
+"""`segpipe evaluate semantic`: GT and prediction label-map folders in, a semantic report folder out.
+
+REPORT/summary.csv (metric,value), per_class.csv, per_image.csv, confusion.csv, notes.csv (missing
+predictions, predictions without GT), each with a .parquet twin, and header.json (inputs and conventions).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from converters.atomic_write import atomic_write_text
+from evaluators.confusion import IGNORE_INDEX
+from evaluators.errors import EvaluationError
+from evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
+from evaluators.semantic_tables import SemanticReport
+from pipeline.tables import write_table
+
+CLASSES_FILE_NAME = "classes.txt"  # what `segpipe convert` writes beside the semantic maps
+HEADER_FILE_NAME = "header.json"
+CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
+CONVENTIONS = (
+    "Fractions, not percentages. One int64 confusion matrix summed over all images (rows = GT). "
+    "IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), aAcc = sum TP / labelled pixels, mAcc = mean recall. "
+    "A class with neither GT nor predicted pixels is NaN and left out of the means; a predicted class absent "
+    "from GT scores 0. GT pixels equal to the ignore index are left out; a prediction equal to it, or a missing "
+    "prediction file, counts the GT pixel as a miss (column '(no prediction)' of confusion.csv). "
+    "mIoU_per_image / mDice_per_image average per-image means over the classes present in each image."
+)
+
+
+def parse_class_names(text: str) -> list[str]:
+    """Class names from a comma list or from a file's text (one per line; blank lines skipped).
+
+    >>> parse_class_names("background, pet")
+    ['background', 'pet']
+    >>> parse_class_names("road\\nsidewalk\\n\\n")
+    ['road', 'sidewalk']
+    """
+    separator = "\n" if "\n" in text.strip() or "," not in text else ","
+    return [name.strip() for name in text.split(separator) if name.strip()]
+
+
+def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
+    """--classes as a file path or a comma list; without it, GT_DIR/classes.txt when present."""
+    if option is None:
+        default = gt_dir / CLASSES_FILE_NAME
+        if not default.is_file():
+            raise click.UsageError(f"--classes is required ({default} does not exist)")
+        option = str(default)
+    path = Path(option)
+    if not path.is_file() and "," not in option and (path.suffix.lower() in CLASSES_FILE_SUFFIXES or "/" in option):
+        raise click.BadParameter(f"no such classes file: {option}", param_hint="--classes")
+    text = path.read_text(encoding="utf-8") if path.is_file() else option
+    names = parse_class_names(text)
+    if not names:
+        raise click.BadParameter(f"no class names in {option!r}", param_hint="--classes")
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"duplicate class names: {names}", param_hint="--classes")
+    return names
+
+
+def label_map_dir(path: Path) -> Path:
+    """A folder of PNGs, or a converted dataset / predictions dir holding them under semantic/."""
+    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / "semantic").is_dir():
+        return path / "semantic"
+    return path
+
+
+def write_semantic_report(report: SemanticReport, out: Path, *, header: dict[str, Any]) -> None:
+    """Write every table (CSV + Parquet) and header.json into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in (("summary", report.summary), ("per_class", report.per_class), ("per_image", report.per_image),
+                        ("confusion", report.confusion), ("notes", report.notes)):
+        write_table(out, name, table)
+    payload = {**header, "warnings": list(report.warnings)}
+    atomic_write_text(out / HEADER_FILE_NAME, json.dumps(payload, sort_keys=True, indent=2, default=str) + "\n")
+
+
+def format_report(report: SemanticReport) -> str:
+    """The stdout table: summary, then per class."""
+    with pd.option_context("display.max_rows", 500, "display.width", 120, "display.float_format", "{:.4f}".format):
+        summary = report.summary.to_string(index=False)
+        per_class = report.per_class.to_string(index=False)
+    return f"{summary}\n\n{per_class}"
+
+
+@click.command("semantic")
+@click.option("--gt", "gt_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Ground-truth label maps (<stem>.png, single channel; a converted dataset dir works too).")
+@click.option("--pred", "pred_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Predicted label maps matched by stem (an inference output dir works too).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory (created if missing).")
+@click.option("--classes", "classes", default=None,
+              help="Class names in index order: a comma list or a file with one per line "
+              "[default: GT_DIR/classes.txt].")
+@click.option("--ignore-index", type=int, default=IGNORE_INDEX, show_default=True,
+              help="GT value left out of the scores; a prediction with this value counts as a miss.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: all cores].")
+def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignore_index: int, workers: int | None) -> None:
+    """Score semantic label maps: mIoU, Dice, pixel accuracy, per class and per image."""
+    from tqdm import tqdm
+
+    gt_dir, pred_dir = label_map_dir(gt_dir), label_map_dir(pred_dir)
+    class_names = read_class_names(classes, gt_dir=gt_dir)
+    try:
+        n_images = len(label_maps_by_stem(gt_dir))
+    except EvaluationError as err:
+        raise click.ClickException(str(err)) from err
+    with tqdm(total=n_images, desc="evaluate semantic", unit="img", disable=not sys.stderr.isatty()) as bar:
+        try:
+            report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=class_names, ignore_index=ignore_index,
+                                            workers=workers, progress=bar.update)
+        except (EvaluationError, ValueError) as err:
+            raise click.ClickException(str(err)) from err
+    header = {
+        "command": "evaluate semantic", "gt": str(gt_dir.resolve()), "pred": str(pred_dir.resolve()),
+        "classes": class_names, "ignore_index": ignore_index, "n_images": len(report.per_image),
+        "conventions": CONVENTIONS,
+    }
+    write_semantic_report(report, out, header=header)
+    click.echo(format_report(report))
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"report written to {out}", err=True)
