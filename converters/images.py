@@ -57,12 +57,7 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             width, height = im.size
-            orientation = 1
-            if im.format in ("JPEG", "TIFF", "WEBP", "PNG"):
-                try:
-                    orientation = int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1))
-                except Exception:  # a broken EXIF block does not make the image unreadable
-                    orientation = 1
+            orientation = _orientation(im)
     except FileNotFoundError as err:
         raise AnnotationError(path, "", "image file not found", code="missing_image") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
@@ -70,3 +65,23 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
     return int(width), int(height)
+
+
+def _orientation(im: "Image.Image") -> int:
+    """EXIF orientation without decoding pixels. For PNG, `getexif()` would read past IDAT (a full decode,
+    ~1 ms an image), so only an eXIf chunk placed before the image data is honoured there."""
+    from PIL import Image
+
+    try:
+        if im.format == "PNG":
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(_EXIF_ORIENTATION_TAG, 1))
+        if im.format in ("JPEG", "TIFF", "WEBP", "MPO"):
+            return int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # a broken EXIF block does not make the image unreadable
+        return 1
+    return 1

@@ -1,0 +1,368 @@
+"""Audit recall/precision on injected label errors, and audit speed (issue 6, "Must be measured").
+
+A clean generated dataset (ellipse masks, 5 classes with their own size/shape, ~5 objects per image) gets
+near-perfect predictions (the true mask moved by at most 1 px, score 0.75-0.99, plus low-score noise). Then 5%
+of the annotations get one known error each: shift, grow, swap class, delete, spurious (added), erode/dilate.
+The audit runs; among its top 2 x (number injected) findings we count
+
+    recall    = injected errors pointed at by at least one of those findings / injected errors (per type too)
+    precision = those findings that point at an injected error / findings in that top list
+
+A finding points at an error when it names the modified or added annotation, or, for a deleted one, is a
+`possibly_missing` finding of the same image and class. When cleanlab is importable, its
+`object_detection.find_label_issues` ranks images on the same data; both are compared at the image level.
+
+    python benchmarks/audit_recall.py            # 10,000 images / ~50,000 annotations (issue's sizes)
+    python benchmarks/audit_recall.py --quick    # 400 images, smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluators.audit import audit_dataset  # noqa: E402
+from evaluators.audit_findings import CHECK_POSSIBLY_MISSING  # noqa: E402
+
+ERROR_TYPES: tuple[str, ...] = ("shift", "grow", "swap", "delete", "spurious", "erode_dilate")
+ERROR_FRACTION = 0.05
+IMAGE_SIZE = 256
+# Per class: (mean semi-axis in px, aspect ratio a/b) so that classes differ in size and shape.
+CLASS_SHAPES: tuple[tuple[float, float], ...] = ((20.0, 1.0), (30.0, 1.6), (18.0, 0.7), (40.0, 2.2), (34.0, 1.2))
+CLASS_NAMES: tuple[str, ...] = ("round", "wide", "tall", "long", "big")
+
+
+@dataclass(frozen=True)
+class Injected:
+    kind: str
+    image_id: int
+    annotation_id: int | None  # the modified / added annotation; None for a deletion
+    category_id: int  # deletion: the deleted annotation's class
+
+
+def _ellipse_mask(cx: float, cy: float, a: float, b: float, angle: float, size: int = IMAGE_SIZE) -> np.ndarray:
+    m = np.zeros((size, size), dtype=np.uint8)
+    cv2.ellipse(m, (int(round(cx)), int(round(cy))), (max(1, int(round(a))), max(1, int(round(b)))), angle, 0, 360, 1, -1)
+    return m
+
+
+def _encode(mask: np.ndarray) -> dict[str, Any]:
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def _ann(ann_id: int, image_id: int, cat: int, mask: np.ndarray) -> dict[str, Any]:
+    rle = _encode(mask)
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat,
+        "iscrowd": 0,
+        "segmentation": rle,
+        "area": float(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+    }
+
+
+def _random_object(rng: np.random.Generator) -> tuple[int, tuple[float, float, float, float, float]]:
+    cat = int(rng.integers(len(CLASS_SHAPES)))
+    mean, aspect = CLASS_SHAPES[cat]
+    # Semi-axes within [12, 60] px with the class's aspect ratio kept exactly (no clipping of one axis only).
+    a = float(np.clip(mean * np.exp(rng.normal(0, 0.15)), 12 * max(1.0, aspect), 60 * min(1.0, aspect)))
+    b = a / aspect
+    margin = max(a, b) + 2
+    cx, cy = rng.uniform(margin, IMAGE_SIZE - margin, size=2)
+    return cat + 1, (float(cx), float(cy), a, b, 0.0)
+
+
+def generate_clean(n_images: int, *, seed: int, model_errors: float = 0.0) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, tuple]]:
+    """A clean COCO dataset, near-perfect predictions, and each annotation's ellipse parameters.
+
+    `model_errors` > 0 makes the model imperfect: it misses that fraction of the objects, outlines as many
+    sloppily (moved by a quarter of their size) and adds as many confident false positives per object.
+    """
+    rng = np.random.default_rng(seed)
+    images, anns, preds, shapes = [], [], [], {}
+    ann_id = 1
+    for image_id in range(1, n_images + 1):
+        images.append({"id": image_id, "file_name": f"img_{image_id:06d}.png", "width": IMAGE_SIZE, "height": IMAGE_SIZE})
+        for _ in range(int(rng.integers(3, 8))):
+            cat, shape = _random_object(rng)
+            anns.append(_ann(ann_id, image_id, cat, _ellipse_mask(*shape)))
+            shapes[ann_id] = shape
+            dx, dy = rng.integers(-1, 2, size=2) * (rng.random(2) < 0.5)
+            if rng.random() < model_errors:
+                dx, dy = 0.5 * shape[2], 0.5 * shape[3]
+            pmask = _ellipse_mask(shape[0] + dx, shape[1] + dy, *shape[2:])
+            if rng.random() >= model_errors:
+                preds.append({"image_id": image_id, "category_id": cat, "score": float(rng.uniform(0.75, 0.99)), "segmentation": _encode(pmask)})
+            if rng.random() < model_errors:
+                cat_fp, shape_fp = _random_object(rng)
+                preds.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": cat_fp,
+                        "score": float(rng.uniform(0.5, 0.9)),
+                        "segmentation": _encode(_ellipse_mask(*shape_fp)),
+                    }
+                )
+            ann_id += 1
+        if rng.random() < 0.7:  # low-score noise that any real detector emits
+            cat, shape = _random_object(rng)
+            preds.append(
+                {"image_id": image_id, "category_id": cat, "score": float(rng.uniform(0.05, 0.3)), "segmentation": _encode(_ellipse_mask(*shape))}
+            )
+    categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
+    return {"images": images, "annotations": anns, "categories": categories}, preds, shapes
+
+
+def _decode(ann: dict[str, Any]) -> np.ndarray:
+    return mask_utils.decode({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode("ascii")})
+
+
+def inject_errors(
+    coco: dict[str, Any], shapes: dict[int, tuple], *, seed: int, fraction: float = ERROR_FRACTION
+) -> tuple[dict[str, Any], list[Injected]]:
+    """A copy of `coco` with `fraction` of its annotations given one known error each (types in equal shares)."""
+    rng = np.random.default_rng(seed + 1)
+    anns = [dict(a) for a in coco["annotations"]]
+    n_err = max(len(ERROR_TYPES), int(round(fraction * len(anns))))
+    chosen = rng.choice(len(anns), size=n_err, replace=False)
+    injected: list[Injected] = []
+    deleted: set[int] = set()
+    next_id = max(a["id"] for a in anns) + 1
+    by_image: dict[int, list[dict]] = {}
+    for a in anns:
+        by_image.setdefault(a["image_id"], []).append(a)
+    for k, idx in enumerate(chosen):
+        kind = ERROR_TYPES[k % len(ERROR_TYPES)]
+        a = anns[idx]
+        cx, cy, ea, eb, angle = shapes[a["id"]]
+        if kind == "shift":
+            frac = rng.uniform(0.35, 0.5)
+            sign = rng.choice([-1, 1], size=2)
+            mask = _ellipse_mask(cx + sign[0] * frac * 2 * ea, cy + sign[1] * frac * 2 * eb, ea, eb, angle)
+            anns[idx] = _ann(a["id"], a["image_id"], a["category_id"], mask)
+        elif kind == "grow":
+            g = rng.uniform(1.5, 1.8)
+            anns[idx] = _ann(a["id"], a["image_id"], a["category_id"], _ellipse_mask(cx, cy, ea * g, eb * g, angle))
+        elif kind == "swap":
+            anns[idx] = {**a, "category_id": int((a["category_id"] - 1 + rng.integers(1, len(CLASS_SHAPES))) % len(CLASS_SHAPES) + 1)}
+        elif kind == "erode_dilate":
+            r = max(3, int(round(0.25 * min(ea, eb))))
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+            op = cv2.erode if rng.random() < 0.5 else cv2.dilate
+            anns[idx] = _ann(a["id"], a["image_id"], a["category_id"], op(_decode(a), kernel))
+        if kind == "delete":
+            deleted.add(a["id"])
+            injected.append(Injected(kind, a["image_id"], None, a["category_id"]))
+            continue
+        if kind == "spurious":
+            for _ in range(50):  # somewhere free: a label on top of another object is a different error
+                cat, shape = _random_object(rng)
+                mask = _ellipse_mask(*shape)
+                if all(np.count_nonzero(mask & _decode(o)) == 0 for o in by_image[a["image_id"]]):
+                    break
+            anns.append(_ann(next_id, a["image_id"], cat, mask))
+            injected.append(Injected(kind, a["image_id"], next_id, cat))
+            next_id += 1
+            continue
+        injected.append(Injected(kind, a["image_id"], a["id"], anns[idx]["category_id"]))
+    kept = [a for a in anns if a["id"] not in deleted]
+    return {**coco, "annotations": kept}, injected
+
+
+def score_findings(findings: Any, injected: list[Injected]) -> dict[str, Any]:
+    """Recall per type and precision among the top 2 x len(injected) findings."""
+    k = 2 * len(injected)
+    top = findings.head(k)
+    by_ann = {e.annotation_id: i for i, e in enumerate(injected) if e.annotation_id is not None}
+    deletions: dict[tuple[int, int], list[int]] = {}
+    for i, e in enumerate(injected):
+        if e.kind == "delete":
+            deletions.setdefault((e.image_id, e.category_id), []).append(i)
+    found: set[int] = set()
+    hits = 0
+    for row in top.itertuples(index=False):
+        idx: list[int] = []
+        if row.annotation_id is not None and not _isna(row.annotation_id) and int(row.annotation_id) in by_ann:
+            idx = [by_ann[int(row.annotation_id)]]
+        elif row.check == CHECK_POSSIBLY_MISSING and not _isna(row.image_id):
+            cat_id = CLASS_NAMES.index(row.category) + 1 if row.category in CLASS_NAMES else -1
+            idx = deletions.get((int(row.image_id), cat_id), [])
+        if idx:
+            hits += 1
+            found.update(idx)
+    per_type = {t: (sum(1 for i in found if injected[i].kind == t), sum(1 for e in injected if e.kind == t)) for t in ERROR_TYPES}
+    return {"k": k, "rows": len(top), "recall": len(found) / len(injected), "precision": hits / max(1, len(top)), "per_type": per_type}
+
+
+def _isna(v: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(v))
+
+
+def image_ranking_scores(ranked_images: list[int], injected: list[Injected], n_images: int) -> tuple[float, float]:
+    """Image-level (precision, recall) among the top 2 x (images with an injected error)."""
+    bad = {e.image_id for e in injected}
+    top = ranked_images[: 2 * len(bad)]
+    hits = sum(1 for i in top if i in bad)
+    return hits / max(1, len(top)), len(bad & set(top)) / max(1, len(bad))
+
+
+def run_cleanlab(coco: dict[str, Any], preds: list[dict[str, Any]]) -> tuple[list[int], list[int]] | None:
+    """cleanlab on the same boxes: (image ids that find_label_issues flags, ranked; all image ids ranked by
+    get_label_quality_scores, worst first), or None when cleanlab is not importable."""
+    try:
+        from cleanlab.object_detection.filter import find_label_issues
+        from cleanlab.object_detection.rank import get_label_quality_scores
+    except ImportError:
+        return None
+    if not hasattr(np, "in1d"):
+        # cleanlab 2.9.0 still calls np.in1d, which NumPy 2.4 removed; np.isin is its documented replacement.
+        np.in1d = np.isin  # type: ignore[attr-defined]
+    ids = [im["id"] for im in coco["images"]]
+    n_cls = len(coco["categories"])
+    labels, predictions = [], []
+    gt_by, pr_by = {i: [] for i in ids}, {i: [] for i in ids}
+    for a in coco["annotations"]:
+        gt_by[a["image_id"]].append(a)
+    for p in preds:
+        pr_by[p["image_id"]].append(p)
+    for i in ids:
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in gt_by[i])], dtype=np.float32).reshape(-1, 4)
+        labels.append({"bboxes": boxes, "labels": np.array([a["category_id"] - 1 for a in gt_by[i]], dtype=np.int64)})
+        per_class = []
+        for c in range(n_cls):
+            rows = []
+            for p in pr_by[i]:
+                if p["category_id"] - 1 == c:
+                    x, y, w, h = mask_utils.toBbox(p["segmentation"]) if "bbox" not in p else p["bbox"]
+                    rows.append([x, y, x + w, y + h, p["score"]])
+            per_class.append(np.array(rows, dtype=np.float32).reshape(-1, 5))
+        predictions.append(per_class)
+    flagged = find_label_issues(labels, predictions, return_indices_ranked_by_score=True)
+    quality = np.asarray(get_label_quality_scores(labels, predictions))
+    by_quality = np.argsort(quality, kind="stable")
+    return [ids[int(j)] for j in flagged], [ids[int(j)] for j in by_quality]
+
+
+def write_images(coco: dict[str, Any], root: Path) -> None:
+    """Small PNGs with distinct content (else every image would be a 'duplicate')."""
+    for im in coco["images"]:
+        pixels = np.zeros((im["height"], im["width"]), dtype=np.uint8)
+        pixels.reshape(-1)[:4] = np.frombuffer(int(im["id"]).to_bytes(4, "little"), dtype=np.uint8)
+        cv2.imwrite(str(root / im["file_name"]), pixels)
+
+
+def iou_floor(coco: dict[str, Any], preds: list[dict[str, Any]]) -> None:
+    """Baseline: only the per-image pycocotools IoU matrices the model checks need."""
+    gt_by: dict[int, list] = {}
+    pr_by: dict[int, list] = {}
+    for a in coco["annotations"]:
+        gt_by.setdefault(a["image_id"], []).append(a["segmentation"])
+    for p in preds:
+        pr_by.setdefault(p["image_id"], []).append(p["segmentation"])
+    for i, g in gt_by.items():
+        if i in pr_by:
+            mask_utils.iou(pr_by[i], g, [0] * len(g))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="400 images instead of 10,000")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None, help="timing repeats (median) [3 quick, 1 full]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-errors", type=float, default=0.0, help="imperfect model: fraction of objects missed / misplaced / hallucinated [0]")
+    parser.add_argument("--cleanlab-images", type=int, default=2000, help="cap on the images given to cleanlab (its speed)")
+    args = parser.parse_args()
+    n_images = args.images or (400 if args.quick else 10_000)
+    repeats = args.repeats or (3 if args.quick else 1)
+    t0 = time.perf_counter()
+    clean, preds, shapes = generate_clean(n_images, seed=args.seed, model_errors=args.model_errors)
+    dirty, injected = inject_errors(clean, shapes, seed=args.seed)
+    print(
+        f"generated {n_images} images, {len(clean['annotations'])} annotations, {len(preds)} predictions; "
+        f"injected {len(injected)} errors in {time.perf_counter() - t0:.1f} s; model's own error rate {args.model_errors:.0%}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_images(dirty, Path(tmp))
+        audit_times, floor_times = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            iou_floor(dirty, preds)
+            floor_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            result = audit_dataset(dirty, image_root=Path(tmp), predictions=preds)
+            audit_times.append(time.perf_counter() - t)
+    audit_s, floor_s = statistics.median(audit_times), statistics.median(floor_times)
+    print(
+        f"audit (image files, format, geometry, model checks): {audit_s:.1f} s median of {repeats}; "
+        f"IoU-matrix floor {floor_s:.2f} s; ratio audit/floor {audit_s / floor_s:.1f}x; "
+        f"target < 120 s for 10,000 images: {audit_s / 120:.2f} of the budget"
+        + ("" if n_images == 10_000 else f" (scaled to 10,000 images: ~{audit_s * 10_000 / n_images:.0f} s)")
+    )
+    s = score_findings(result.findings, injected)
+    print(
+        f"segpipe audit: top {s['k']} findings ({s['rows']} rows): recall {s['recall']:.3f} (target >= 0.9), precision {s['precision']:.3f} (target >= 0.5)"
+    )
+    for t, (hit, total) in s["per_type"].items():
+        print(f"  {t:<13} recall {hit / max(1, total):.3f} ({hit}/{total}; target >= 0.8)")
+    first_seen: dict[int, None] = {}
+    for v in result.findings["image_id"].dropna():
+        first_seen.setdefault(int(v), None)
+    n_cl = min(n_images, args.cleanlab_images)
+    sub_ids = set(range(1, n_cl + 1))
+    sub_inj = [e for e in injected if e.image_id in sub_ids]
+    ours = image_ranking_scores([i for i in first_seen if i in sub_ids], sub_inj, n_cl)
+    t = time.perf_counter()
+    sub = {
+        **dirty,
+        "images": [im for im in dirty["images"] if im["id"] in sub_ids],
+        "annotations": [a for a in dirty["annotations"] if a["image_id"] in sub_ids],
+    }
+    cl = run_cleanlab(sub, [p for p in preds if p["image_id"] in sub_ids])
+    if cl is None:
+        print(
+            f"cleanlab: not importable here (pip install cleanlab into a throwaway venv to compare); "
+            f"segpipe image-level on the first {n_cl} images: precision {ours[0]:.3f}, recall {ours[1]:.3f}"
+        )
+        return
+    cl_s = time.perf_counter() - t
+    flagged, by_quality = cl
+    k_img = 2 * len({e.image_id for e in sub_inj})
+    print(f"image level, first {n_cl} images, top {k_img} = 2 x (images with an injected error); cleanlab took {cl_s:.1f} s (boxes only):")
+    print(f"  {'':<40} {'precision':>9} {'recall':>7}")
+    print(f"  {'segpipe audit':<40} {ours[0]:>9.3f} {ours[1]:>7.3f}")
+    for name, ranked in (("cleanlab find_label_issues (flagged)", flagged), ("cleanlab get_label_quality_scores", by_quality)):
+        p, r = image_ranking_scores(ranked, sub_inj, n_cl)
+        top = set(ranked[:k_img])
+        per_type = ", ".join(
+            f"{t} {sum(1 for e in sub_inj if e.kind == t and e.image_id in top) / max(1, sum(1 for e in sub_inj if e.kind == t)):.2f}"
+            for t in ERROR_TYPES
+        )
+        print(f"  {name:<40} {p:>9.3f} {r:>7.3f}   per type: {per_type}")
+    ours_top = set([i for i in first_seen if i in sub_ids][:k_img])
+    per_type = ", ".join(
+        f"{t} {sum(1 for e in sub_inj if e.kind == t and e.image_id in ours_top) / max(1, sum(1 for e in sub_inj if e.kind == t)):.2f}"
+        for t in ERROR_TYPES
+    )
+    print(f"  {'segpipe audit, per type':<40} {'':>17}   per type: {per_type}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Label-quality audit (issue 6): format/integrity, geometry/statistics and model-assisted checks, one ranking.
+
+`audit_dataset` is pure apart from reading image files under `image_root` (and semantic maps): give it a COCO
+dict and what else is known. `read_audit_inputs` / `audit_path` are the disk edges that `segpipe audit` and
+`segpipe run --audit` call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from converters.dataset_layout import HEADS_FILE, DatasetDir
+from converters.errors import AnnotationError
+from converters.images import read_image_size
+from converters.report import REPORT_FILE_NAME
+from evaluators import audit_findings as F
+from evaluators.audit_findings import AuditFinding, findings_frame, make_finding, summary_frame
+from evaluators.audit_format import ImageInfo, parse_images, prepare_annotations
+from evaluators.audit_geometry import PetLayout, class_statistics_checks, mask_shape_checks, near_duplicate_checks, pet_layout_checks
+from evaluators.audit_model import model_checks, parse_predictions
+from evaluators.errors import EvaluationError
+
+CONVERSION_SCORES: Mapping[str, float] = {"error": 1.0, "warning": 0.6, "info": 0.1}
+PET_FORMATS: frozenset[str] = frozenset({"trimap", "oxford-pet"})
+RESULTS_FILE = "results.json"
+PET_SPLIT_FILES: tuple[str, ...] = ("trainval", "test")
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    findings: pd.DataFrame  # F.FINDING_COLUMNS, sorted by score (descending) then stable keys
+    summary: pd.DataFrame  # F.SUMMARY_COLUMNS
+
+
+@dataclass(frozen=True)
+class AuditInputs:
+    """Everything `audit_dataset` needs, as read from a dataset dir (or COCO file) and a predictions path."""
+
+    coco: dict[str, Any]
+    image_root: Path | None
+    conversion_findings: pd.DataFrame | None
+    predictions: list[dict[str, Any]] | None
+    semantic_dir: Path | None
+    pet_layout: PetLayout | None
+
+
+def conversion_rows_to_findings(rows: pd.DataFrame, *, images: Sequence[Mapping[str, Any]]) -> list[AuditFinding]:
+    """Conversion report rows (file, severity, code, message) as findings; located on an image by stem when unique."""
+    by_stem: dict[str, list[Mapping[str, Any]]] = {}
+    for im in images:
+        by_stem.setdefault(PurePosixPath(str(im.get("file_name", ""))).stem, []).append(im)
+    out: list[AuditFinding] = []
+    for record in rows.to_dict(orient="records"):
+        # Read with pandas' defaults an empty cell is NaN: treat it as the empty text it was.
+        row = {k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for k, v in record.items()}
+        file, severity = row.get("file", ""), row.get("severity", "error")
+        severity = severity if severity in F.SEVERITIES else "error"
+        match = by_stem.get(PurePosixPath(file.replace("\\", "/")).stem, [])
+        image = match[0] if len(match) == 1 else None
+        out.append(
+            AuditFinding(
+                check=f"{F.CHECK_CONVERSION_PREFIX}{row.get('code', '')}",
+                severity=severity,
+                score=CONVERSION_SCORES[severity],
+                message=f"{file}: {row.get('message', '')}",
+                image_id=image.get("id") if image else None,
+                file_name=str(image.get("file_name")) if image else file,
+            )
+        )
+    return out
+
+
+def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[AuditFinding]:
+    """Missing, unreadable and wrongly sized image files, exact duplicates (content hash), and one image in two splits."""
+    findings: list[AuditFinding] = []
+    by_hash: dict[str, list[ImageInfo]] = defaultdict(list)
+    for im in sorted(images, key=lambda i: i.id):
+        path = image_root / im.file_name
+        located = {"image_id": im.id, "file_name": im.file_name}
+        try:
+            width, height = read_image_size(path)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except AnnotationError as err:
+            check = F.CHECK_IMAGE_MISSING if err.code == "missing_image" else F.CHECK_IMAGE_UNREADABLE
+            findings.append(make_finding(check=check, message=str(err), **located))
+            continue
+        except OSError as err:
+            findings.append(make_finding(check=F.CHECK_IMAGE_UNREADABLE, message=f"{path}: {err}", **located))
+            continue
+        if (width, height) != (im.width, im.height):
+            message = f"{path}: file is {width}x{height} (EXIF orientation applied), record says {im.width}x{im.height}"
+            findings.append(make_finding(check=F.CHECK_IMAGE_SIZE, message=message, **located))
+        by_hash[digest].append(im)
+    for group in by_hash.values():
+        first = group[0]
+        for im in group[1:]:
+            message = f"same bytes as image {first.id} ({first.file_name})"
+            findings.append(make_finding(check=F.CHECK_DUPLICATE_IMAGE, message=message, image_id=im.id, file_name=im.file_name))
+        splits = sorted({im.split for im in group if im.split})
+        if len(splits) > 1:
+            message = f"identical image content appears in splits {splits} (ids {[g.id for g in group]})"
+            findings += [make_finding(check=F.CHECK_CROSS_SPLIT, message=message, image_id=im.id, file_name=im.file_name) for im in group]
+    return findings
+
+
+def semantic_foreground(semantic_dir: Path, stems: Sequence[str]) -> dict[str, int]:
+    """stem -> labelled non-background pixels (1..254) in semantic_dir/<stem>.png, for the maps that exist."""
+    import cv2
+
+    out: dict[str, int] = {}
+    for stem in stems:
+        path = semantic_dir / f"{stem}.png"
+        if not path.is_file():
+            continue
+        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if label is not None:
+            out[stem] = int(np.count_nonzero((label > 0) & (label < 255)))
+    return out
+
+
+def audit_dataset(
+    coco: dict,
+    *,
+    image_root: Path | None,
+    conversion_findings: pd.DataFrame | None = None,
+    predictions: list[dict] | None = None,
+    semantic_dir: Path | None = None,
+    pet_layout: PetLayout | None = None,
+) -> AuditResult:
+    """Run every check that the inputs allow and rank the findings.
+
+    image_root: where `file_name`s resolve (None skips the image-file checks); conversion_findings: the rows of
+    conversion_report.csv; predictions: COCO results (enables the model-assisted checks); semantic_dir and
+    pet_layout: the Oxford-IIIT Pet checks (empty trimap, head box, list.txt, species). Raises EvaluationError
+    for malformed predictions.
+    """
+    images, findings = parse_images(coco)
+    prepared, ann_findings = prepare_annotations(coco, images)
+    findings += ann_findings
+    categories = {c["id"]: str(c.get("name", "")) for c in coco.get("categories") or [] if isinstance(c, Mapping) and "id" in c}
+    if image_root is not None:
+        findings += check_image_files(list(images.values()), image_root=Path(image_root))
+    if conversion_findings is not None and not conversion_findings.empty:
+        findings += conversion_rows_to_findings(conversion_findings, images=coco.get("images") or [])
+    findings += class_statistics_checks(prepared, images, categories=categories)
+    findings += near_duplicate_checks(prepared, images)
+    findings += mask_shape_checks(prepared, images)
+    if pet_layout is not None or semantic_dir is not None:
+        layout = pet_layout or PetLayout()
+        if semantic_dir is not None:
+            stems = sorted({PurePosixPath(im.file_name).stem for im in images.values()})
+            layout = PetLayout(
+                heads=layout.heads,
+                list_species=layout.list_species,
+                splits=layout.splits,
+                foreground={**layout.foreground, **semantic_foreground(Path(semantic_dir), stems)},
+            )
+        supers = {str(c.get("name", "")): str(c.get("supercategory", "")) for c in coco.get("categories") or [] if isinstance(c, Mapping)}
+        findings += pet_layout_checks(prepared, images, layout=layout, supercategories=supers)
+    if predictions is not None:
+        preds = parse_predictions(predictions, images=images, categories=categories)
+        findings += model_checks(prepared, preds, images=images, categories=categories)
+    frame = findings_frame(findings)
+    return AuditResult(findings=frame, summary=summary_frame(frame))
+
+
+def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> PetLayout:
+    """heads.json (same image list as instances.json), annotations/list.txt and split files beside the images."""
+    from converters.pet_list import SPECIES_NAMES, parse_pet_list, parse_split_names
+
+    heads: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
+    heads_path = dataset.root / HEADS_FILE
+    if heads_path.is_file():
+        doc = json.loads(heads_path.read_text(encoding="utf-8"))
+        names = {c["id"]: c["name"] for c in doc.get("categories", [])}
+        stem_of = {im["id"]: PurePosixPath(im["file_name"]).stem for im in doc.get("images", [])}
+        for ann in sorted(doc.get("annotations", []), key=lambda a: a["id"]):
+            heads.setdefault(stem_of.get(ann["image_id"], ""), []).append((names.get(ann["category_id"], ""), tuple(float(v) for v in ann["bbox"])))
+    annotations = image_root.parent / "annotations"
+    list_species: dict[str, str] | None = None
+    list_path = annotations / "list.txt"
+    if list_path.is_file():
+        try:
+            entries = parse_pet_list(list_path.read_text(encoding="utf-8"), path=str(list_path))
+            list_species = {e.image: SPECIES_NAMES[e.species] for e in entries}
+        except (AnnotationError, UnicodeDecodeError):
+            list_species = None  # the converter already reported the broken list as a conversion finding
+    splits: dict[str, list[str]] = {}
+    for split in PET_SPLIT_FILES:
+        path = annotations / f"{split}.txt"
+        if path.is_file():
+            for stem in sorted(set(parse_split_names(path.read_text(encoding="utf-8")))):
+                splits.setdefault(stem, []).append(split)
+    return PetLayout(heads={k: tuple(v) for k, v in heads.items()}, list_species=list_species, splits={k: tuple(v) for k, v in splits.items()})
+
+
+def coco_image_root(json_path: Path, coco: Mapping[str, Any]) -> Path:
+    """Where the images of a bare COCO file live: the folder (of those below) holding most of its first images.
+
+    The json's folder, an `images/` folder beside it, or the COCO and Datumaro layouts
+    ROOT/annotations/instances_<split>.json with ROOT/<split>/ or ROOT/images/<split>/; the json's folder when none has any.
+    """
+    here = json_path.parent
+    split = json_path.stem.split("_", 1)[1] if "_" in json_path.stem else json_path.stem
+    candidates = [here, here / "images", here.parent / "images" / split, here.parent / split, here.parent / "images", here.parent]
+    names = [str(im.get("file_name", "")) for im in (coco.get("images") or [])[:20] if isinstance(im, dict)]
+    found = [sum((c / n).is_file() for n in names) if c.is_dir() else 0 for c in candidates]
+    best = max(range(len(candidates)), key=lambda i: (found[i], -i))
+    return candidates[best] if found[best] > 0 else here
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """COCO results from a results.json, or from a predictions dir holding one."""
+    results = path / RESULTS_FILE if path.is_dir() else path
+    if not results.is_file():
+        raise EvaluationError(path, "", f"no {RESULTS_FILE} here (the audit needs instance predictions)")
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EvaluationError(results, "", f"unreadable results: {err}") from err
+    if not isinstance(data, list):
+        raise EvaluationError(results, "", "COCO results must be a JSON list")
+    return data
+
+
+def read_audit_inputs(dataset: Path, *, pred: Path | None = None) -> AuditInputs:
+    """A converted dataset dir (instances.json, dataset.json, conversion_report.csv, ...) or a COCO json file."""
+    dataset = Path(dataset)
+    conversion = semantic = layout = None
+    if dataset.is_file():
+        json_path = dataset
+    else:
+        json_path = DatasetDir(dataset).instances
+    try:
+        coco = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EvaluationError(json_path, "", f"cannot read COCO json: {err}") from err
+    if not isinstance(coco, dict):
+        raise EvaluationError(json_path, "", "COCO json must be an object")
+    if dataset.is_file():
+        image_root = coco_image_root(json_path, coco)
+    else:
+        ds = DatasetDir(dataset)
+        meta = ds.meta()
+        image_root = Path(meta.get("image_root", dataset))
+        report = dataset / REPORT_FILE_NAME
+        if report.is_file():
+            conversion = pd.read_csv(report, dtype=str, keep_default_na=False)
+        if ds.semantic.is_dir():
+            semantic = ds.semantic
+        if meta.get("format") in PET_FORMATS:
+            layout = read_pet_layout(ds, image_root=image_root)
+    return AuditInputs(
+        coco=coco,
+        image_root=image_root,
+        conversion_findings=conversion,
+        predictions=read_predictions(Path(pred)) if pred is not None else None,
+        semantic_dir=semantic,
+        pet_layout=layout,
+    )
+
+
+def audit_path(dataset: Path, *, pred: Path | None = None) -> AuditResult:
+    """`segpipe audit DATASET [--pred PRED]` without the writing: read the inputs, run `audit_dataset`."""
+    inputs = read_audit_inputs(dataset, pred=pred)
+    return audit_dataset(
+        inputs.coco,
+        image_root=inputs.image_root,
+        conversion_findings=inputs.conversion_findings,
+        predictions=inputs.predictions,
+        semantic_dir=inputs.semantic_dir,
+        pet_layout=inputs.pet_layout,
+    )

@@ -1,0 +1,61 @@
+"""A small run of benchmarks/audit_recall.py: injected label errors must be found (issue 6, "Must be measured")."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from evaluators.audit import audit_dataset
+from evaluators.audit_findings import findings_frame
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "audit_recall.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("audit_recall_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def injected_run(bench: ModuleType) -> tuple:
+    clean, preds, shapes = bench.generate_clean(160, seed=7)
+    dirty, injected = bench.inject_errors(clean, shapes, seed=7)
+    return clean, dirty, preds, injected
+
+
+def test_injection_is_what_it_says(bench: ModuleType, injected_run: tuple) -> None:
+    clean, dirty, _, injected = injected_run
+    assert len(injected) == round(bench.ERROR_FRACTION * len(clean["annotations"]))
+    kinds = {e.kind for e in injected}
+    assert kinds == set(bench.ERROR_TYPES)
+    n_delete = sum(e.kind == "delete" for e in injected)
+    n_add = sum(e.kind == "spurious" for e in injected)
+    assert len(dirty["annotations"]) == len(clean["annotations"]) - n_delete + n_add
+
+
+def test_recall_and_precision_of_injected_errors(bench: ModuleType, injected_run: tuple) -> None:
+    _, dirty, preds, injected = injected_run
+    result = audit_dataset(dirty, image_root=None, predictions=preds)
+    s = bench.score_findings(result.findings, injected)
+    assert s["recall"] >= 0.9, s
+    assert s["precision"] >= 0.5, s
+    for kind, (hit, total) in s["per_type"].items():
+        assert total > 0 and hit / total >= 0.8, (kind, s)
+
+
+def test_without_predictions_model_errors_go_unfound(bench: ModuleType, injected_run: tuple) -> None:
+    """The scoring can fail: statistics alone do not see swapped classes or deletions."""
+    _, dirty, _, injected = injected_run
+    s = bench.score_findings(audit_dataset(dirty, image_root=None).findings, injected)
+    assert s["recall"] < 0.9
+    assert s["per_type"]["delete"][0] == 0
+    empty = bench.score_findings(findings_frame([]), injected)
+    assert empty["recall"] == 0.0 and empty["rows"] == 0
