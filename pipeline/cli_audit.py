@@ -86,4 +86,11 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
         click.echo(f"error: cannot write the audit to {out}: {err}", err=True)
         raise SystemExit(EXIT_UNREADABLE_INPUT) from err
     click.echo(format_audit_summary(result.findings, result.summary, top=top))
-    click.echo(f"wrote {path} and {out / (SUMMARY_TABLE + '.csv')} (+ parquet)")
+    from pipeline.report_gallery import GallerySource
+    from pipeline.report_html import render_audit_report
+
+    gallery = None
+    if dataset.is_dir():  # a converted dataset dir; a bare COCO file gets the page without thumbnails
+        gallery = GallerySource.from_dirs(dataset=dataset, predictions=pred if pred is not None and pred.is_dir() else None)
+    page = render_audit_report(out, gallery=gallery)
+    click.echo(f"wrote {path}, {out / (SUMMARY_TABLE + '.csv')} (+ parquet) and {page}")

@@ -128,4 +128,7 @@ def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignor
     click.echo(format_report(report))
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"report written to {out}", err=True)
+    from pipeline.report_html import render_evaluate_report
+
+    page = render_evaluate_report(out, progress=sys.stderr.isatty())
+    click.echo(f"report written to {out} ({page.name})", err=True)
