@@ -13,6 +13,7 @@ from typing import Callable
 
 import click
 
+from converters.errors import AnnotationError
 from converters.report import EXIT_STRICT_ABORT, REPORT_FILE_NAME, ConversionReport, StrictModeError
 
 BORDER_CHOICES = ("ignore", "foreground", "background")
@@ -44,6 +45,9 @@ def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
     except StrictModeError as err:
         click.echo(f"error (--strict): {err}", err=True)
         raise SystemExit(EXIT_STRICT_ABORT) from err
+    except AnnotationError as err:
+        # Raised before any file is converted: an option's file (--classes, --list) is unusable.
+        raise click.UsageError(str(err)) from err
     instances = out / "instances.json"
     counts = ""
     if instances.is_file():

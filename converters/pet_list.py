@@ -1,0 +1,152 @@
+"""Oxford-IIIT Pet `list.txt` / `trainval.txt` / `test.txt` and the category levels built from them.
+
+Each data line is `Image CLASS-ID SPECIES BREED-ID` (CLASS-ID 1..37, SPECIES 1 = cat, 2 = dog); `list.txt`
+starts with 6 `#` header lines, the split files have none. The breed is the image stem without its trailing
+`_<number>` (https://www.robots.ox.ac.uk/~vgg/data/pets/, README of the annotations archive).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from converters.coco import CategoryRecord
+from converters.errors import AnnotationError
+
+SPECIES_NAMES: Mapping[int, str] = {1: "cat", 2: "dog"}
+CATEGORY_LEVELS: tuple[str, ...] = ("breed", "species", "pet")
+PET_CATEGORY = "pet"
+# The header of the real list.txt, typos included; `parse_pet_list` skips any `#` line.
+LIST_HEADER: tuple[str, ...] = (
+    "#Image CLASS-ID SPECIES BREED ID",
+    "#ID: 1:37 Class ids",
+    "#SPECIES: 1:Cat 2:Dog",
+    "#BREED ID: 1-25:Cat 1:12:Dog",
+    "#All images with 1st letter as captial are cat images",
+    "#images with small first letter are dog images",
+)
+_TRAILING_NUMBER = re.compile(r"_\d+$")
+
+
+@dataclass(frozen=True)
+class PetListEntry:
+    image: str  # stem, e.g. "Abyssinian_1"
+    class_id: int
+    species: int
+    breed_id: int
+
+    @property
+    def breed(self) -> str:
+        return breed_of_stem(self.image)
+
+    @property
+    def species_name(self) -> str:
+        return SPECIES_NAMES[self.species]
+
+
+def breed_of_stem(stem: str) -> str:
+    """The breed named by an image stem.
+
+    >>> breed_of_stem("yorkshire_terrier_101")
+    'yorkshire_terrier'
+    """
+    return _TRAILING_NUMBER.sub("", stem)
+
+
+def _data_lines(text: str) -> list[tuple[int, str]]:
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_pet_list(text: str, *, path: str) -> list[PetListEntry]:
+    """Entries of a list.txt-style file, in file order. Raises AnnotationError naming the line.
+
+    >>> parse_pet_list("#h\\nAbyssinian_1 1 1 1\\n", path="list.txt")
+    [PetListEntry(image='Abyssinian_1', class_id=1, species=1, breed_id=1)]
+    """
+    entries: list[PetListEntry] = []
+    seen: dict[str, int] = {}
+    for n, line in _data_lines(text):
+        fields = line.split()
+        if len(fields) != 4:
+            raise AnnotationError(path, f"line {n}", f"expected 'Image CLASS-ID SPECIES BREED-ID', got {line!r}")
+        try:
+            class_id, species, breed_id = (int(v) for v in fields[1:])
+        except ValueError as err:
+            raise AnnotationError(path, f"line {n}", f"non-integer id in {line!r}") from err
+        if class_id < 1:
+            raise AnnotationError(path, f"line {n}.CLASS-ID", f"must be >= 1, got {class_id}")
+        if species not in SPECIES_NAMES:
+            raise AnnotationError(path, f"line {n}.SPECIES", f"must be 1 (cat) or 2 (dog), got {species}")
+        if fields[0] in seen:
+            raise AnnotationError(path, f"line {n}", f"image {fields[0]!r} already listed on line {seen[fields[0]]}")
+        seen[fields[0]] = n
+        entries.append(PetListEntry(image=fields[0], class_id=class_id, species=species, breed_id=breed_id))
+    return entries
+
+
+def parse_split_names(text: str) -> list[str]:
+    """Image stems of a split file (first column of each data line), in file order."""
+    return [line.split()[0] for _, line in _data_lines(text)]
+
+
+@dataclass(frozen=True)
+class PetCategories:
+    """How each image stem maps to a category at the chosen level, and the declared category order."""
+
+    level: str
+    categories: tuple[CategoryRecord, ...]
+    by_stem: Mapping[str, PetListEntry]
+
+    def breed_species(self, stem: str) -> tuple[str, str | None]:
+        entry = self.by_stem.get(stem)
+        if entry is None:
+            return breed_of_stem(stem), None
+        return entry.breed, entry.species_name
+
+    def category_of(self, stem: str) -> str | None:
+        """Category name for an image, or None when the level needs a species the list does not give."""
+        breed, species = self.breed_species(stem)
+        if self.level == "breed":
+            return breed
+        if self.level == "species":
+            return species
+        return PET_CATEGORY
+
+
+def pet_categories(entries: Sequence[PetListEntry] | None, *, stems: Sequence[str], level: str, path: str) -> PetCategories:
+    """Categories at `level` for the images `stems`.
+
+    breed: breeds ordered by CLASS-ID (supercategory = species), then breeds of unlisted images, sorted
+    (supercategory ""); species: cat, dog; pet: one category. Raises AnnotationError when two breeds
+    claim one CLASS-ID or one breed has two CLASS-IDs / species in the list.
+    """
+    if level not in CATEGORY_LEVELS:
+        raise ValueError(f"categories must be one of {CATEGORY_LEVELS}, got {level!r}")
+    by_stem = {e.image: e for e in entries or ()}
+    if level == "species":
+        cats = tuple(CategoryRecord(name=name, supercategory="animal") for _, name in sorted(SPECIES_NAMES.items()))
+        return PetCategories(level=level, categories=cats, by_stem=by_stem)
+    if level == "pet":
+        return PetCategories(level=level, categories=(CategoryRecord(name=PET_CATEGORY, supercategory="animal"),), by_stem=by_stem)
+    breed_of_class: dict[int, str] = {}
+    class_of_breed: dict[str, tuple[int, int]] = {}
+    for e in entries or ():
+        known = breed_of_class.setdefault(e.class_id, e.breed)
+        if known != e.breed:
+            raise AnnotationError(path, f"{e.image}.CLASS-ID", f"CLASS-ID {e.class_id} names both {known!r} and {e.breed!r}")
+        prior = class_of_breed.setdefault(e.breed, (e.class_id, e.species))
+        if prior != (e.class_id, e.species):
+            raise AnnotationError(path, e.image, f"breed {e.breed!r} has CLASS-ID/SPECIES {prior} and {(e.class_id, e.species)}")
+    listed = [CategoryRecord(name=breed_of_class[c], supercategory=SPECIES_NAMES[class_of_breed[breed_of_class[c]][1]]) for c in sorted(breed_of_class)]
+    # Breeds of unlisted images come after the listed ones; their species is unknown (issue 2).
+    extra = sorted({breed_of_stem(s) for s in stems if s not in by_stem} - set(class_of_breed))
+    cats = tuple(listed) + tuple(CategoryRecord(name=b, supercategory="") for b in extra)
+    return PetCategories(level=level, categories=cats, by_stem=by_stem)
+
+
+def format_pet_list(entries: Sequence[PetListEntry], *, header: bool) -> str:
+    """list.txt text (with the real 6-line header when `header`), the inverse of `parse_pet_list`."""
+    lines = list(LIST_HEADER) if header else []
+    lines += [f"{e.image} {e.class_id} {e.species} {e.breed_id}" for e in entries]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,75 @@
+"""`segpipe convert ...` through the real console entry: exit codes, summary line, outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS, EXIT_STRICT_ABORT
+from pipeline.cli import main
+from pipeline.sample import generate_sample
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_sample(tmp_path_factory.mktemp("sample") / "pets")
+
+
+def test_oxford_pet_converts_the_sample_cleanly(sample_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["convert", "oxford-pet", str(sample_root), "-o", str(out)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "0 error(s)" in result.output
+    coco = json.loads((out / "instances.json").read_text())
+    assert len(coco["images"]) == 24 and len(coco["annotations"]) == 24
+    assert [im["id"] for im in coco["images"]] == list(range(1, 25))
+    assert (out / "heads.json").is_file() and (out / "semantic" / "classes.txt").read_text().split() == ["background", "pet"]
+
+
+def test_bad_trimap_gives_exit_3_and_strict_gives_exit_4(sample_root: Path, tmp_path: Path) -> None:
+    src = tmp_path / "trimaps"
+    src.mkdir()
+    for p in sorted((sample_root / "annotations" / "trimaps").glob("*.png"))[:3]:
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / sorted(src.iterdir())[0].name).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    runner = CliRunner()
+    args = ["convert", "trimap", str(src), "--images", str(sample_root / "images")]
+    result = runner.invoke(main, [*args, "-o", str(tmp_path / "o1")])
+    assert result.exit_code == EXIT_SKIPPED_ERRORS, result.output
+    coco = json.loads((tmp_path / "o1" / "instances.json").read_text())
+    assert len(coco["images"]) == 2  # the good inputs are still written
+    report = (tmp_path / "o1" / "conversion_report.csv").read_text()
+    assert ",error," in report
+    strict = runner.invoke(main, [*args, "-o", str(tmp_path / "o2"), "--strict"])
+    assert strict.exit_code == EXIT_STRICT_ABORT, strict.output
+
+
+def test_usage_error_is_clicks(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["convert", "voc", str(tmp_path / "missing"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+
+
+def test_convert_does_not_import_torch(sample_root: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom pipeline.cli import main\n"
+        "try:\n    main(['convert', 'oxford-pet', sys.argv[1], '-o', sys.argv[2]])\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(sample_root), str(tmp_path / "o")], check=True)
+
+
+def test_unusable_classes_file_is_a_usage_error(tmp_path: Path) -> None:
+    src = tmp_path / "xmls"
+    src.mkdir()
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ncat\n")
+    result = CliRunner().invoke(main, ["convert", "voc", str(src), "-o", str(tmp_path / "o"), "--classes", str(classes)])
+    assert result.exit_code == 2, result.output
+    assert "classes.txt" in result.output

@@ -1,0 +1,84 @@
+"""The embedded sample: deterministic bytes, the Oxford-IIIT Pet layout, learnable pets."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from click.testing import CliRunner
+
+from converters.pet_list import LIST_HEADER, parse_pet_list, parse_split_names
+from converters.voc_parse import parse_voc_xml
+from pipeline.cli import main
+from pipeline.sample import OXFORD_PET_BREEDS, generate_sample
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    a = digests(generate_sample(tmp_path / "a", n_images=8, seed=3))
+    b = digests(generate_sample(tmp_path / "b", n_images=8, seed=3))
+    c = digests(generate_sample(tmp_path / "c", n_images=8, seed=4))
+    assert a == b and len(a) == 8 * 3 + 3
+    assert a != c
+
+
+def test_layout_lists_and_xmls(tmp_path: Path) -> None:
+    root = generate_sample(tmp_path / "s")
+    stems = sorted(p.stem for p in (root / "images").glob("*.jpg"))
+    assert len(stems) == 24
+    assert stems == sorted(p.stem for p in (root / "annotations" / "trimaps").glob("*.png"))
+    assert stems == sorted(p.stem for p in (root / "annotations" / "xmls").glob("*.xml"))
+    text = (root / "annotations" / "list.txt").read_text()
+    assert tuple(text.splitlines()[:6]) == LIST_HEADER
+    entries = parse_pet_list(text, path="list.txt")
+    assert sorted(e.image for e in entries) == stems
+    for e in entries:
+        assert OXFORD_PET_BREEDS[e.class_id - 1] == e.breed
+        assert e.species == (1 if e.breed[0].isupper() else 2)
+    assert {e.species for e in entries} == {1, 2} and len({e.breed for e in entries}) >= 4
+    trainval = parse_split_names((root / "annotations" / "trainval.txt").read_text())
+    test = parse_split_names((root / "annotations" / "test.txt").read_text())
+    assert sorted(trainval + test) == stems and not set(trainval) & set(test)
+    assert {e.species for e in entries if e.image in test} == {1, 2}
+    sizes = []
+    for stem in stems:
+        image = cv2.imread(str(root / "images" / f"{stem}.jpg"))
+        h, w = image.shape[:2]
+        sizes.append((w, h))
+        assert 160 <= w <= 240 and 160 <= h <= 240
+        doc = parse_voc_xml((root / "annotations" / "xmls" / f"{stem}.xml").read_bytes(), path=stem)
+        assert doc.filename == f"{stem}.jpg" and doc.size == (w, h, 3)
+        (obj,) = doc.objects
+        assert obj.name == ("cat" if stem[0].isupper() else "dog") and obj.pose == "Frontal"
+        assert obj.truncated is False and obj.difficult is False
+        trimap = cv2.imread(str(root / "annotations" / "trimaps" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert trimap.shape == (h, w) and set(np.unique(trimap)) == {1, 2, 3}
+        assert (trimap[int(obj.ymin) : int(obj.ymax), int(obj.xmin) : int(obj.xmax)] == 1).all()
+        # The border band separates pet from background: no pet pixel touches a background pixel.
+        pet, bg = trimap == 1, trimap == 2
+        assert not (pet[:, 1:] & bg[:, :-1]).any() and not (pet[1:, :] & bg[:-1, :]).any()
+    assert len(set(sizes)) > 2 and len(set(sizes)) < len(sizes)
+
+
+def test_pets_are_easy_to_tell_from_background(tmp_path: Path) -> None:
+    """A one-line colour rule already finds the pets; a tiny U-Net has an easy job."""
+    root = generate_sample(tmp_path / "s", n_images=12)
+    for path in sorted((root / "images").glob("*.jpg")):
+        image = cv2.imread(str(path)).astype(int)
+        trimap = cv2.imread(str(root / "annotations" / "trimaps" / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
+        guess = image[..., 2] > image[..., 0] + 40  # red above blue
+        known = trimap != 3
+        iou = (guess & (trimap == 1) & known).sum() / ((guess | (trimap == 1)) & known).sum()
+        assert iou > 0.9, (path.name, iou)
+
+
+def test_cli_sample(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["sample", "-o", str(tmp_path / "s"), "--n-images", "6", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "s" / "images").glob("*.jpg"))) == 6
+    assert digests(tmp_path / "s") == digests(generate_sample(tmp_path / "t", n_images=6, seed=1))
