@@ -1,0 +1,226 @@
+"""Loading checkpoints safely, and the model card that may sit beside one.
+
+`torch.load(weights_only=True)` only rebuilds tensors and plain containers: a pickle that would import or
+call arbitrary code is refused before any of it runs. `trust=True` (`--trust-checkpoint`) lifts that for
+files the user vouches for, with a loud warning (issue 4, "Checkpoints").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+# Keys under which training scripts nest the weights (torchvision references, Lightning-style exports).
+NESTED_STATE_KEYS: tuple[str, ...] = ("model", "state_dict", "model_state_dict")
+# Prefixes added by DataParallel/DDP (`module.`) and by wrapper modules (`model.`).
+STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "model.")
+MODEL_CARD_SUFFIXES: tuple[str, ...] = (".json", ".toml")
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+TRUST_HINT = (
+    "it needs arbitrary pickled code to load, which could run anything on this machine. If you trust "
+    "where it came from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway"
+)
+
+
+class InferenceError(Exception):
+    """A problem with an inference input (checkpoint, model card, class list, dataset), located by path and field."""
+
+    def __init__(self, path: str | os.PathLike[str], field: str, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{self.path}: {field}: {reason}" if field else f"{self.path}: {reason}")
+
+
+class UntrustedCheckpointWarning(UserWarning):
+    """Emitted when a checkpoint is loaded with full unpickling (`--trust-checkpoint`)."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model card may declare; None means "not given"."""
+
+    path: Path | None = None
+    class_names: tuple[str, ...] | None = None
+    num_classes: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    resize: int | None = None
+    unet_depth: int | None = None
+    unet_width: int | None = None
+    unet_bilinear: bool | None = None
+    task: str | None = None  # "semantic" | "instance"; needed only for TorchScript files
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
+    """The unpickled checkpoint object. Refuses pickled code unless `trust`."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InferenceError(path, "", "checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not trust:
+            raise InferenceError(path, "", f"refused: {TRUST_HINT} ({str(err).splitlines()[0]})") from err
+    except Exception as err:  # torch's unpicklers raise assorted types (IndexError, EOFError...) on garbage
+        raise InferenceError(path, "", f"not a readable torch checkpoint: {type(err).__name__}: {err}") from err
+    warnings.warn(
+        f"LOADING {path} WITH FULL UNPICKLING (--trust-checkpoint): any code inside it runs now",
+        UntrustedCheckpointWarning,
+        stacklevel=2,
+    )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # arbitrary code may raise anything
+        raise InferenceError(path, "", f"could not load even with --trust-checkpoint: {err}") from err
+
+
+def parse_state_dict(obj: Any, *, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The state_dict inside a checkpoint object, with wrapper prefixes stripped. Pure."""
+    import torch
+
+    state = obj
+    if isinstance(obj, Mapping) and not _is_tensor_mapping(obj):
+        for key in NESTED_STATE_KEYS:
+            if key in obj:
+                state = obj[key]
+                break
+    if isinstance(state, torch.nn.Module):  # a whole pickled model (only reachable when trusted)
+        state = state.state_dict()
+    if not isinstance(state, Mapping) or not _is_tensor_mapping(state):
+        keys = sorted(str(k) for k in obj.keys())[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise InferenceError(path, "", f"no state_dict found (looked for a tensor mapping or keys {list(NESTED_STATE_KEYS)}; got {keys})")
+    return {strip_prefixes(str(k)): v for k, v in state.items()}
+
+
+def _is_tensor_mapping(obj: Mapping[Any, Any]) -> bool:
+    import torch
+
+    return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def strip_prefixes(key: str) -> str:
+    """Drop leading wrapper prefixes, repeatedly.
+
+    >>> strip_prefixes("module.model.backbone.conv1.weight")
+    'backbone.conv1.weight'
+    """
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIPPED_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                changed = True
+    return key
+
+
+def load_state_dict_into(model: Any, state: Mapping[str, Any], *, path: str | os.PathLike[str]) -> None:
+    """Copy weights into `model`; every missing, unexpected or mis-shaped parameter is named in the error."""
+    expected = model.state_dict()
+    problems: list[str] = []
+    for name in sorted(expected):
+        if name not in state:
+            problems.append(f"missing {name}")
+        elif tuple(state[name].shape) != tuple(expected[name].shape):
+            problems.append(f"{name}: checkpoint shape {tuple(state[name].shape)} != model shape {tuple(expected[name].shape)}")
+    problems.extend(f"unexpected {name}" for name in sorted(set(state) - set(expected)))
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; ... {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise InferenceError(path, "state_dict", f"does not fit the model ({len(problems)} problem(s)): {shown}")
+    model.load_state_dict(dict(state), strict=True)
+
+
+def model_card_path(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """`<stem>.json` or `<stem>.toml` beside the checkpoint (JSON first), if present."""
+    ckpt = Path(checkpoint)
+    for suffix in MODEL_CARD_SUFFIXES:
+        candidate = ckpt.with_suffix(suffix)
+        if candidate != ckpt and candidate.is_file():
+            return candidate
+    return None
+
+
+def read_model_card(checkpoint: str | os.PathLike[str]) -> ModelCard:
+    path = model_card_path(checkpoint)
+    if path is None:
+        return ModelCard()
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise InferenceError(path, "", f"unreadable model card: {err}") from err
+    return parse_model_card(data, path=path)
+
+
+def parse_model_card(data: Any, *, path: Path) -> ModelCard:
+    """Validate a model card mapping. Accepts `class_names` (or `classes`), `num_classes`, `mean`, `std`,
+    `resize`, `task`, and U-Net settings as `unet = {depth, width, bilinear}` or `unet_depth`/`unet_width`."""
+    if not isinstance(data, Mapping):
+        raise InferenceError(path, "", "model card must be a JSON object / TOML table")
+    unet = data.get("unet", {})
+    if not isinstance(unet, Mapping):
+        raise InferenceError(path, "unet", "must be a table with depth/width")
+    names = data.get("class_names", data.get("classes"))
+    if names is not None and (not isinstance(names, Sequence) or isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+        raise InferenceError(path, "class_names", "must be a list of strings")
+    task = data.get("task")
+    if task is not None and task not in ("semantic", "instance"):
+        raise InferenceError(path, "task", f"must be 'semantic' or 'instance', got {task!r}")
+    bilinear = unet.get("bilinear")
+    if bilinear is not None and not isinstance(bilinear, bool):
+        raise InferenceError(path, "unet.bilinear", "must be true or false")
+    return ModelCard(
+        path=path,
+        class_names=tuple(names) if names is not None else None,
+        num_classes=_positive_int(data.get("num_classes"), path=path, field="num_classes"),
+        mean=_triple(data.get("mean"), path=path, field="mean"),
+        std=_triple(data.get("std"), path=path, field="std"),
+        resize=_positive_int(data.get("resize"), path=path, field="resize"),
+        unet_depth=_positive_int(unet.get("depth", data.get("unet_depth")), path=path, field="unet.depth"),
+        unet_width=_positive_int(unet.get("width", data.get("unet_width")), path=path, field="unet.width"),
+        unet_bilinear=bilinear,
+        task=task,
+    )
+
+
+def _positive_int(value: Any, *, path: Path, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InferenceError(path, field, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _triple(value: Any, *, path: Path, field: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise InferenceError(path, field, f"must be three numbers (R, G, B), got {value!r}")
+    if field == "std" and any(v <= 0 for v in value):
+        raise InferenceError(path, field, f"must be positive, got {value!r}")
+    return (float(value[0]), float(value[1]), float(value[2]))
