@@ -1,0 +1,152 @@
+"""Cache directories whose completeness is a marker file written last (issue 5, kill -9 safety).
+
+Every cached step writes into `CACHE/<kind>/<key...>/`: each output file atomically (temporary sibling +
+rename, converters.atomic_write) and, only after all of them, `_DONE.json`. `MarkerTarget.exists()`
+checks the marker alone, so a run killed half-way leaves a directory that is simply not done: the rerun
+overwrites it. Nothing here hashes or reads file contents; `exists()` is one `stat`.
+
+Luigi's own `temporary_path()` appends its suffix after the extension (`x.png-luigi-tmp-123`), which
+breaks writers that infer the format from the name; our writers always get the final name's twin from
+converters.atomic_write (which keeps the extension) or an explicit format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import luigi
+
+from converters.atomic_write import atomic_write_text
+
+MARKER_NAME = "_DONE.json"
+
+
+class MarkerTarget(luigi.Target):
+    """A cache directory that counts as existing once its completion marker is there."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def marker(self) -> Path:
+        return self.directory / MARKER_NAME
+
+    def exists(self) -> bool:
+        return self.marker.is_file()
+
+    def read_marker(self) -> dict[str, Any]:
+        return json.loads(self.marker.read_text(encoding="utf-8"))
+
+
+def prepare_directory(target: MarkerTarget) -> Path:
+    """Make the target directory ready for a fresh write: a stale marker goes first, so that a run
+    killed while rewriting never leaves the old marker vouching for new, partial files."""
+    target.directory.mkdir(parents=True, exist_ok=True)
+    target.marker.unlink(missing_ok=True)
+    return target.directory
+
+
+def write_marker(target: MarkerTarget, payload: Mapping[str, Any]) -> Path:
+    """Write the completion marker, atomically, after every other output of the step."""
+    text = json.dumps(dict(payload), sort_keys=True, indent=1) + "\n"
+    return atomic_write_text(target.marker, text)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Place `src` at `dst` without a half-written state: a hard link when possible (cache files are
+    never modified in place, only replaced), else a copy through a temporary sibling."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}{dst.suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class CachedTask(luigi.Task):
+    """A task whose identity is a content key and whose output is `CACHE/<kind>/<subdir>/`.
+
+    `key` is the only significant parameter: it already hashes every upstream key, option and version
+    (pipeline.fingerprints), so it is what lands in `task_id`. `cache` and `payload` (canonical JSON with
+    whatever `requires()`/`run()` need: paths, names, upstream payloads) are insignificant: moving the
+    cache or renaming a checkpoint file does not change what the task computes.
+
+    Subclasses implement `compute()`. `run()` re-checks the marker first: with several workers on one
+    luigid a task can be handed out again just after another worker finished it, and the content key
+    makes the finished output valid for everyone.
+    """
+
+    kind: str = "task"
+    key = luigi.Parameter()
+    cache = luigi.Parameter(significant=False)
+    payload = luigi.Parameter(significant=False, default="{}")
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return json.loads(str(self.payload))
+
+    def subdir(self) -> str:
+        return str(self.key)
+
+    def output(self) -> MarkerTarget:
+        return MarkerTarget(Path(str(self.cache)) / self.kind / self.subdir())
+
+    def compute(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        if self.output().exists():
+            return
+        log_execution(Path(str(self.cache)), task_id=self.task_id)
+        self.compute()
+
+    def on_failure(self, exception: BaseException) -> str:
+        """Keep the failure's one-line reason in the cache, where every worker's driver can read it."""
+        reason = f"{type(exception).__name__}: {exception}".splitlines()[0][:500]
+        failure_path(Path(str(self.cache)), task_id=self.task_id).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(failure_path(Path(str(self.cache)), task_id=self.task_id), reason + "\n")
+        return super().on_failure(exception)
+
+    def fresh_directory(self) -> Path:
+        """Empty the output directory (a killed earlier attempt may have left files) and return it."""
+        target = self.output()
+        if target.directory.exists():
+            shutil.rmtree(target.directory)
+        return prepare_directory(target)
+
+    def finish(self, **extra: Any) -> None:
+        write_marker(self.output(), {"key": str(self.key), "kind": self.kind, **extra})
+
+
+EXECUTION_LOG = "executions.jsonl"
+
+
+def log_execution(cache: Path, *, task_id: str) -> None:
+    """Append one line per task actually executed (O_APPEND: concurrent workers do not interleave lines)."""
+    path = cache / "log" / EXECUTION_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"task_id": task_id, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def read_executions(cache: Path) -> list[dict[str, Any]]:
+    path = cache / "log" / EXECUTION_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def failure_path(cache: Path, *, task_id: str) -> Path:
+    return cache / "failures" / f"{task_id}.txt"

@@ -1,0 +1,222 @@
+"""Evaluation as Luigi tasks: additive statistics per shard, one report per checkpoint, a leaderboard.
+
+Per-shard statistics (instance match records, confusion matrices) are additive, so the report of a
+checkpoint is the merge of its shards' statistics (design.md, torchmetrics style). Predictions are
+matched to the ground truth by image file name: inference numbers images in its own image index, which
+knows nothing of annotations (issue 5, property 2).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from converters.atomic_write import atomic_write_bytes, atomic_write_text
+from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from pipeline import stages
+from pipeline.cache_targets import CachedTask
+from pipeline.run_shards import read_plan
+from pipeline.tables import write_table
+from pipeline.tasks_convert import ConvertMerge
+from pipeline.tasks_infer import INDEX_DATASET, PRED_DIR, InferShard
+
+STATS_FILE = "stats.pkl"
+SUMMARY_FILE = "summary.json"
+PER_CLASS_LONG = "per_class_long.csv"
+REPORT_DIR = "report"
+SEMANTIC_EVAL = "semantic"
+LONG_COLUMNS = ["checkpoint", "evaluation", "category", "metric", "value"]
+
+
+def remap_results(*, results: list[dict[str, Any]], index_names: dict[int, str], gt_ids: dict[str, int]) -> list[dict[str, Any]]:
+    """Results re-numbered from image-index ids to ground-truth ids via file names; others dropped. Pure."""
+    out = []
+    for r in results:
+        name = index_names.get(int(r["image_id"]))
+        if name is not None and name in gt_ids:
+            out.append({**r, "image_id": gt_ids[name]})
+    return out
+
+
+class EvalShard(CachedTask):
+    """Additive evaluation statistics of one checkpoint on one shard."""
+
+    kind = "eval/shards"
+
+    def requires(self) -> dict[str, Any]:
+        (mkey, mpayload), (ikey, ipayload) = self.data["merge"], self.data["infer"]
+        return {"gt": ConvertMerge(key=mkey, cache=self.cache, payload=mpayload),
+                "pred": InferShard(key=ikey, cache=self.cache, payload=ipayload)}
+
+    def compute(self) -> None:
+        data = self.data
+        gt_dir = self.requires()["gt"].output().directory
+        infer = self.requires()["pred"]
+        pred_dir = infer.output().directory / PRED_DIR
+        gt = json.loads((gt_dir / INSTANCES_FILE).read_bytes())
+        gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
+        names = [n for n in read_plan(data["plan"])["shards"][int(data["shard"])]["image_names"] if n in gt_ids]
+        stats: dict[str, Any] = {}
+        results_path = pred_dir / "results.json"
+        # A semantic model's results.json holds connected components at best: it is scored as semantic
+        # segmentation, and instance metrics are for instance models.
+        task = stages.inference_task(pred_dir)
+        if results_path.is_file() and task in ("instance", None):
+            index = json.loads((infer.requires().output().directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())
+            index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
+            results = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
+            stats["instance"] = stages.instance_shard_stats(
+                gt=gt, results=results, iou_type=data["iou_type"], image_ids=[gt_ids[n] for n in names]
+            )
+        classes_file = gt_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
+        if classes_file.is_file() and (pred_dir / SEMANTIC_DIR).is_dir() and task in ("semantic", None):
+            stats[SEMANTIC_EVAL] = _semantic_shard(
+                names=names, gt_dir=gt_dir / SEMANTIC_DIR, pred_dir=pred_dir / SEMANTIC_DIR,
+                class_names=[line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()],
+            )
+        directory = self.fresh_directory()
+        atomic_write_bytes(directory / STATS_FILE, pickle.dumps(stats, protocol=pickle.HIGHEST_PROTOCOL))
+        self.finish(images=len(names), evaluations=sorted(stats))
+
+
+def _semantic_shard(*, names: list[str], gt_dir: Path, pred_dir: Path, class_names: list[str]) -> dict[str, Any]:
+    n = len(class_names)
+    confusion = np.zeros((n, n + 1), dtype=np.int64)
+    rows: list[dict[str, object]] = []
+    notes: list[dict[str, str]] = []
+    for name in names:
+        stem = PurePosixPath(name).stem
+        gt_path = gt_dir / f"{stem}.png"
+        if not gt_path.is_file():
+            continue
+        pred_path = pred_dir / f"{stem}.png"
+        pred = stages.read_label_map(pred_path) if pred_path.is_file() else None
+        matrix = stages.semantic_image_confusion(
+            gt=stages.read_label_map(gt_path), pred=pred, num_classes=n, path=str(pred_path)
+        )
+        confusion += matrix
+        rows.append(stages.semantic_per_image_row(confusion=matrix, file=f"{stem}.png", missing=pred is None))
+        if pred is None:
+            notes.append({"file": f"{stem}.png", "issue": "missing_prediction"})
+    return {"confusion": confusion, "per_image": rows, "notes": notes, "class_names": class_names}
+
+
+class EvalReport(CachedTask):
+    """One checkpoint's reports: the merge of its shards' statistics, written as tables (+ HTML)."""
+
+    kind = "eval/reports"
+
+    def requires(self) -> list[EvalShard]:
+        return [EvalShard(key=k, cache=self.cache, payload=p) for k, p in self.data["shards"]]
+
+    def compute(self) -> None:
+        data = self.data
+        parts = [pickle.loads((t.output().directory / STATS_FILE).read_bytes()) for t in self.requires()]
+        out = self.fresh_directory()
+        header = dict(data["header"])
+        summaries: dict[str, list[list[Any]]] = {}
+        long_rows: list[pd.DataFrame] = []
+        if parts and all("instance" in p for p in parts):
+            name = data["iou_type"]
+            report = stages.instance_report(stats=[p["instance"] for p in parts])
+            stages.write_instance_report(report=report, out=out / REPORT_DIR / name,
+                                         header={**header, "evaluation": name, "task": "instances"})
+            summaries[name] = _summary_dict(report.summary)
+            long_rows.append(_per_class_long(report.per_class, evaluation=name))
+        if parts and all(SEMANTIC_EVAL in p for p in parts):
+            report = _semantic_merge([p[SEMANTIC_EVAL] for p in parts])
+            stages.write_semantic_report(report=report, out=out / REPORT_DIR / SEMANTIC_EVAL,
+                                         header={**header, "evaluation": SEMANTIC_EVAL, "task": "semantic"})
+            summaries[SEMANTIC_EVAL] = _summary_dict(report.summary)
+            long_rows.append(_per_class_long(report.per_class, evaluation=SEMANTIC_EVAL))
+        if not summaries:
+            raise RuntimeError(f"checkpoint {header.get('checkpoint')}: inference produced nothing to evaluate")
+        if data.get("html", True):
+            for evaluation in sorted(summaries):
+                stages.render_evaluate_html(report_dir=out / REPORT_DIR / evaluation)
+        long_table = pd.concat(long_rows, ignore_index=True)
+        atomic_write_text(out / PER_CLASS_LONG, long_table.to_csv(index=False, lineterminator="\n"))
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(summaries, sort_keys=True, indent=1) + "\n")
+        self.finish(evaluations=sorted(summaries))
+
+
+def _semantic_merge(shards: list[dict[str, Any]]) -> Any:
+    """One semantic report from per-shard confusions (summed), per-image rows and notes."""
+    per_image = pd.DataFrame([r for s in shards for r in s["per_image"]])
+    if not per_image.empty:
+        per_image = per_image.sort_values("file", kind="stable").reset_index(drop=True)
+    notes = pd.DataFrame([r for s in shards for r in s["notes"]], columns=stages.semantic_notes_columns())
+    return stages.semantic_report(
+        confusion=np.add.reduce([s["confusion"] for s in shards]), class_names=shards[0]["class_names"],
+        per_image=per_image if not per_image.empty else None, notes=notes,
+    )
+
+
+def _summary_dict(summary: pd.DataFrame) -> list[list[Any]]:
+    """(metric, value) pairs in the evaluator's order (JSON objects would get their keys sorted)."""
+    return [[str(m), float(v)] for m, v in zip(summary["metric"], summary["value"])]
+
+
+def _per_class_long(per_class: pd.DataFrame, *, evaluation: str) -> pd.DataFrame:
+    """Per-class table -> rows (evaluation, category, metric, value); the first text column names the class."""
+    label = next(c for c in per_class.columns if not pd.api.types.is_numeric_dtype(per_class[c]))
+    # Ids (category_id) are not metrics.
+    numeric = [c for c in per_class.columns
+               if c != label and not str(c).endswith("_id") and pd.api.types.is_numeric_dtype(per_class[c])]
+    long = per_class.melt(id_vars=[label], value_vars=numeric, var_name="metric", value_name="value")
+    long = long.rename(columns={label: "category"})
+    long.insert(0, "evaluation", evaluation)
+    return long[["evaluation", "category", "metric", "value"]]
+
+
+def leaderboard_compute(*, rows: list[dict[str, Any]], summaries: dict[str, dict[str, list[list[Any]]]]) -> pd.DataFrame:
+    """One row per checkpoint, sorted by AP (instance) or mIoU (semantic), failed checkpoints last. Pure."""
+    records = []
+    for row in rows:
+        record: dict[str, Any] = {"checkpoint": row["checkpoint"], "sha256": row["sha256"],
+                                  "status": "failed" if row.get("error") else "ok", "error": row.get("error") or ""}
+        for evaluation, metrics in sorted(summaries.get(row["checkpoint"], {}).items()):
+            record.update({str(m): v for m, v in metrics})
+        records.append(record)
+    table = pd.DataFrame(records)
+    sort_metric = next((m for m in ("AP", "mIoU") if m in table.columns), None)
+    key = table[sort_metric].map(lambda v: -v if isinstance(v, float) and not math.isnan(v) else math.inf) if sort_metric else 0
+    table = table.assign(_failed=table["status"] == "failed", _key=key)
+    table = table.sort_values(["_failed", "_key", "checkpoint"], kind="stable").drop(columns=["_failed", "_key"])
+    return table.reset_index(drop=True)
+
+
+class Leaderboard(CachedTask):
+    """leaderboard.csv and per_class_by_checkpoint.csv for every checkpoint of the run."""
+
+    kind = "leaderboard"
+
+    def requires(self) -> list[EvalReport]:
+        return [EvalReport(key=r["report"][0], cache=self.cache, payload=r["report"][1]) for r in self.data["rows"] if r.get("report")]
+
+    def compute(self) -> None:
+        rows = self.data["rows"]
+        summaries: dict[str, dict[str, list[list[Any]]]] = {}
+        long_tables: list[pd.DataFrame] = []
+        for row in rows:
+            if not row.get("report"):
+                continue
+            report_dir = EvalReport(key=row["report"][0], cache=self.cache, payload=row["report"][1]).output().directory
+            summaries[row["checkpoint"]] = json.loads((report_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+            long = pd.read_csv(io.StringIO((report_dir / PER_CLASS_LONG).read_text(encoding="utf-8")), keep_default_na=False, na_values=[""])
+            long.insert(0, "checkpoint", row["checkpoint"])
+            long_tables.append(long)
+        out = self.fresh_directory()
+        table = leaderboard_compute(rows=rows, summaries=summaries)
+        write_table(out, "leaderboard", table)
+        long = pd.concat(long_tables, ignore_index=True) if long_tables else pd.DataFrame(columns=LONG_COLUMNS)
+        long = long.sort_values(["checkpoint", "evaluation"], kind="stable").reset_index(drop=True)
+        write_table(out, "per_class_by_checkpoint", long[LONG_COLUMNS])
+        self.finish(checkpoints=len(rows))
