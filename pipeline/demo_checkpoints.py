@@ -25,7 +25,7 @@ DEMO_EPOCHS: tuple[int, ...] = (1, 2, 3)
 DEMO_DEPTH = 2
 DEMO_WIDTH = 8
 DEMO_SEED = 0
-DEMO_LR = 0.01
+DEMO_LR = 0.0005  # small on purpose: the three epochs score visibly apart (0.65, 0.98, 0.995 mIoU)
 DEMO_CLASSES: tuple[str, ...] = ("background", "pet")
 SHIPPED_DIR = Path(__file__).resolve().parent / "demo_weights"
 # The inference engine normalises with these unless a model card says otherwise (pipeline.checkpoints).

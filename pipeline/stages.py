@@ -162,14 +162,12 @@ def render_audit_html(*, audit_dir: Path) -> None:
     render_audit_report(audit_dir)
 
 
-def audit(*, coco: dict[str, Any], image_root: Path | None, conversion_findings: pd.DataFrame | None,
-          predictions: list[dict[str, Any]] | None, semantic_dir: Path | None) -> Any:
-    from evaluators.audit import audit_dataset
+def audit(*, dataset_dir: Path) -> Any:
+    """The audit of a converted dataset dir exactly as `segpipe audit DATASET_DIR` runs it: conversion report
+    rows carried in, and the Oxford-IIIT Pet layout checks (heads.json, list.txt, splits) where they apply."""
+    from evaluators.audit import audit_path
 
-    return audit_dataset(
-        coco, image_root=image_root, conversion_findings=conversion_findings, predictions=predictions,
-        semantic_dir=semantic_dir,
-    )
+    return audit_path(dataset_dir)
 
 
 def read_label_map(path: Path) -> np.ndarray:

@@ -4,14 +4,8 @@ annotation re-audits, a new checkpoint does not."""
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
-import pandas as pd
-
-from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_DIR, DatasetDir
-from converters.report import REPORT_FILE_NAME
 from pipeline import stages
 from pipeline.cache_targets import CachedTask
 from pipeline.fingerprints import canonical_json, combine_keys
@@ -28,14 +22,7 @@ class AuditTask(CachedTask):
 
     def compute(self) -> None:
         merged = self.requires().output().directory
-        coco = json.loads((merged / INSTANCES_FILE).read_bytes())
-        report = merged / REPORT_FILE_NAME
-        findings = pd.read_csv(io.StringIO(report.read_text(encoding="utf-8"))) if report.is_file() else None
-        semantic = merged / SEMANTIC_DIR
-        result = stages.audit(
-            coco=coco, image_root=DatasetDir(merged).image_root, conversion_findings=findings, predictions=None,
-            semantic_dir=semantic if semantic.is_dir() else None,
-        )
+        result = stages.audit(dataset_dir=merged)
         out = self.fresh_directory()
         write_table(out, "findings", result.findings)
         write_table(out, "summary", result.summary)
