@@ -162,26 +162,21 @@ def _confusion_generic(
 ) -> np.ndarray:
     """Any integer dtype (uint16 PNGs, int arrays with ignore -1): slower, same result."""
     n = num_classes
-    g = gt.reshape(-1).astype(np.int64)
-    g_ignored = g == ignore_index
-    g_bad = ~g_ignored & ((g < 0) | (g >= n))
-    if g_bad.any():
-        values, counts = np.unique(g[g_bad], return_counts=True)
-        _raise_if_out_of_range(values=values, counts=dict(zip(values.tolist(), counts.tolist())), who="ground truth",
-                               num_classes=n, ignore_index=ignore_index, path=path)
-    # Ignored GT pixels go to row n and are sliced off; a predicted ignore goes to column n.
-    rows = np.where(g_ignored, n, g)
-    if pred is None:
-        cols = np.full_like(rows, n)
-    else:
-        p = pred.reshape(-1).astype(np.int64)
-        p_ignored = p == ignore_index
-        p_bad = ~p_ignored & ((p < 0) | (p >= n))
-        if p_bad.any():
-            values, counts = np.unique(p[p_bad], return_counts=True)
-            _raise_if_out_of_range(values=values, counts=dict(zip(values.tolist(), counts.tolist())), who="prediction",
+
+    def indices(labels: np.ndarray, *, who: str) -> np.ndarray:
+        """Flat int64 class indices with ignore mapped to n; out-of-range values raise."""
+        flat = labels.reshape(-1).astype(np.int64)
+        ignored = flat == ignore_index
+        bad = ~ignored & ((flat < 0) | (flat >= n))
+        if bad.any():
+            values, counts = np.unique(flat[bad], return_counts=True)
+            _raise_if_out_of_range(values=values, counts=dict(zip(values.tolist(), counts.tolist())), who=who,
                                    num_classes=n, ignore_index=ignore_index, path=path)
-        cols = np.where(p_ignored, n, p)
+        return np.where(ignored, n, flat)
+
+    # Ignored GT pixels go to row n and are sliced off; a predicted ignore goes to column n.
+    rows = indices(gt, who="ground truth")
+    cols = np.full_like(rows, n) if pred is None else indices(pred, who="prediction")
     counts = np.bincount(rows * (n + 1) + cols, minlength=(n + 1) * (n + 1))
     return counts.reshape(n + 1, n + 1)[:n].astype(np.int64)
 

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pandas as pd
 
-from converters.atomic_write import atomic_write_text
 from evaluators.coco_ground_truth import GT_PATH
 from evaluators.coco_results import RESULTS_PATH
 from evaluators.errors import EvaluationError
 from evaluators.instance import InstanceReport, default_iou_type, evaluate_instances
+from pipeline.tables import REPORT_HEADER_FILE
 
-HEADER_FILE_NAME = "header.json"
+HEADER_FILE_NAME = REPORT_HEADER_FILE
 CONVENTIONS = (
     "pycocotools COCOeval numbers (evaluate + accumulate + summarize), fractions; -1 = no ground truth. "
     "per_class: summarize() on each category's slice of eval['precision'] / eval['recall']; n_gt counts "
@@ -40,22 +39,19 @@ def read_json(path: Path, *, what: str) -> Any:
 
 def write_instance_report(report: InstanceReport, out: Path, *, header: dict[str, Any]) -> None:
     """Write every table (CSV + Parquet) and header.json into `out`."""
-    from pipeline.tables import write_table
+    from pipeline.tables import write_report_dir
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name, table in (("summary", report.summary), ("per_class", report.per_class),
-                        ("per_image", report.per_image), ("pr_curves", report.pr_curves)):
-        write_table(out, name, table)
-    payload = {**header, "iou_type": report.iou_type, "area": report.area_note, "warnings": list(report.warnings)}
-    atomic_write_text(out / HEADER_FILE_NAME, json.dumps(payload, sort_keys=True, indent=2, default=str) + "\n")
+    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
+              "pr_curves": report.pr_curves}
+    write_report_dir(out, tables, header={**header, "iou_type": report.iou_type, "area": report.area_note,
+                                          "warnings": list(report.warnings)})
 
 
 def format_report(report: InstanceReport) -> str:
     """The stdout text: a comment line with the area convention, the summary, then per class."""
-    with pd.option_context("display.max_rows", 1000, "display.width", 160, "display.float_format", "{:.4f}".format):
-        summary = report.summary.to_string(index=False)
-        per_class = report.per_class.to_string(index=False)
-    return f"# {report.area_note}\n{summary}\n\n{per_class}"
+    from pipeline.tables import format_tables
+
+    return f"# {report.area_note}\n{format_tables(report.summary, report.per_class)}"
 
 
 @click.command("instances")

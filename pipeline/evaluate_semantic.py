@@ -6,23 +6,20 @@ predictions, predictions without GT), each with a .parquet twin, and header.json
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import pandas as pd
 
-from converters.atomic_write import atomic_write_text
 from evaluators.confusion import IGNORE_INDEX
 from evaluators.errors import EvaluationError
 from evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from evaluators.semantic_tables import SemanticReport
-from pipeline.tables import write_table
+from pipeline.tables import REPORT_HEADER_FILE, format_tables, write_report_dir
 
 CLASSES_FILE_NAME = "classes.txt"  # what `segpipe convert` writes beside the semantic maps
-HEADER_FILE_NAME = "header.json"
+HEADER_FILE_NAME = REPORT_HEADER_FILE
 CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
 CONVENTIONS = (
     "Fractions, not percentages. One int64 confusion matrix summed over all images (rows = GT). "
@@ -74,20 +71,14 @@ def label_map_dir(path: Path) -> Path:
 
 def write_semantic_report(report: SemanticReport, out: Path, *, header: dict[str, Any]) -> None:
     """Write every table (CSV + Parquet) and header.json into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, table in (("summary", report.summary), ("per_class", report.per_class), ("per_image", report.per_image),
-                        ("confusion", report.confusion), ("notes", report.notes)):
-        write_table(out, name, table)
-    payload = {**header, "warnings": list(report.warnings)}
-    atomic_write_text(out / HEADER_FILE_NAME, json.dumps(payload, sort_keys=True, indent=2, default=str) + "\n")
+    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
+              "confusion": report.confusion, "notes": report.notes}
+    write_report_dir(out, tables, header={**header, "warnings": list(report.warnings)})
 
 
 def format_report(report: SemanticReport) -> str:
     """The stdout table: summary, then per class."""
-    with pd.option_context("display.max_rows", 500, "display.width", 120, "display.float_format", "{:.4f}".format):
-        summary = report.summary.to_string(index=False)
-        per_class = report.per_class.to_string(index=False)
-    return f"{summary}\n\n{per_class}"
+    return format_tables(report.summary, report.per_class, width=120)
 
 
 @click.command("semantic")
