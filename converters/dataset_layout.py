@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from converters.atomic_write import atomic_write_text
@@ -52,8 +52,32 @@ class DatasetDir:
     def image_root(self) -> Path:
         return Path(self.meta()["image_root"])
 
-    def image_path(self, file_name: str) -> Path:
-        return self.image_root / file_name
+    def image_path(self, file_name: str) -> Path | None:
+        """The image of a COCO `file_name`, or None when the name points outside `image_root`."""
+        return resolve_image_path(self.image_root, file_name)
+
+
+def resolve_image_path(root: str | os.PathLike[str], file_name: str) -> Path | None:
+    """`root / file_name`, or None when that would leave `root`: an absolute name, a `..` part, or a path
+    that resolves (symlinks followed) outside `root.resolve()`.
+
+    A COCO file is untrusted input: without this check a GT could make reports embed, and audits hash,
+    any file the user can read.
+
+    >>> resolve_image_path(Path("/data/images"), "../../etc/passwd") is None
+    True
+    """
+    root = Path(root)
+    # Both spellings: a Windows-made `..\\x.png` or `C:\\x.png` must not slip through as one odd POSIX name.
+    posix, windows = PurePosixPath(file_name), PureWindowsPath(file_name)
+    if not file_name or posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
+        return None
+    path = root / file_name
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError, RuntimeError):  # NUL byte in the name, symlink loop: not a usable image path
+        return None
+    return path if inside else None
 
 
 def write_dataset_meta(out: str | os.PathLike[str], *, format: str, image_root: str | os.PathLike[str], options: dict[str, Any]) -> Path:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from converters.dataset_layout import HEADS_FILE, DatasetDir
+from converters.dataset_layout import HEADS_FILE, DatasetDir, resolve_image_path
 from converters.errors import AnnotationError
 from converters.images import read_image_size
 from converters.report import REPORT_FILE_NAME
@@ -51,6 +51,7 @@ class AuditInputs:
     predictions: list[dict[str, Any]] | None
     semantic_dir: Path | None
     pet_layout: PetLayout | None
+    input_findings: tuple[AuditFinding, ...] = ()  # problems found while reading (e.g. an unreadable split file)
 
 
 def conversion_rows_to_findings(rows: pd.DataFrame, *, images: Sequence[Mapping[str, Any]]) -> list[AuditFinding]:
@@ -84,8 +85,12 @@ def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[
     findings: list[AuditFinding] = []
     by_hash: dict[str, list[ImageInfo]] = defaultdict(list)
     for im in sorted(images, key=lambda i: i.id):
-        path = image_root / im.file_name
         located = {"image_id": im.id, "file_name": im.file_name}
+        path = resolve_image_path(image_root, im.file_name)
+        if path is None:
+            message = f"file_name {im.file_name!r} points outside the image root {image_root}: not read"
+            findings.append(make_finding(check=F.CHECK_IMAGE_OUTSIDE_ROOT, message=message, **located))
+            continue
         try:
             width, height = read_image_size(path)
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -135,15 +140,17 @@ def audit_dataset(
     predictions: list[dict] | None = None,
     semantic_dir: Path | None = None,
     pet_layout: PetLayout | None = None,
+    input_findings: Sequence[AuditFinding] = (),
 ) -> AuditResult:
     """Run every check that the inputs allow and rank the findings.
 
     image_root: where `file_name`s resolve (None skips the image-file checks); conversion_findings: the rows of
     conversion_report.csv; predictions: COCO results (enables the model-assisted checks); semantic_dir and
-    pet_layout: the Oxford-IIIT Pet checks (empty trimap, head box, list.txt, species). Raises EvaluationError
-    for malformed predictions.
+    pet_layout: the Oxford-IIIT Pet checks (empty trimap, head box, list.txt, species); input_findings: ranked
+    with the rest. Raises EvaluationError for malformed predictions.
     """
     images, findings = parse_images(coco)
+    findings += input_findings
     prepared, ann_findings = prepare_annotations(coco, images)
     findings += ann_findings
     categories = {c["id"]: str(c.get("name", "")) for c in coco.get("categories") or [] if isinstance(c, Mapping) and "id" in c}
@@ -173,8 +180,9 @@ def audit_dataset(
     return AuditResult(findings=frame, summary=summary_frame(frame))
 
 
-def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> PetLayout:
-    """heads.json (same image list as instances.json), annotations/list.txt and split files beside the images."""
+def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout, list[AuditFinding]]:
+    """heads.json (same image list as instances.json), annotations/list.txt and split files beside the images;
+    with a finding per split file that cannot be read."""
     from converters.pet_list import SPECIES_NAMES, parse_pet_list, parse_split_names
 
     heads: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
@@ -195,12 +203,21 @@ def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> PetLayout:
         except (AnnotationError, UnicodeDecodeError):
             list_species = None  # the converter already reported the broken list as a conversion finding
     splits: dict[str, list[str]] = {}
+    findings: list[AuditFinding] = []
     for split in PET_SPLIT_FILES:
         path = annotations / f"{split}.txt"
         if path.is_file():
-            for stem in sorted(set(parse_split_names(path.read_text(encoding="utf-8")))):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                # The converter never reads split files, so this is the only report of the broken one.
+                message = f"{path}: unreadable split file, its images are not checked for split overlap: {err}"
+                findings.append(make_finding(check=F.CHECK_SPLIT_FILE_UNREADABLE, message=message, file_name=str(path)))
+                continue
+            for stem in sorted(set(parse_split_names(text))):
                 splits.setdefault(stem, []).append(split)
-    return PetLayout(heads={k: tuple(v) for k, v in heads.items()}, list_species=list_species, splits={k: tuple(v) for k, v in splits.items()})
+    layout = PetLayout(heads={k: tuple(v) for k, v in heads.items()}, list_species=list_species, splits={k: tuple(v) for k, v in splits.items()})
+    return layout, findings
 
 
 def coco_image_root(json_path: Path, coco: Mapping[str, Any]) -> Path:
@@ -213,7 +230,7 @@ def coco_image_root(json_path: Path, coco: Mapping[str, Any]) -> Path:
     split = json_path.stem.split("_", 1)[1] if "_" in json_path.stem else json_path.stem
     candidates = [here, here / "images", here.parent / "images" / split, here.parent / split, here.parent / "images", here.parent]
     names = [str(im.get("file_name", "")) for im in (coco.get("images") or [])[:20] if isinstance(im, dict)]
-    found = [sum((c / n).is_file() for n in names) if c.is_dir() else 0 for c in candidates]
+    found = [sum(p is not None and p.is_file() for p in (resolve_image_path(c, n) for n in names)) if c.is_dir() else 0 for c in candidates]
     best = max(range(len(candidates)), key=lambda i: (found[i], -i))
     return candidates[best] if found[best] > 0 else here
 
@@ -236,6 +253,7 @@ def read_audit_inputs(dataset: Path, *, pred: Path | None = None) -> AuditInputs
     """A converted dataset dir (instances.json, dataset.json, conversion_report.csv, ...) or a COCO json file."""
     dataset = Path(dataset)
     conversion = semantic = layout = None
+    input_findings: list[AuditFinding] = []
     if dataset.is_file():
         json_path = dataset
     else:
@@ -258,7 +276,7 @@ def read_audit_inputs(dataset: Path, *, pred: Path | None = None) -> AuditInputs
         if ds.semantic.is_dir():
             semantic = ds.semantic
         if meta.get("format") in PET_FORMATS:
-            layout = read_pet_layout(ds, image_root=image_root)
+            layout, input_findings = read_pet_layout(ds, image_root=image_root)
     return AuditInputs(
         coco=coco,
         image_root=image_root,
@@ -266,6 +284,7 @@ def read_audit_inputs(dataset: Path, *, pred: Path | None = None) -> AuditInputs
         predictions=read_predictions(Path(pred)) if pred is not None else None,
         semantic_dir=semantic,
         pet_layout=layout,
+        input_findings=tuple(input_findings),
     )
 
 
@@ -279,4 +298,5 @@ def audit_path(dataset: Path, *, pred: Path | None = None) -> AuditResult:
         predictions=inputs.predictions,
         semantic_dir=inputs.semantic_dir,
         pet_layout=inputs.pet_layout,
+        input_findings=inputs.input_findings,
     )

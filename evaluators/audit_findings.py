@@ -34,9 +34,11 @@ CHECK_RLE_SIZE = "rle_size_mismatch"
 CHECK_AREA_MISMATCH = "area_mismatch"
 CHECK_IMAGE_MISSING = "image_missing"
 CHECK_IMAGE_UNREADABLE = "image_unreadable"
+CHECK_IMAGE_OUTSIDE_ROOT = "image_outside_root"  # file_name absolute, with `..`, or a symlink out: never read
 CHECK_IMAGE_SIZE = "image_size_mismatch"
 CHECK_DUPLICATE_IMAGE = "duplicate_image"
 CHECK_CROSS_SPLIT = "image_in_two_splits"
+CHECK_SPLIT_FILE_UNREADABLE = "split_file_unreadable"
 CHECK_CONVERSION_PREFIX = "conversion:"  # + the conversion report's code
 
 # 2. Geometry and statistics, per class (issue 6, "Checks" 2).
@@ -79,8 +81,10 @@ FIXED_RULES: Mapping[str, tuple[Severity, float]] = {
             CHECK_RLE_SIZE,
             CHECK_IMAGE_MISSING,
             CHECK_IMAGE_UNREADABLE,
+            CHECK_IMAGE_OUTSIDE_ROOT,
             CHECK_IMAGE_SIZE,
             CHECK_CROSS_SPLIT,
+            CHECK_SPLIT_FILE_UNREADABLE,
             CHECK_EMPTY_MASK,
         )
     },

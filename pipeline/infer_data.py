@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from converters.coco import read_coco
-from converters.dataset_layout import DatasetDir
+from converters.dataset_layout import DatasetDir, resolve_image_path
 from pipeline.checkpoints import InferenceError
 
 # Aspect-ratio (w/h) bins for detector batches, as torchvision's GroupedBatchSampler does: a portrait and a
@@ -27,7 +27,7 @@ BACKGROUND_NAMES: frozenset[str] = frozenset({"__background__", "background"})
 class ImageEntry:
     image_id: int
     file_name: str
-    path: Path
+    path: Path | None  # None: file_name points outside the image root (skipped, never read)
     width: int
     height: int
 
@@ -48,7 +48,7 @@ def read_dataset(dataset: str | os.PathLike[str], *, image_ids: Sequence[int] | 
         coco = read_coco(layout.instances)
         image_root = layout.image_root
         images = sorted(
-            (ImageEntry(int(im["id"]), str(im["file_name"]), image_root / str(im["file_name"]), int(im["width"]), int(im["height"]))
+            (ImageEntry(int(im["id"]), str(im["file_name"]), resolve_image_path(image_root, str(im["file_name"])), int(im["width"]), int(im["height"]))
              for im in coco["images"]),
             key=lambda e: e.image_id,
         )
@@ -219,6 +219,8 @@ class ImageDataset:
         import torch
 
         entry = self.entries[index]
+        if entry.path is None:
+            return Sample(entry, None, f"file_name {entry.file_name!r} points outside the image root: not read", "image_outside_root")
         try:
             image = decode_image(entry.path)
         except FileNotFoundError as err:

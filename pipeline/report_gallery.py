@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.report_overlay import (
     RGB,
+    BadGeometry,
     Thumbnail,
     annotation_mask,
     draw_instances,
@@ -108,15 +109,18 @@ class GallerySource:
 
     @cached_property
     def category_names(self) -> dict[int, str]:
-        return {int(c["id"]): str(c["name"]) for c in self.coco.get("categories", [])}
+        cats = [c for c in self.coco.get("categories", []) if isinstance(c, dict)]
+        return {key: str(c.get("name", key)) for c in cats if (key := _int_or_none(c.get("id"))) is not None}
 
     @cached_property
     def images_by_id(self) -> dict[int, dict[str, Any]]:
-        return {int(im["id"]): im for im in self.coco.get("images", [])}
+        images = [im for im in self.coco.get("images", []) if isinstance(im, dict)]
+        return {key: im for im in images if (key := _int_or_none(im.get("id"))) is not None}
 
     @cached_property
     def image_by_stem(self) -> dict[str, dict[str, Any]]:
-        return {Path(im["file_name"]).stem: im for im in sorted(self.coco.get("images", []), key=lambda i: -int(i["id"]))}
+        images = [(key, im) for key, im in self.images_by_id.items() if isinstance(im.get("file_name"), str)]
+        return {Path(im["file_name"]).stem: im for _, im in sorted(images, key=lambda t: -t[0])}
 
     @cached_property
     def annotations_by_image(self) -> dict[int, list[dict[str, Any]]]:
@@ -127,8 +131,11 @@ class GallerySource:
         return _group_by_image(self.detections)
 
     def image_path(self, file_name: str) -> Path | None:
+        """The image file of a COCO `file_name`; None without a root or when the name leads outside it."""
+        from converters.dataset_layout import resolve_image_path
+
         root = self.image_root or (self.gt_coco.parent if self.gt_coco is not None else None)
-        return None if root is None else root / file_name
+        return None if root is None else resolve_image_path(root, file_name)
 
 
 def _image_root(dataset: Path) -> Path:
@@ -143,8 +150,19 @@ def _image_root(dataset: Path) -> Path:
 def _group_by_image(items: Sequence[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {}
     for item in items:
-        out.setdefault(int(item["image_id"]), []).append(dict(item))
+        key = _int_or_none(item.get("image_id")) if isinstance(item, Mapping) else None
+        if key is not None:  # an item on no image (reported by the audit) has no thumbnail to be drawn on
+            out.setdefault(key, []).append(dict(item))
     return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    """A COCO id as int (JSON 3 or 3.0), None for anything else (bools, text, NaN, missing)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, float) and value.is_integer() else None
 
 
 
@@ -178,15 +196,30 @@ def read_label_map(path: Path | None) -> np.ndarray | None:
 # --- thumbnails from a source ------------------------------------------------------------------------------
 
 
+def _image_size(image: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(width, height) of a COCO image record, or None when either is missing or not a positive integer
+    (the audit shows exactly such broken records)."""
+    if image is None:
+        return None
+    try:
+        w, h = int(image.get("width")), int(image.get("height"))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return (w, h) if w > 0 and h > 0 else None
+
+
 def _base_panel(source: GallerySource, image: Mapping[str, Any] | None, *, fallback_size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """(thumbnail, scale from full-size pixel coordinates to thumbnail pixels)."""
-    path = source.image_path(str(image["file_name"])) if image is not None else None
+    file_name = image.get("file_name") if image is not None else None
+    path = source.image_path(file_name) if isinstance(file_name, str) else None
     read = read_thumbnail(path)
+    size = _image_size(image)
     if read is not None:
         thumb, (w, _) = read
         # Annotation coordinates live in the COCO image's frame, which is what the thumbnail shows.
-        return thumb, thumb.shape[1] / (int(image["width"]) if image is not None and image.get("width") else w)
-    w, h = (int(image["width"]), int(image["height"])) if image is not None else fallback_size
+        return thumb, thumb.shape[1] / (size[0] if size is not None else w)
+    w, h = size or fallback_size
+    # None: no record, no root, no usable file_name, or one leading outside the image root (never read).
     thumb = placeholder(width=w, height=h, text="image unreadable" if path is not None else "no image")
     return thumb, thumb.shape[1] / max(w, 16)
 
@@ -195,10 +228,15 @@ def _instance_items(anns: Sequence[Mapping[str, Any]], *, source: GallerySource,
                     height: int, width: int, scores: bool) -> list[dict[str, Any]]:
     items = []
     for ann in anns:
-        name = source.category_names.get(int(ann["category_id"]), str(ann["category_id"]))
-        label = f"{name} {float(ann['score']):.2f}" if scores and "score" in ann else name
-        items.append({"id": ann.get("id"), "mask": annotation_mask(ann, height=height, width=width), "bbox": ann.get("bbox"),
-                      "colour": colours.get(name, (128, 128, 128)), "label": label})
+        category = ann.get("category_id")
+        key = _int_or_none(category)
+        name = source.category_names.get(key, str(category)) if key is not None else str(category)
+        label = f"{name} {_score(ann):.2f}" if scores and "score" in ann else name
+        try:
+            mask = annotation_mask(ann, height=height, width=width)
+        except BadGeometry:  # the broken annotations are what an audit gallery shows: label them, draw no shape
+            mask, label = None, f"{label}: bad geometry"
+        items.append({"id": ann.get("id"), "mask": mask, "bbox": ann.get("bbox"), "colour": colours.get(name, (128, 128, 128)), "label": label})
     return items
 
 
@@ -207,7 +245,7 @@ def instance_thumbnail(source: GallerySource, *, image_id: int, colours: Mapping
     """GT | prediction panels for one COCO image as a JPEG data URI; `highlight` outlines one annotation."""
     image = source.images_by_id.get(int(image_id))
     base, scale = _base_panel(source, image, fallback_size=(320, 240))
-    h, w = (int(image["height"]), int(image["width"])) if image is not None else (240, 320)
+    w, h = _image_size(image) or (320, 240)
     gt = _instance_items(source.annotations_by_image.get(int(image_id), []), source=source, colours=colours,
                          height=h, width=w, scores=False)
     panels = [draw_instances(base, gt, scale=scale, highlight=highlight)]

@@ -157,7 +157,7 @@ def _evaluate_gallery(worst: pd.DataFrame, *, kind: str, gallery: GallerySource 
             image_id = int(row["image_id"])
             thumb = instance_thumbnail(gallery, image_id=image_id, colours=colours)
             anns = gallery.annotations_by_image.get(image_id, []) + gallery.detections_by_image.get(image_id, [])
-            used |= {gallery.category_names.get(int(a["category_id"]), "") for a in anns}
+            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}
             caption = f"{row.get('file_name', image_id)}: tp {row.get('tp', '?')}, fp {row.get('fp', '?')}, fn {row.get('fn', '?')}"
         else:
             file = str(row.get("file", row.get("file_name", "")))
@@ -281,7 +281,7 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
             ann = None if raw is None or pd.isna(raw) else int(raw)
             thumb = instance_thumbnail(gallery, image_id=int(row["image_id"]), colours=colours, highlight=ann)
             anns = gallery.annotations_by_image.get(int(row["image_id"]), []) + gallery.detections_by_image.get(int(row["image_id"]), [])
-            used |= {gallery.category_names.get(int(a["category_id"]), "") for a in anns}
+            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}
             where = f"{row.get('file_name', row['image_id'])}" + (f", annotation {ann}" if ann is not None else "")
             caption = f"{row['check']}: {where}. {row.get('message', '')}"
             items.append({"uri": thumb.uri, "width": thumb.width, "height": thumb.height, "alt": caption, "caption": caption,

@@ -45,21 +45,84 @@ def class_colours(names: Sequence[str], *, background: str | None = None) -> dic
 
 
 
+class BadGeometry(ValueError):
+    """An annotation's segmentation or bbox cannot be drawn (the audit reports why; the gallery shows it)."""
+
+
+def _coordinate_limit(height: int, width: int) -> float:
+    # pycocotools rasterises a polygon edge pixel by pixel: a NaN or 1e12 vertex takes minutes, so far-off
+    # coordinates are refused rather than drawn (anything this far out is invisible anyway).
+    return 4.0 * max(int(height), int(width), 1)
+
+
+def _finite_numbers(values: Any, *, limit: float) -> list[float] | None:
+    if not isinstance(values, (list, tuple)):
+        return None
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        try:
+            number = float(v)
+        except OverflowError:  # a JSON integer beyond any float
+            return None
+        if not abs(number) <= limit:  # NaN fails too
+            return None
+        out.append(number)
+    return out
+
+
 def annotation_mask(ann: Mapping[str, Any], *, height: int, width: int) -> np.ndarray | None:
-    """Binary mask of a COCO annotation or result (polygons, RLE), or None when it has only a box."""
+    """Binary mask of a COCO annotation or result (polygons, RLE), or None when it has only a box.
+
+    Raises BadGeometry for a segmentation that cannot be decoded (wrong types, bad RLE string, far-off points)."""
     from pycocotools import mask as mask_utils
+
+    from evaluators.audit_format import rle_totals
 
     seg = ann.get("segmentation")
     if not seg:
         return None
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, *seg["size"])
-    else:
-        counts = seg["counts"]
-        rle = {"size": seg["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(rle).astype(bool)
+    limit = _coordinate_limit(height, width)
+    try:
+        if isinstance(seg, list):
+            polygons = [_finite_numbers(p, limit=limit) for p in seg]
+            if any(p is None or len(p) < 6 or len(p) % 2 for p in polygons):
+                raise BadGeometry("polygons must be lists of an even number (>= 6) of finite coordinates")
+            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        elif isinstance(seg, dict):
+            size = _finite_numbers(seg.get("size"), limit=limit)
+            if size is None or len(size) != 2 or min(size) < 1 or any(v != int(v) for v in size):
+                raise BadGeometry(f"RLE size {seg.get('size')!r} is not [height, width]")
+            h, w = int(size[0]), int(size[1])
+            counts = seg.get("counts")
+            # pycocotools trusts the runs (see evaluators.audit_format.rle_totals): the pixel total is checked
+            # here first, as the evaluators do, rather than relying on whatever the installed version catches.
+            if isinstance(counts, list):
+                if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) != h * w:
+                    raise BadGeometry(f"RLE counts are not non-negative runs summing to {h}x{w}")
+                rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+            elif isinstance(counts, (str, bytes)):
+                raw = counts.encode("utf-8", "replace") if isinstance(counts, str) else counts
+                if int(rle_totals([raw])[0]) != h * w:  # INVALID_RLE (-1) for a corrupt string
+                    raise BadGeometry(f"RLE counts string is corrupt or does not cover {h}x{w}")
+                rle = {"size": [h, w], "counts": raw}
+            else:
+                raise BadGeometry(f"RLE counts of type {type(counts).__name__}")
+        else:
+            raise BadGeometry(f"segmentation of type {type(seg).__name__}")
+        mask = mask_utils.decode(rle)
+    except BadGeometry:
+        raise
+    except Exception as err:  # pycocotools raises bare Exception ("input type is not supported") besides ValueError
+        raise BadGeometry(f"{type(err).__name__}: {err}") from err
+    return mask.astype(bool)
+
+
+def parse_bbox(value: Any, *, limit: float) -> tuple[float, float, float, float] | None:
+    """A COCO [x, y, w, h] of finite numbers within `limit` of the origin, else None (drawn without a box)."""
+    numbers = _finite_numbers(value, limit=limit)
+    return tuple(numbers) if numbers is not None and len(numbers) == 4 else None  # type: ignore[return-value]
 
 
 def fit_thumbnail(image: np.ndarray) -> np.ndarray:
@@ -127,7 +190,9 @@ def draw_instances(image: np.ndarray, items: Sequence[Mapping[str, Any]], *, sca
     for item, sm in zip(items, small_masks):
         colour = _bgr(item["colour"])
         thick = 3 if highlight is not None and item.get("id") == highlight else 2
-        x, y, w, h = (float(v) * scale for v in item.get("bbox") or (0, 0, 0, 0))
+        # A thumbnail is a few hundred pixels: a box further out than that many thumbnails is not drawn.
+        box = parse_bbox(item.get("bbox"), limit=_coordinate_limit(th, tw) / max(scale, 1e-9)) or (0.0, 0.0, 0.0, 0.0)
+        x, y, w, h = (v * scale for v in box)
         if sm is not None:
             contours, _ = cv2.findContours(sm.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, colour, thick, cv2.LINE_AA)

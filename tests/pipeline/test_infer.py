@@ -538,3 +538,18 @@ def test_cli_trust_checkpoint_warns_loudly(dataset: Path, lraspp: tuple[Path, An
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 3, result.output
     assert "WARNING: LOADING" in result.output and "FULL UNPICKLING" in result.output and marker.exists()
+
+
+def test_file_name_outside_image_root_is_a_skipped_row(tmp_path: Path, lraspp: tuple[Path, Any]) -> None:
+    root = write_dataset(tmp_path / "ds", [("a.png", 30, 20)])
+    for name in ("secret.png", "other.png"):  # readable, right size: only the path check stops them
+        Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / name)
+    coco = json.loads((root / "instances.json").read_text())
+    coco["images"] += [{**coco["images"][0], "id": 2, "file_name": "../../secret.png"},
+                       {**coco["images"][0], "id": 3, "file_name": str(tmp_path / "other.png")}]
+    write_coco(root / "instances.json", coco)
+    s = run_inference(model="lraspp_mobilenet_v3_large", checkpoint=lraspp[0], dataset=root, out=tmp_path / "p", workers=0)
+    assert (s.n_processed, s.n_skipped) == (1, 2)
+    report = (tmp_path / "p" / "inference_report.csv").read_text()
+    assert report.count("image_outside_root") == 2 and "../../secret.png" in report
+    assert not (tmp_path / "p" / "semantic" / "secret.png").exists()

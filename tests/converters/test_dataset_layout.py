@@ -1,0 +1,67 @@
+"""COCO `file_name`s are untrusted: an image path never leaves the image root (absolute, `..`, symlinks)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from converters.dataset_layout import DatasetDir, resolve_image_path, write_dataset_meta
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    images = tmp_path / "data" / "images"
+    (images / "sub").mkdir(parents=True)
+    (images / "a.png").write_bytes(b"a")
+    (images / "sub" / "b.png").write_bytes(b"b")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "private.png").write_bytes(b"secret")
+    return images
+
+
+@pytest.mark.parametrize("name", ["a.png", "sub/b.png", "./a.png", "missing.png", "a..b.png"])
+def test_names_inside_the_root(root: Path, name: str) -> None:
+    assert resolve_image_path(root, name) == root / name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../secret/private.png", "sub/../../../secret/private.png", "sub/../a.png", "..", "", "..\\..\\secret\\private.png", "C:\\secret.png"],
+)
+def test_relative_names_that_leave_the_root(root: Path, name: str) -> None:
+    assert resolve_image_path(root, name) is None
+
+
+def test_absolute_names_even_inside_the_root(root: Path) -> None:
+    assert resolve_image_path(root, str(root.parent.parent / "secret" / "private.png")) is None
+    assert resolve_image_path(root, str(root / "a.png")) is None  # file_name is relative by the layout's contract
+
+
+def test_symlinks(root: Path) -> None:
+    os.symlink(root.parent.parent / "secret", root / "escape")  # a directory link out of the root
+    os.symlink(root.parent.parent / "secret" / "private.png", root / "link.png")
+    os.symlink(root / "a.png", root / "alias.png")  # a link that stays inside is fine
+    assert resolve_image_path(root, "escape/private.png") is None
+    assert resolve_image_path(root, "link.png") is None
+    assert resolve_image_path(root, "alias.png") == root / "alias.png"
+
+
+def test_a_symlinked_root_still_holds_its_images(root: Path, tmp_path: Path) -> None:
+    os.symlink(root, tmp_path / "linked_root")
+    assert resolve_image_path(tmp_path / "linked_root", "sub/b.png") == tmp_path / "linked_root" / "sub" / "b.png"
+
+
+def test_nul_byte_is_refused(root: Path) -> None:
+    assert resolve_image_path(root, "a.png\x00.txt") is None
+
+
+def test_dataset_dir_image_path(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    write_dataset_meta(out, format="coco", image_root=root, options={})
+    ds = DatasetDir(out)
+    assert ds.image_path("sub/b.png") == root.resolve() / "sub" / "b.png"
+    assert ds.image_path("../../secret/private.png") is None
+    assert ds.image_path(str(tmp_path / "secret" / "private.png")) is None
