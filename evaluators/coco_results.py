@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
+from evaluators.audit_format import INVALID_RLE, rle_totals
 from evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from evaluators.errors import EvaluationError
 
@@ -35,8 +36,21 @@ def _is_int(value: Any) -> bool:
     return type(value) is int or (not isinstance(value, bool) and isinstance(value, int))
 
 
-def segmentation_problem(segm: Any, *, height: int, width: int) -> str | None:
-    """Why `segm` is not a usable mask for an image of height x width, or None when it is."""
+def compressed_counts(segm: Any) -> bytes | None:
+    """The compressed RLE string of `segm` as bytes (what pycocotools decodes), or None when it has none."""
+    counts = segm.get("counts") if isinstance(segm, dict) else None
+    if isinstance(counts, str):
+        return counts.encode("utf-8", "replace")  # non-ASCII bytes are out of the RLE alphabet: flagged corrupt
+    return counts if isinstance(counts, bytes) else None
+
+
+def segmentation_problem(segm: Any, *, height: int, width: int, total: int | None = None) -> str | None:
+    """Why `segm` is not a usable mask for an image of height x width, or None when it is.
+
+    `total` is `rle_totals()` of its compressed counts string when the caller decoded many at once; without it
+    the string is decoded here. pycocotools trusts the string, so a corrupt one or one of the wrong pixel total
+    would decode past the mask buffer or compare masks of different sizes.
+    """
     if isinstance(segm, dict):
         size, counts = segm.get("size"), segm.get("counts")
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size)):
@@ -44,7 +58,11 @@ def segmentation_problem(segm: Any, *, height: int, width: int) -> str | None:
         if list(size) != [height, width]:
             return f"RLE size {list(size)} differs from the image's [height, width] = [{height}, {width}]"
         if isinstance(counts, (str, bytes)):
-            return None
+            if total is None:
+                total = int(rle_totals([compressed_counts(segm) or b""])[0])
+            if total == INVALID_RLE:
+                return "RLE counts string is corrupt (a character outside the RLE alphabet, a cut-off run or a negative run)"
+            return None if total == height * width else f"RLE counts string decodes to {total} pixels, not {height * width}"
         if isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts):
             return None if sum(counts) == height * width else f"RLE counts sum to {sum(counts)}, not {height * width}"
         return "RLE counts must be a string or a list of non-negative integers"
@@ -64,8 +82,8 @@ def bbox_problem(bbox: Any) -> str | None:
     return None
 
 
-def result_problem(result: Any, *, truth: GroundTruth, iou_type: str) -> tuple[str, str] | None:
-    """(kind, detail) of the first problem with one result, or None."""
+def result_problem(result: Any, *, truth: GroundTruth, iou_type: str, total: int | None = None) -> tuple[str, str] | None:
+    """(kind, detail) of the first problem with one result, or None; `total` as in `segmentation_problem`."""
     if not isinstance(result, dict):
         return "not an object", type(result).__name__
     image_id = result.get("image_id")
@@ -81,15 +99,26 @@ def result_problem(result: Any, *, truth: GroundTruth, iou_type: str) -> tuple[s
     if iou_type == "segm":
         if "segmentation" not in result:
             return "missing segmentation", "segm evaluation needs a mask"
-        why = segmentation_problem(result["segmentation"], height=image.height, width=image.width)
+        why = segmentation_problem(result["segmentation"], height=image.height, width=image.width, total=total)
         return ("bad segmentation", why) if why else None
     if "bbox" in result:
         why = bbox_problem(result["bbox"])
         return ("bad bbox", why) if why else None
     if "segmentation" in result:  # pycocotools derives the box from the mask
-        why = segmentation_problem(result["segmentation"], height=image.height, width=image.width)
+        why = segmentation_problem(result["segmentation"], height=image.height, width=image.width, total=total)
         return ("bad segmentation", why) if why else None
     return "missing bbox", "bbox evaluation needs a bbox or a mask"
+
+
+def _counts_totals(results: Sequence[Any], *, iou_type: str) -> dict[int, int]:
+    """rle_totals() of the compressed counts strings of the results whose mask gets checked, by result index."""
+    strings: dict[int, bytes] = {}
+    for i, result in enumerate(results):
+        if isinstance(result, dict) and (iou_type == "segm" or "bbox" not in result):
+            counts = compressed_counts(result.get("segmentation"))
+            if counts is not None:
+                strings[i] = counts
+    return dict(zip(strings, rle_totals(list(strings.values())).tolist(), strict=True))
 
 
 def validate_results(
@@ -111,10 +140,11 @@ def validate_results(
     kind = iou_type or default_iou_type(results)
     if kind not in IOU_TYPES:
         raise EvaluationError(path, "iou_type", f"must be one of {IOU_TYPES}, got {kind!r}")
+    totals = _counts_totals(results, iou_type=kind)
     bad: dict[str, list[str]] = defaultdict(list)
     kept: list[Mapping[str, Any]] = []
     for i, result in enumerate(results):
-        problem = result_problem(result, truth=truth, iou_type=kind)
+        problem = result_problem(result, truth=truth, iou_type=kind, total=totals.get(i))
         if problem is None:
             kept.append(result)
         else:

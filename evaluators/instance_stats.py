@@ -7,7 +7,7 @@ records of disjoint image sets concatenate, so shards merge by sorting on image 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from pycocotools.cocoeval import Params
@@ -24,6 +24,12 @@ AREA_LABELS: tuple[str, ...] = tuple(COCO_PARAMS.areaRngLbl)
 
 _PER_DET = ("det_image", "det_category", "det_score", "det_rank", "det_matched", "det_ignored", "det_iou")
 _PER_GT = ("gt_image", "gt_category", "gt_ignored")
+# Array fields, their dtype kind (b bool, i int, f float) and dimensions: what `from_arrays` accepts back.
+_ARRAY_FIELDS: dict[str, tuple[str, int]] = {
+    "image_ids": ("i", 1), "det_image": ("i", 1), "det_category": ("i", 1), "det_score": ("f", 1), "det_rank": ("i", 1),
+    "det_matched": ("b", 3), "det_ignored": ("b", 3), "det_iou": ("f", 1),
+    "gt_image": ("i", 1), "gt_category": ("i", 1), "gt_ignored": ("b", 2),
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +56,39 @@ class InstanceStats:
     gt_category: np.ndarray  # int64 [G]
     gt_ignored: np.ndarray  # bool [G, A]: COCOeval's gtIgnore per area range
     warnings: tuple[str, ...] = ()
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(numeric arrays, JSON-able metadata): a data-only form, for `np.savez` + JSON instead of pickle."""
+        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAY_FIELDS}
+        meta = {
+            "iou_type": self.iou_type, "category_ids": [int(c) for c in self.category_ids],
+            "category_names": list(self.category_names), "file_names": list(self.file_names), "warnings": list(self.warnings),
+        }
+        return arrays, meta
+
+    @staticmethod
+    def from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], *, path: str = "instance stats") -> "InstanceStats":
+        """The inverse of `to_arrays`; refuses object arrays and fields of the wrong type or shape."""
+        checked: dict[str, np.ndarray] = {}
+        for name, (kinds, ndim) in _ARRAY_FIELDS.items():
+            value = arrays.get(name)
+            if not isinstance(value, np.ndarray) or value.dtype.kind != kinds:
+                raise EvaluationError(path, name, f"expected an array of dtype kind {kinds!r}, got {getattr(value, 'dtype', type(value))}")
+            if value.ndim != ndim:
+                raise EvaluationError(path, name, f"expected {ndim} dimensions, got shape {value.shape}")
+            checked[name] = value
+        text_lists: dict[str, tuple[str, ...]] = {}
+        for name in ("category_names", "file_names", "warnings"):
+            value = meta.get(name)
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise EvaluationError(path, name, "expected a list of strings")
+            text_lists[name] = tuple(value)
+        ids = meta.get("category_ids")
+        if not (isinstance(ids, list) and all(type(v) is int for v in ids)):
+            raise EvaluationError(path, "category_ids", "expected a list of integers")
+        if meta.get("iou_type") not in ("segm", "bbox"):
+            raise EvaluationError(path, "iou_type", f"expected 'segm' or 'bbox', got {meta.get('iou_type')!r}")
+        return InstanceStats(iou_type=str(meta["iou_type"]), category_ids=tuple(ids), **text_lists, **checked)
 
     @staticmethod
     def merge(a: "InstanceStats", b: "InstanceStats") -> "InstanceStats":

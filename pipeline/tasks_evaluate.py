@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import pickle
+import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from converters.atomic_write import atomic_write_bytes, atomic_write_text
 from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from evaluators.errors import EvaluationError
 from pipeline import stages
 from pipeline.cache_targets import CachedTask
 from pipeline.run_shards import read_plan
@@ -27,7 +28,13 @@ from pipeline.tables import write_table
 from pipeline.tasks_convert import ConvertMerge
 from pipeline.tasks_infer import INDEX_DATASET, PRED_DIR, InferShard
 
-STATS_FILE = "stats.pkl"
+# Shard statistics are data only (numpy arrays without pickles + JSON): the cache may be on a shared file
+# system, and loading a pickle from it would run whatever code anyone who can write there put in it.
+STATS_ARRAYS = "stats.npz"
+STATS_META = "stats.json"
+LEGACY_STATS = "stats.pkl"  # older segpipe versions; never loaded
+STATS_FORMAT = 1
+INSTANCE_EVAL = "instance"
 SUMMARY_FILE = "summary.json"
 PER_CLASS_LONG = "per_class_long.csv"
 REPORT_DIR = "report"
@@ -72,7 +79,7 @@ class EvalShard(CachedTask):
             index = json.loads((infer.requires().output().directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())
             index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
             results = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
-            stats["instance"] = stages.instance_shard_stats(
+            stats[INSTANCE_EVAL] = stages.instance_shard_stats(
                 gt=gt, results=results, iou_type=data["iou_type"], image_ids=[gt_ids[n] for n in names]
             )
         classes_file = gt_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
@@ -82,7 +89,7 @@ class EvalShard(CachedTask):
                 class_names=[line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()],
             )
         directory = self.fresh_directory()
-        atomic_write_bytes(directory / STATS_FILE, pickle.dumps(stats, protocol=pickle.HIGHEST_PROTOCOL))
+        write_shard_stats(directory, stats=stats)
         self.finish(images=len(names), evaluations=sorted(stats))
 
 
@@ -108,6 +115,69 @@ def _semantic_shard(*, names: list[str], gt_dir: Path, pred_dir: Path, class_nam
     return {"confusion": confusion, "per_image": rows, "notes": notes, "class_names": class_names}
 
 
+def shard_stats_to_arrays(stats: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A shard's statistics as (named numeric arrays, JSON-able metadata). Pure."""
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"format": STATS_FORMAT, "evaluations": sorted(stats)}
+    if INSTANCE_EVAL in stats:
+        inst_arrays, meta[INSTANCE_EVAL] = stats[INSTANCE_EVAL].to_arrays()
+        arrays |= {f"{INSTANCE_EVAL}.{k}": v for k, v in inst_arrays.items()}
+    if SEMANTIC_EVAL in stats:
+        sem = stats[SEMANTIC_EVAL]
+        arrays[f"{SEMANTIC_EVAL}.confusion"] = np.asarray(sem["confusion"], dtype=np.int64)
+        meta[SEMANTIC_EVAL] = {k: list(sem[k]) for k in ("per_image", "notes", "class_names")}
+    return arrays, meta
+
+
+def shard_stats_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], *, path: str) -> dict[str, Any]:
+    """The inverse of `shard_stats_to_arrays`, checking types (the files come from a shared cache). Pure."""
+    from evaluators.instance_stats import InstanceStats
+
+    if not isinstance(meta, dict) or meta.get("format") != STATS_FORMAT:
+        raise EvaluationError(path, "format", f"expected shard statistics format {STATS_FORMAT}")
+    stats: dict[str, Any] = {}
+    if INSTANCE_EVAL in meta:
+        if not isinstance(meta[INSTANCE_EVAL], dict):
+            raise EvaluationError(path, INSTANCE_EVAL, "expected an object")
+        prefix = f"{INSTANCE_EVAL}."
+        inst_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        stats[INSTANCE_EVAL] = InstanceStats.from_arrays(inst_arrays, meta[INSTANCE_EVAL], path=path)
+    if SEMANTIC_EVAL in meta:
+        sem, confusion = meta[SEMANTIC_EVAL], arrays.get(f"{SEMANTIC_EVAL}.confusion")
+        if not (isinstance(confusion, np.ndarray) and confusion.dtype.kind == "i" and confusion.ndim == 2):
+            raise EvaluationError(path, f"{SEMANTIC_EVAL}.confusion", "expected a 2-D integer array")
+        if not (isinstance(sem, dict) and all(isinstance(sem.get(k), list) for k in ("per_image", "notes", "class_names"))):
+            raise EvaluationError(path, SEMANTIC_EVAL, "expected lists per_image, notes and class_names")
+        stats[SEMANTIC_EVAL] = {"confusion": confusion, **{k: sem[k] for k in ("per_image", "notes", "class_names")}}
+    return stats
+
+
+def write_shard_stats(directory: Path, *, stats: dict[str, Any]) -> None:
+    arrays, meta = shard_stats_to_arrays(stats)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(directory / STATS_ARRAYS, buffer.getvalue())
+    # Key order kept: per-image rows become table columns in this order.
+    atomic_write_text(directory / STATS_META, json.dumps(meta) + "\n")
+
+
+def read_shard_stats(directory: Path) -> dict[str, Any]:
+    """A shard's statistics; never unpickles anything (`allow_pickle=False`: object arrays are refused)."""
+    path = directory / STATS_ARRAYS
+    if not path.is_file() and (directory / LEGACY_STATS).is_file():
+        raise EvaluationError(directory / LEGACY_STATS, "", f"pickled statistics of an older segpipe are never loaded: delete {directory} to recompute")
+    try:
+        meta = json.loads((directory / STATS_META).read_text(encoding="utf-8"))
+        loaded = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise EvaluationError(path, "", f"not an .npz archive of shard statistics (a {type(loaded).__name__})")
+        with loaded as npz:
+            arrays = {name: npz[name] for name in sorted(npz.files)}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # ValueError: also a pickle or an object array
+        raise EvaluationError(path, "", f"not readable shard statistics: {type(err).__name__}: {err}") from err
+    return shard_stats_from_arrays(arrays, meta, path=str(path))
+
+
 class EvalReport(CachedTask):
     """One checkpoint's reports: the merge of its shards' statistics, written as tables (+ HTML)."""
 
@@ -118,14 +188,14 @@ class EvalReport(CachedTask):
 
     def compute(self) -> None:
         data = self.data
-        parts = [pickle.loads((t.output().directory / STATS_FILE).read_bytes()) for t in self.requires()]
+        parts = [read_shard_stats(t.output().directory) for t in self.requires()]
         out = self.fresh_directory()
         header = dict(data["header"])
         summaries: dict[str, list[list[Any]]] = {}
         long_rows: list[pd.DataFrame] = []
-        if parts and all("instance" in p for p in parts):
+        if parts and all(INSTANCE_EVAL in p for p in parts):
             name = data["iou_type"]
-            report = stages.instance_report(stats=[p["instance"] for p in parts])
+            report = stages.instance_report(stats=[p[INSTANCE_EVAL] for p in parts])
             stages.write_instance_report(report=report, out=out / REPORT_DIR / name,
                                          header={**header, "evaluation": name, "task": "instances"})
             summaries[name] = _summary_dict(report.summary)
