@@ -37,6 +37,7 @@ class AnnotationRecord:
     area: float
     segmentation: Mapping[str, Any] | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    iscrowd: int = ISCROWD_OBJECT  # 1 marks an ignore region for COCOeval (VOC difficult boxes under --difficult ignore)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def assemble_coco(*, images: Sequence[ImageRecord], categories: Sequence[Categor
                 "category_id": cat_ids[ann.category],
                 "bbox": [float(v) for v in ann.bbox],
                 "area": float(ann.area),
-                "iscrowd": ISCROWD_OBJECT,
+                "iscrowd": int(ann.iscrowd),
             }
             if ann.segmentation is not None:
                 record["segmentation"] = dict(ann.segmentation)

@@ -10,7 +10,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from converters.errors import AnnotationError
 
@@ -67,7 +67,7 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _orientation(im: "Image.Image") -> int:
+def _orientation(im: Any) -> int:
     """EXIF orientation without decoding pixels. For PNG, `getexif()` would read past IDAT (a full decode,
     ~1 ms an image), so only an eXIf chunk placed before the image data is honoured there."""
     from PIL import Image

@@ -18,8 +18,8 @@ from converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assem
 from converters.dataset_layout import HEADS_FILE, write_dataset_meta
 from converters.errors import AnnotationError
 from converters.pet_list import SPECIES_NAMES, parse_split_names
-from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, write_report
-from converters.trimap import collect_pairs, convert_pairs, read_categories
+from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
+from converters.trimap import collect_pairs, convert_pairs, discard_outputs, read_categories
 from converters.voc_parse import parse_voc_xml, voc_objects_to_annotations
 
 SPLITS: tuple[str, ...] = ("trainval", "test")
@@ -51,7 +51,8 @@ def parse_head_boxes(data: bytes, *, path: str, width: int, height: int) -> tupl
 
 
 def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: ConversionReport) -> list[ImageRecord]:
-    """The same images with their head boxes. Images without an XML get `heads_annotated: false`."""
+    """The same images with their head boxes. Images without a usable XML (missing, unreadable, or with an
+    unusable object) get `heads_annotated: false` and no head box."""
     out: list[ImageRecord] = []
     for im in images:
         path = xmls / f"{Path(im.file_name).stem}.xml"
@@ -64,6 +65,13 @@ def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: Conve
                 annotations, findings = parse_head_boxes(path.read_bytes(), path=str(path), width=im.width, height=im.height)
                 for f in findings:
                     report.add(file=f.file, severity=f.severity, code=f.code, message=f.message)
+                bad = sum(f.severity == "error" for f in findings)
+                if bad:
+                    # As in converters.voc: an image kept with some of its heads missing turns correct
+                    # detections of those heads into false positives, so none of its boxes is kept.
+                    report.add(file=path, severity="info", code="image_skipped",
+                               message=f"{bad} unusable object(s): heads_annotated is false and no head box is kept")
+                    annotations, annotated = [], False
             except OSError as err:
                 report.add(file=path, severity="error", code="unreadable_xml", message=f"unreadable XML: {err}")
                 annotated = False
@@ -90,9 +98,25 @@ def read_split(root: Path, split: str, *, report: ConversionReport) -> set[str] 
 def convert_oxford_pet(root: Path, out: Path, *, border: str = "ignore", categories: str = "breed", split: str | None = None,
                        strict: bool = False, workers: int | None = None) -> ConversionReport:
     """ROOT in the Oxford-IIIT Pet layout -> OUT/instances.json, heads.json, semantic/, dataset.json,
-    conversion_report.csv. `split` keeps only the images listed in annotations/<split>.txt."""
+    conversion_report.csv. `split` keeps only the images listed in annotations/<split>.txt. Under `strict`, the
+    first error raises StrictModeError after writing the report so far and removing OUT's converted outputs."""
     root, out = Path(root), Path(out)
     report = ConversionReport(strict=strict)
+    try:
+        _convert_layout(root, out, border=border, categories=categories, split=split, report=report, workers=workers)
+    except StrictModeError:
+        write_report(out / REPORT_FILE_NAME, report.findings)
+        discard_outputs(out)
+        raise
+    write_dataset_meta(out, format="oxford-pet", image_root=root / "images",
+                       options={"border": border, "categories": categories, "split": split})
+    write_report(out / REPORT_FILE_NAME, report.findings)
+    return report
+
+
+def _convert_layout(root: Path, out: Path, *, border: str, categories: str, split: str | None, report: ConversionReport,
+                    workers: int | None) -> None:
+    """Write instances.json, semantic/ and heads.json of the layout under `root`."""
     images_dir, annotations = root / "images", root / "annotations"
     for needed in (images_dir, annotations / "trimaps"):
         if not needed.is_dir():
@@ -112,7 +136,3 @@ def convert_oxford_pet(root: Path, out: Path, *, border: str = "ignore", categor
     records = convert_pairs(pairs, out, images=images_dir, cats=cats, border=border, report=report, workers=workers)
     heads = read_head_images(records, xmls=annotations / "xmls", report=report)
     write_coco(out / HEADS_FILE, assemble_coco(images=heads, categories=HEAD_CATEGORIES))
-    write_dataset_meta(out, format="oxford-pet", image_root=images_dir,
-                       options={"border": border, "categories": categories, "split": split})
-    write_report(out / REPORT_FILE_NAME, report.findings)
-    return report

@@ -23,11 +23,11 @@ from PIL import Image
 
 from converters.atomic_write import atomic_write_bytes, atomic_write_text
 from converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
-from converters.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, write_dataset_meta
+from converters.dataset_layout import HEADS_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, write_dataset_meta
 from converters.errors import AnnotationError
 from converters.images import index_images, read_image_size
 from converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported, /tmp/interfaces.md)
-from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, write_report
+from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 
 TRIMAP_PET = 1
 TRIMAP_BACKGROUND = 2
@@ -268,6 +268,7 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
                               border=border, category=category, attributes=attributes))
     layout.semantic.mkdir(parents=True, exist_ok=True)
     records: list[ImageRecord] = []
+    written: set[Path] = set()
     # atomic_write_bytes fsyncs every file; threads overlap that disk wait with the workers' CPU work.
     with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
         pending: deque[Future[Path]] = deque()
@@ -275,6 +276,7 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
             for f in result.findings:
                 report.add(file=f.file, severity=f.severity, code=f.code, message=f.message)
             if result.semantic_png is not None:
+                written.add(result.semantic)
                 pending.append(writers.submit(atomic_write_bytes, result.semantic, result.semantic_png))
                 while len(pending) > MAX_PENDING_WRITES:
                     pending.popleft().result()
@@ -283,9 +285,29 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
                 records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1], annotations=anns))
         for future in pending:
             future.result()  # a failed write of our own output is not bad input: let it raise
+    remove_stale_semantic_maps(layout.semantic, keep={p.name for p in written})
     write_coco(layout.instances, assemble_coco(images=records, categories=cats.categories))
     atomic_write_text(out / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in SEMANTIC_CLASSES))
     return records
+
+
+def remove_stale_semantic_maps(semantic: Path, *, keep: set[str]) -> list[Path]:
+    """Delete the `*.png` label maps in `semantic` whose name is not in `keep` (a previous run's maps of
+    images this run skipped or left out: `evaluate semantic` scores every map in the folder). Returns the
+    removed paths, sorted; classes.txt and other files stay."""
+    removed = sorted(p for p in semantic.glob("*.png") if p.name not in keep and p.is_file())
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def discard_outputs(out: Path) -> None:
+    """Remove OUT's instances.json, heads.json and semantic label maps after a --strict abort, so that no
+    earlier run's output can be mistaken for this run's. The report and dataset.json stay."""
+    for name in (INSTANCES_FILE, HEADS_FILE):
+        (out / name).unlink(missing_ok=True)
+    if (out / SEMANTIC_DIR).is_dir():
+        remove_stale_semantic_maps(out / SEMANTIC_DIR, keep=set())
 
 
 def read_categories(list_file: Path | None, *, stems: Sequence[str], level: str, report: ConversionReport,
@@ -308,12 +330,18 @@ def read_categories(list_file: Path | None, *, stems: Sequence[str], level: str,
 def convert_trimap(src: Path, out: Path, *, images: Path, list_file: Path | None = None, border: str = "ignore",
                    categories: str = "breed", strict: bool = False, workers: int | None = None) -> ConversionReport:
     """Trimap PNGs under `src` (matched to images under `images` by stem) -> OUT/instances.json,
-    OUT/semantic/<stem>.png + classes.txt, OUT/dataset.json, OUT/conversion_report.csv."""
+    OUT/semantic/<stem>.png + classes.txt, OUT/dataset.json, OUT/conversion_report.csv. Under `strict`, the
+    first error raises StrictModeError after writing the report so far and removing OUT's converted outputs."""
     src, out, images = Path(src), Path(out), Path(images)
     report = ConversionReport(strict=strict)
-    pairs = collect_pairs(src, images, report=report)
-    cats = read_categories(list_file, stems=sorted(pairs), level=categories, report=report, where=src)
-    convert_pairs(pairs, out, images=images, cats=cats, border=border, report=report, workers=workers)
+    try:
+        pairs = collect_pairs(src, images, report=report)
+        cats = read_categories(list_file, stems=sorted(pairs), level=categories, report=report, where=src)
+        convert_pairs(pairs, out, images=images, cats=cats, border=border, report=report, workers=workers)
+    except StrictModeError:
+        write_report(out / REPORT_FILE_NAME, report.findings)
+        discard_outputs(out)
+        raise
     write_dataset_meta(out, format="trimap", image_root=images, options={"border": border, "categories": categories})
     write_report(out / REPORT_FILE_NAME, report.findings)
     return report

@@ -18,11 +18,11 @@ import posixpath
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco
+from converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
 from converters.dataset_layout import INSTANCES_FILE, write_dataset_meta
 from converters.errors import AnnotationError
 from converters.images import is_image_name, read_image_size
@@ -31,13 +31,17 @@ from converters.voc_parse import VocDocument, VocObject, check_filename, check_s
 
 __all__ = [
     "VocDocument", "VocObject", "parse_voc_xml", "voc_objects_to_annotations", "read_classes_file",
-    "check_filename", "check_size", "match_images", "convert_voc",
+    "check_filename", "check_size", "match_images", "ignore_difficult_boxes", "convert_voc",
 ]
 
 VOC_FORMAT = "voc"
 XML_EXTENSION = ".xml"
 # Below this many XMLs a process pool costs more to start than it saves.
 PARALLEL_MIN_FILES = 1000
+# `difficult` boxes count as objects by default (design.md, "Conventions"); `ignore` writes them as
+# COCOeval ignore regions (iscrowd 1): neither a hit nor a miss, and detections on them are no false positive.
+DIFFICULT_POLICIES: tuple[str, ...] = ("count", "ignore")
+ISCROWD_IGNORE_REGION = 1
 
 
 def read_classes_file(path: str | os.PathLike[str]) -> list[str]:
@@ -62,6 +66,12 @@ def read_classes_file(path: str | os.PathLike[str]) -> list[str]:
     if not names:
         raise AnnotationError(path, "", "no class names in the classes file", code="invalid_classes")
     return names
+
+
+def ignore_difficult_boxes(records: Sequence[AnnotationRecord]) -> list[AnnotationRecord]:
+    """The records with every `difficult` box turned into an ignore region (iscrowd 1); new records, the
+    input is not changed."""
+    return [replace(r, iscrowd=ISCROWD_IGNORE_REGION) if r.attributes.get("difficult") else r for r in records]
 
 
 def _row(*, file: str, severity: Severity, code: str, message: str) -> Finding:
@@ -140,6 +150,7 @@ class _Job:
     one_based: bool
     class_names: tuple[str, ...] | None
     where: str  # where the image was looked for, for the missing-image message
+    ignore_difficult: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +218,8 @@ def _convert_one(job: _Job) -> _Outcome:
         # the model, not the labels. Leaving it out costs only that image (issue 2, "Bad input").
         findings.append(_row(file=xml_path, severity="info", code="image_skipped", message=f"{bad} unusable object(s): the image is left out rather than kept partially annotated"))
         return _Outcome(None, tuple(findings), names)
+    if job.ignore_difficult:
+        records = ignore_difficult_boxes(records)
     if not records:
         findings.append(_row(file=xml_path, severity="info", code="no_objects", message="no <object>: kept as a negative image (no annotations)"))
     record = ImageRecord(file_name=job.file_name or "", width=width, height=height, annotations=tuple(records))
@@ -259,7 +272,8 @@ def _non_utf8_findings(rel_paths: Sequence[str], *, root: Path) -> list[Finding]
     return findings
 
 
-def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[str] | None, one_based: bool, workers: int | None, report: ConversionReport, progress: bool) -> dict[str, Any]:
+def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[str] | None, one_based: bool, ignore_difficult: bool,
+                workers: int | None, report: ConversionReport, progress: bool) -> dict[str, Any]:
     if image_root == src:  # one walk for both
         found = _walk_files(src, keep=lambda name: _is_xml_name(name) or is_image_name(name))
         xmls = [rel for rel in found if _is_xml_name(rel)]
@@ -272,7 +286,7 @@ def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[
     where = "beside the XML" if beside else f"under {image_root}"
     jobs = [
         _Job(xml=os.path.join(src, xml), image=None if img is None else os.path.join(image_root, img), file_name=img, one_based=one_based,
-             class_names=None if class_names is None else tuple(class_names), where=where)
+             class_names=None if class_names is None else tuple(class_names), where=where, ignore_difficult=ignore_difficult)
         for xml, img in sorted(image_of.items())
     ]
     records: list[ImageRecord] = []
@@ -306,17 +320,22 @@ def convert_voc(
     images: Path | None = None,
     classes: Path | None = None,
     one_based: bool = False,
+    difficult: str = "count",
     strict: bool = False,
     workers: int | None = None,
     progress: bool = False,
 ) -> ConversionReport:
     """Convert every `*.xml` under `src` to `out/instances.json` (+ dataset.json, conversion_report.csv).
 
-    `workers`: processes reading XMLs and image headers (None: all cores from 1,000 files up, else 1).
+    `difficult`: `count` keeps difficult boxes as objects, `ignore` writes them with iscrowd 1 (COCOeval
+    ignore regions). `workers`: processes reading XMLs and image headers (None: all cores from 1,000 files up, else 1).
     `progress`: a tqdm bar on stderr (shown only on a terminal). Raises AnnotationError before
     converting anything when `src`/`images` is not a directory or the classes file is unusable (a
-    usage error), and StrictModeError under `strict` after writing the report so far.
+    usage error), and StrictModeError under `strict` after writing the report so far and removing OUT's
+    converted outputs (instances.json, heads.json, semantic maps) so that none is mistaken for this run's.
     """
+    if difficult not in DIFFICULT_POLICIES:
+        raise ValueError(f"difficult must be one of {DIFFICULT_POLICIES}, got {difficult!r}")
     src, out = Path(src), Path(out)
     image_root = Path(images) if images is not None else src
     for label, folder in (("source", src), ("--images", image_root)):
@@ -327,12 +346,16 @@ def convert_voc(
     with _gc_paused():
         try:
             coco = _build_coco(src, image_root, beside=images is None, class_names=class_names, one_based=one_based,
-                               workers=workers, report=report, progress=progress)
+                               ignore_difficult=difficult == "ignore", workers=workers, report=report, progress=progress)
         except StrictModeError:
             write_report(out / REPORT_FILE_NAME, report.findings)
+            # Imported here: converters.trimap loads cv2, which a VOC conversion otherwise never needs.
+            from converters.trimap import discard_outputs
+
+            discard_outputs(out)
             raise
         write_coco(out / INSTANCES_FILE, coco)
-    options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()), "one_based": one_based}
+    options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()), "one_based": one_based, "difficult": difficult}
     write_dataset_meta(out, format=VOC_FORMAT, image_root=image_root, options=options)
     write_report(out / REPORT_FILE_NAME, report.findings)
     return report

@@ -18,6 +18,7 @@ from converters.report import EXIT_STRICT_ABORT, REPORT_FILE_NAME, ConversionRep
 
 BORDER_CHOICES = ("ignore", "foreground", "background")
 CATEGORY_CHOICES = ("breed", "species", "pet")
+DIFFICULT_CHOICES = ("count", "ignore")
 
 _out_option = click.option(
     "-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -81,15 +82,18 @@ def convert() -> None:
 @click.option("--one-based", is_flag=True,
               help="Pascal VOC's 1-based pixel convention: bbox = [xmin-1, ymin-1, xmax-xmin+1, ymax-ymin+1]. "
               "Default: LabelImg's pixel-corner convention, bbox = [xmin, ymin, xmax-xmin, ymax-ymin].")
+@click.option("--difficult", type=click.Choice(DIFFICULT_CHOICES), default="count", show_default=True,
+              help="<difficult>1</difficult> boxes: counted as objects, or written with iscrowd=1 so that COCOeval "
+              "ignores them (neither a hit nor a miss; detections on them are not false positives).")
 @_strict_option
 @_workers_option
-def convert_voc_cmd(src: Path, out: Path, images: Path | None, classes: Path | None, one_based: bool,
+def convert_voc_cmd(src: Path, out: Path, images: Path | None, classes: Path | None, one_based: bool, difficult: str,
                     strict: bool, workers: int | None) -> None:
     """LabelImg / Pascal VOC XML boxes: every *.xml under SRC (recursive) -> OUT/instances.json."""
     from converters.voc import convert_voc
 
     _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based,
-                                     strict=strict, workers=workers))
+                                     difficult=difficult, strict=strict, workers=workers))
 
 
 @convert.command("trimap")

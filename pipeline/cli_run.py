@@ -67,6 +67,8 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.option("--categories", type=click.Choice(("breed", "species", "pet")), default=None, help="Pet category granularity (converter).")
 @click.option("--split", type=click.Choice(("trainval", "test")), default=None, help="oxford-pet: one split only (converter).")
 @click.option("--one-based", is_flag=True, default=None, help="voc: Pascal VOC 1-based boxes (converter).")
+@click.option("--difficult", type=click.Choice(["count", "ignore"]), default=None,
+              help="voc: count difficult boxes as ordinary objects (default) or ignore them (iscrowd=1).")
 @click.option("--strict", is_flag=True, default=None, help="Conversion stops at the first bad file.")
 @click.option("--device", default=None, help="Inference device: auto, cpu, cuda, cuda:1 ...")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inference batch size.")
@@ -87,7 +89,7 @@ def run(config_path: Path | None, **options: Any) -> None:
     from pipeline.run_config import RunConfigError, parse_run_settings, read_run_config
     from pipeline.run_driver import run_pipeline
 
-    convert_keys = ("border", "categories", "split", "one_based", "strict")
+    convert_keys = ("border", "categories", "split", "one_based", "difficult", "strict")
     infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers")
     overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]

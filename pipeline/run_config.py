@@ -13,7 +13,7 @@
     audit = false
     html = true                      # HTML pages beside the tables
     images = "..."  classes = "..."  list_file = "..."   # voc/trimap inputs
-    [convert]                        # converter options (border, categories, split, one_based, strict)
+    [convert]                        # converter options (border, categories, split, one_based, difficult, strict)
     [infer]                          # inference options (device, batch_size, precision, resize, ...)
 """
 

@@ -19,7 +19,7 @@ from pipeline.run_shards import DatasetSpec
 # Converter options each format accepts (run.toml / CLI pass-through); anything else is a usage error.
 CONVERT_OPTIONS: dict[str, tuple[str, ...]] = {
     "oxford-pet": ("border", "categories", "split", "strict"),
-    "voc": ("one_based", "strict"),
+    "voc": ("one_based", "difficult", "strict"),
     "trimap": ("border", "categories", "strict"),
 }
 # Inference options forwarded to run_inference (all of them part of the inference key).

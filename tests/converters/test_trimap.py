@@ -263,3 +263,4 @@ def test_non_utf8_file_names_go_through(tmp_path: Path) -> None:
     assert [im["file_name"] for im in coco.dataset["images"]] == [f"{stem}.jpg"]
     assert (out / "semantic" / f"{stem}.png").is_file()
     assert [r["severity"] for r in report_rows(out) if r["file"].endswith("pug_1.png")] == ["error"]
+    assert report.has_errors
