@@ -83,3 +83,22 @@ def resolve_image_path(root: str | os.PathLike[str], file_name: str) -> Path | N
 def write_dataset_meta(out: str | os.PathLike[str], *, format: str, image_root: str | os.PathLike[str], options: dict[str, Any]) -> Path:
     meta = {"format": format, "image_root": str(Path(image_root).resolve()), "options": options}
     return atomic_write_text(Path(out) / DATASET_META_FILE, json.dumps(meta, sort_keys=True, indent=2) + "\n")
+
+
+def remove_stale_semantic_maps(semantic: Path, *, keep: set[str]) -> list[Path]:
+    """Delete the `*.png` label maps in `semantic` whose name is not in `keep` (a previous run's maps of
+    images this run skipped or left out: `evaluate semantic` scores every map in the folder). Returns the
+    removed paths, sorted; classes.txt and other files stay."""
+    removed = sorted(p for p in semantic.glob("*.png") if p.name not in keep and p.is_file())
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def discard_outputs(out: Path) -> None:
+    """Remove OUT's instances.json, heads.json and semantic label maps after a --strict abort, so that no
+    earlier run's output can be mistaken for this run's. The report and dataset.json stay."""
+    for name in (INSTANCES_FILE, HEADS_FILE):
+        (out / name).unlink(missing_ok=True)
+    if (out / SEMANTIC_DIR).is_dir():
+        remove_stale_semantic_maps(out / SEMANTIC_DIR, keep=set())

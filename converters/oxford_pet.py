@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Sequence
 
 from converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
-from converters.dataset_layout import HEADS_FILE, write_dataset_meta
+from converters.dataset_layout import HEADS_FILE, discard_outputs, write_dataset_meta
 from converters.errors import AnnotationError
 from converters.pet_list import SPECIES_NAMES, parse_split_names
 from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
-from converters.trimap import collect_pairs, convert_pairs, discard_outputs, read_categories
+from converters.trimap import collect_pairs, convert_pairs, read_categories
 from converters.voc_parse import parse_voc_xml, voc_objects_to_annotations
 
 SPLITS: tuple[str, ...] = ("trainval", "test")

@@ -23,7 +23,9 @@ from PIL import Image
 
 from converters.atomic_write import atomic_write_bytes, atomic_write_text
 from converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
-from converters.dataset_layout import HEADS_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, write_dataset_meta
+from converters.dataset_layout import (
+    SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
+)
 from converters.errors import AnnotationError
 from converters.images import index_images, read_image_size
 from converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported, /tmp/interfaces.md)
@@ -289,25 +291,6 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
     write_coco(layout.instances, assemble_coco(images=records, categories=cats.categories))
     atomic_write_text(out / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in SEMANTIC_CLASSES))
     return records
-
-
-def remove_stale_semantic_maps(semantic: Path, *, keep: set[str]) -> list[Path]:
-    """Delete the `*.png` label maps in `semantic` whose name is not in `keep` (a previous run's maps of
-    images this run skipped or left out: `evaluate semantic` scores every map in the folder). Returns the
-    removed paths, sorted; classes.txt and other files stay."""
-    removed = sorted(p for p in semantic.glob("*.png") if p.name not in keep and p.is_file())
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed
-
-
-def discard_outputs(out: Path) -> None:
-    """Remove OUT's instances.json, heads.json and semantic label maps after a --strict abort, so that no
-    earlier run's output can be mistaken for this run's. The report and dataset.json stay."""
-    for name in (INSTANCES_FILE, HEADS_FILE):
-        (out / name).unlink(missing_ok=True)
-    if (out / SEMANTIC_DIR).is_dir():
-        remove_stale_semantic_maps(out / SEMANTIC_DIR, keep=set())
 
 
 def read_categories(list_file: Path | None, *, stems: Sequence[str], level: str, report: ConversionReport,

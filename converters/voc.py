@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
-from converters.dataset_layout import INSTANCES_FILE, write_dataset_meta
+from converters.dataset_layout import INSTANCES_FILE, discard_outputs, write_dataset_meta
 from converters.errors import AnnotationError
 from converters.images import is_image_name, read_image_size
 from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, Severity, StrictModeError, display_path, write_report
@@ -349,9 +349,6 @@ def convert_voc(
                                ignore_difficult=difficult == "ignore", workers=workers, report=report, progress=progress)
         except StrictModeError:
             write_report(out / REPORT_FILE_NAME, report.findings)
-            # Imported here: converters.trimap loads cv2, which a VOC conversion otherwise never needs.
-            from converters.trimap import discard_outputs
-
             discard_outputs(out)
             raise
         write_coco(out / INSTANCES_FILE, coco)
