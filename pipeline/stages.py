@@ -135,13 +135,14 @@ def html_available() -> bool:
     return importlib.util.find_spec("pipeline.report_html") is not None
 
 
-def render_evaluate_html(*, report_dir: Path) -> None:
-    """report.html beside the tables (reads the tables and header.json the writers put there)."""
+def render_evaluate_html(*, report_dir: Path, gallery: Any = None) -> None:
+    """report.html beside the tables (reads the tables and header.json the writers put there); `gallery`
+    (a pipeline.report_gallery.GallerySource) gives the worst-images pictures."""
     if not html_available():
         return
     from pipeline.report_html import render_evaluate_report
 
-    render_evaluate_report(report_dir)
+    render_evaluate_report(report_dir, gallery=gallery)
 
 
 def render_leaderboard_html(*, out_dir: Path) -> None:

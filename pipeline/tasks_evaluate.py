@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from converters.atomic_write import atomic_write_bytes, atomic_write_text
-from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir
 from evaluators.errors import EvaluationError
 from pipeline import stages
 from pipeline.cache_targets import CachedTask
@@ -209,12 +209,56 @@ class EvalReport(CachedTask):
         if not summaries:
             raise RuntimeError(f"checkpoint {header.get('checkpoint')}: inference produced nothing to evaluate")
         if data.get("html", True):
+            gt_dir = self.requires()[0].requires()["gt"].output().directory if self.requires() else None
             for evaluation in sorted(summaries):
-                stages.render_evaluate_html(report_dir=out / REPORT_DIR / evaluation)
+                report_dir = out / REPORT_DIR / evaluation
+                gallery = None if gt_dir is None else _gallery_inputs(
+                    shards=self.requires(), evaluation=evaluation, report_dir=report_dir, gt_dir=gt_dir)
+                stages.render_evaluate_html(report_dir=report_dir, gallery=gallery)
         long_table = pd.concat(long_rows, ignore_index=True)
         atomic_write_text(out / PER_CLASS_LONG, long_table.to_csv(index=False, lineterminator="\n"))
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summaries, sort_keys=True, indent=1) + "\n")
         self.finish(evaluations=sorted(summaries))
+
+
+GALLERY_DIR = "gallery"
+GALLERY_SIZE = 24  # pipeline.report_html's default number of worst images
+
+
+def _gallery_inputs(*, shards: list[EvalShard], evaluation: str, report_dir: Path, gt_dir: Path) -> Any:
+    """The worst images' predictions gathered from the inference shards into REPORT/gallery/, so the page
+    can draw GT and prediction side by side (a bounded copy: GALLERY_SIZE images, whatever the dataset size)."""
+    from pipeline import report_data
+    from pipeline.report_gallery import GallerySource
+
+    infer_dirs = [s.requires()["pred"].output().directory / PRED_DIR for s in shards]
+    gallery = report_dir / GALLERY_DIR
+    per_image = report_data.read_table(report_dir, "per_image")
+    common = {"image_root": DatasetDir(gt_dir).image_root, "gt_coco": gt_dir / INSTANCES_FILE}
+    if evaluation == SEMANTIC_EVAL:
+        worst = report_data.worst_semantic_images(per_image, n=GALLERY_SIZE)
+        names = [str(f) for f in worst.get("file", [])]
+        for name in names:
+            source = next((d / SEMANTIC_DIR / name for d in infer_dirs if (d / SEMANTIC_DIR / name).is_file()), None)
+            if source is not None:
+                atomic_write_bytes(gallery / SEMANTIC_DIR / name, source.read_bytes())
+        return GallerySource(**common, gt_semantic_dir=gt_dir / SEMANTIC_DIR, pred_semantic_dir=gallery / SEMANTIC_DIR)
+    gt = json.loads((gt_dir / INSTANCES_FILE).read_bytes())
+    gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
+    wanted = {int(i) for i in report_data.worst_instance_images(per_image, n=GALLERY_SIZE).get("image_id", [])}
+    picked: list[dict[str, Any]] = []
+    for shard in shards:
+        infer = shard.requires()["pred"]
+        results_path = infer.output().directory / PRED_DIR / "results.json"
+        if not results_path.is_file():
+            continue
+        index = json.loads((infer.requires().output().directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())
+        index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
+        remapped = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
+        picked.extend(r for r in remapped if int(r["image_id"]) in wanted)
+    picked.sort(key=lambda r: (int(r["image_id"]), -float(r.get("score", 0.0))))
+    atomic_write_text(gallery / "results.json", json.dumps(picked, sort_keys=True) + "\n")
+    return GallerySource(**common, results=gallery / "results.json")
 
 
 def _semantic_merge(shards: list[dict[str, Any]]) -> Any:
