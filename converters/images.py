@@ -34,15 +34,37 @@ class ImageIndex:
         return self.by_stem.get(stem, ())
 
 
+def is_hidden_name(name: str) -> bool:
+    """Hidden files and folders are not inputs: .DS_Store, macOS `._x.jpg` forks, .ipynb_checkpoints, .git.
+
+    One rule for every converter and for the pipeline's dataset fingerprint (pipeline/fingerprints.py), so
+    that `segpipe convert` and `segpipe run` see the same files and a file that changes the output always
+    changes the cache key.
+    """
+    return name.startswith(".")
+
+
+def walk_input_files(root: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
+    """Regular files under `root`, sorted, hidden names (files or folders) skipped."""
+    root = Path(root)
+    if not recursive:
+        return sorted(p for p in root.iterdir() if p.is_file() and not is_hidden_name(p.name))
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden_name(d))  # pruned: never descended into
+        here = Path(dirpath)
+        found.extend(here / f for f in filenames if not is_hidden_name(f) and (here / f).is_file())
+    return sorted(found)
+
+
 def index_images(roots: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> ImageIndex:
     found: dict[str, list[Path]] = defaultdict(list)
     for root in roots:
         root = Path(root)
         if not root.is_dir():
             continue
-        walker = root.rglob("*") if recursive else root.iterdir()
-        for p in walker:
-            if p.is_file() and is_image_name(p.name):
+        for p in walk_input_files(root, recursive=recursive):
+            if is_image_name(p.name):
                 found[p.stem].append(p)
     return ImageIndex(by_stem={k: tuple(sorted(v)) for k, v in found.items()})
 

@@ -27,8 +27,8 @@ from converters.dataset_layout import (
     SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
 )
 from converters.errors import AnnotationError
-from converters.images import index_images, read_image_size
-from converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported, /tmp/interfaces.md)
+from converters.images import index_images, read_image_size, walk_input_files
+from converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of converters.trimap)
 from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 
 TRIMAP_PET = 1
@@ -222,10 +222,11 @@ def run_trimap_jobs(jobs: Sequence[TrimapJob], *, workers: int | None) -> Iterat
 
 
 def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only: set[str] | None = None) -> dict[str, tuple[Path, Path]]:
-    """stem -> (trimap, image). Unmatched, ambiguous and AppleDouble (`._*`) files become report rows."""
+    """stem -> (trimap, image). Unmatched and ambiguous files become report rows; hidden files (AppleDouble
+    `._*` forks, .DS_Store) are not inputs (converters.images.is_hidden_name)."""
     found: dict[str, list[Path]] = {}
-    for p in sorted(trimaps.rglob("*")):
-        if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("._"):
+    for p in walk_input_files(trimaps):
+        if p.suffix.lower() == ".png":
             found.setdefault(p.stem, []).append(p)
     index = index_images([images])
     pairs: dict[str, tuple[Path, Path]] = {}
@@ -235,7 +236,7 @@ def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only
         if len(found[stem]) > 1:
             report.add(file=found[stem][0], severity="error", code="duplicate_stem", message=f"trimaps with the same stem: {', '.join(map(str, found[stem]))}")
             continue
-        candidates = [c for c in index.candidates(stem) if not c.name.startswith("._")]
+        candidates = list(index.candidates(stem))
         if not candidates:
             report.add(file=found[stem][0], severity="error", code="missing_image", message=f"no image named {stem}.* under {images}")
         elif len(candidates) > 1:
@@ -245,8 +246,7 @@ def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only
     for stem in sorted(set(index.by_stem) - set(found)):
         if only is None or stem in only:
             for c in index.candidates(stem):
-                if not c.name.startswith("._"):
-                    report.add(file=c, severity="warning", code="unannotated", message="image has no trimap; left out")
+                report.add(file=c, severity="warning", code="unannotated", message="image has no trimap; left out")
     return pairs
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from converters.atomic_write import atomic_write_text
+from converters.images import is_hidden_name
 
 HASH_CHUNK = 1 << 20
 KEY_LENGTH = 16  # hex digits kept in keys and directory names: 64 bits, collisions are not a concern here
@@ -135,9 +136,9 @@ def _walk_files(root: Path, *, exclude: Sequence[Path]) -> list[Path]:
         here = Path(dirpath)
         # Prune in place (os.walk honours it) so excluded trees are never descended into.
         dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded
+            d for d in dirnames if not is_hidden_name(d) and (here / d).resolve() not in excluded
         )
-        found.extend(here / f for f in filenames if not f.startswith("."))
+        found.extend(here / f for f in filenames if not is_hidden_name(f))
     return sorted(found)
 
 

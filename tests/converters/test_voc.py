@@ -283,3 +283,24 @@ def test_box_conventions_property() -> None:
         assert corner.area == (xmax - xmin) * (ymax - ymin)
 
     check()
+
+
+def test_hidden_files_and_folders_are_not_inputs(tmp_path: Path) -> None:
+    """Same rule as the pipeline's dataset fingerprint: a hidden file never changes the conversion."""
+    from converters.images import walk_input_files
+    from converters.voc import convert_voc
+
+    src = tmp_path / "src"
+    (src / ".ipynb_checkpoints").mkdir(parents=True)
+    Image.new("RGB", (10, 8)).save(src / "a.jpg")
+    xml = ("<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+           "</bndbox></object></annotation>")
+    (src / "a.xml").write_text(xml)
+    (src / ".ipynb_checkpoints" / "a-checkpoint.xml").write_text(xml.replace("cat", "dog"))
+    (src / "._a.xml").write_bytes(b"\x00\x05\x16\x07 AppleDouble fork")
+    (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    report = convert_voc(src, tmp_path / "out")
+    coco = json.loads((tmp_path / "out" / "instances.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["cat"]
+    assert not report.has_errors
+    assert [p.name for p in walk_input_files(src)] == ["a.jpg", "a.xml"]
