@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
+from typing import Sequence
 
 import click
 
@@ -21,6 +24,17 @@ class _LazyEvaluate(click.Group):
             return None
         module, attr = _COMMANDS[cmd_name]
         return getattr(importlib.import_module(module), attr)
+
+
+def announce_report(out: Path, *, text: str, warnings: Sequence[str]) -> None:
+    """The end of both evaluate commands: tables on stdout, warnings on stderr, then report.html."""
+    from pipeline.report_html import render_evaluate_report
+
+    click.echo(text)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    page = render_evaluate_report(out, progress=sys.stderr.isatty())
+    click.echo(f"report written to {out} ({page.name})", err=True)
 
 
 @click.group(cls=_LazyEvaluate)

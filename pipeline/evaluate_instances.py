@@ -86,10 +86,6 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
         "drop_invalid": drop_invalid, "conventions": CONVENTIONS,
     }
     write_instance_report(report, out, header=header)
-    click.echo(format_report(report))
-    for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    from pipeline.report_html import render_evaluate_report
+    from pipeline.cli_evaluate import announce_report
 
-    page = render_evaluate_report(out, progress=sys.stderr.isatty())
-    click.echo(f"report written to {out} ({page.name})", err=True)
+    announce_report(out, text=format_report(report), warnings=report.warnings)
