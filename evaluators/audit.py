@@ -28,6 +28,7 @@ from evaluators.audit_format import ImageInfo, parse_images, prepare_annotations
 from evaluators.audit_geometry import PetLayout, class_statistics_checks, mask_shape_checks, near_duplicate_checks, pet_layout_checks
 from evaluators.audit_model import model_checks, parse_predictions
 from evaluators.errors import EvaluationError
+from evaluators.json_files import read_json_file
 
 CONVERSION_SCORES: Mapping[str, float] = {"error": 1.0, "warning": 0.6, "info": 0.1}
 PET_FORMATS: frozenset[str] = frozenset({"trimap", "oxford-pet"})
@@ -240,13 +241,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     results = path / RESULTS_FILE if path.is_dir() else path
     if not results.is_file():
         raise EvaluationError(path, "", f"no {RESULTS_FILE} here (the audit needs instance predictions)")
-    try:
-        data = json.loads(results.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EvaluationError(results, "", f"unreadable results: {err}") from err
-    if not isinstance(data, list):
-        raise EvaluationError(results, "", "COCO results must be a JSON list")
-    return data
+    return read_json_file(results, what="COCO results", expect=list)
 
 
 def read_audit_inputs(dataset: Path, *, pred: Path | None = None) -> AuditInputs:
@@ -258,12 +253,7 @@ def read_audit_inputs(dataset: Path, *, pred: Path | None = None) -> AuditInputs
         json_path = dataset
     else:
         json_path = DatasetDir(dataset).instances
-    try:
-        coco = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EvaluationError(json_path, "", f"cannot read COCO json: {err}") from err
-    if not isinstance(coco, dict):
-        raise EvaluationError(json_path, "", "COCO json must be an object")
+    coco = read_json_file(json_path, what="COCO", expect=dict)
     if dataset.is_file():
         image_root = coco_image_root(json_path, coco)
     else:

@@ -6,7 +6,6 @@ and csv), each table with a .parquet twin, and header.json (inputs, iou type, th
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from evaluators.coco_ground_truth import GT_PATH
 from evaluators.coco_results import RESULTS_PATH
 from evaluators.errors import EvaluationError
 from evaluators.instance import InstanceReport, default_iou_type, evaluate_instances
+from evaluators.json_files import read_json_file
 from pipeline.tables import REPORT_HEADER_FILE
 
 HEADER_FILE_NAME = REPORT_HEADER_FILE
@@ -27,14 +27,6 @@ CONVENTIONS = (
     "per_image: IoU 0.5, area 'all', maxDets 100; mean_iou over the true positives. "
     "pr_curves: precision at the 101 recall thresholds, area 'all', maxDets 100."
 )
-
-
-def read_json(path: Path, *, what: str) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as err:
-        raise EvaluationError(path, "", f"cannot read {what} JSON: {err}") from err
 
 
 def write_instance_report(report: InstanceReport, out: Path, *, header: dict[str, Any]) -> None:
@@ -70,8 +62,8 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
     from tqdm import tqdm
 
     try:
-        gt = read_json(gt_path, what="ground truth")
-        results = read_json(pred_path, what="results")
+        gt = read_json_file(gt_path, what="ground truth")
+        results = read_json_file(pred_path, what="results")
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
         n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0
         with tqdm(total=n_images, desc=f"evaluate {kind}", unit="img", disable=not sys.stderr.isatty()) as bar:
