@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluators import confusion, semantic, semantic_tables
 from evaluators.errors import EvaluationError
 from evaluators.semantic import (
     IGNORE_INDEX, MISSING_PREDICTION, PREDICTION_WITHOUT_GT, SUMMARY_METRICS, confusion_update, evaluate_semantic_dirs,
@@ -263,9 +261,3 @@ def test_dirs_skip_dot_files_and_reject_duplicate_stems(tmp_path: Path) -> None:
     write_png(pred_dir / "img00.PNG", pairs[0][1])
     with pytest.raises(EvaluationError, match="share the stem"):
         evaluate_semantic_dirs(gt_dir, pred_dir, class_names=NAMES)
-
-
-@pytest.mark.parametrize("module", [confusion, semantic, semantic_tables], ids=lambda m: m.__name__)
-def test_doctests(module: object) -> None:
-    result = doctest.testmod(module)  # type: ignore[arg-type]
-    assert result.failed == 0

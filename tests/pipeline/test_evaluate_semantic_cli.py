@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import shutil
 import subprocess
@@ -16,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline import evaluate_semantic
 from pipeline.evaluate_semantic import parse_class_names
 
 GT = np.array([[0, 0, 1, 1], [0, 2, 2, 255], [1, 1, 1, 255]], dtype=np.uint8)
@@ -132,9 +130,6 @@ def test_cli_accepts_dataset_and_prediction_dirs_with_semantic_subfolders(dirs: 
     summary = pd.read_csv(tmp_path / "report" / "summary.csv").set_index("metric")["value"]
     assert summary["mIoU"] == pytest.approx(expected_miou(), abs=1e-12)
 
-
-def test_doctests() -> None:
-    assert doctest.testmod(evaluate_semantic).failed == 0
 
 
 def test_semantic_command_does_not_import_torch() -> None:
