@@ -13,6 +13,7 @@ converters.atomic_write (which keeps the extension) or an explicit format.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 import os
 import shutil
 import socket
@@ -89,8 +90,9 @@ class CachedTask(luigi.Task):
     cache = luigi.Parameter(significant=False)
     payload = luigi.Parameter(significant=False, default="{}")
 
-    @property
+    @cached_property
     def data(self) -> dict[str, Any]:
+        """The payload, parsed once per task instance (requires() and run() read it many times)."""
         return json.loads(str(self.payload))
 
     def subdir(self) -> str:
