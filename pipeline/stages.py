@@ -172,8 +172,7 @@ def audit(*, dataset_dir: Path) -> Any:
 
 
 def read_label_map(path: Path) -> np.ndarray:
-    """A single-channel label PNG as uint8 (PIL, no torch)."""
-    from PIL import Image
+    """A single-channel label PNG exactly as `segpipe evaluate semantic` reads it (errors name the file)."""
+    from evaluators.semantic import read_label_map as read
 
-    with Image.open(path) as im:
-        return np.asarray(im)
+    return read(path)
