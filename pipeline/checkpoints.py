@@ -7,7 +7,6 @@ files the user vouches for, with a loud warning (issue 4, "Checkpoints").
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tomllib
@@ -57,14 +56,6 @@ class ModelCard:
     unet_width: int | None = None
     unet_bilinear: bool | None = None
     task: str | None = None  # "semantic" | "instance"; needed only for TorchScript files
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:

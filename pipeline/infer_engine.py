@@ -22,8 +22,9 @@ from typing import Any, Callable, Sequence
 
 from pipeline.checkpoints import (
     IMAGENET_MEAN, IMAGENET_STD, InferenceError, ModelCard, load_state_dict_into, parse_state_dict, read_checkpoint,
-    read_model_card, sha256_file,
+    read_model_card,
 )
+from pipeline.fingerprints import file_sha256
 from pipeline.infer_data import (
     ClassMapping, ImageDataset, PlannedBatches, Sample, batches_plan, check_semantic_outputs, class_mapping_compute,
     collate_samples, read_dataset, shards_plan,
@@ -196,10 +197,11 @@ def run_inference(
     classes: Sequence[str] | None = None, device: str = "auto", batch_size: int = 4, precision: str = "fp32",
     score_threshold: float = 0.05, resize: int | None = None, trust_checkpoint: bool = False,
     image_ids: Sequence[int] | None = None, progress: bool = False, workers: int | None = None,
-    shard_size: int = SHARD_IMAGES,
+    shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None,
 ) -> InferenceSummary:
     """Run `model` with `checkpoint` over the converted `dataset`; write results.json, semantic/<stem>.png,
-    inference_report.csv and meta.json into `out`. `image_ids` restricts the run to a subset (a shard)."""
+    inference_report.csv and meta.json into `out`. `image_ids` restricts the run to a subset (a shard);
+    `checkpoint_sha256`, when the caller already hashed the file, saves reading it again."""
     import torch
 
     if precision not in PRECISIONS:
@@ -224,7 +226,7 @@ def run_inference(
     resize = resize if resize is not None else card.resize
     mean, std = card.mean or IMAGENET_MEAN, card.std or IMAGENET_STD
     dev = resolve_device(device)
-    sha = sha256_file(checkpoint)
+    sha = checkpoint_sha256 or file_sha256(checkpoint)
     net = load_model(name=spec.name, task=task, checkpoint=checkpoint, card=card, n_outputs=len(mapping.targets),
                      trust=trust_checkpoint, resize=resize, mean=mean, std=std, score_threshold=score_threshold)
     predictor = DevicePredictor(model=net, task=task, device=dev, precision=precision, mean=mean, std=std, mapping=mapping,

@@ -119,7 +119,7 @@ def build_checkpoint_tasks(
             continue
         ikey = combine_keys("infer", version, str(index.key), ckpt.key, opts_key, manifest_key(shard.images))
         infer = {"index": [index.key, index.payload], "model": settings.model, "checkpoint": str(ckpt.path),
-                 "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
+                 "checkpoint_sha256": ckpt.sha256, "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
                  "loader_workers": settings.infer.get("loader_workers"),
                  "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
         ekey = combine_keys("eval-shard", version, str(merge.key), ikey, settings.iou_type)

@@ -58,15 +58,16 @@ def model_card_of(checkpoint: Path) -> Path | None:
 
 def infer_shard(
     *, model: str, checkpoint: Path, dataset: Path, out: Path, image_ids: Sequence[int], options: Mapping[str, Any],
-    loader_workers: int | None,
+    loader_workers: int | None, checkpoint_sha256: str | None = None,
 ) -> Any:
-    """Inference over one shard of image ids; torch is imported here and only here."""
+    """Inference over one shard of image ids; torch is imported here and only here. `checkpoint_sha256` is the
+    driver's digest of the checkpoint, so a shard does not read and hash the whole file again."""
     from pipeline.infer_engine import run_inference
 
     kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
     return run_inference(
         model=model, checkpoint=checkpoint, dataset=dataset, out=out, image_ids=list(image_ids), progress=False,
-        workers=loader_workers, **kwargs,
+        workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs,
     )
 
 

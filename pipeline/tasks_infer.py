@@ -96,6 +96,7 @@ class InferShard(CachedTask):
             stages.infer_shard(
                 model=data["model"], checkpoint=Path(data["checkpoint"]), dataset=index_dir, out=out,
                 image_ids=image_ids, options=data["options"], loader_workers=data.get("loader_workers"),
+                checkpoint_sha256=data.get("checkpoint_sha256"),
             )
         else:
             out.mkdir(parents=True, exist_ok=True)

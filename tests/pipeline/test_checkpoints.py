@@ -12,8 +12,9 @@ from torch import nn
 
 from pipeline.checkpoints import (
     IMAGENET_MEAN, InferenceError, ModelCard, UntrustedCheckpointWarning, load_state_dict_into, model_card_path,
-    parse_state_dict, read_checkpoint, read_model_card, sha256_file, strip_prefixes,
+    parse_state_dict, read_checkpoint, read_model_card, strip_prefixes,
 )
+from pipeline.fingerprints import file_sha256
 
 torch.set_num_threads(1)
 
@@ -102,7 +103,7 @@ def test_unreadable_and_missing_checkpoint(tmp_path: Path) -> None:
 def test_sha256_matches_hashlib(tmp_path: Path) -> None:
     f = tmp_path / "c.pt"
     f.write_bytes(b"x" * 3_000_000)
-    assert sha256_file(f) == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert file_sha256(f) == hashlib.sha256(f.read_bytes()).hexdigest()
 
 
 def test_model_card_json_and_toml(tmp_path: Path) -> None:
