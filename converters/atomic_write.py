@@ -41,3 +41,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Atomic write that leaves an identical file alone (a no-op rerun rewrites nothing); True if written."""
+    final = Path(path)
+    if final.is_file() and final.stat().st_size == len(data) and final.read_bytes() == data:
+        return False
+    atomic_write_bytes(final, data)
+    return True

@@ -16,7 +16,7 @@ import jinja2
 import pandas as pd
 from tqdm import tqdm
 
-from converters.atomic_write import atomic_write_text
+from converters.atomic_write import write_bytes_if_changed
 from pipeline import report_data as rd
 from pipeline import report_plots as plots
 from pipeline.report_gallery import GallerySource, instance_thumbnail, semantic_thumbnail
@@ -43,10 +43,8 @@ def _environment() -> jinja2.Environment:
 
 def write_text_if_changed(path: Path, text: str) -> Path:
     """Atomic write that leaves an identical file alone: a no-op `segpipe run` rerun rewrites nothing."""
-    data = text.encode("utf-8")
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-        return path
-    return atomic_write_text(path, text)
+    write_bytes_if_changed(path, text.encode("utf-8"))
+    return path
 
 
 def _render(template: str, out: Path, **context: Any) -> Path:

@@ -1,6 +1,6 @@
 """Copying a run's results from the cache into OUT (issue 5, "Outputs").
 
-OUT/leaderboard.csv (+ .parquet, + leaderboard.html when the HTML module exists),
+OUT/leaderboard.csv (+ .parquet, + leaderboard.html unless --no-html),
 OUT/per_class_by_checkpoint.csv, OUT/checkpoints/<name>/<evaluation>/ (the evaluate reports),
 OUT/conversion_report.csv and, with --audit, OUT/audit/. Only files whose bytes differ are rewritten, so
 a no-op rerun writes nothing, and every write is a temporary sibling renamed into place.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from converters.atomic_write import atomic_write_bytes
+from converters.atomic_write import write_bytes_if_changed
 from converters.report import REPORT_FILE_NAME
 from pipeline.cache_targets import MARKER_NAME
 
@@ -21,11 +21,7 @@ REPORT_SUBDIR = "report"
 
 
 def copy_if_changed(src: Path, dst: Path) -> bool:
-    data = src.read_bytes()
-    if dst.is_file() and dst.stat().st_size == len(data) and dst.read_bytes() == data:
-        return False
-    atomic_write_bytes(dst, data)
-    return True
+    return write_bytes_if_changed(dst, src.read_bytes())
 
 
 def mirror_tree(src: Path, dst: Path) -> int:

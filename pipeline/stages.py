@@ -7,7 +7,6 @@ not pay for torch/torchvision (issue 5, property 1). Only `infer_shard` reaches 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -132,15 +131,9 @@ def write_semantic_report(*, report: Any, out: Path, header: Mapping[str, Any]) 
     write(report, out, header=dict(header))
 
 
-def html_available() -> bool:
-    return importlib.util.find_spec("pipeline.report_html") is not None
-
-
 def render_evaluate_html(*, report_dir: Path, gallery: Any = None) -> None:
     """report.html beside the tables (reads the tables and header.json the writers put there); `gallery`
     (a pipeline.report_gallery.GallerySource) gives the worst-images pictures."""
-    if not html_available():
-        return
     from pipeline.report_html import render_evaluate_report
 
     render_evaluate_report(report_dir, gallery=gallery)
@@ -148,8 +141,6 @@ def render_evaluate_html(*, report_dir: Path, gallery: Any = None) -> None:
 
 def render_leaderboard_html(*, out_dir: Path) -> None:
     """OUT/leaderboard.html from OUT/leaderboard.csv, per_class_by_checkpoint.csv and OUT/checkpoints/."""
-    if not html_available():
-        return
     from pipeline.report_html import render_leaderboard
 
     render_leaderboard(out_dir)
@@ -157,8 +148,6 @@ def render_leaderboard_html(*, out_dir: Path) -> None:
 
 def render_audit_html(*, audit_dir: Path) -> None:
     """audit.html from the findings table."""
-    if not html_available():
-        return
     from pipeline.report_html import render_audit_report
 
     render_audit_report(audit_dir)

@@ -247,13 +247,15 @@ def _gallery_inputs(*, shards: list[EvalShard], evaluation: str, report_dir: Pat
     gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
     wanted = {int(i) for i in report_data.worst_instance_images(per_image, n=GALLERY_SIZE).get("image_id", [])}
     picked: list[dict[str, Any]] = []
+    index_names: dict[int, str] | None = None  # every inference shard of a checkpoint shares one image index
     for shard in shards:
         infer = shard.requires()["pred"]
         results_path = infer.output().directory / PRED_DIR / "results.json"
         if not results_path.is_file():
             continue
-        index = json.loads((infer.requires().output().directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())
-        index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
+        if index_names is None:
+            index = json.loads((infer.requires().output().directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())
+            index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
         remapped = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
         picked.extend(r for r in remapped if int(r["image_id"]) in wanted)
     picked.sort(key=lambda r: (int(r["image_id"]), -float(r.get("score", 0.0))))

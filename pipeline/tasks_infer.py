@@ -16,10 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converters.atomic_write import atomic_write_text
+from converters.atomic_write import atomic_write_bytes, atomic_write_text
 from converters.coco import dumps_coco
-from converters.atomic_write import atomic_write_bytes
-from converters.dataset_layout import DATASET_META_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, write_dataset_meta
 from converters.errors import AnnotationError
 from converters.images import read_image_size
 from pipeline import stages
@@ -61,8 +60,7 @@ class ImageIndex(CachedTask):
             sizes.append((name, width, height))
         coco = build_index_coco(sizes=sizes, label_space=data["label_space"])
         atomic_write_bytes(out / INSTANCES_FILE, dumps_coco(coco))
-        meta = {"format": "image-index", "image_root": str(image_root.resolve()), "options": {}}
-        atomic_write_text(out / DATASET_META_FILE, json.dumps(meta, sort_keys=True, indent=2) + "\n")
+        write_dataset_meta(out, format="image-index", image_root=image_root, options={})
         semantic = data["label_space"].get("semantic_classes")
         if semantic:
             atomic_write_text(out / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE, "".join(f"{n}\n" for n in semantic))
@@ -101,7 +99,3 @@ class InferShard(CachedTask):
         else:
             out.mkdir(parents=True, exist_ok=True)
         self.finish(images=len(image_ids))
-
-
-def index_dataset_dir(task: ImageIndex) -> Path:
-    return task.output().directory / INDEX_DATASET

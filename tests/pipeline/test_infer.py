@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image, ImageOps
@@ -186,16 +186,18 @@ def test_results_json_loads_with_pycocotools_and_is_scored(dataset: Path, base_r
     ev = COCOeval(gt, dt, "segm")
     ev.evaluate(), ev.accumulate()
     assert ev.eval["precision"].shape[0] == 10
-    if importlib.util.find_spec("pipeline.evaluate_instances") is not None:  # `segpipe evaluate instances` scores it
-        from click.testing import CliRunner
+    ev.summarize()
+    # `segpipe evaluate instances` scores it, with pycocotools' AP
+    from click.testing import CliRunner
 
-        from pipeline.cli import main
+    from pipeline.cli import main
 
-        args = ["evaluate", "instances", "--gt", str(dataset / "instances.json"), "--pred", str(tmp_path / "results.json"),
-                "-o", str(tmp_path / "eval")]
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 0, result.output
-        assert (tmp_path / "eval" / "summary.csv").is_file()
+    args = ["evaluate", "instances", "--gt", str(dataset / "instances.json"), "--pred", str(tmp_path / "results.json"),
+            "-o", str(tmp_path / "eval")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "eval" / "summary.csv").set_index("metric")["value"]
+    assert summary["AP"] == pytest.approx(ev.stats[0], abs=1e-12)
 
 
 def test_maskrcnn_results_load_with_pycocotools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -502,11 +504,10 @@ def test_trained_unet_beats_random_on_the_sample(pet_dataset: Path, tmp_path: Pa
             ev.evaluate(), ev.accumulate(), ev.summarize()
             mask_ap = float(ev.stats[0])
         scores[label] = (_miou(conf), mask_ap)
-        if importlib.util.find_spec("evaluators.semantic") is not None:
-            from evaluators.semantic import evaluate_semantic_dirs
+        from evaluators.semantic import evaluate_semantic_dirs
 
-            report = evaluate_semantic_dirs(pet_dataset / "semantic", out / "semantic", class_names=["background", "pet"], workers=1)
-            assert report.metric("mIoU") == pytest.approx(_miou(conf))
+        report = evaluate_semantic_dirs(pet_dataset / "semantic", out / "semantic", class_names=["background", "pet"], workers=1)
+        assert report.metric("mIoU") == pytest.approx(_miou(conf))
     print("mIoU, mask AP:", scores)
     assert scores["trained"][0] > scores["random"][0] + 0.15
     assert scores["trained"][0] > 0.6
