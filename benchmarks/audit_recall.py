@@ -33,6 +33,7 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from converters.coco import encode_mask as _encode
 from evaluators.audit import audit_dataset  # noqa: E402
 from evaluators.audit_findings import CHECK_POSSIBLY_MISSING  # noqa: E402
 
@@ -56,11 +57,6 @@ def _ellipse_mask(cx: float, cy: float, a: float, b: float, angle: float, size: 
     m = np.zeros((size, size), dtype=np.uint8)
     cv2.ellipse(m, (int(round(cx)), int(round(cy))), (max(1, int(round(a))), max(1, int(round(b)))), angle, 0, 360, 1, -1)
     return m
-
-
-def _encode(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def _ann(ann_id: int, image_id: int, cat: int, mask: np.ndarray) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from converters.errors import AnnotationError
 from converters.pet_list import SPECIES_NAMES, parse_split_names
 from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 from converters.trimap import collect_pairs, convert_pairs, read_categories
-from converters.voc_parse import parse_voc_xml, voc_objects_to_annotations
+from converters.voc_parse import check_size, parse_voc_xml, voc_objects_to_annotations
 
 SPLITS: tuple[str, ...] = ("trainval", "test")
 HEAD_CATEGORIES: tuple[CategoryRecord, ...] = tuple(
@@ -41,10 +41,7 @@ def _species_category(name: str) -> str:
 def parse_head_boxes(data: bytes, *, path: str, width: int, height: int) -> tuple[list[AnnotationRecord], list[Finding]]:
     """Head boxes of one Oxford XML for a width x height image; XML/image size disagreement is a warning."""
     doc = parse_voc_xml(data, path=path)
-    findings = list(doc.findings)
-    if doc.size is not None and (doc.size[0], doc.size[1]) != (width, height):
-        findings.append(Finding(file=path, severity="warning", code="size_mismatch",
-                                message=f"<size> says {doc.size[0]}x{doc.size[1]}, the image is {width}x{height}; image size used"))
+    findings = [*doc.findings, *check_size(doc, width=width, height=height, path=path)]
     records, more = voc_objects_to_annotations(doc, width=width, height=height, one_based=HEADS_ONE_BASED, path=path,
                                                category_of=_species_category)
     return records, findings + more
@@ -63,8 +60,7 @@ def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: Conve
         else:
             try:
                 annotations, findings = parse_head_boxes(path.read_bytes(), path=str(path), width=im.width, height=im.height)
-                for f in findings:
-                    report.add(file=f.file, severity=f.severity, code=f.code, message=f.message)
+                report.extend(findings)
                 bad = sum(f.severity == "error" for f in findings)
                 if bad:
                     # As in converters.voc: an image kept with some of its heads missing turns correct

@@ -275,8 +275,7 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
     with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
         pending: deque[Future[Path]] = deque()
         for result in run_trimap_jobs(jobs, workers=workers):
-            for f in result.findings:
-                report.add(file=f.file, severity=f.severity, code=f.code, message=f.message)
+            report.extend(result.findings)
             if result.semantic_png is not None:
                 written.add(result.semantic)
                 pending.append(writers.submit(atomic_write_bytes, result.semantic, result.semantic_png))

@@ -8,7 +8,6 @@ dict and what else is known. `read_audit_inputs` / `audit_path` are the disk edg
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -189,7 +188,7 @@ def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout
     heads: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
     heads_path = dataset.root / HEADS_FILE
     if heads_path.is_file():
-        doc = json.loads(heads_path.read_text(encoding="utf-8"))
+        doc = read_json_file(heads_path, what="heads", expect=dict)
         names = {c["id"]: c["name"] for c in doc.get("categories", [])}
         stem_of = {im["id"]: PurePosixPath(im["file_name"]).stem for im in doc.get("images", [])}
         for ann in sorted(doc.get("annotations", []), key=lambda a: a["id"]):

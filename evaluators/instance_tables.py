@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluators.instance_accumulate import SUMMARY_METRICS, Accumulated, summarize, summarize_value
+from evaluators.instance_accumulate import SUMMARY_METRICS, Accumulated, summarize
 from evaluators.instance_stats import MAX_DETS, RECALL_THRESHOLDS, InstanceStats
 
 PER_CLASS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
@@ -32,8 +32,7 @@ def per_class_table(acc: Accumulated, stats: InstanceStats) -> pd.DataFrame:
         s = summarize(acc, category=k)
         rows.append({
             "category": name,
-            **{m: s[m] for m in PER_CLASS_METRICS if m != "AR100"},
-            "AR100": summarize_value(acc, ap=False, iou=None, area="all", max_dets=100, category=k),
+            **{m: s[m] for m in PER_CLASS_METRICS},
             "n_gt": int(np.count_nonzero(~stats.gt_ignored[stats.gt_category == cat, AREA_ALL])),
             "n_dt": int(np.count_nonzero(stats.det_category == cat)),
             "category_id": int(cat),

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from converters.images import is_hidden_name
 from evaluators.confusion import (
     IGNORE_INDEX, UNPREDICTED, check_confusion_arguments, confusion_update, unpredicted_update,
 )
@@ -156,8 +157,8 @@ def label_maps_by_stem(directory: Path) -> dict[str, Path]:
         raise EvaluationError(directory, "", "not a directory")
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
-        # Dot files are skipped: atomic writers leave `.<name>.tmp-*.png` behind when killed.
-        if path.suffix.lower() != LABEL_MAP_SUFFIX or path.name.startswith(".") or not path.is_file():
+        # Hidden files are not inputs (one rule with the converters); killed atomic writers leave `.<name>.tmp-*.png`.
+        if path.suffix.lower() != LABEL_MAP_SUFFIX or is_hidden_name(path.name) or not path.is_file():
             continue
         if path.stem in found:
             raise EvaluationError(path, "stem", f"two label maps share the stem {path.stem!r}: {found[path.stem].name}")

@@ -13,15 +13,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from converters.coco import encode_mask as rle_of
 from evaluators import audit_findings as F
 from evaluators.audit import audit_dataset
 
 W, H = 40, 30
-
-
-def rle_of(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def mask_ann(ann_id: int, image_id: int, cat: int, x0: int, y0: int, x1: int, y1: int, *, w: int = W, h: int = H) -> dict[str, Any]:

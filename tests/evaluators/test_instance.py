@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from converters.coco import encode_mask as rle_of
 from evaluators.instance import InstanceStats, evaluate_instances, instance_compute, instance_update
 
 TOL = 1e-12
@@ -32,11 +33,6 @@ def reference_eval(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: 
         ev.accumulate()
         ev.summarize()
     return ev
-
-
-def rle_of(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def uncompressed_rle_of(mask: np.ndarray) -> dict[str, Any]:

@@ -36,9 +36,11 @@ def reference_scores(pairs: list[tuple[np.ndarray, np.ndarray]], *, n: int, igno
         dice.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan)
         precision.append(tp / (tp + fp) if tp + fp else math.nan)
         recall.append(tp / (tp + fn) if tp + fn else math.nan)
+    gt_share = [int(np.sum((gt == c) & valid)) / int(valid.sum()) for c in range(n)]
     return {"iou": iou, "dice": dice, "precision": precision, "recall": recall,
             "aAcc": tp_total / int(valid.sum()), "mIoU": float(np.nanmean(iou)), "mDice": float(np.nanmean(dice)),
-            "mAcc": float(np.nanmean(recall))}
+            "mAcc": float(np.nanmean(recall)),
+            "fwIoU": sum(share * v for share, v in zip(gt_share, iou) if share > 0)}
 
 
 def random_pairs(seed: int, *, count: int = 6, shape: tuple[int, int] = (23, 31), n: int = N,
@@ -67,7 +69,7 @@ def test_matches_independent_numpy(dtype: type, ignore: int) -> None:
     np.testing.assert_allclose(report.per_class["Dice"], ref["dice"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(report.per_class["precision"], ref["precision"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(report.per_class["recall"], ref["recall"], rtol=0, atol=1e-12)
-    for metric in ("aAcc", "mIoU", "mDice", "mAcc"):
+    for metric in ("aAcc", "mIoU", "mDice", "mAcc", "fwIoU"):
         assert report.metric(metric) == pytest.approx(ref[metric], abs=1e-12)
 
 
@@ -204,7 +206,9 @@ def test_dirs_missing_prediction_and_orphan(tmp_path: Path) -> None:
     write_png(pred_dir / "extra.png", pairs[0][1])
     report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=NAMES)
     missing_gt = pairs[1][0]
-    expected = total_confusion([pairs[0], pairs[2]]) + unpredicted_update(missing_gt, num_classes=N)
+    # Every labelled pixel of the missing prediction is a miss: counted by class in the "(no prediction)" column.
+    expected = total_confusion([pairs[0], pairs[2]])
+    expected[:, N] += np.bincount(missing_gt[missing_gt != IGNORE_INDEX].astype(np.int64), minlength=N)
     np.testing.assert_array_equal(report.confusion.iloc[:, 1:].to_numpy(), expected)
     assert report.notes.to_dict("records") == [
         {"file": "img01.png", "issue": MISSING_PREDICTION}, {"file": "extra.png", "issue": PREDICTION_WITHOUT_GT}]
