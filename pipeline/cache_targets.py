@@ -12,9 +12,10 @@ converters.atomic_write (which keeps the extension) or an explicit format.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from functools import cached_property
 import os
+from functools import cached_property
 import shutil
 import socket
 import time
@@ -26,6 +27,22 @@ import luigi
 from converters.atomic_write import atomic_write_text
 
 MARKER_NAME = "_DONE.json"
+PAYLOAD_DIR = "payloads"
+PAYLOAD_REF = "@"  # a payload parameter starting with this names a file under CACHE/, not inline JSON
+
+
+def store_payload(cache: str | os.PathLike[str], data: Mapping[str, Any]) -> str:
+    """Write a task payload once, content-addressed under CACHE/payloads/, and return its reference.
+
+    Payloads nest (a report's names its shards', which name the merge's): inline, their size grows with
+    shards x shards and every level is sent to luigid. By reference each level stays a few hundred bytes.
+    """
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    name = f"{PAYLOAD_DIR}/{hashlib.sha256(text.encode('utf-8')).hexdigest()}.json"
+    path = Path(cache) / name
+    if not path.is_file():
+        atomic_write_text(path, text)
+    return PAYLOAD_REF + name
 
 
 class MarkerTarget(luigi.Target):
@@ -92,8 +109,11 @@ class CachedTask(luigi.Task):
 
     @cached_property
     def data(self) -> dict[str, Any]:
-        """The payload, parsed once per task instance (requires() and run() read it many times)."""
-        return json.loads(str(self.payload))
+        """The payload (inline JSON or a `store_payload` reference), parsed once per task instance."""
+        text = str(self.payload)
+        if text.startswith(PAYLOAD_REF):
+            text = (Path(str(self.cache)) / text[len(PAYLOAD_REF):]).read_text(encoding="utf-8")
+        return json.loads(text)
 
     def subdir(self) -> str:
         return str(self.key)

@@ -26,7 +26,7 @@ from converters.atomic_write import atomic_write_text
 from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 from converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from pipeline import stages
-from pipeline.cache_targets import CachedTask, failure_path
+from pipeline.cache_targets import CachedTask, failure_path, store_payload
 from pipeline.fingerprints import (
     STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key,
     options_key, package_version,
@@ -81,8 +81,8 @@ def checkpoint_names(paths: list[Path]) -> list[str]:
     return [p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}-{p.stem}" for p in paths]
 
 
-def _payload(data: dict[str, Any]) -> str:
-    return canonical_json(data)
+def _payload(data: dict[str, Any], *, cache: str) -> str:
+    return store_payload(cache, data)
 
 
 def build_convert_tasks(*, spec: DatasetSpec, plan: ShardPlan, settings: RunSettings, version: str, cache: str) -> ConvertMerge:
@@ -93,9 +93,9 @@ def build_convert_tasks(*, spec: DatasetSpec, plan: ShardPlan, settings: RunSett
     shards = []
     for shard in plan.shards:
         key = combine_keys("convert-shard", *base, manifest_key(shard.entries))
-        shards.append([key, _payload({"plan": plan_path, "shard": shard.index, "options": dict(settings.convert)})])
+        shards.append([key, _payload({"plan": plan_path, "shard": shard.index, "options": dict(settings.convert)}, cache=cache)])
     merge_key = combine_keys("convert-merge", version, *[k for k, _ in shards])
-    return ConvertMerge(key=merge_key, cache=cache, payload=_payload({"plan": plan_path, "shards": shards}))
+    return ConvertMerge(key=merge_key, cache=cache, payload=_payload({"plan": plan_path, "shards": shards}, cache=cache))
 
 
 def read_label_space(merged_dir: Path) -> dict[str, Any]:
@@ -123,14 +123,15 @@ def build_checkpoint_tasks(
                  "loader_workers": settings.infer.get("loader_workers"),
                  "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
         ekey = combine_keys("eval-shard", version, str(merge.key), ikey, settings.iou_type)
-        shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer)],
+        shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer, cache=merge.cache)],
                                        "plan": plan_path, "shard": shard.index, "iou_type": settings.iou_type,
-                                       "checkpoint_name": ckpt.name})])
+                                       "checkpoint_name": ckpt.name}, cache=merge.cache)])
     header = {"checkpoint": ckpt.name, "sha256": ckpt.sha256, "model": settings.model, "dataset_key": str(merge.key),
               "images_key": str(index.key), "segpipe": version}
     key = combine_keys("eval-report", version, options_key(header), settings.iou_type, str(settings.html), *[k for k, _ in shards])
     return EvalReport(key=key, cache=merge.cache, payload=_payload(
-        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html}))
+        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html},
+        cache=merge.cache))
 
 
 # In-process Luigi defaults (no global config files needed); a user's luigi.cfg still wins.
@@ -246,7 +247,7 @@ def run_pipeline(settings: RunSettings) -> RunOutcome:
     label_space = read_label_space(merge.output().directory)
     index_key = combine_keys("images", version, plan.images_key(), options_key(label_space))
     index = ImageIndex(key=index_key, cache=str(cache), payload=_payload(
-        {"image_root": str(spec.image_root().resolve()), "plan": merge.data["plan"], "label_space": label_space}))
+        {"image_root": str(spec.image_root().resolve()), "plan": merge.data["plan"], "label_space": label_space}, cache=str(cache)))
     reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, index=index, plan=plan, settings=settings, version=version)
                for c in checkpoints}
     run_phase(list(reports.values()), settings=settings, outcome=outcome)
@@ -261,7 +262,7 @@ def run_pipeline(settings: RunSettings) -> RunOutcome:
             rows.append({"checkpoint": ckpt.name, "sha256": ckpt.sha256, "report": None, "error": reason})
     lb_key = combine_keys("leaderboard", version, *[
         canonical_json([r["checkpoint"], r["sha256"], r["report"][0] if r["report"] else r["error"]]) for r in rows])
-    leaderboard = Leaderboard(key=lb_key, cache=str(cache), payload=_payload({"rows": rows}))
+    leaderboard = Leaderboard(key=lb_key, cache=str(cache), payload=_payload({"rows": rows}, cache=str(cache)))
     run_phase([leaderboard], settings=settings, outcome=outcome)
 
     if leaderboard.complete():

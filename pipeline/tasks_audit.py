@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import stages
-from pipeline.cache_targets import CachedTask
-from pipeline.fingerprints import canonical_json, combine_keys
+from pipeline.cache_targets import CachedTask, store_payload
+from pipeline.fingerprints import combine_keys
 from pipeline.tables import write_table
 from pipeline.tasks_convert import ConvertMerge
 
@@ -33,7 +33,7 @@ class AuditTask(CachedTask):
 
 def build_audit_task(*, merge: ConvertMerge, version: str, html: bool) -> AuditTask:
     key = combine_keys("audit", version, str(merge.key), str(html))
-    return AuditTask(key=key, cache=merge.cache, payload=canonical_json({"merge": [merge.key, merge.payload], "html": html}))
+    return AuditTask(key=key, cache=merge.cache, payload=store_payload(merge.cache, {"merge": [merge.key, merge.payload], "html": html}))
 
 
 def audit_dir(task: AuditTask) -> Path:
