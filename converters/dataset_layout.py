@@ -102,3 +102,17 @@ def discard_outputs(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     if (out / SEMANTIC_DIR).is_dir():
         remove_stale_semantic_maps(out / SEMANTIC_DIR, keep=set())
+
+
+def parse_class_names(text: str) -> list[str]:
+    """Class names in index order from a comma list or a classes file's text (one per line; blank lines and
+    `#` comment lines skipped). The one reading of `--classes` for `segpipe infer` and `evaluate semantic`.
+
+    >>> parse_class_names("background, pet")
+    ['background', 'pet']
+    >>> parse_class_names("# VOC\\nroad\\nsidewalk\\n\\n")
+    ['road', 'sidewalk']
+    """
+    separator = "\n" if "\n" in text.strip() or "," not in text else ","
+    names = (name.strip() for name in text.split(separator))
+    return [name for name in names if name and not (separator == "\n" and name.startswith("#"))]

@@ -16,6 +16,7 @@ from evaluators.confusion import IGNORE_INDEX
 from evaluators.errors import EvaluationError
 from evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from evaluators.semantic_tables import SemanticReport
+from converters.dataset_layout import parse_class_names
 from pipeline.tables import REPORT_HEADER_FILE, format_tables, write_report_dir
 
 CLASSES_FILE_NAME = "classes.txt"  # what `segpipe convert` writes beside the semantic maps
@@ -29,18 +30,6 @@ CONVENTIONS = (
     "prediction file, counts the GT pixel as a miss (column '(no prediction)' of confusion.csv). "
     "mIoU_per_image / mDice_per_image average per-image means over the classes present in each image."
 )
-
-
-def parse_class_names(text: str) -> list[str]:
-    """Class names from a comma list or from a file's text (one per line; blank lines skipped).
-
-    >>> parse_class_names("background, pet")
-    ['background', 'pet']
-    >>> parse_class_names("road\\nsidewalk\\n\\n")
-    ['road', 'sidewalk']
-    """
-    separator = "\n" if "\n" in text.strip() or "," not in text else ","
-    return [name.strip() for name in text.split(separator) if name.strip()]
 
 
 def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from converters.coco import read_coco
-from converters.dataset_layout import DatasetDir, resolve_image_path
+from converters.dataset_layout import DatasetDir, parse_class_names as parse_class_names_text, resolve_image_path
 from pipeline.checkpoints import InferenceError
 
 # Aspect-ratio (w/h) bins for detector batches, as torchvision's GroupedBatchSampler does: a portrait and a
@@ -74,10 +74,7 @@ def parse_class_names(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     path = Path(value)
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
-    return tuple(name.strip() for name in value.split(",") if name.strip())
+    return tuple(parse_class_names_text(path.read_text(encoding="utf-8") if path.is_file() else value))
 
 
 @dataclass(frozen=True)
