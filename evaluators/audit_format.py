@@ -154,11 +154,12 @@ def rle_totals(counts: Sequence[bytes]) -> np.ndarray:
     return out
 
 
-def _compressed_counts(seg: Any) -> bytes | None:
-    if isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
-        counts = seg["counts"]
-        return counts.encode("utf-8", "replace") if isinstance(counts, str) else counts
-    return None
+def compressed_counts(segm: Any) -> bytes | None:
+    """The compressed RLE string of `segm` as bytes (what pycocotools decodes), or None when it has none."""
+    counts = segm.get("counts") if isinstance(segm, dict) else None
+    if isinstance(counts, str):
+        return counts.encode("utf-8", "replace")  # non-ASCII bytes are out of the RLE alphabet: flagged corrupt
+    return counts if isinstance(counts, bytes) else None
 
 
 def _polygons_rle(seg: list[Any], *, width: int, height: int, where: str) -> tuple[Mapping[str, Any] | None, list[Issue]]:
@@ -200,7 +201,7 @@ def _segmentation_rle(seg: Any, *, width: int, height: int, where: str, total: i
         return None, [(F.CHECK_BAD_SEGMENTATION, f"{where}.size is not [height, width]: {size!r}")]
     if [int(size[0]), int(size[1])] != [height, width]:
         return None, [(F.CHECK_RLE_SIZE, f"{where}.size {list(size)} differs from the image's [height, width] [{height}, {width}]")]
-    rle: Mapping[str, Any] | None = {"size": [height, width], "counts": _compressed_counts(seg)}
+    rle: Mapping[str, Any] | None = {"size": [height, width], "counts": compressed_counts(seg)}
     if isinstance(seg["counts"], list):  # uncompressed RLE, as COCO writes crowd regions
         try:
             runs = [int(c) for c in seg["counts"]]
@@ -273,7 +274,7 @@ def prepare_annotations(coco: Mapping[str, Any], images: Mapping[int, ImageInfo]
     """Check every annotation record; the well-formed, non-crowd ones come back prepared for later checks."""
     cats = {c.get("id"): str(c.get("name", "")) for c in coco.get("categories") or [] if isinstance(c, dict)}
     anns = list(coco.get("annotations") or [])
-    compressed = {i: c for i, a in enumerate(anns) if isinstance(a, dict) and (c := _compressed_counts(a.get("segmentation"))) is not None}
+    compressed = {i: c for i, a in enumerate(anns) if isinstance(a, dict) and (c := compressed_counts(a.get("segmentation"))) is not None}
     totals = dict(zip(compressed, rle_totals(list(compressed.values())).tolist()))
     id_counts = Counter(a.get("id") for a in anns if isinstance(a, dict))
     seen_ids: set[Any] = set()

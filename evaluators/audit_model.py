@@ -22,7 +22,7 @@ import numpy as np
 
 from evaluators import audit_findings as F
 from evaluators.audit_findings import AuditFinding, make_finding
-from evaluators.audit_format import ImageInfo, PreparedAnnotation, rle_totals
+from evaluators.audit_format import ImageInfo, PreparedAnnotation, compressed_counts, rle_totals
 from evaluators.errors import EvaluationError
 
 CONFIDENT = 0.5  # a prediction at or above this score is one the model "is confident" about
@@ -72,7 +72,7 @@ def parse_predictions(
             counts = seg.get("counts")
             if not isinstance(counts, (str, bytes)):
                 raise EvaluationError(PREDICTIONS_PATH, f"{where}.segmentation.counts", "expected a compressed RLE string")
-            rle = {"size": size, "counts": counts.encode("utf-8", "replace") if isinstance(counts, str) else counts}
+            rle = {"size": size, "counts": compressed_counts(seg)}
         elif seg is not None:
             raise EvaluationError(PREDICTIONS_PATH, f"{where}.segmentation", "expected a compressed RLE dict")
         if bbox is None and rle is not None:

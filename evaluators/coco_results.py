@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
-from evaluators.audit_format import INVALID_RLE, rle_totals
+from evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
 from evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from evaluators.errors import EvaluationError
 
@@ -34,14 +34,6 @@ def _is_number(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return type(value) is int or (not isinstance(value, bool) and isinstance(value, int))
-
-
-def compressed_counts(segm: Any) -> bytes | None:
-    """The compressed RLE string of `segm` as bytes (what pycocotools decodes), or None when it has none."""
-    counts = segm.get("counts") if isinstance(segm, dict) else None
-    if isinstance(counts, str):
-        return counts.encode("utf-8", "replace")  # non-ASCII bytes are out of the RLE alphabet: flagged corrupt
-    return counts if isinstance(counts, bytes) else None
 
 
 def segmentation_problem(segm: Any, *, height: int, width: int, total: int | None = None) -> str | None:
