@@ -19,8 +19,10 @@ from functools import cached_property
 import shutil
 import socket
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import luigi
 
@@ -151,11 +153,32 @@ class CachedTask(luigi.Task):
 EXECUTION_LOG = "executions.jsonl"
 
 
+# Set by the driver for the length of one `segpipe run` (inherited by forked Luigi workers), so that the
+# run can tell the tasks it executed from those luigid handed it after another worker had finished them.
+RUN_ID_ENV = "SEGPIPE_RUN_ID"
+
+
+@contextmanager
+def execution_run_id() -> Iterator[str]:
+    """A fresh run id in the environment while the block runs (the previous value restored after)."""
+    previous = os.environ.get(RUN_ID_ENV)
+    run_id = uuid.uuid4().hex
+    os.environ[RUN_ID_ENV] = run_id
+    try:
+        yield run_id
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = previous
+
+
 def log_execution(cache: Path, *, task_id: str) -> None:
     """Append one line per task actually executed (O_APPEND: concurrent workers do not interleave lines)."""
     path = cache / "log" / EXECUTION_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"task_id": task_id, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}) + "\n"
+    line = json.dumps({"task_id": task_id, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
+                       "run": os.environ.get(RUN_ID_ENV, "")}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode("utf-8"))

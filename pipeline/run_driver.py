@@ -14,6 +14,7 @@ import csv
 import glob
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from converters.atomic_write import atomic_write_text
 from converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 from converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from pipeline import stages
-from pipeline.cache_targets import CachedTask, failure_path, store_payload
+from pipeline.cache_targets import RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions, store_payload
 from pipeline.fingerprints import (
     STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key,
     options_key, package_version,
@@ -179,9 +180,14 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
     while True:
         result = _luigi_build(tasks, settings=settings)
         summary = _summary_dict(result.worker)
+        # Luigi counts a task as completed here even when its run() found another worker's marker and returned:
+        # the execution log, tagged with this run's id, says which ones this run really executed.
+        run_id = os.environ.get(RUN_ID_ENV, "")
+        executed = {e["task_id"] for e in read_executions(Path(settings.cache)) if e.get("run") == run_id}
         for task in sorted(summary.get("completed", set()), key=str):
-            if task.task_id not in outcome.ran:
-                outcome.ran.append(task.task_id)
+            bucket = outcome.ran if task.task_id in executed else outcome.by_others
+            if task.task_id not in bucket:
+                bucket.append(task.task_id)
         if first:
             # Luigi does not descend into complete tasks: their whole upstream came from the cache too.
             outcome.cached.extend(t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
@@ -207,6 +213,11 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
 
 def run_pipeline(settings: RunSettings) -> RunOutcome:
     """Fingerprint, build and run the whole graph; publish reports into OUT. Never prints."""
+    with execution_run_id():
+        return _run_pipeline(settings)
+
+
+def _run_pipeline(settings: RunSettings) -> RunOutcome:
     outcome = RunOutcome()
     cache = settings.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
