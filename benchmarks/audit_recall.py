@@ -33,9 +33,9 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.coco import encode_mask as _encode
-from evaluators.audit import audit_dataset  # noqa: E402
-from evaluators.audit_findings import CHECK_POSSIBLY_MISSING  # noqa: E402
+from segpipe.converters.coco import encode_mask as _encode
+from segpipe.evaluators.audit import audit_dataset  # noqa: E402
+from segpipe.evaluators.audit_findings import CHECK_POSSIBLY_MISSING  # noqa: E402
 
 ERROR_TYPES: tuple[str, ...] = ("shift", "grow", "swap", "delete", "spurious", "erode_dilate")
 ERROR_FRACTION = 0.05

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.trimap import MIN_IMAGES_FOR_POOL, convert_trimap  # noqa: E402
+from segpipe.converters.trimap import MIN_IMAGES_FOR_POOL, convert_trimap  # noqa: E402
 
 WIDTH, HEIGHT = 500, 375
 PROTOTYPES = 32  # distinct pets; the rest are byte copies under other names (generation stays quick)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from defusedxml.ElementTree import fromstring  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from converters.voc import convert_voc  # noqa: E402
+from segpipe.converters.voc import convert_voc  # noqa: E402
 
 WIDTH, HEIGHT = 64, 48
 NAMES = ("cat", "dog", "person", "car", "bicycle", "bottle", "chair", "bird")

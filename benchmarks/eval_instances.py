@@ -1,4 +1,4 @@
-"""Benchmark: evaluators.instance.evaluate_instances vs plain pycocotools COCOeval, same data, same run.
+"""Benchmark: segpipe.evaluators.instance.evaluate_instances vs plain pycocotools COCOeval, same data, same run.
 
     .venv/bin/python benchmarks/eval_instances.py            # issue 3 sizes: 2,000 images 512x512
     .venv/bin/python benchmarks/eval_instances.py --quick    # smoke run
@@ -28,7 +28,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluators.instance import evaluate_instances  # noqa: E402
+from segpipe.evaluators.instance import evaluate_instances  # noqa: E402
 
 N_CLASSES = 10
 

@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluators.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
-from evaluators.semantic import evaluate_semantic_dirs, read_label_map  # noqa: E402
+from segpipe.evaluators.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
+from segpipe.evaluators.semantic import evaluate_semantic_dirs, read_label_map  # noqa: E402
 
 BATCH = 100  # pairs held in memory at once for the in-memory comparison
 
@@ -127,7 +127,7 @@ def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: in
         cpu, wall = cpu_and_wall(lambda: evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, workers=cores))
         report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, workers=cores)
         same = np.array_equal(report.confusion.iloc[:, 1:n + 1].to_numpy(), anchor_end_to_end(gt_dir, pred_dir, n=n))
-        cli = [sys.executable, "-c", "from pipeline.cli import main; main()", "evaluate", "semantic", "--gt", str(gt_dir), "--pred",
+        cli = [sys.executable, "-c", "from segpipe.cli import main; main()", "evaluate", "semantic", "--gt", str(gt_dir), "--pred",
                str(pred_dir), "-o", str(Path(tmp) / "report"), "--classes", ",".join(names)]
         repo = str(Path(__file__).resolve().parents[1])
         cli_time = median_time(lambda: subprocess.run(cli, check=True, capture_output=True, cwd=repo), repeats)

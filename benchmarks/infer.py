@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco  # noqa: E402
-from converters.dataset_layout import write_dataset_meta  # noqa: E402
+from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco  # noqa: E402
+from segpipe.converters.dataset_layout import write_dataset_meta  # noqa: E402
 
 # (model, image sizes (w, h) cycled over the images, classes)
 FULL = {"deeplabv3_resnet50": [(520, 520)], "maskrcnn_resnet50_fpn": [(1066, 800), (800, 1066)]}
@@ -110,9 +110,9 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
                 workers: int | None, precision: str, tmp: Path) -> dict[str, Any]:
     import torch
 
-    from pipeline.infer_engine import resolve_device, run_inference
-    from pipeline.checkpoints import IMAGENET_MEAN, IMAGENET_STD
-    from pipeline.models import build_model, set_native_resolution
+    from segpipe.inference.engine import resolve_device, run_inference
+    from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+    from segpipe.inference.models import build_model, set_native_resolution
 
     semantic = not name.startswith("maskrcnn")
     ds = write_images(tmp / f"{name}-ds", n=n, sizes=sizes)

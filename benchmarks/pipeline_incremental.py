@@ -31,9 +31,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.run_config import RunSettings  # noqa: E402
-from pipeline.run_driver import run_pipeline  # noqa: E402
-from pipeline.sample import generate_sample  # noqa: E402
+from segpipe.runner.config import RunSettings  # noqa: E402
+from segpipe.runner.driver import run_pipeline  # noqa: E402
+from segpipe.demo.sample import generate_sample  # noqa: E402
 
 CARD = {"task": "semantic", "class_names": ["background", "pet"], "unet": {"depth": 1, "width": 2}}
 
@@ -41,7 +41,7 @@ CARD = {"task": "semantic", "class_names": ["background", "pet"], "unet": {"dept
 def make_checkpoint(path: Path, *, seed: int) -> None:
     import torch
 
-    from pipeline.unet import UNet
+    from segpipe.inference.unet import UNet
 
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def cli_noop(settings: RunSettings) -> float:
             "--device", "cpu", "--loader-workers", "0", "--no-html"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from pipeline.cli import main; main()", *args], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", "from segpipe.cli import main; main()", *args], env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0 or "ran: 0 task(s)" not in proc.stdout:
         raise SystemExit(f"CLI no-op rerun did work or failed:\n{proc.stdout}\n{proc.stderr[-2000:]}")

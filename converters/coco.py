@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from converters.atomic_write import atomic_write_bytes
+from segpipe.converters.atomic_write import atomic_write_bytes
 
 FIRST_ID = 1
 ISCROWD_OBJECT = 0

@@ -1,6 +1,6 @@
 """The converted dataset directory layout that `segpipe convert` writes and every later stage reads.
 
-    OUT/instances.json        COCO (ids per converters.coco); image `file_name` relative to `image_root`
+    OUT/instances.json        COCO (ids per segpipe.converters.coco); image `file_name` relative to `image_root`
     OUT/dataset.json          {"format", "image_root" (absolute), "source", "options"}: where images live
     OUT/semantic/<stem>.png   single-channel label maps (0 background, 255 ignore), trimap-based formats only
     OUT/semantic/classes.txt  semantic class names in index order (`background`, `pet`)
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from converters.atomic_write import atomic_write_text
+from segpipe.converters.atomic_write import atomic_write_text
 
 INSTANCES_FILE = "instances.json"
 DATASET_META_FILE = "dataset.json"

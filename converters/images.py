@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from converters.errors import AnnotationError
+from segpipe.converters.errors import AnnotationError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # EXIF orientations 5..8 are rotations by 90 or 270 degrees: width and height swap.
@@ -37,7 +37,7 @@ class ImageIndex:
 def is_hidden_name(name: str) -> bool:
     """Hidden files and folders are not inputs: .DS_Store, macOS `._x.jpg` forks, .ipynb_checkpoints, .git.
 
-    One rule for every converter and for the pipeline's dataset fingerprint (pipeline/fingerprints.py), so
+    One rule for every converter and for the pipeline's dataset fingerprint (pipeline/cache/fingerprints.py), so
     that `segpipe convert` and `segpipe run` see the same files and a file that changes the output always
     changes the cache key.
     """

@@ -14,13 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
-from converters.dataset_layout import HEADS_FILE, discard_outputs, write_dataset_meta
-from converters.errors import AnnotationError
-from converters.pet_list import SPECIES_NAMES, parse_split_names
-from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
-from converters.trimap import collect_pairs, convert_pairs, read_categories
-from converters.voc_parse import check_size, parse_voc_xml, voc_objects_to_annotations
+from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
+from segpipe.converters.dataset_layout import HEADS_FILE, discard_outputs, write_dataset_meta
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.pet_list import SPECIES_NAMES, parse_split_names
+from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
+from segpipe.converters.trimap import collect_pairs, convert_pairs, read_categories
+from segpipe.converters.voc_parse import check_size, parse_voc_xml, voc_objects_to_annotations
 
 SPLITS: tuple[str, ...] = ("trainval", "test")
 HEAD_CATEGORIES: tuple[CategoryRecord, ...] = tuple(
@@ -63,7 +63,7 @@ def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: Conve
                 report.extend(findings)
                 bad = sum(f.severity == "error" for f in findings)
                 if bad:
-                    # As in converters.voc: an image kept with some of its heads missing turns correct
+                    # As in segpipe.converters.voc: an image kept with some of its heads missing turns correct
                     # detections of those heads into false positives, so none of its boxes is kept.
                     report.add(file=path, severity="info", code="image_skipped",
                                message=f"{bad} unusable object(s): heads_annotated is false and no head box is kept")

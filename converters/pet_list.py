@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from converters.coco import CategoryRecord
-from converters.errors import AnnotationError
+from segpipe.converters.coco import CategoryRecord
+from segpipe.converters.errors import AnnotationError
 
 SPECIES_NAMES: Mapping[int, str] = {1: "cat", 2: "dog"}
 CATEGORY_LEVELS: tuple[str, ...] = ("breed", "species", "pet")

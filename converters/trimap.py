@@ -21,15 +21,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from converters.atomic_write import atomic_write_bytes, atomic_write_text
-from converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
-from converters.dataset_layout import (
+from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
+from segpipe.converters.dataset_layout import (
     SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
 )
-from converters.errors import AnnotationError
-from converters.images import index_images, read_image_size, walk_input_files
-from converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of converters.trimap)
-from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import index_images, read_image_size, walk_input_files
+from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
+from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 
 TRIMAP_PET = 1
 TRIMAP_BACKGROUND = 2
@@ -223,7 +223,7 @@ def run_trimap_jobs(jobs: Sequence[TrimapJob], *, workers: int | None) -> Iterat
 
 def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only: set[str] | None = None) -> dict[str, tuple[Path, Path]]:
     """stem -> (trimap, image). Unmatched and ambiguous files become report rows; hidden files (AppleDouble
-    `._*` forks, .DS_Store) are not inputs (converters.images.is_hidden_name)."""
+    `._*` forks, .DS_Store) are not inputs (segpipe.converters.images.is_hidden_name)."""
     found: dict[str, list[Path]] = {}
     for p in walk_input_files(trimaps):
         if p.suffix.lower() == ".png":

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
-from converters.dataset_layout import INSTANCES_FILE, discard_outputs, write_dataset_meta
-from converters.errors import AnnotationError
-from converters.images import is_hidden_name, is_image_name, read_image_size
-from converters.report import REPORT_FILE_NAME, ConversionReport, Finding, Severity, StrictModeError, display_path, write_report
-from converters.voc_parse import VocDocument, VocObject, check_filename, check_size, parse_voc_xml, voc_objects_to_annotations
+from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
+from segpipe.converters.dataset_layout import INSTANCES_FILE, discard_outputs, write_dataset_meta
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import is_hidden_name, is_image_name, read_image_size
+from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, Severity, StrictModeError, display_path, write_report
+from segpipe.converters.voc_parse import VocDocument, VocObject, check_filename, check_size, parse_voc_xml, voc_objects_to_annotations
 
 __all__ = [
     "VocDocument", "VocObject", "parse_voc_xml", "voc_objects_to_annotations", "read_classes_file",
@@ -131,7 +131,7 @@ def _walk_files(root: Path, *, keep: Callable[[str], bool]) -> list[str]:
     """Relative POSIX paths of the files under `root` whose name passes `keep`, sorted."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden_name(d))  # as converters.images.walk_input_files
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden_name(d))  # as segpipe.converters.images.walk_input_files
         rel_dir = os.path.relpath(dirpath, root)
         prefix = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
         found.extend(prefix + name for name in filenames if keep(name) and not is_hidden_name(name))

@@ -1,6 +1,6 @@
 """Pure parsing of LabelImg / Pascal VOC XML: bytes -> `VocDocument` -> COCO `AnnotationRecord`s.
 
-Nothing here touches the disk; `converters.voc` holds the `read_*`/`convert_*` edges. Any DTD is
+Nothing here touches the disk; `segpipe.converters.voc` holds the `read_*`/`convert_*` edges. Any DTD is
 refused outright, so entity bombs (billion laughs) and external entities
 (`<!ENTITY x SYSTEM "file:///etc/passwd">`) are never expanded, fetched or read: documents that
 provably hold no DTD go to the C parser, every other document to defusedxml with `forbid_dtd=True`.
@@ -20,9 +20,9 @@ from xml.etree.ElementTree import fromstring as plain_fromstring
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import fromstring as defused_fromstring
 
-from converters.coco import AnnotationRecord
-from converters.errors import AnnotationError
-from converters.report import Finding, Severity
+from segpipe.converters.coco import AnnotationRecord
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.report import Finding, Severity
 
 VOC_ROOT_TAG = "annotation"
 BOX_FIELDS: tuple[str, str, str, str] = ("xmin", "ymin", "xmax", "ymax")

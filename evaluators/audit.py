@@ -17,17 +17,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from converters.dataset_layout import HEADS_FILE, DatasetDir, resolve_image_path
-from converters.errors import AnnotationError
-from converters.images import read_image_size
-from converters.report import REPORT_FILE_NAME
-from evaluators import audit_findings as F
-from evaluators.audit_findings import AuditFinding, findings_frame, make_finding, summary_frame
-from evaluators.audit_format import ImageInfo, parse_images, prepare_annotations
-from evaluators.audit_geometry import PetLayout, class_statistics_checks, mask_shape_checks, near_duplicate_checks, pet_layout_checks
-from evaluators.audit_model import model_checks, parse_predictions
-from evaluators.errors import EvaluationError
-from evaluators.json_files import read_json_file
+from segpipe.converters.dataset_layout import HEADS_FILE, DatasetDir, resolve_image_path
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import read_image_size
+from segpipe.converters.report import REPORT_FILE_NAME
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit_findings import AuditFinding, findings_frame, make_finding, summary_frame
+from segpipe.evaluators.audit_format import ImageInfo, parse_images, prepare_annotations
+from segpipe.evaluators.audit_geometry import PetLayout, class_statistics_checks, mask_shape_checks, near_duplicate_checks, pet_layout_checks
+from segpipe.evaluators.audit_model import model_checks, parse_predictions
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.json_files import read_json_file
 
 CONVERSION_SCORES: Mapping[str, float] = {"error": 1.0, "warning": 0.6, "info": 0.1}
 PET_FORMATS: frozenset[str] = frozenset({"trimap", "oxford-pet"})
@@ -183,7 +183,7 @@ def audit_dataset(
 def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout, list[AuditFinding]]:
     """heads.json (same image list as instances.json), annotations/list.txt and split files beside the images;
     with a finding per split file that cannot be read."""
-    from converters.pet_list import SPECIES_NAMES, parse_pet_list, parse_split_names
+    from segpipe.converters.pet_list import SPECIES_NAMES, parse_pet_list, parse_split_names
 
     heads: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
     heads_path = dataset.root / HEADS_FILE

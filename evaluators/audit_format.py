@@ -14,8 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evaluators import audit_findings as F
-from evaluators.audit_findings import AuditFinding, make_finding
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit_findings import AuditFinding, make_finding
 
 # Polygon areas in COCO are the polygon's own area, which differs from its rasterisation by up to a boundary's
 # worth of pixels (COCO val2014 small objects: 146 vs 135 px), hence a sqrt(area) term; RLE areas are exact

@@ -15,9 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evaluators import audit_findings as F
-from evaluators.audit_findings import AuditFinding, make_finding
-from evaluators.audit_format import ImageInfo, PreparedAnnotation
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit_findings import AuditFinding, make_finding
+from segpipe.evaluators.audit_format import ImageInfo, PreparedAnnotation
 
 Z_THRESHOLD = 3.5  # Iglewicz & Hoaglin's cut-off for the modified z-score
 MAD_TO_SIGMA = 0.6745

@@ -20,10 +20,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evaluators import audit_findings as F
-from evaluators.audit_findings import AuditFinding, make_finding
-from evaluators.audit_format import ImageInfo, PreparedAnnotation, compressed_counts, rle_totals
-from evaluators.errors import EvaluationError
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit_findings import AuditFinding, make_finding
+from segpipe.evaluators.audit_format import ImageInfo, PreparedAnnotation, compressed_counts, rle_totals
+from segpipe.evaluators.errors import EvaluationError
 
 CONFIDENT = 0.5  # a prediction at or above this score is one the model "is confident" about
 MIN_SCORE = 0.05  # predictions below this are noise for every check

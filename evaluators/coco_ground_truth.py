@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from evaluators.errors import EvaluationError
+from segpipe.evaluators.errors import EvaluationError
 
 GT_PATH = "ground truth"
 

@@ -11,9 +11,9 @@ import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
-from evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
-from evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
-from evaluators.errors import EvaluationError
+from segpipe.evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
+from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
+from segpipe.evaluators.errors import EvaluationError
 
 RESULTS_PATH = "results"
 IOU_TYPES = ("segm", "bbox")

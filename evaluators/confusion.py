@@ -18,7 +18,7 @@ import os
 import cv2
 import numpy as np
 
-from evaluators.errors import EvaluationError
+from segpipe.evaluators.errors import EvaluationError
 
 IGNORE_INDEX = 255  # design.md: semantic label maps use 255 for "ignore"
 UNPREDICTED = "(no prediction)"  # label of the confusion matrix's last column

@@ -15,13 +15,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
-from evaluators.coco_results import IOU_TYPES, default_iou_type, validate_results
-from evaluators.errors import EvaluationError
-from evaluators.instance_accumulate import SUMMARY_METRICS, accumulate
-from evaluators.instance_stats import InstanceStats
-from evaluators.instance_tables import per_class_table, per_image_table, pr_curve_table, summary_table
-from evaluators.instance_update import instance_update
+from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
+from segpipe.evaluators.coco_results import IOU_TYPES, default_iou_type, validate_results
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.instance_accumulate import SUMMARY_METRICS, accumulate
+from segpipe.evaluators.instance_stats import InstanceStats
+from segpipe.evaluators.instance_tables import per_class_table, per_image_table, pr_curve_table, summary_table
+from segpipe.evaluators.instance_update import instance_update
 
 __all__ = [
     "EvaluationError", "InstanceReport", "InstanceStats", "SEGM_AREA_NOTE", "SUMMARY_METRICS",

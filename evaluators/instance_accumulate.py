@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluators.instance_stats import (
+from segpipe.evaluators.instance_stats import (
     AREA_LABELS,
     IOU_THRESHOLDS,
     MAX_DETS,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluators.instance_stats import AREA_RANGES, IOU_THRESHOLDS
+from segpipe.evaluators.instance_stats import AREA_RANGES, IOU_THRESHOLDS
 
 A = len(AREA_RANGES)
 T = len(IOU_THRESHOLDS)

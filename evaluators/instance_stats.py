@@ -1,4 +1,4 @@
-"""Additive per-image match records for COCO mAP (the `*_update` side of evaluators.instance).
+"""Additive per-image match records for COCO mAP (the `*_update` side of segpipe.evaluators.instance).
 
 One row per detection (COCOeval's `evaluateImg` outputs, flattened) and one row per ground-truth annotation;
 records of disjoint image sets concatenate, so shards merge by sorting on image id (design.md, "House style").
@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from pycocotools.cocoeval import Params
 
-from evaluators.errors import EvaluationError
+from segpipe.evaluators.errors import EvaluationError
 
 # COCOeval's own parameters, so thresholds and ranges are the very same floats.
 COCO_PARAMS = Params(iouType="bbox")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluators.instance_accumulate import SUMMARY_METRICS, Accumulated, summarize
-from evaluators.instance_stats import MAX_DETS, RECALL_THRESHOLDS, InstanceStats
+from segpipe.evaluators.instance_accumulate import SUMMARY_METRICS, Accumulated, summarize
+from segpipe.evaluators.instance_stats import MAX_DETS, RECALL_THRESHOLDS, InstanceStats
 
 PER_CLASS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 PER_IMAGE_COLUMNS = ("image_id", "file_name", "n_gt", "n_dt", "tp", "fp", "fn", "mean_iou")

@@ -1,4 +1,4 @@
-"""`instance_update`: per-image COCO match records for a set of images (see evaluators.instance_stats).
+"""`instance_update`: per-image COCO match records for a set of images (see segpipe.evaluators.instance_stats).
 
 What goes in is exactly what COCOeval would compare: GT segmentations through `COCO.annToRLE`, detection
 masks made compressed RLE (polygons merged, as the peer fixtures need), detection area = mask area for segm
@@ -14,11 +14,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
-from evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
-from evaluators.errors import EvaluationError
-from evaluators.instance_matching import A, PairInput, match_pairs, out_of_range, unmatched
-from evaluators.instance_stats import MAX_DETS, InstanceStats
+from segpipe.evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
+from segpipe.evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.instance_matching import A, PairInput, match_pairs, out_of_range, unmatched
+from segpipe.evaluators.instance_stats import MAX_DETS, InstanceStats
 
 MAX_DET = MAX_DETS[-1]  # COCOeval keeps the best 100 detections per (image, category)
 

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from evaluators.errors import EvaluationError
+from segpipe.evaluators.errors import EvaluationError
 
 
 def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type | None = None) -> Any:
@@ -15,7 +15,7 @@ def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type | No
     >>> read_json_file("/nonexistent.json", what="results")
     Traceback (most recent call last):
     ...
-    evaluators.errors.EvaluationError: /nonexistent.json: cannot read results JSON: [Errno 2] No such file or directory: '/nonexistent.json'
+    segpipe.evaluators.errors.EvaluationError: /nonexistent.json: cannot read results JSON: [Errno 2] No such file or directory: '/nonexistent.json'
     """
     try:
         with open(path, "rb") as fh:

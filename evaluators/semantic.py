@@ -1,7 +1,7 @@
 """Semantic segmentation evaluation: mIoU, Dice, pixel accuracy from one int64 confusion matrix.
 
-Pure parts live beside this module: `evaluators.confusion` (the additive per-image update) and
-`evaluators.semantic_tables` (the reduction to pandas tables). This module adds the disk edge:
+Pure parts live beside this module: `segpipe.evaluators.confusion` (the additive per-image update) and
+`segpipe.evaluators.semantic_tables` (the reduction to pandas tables). This module adds the disk edge:
 `evaluate_semantic_dirs` streams GT/prediction PNG pairs through a thread pool (cv2 decodes and
 histograms with the GIL released, so threads use every core without pickling label maps), keeping
 only the running matrix and one small row per image.
@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from converters.images import is_hidden_name
-from evaluators.confusion import (
+from segpipe.converters.images import is_hidden_name
+from segpipe.evaluators.confusion import (
     IGNORE_INDEX, UNPREDICTED, check_confusion_arguments, confusion_update, unpredicted_update,
 )
-from evaluators.errors import EvaluationError
-from evaluators.semantic_tables import (
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.semantic_tables import (
     MISSING_PREDICTION, NOTES_COLUMNS, PER_CLASS_COLUMNS, PER_IMAGE_COLUMNS, PREDICTION_FOUND,
     PREDICTION_WITHOUT_GT, SUMMARY_METRICS, ClassScores, SemanticReport, check_class_names, class_scores, per_image_row,
     semantic_compute,

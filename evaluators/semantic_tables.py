@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from evaluators.confusion import UNPREDICTED
+from segpipe.evaluators.confusion import UNPREDICTED
 
 SUMMARY_METRICS: tuple[str, ...] = (
     "mIoU", "mDice", "aAcc", "mAcc", "mPrecision", "fwIoU", "mIoU_per_image", "mDice_per_image",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.dataset_layout import DatasetDir, resolve_image_path, write_dataset_meta
+from segpipe.converters.dataset_layout import DatasetDir, resolve_image_path, write_dataset_meta
 
 
 @pytest.fixture()

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from converters.errors import AnnotationError
-from converters.oxford_pet import convert_oxford_pet, parse_head_boxes
-from converters.pet_list import LIST_HEADER, PetListEntry, format_pet_list, parse_pet_list, parse_split_names, pet_categories
-from converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
-from converters.trimap import TRIMAP_BORDER, TRIMAP_PET
-from pipeline.sample import OXFORD_PET_BREEDS, generate_sample
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.oxford_pet import convert_oxford_pet, parse_head_boxes
+from segpipe.converters.pet_list import LIST_HEADER, PetListEntry, format_pet_list, parse_pet_list, parse_split_names, pet_categories
+from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
+from segpipe.converters.trimap import TRIMAP_BORDER, TRIMAP_PET
+from segpipe.demo.sample import OXFORD_PET_BREEDS, generate_sample
 
 
 @pytest.fixture(scope="module")

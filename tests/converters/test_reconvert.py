@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from converters.oxford_pet import convert_oxford_pet
-from converters.report import EXIT_STRICT_ABORT, StrictModeError
-from converters.trimap import convert_trimap
-from converters.voc import convert_voc
-from evaluators.semantic import label_maps_by_stem
-from pipeline.cli import main
-from pipeline.sample import generate_sample
+from segpipe.converters.oxford_pet import convert_oxford_pet
+from segpipe.converters.report import EXIT_STRICT_ABORT, StrictModeError
+from segpipe.converters.trimap import convert_trimap
+from segpipe.converters.voc import convert_voc
+from segpipe.evaluators.semantic import label_maps_by_stem
+from segpipe.cli import main
+from segpipe.demo.sample import generate_sample
 
 BAD_TRIMAP_VALUE = 7
 

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from converters import trimap as trimap_mod
-from converters.errors import AnnotationError
-from converters.report import EXIT_SKIPPED_ERRORS, StrictModeError
-from converters.trimap import (
+from segpipe.converters import trimap as trimap_mod
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.report import EXIT_SKIPPED_ERRORS, StrictModeError
+from segpipe.converters.trimap import (
     BORDER_POLICIES,
     IGNORE_INDEX,
     SEMANTIC_CLASSES,
@@ -226,7 +226,7 @@ def test_process_pool_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.M
 def test_same_bytes_across_processes_and_hash_seeds(dataset: tuple[Path, dict[str, np.ndarray]]) -> None:
     root, _ = dataset
     code = (
-        "import sys; from pathlib import Path; from converters.trimap import convert_trimap; "
+        "import sys; from pathlib import Path; from segpipe.converters.trimap import convert_trimap; "
         "convert_trimap(Path(sys.argv[1]) / 'trimaps', Path(sys.argv[2]), images=Path(sys.argv[1]) / 'images')"
     )
     outputs = []

@@ -12,11 +12,11 @@ from typing import Any, Sequence
 import pytest
 from PIL import Image
 
-from converters.coco import read_coco
-from converters.dataset_layout import DatasetDir
-from converters.errors import AnnotationError
-from converters.report import EXIT_OK, REPORT_COLUMNS
-from converters.voc import (
+from segpipe.converters.coco import read_coco
+from segpipe.converters.dataset_layout import DatasetDir
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.report import EXIT_OK, REPORT_COLUMNS
+from segpipe.converters.voc import (
     VocDocument,
     VocObject,
     convert_voc,
@@ -248,7 +248,7 @@ def test_same_input_same_bytes_across_hash_seeds(tmp_path: Path) -> None:
     src = tmp_path / "src"
     for i, name in enumerate(["zeta", "alpha", "mid", "beta", "omega"]):
         write_pair(src / ("x" if i % 2 else "y"), f"{name}", objects=[{"name": n, "box": (1, 1, 5 + i, 6)} for n in ("q", "b", "k", name)])
-    script = "import sys; from pathlib import Path; from converters.voc import convert_voc; convert_voc(Path(sys.argv[1]), Path(sys.argv[2]))"
+    script = "import sys; from pathlib import Path; from segpipe.converters.voc import convert_voc; convert_voc(Path(sys.argv[1]), Path(sys.argv[2]))"
     outputs = []
     for seed in ("1", "4242"):
         out = tmp_path / f"out{seed}"
@@ -287,8 +287,8 @@ def test_box_conventions_property() -> None:
 
 def test_hidden_files_and_folders_are_not_inputs(tmp_path: Path) -> None:
     """Same rule as the pipeline's dataset fingerprint: a hidden file never changes the conversion."""
-    from converters.images import walk_input_files
-    from converters.voc import convert_voc
+    from segpipe.converters.images import walk_input_files
+    from segpipe.converters.voc import convert_voc
 
     src = tmp_path / "src"
     (src / ".ipynb_checkpoints").mkdir(parents=True)

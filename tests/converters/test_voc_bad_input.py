@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from converters.coco import read_coco
-from converters.errors import AnnotationError
-from converters.report import EXIT_SKIPPED_ERRORS, StrictModeError
-from converters.voc import convert_voc, parse_voc_xml
+from segpipe.converters.coco import read_coco
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.report import EXIT_SKIPPED_ERRORS, StrictModeError
+from segpipe.converters.voc import convert_voc, parse_voc_xml
 from tests.converters.test_voc import codes, labelimg_xml, rows, write_image, write_pair
 
 SECRET = "TOP-SECRET-7c1f9e"

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
-from converters.voc import convert_voc, ignore_difficult_boxes
-from pipeline.cli import main
+from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
+from segpipe.converters.voc import convert_voc, ignore_difficult_boxes
+from segpipe.cli import main
 
 NORMAL_BOX = (10, 10, 60, 50)  # xmin, ymin, xmax, ymax
 DIFFICULT_BOX = (70, 20, 110, 70)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from converters.coco import read_coco
-from converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
-from converters.voc import convert_voc, parse_voc_xml, read_classes_file
+from segpipe.converters.coco import read_coco
+from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
+from segpipe.converters.voc import convert_voc, parse_voc_xml, read_classes_file
 from tests.converters.test_voc import rows, write_image
 
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from converters.coco import encode_mask as rle_of
-from evaluators import audit_findings as F
-from evaluators.audit import audit_dataset
+from segpipe.converters.coco import encode_mask as rle_of
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit import audit_dataset
 
 W, H = 40, 30
 
@@ -201,7 +201,7 @@ def test_conversion_report_rows_are_carried_in(tmp_path: Path) -> None:
     text = (
         "file,severity,code,message\nxmls/b.xml,warning,size_mismatch,<size> says 1x1\nxmls/zzz.xml,error,bad_xml,truncated\n,info,no_list,no list\n"
     )
-    rows = pd.read_csv(io.StringIO(text))  # as pipeline/tasks_audit.py reads it: the empty file cell is NaN
+    rows = pd.read_csv(io.StringIO(text))  # as pipeline/tasks/audit.py reads it: the empty file cell is NaN
     found = checks_of(clean_coco(tmp_path), tmp_path, conversion_findings=rows)
     conv = found[found["check"].str.startswith(F.CHECK_CONVERSION_PREFIX)]
     assert sorted(conv["check"]) == ["conversion:bad_xml", "conversion:no_list", "conversion:size_mismatch"]
@@ -237,7 +237,7 @@ def test_peer_coco_files(peers: Path) -> None:
     """Real COCO files: val2014's 9 crowd regions are flagged, nothing crashes, Datumaro's images/<split>/ is found."""
     import json
 
-    from evaluators.audit import audit_path
+    from segpipe.evaluators.audit import audit_path
 
     gt = json.loads((peers / "faster_coco_eval" / "instances_val2014_100.json").read_text())
     found = audit_dataset(gt, image_root=None).findings

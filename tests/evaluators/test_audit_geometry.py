@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from converters.coco import assemble_coco, CategoryRecord, ImageRecord, AnnotationRecord, mask_annotation, write_coco
-from converters.dataset_layout import write_dataset_meta
-from evaluators import audit_findings as F
-from evaluators.audit import audit_dataset, audit_path
-from evaluators.audit_geometry import PetLayout, robust_z
+from segpipe.converters.coco import assemble_coco, CategoryRecord, ImageRecord, AnnotationRecord, mask_annotation, write_coco
+from segpipe.converters.dataset_layout import write_dataset_meta
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit import audit_dataset, audit_path
+from segpipe.evaluators.audit_geometry import PetLayout, robust_z
 from tests.evaluators.test_audit_format import rle_of
 
 S = 64  # image side
@@ -257,8 +257,8 @@ def _raw_pet_layout(root: Path, *, stems: tuple[str, ...], species_in_xml: dict[
 
 
 def test_audit_of_a_real_oxford_pet_conversion(tmp_path: Path) -> None:
-    """Through converters.oxford_pet: the audit reads what the converter writes (heads.json, list.txt, semantic/)."""
-    from converters.oxford_pet import convert_oxford_pet
+    """Through segpipe.converters.oxford_pet: the audit reads what the converter writes (heads.json, list.txt, semantic/)."""
+    from segpipe.converters.oxford_pet import convert_oxford_pet
 
     stems = ("Abyssinian_1", "Abyssinian_2", "beagle_1", "beagle_2")
     root = tmp_path / "raw"

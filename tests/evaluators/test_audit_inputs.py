@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from converters.dataset_layout import write_dataset_meta
-from evaluators import audit as audit_module
-from evaluators import audit_findings as F
-from evaluators.audit import audit_dataset, audit_path
-from pipeline.cli import main
+from segpipe.converters.dataset_layout import write_dataset_meta
+from segpipe.evaluators import audit as audit_module
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit import audit_dataset, audit_path
+from segpipe.cli import main
 from tests.evaluators.test_audit_format import clean_coco, write_png
 
 

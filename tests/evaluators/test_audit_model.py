@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluators import audit_findings as F
-from evaluators.audit import audit_dataset
-from evaluators.errors import EvaluationError
+from segpipe.evaluators import audit_findings as F
+from segpipe.evaluators.audit import audit_dataset
+from segpipe.evaluators.errors import EvaluationError
 from tests.evaluators.test_audit_format import rle_of
 from tests.evaluators.test_audit_geometry import S, dataset, rect
 

@@ -1,4 +1,4 @@
-"""evaluators.instance against pycocotools COCOeval, live, on generated data: numbers, tables, shards, order."""
+"""segpipe.evaluators.instance against pycocotools COCOeval, live, on generated data: numbers, tables, shards, order."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from converters.coco import encode_mask as rle_of
-from evaluators.instance import InstanceStats, evaluate_instances, instance_compute, instance_update
+from segpipe.converters.coco import encode_mask as rle_of
+from segpipe.evaluators.instance import InstanceStats, evaluate_instances, instance_compute, instance_update
 
 TOL = 1e-12
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evaluators.errors import EvaluationError
-from evaluators.instance import evaluate_instances, validate_results
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.instance import evaluate_instances, validate_results
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval, rle_of, uncompressed_rle_of
 
 H, W = 40, 60

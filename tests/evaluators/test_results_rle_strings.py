@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from pycocotools import mask as mask_utils
 
-from converters.coco import encode_mask as _string_rle
-from evaluators.coco_results import segmentation_problem, validate_results
-from evaluators.errors import EvaluationError
-from evaluators.instance import evaluate_instances
-from pipeline.cli import main
+from segpipe.converters.coco import encode_mask as _string_rle
+from segpipe.evaluators.coco_results import segmentation_problem, validate_results
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.instance import evaluate_instances
+from segpipe.cli import main
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
 
 H, W = 40, 60

@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.run_config import RunSettings
+from segpipe.runner.config import RunSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CARD = {"task": "semantic", "class_names": ["background", "pet"], "unet": {"depth": 1, "width": 2}}
 
 
 def make_dataset(root: Path, *, n_images: int = 8, seed: int = 0) -> Path:
-    from pipeline.sample import generate_sample
+    from segpipe.demo.sample import generate_sample
 
     return generate_sample(root, n_images=n_images, seed=seed)
 
@@ -26,7 +26,7 @@ def make_checkpoint(path: Path, *, seed: int) -> Path:
     """A random-init tiny U-Net state_dict with its model card (`<stem>.json`)."""
     import torch
 
-    from pipeline.unet import UNet
+    from segpipe.inference.unet import UNet
 
     torch.manual_seed(seed)
     net = UNet(num_classes=2, depth=1, base_width=2)
@@ -63,7 +63,7 @@ def cli_args(settings: RunSettings) -> list[str]:
 def run_cli_subprocess(args: list[str], *, extra_code: str = "", timeout: float = 240, **popen: Any) -> subprocess.CompletedProcess[str]:
     """`segpipe ARGS` in a fresh interpreter; `extra_code` runs after it (e.g. to inspect sys.modules)."""
     code = (
-        "import sys\nfrom pipeline.cli import main\n"
+        "import sys\nfrom segpipe.cli import main\n"
         f"try:\n    main.main(args={args!r}, standalone_mode=False)\n    rc = 0\n"
         "except SystemExit as e:\n    rc = e.code if isinstance(e.code, int) else 1\n"
         f"{extra_code}\nsys.exit(rc)\n"

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.report_html import render_audit_report, render_evaluate_report, render_leaderboard
+from segpipe.reports.html import render_audit_report, render_evaluate_report, render_leaderboard
 from tests.pipeline.test_report_html import (
     make_audit_tables,
     make_instance_dataset,

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluators.errors import EvaluationError
-from evaluators.instance import instance_compute, instance_update
-from evaluators.instance_stats import InstanceStats
-from pipeline import tasks_evaluate
-from pipeline.tasks_evaluate import (
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.instance import instance_compute, instance_update
+from segpipe.evaluators.instance_stats import InstanceStats
+from segpipe.tasks import evaluate as tasks_evaluate
+from segpipe.tasks.evaluate import (
     INSTANCE_EVAL, LEGACY_STATS, SEMANTIC_EVAL, STATS_ARRAYS, STATS_META, read_shard_stats, write_shard_stats,
 )
 from tests.evaluators.test_instance import make_dataset

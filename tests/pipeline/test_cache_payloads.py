@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.cache_targets import PAYLOAD_REF, CachedTask, store_payload
+from segpipe.cache.targets import PAYLOAD_REF, CachedTask, store_payload
 
 
 class _Probe(CachedTask):

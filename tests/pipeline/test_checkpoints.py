@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.checkpoints import (
+from segpipe.inference.checkpoints import (
     IMAGENET_MEAN, InferenceError, ModelCard, UntrustedCheckpointWarning, load_state_dict_into, model_card_path,
     parse_state_dict, read_checkpoint, read_model_card, strip_prefixes,
 )
-from pipeline.fingerprints import file_sha256
+from segpipe.cache.fingerprints import file_sha256
 
 torch.set_num_threads(1)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS, EXIT_STRICT_ABORT
-from pipeline.cli import main
-from pipeline.sample import generate_sample
+from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS, EXIT_STRICT_ABORT
+from segpipe.cli import main
+from segpipe.demo.sample import generate_sample
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_usage_error_is_clicks(tmp_path: Path) -> None:
 
 def test_convert_does_not_import_torch(sample_root: Path, tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom pipeline.cli import main\n"
+        "import sys\nfrom segpipe.cli import main\n"
         "try:\n    main(['convert', 'oxford-pet', sys.argv[1], '-o', sys.argv[2]])\n"
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from segpipe.cli import main
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
 
 

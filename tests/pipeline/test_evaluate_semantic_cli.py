@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from converters.dataset_layout import parse_class_names
+from segpipe.cli import main
+from segpipe.converters.dataset_layout import parse_class_names
 
 GT = np.array([[0, 0, 1, 1], [0, 2, 2, 255], [1, 1, 1, 255]], dtype=np.uint8)
 PRED = np.array([[0, 1, 1, 1], [0, 2, 0, 0], [1, 1, 2, 2]], dtype=np.uint8)
@@ -134,7 +134,7 @@ def test_cli_accepts_dataset_and_prediction_dirs_with_semantic_subfolders(dirs: 
 
 def test_semantic_command_does_not_import_torch() -> None:
     # design.md, "Performance habits": evaluation start-up must not pay for torch/torchvision.
-    code = ("import sys; from pipeline.cli import main; main.get_command(None, 'evaluate').get_command(None, 'semantic'); "
+    code = ("import sys; from segpipe.cli import main; main.get_command(None, 'evaluate').get_command(None, 'semantic'); "
             "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache_targets import MarkerTarget, prepare_directory, write_marker
-from pipeline.fingerprints import (
+from segpipe.cache.targets import MarkerTarget, prepare_directory, write_marker
+from segpipe.cache.fingerprints import (
     StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key, options_key,
 )
-from pipeline.run_shards import DatasetSpec, plan_shards
-from pipeline.tasks_convert import merge_category_order, merge_coco
+from segpipe.runner.shards import DatasetSpec, plan_shards
+from segpipe.tasks.convert import merge_category_order, merge_coco
 from tests.pipeline.pipeline_fixtures import make_dataset
 
 
@@ -138,9 +138,9 @@ def test_merge_coco_reassigns_ids_like_one_conversion() -> None:
 
 
 def _spec_and_whole(fmt: str, root: Path, options: dict[str, object]) -> tuple[DatasetSpec, object]:
-    from converters.oxford_pet import convert_oxford_pet
-    from converters.trimap import convert_trimap
-    from converters.voc import convert_voc
+    from segpipe.converters.oxford_pet import convert_oxford_pet
+    from segpipe.converters.trimap import convert_trimap
+    from segpipe.converters.voc import convert_voc
 
     if fmt == "oxford-pet":
         return DatasetSpec(format=fmt, root=root), lambda out: convert_oxford_pet(root, out, workers=1, **options)
@@ -157,9 +157,9 @@ def _spec_and_whole(fmt: str, root: Path, options: dict[str, object]) -> tuple[D
 ])
 def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, options: dict[str, object]) -> None:
     """The merged dataset of conversion shards is byte-identical to converting the whole folder."""
-    from pipeline.fingerprints import package_version
-    from pipeline.run_config import RunSettings
-    from pipeline.run_driver import RunOutcome, build_convert_tasks, run_phase
+    from segpipe.cache.fingerprints import package_version
+    from segpipe.runner.config import RunSettings
+    from segpipe.runner.driver import RunOutcome, build_convert_tasks, run_phase
 
     root = make_dataset(tmp_path / "pets", n_images=9)
     spec, convert_whole = _spec_and_whole(fmt, root, options)

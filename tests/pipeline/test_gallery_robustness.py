@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from converters.dataset_layout import write_dataset_meta
-from pipeline import report_gallery
-from pipeline.cli import main
-from pipeline.report_gallery import GallerySource, instance_thumbnail
-from pipeline.report_overlay import BadGeometry, annotation_mask, draw_instances, placeholder
+from segpipe.converters.dataset_layout import write_dataset_meta
+from segpipe.reports import gallery as report_gallery
+from segpipe.cli import main
+from segpipe.reports.gallery import GallerySource, instance_thumbnail
+from segpipe.reports.overlay import BadGeometry, annotation_mask, draw_instances, placeholder
 from tests.evaluators.test_audit_format import H, W, clean_coco, mask_ann, rle_of, write_png
 
 BROKEN_SEGMENTATIONS: dict[str, Any] = {

@@ -16,16 +16,16 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import Normalize, ToTensor
 
-from converters.coco import CategoryRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
-from converters.dataset_layout import write_dataset_meta
-from converters.images import read_image_size
-from pipeline import infer_engine
-from pipeline.checkpoints import IMAGENET_MEAN, IMAGENET_STD, InferenceError
-from pipeline.infer_data import ImageEntry, Sample, batches_plan, class_mapping_compute, parse_class_names, read_dataset
-from pipeline.infer_engine import run_inference, run_with_oom_backoff
-from pipeline.infer_outputs import SemanticPrediction, component_results
-from pipeline.models import build_model
-from pipeline.unet import UNet
+from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
+from segpipe.converters.dataset_layout import write_dataset_meta
+from segpipe.converters.images import read_image_size
+from segpipe.inference import engine as infer_engine
+from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD, InferenceError
+from segpipe.inference.data import ImageEntry, Sample, batches_plan, class_mapping_compute, parse_class_names, read_dataset
+from segpipe.inference.engine import run_inference, run_with_oom_backoff
+from segpipe.inference.outputs import SemanticPrediction, component_results
+from segpipe.inference.models import build_model
+from segpipe.inference.unet import UNet
 
 torch.set_num_threads(1)  # 2 cores shared by many: oversubscribed threads run 10x slower
 REPO = Path(__file__).resolve().parents[2]
@@ -190,7 +190,7 @@ def test_results_json_loads_with_pycocotools_and_is_scored(dataset: Path, base_r
     # `segpipe evaluate instances` scores it, with pycocotools' AP
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from segpipe.cli import main
 
     args = ["evaluate", "instances", "--gt", str(dataset / "instances.json"), "--pred", str(tmp_path / "results.json"),
             "-o", str(tmp_path / "eval")]
@@ -395,7 +395,7 @@ def test_component_results_score_is_mean_probability() -> None:
 def test_cli_infer_and_exit_code(dataset: Path, lraspp: tuple[Path, Any], tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from segpipe.cli import main
 
     args = ["infer", "--model", "lraspp_mobilenet_v3_large", "--checkpoint", str(lraspp[0]), "--dataset", str(dataset),
             "-o", str(tmp_path / "p"), "--workers", "0", "--batch-size", "2"]
@@ -407,7 +407,7 @@ def test_cli_infer_and_exit_code(dataset: Path, lraspp: tuple[Path, Any], tmp_pa
 
 
 def test_cli_module_does_not_import_torch() -> None:
-    code = "import sys, pipeline.cli_infer; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, segpipe.cli.infer; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
@@ -423,7 +423,7 @@ def test_cuda_matches_cpu(dataset: Path, lraspp: tuple[Path, Any], tmp_path: Pat
         assert agree > (0.999 if precision == "fp32" else 0.95), precision
 
 
-# --- End to end on the embedded sample (pipeline.sample + converters.oxford_pet) ---------------------------
+# --- End to end on the embedded sample (segpipe.demo.sample + segpipe.converters.oxford_pet) ---------------------------
 
 def _confusion(gt_dir: Path, pred_dir: Path, *, n: int) -> np.ndarray:
     """Plain numpy confusion matrix (rows = GT) over all GT label maps, 255 ignored."""
@@ -443,7 +443,7 @@ def _miou(conf: np.ndarray) -> float:
 
 def _train_tiny_unet(ds: Path, *, steps: int, seed: int) -> UNet:
     """A few dozen Adam steps on random 64x64 crops of the converted sample (seconds on a CPU)."""
-    from pipeline.infer_data import decode_image
+    from segpipe.inference.data import decode_image
 
     info = read_dataset(ds)
     norm = Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -471,8 +471,8 @@ def _train_tiny_unet(ds: Path, *, steps: int, seed: int) -> UNet:
 
 @pytest.fixture(scope="module")
 def pet_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from converters.oxford_pet import convert_oxford_pet
-    from pipeline.sample import generate_sample
+    from segpipe.converters.oxford_pet import convert_oxford_pet
+    from segpipe.demo.sample import generate_sample
 
     root = tmp_path_factory.mktemp("pet")
     generate_sample(root / "raw", n_images=8, seed=0)
@@ -504,7 +504,7 @@ def test_trained_unet_beats_random_on_the_sample(pet_dataset: Path, tmp_path: Pa
             ev.evaluate(), ev.accumulate(), ev.summarize()
             mask_ap = float(ev.stats[0])
         scores[label] = (_miou(conf), mask_ap)
-        from evaluators.semantic import evaluate_semantic_dirs
+        from segpipe.evaluators.semantic import evaluate_semantic_dirs
 
         report = evaluate_semantic_dirs(pet_dataset / "semantic", out / "semantic", class_names=["background", "pet"], workers=1)
         assert report.metric("mIoU") == pytest.approx(_miou(conf))
@@ -528,7 +528,7 @@ def test_engine_refuses_a_pickled_code_checkpoint(dataset: Path, lraspp: tuple[P
 def test_cli_trust_checkpoint_warns_loudly(dataset: Path, lraspp: tuple[Path, Any], tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from segpipe.cli import main
     from tests.pipeline.test_checkpoints import _Payload
 
     marker = tmp_path / "marker.txt"

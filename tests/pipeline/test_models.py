@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.checkpoints import InferenceError
-from pipeline.cli_infer import MODEL_CHOICES
-from pipeline.models import (
+from segpipe.inference.checkpoints import InferenceError
+from segpipe.cli.infer import MODEL_CHOICES
+from segpipe.inference.models import (
     INSTANCE, MODEL_NAMES, MODELS, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, model_spec,
     set_native_resolution,
 )
-from pipeline.unet import UNet
+from segpipe.inference.unet import UNet
 
 torch.set_num_threads(1)
 

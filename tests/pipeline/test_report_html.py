@@ -19,12 +19,12 @@ import pytest
 from click.testing import CliRunner
 from pycocotools import mask as mask_utils
 
-from pipeline import report_data as rd
-from pipeline.report_gallery import GallerySource, instance_thumbnail
-from pipeline.report_overlay import class_colours
-from pipeline.report_html import rank_findings, render_audit_report, render_evaluate_report, render_leaderboard
-from pipeline.report_plots import natural_key, plot_confusion
-from pipeline.tables import write_table
+from segpipe.reports import data as rd
+from segpipe.reports.gallery import GallerySource, instance_thumbnail
+from segpipe.reports.overlay import class_colours
+from segpipe.reports.html import rank_findings, render_audit_report, render_evaluate_report, render_leaderboard
+from segpipe.reports.plots import natural_key, plot_confusion
+from segpipe.reports.tables import write_table
 
 CATEGORIES = ("cat", "dog", "bird", "horse")  # horse has no ground truth: COCO reports −1
 INPUT_MTIME = 1_600_000_000  # 2020-09-13 12:26:40 UTC
@@ -270,7 +270,7 @@ def test_instance_page_is_self_contained_and_complete(tmp_path: Path) -> None:
 
 
 def test_pages_are_byte_identical_and_cli_rerenders_from_saved_tables(tmp_path: Path) -> None:
-    from pipeline.cli import main
+    from segpipe.cli import main
 
     source = make_instance_dataset(tmp_path / "ds")
     report = make_instance_tables(tmp_path / "report", source)
@@ -314,7 +314,7 @@ def test_leaderboard_natural_order_links_and_heatmap(tmp_path: Path) -> None:
     mtime = (out / "leaderboard.html").stat().st_mtime_ns
     render_leaderboard(out)
     assert (out / "leaderboard.html").stat().st_mtime_ns == mtime  # unchanged bytes are not rewritten
-    from pipeline.cli import main
+    from segpipe.cli import main
 
     result = CliRunner().invoke(main, ["report", str(out)])
     assert result.exit_code == 0 and "leaderboard page" in result.output, result.output
@@ -394,8 +394,8 @@ def test_missing_tables_name_the_directory(tmp_path: Path) -> None:
 
 def test_pages_from_the_real_commands(tmp_path: Path) -> None:
     """`segpipe evaluate instances|semantic` and `segpipe audit` tables render, images found through header.json."""
-    from converters.dataset_layout import write_dataset_meta
-    from pipeline.cli import main
+    from segpipe.converters.dataset_layout import write_dataset_meta
+    from segpipe.cli import main
 
     source = make_instance_dataset(tmp_path / "ds", n_images=6)
     write_dataset_meta(tmp_path / "ds", format="coco", image_root=source.image_root, options={})

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.cache_targets import MARKER_NAME
-from pipeline.run_driver import EXIT_TASKS_FAILED, run_pipeline
+from segpipe.cache.targets import MARKER_NAME
+from segpipe.runner.driver import EXIT_TASKS_FAILED, run_pipeline
 from tests.pipeline.pipeline_fixtures import (
     REPO_ROOT, cli_args, families, make_checkpoint, make_dataset, report_files, run_cli_subprocess, settings_for,
 )
@@ -53,7 +53,7 @@ def test_kill_9_mid_inference_then_rerun_gives_identical_reports(tmp_path: Path)
     for seed in (0, 1):
         make_checkpoint(tmp_path / "ckpts" / f"m{seed}.pt", seed=seed)
     killed = settings_for(tmp_path, dataset=dataset, ckpts=tmp_path / "ckpts", out=tmp_path / "killed", shard_size=2)
-    code = f"from pipeline.cli import main\nmain.main(args={cli_args(killed)!r})\n"
+    code = f"from segpipe.cli import main\nmain.main(args={cli_args(killed)!r})\n"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

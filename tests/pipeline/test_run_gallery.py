@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from segpipe.cli import main
 
 
 def test_demo_reports_show_the_worst_images_with_predictions(tmp_path: Path) -> None:

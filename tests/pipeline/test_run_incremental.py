@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.run_driver import RUN_LOG_FILE, run_pipeline
+from segpipe.runner.driver import RUN_LOG_FILE, run_pipeline
 from tests.pipeline.pipeline_fixtures import (
     cli_args, families, make_checkpoint, make_dataset, report_files, run_cli_subprocess, settings_for,
 )
@@ -169,8 +169,8 @@ def test_audit_reruns_with_annotations_not_with_checkpoints(first_run: dict[str,
     assert families(outcome.ran) == ["AuditTask"]
     findings = pd.read_csv(settings.out / "audit" / "findings.csv")
     # The cached, sharded audit says what `segpipe audit` says on a whole, direct conversion.
-    from converters.oxford_pet import convert_oxford_pet
-    from evaluators.audit import audit_path
+    from segpipe.converters.oxford_pet import convert_oxford_pet
+    from segpipe.evaluators.audit import audit_path
 
     convert_oxford_pet(root / "pets", tmp_path / "direct", workers=1)
     direct = audit_path(tmp_path / "direct").findings
@@ -186,7 +186,7 @@ def test_audit_reruns_with_annotations_not_with_checkpoints(first_run: dict[str,
 
 
 def test_run_toml_settings_with_command_line_override(first_run: dict[str, object], tmp_path: Path) -> None:
-    from pipeline.run_config import RunConfigError, parse_run_settings, read_run_config
+    from segpipe.runner.config import RunConfigError, parse_run_settings, read_run_config
 
     toml = tmp_path / "run.toml"
     toml.write_text('dataset = "pets"\nformat = "oxford-pet"\nmodel = "unet"\ncheckpoints = "ckpts/*.pt"\n'
@@ -202,7 +202,7 @@ def test_run_toml_settings_with_command_line_override(first_run: dict[str, objec
 
 
 def test_remap_results_goes_through_file_names() -> None:
-    from pipeline.tasks_evaluate import remap_results
+    from segpipe.tasks.evaluate import remap_results
 
     results = [{"image_id": 1, "score": 0.5}, {"image_id": 2, "score": 0.4}, {"image_id": 3, "score": 0.3}]
     out = remap_results(results=results, index_names={1: "a.jpg", 2: "b.jpg", 3: "c.jpg"}, gt_ids={"c.jpg": 1, "a.jpg": 2})
@@ -215,14 +215,14 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from pipeline.fingerprints import package_version
-    from pipeline.run_driver import (
+    from segpipe.cache.fingerprints import package_version
+    from segpipe.runner.driver import (
         CheckpointInput, RunOutcome, build_checkpoint_tasks, build_convert_tasks, read_label_space, run_phase,
     )
-    from pipeline.run_shards import DatasetSpec, plan_shards
-    from pipeline.fingerprints import StatCache, build_manifest, combine_keys, options_key
-    from pipeline.tasks_infer import ImageIndex
-    from pipeline.cache_targets import write_marker
+    from segpipe.runner.shards import DatasetSpec, plan_shards
+    from segpipe.cache.fingerprints import StatCache, build_manifest, combine_keys, options_key
+    from segpipe.tasks.infer import ImageIndex
+    from segpipe.cache.targets import write_marker
 
     dataset = make_dataset(tmp_path / "pets", n_images=6)
     ckpt = tmp_path / "ckpts" / "det.pt"

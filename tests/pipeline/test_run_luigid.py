@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache_targets import read_executions
-from pipeline.run_driver import run_pipeline
+from segpipe.cache.targets import read_executions
+from segpipe.runner.driver import run_pipeline
 from tests.pipeline.pipeline_fixtures import REPO_ROOT, cli_args, make_checkpoint, make_dataset, report_files, settings_for
 
 LUIGID = Path(sys.executable).with_name("luigid")
@@ -76,7 +76,7 @@ def test_two_workers_on_luigid_share_one_cache_and_run_each_task_once(tmp_path: 
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", f"from pipeline.cli import main\nmain.main(args={cli_args(s)!r})\n"],
+        subprocess.Popen([sys.executable, "-c", f"from segpipe.cli import main\nmain.main(args={cli_args(s)!r})\n"],
                          cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for s in workers
     ]

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 from click.testing import CliRunner
 
-from converters.pet_list import LIST_HEADER, parse_pet_list, parse_split_names
-from converters.voc_parse import parse_voc_xml
-from pipeline.cli import main
-from pipeline.sample import OXFORD_PET_BREEDS, generate_sample
+from segpipe.converters.pet_list import LIST_HEADER, parse_pet_list, parse_split_names
+from segpipe.converters.voc_parse import parse_voc_xml
+from segpipe.cli import main
+from segpipe.demo.sample import OXFORD_PET_BREEDS, generate_sample
 
 
 def digests(root: Path) -> dict[str, str]:

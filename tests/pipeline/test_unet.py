@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.unet import UNet
+from segpipe.inference.unet import UNet
 
 torch.set_num_threads(1)
 

@@ -1,0 +1,1 @@
+"""segpipe.cache."""

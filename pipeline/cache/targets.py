@@ -1,0 +1,197 @@
+"""Cache directories whose completeness is a marker file written last (issue 5, kill -9 safety).
+
+Every cached step writes into `CACHE/<kind>/<key...>/`: each output file atomically (temporary sibling +
+rename, segpipe.converters.atomic_write) and, only after all of them, `_DONE.json`. `MarkerTarget.exists()`
+checks the marker alone, so a run killed half-way leaves a directory that is simply not done: the rerun
+overwrites it. Nothing here hashes or reads file contents; `exists()` is one `stat`.
+
+Luigi's own `temporary_path()` appends its suffix after the extension (`x.png-luigi-tmp-123`), which
+breaks writers that infer the format from the name; our writers always get the final name's twin from
+segpipe.converters.atomic_write (which keeps the extension) or an explicit format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cached_property
+import shutil
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import luigi
+
+from segpipe.converters.atomic_write import atomic_write_text
+
+MARKER_NAME = "_DONE.json"
+PAYLOAD_DIR = "payloads"
+PAYLOAD_REF = "@"  # a payload parameter starting with this names a file under CACHE/, not inline JSON
+
+
+def store_payload(cache: str | os.PathLike[str], data: Mapping[str, Any]) -> str:
+    """Write a task payload once, content-addressed under CACHE/payloads/, and return its reference.
+
+    Payloads nest (a report's names its shards', which name the merge's): inline, their size grows with
+    shards x shards and every level is sent to luigid. By reference each level stays a few hundred bytes.
+    """
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    name = f"{PAYLOAD_DIR}/{hashlib.sha256(text.encode('utf-8')).hexdigest()}.json"
+    path = Path(cache) / name
+    if not path.is_file():
+        atomic_write_text(path, text)
+    return PAYLOAD_REF + name
+
+
+class MarkerTarget(luigi.Target):
+    """A cache directory that counts as existing once its completion marker is there."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def marker(self) -> Path:
+        return self.directory / MARKER_NAME
+
+    def exists(self) -> bool:
+        return self.marker.is_file()
+
+    def read_marker(self) -> dict[str, Any]:
+        return json.loads(self.marker.read_text(encoding="utf-8"))
+
+
+def prepare_directory(target: MarkerTarget) -> Path:
+    """Make the target directory ready for a fresh write: a stale marker goes first, so that a run
+    killed while rewriting never leaves the old marker vouching for new, partial files."""
+    target.directory.mkdir(parents=True, exist_ok=True)
+    target.marker.unlink(missing_ok=True)
+    return target.directory
+
+
+def write_marker(target: MarkerTarget, payload: Mapping[str, Any]) -> Path:
+    """Write the completion marker, atomically, after every other output of the step."""
+    text = json.dumps(dict(payload), sort_keys=True, indent=1) + "\n"
+    return atomic_write_text(target.marker, text)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Place `src` at `dst` without a half-written state: a hard link when possible (cache files are
+    never modified in place, only replaced), else a copy through a temporary sibling."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}{dst.suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class CachedTask(luigi.Task):
+    """A task whose identity is a content key and whose output is `CACHE/<kind>/<subdir>/`.
+
+    `key` is the only significant parameter: it already hashes every upstream key, option and version
+    (segpipe.cache.fingerprints), so it is what lands in `task_id`. `cache` and `payload` (canonical JSON with
+    whatever `requires()`/`run()` need: paths, names, upstream payloads) are insignificant: moving the
+    cache or renaming a checkpoint file does not change what the task computes.
+
+    Subclasses implement `compute()`. `run()` re-checks the marker first: with several workers on one
+    luigid a task can be handed out again just after another worker finished it, and the content key
+    makes the finished output valid for everyone.
+    """
+
+    kind: str = "task"
+    key = luigi.Parameter()
+    cache = luigi.Parameter(significant=False)
+    payload = luigi.Parameter(significant=False, default="{}")
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        """The payload (inline JSON or a `store_payload` reference), parsed once per task instance."""
+        text = str(self.payload)
+        if text.startswith(PAYLOAD_REF):
+            text = (Path(str(self.cache)) / text[len(PAYLOAD_REF):]).read_text(encoding="utf-8")
+        return json.loads(text)
+
+    def subdir(self) -> str:
+        return str(self.key)
+
+    def output(self) -> MarkerTarget:
+        return MarkerTarget(Path(str(self.cache)) / self.kind / self.subdir())
+
+    def compute(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        if self.output().exists():
+            return
+        log_execution(Path(str(self.cache)), task_id=self.task_id)
+        self.compute()
+
+    def on_failure(self, exception: BaseException) -> str:
+        """Keep the failure's one-line reason in the cache, where every worker's driver can read it."""
+        reason = f"{type(exception).__name__}: {exception}".splitlines()[0][:500]
+        failure_path(Path(str(self.cache)), task_id=self.task_id).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(failure_path(Path(str(self.cache)), task_id=self.task_id), reason + "\n")
+        return super().on_failure(exception)
+
+    def fresh_directory(self) -> Path:
+        """Empty the output directory (a killed earlier attempt may have left files) and return it."""
+        target = self.output()
+        if target.directory.exists():
+            shutil.rmtree(target.directory)
+        return prepare_directory(target)
+
+    def finish(self, **extra: Any) -> None:
+        write_marker(self.output(), {"key": str(self.key), "kind": self.kind, **extra})
+
+
+EXECUTION_LOG = "executions.jsonl"
+
+
+# Set by the driver for the length of one `segpipe run` (inherited by forked Luigi workers), so that the
+# run can tell the tasks it executed from those luigid handed it after another worker had finished them.
+RUN_ID_ENV = "SEGPIPE_RUN_ID"
+
+
+@contextmanager
+def execution_run_id() -> Iterator[str]:
+    """A fresh run id in the environment while the block runs (the previous value restored after)."""
+    previous = os.environ.get(RUN_ID_ENV)
+    run_id = uuid.uuid4().hex
+    os.environ[RUN_ID_ENV] = run_id
+    try:
+        yield run_id
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = previous
+
+
+def log_execution(cache: Path, *, task_id: str) -> None:
+    """Append one line per task actually executed (O_APPEND: concurrent workers do not interleave lines)."""
+    path = cache / "log" / EXECUTION_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"task_id": task_id, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
+                       "run": os.environ.get(RUN_ID_ENV, "")}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def read_executions(cache: Path) -> list[dict[str, Any]]:
+    path = cache / "log" / EXECUTION_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def failure_path(cache: Path, *, task_id: str) -> Path:
+    return cache / "failures" / f"{task_id}.txt"

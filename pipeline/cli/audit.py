@@ -1,0 +1,96 @@
+"""`segpipe audit DATASET [--pred PRED] -o AUDIT_DIR [--top N]`: label-quality audit (issue 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from segpipe.reports.tables import write_table
+
+FINDINGS_TABLE = "findings"
+SUMMARY_TABLE = "summary"
+# Exit codes: findings never fail the command; unreadable inputs do. 2 is click's usage error.
+EXIT_OK = 0
+EXIT_UNREADABLE_INPUT = 1
+MESSAGE_WIDTH = 110
+
+
+def write_audit(out: Path, *, findings: pd.DataFrame, summary: pd.DataFrame) -> Path:
+    """AUDIT_DIR/findings.csv + summary.csv and their parquet twins; returns the findings CSV path."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_table(out, FINDINGS_TABLE, findings)
+    write_table(out, SUMMARY_TABLE, summary)
+    return path
+
+
+def format_audit_summary(findings: pd.DataFrame, summary: pd.DataFrame, *, top: int) -> str:
+    """The text printed on stdout: counts per severity, per check, then the `top` highest-scored findings."""
+    by_sev = findings["severity"].value_counts()
+    lines = [f"{len(findings)} finding(s): " + ", ".join(f"{int(by_sev.get(s, 0))} {s}" for s in ("error", "warning", "info"))]
+    for row in summary.itertuples(index=False):
+        lines.append(f"  {row.check:<32} {row.severity:<8} {row.count:>7}")
+    if top > 0 and not findings.empty:
+        lines.append(f"top {min(top, len(findings))} by score:")
+        for row in findings.head(top).itertuples(index=False):
+            where = row.file_name or "(dataset)"
+            ann = f" ann {row.annotation_id}" if not pd.isna(row.annotation_id) else ""
+            msg = row.message if len(row.message) <= MESSAGE_WIDTH else row.message[: MESSAGE_WIDTH - 3] + "..."
+            lines.append(f"  {row.score:.3f} {row.severity:<7} {row.check:<24} {where}{ann}: {msg}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--pred",
+    "pred",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Predictions dir (with results.json) or a COCO results JSON: enables the model-assisted checks.",
+)
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Audit directory: findings.csv, summary.csv (+ .parquet). Created if missing.",
+)
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="How many top-scored findings to print.")
+def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
+    """Audit label quality of DATASET: a converted dataset dir (its conversion_report.csv rows are carried in)
+    or any COCO json file with its images (in the json's folder or an images/ folder beside it).
+
+    Checks format and integrity (ids, crowd flags, boxes and masks vs the image, image files, duplicates),
+    per-class geometry and statistics (robust z-score outliers, near-duplicates, tiny or fragmented masks,
+    Oxford-IIIT Pet layout checks) and, with --pred, model-assisted mistakes (possibly missing, spurious,
+    wrong class, sloppy outline). Rows of findings.csv are ranked by score in [0, 1] (higher = more likely a
+    real problem).
+
+    Exit code: 0 whenever the audit ran, whatever it found; 1 when the dataset or predictions cannot be read;
+    2 for a usage error.
+    """
+    from segpipe.evaluators.audit import audit_path
+    from segpipe.evaluators.errors import EvaluationError
+
+    try:
+        result = audit_path(dataset, pred=pred)
+    except EvaluationError as err:
+        click.echo(f"error: {err}", err=True)
+        raise SystemExit(EXIT_UNREADABLE_INPUT) from err
+    try:
+        path = write_audit(out, findings=result.findings, summary=result.summary)
+    except OSError as err:
+        click.echo(f"error: cannot write the audit to {out}: {err}", err=True)
+        raise SystemExit(EXIT_UNREADABLE_INPUT) from err
+    click.echo(format_audit_summary(result.findings, result.summary, top=top))
+    from segpipe.reports.gallery import GallerySource
+    from segpipe.reports.html import render_audit_report
+
+    gallery = None
+    if dataset.is_dir():  # a converted dataset dir; a bare COCO file gets the page without thumbnails
+        gallery = GallerySource.from_dirs(dataset=dataset, predictions=pred if pred is not None and pred.is_dir() else None)
+    page = render_audit_report(out, gallery=gallery)
+    click.echo(f"wrote {path}, {out / (SUMMARY_TABLE + '.csv')} (+ parquet) and {page}")

@@ -1,0 +1,135 @@
+"""`segpipe convert voc|trimap|oxford-pet`: annotation folders in, a converted dataset directory out.
+
+Every command writes OUT/conversion_report.csv and prints a one-line summary. Exit codes: 0 when the
+report has no error row, 3 when some inputs were skipped as errors (the good ones are still written),
+4 when --strict stopped at the first error; 2 is a usage error (click).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.report import EXIT_STRICT_ABORT, REPORT_FILE_NAME, ConversionReport, StrictModeError
+
+BORDER_CHOICES = ("ignore", "foreground", "background")
+CATEGORY_CHOICES = ("breed", "species", "pet")
+DIFFICULT_CHOICES = ("count", "ignore")
+
+_out_option = click.option(
+    "-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Output dataset directory (instances.json, conversion_report.csv, ...). Created if missing.",
+)
+_strict_option = click.option("--strict", is_flag=True, help="Stop at the first error instead of reporting it and going on.")
+_workers_option = click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Processes used to decode and encode files [default: all cores].",
+)
+_border_option = click.option(
+    "--border", type=click.Choice(BORDER_CHOICES), default="ignore", show_default=True,
+    help="Trimap border pixels (value 3): ignored (255 in semantic maps, not part of the pet mask), "
+    "counted as pet, or counted as background.",
+)
+_categories_option = click.option(
+    "--categories", type=click.Choice(CATEGORY_CHOICES), default="breed", show_default=True,
+    help="Granularity of the instance categories: one per breed, cat/dog, or a single 'pet'.",
+)
+
+
+def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
+    try:
+        report = run()
+    except StrictModeError as err:
+        click.echo(f"error (--strict): {err}", err=True)
+        raise SystemExit(EXIT_STRICT_ABORT) from err
+    except AnnotationError as err:
+        # Raised before any file is converted: an option's file (--classes, --list) is unusable.
+        raise click.UsageError(str(err)) from err
+    instances = out / "instances.json"
+    counts = ""
+    if instances.is_file():
+        data = json.loads(instances.read_bytes())
+        counts = (
+            f"{len(data.get('images', []))} images, {len(data.get('annotations', []))} annotations, "
+            f"{len(data.get('categories', []))} categories"
+        )
+    click.echo(report.summary_line(what=f"converted {counts} -> {out}") + f" ({out / REPORT_FILE_NAME})")
+    raise SystemExit(report.exit_code())
+
+
+@click.group()
+def convert() -> None:
+    """Convert an annotation folder to a COCO dataset directory.
+
+    OUT receives instances.json (COCO, masks as compressed RLE, ids from 1 in sorted-path order),
+    dataset.json (where the images live), semantic/ label maps for trimap formats, and
+    conversion_report.csv (file, severity, code, message: one row per problem found).
+    """
+
+
+@convert.command("voc")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder with the images, searched recursively by the XML's stem (default: beside each XML).")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="LabelImg classes.txt / predefined_classes.txt: one name per line, fixes category order and "
+              "ids; labels not in it are error rows. Default: sorted label names.")
+@click.option("--one-based", is_flag=True,
+              help="Pascal VOC's 1-based pixel convention: bbox = [xmin-1, ymin-1, xmax-xmin+1, ymax-ymin+1]. "
+              "Default: LabelImg's pixel-corner convention, bbox = [xmin, ymin, xmax-xmin, ymax-ymin].")
+@click.option("--difficult", type=click.Choice(DIFFICULT_CHOICES), default="count", show_default=True,
+              help="<difficult>1</difficult> boxes: counted as objects, or written with iscrowd=1 so that COCOeval "
+              "ignores them (neither a hit nor a miss; detections on them are not false positives).")
+@_strict_option
+@_workers_option
+def convert_voc_cmd(src: Path, out: Path, images: Path | None, classes: Path | None, one_based: bool, difficult: str,
+                    strict: bool, workers: int | None) -> None:
+    """LabelImg / Pascal VOC XML boxes: every *.xml under SRC (recursive) -> OUT/instances.json."""
+    from segpipe.converters.voc import convert_voc
+
+    _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based,
+                                     difficult=difficult, strict=strict, workers=workers))
+
+
+@convert.command("trimap")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with the images, matched to trimaps by stem.")
+@_out_option
+@click.option("--list", "list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Oxford-IIIT Pet list.txt (Image CLASS-ID SPECIES BREED-ID): breed order and species.")
+@_border_option
+@_categories_option
+@_strict_option
+@_workers_option
+def convert_trimap_cmd(src: Path, images: Path, out: Path, list_file: Path | None, border: str, categories: str,
+                       strict: bool, workers: int | None) -> None:
+    """Oxford-IIIT-Pet-style trimap PNGs (1 pet, 2 background, 3 border) -> instances + semantic maps."""
+    from segpipe.converters.trimap import convert_trimap
+
+    _finish(out, lambda: convert_trimap(src, out, images=images, list_file=list_file, border=border,
+                                        categories=categories, strict=strict, workers=workers))
+
+
+@convert.command("oxford-pet")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@_border_option
+@_categories_option
+@click.option("--split", type=click.Choice(("trainval", "test")), default=None,
+              help="Keep only the images of annotations/<split>.txt [default: all images].")
+@_strict_option
+@_workers_option
+def convert_oxford_pet_cmd(root: Path, out: Path, border: str, categories: str, split: str | None, strict: bool,
+                           workers: int | None) -> None:
+    """The whole Oxford-IIIT Pet layout (images/, annotations/{trimaps,xmls,list.txt,trainval.txt,test.txt})
+    -> instances.json (pet masks), heads.json (head boxes, cat/dog), semantic/ maps."""
+    from segpipe.converters.oxford_pet import convert_oxford_pet
+
+    _finish(out, lambda: convert_oxford_pet(root, out, border=border, categories=categories, split=split,
+                                            strict=strict, workers=workers))

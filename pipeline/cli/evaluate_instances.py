@@ -1,0 +1,83 @@
+"""`segpipe evaluate instances`: a COCO ground truth and a COCO results list in, a mAP report folder out.
+
+REPORT/summary.csv (metric,value: pycocotools' 12 stats), per_class.csv, per_image.csv, pr_curves (parquet,
+and csv), each table with a .parquet twin, and header.json (inputs, iou type, the area convention, warnings).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from segpipe.evaluators.coco_ground_truth import GT_PATH
+from segpipe.evaluators.coco_results import RESULTS_PATH
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.instance import InstanceReport, default_iou_type, evaluate_instances
+from segpipe.evaluators.json_files import read_json_file
+from segpipe.reports.tables import REPORT_HEADER_FILE
+
+HEADER_FILE_NAME = REPORT_HEADER_FILE
+CONVENTIONS = (
+    "pycocotools COCOeval numbers (evaluate + accumulate + summarize), fractions; -1 = no ground truth. "
+    "per_class: summarize() on each category's slice of eval['precision'] / eval['recall']; n_gt counts "
+    "iscrowd=0 annotations, n_dt the detections evaluated (best 100 per image and category). "
+    "per_image: IoU 0.5, area 'all', maxDets 100; mean_iou over the true positives. "
+    "pr_curves: precision at the 101 recall thresholds, area 'all', maxDets 100."
+)
+
+
+def write_instance_report(report: InstanceReport, out: Path, *, header: dict[str, Any]) -> None:
+    """Write every table (CSV + Parquet) and header.json into `out`."""
+    from segpipe.reports.tables import write_report_dir
+
+    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
+              "pr_curves": report.pr_curves}
+    write_report_dir(out, tables, header={**header, "iou_type": report.iou_type, "area": report.area_note,
+                                          "warnings": list(report.warnings)})
+
+
+def format_report(report: InstanceReport) -> str:
+    """The stdout text: a comment line with the area convention, the summary, then per class."""
+    from segpipe.reports.tables import format_tables
+
+    return f"# {report.area_note}\n{format_tables(report.summary, report.per_class)}"
+
+
+@click.command("instances")
+@click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO ground truth (instances.json; ours or anyone's).")
+@click.option("--pred", "pred_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO results list (image_id, category_id, score, segmentation and/or bbox).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory (created if missing).")
+@click.option("--iou-type", type=click.Choice(["segm", "bbox"]), default=None,
+              help="[default: segm when the results carry masks, else bbox]")
+@click.option("--drop-invalid", is_flag=True,
+              help="Leave invalid results out (counted in the report's warnings) instead of failing.")
+def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool) -> None:
+    """Score COCO results: mask or box mAP with pycocotools' numbers, per class and per image."""
+    from tqdm import tqdm
+
+    try:
+        gt = read_json_file(gt_path, what="ground truth")
+        results = read_json_file(pred_path, what="results")
+        kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
+        n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0
+        with tqdm(total=n_images, desc=f"evaluate {kind}", unit="img", disable=not sys.stderr.isatty()) as bar:
+            report = evaluate_instances(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=bar.update)
+    except EvaluationError as err:
+        # evaluators name in-memory inputs "ground truth" / "results"; here they are files
+        path = {GT_PATH: str(gt_path), RESULTS_PATH: str(pred_path)}.get(err.path, err.path)
+        raise click.ClickException(str(EvaluationError(path, err.field, err.reason))) from err
+    header = {
+        "command": "evaluate instances", "gt": str(gt_path.resolve()), "pred": str(pred_path.resolve()),
+        "n_images": int(len(report.per_image)), "n_results": len(results) if isinstance(results, list) else 0,
+        "drop_invalid": drop_invalid, "conventions": CONVENTIONS,
+    }
+    write_instance_report(report, out, header=header)
+    from segpipe.cli.evaluate import announce_report
+
+    announce_report(out, text=format_report(report), warnings=report.warnings)

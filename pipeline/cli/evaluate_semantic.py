@@ -1,0 +1,110 @@
+"""`segpipe evaluate semantic`: GT and prediction label-map folders in, a semantic report folder out.
+
+REPORT/summary.csv (metric,value), per_class.csv, per_image.csv, confusion.csv, notes.csv (missing
+predictions, predictions without GT), each with a .parquet twin, and header.json (inputs and conventions).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from segpipe.evaluators.confusion import IGNORE_INDEX
+from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
+from segpipe.evaluators.semantic_tables import SemanticReport
+from segpipe.converters.dataset_layout import parse_class_names
+from segpipe.reports.tables import REPORT_HEADER_FILE, format_tables, write_report_dir
+
+CLASSES_FILE_NAME = "classes.txt"  # what `segpipe convert` writes beside the semantic maps
+HEADER_FILE_NAME = REPORT_HEADER_FILE
+CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
+CONVENTIONS = (
+    "Fractions, not percentages. One int64 confusion matrix summed over all images (rows = GT). "
+    "IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), aAcc = sum TP / labelled pixels, mAcc = mean recall. "
+    "A class with neither GT nor predicted pixels is NaN and left out of the means; a predicted class absent "
+    "from GT scores 0. GT pixels equal to the ignore index are left out; a prediction equal to it, or a missing "
+    "prediction file, counts the GT pixel as a miss (column '(no prediction)' of confusion.csv). "
+    "mIoU_per_image / mDice_per_image average per-image means over the classes present in each image."
+)
+
+
+def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
+    """--classes as a file path or a comma list; without it, GT_DIR/classes.txt when present."""
+    if option is None:
+        default = gt_dir / CLASSES_FILE_NAME
+        if not default.is_file():
+            raise click.UsageError(f"--classes is required ({default} does not exist)")
+        option = str(default)
+    path = Path(option)
+    if not path.is_file() and "," not in option and (path.suffix.lower() in CLASSES_FILE_SUFFIXES or "/" in option):
+        raise click.BadParameter(f"no such classes file: {option}", param_hint="--classes")
+    text = path.read_text(encoding="utf-8") if path.is_file() else option
+    names = parse_class_names(text)
+    if not names:
+        raise click.BadParameter(f"no class names in {option!r}", param_hint="--classes")
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"duplicate class names: {names}", param_hint="--classes")
+    return names
+
+
+def label_map_dir(path: Path) -> Path:
+    """A folder of PNGs, or a converted dataset / predictions dir holding them under semantic/."""
+    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / "semantic").is_dir():
+        return path / "semantic"
+    return path
+
+
+def write_semantic_report(report: SemanticReport, out: Path, *, header: dict[str, Any]) -> None:
+    """Write every table (CSV + Parquet) and header.json into `out`."""
+    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
+              "confusion": report.confusion, "notes": report.notes}
+    write_report_dir(out, tables, header={**header, "warnings": list(report.warnings)})
+
+
+def format_report(report: SemanticReport) -> str:
+    """The stdout table: summary, then per class."""
+    return format_tables(report.summary, report.per_class, width=120)
+
+
+@click.command("semantic")
+@click.option("--gt", "gt_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Ground-truth label maps (<stem>.png, single channel; a converted dataset dir works too).")
+@click.option("--pred", "pred_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Predicted label maps matched by stem (an inference output dir works too).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory (created if missing).")
+@click.option("--classes", "classes", default=None,
+              help="Class names in index order: a comma list or a file with one per line "
+              "[default: GT_DIR/classes.txt].")
+@click.option("--ignore-index", type=int, default=IGNORE_INDEX, show_default=True,
+              help="GT value left out of the scores; a prediction with this value counts as a miss.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: all cores].")
+def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignore_index: int, workers: int | None) -> None:
+    """Score semantic label maps: mIoU, Dice, pixel accuracy, per class and per image."""
+    from tqdm import tqdm
+
+    gt_dir, pred_dir = label_map_dir(gt_dir), label_map_dir(pred_dir)
+    class_names = read_class_names(classes, gt_dir=gt_dir)
+    try:
+        n_images = len(label_maps_by_stem(gt_dir))
+    except EvaluationError as err:
+        raise click.ClickException(str(err)) from err
+    with tqdm(total=n_images, desc="evaluate semantic", unit="img", disable=not sys.stderr.isatty()) as bar:
+        try:
+            report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=class_names, ignore_index=ignore_index,
+                                            workers=workers, progress=bar.update)
+        except (EvaluationError, ValueError) as err:
+            raise click.ClickException(str(err)) from err
+    header = {
+        "command": "evaluate semantic", "gt": str(gt_dir.resolve()), "pred": str(pred_dir.resolve()),
+        "classes": class_names, "ignore_index": ignore_index, "n_images": len(report.per_image),
+        "conventions": CONVENTIONS,
+    }
+    write_semantic_report(report, out, header=header)
+    from segpipe.cli.evaluate import announce_report
+
+    announce_report(out, text=format_report(report), warnings=report.warnings)

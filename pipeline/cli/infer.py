@@ -1,0 +1,75 @@
+"""`segpipe infer`: run a checkpoint over a converted dataset (torch is imported only when it runs)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
+
+# Kept in sync with segpipe.inference.models.MODEL_NAMES by a test; listed here so `--help` does not import torch.
+MODEL_CHOICES: tuple[str, ...] = (
+    "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "deeplabv3_resnet50", "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large", "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large", "unet", "torchscript",
+)
+
+
+@click.command("infer")
+@click.option("--model", "model_name", required=True, type=click.Choice(MODEL_CHOICES), help="Architecture (built with weights=None; nothing is downloaded).")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="state_dict checkpoint (or TorchScript file for --model torchscript).")
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Dataset dir written by `segpipe convert`.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Predictions dir (results.json, semantic/, inference_report.csv, meta.json).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (instance: including background).")
+@click.option("--classes", default=None, help="Output class names in order: comma-separated, or a file with one per line.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Halved automatically on CUDA out-of-memory.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="bf16/fp16 run under autocast.")
+@click.option("--score-threshold", type=click.FloatRange(min=0.0, max=1.0), default=0.05, show_default=True)
+@click.option("--resize", "resize", type=click.IntRange(min=1), default=None, metavar="SHORT_SIDE", help="Resize the short side (default: native resolution).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code (runs that code!).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader decode workers (default: min(4, CPUs - 1)).")
+def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None, classes: str | None,
+          device: str, batch_size: int, precision: str, score_threshold: float, resize: int | None,
+          trust_checkpoint: bool, workers: int | None) -> None:
+    """Run a checkpoint over DATASET and write predictions that `segpipe evaluate` scores.
+
+    Semantic models write semantic/<stem>.png (dataset class indices) and results.json (one instance per
+    connected component); Mask R-CNN writes results.json (COCO results, RLE masks). Interrupted runs resume
+    from the last finished shard. Exit code 3 when some images were skipped (see inference_report.csv).
+    """
+    from segpipe.inference.checkpoints import InferenceError, UntrustedCheckpointWarning
+    from segpipe.inference.data import parse_class_names
+    from segpipe.inference.engine import run_inference
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UntrustedCheckpointWarning)
+        try:
+            summary = run_inference(
+                model=model_name, checkpoint=checkpoint, dataset=dataset, out=out, num_classes=num_classes,
+                classes=parse_class_names(classes), device=device, batch_size=batch_size, precision=precision,
+                score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
+                progress=sys.stderr.isatty(), workers=workers,
+            )
+        except InferenceError as err:
+            _echo_warnings(caught)
+            raise click.ClickException(str(err)) from err
+    _echo_warnings(caught)
+    speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "nothing left to run (resumed)"
+    click.echo(
+        f"{summary.n_processed}/{summary.n_images} images -> {summary.out} ({summary.task}, {summary.device}, "
+        f"{summary.precision}, {speed}); {summary.n_skipped} skipped (inference_report.csv)"
+    )
+    click.get_current_context().exit(EXIT_SKIPPED_ERRORS if summary.n_skipped else EXIT_OK)
+
+
+def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
+    from segpipe.inference.checkpoints import UntrustedCheckpointWarning
+
+    for w in caught:
+        if issubclass(w.category, UntrustedCheckpointWarning):  # loud on purpose: pickled code just ran
+            click.secho(f"WARNING: {w.message}", fg="red", bold=True, err=True)
+        else:
+            click.echo(f"warning: {w.category.__name__}: {w.message}", err=True)

@@ -1,0 +1,116 @@
+"""`segpipe run`: convert → infer → evaluate → leaderboard for a folder of checkpoints, cached by content.
+
+Exit codes: 0 all done; 3 done, but the conversion report has error rows (bad annotation files were
+skipped); 5 a task failed (e.g. a corrupt checkpoint: the others still finish and the leaderboard lists
+it as failed); 6 Luigi could not schedule or run something; 2 usage error (click).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+_PATH = click.Path(path_type=Path)
+
+
+def family_counts(task_ids: list[str]) -> str:
+    """'ConvertShard x2, InferShard x3' from task ids (`Family_param_hash`)."""
+    counts = Counter(t.split("_", 1)[0] for t in task_ids)
+    return ", ".join(f"{name} x{n}" for name, n in sorted(counts.items())) or "nothing"
+
+
+def _echo_outcome(outcome: Any, *, out: Path) -> None:
+    import pandas as pd
+
+    click.echo(f"ran: {len(outcome.ran)} task(s) ({family_counts(outcome.ran)})")
+    click.echo(f"from cache: {len(outcome.cached)} task(s) ({family_counts(outcome.cached)})")
+    if outcome.by_others:
+        click.echo(f"run by other workers: {len(outcome.by_others)} task(s) ({family_counts(outcome.by_others)})")
+    if outcome.failed:
+        click.echo(f"failed: {len(outcome.failed)} task(s) ({family_counts(list(outcome.failed))})", err=True)
+    for name, reason in sorted(outcome.failed_checkpoints.items()):
+        click.echo(f"checkpoint {name} FAILED: {reason}", err=True)
+    if outcome.conversion_errors:
+        click.echo(f"conversion: {outcome.conversion_errors} error row(s) in {out / 'conversion_report.csv'}", err=True)
+    if outcome.leaderboard is not None and outcome.leaderboard.is_file():
+        table = pd.read_csv(outcome.leaderboard)
+        shown = [c for c in ("checkpoint", "status", "AP", "AP50", "mIoU", "mDice", "aAcc") if c in table.columns]
+        with pd.option_context("display.width", 120, "display.max_columns", 12):
+            click.echo(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        click.echo(f"leaderboard: {outcome.leaderboard}")
+        click.echo(f"reports: {out / 'checkpoints'}/<checkpoint>/")
+
+
+@click.command("run")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="run.toml with the same settings; command-line options override it.")
+@click.option("--dataset", type=_PATH, default=None, help="Dataset root (Oxford-IIIT Pet root, or the VOC/trimap annotation folder).")
+@click.option("--format", "format_", type=click.Choice(("oxford-pet", "voc", "trimap")), default=None, help="Dataset format.")
+@click.option("--model", default=None, help="Model name (as `segpipe infer --model`), e.g. unet, deeplabv3_resnet50, maskrcnn_resnet50_fpn.")
+@click.option("--checkpoints", multiple=True, help="Checkpoint glob (repeatable), e.g. 'ckpts/*.pt'. Model cards beside them are used.")
+@click.option("-o", "--out", type=_PATH, default=None, help="Output folder: leaderboard.csv, per_class_by_checkpoint.csv, checkpoints/<name>/.")
+@click.option("--iou-type", type=click.Choice(("segm", "bbox")), default=None, help="Instance evaluation: mask or box mAP [default: segm].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Luigi worker processes on this host [default: 1].")
+@click.option("--scheduler-url", default=None, help="Central luigid, e.g. http://127.0.0.1:8082 [default: a local scheduler].")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Images per task [default: 256].")
+@click.option("--cache-dir", type=_PATH, default=None, help="Cache shared by every run pointed at it [default: OUT/.cache].")
+@click.option("--audit/--no-audit", default=None, help="Also audit the labels (OUT/audit/).")
+@click.option("--rehash", is_flag=True, default=None, help="Ignore the stat cache and hash every input file again.")
+@click.option("--html/--no-html", default=None, help="Write report.html pages and OUT/leaderboard.html [default: on].")
+@click.option("--images", type=_PATH, default=None, help="voc/trimap: the image folder.")
+@click.option("--classes", type=_PATH, default=None, help="voc: classes file fixing category order.")
+@click.option("--list-file", type=_PATH, default=None, help="trimap: Oxford-IIIT Pet list.txt.")
+@click.option("--border", type=click.Choice(("ignore", "foreground", "background")), default=None, help="Trimap border policy (converter).")
+@click.option("--categories", type=click.Choice(("breed", "species", "pet")), default=None, help="Pet category granularity (converter).")
+@click.option("--split", type=click.Choice(("trainval", "test")), default=None, help="oxford-pet: one split only (converter).")
+@click.option("--one-based", is_flag=True, default=None, help="voc: Pascal VOC 1-based boxes (converter).")
+@click.option("--difficult", type=click.Choice(["count", "ignore"]), default=None,
+              help="voc: count difficult boxes as ordinary objects (default) or ignore them (iscrowd=1).")
+@click.option("--strict", is_flag=True, default=None, help="Conversion stops at the first bad file.")
+@click.option("--device", default=None, help="Inference device: auto, cpu, cuda, cuda:1 ...")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inference batch size.")
+@click.option("--precision", type=click.Choice(("fp32", "fp16", "bf16")), default=None, help="Inference precision.")
+@click.option("--score-threshold", type=float, default=None, help="Instance models: drop detections below this score.")
+@click.option("--resize", type=click.IntRange(min=1), default=None, help="Resize the short side before inference.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (when no model card says).")
+@click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
+@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling.")
+@click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task.")
+def run(config_path: Path | None, **options: Any) -> None:
+    """Run the whole pipeline, cached: a rerun only does what changed (inputs are fingerprinted by content).
+
+    \b
+    segpipe run --dataset pets --format oxford-pet --model unet --checkpoints 'ckpts/*.pt' -o nightly
+    segpipe run --config run.toml --scheduler-url http://luigid-host:8082
+    """
+    from segpipe.runner.config import RunConfigError, parse_run_settings, read_run_config
+    from segpipe.runner.driver import run_pipeline
+
+    convert_keys = ("border", "categories", "split", "one_based", "difficult", "strict")
+    infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers")
+    overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
+    overrides["format"] = options["format_"]
+    flags = ("one_based", "strict", "trust_checkpoint", "rehash")
+    options = {k: (v or None) if k in flags else v for k, v in options.items()}  # an absent flag overrides nothing
+    overrides = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
+    overrides["format"] = options["format_"]
+    overrides["convert"] = {k: options[k] for k in convert_keys}
+    infer = {k: options[k] for k in infer_keys}
+    if options["model_classes"]:
+        infer["classes"] = [c.strip() for c in options["model_classes"].split(",") if c.strip()]
+    overrides["infer"] = infer
+    overrides["checkpoints"] = tuple(options["checkpoints"]) or None
+    try:
+        config = read_run_config(config_path) if config_path is not None else {}
+        settings = parse_run_settings(config, overrides=overrides, source=str(config_path or "command line"))
+    except RunConfigError as err:
+        raise click.UsageError(str(err)) from err
+    try:
+        outcome = run_pipeline(settings)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    _echo_outcome(outcome, out=settings.out)
+    raise SystemExit(outcome.exit_code)

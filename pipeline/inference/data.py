@@ -1,0 +1,248 @@
+"""Inference inputs: which images, how they are decoded, how they are batched, how classes are mapped.
+
+Decoding and preprocessing run in DataLoader workers and hand uint8 CHW tensors to the engine (4x less to
+copy to the device than float); scaling and mean/std normalisation happen on the device.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from segpipe.converters.coco import read_coco
+from segpipe.converters.dataset_layout import DatasetDir, parse_class_names as parse_class_names_text, resolve_image_path
+from segpipe.inference.checkpoints import InferenceError
+
+# Aspect-ratio (w/h) bins for detector batches, as torchvision's GroupedBatchSampler does: a portrait and a
+# landscape image never share a batch, so Mask R-CNN pads little.
+ASPECT_BIN_EDGES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.34, 2.0)
+# The COCO convention: label 0 of a detector is background and is never predicted.
+BACKGROUND_NAMES: frozenset[str] = frozenset({"__background__", "background"})
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    image_id: int
+    file_name: str
+    path: Path | None  # None: file_name points outside the image root (skipped, never read)
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    root: Path
+    images: tuple[ImageEntry, ...]  # sorted by image id
+    categories: tuple[tuple[int, str], ...]  # (COCO id, name) in declared order
+    semantic_classes: tuple[str, ...]  # index order; from semantic/classes.txt or background + categories
+
+
+def read_dataset(dataset: str | os.PathLike[str], *, image_ids: Sequence[int] | None = None) -> DatasetInfo:
+    layout = DatasetDir(Path(dataset))
+    if not layout.instances.is_file():
+        raise InferenceError(layout.instances, "", "dataset has no instances.json (run `segpipe convert` first)")
+    try:
+        coco = read_coco(layout.instances)
+        image_root = layout.image_root
+        images = sorted(
+            (ImageEntry(int(im["id"]), str(im["file_name"]), resolve_image_path(image_root, str(im["file_name"])), int(im["width"]), int(im["height"]))
+             for im in coco["images"]),
+            key=lambda e: e.image_id,
+        )
+        categories = tuple((int(c["id"]), str(c["name"])) for c in coco["categories"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InferenceError(layout.instances, "images/categories", f"not a usable COCO dataset: {err}") from err
+    if image_ids is not None:
+        wanted = {int(i) for i in image_ids}
+        unknown = sorted(wanted - {e.image_id for e in images})
+        if unknown:
+            raise InferenceError(layout.instances, "images.id", f"image_ids not in the dataset: {unknown[:10]}")
+        images = [e for e in images if e.image_id in wanted]
+    if layout.semantic_classes.is_file():
+        lines = layout.semantic_classes.read_text(encoding="utf-8").splitlines()
+        semantic = tuple(line.strip() for line in lines if line.strip())
+    else:  # a box/instance dataset: background, then the COCO categories in declared order
+        semantic = ("background",) + tuple(name for _, name in categories)
+    return DatasetInfo(root=layout.root, images=tuple(images), categories=categories, semantic_classes=semantic)
+
+
+def parse_class_names(value: str | None) -> tuple[str, ...] | None:
+    """`--classes`: a file with one name a line, or comma-separated names."""
+    if value is None:
+        return None
+    path = Path(value)
+    return tuple(parse_class_names_text(path.read_text(encoding="utf-8") if path.is_file() else value))
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    """Model output index -> dataset target (semantic class index, or COCO category id for instances)."""
+
+    output_names: tuple[str, ...]  # index = model output index (0 = background)
+    targets: tuple[int, ...]  # same length; semantic index, or category id (0 for background)
+    component_categories: tuple[int | None, ...]  # semantic only: COCO category id of each output class, if any
+
+
+def class_mapping_compute(
+    *, task: str, names: Sequence[str] | None, num_classes: int | None, dataset: DatasetInfo, source: str
+) -> ClassMapping:
+    """Map the model's output classes by name onto the dataset; an unknown name is an error (before any image)."""
+    cat_ids = {name: cid for cid, name in dataset.categories}
+    if task == "instance":
+        given = tuple(names) if names is not None else tuple(name for _, name in dataset.categories)
+        if given and given[0].lower() in BACKGROUND_NAMES:
+            given = given[1:]
+        if num_classes is not None and num_classes != len(given) + 1:
+            raise InferenceError(source, "num_classes", f"{num_classes} outputs but {len(given)} class names + background; give --classes in output order")
+        unknown = [n for n in given if n not in cat_ids]
+        if unknown:
+            raise InferenceError(source, "classes", f"not dataset categories: {unknown} (dataset has {sorted(cat_ids)})")
+        return ClassMapping(("__background__",) + given, (0,) + tuple(cat_ids[n] for n in given), ())
+    given = tuple(names) if names is not None else dataset.semantic_classes
+    if num_classes is not None and num_classes != len(given):
+        raise InferenceError(source, "num_classes", f"{num_classes} outputs but {len(given)} class names {list(given)}; give --classes in output order")
+    index = {name: i for i, name in enumerate(dataset.semantic_classes)}
+    unknown = [n for n in given if n not in index]
+    if unknown:
+        raise InferenceError(source, "classes", f"not dataset semantic classes: {unknown} (dataset has {list(dataset.semantic_classes)})")
+    if len(set(given)) != len(given):
+        raise InferenceError(source, "classes", f"duplicate class names in {list(given)}")
+    components = tuple(None if index[n] == 0 else cat_ids.get(n) for n in given)
+    return ClassMapping(given, tuple(index[n] for n in given), components)
+
+
+def resized_size(*, width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) after scaling the short side to `short_side` (torchvision `Resize(int)` rule)."""
+    if short_side is None:
+        return width, height
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def batches_plan(*, images: Sequence[ImageEntry], task: str, batch_size: int, short_side: int | None) -> list[list[ImageEntry]]:
+    """Deterministic batches. Semantic: only images of one (resized) size share a batch, because padding
+    changes the output of global-pooling heads (issue 4). Instance: within one aspect-ratio bin, sorted by ratio."""
+    if task == "semantic":
+        def key(e: ImageEntry) -> tuple[Any, ...]:
+            w, h = resized_size(width=e.width, height=e.height, short_side=short_side)
+            return (h, w, e.image_id)
+    else:
+        def key(e: ImageEntry) -> tuple[Any, ...]:
+            ratio = e.width / max(e.height, 1)
+            return (bisect.bisect(ASPECT_BIN_EDGES, ratio), ratio, e.image_id)
+    ordered = sorted(images, key=key)
+    same_group = 2 if task == "semantic" else 1  # semantic: equal (h, w); instance: equal aspect bin
+    batches: list[list[ImageEntry]] = []
+    for entry in ordered:
+        if batches and len(batches[-1]) < batch_size and key(batches[-1][0])[:same_group] == key(entry)[:same_group]:
+            batches[-1].append(entry)
+        else:
+            batches.append([entry])
+    return batches
+
+
+def shards_plan(batches: list[list[ImageEntry]], *, shard_size: int) -> list[list[list[ImageEntry]]]:
+    """Consecutive whole batches grouped into shards of at most `shard_size` images (at least one batch)."""
+    shards: list[list[list[ImageEntry]]] = []
+    count = 0
+    for batch in batches:
+        if not shards or count + len(batch) > shard_size:
+            shards.append([])
+            count = 0
+        shards[-1].append(batch)
+        count += len(batch)
+    return shards
+
+
+def check_semantic_outputs(images: Sequence[ImageEntry], *, mapping: ClassMapping, dataset: Path) -> None:
+    """semantic/<stem>.png must be unique per image, and class indices must fit a uint8 PNG below 255 (ignore)."""
+    stems: dict[str, str] = {}
+    for e in images:
+        stem = Path(e.file_name).stem
+        if stem in stems:
+            raise InferenceError(dataset, "images.file_name", f"{e.file_name} and {stems[stem]} would both write semantic/{stem}.png")
+        stems[stem] = e.file_name
+    if max(mapping.targets, default=0) >= 255:
+        raise InferenceError(dataset, "semantic/classes.txt", "more than 255 classes do not fit a uint8 label PNG (255 = ignore)")
+
+
+def decode_image(path: str | os.PathLike[str]) -> Any:
+    """RGB PIL image, EXIF orientation applied (as segpipe.converters.images.read_image_size reports sizes);
+    grayscale, palette and RGBA images become RGB (alpha dropped)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+def resize_image(image: Any, *, short_side: int | None) -> Any:
+    """Bilinear resize of a PIL image to short side `short_side` (unchanged when None)."""
+    from PIL import Image
+
+    if short_side is None:
+        return image
+    w, h = resized_size(width=image.width, height=image.height, short_side=short_side)
+    return image.resize((w, h), resample=Image.Resampling.BILINEAR)
+
+
+@dataclass(frozen=True)
+class Sample:
+    entry: ImageEntry
+    image: Any  # uint8 CHW torch tensor, or None when decoding failed
+    error: str | None
+    code: str = ""  # report code when `error` is set
+
+    def pin_memory(self) -> Sample:
+        """Called by DataLoader(pin_memory=True): page-locked memory makes `non_blocking` copies truly async."""
+        return self if self.image is None else Sample(self.entry, self.image.pin_memory(), self.error, self.code)
+
+
+class ImageDataset:
+    """Map-style dataset over `entries` for torch's DataLoader; a failed decode is returned, never raised."""
+
+    def __init__(self, entries: Sequence[ImageEntry], *, short_side: int | None) -> None:
+        self.entries = tuple(entries)
+        self.short_side = short_side
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Sample:
+        import numpy as np
+        import torch
+
+        entry = self.entries[index]
+        if entry.path is None:
+            return Sample(entry, None, f"file_name {entry.file_name!r} points outside the image root: not read", "image_outside_root")
+        try:
+            image = decode_image(entry.path)
+        except FileNotFoundError as err:
+            return Sample(entry, None, f"image file not found: {err.filename}", "missing_image")
+        except Exception as err:  # any decoder failure is a report row (issue 4: never a crash)
+            return Sample(entry, None, f"unreadable image: {type(err).__name__}: {err}", "unreadable_image")
+        if image.size != (entry.width, entry.height):
+            return Sample(entry, None, f"image is {image.width}x{image.height} but instances.json says {entry.width}x{entry.height}",
+                          "size_mismatch")
+        array = np.asarray(resize_image(image, short_side=self.short_side), dtype=np.uint8)
+        return Sample(entry, torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), None)
+
+
+def collate_samples(samples: list[Sample]) -> list[Sample]:
+    return samples
+
+
+class PlannedBatches:
+    """A batch sampler over dataset positions, following a precomputed plan."""
+
+    def __init__(self, batches: Sequence[Sequence[int]]) -> None:
+        self.batches = [list(b) for b in batches]
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

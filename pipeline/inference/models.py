@@ -1,0 +1,136 @@
+"""Model registry: names -> builders, every one with `weights=None, weights_backbone=None`.
+
+Nothing is ever downloaded: the weights come from the user's checkpoint only (issue 4, "Models by name").
+`torchscript` is the exception that carries its own architecture: the file is the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from segpipe.inference.checkpoints import InferenceError
+from segpipe.inference.unet import DEFAULT_BASE_WIDTH, DEFAULT_DEPTH
+
+SEMANTIC = "semantic"
+INSTANCE = "instance"
+TORCHSCRIPT = "torchscript"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str  # SEMANTIC or INSTANCE
+    builder: Callable[..., Any] | None  # None for torchscript
+
+
+def _tv_segmentation(fn_name: str) -> Callable[..., Any]:
+    def build(*, num_classes: int, **_: Any) -> Any:
+        from torchvision.models import segmentation
+
+        # aux_loss=False: the aux head is training-only; checkpoints that carry it are accepted by dropping
+        # `aux_classifier.*` keys (see `drop_training_only_keys`).
+        return getattr(segmentation, fn_name)(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+
+    return build
+
+
+def _tv_maskrcnn(fn_name: str) -> Callable[..., Any]:
+    def build(*, num_classes: int, **_: Any) -> Any:
+        from torchvision.models import detection
+
+        return getattr(detection, fn_name)(weights=None, weights_backbone=None, num_classes=num_classes)
+
+    return build
+
+
+def _unet(*, num_classes: int, unet_depth: int | None = None, unet_width: int | None = None, unet_bilinear: bool | None = None, **_: Any) -> Any:
+    from segpipe.inference.unet import UNet
+
+    return UNet(
+        num_classes=num_classes,
+        depth=unet_depth or DEFAULT_DEPTH,
+        base_width=unet_width or DEFAULT_BASE_WIDTH,
+        bilinear=True if unet_bilinear is None else unet_bilinear,
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("maskrcnn_resnet50_fpn", INSTANCE, _tv_maskrcnn("maskrcnn_resnet50_fpn")),
+        ModelSpec("maskrcnn_resnet50_fpn_v2", INSTANCE, _tv_maskrcnn("maskrcnn_resnet50_fpn_v2")),
+        ModelSpec("deeplabv3_resnet50", SEMANTIC, _tv_segmentation("deeplabv3_resnet50")),
+        ModelSpec("deeplabv3_resnet101", SEMANTIC, _tv_segmentation("deeplabv3_resnet101")),
+        ModelSpec("deeplabv3_mobilenet_v3_large", SEMANTIC, _tv_segmentation("deeplabv3_mobilenet_v3_large")),
+        ModelSpec("fcn_resnet50", SEMANTIC, _tv_segmentation("fcn_resnet50")),
+        ModelSpec("fcn_resnet101", SEMANTIC, _tv_segmentation("fcn_resnet101")),
+        ModelSpec("lraspp_mobilenet_v3_large", SEMANTIC, _tv_segmentation("lraspp_mobilenet_v3_large")),
+        ModelSpec("unet", SEMANTIC, _unet),
+        ModelSpec(TORCHSCRIPT, SEMANTIC, None),
+    )
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise InferenceError("--model", "name", f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    return MODELS[name]
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    unet_depth: int | None = None,
+    unet_width: int | None = None,
+    unet_bilinear: bool | None = None,
+) -> Any:
+    """An untrained model (random init, no download) in eval mode."""
+    spec = model_spec(name)
+    if spec.builder is None:
+        raise InferenceError("--model", "name", "torchscript models are loaded with load_torchscript(), not built")
+    model = spec.builder(num_classes=num_classes, unet_depth=unet_depth, unet_width=unet_width, unet_bilinear=unet_bilinear)
+    return model.eval()
+
+
+def drop_training_only_keys(state: dict[str, Any], *, model_keys: set[str]) -> dict[str, Any]:
+    """Without the keys of heads used only in training (`aux_classifier.*`) when the model has none."""
+    return {k: v for k, v in state.items() if not (k.startswith("aux_classifier.") and k not in model_keys)}
+
+
+def load_torchscript(path: str | os.PathLike[str]) -> Any:
+    """A TorchScript archive: restricted TorchScript code, not arbitrary Python pickles."""
+    import torch
+
+    try:
+        return torch.jit.load(str(Path(path)), map_location="cpu").eval()
+    except (RuntimeError, ValueError, OSError) as err:
+        raise InferenceError(path, "", f"not a loadable TorchScript file: {err}") from err
+
+
+def set_native_resolution(model: Any, *, resize: int | None, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Make a torchvision Mask R-CNN see images at their native size (or short side `resize`) with the card's
+    mean/std. Its built-in transform would otherwise rescale every image to 800 px (issue 4, "Preprocessing").
+    Mutates `model`, which this module just built."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    class NativeSizeTransform(GeneralizedRCNNTransform):
+        def resize(self, image: Any, target: Any = None) -> Any:  # type: ignore[override]
+            return image, target
+
+    old = model.transform
+    if resize is None:
+        model.transform = NativeSizeTransform(
+            min_size=old.min_size, max_size=old.max_size, image_mean=list(mean), image_std=list(std),
+            size_divisible=old.size_divisible,
+        )
+    else:
+        # max_size scales with min_size as torchvision's 800/1333 default does, so long images are not capped early.
+        model.transform = GeneralizedRCNNTransform(
+            min_size=resize, max_size=max(1333, -(-resize * 1333 // 800)), image_mean=list(mean), image_std=list(std),
+            size_divisible=old.size_divisible,
+        )

@@ -1,0 +1,294 @@
+"""Self-contained HTML pages over saved report tables: evaluate (instances, semantic), leaderboard, audit.
+
+The CSV/Parquet tables are the source of truth; these pages are their face (issue 7). Each render function
+reads only files in its directory (plus the image source named in `report_inputs.json`), writes one HTML
+file atomically and returns its path. Equal inputs give byte-identical pages: no run time, no random ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import jinja2
+import pandas as pd
+from tqdm import tqdm
+
+from segpipe.converters.atomic_write import write_bytes_if_changed
+from segpipe.reports import data as rd
+from segpipe.reports import plots as plots
+from segpipe.reports.gallery import GallerySource, instance_thumbnail, semantic_thumbnail
+from segpipe.reports.overlay import IGNORE_COLOUR, class_colours
+
+REPORT_INPUTS_FILE = "report_inputs.json"
+EVALUATE_PAGE = "report.html"
+LEADERBOARD_PAGE = "leaderboard.html"
+AUDIT_PAGE = "audit.html"
+# Rows per check on the audit page; the full list stays in findings.csv (keeps the page small).
+AUDIT_ROWS_PER_CHECK = 200
+SEVERITY_RANK: Mapping[str, int] = {"error": 0, "warning": 1, "info": 2}
+LEADERBOARD_NON_METRICS: tuple[str, ...] = ("checkpoint", "sha256", "status", "error", "path", "epoch", "n_images", "seconds", "model")
+PREFERRED_CLASS_METRICS: tuple[str, ...] = ("AP", "IoU", "Dice", "AP50")
+HEADLINE_METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AR100", "mIoU", "mDice", "aAcc")
+_MAX_LINES = 10
+
+
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader(str(Path(__file__).with_name("templates")))
+    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=False, keep_trailing_newline=True)
+
+
+def write_text_if_changed(path: Path, text: str) -> Path:
+    """Atomic write that leaves an identical file alone: a no-op `segpipe run` rerun rewrites nothing."""
+    write_bytes_if_changed(path, text.encode("utf-8"))
+    return path
+
+
+def _render(template: str, out: Path, **context: Any) -> Path:
+    html = _environment().get_template(template).render(**context)
+    return write_text_if_changed(out, html)
+
+
+def _css(rgb: Sequence[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def write_report_inputs(directory: Path, *, kind: str, gallery: GallerySource | None, options: Mapping[str, Any]) -> Path:
+    """Persist what re-rendering needs (absolute paths), so `segpipe report DIR` needs nothing else."""
+    data = {"kind": kind, "gallery": gallery.to_json() if gallery is not None else None, "options": dict(options)}
+    return write_text_if_changed(directory / REPORT_INPUTS_FILE, json.dumps(data, sort_keys=True, indent=2) + "\n")
+
+
+def read_report_inputs(directory: Path) -> tuple[str | None, GallerySource | None, dict[str, Any]]:
+    data = rd.read_json(Path(directory) / REPORT_INPUTS_FILE)
+    gallery = data.get("gallery")
+    return data.get("kind"), GallerySource.from_json(gallery) if gallery else None, dict(data.get("options") or {})
+
+
+def _progress(items: Sequence[Any], *, enabled: bool, desc: str) -> Iterable[Any]:
+    return tqdm(items, desc=desc, unit="img", disable=not enabled, leave=False)
+
+
+# --- evaluate ------------------------------------------------------------------------------------------------
+
+
+def evaluate_kind(per_class: pd.DataFrame | None, header: Mapping[str, Any]) -> str:
+    """'instances' or 'semantic', from the header's task or the per-class columns."""
+    task = str(header.get("task", header.get("kind", ""))).lower()
+    if task in ("instances", "semantic"):
+        return task
+    cols = {str(c) for c in (per_class.columns if per_class is not None else [])}
+    return "semantic" if "IoU" in cols and "AP" not in cols else "instances"
+
+
+def render_evaluate_report(report_dir: Path, *, gallery: GallerySource | None = None, n_worst: int = 24,
+                           progress: bool = False) -> Path:
+    """Write REPORT_DIR/report.html from summary/per_class/per_image/pr_curves/confusion tables.
+
+    Without `gallery`, images come from the `gt`/`pred` paths in header.json when they exist; `n_worst=0`
+    leaves the pictures out."""
+    report_dir = Path(report_dir)
+    summary, per_class = rd.read_table(report_dir, "summary"), rd.read_table(report_dir, "per_class")
+    if summary is None and per_class is None:
+        raise FileNotFoundError(f"{report_dir}: no summary.csv or per_class.csv to render")
+    header = rd.read_json(report_dir / "header.json")
+    if gallery is None:
+        # The evaluate commands record their inputs (gt, pred) in header.json: draw from those when they exist.
+        gallery = GallerySource.from_header(header)
+    per_image = rd.read_table(report_dir, "per_image")
+    kind = evaluate_kind(per_class, header)
+    label = "category" if kind == "instances" else "class"
+    if per_class is not None and label not in per_class.columns:
+        label = str(per_class.columns[0])
+    names = [str(n) for n in per_class[label]] if per_class is not None else []
+    if kind == "instances" and gallery is not None and gallery.category_names:
+        # Category id order from the ground truth, so colours match across reports of one dataset.
+        names = [*[gallery.category_names[k] for k in sorted(gallery.category_names)], *[n for n in names if n not in gallery.category_names.values()]]
+    colours = class_colours(names, background=names[0] if kind == "semantic" and names else None)
+    context: dict[str, Any] = {
+        "kind": kind, "iou_type": header.get("iou_type", "segm"),
+        "summary": rd.table_model(summary, digits=4), "per_class": rd.table_model(per_class, digits=4),
+        "pr_curves": None, "confusion": None,
+    }
+    pc = per_class if per_class is not None else pd.DataFrame()
+    if kind == "instances":
+        context["bars"] = plots.plot_per_class_bars(pc, label=label, bar="AP", markers=("AP50", "AP75"), colours=colours,
+                                                    title="AP per category (bars), AP50 and AP75 (markers)")
+        context["bars_caption"] = "AP@[.50:.95] per category; categories without ground truth are marked (no GT)."
+        context["pr_curves"] = plots.plot_pr_curves(rd.tidy_pr_curves(rd.read_table(report_dir, "pr_curves")), colours=colours)
+        worst = rd.worst_instance_images(per_image, n=n_worst)
+        context["worst_rule"] = "Ranked by errors (false positives + false negatives at IoU 0.5), then by lowest mean IoU of matched pairs."
+    else:
+        context["bars"] = plots.plot_per_class_bars(pc, label=label, bar="IoU", markers=("Dice",), colours=colours,
+                                                    title="IoU per class (bars) and Dice (markers)")
+        context["bars_caption"] = "Dataset-level IoU and Dice per class from the summed confusion matrix."
+        matrix, cm_rows, cm_cols = rd.tidy_confusion(rd.read_table(report_dir, "confusion"), class_names=names or None)
+        context["confusion"] = plots.plot_confusion(matrix, class_names=cm_rows, column_names=cm_cols) if matrix.size else None
+        worst = rd.worst_semantic_images(per_image, n=n_worst)
+        context["worst_rule"] = "Ranked by lowest per-image IoU."
+    context["worst"] = rd.table_model(worst, digits=4)
+    context["gallery"], used = _evaluate_gallery(worst, kind=kind, gallery=gallery, colours=colours, names=names, progress=progress)
+    context["legend"] = [(n, _css(colours[n])) for n in names if n in used]
+    if kind == "semantic" and context["gallery"]:
+        context["legend"].append(("ignore (255)", _css(IGNORE_COLOUR)))
+    inputs = gallery.input_paths() if gallery is not None else []
+    title = f"{'Instance' if kind == 'instances' else 'Semantic'} evaluation: {header.get('checkpoint', report_dir.name)}"
+    nav = [("summary", "summary"), ("per-class", "per class"),
+           ("pr-curves", "PR curves") if kind == "instances" else ("confusion", "confusion"), ("worst", "worst images")]
+    write_report_inputs(report_dir, kind=f"evaluate-{kind}", gallery=gallery, options={"n_worst": n_worst})
+    return _render("evaluate.html.j2", report_dir / EVALUATE_PAGE, title=title, nav=nav,
+                   header=rd.header_rows(header, extra_inputs=inputs), **context)
+
+
+def _evaluate_gallery(worst: pd.DataFrame, *, kind: str, gallery: GallerySource | None, colours: Mapping[str, Any],
+                      names: Sequence[str], progress: bool) -> tuple[list[dict[str, Any]], set[str]]:
+    if gallery is None or worst.empty:
+        return [], set()
+    items: list[dict[str, Any]] = []
+    used: set[str] = set()
+    rows = list(worst.to_dict("records"))
+    for row in _progress(rows, enabled=progress, desc="gallery"):
+        if kind == "instances":
+            image_id = int(row["image_id"])
+            thumb = instance_thumbnail(gallery, image_id=image_id, colours=colours)
+            anns = gallery.annotations_by_image.get(image_id, []) + gallery.detections_by_image.get(image_id, [])
+            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}
+            caption = f"{row.get('file_name', image_id)}: tp {row.get('tp', '?')}, fp {row.get('fp', '?')}, fn {row.get('fn', '?')}"
+        else:
+            file = str(row.get("file", row.get("file_name", "")))
+            thumb = semantic_thumbnail(gallery, file=file, colours=[colours[n] for n in names])
+            used |= set(names[1:])
+            iou = row.get("IoU")
+            caption = f"{file}: IoU n/a" if iou is None or pd.isna(iou) else f"{file}: IoU {float(iou):.3f}"
+        items.append({"uri": thumb.uri, "width": thumb.width, "height": thumb.height, "alt": caption, "caption": caption, "severity": ""})
+    return items, used
+
+
+# --- leaderboard ---------------------------------------------------------------------------------------------
+
+
+def _checkpoint_reports(out_dir: Path, checkpoint: str) -> list[str]:
+    base = out_dir / "checkpoints" / checkpoint
+    if not base.is_dir():
+        return []
+    pages = sorted(base.rglob(EVALUATE_PAGE), key=lambda p: p.as_posix())
+    return [p.relative_to(out_dir).as_posix() for p in pages]
+
+
+def leaderboard_metrics(table: pd.DataFrame) -> list[str]:
+    """Score-like summary columns (values within [−1, 1]) for the line plot, headline metrics first, at most ten."""
+    scores = []
+    for c in rd.numeric_metric_columns(table, exclude=LEADERBOARD_NON_METRICS):
+        v = pd.to_numeric(table[c], errors="coerce").dropna()
+        if not v.empty and v.between(-1.0, 1.0).all():
+            scores.append(c)
+    ordered = [m for m in HEADLINE_METRICS if m in scores] + [m for m in scores if m not in HEADLINE_METRICS]
+    return ordered[:_MAX_LINES]
+
+
+def per_class_heatmaps(by_ckpt: pd.DataFrame, *, order: Sequence[str]) -> list[tuple[str | None, str]]:
+    """One heatmap (class × checkpoint) per evaluation for its headline per-class metrics (AP or IoU, Dice)."""
+    out: list[tuple[str | None, str]] = []
+    evaluations = sorted(by_ckpt["evaluation"].astype(str).unique()) if "evaluation" in by_ckpt.columns else [""]
+    for evaluation in evaluations:
+        part = by_ckpt[by_ckpt["evaluation"].astype(str) == evaluation] if evaluation else by_ckpt
+        present = [str(m) for m in dict.fromkeys(part["metric"].astype(str))]
+        for metric in [m for m in PREFERRED_CLASS_METRICS if m in present][:2] or present[:1]:
+            sub = part[part["metric"].astype(str) == metric].assign(value=lambda t: pd.to_numeric(t["value"], errors="coerce"))
+            wide = sub.pivot_table(index="category", columns="checkpoint", values="value", aggfunc="first", sort=False, dropna=False)
+            wide = wide.reindex(index=list(dict.fromkeys(sub["category"])), columns=[c for c in order if c in set(sub["checkpoint"].astype(str))])
+            name = f"{metric} ({evaluation})" if evaluation else metric
+            uri = plots.plot_heatmap(wide, title=f"{name} per class and checkpoint", xlabel="checkpoint", ylabel="class")
+            out.append((uri, f"{name} per class (rows) for every checkpoint (columns, natural order); grey = not defined."))
+    return out
+
+
+def render_leaderboard(out_dir: Path) -> Path:
+    """Write OUT/leaderboard.html from OUT/leaderboard.csv and OUT/per_class_by_checkpoint.csv."""
+    out_dir = Path(out_dir)
+    board = rd.read_table(out_dir, "leaderboard")
+    if board is None:
+        raise FileNotFoundError(f"{out_dir}: no leaderboard.csv to render")
+    if "checkpoint" not in board.columns:
+        raise ValueError(f"{out_dir / 'leaderboard.csv'}: missing column 'checkpoint'")
+    board = rd.order_checkpoints(board)
+    model = rd.table_model(board, digits=4)
+    # The report link goes right after the checkpoint name, and the hash is shortened (full value on hover
+    # and in leaderboard.csv), so the link stays on screen however many metric columns follow.
+    model["columns"].insert(1, "report")
+    sha_col = model["columns"].index("sha256") if "sha256" in model["columns"] else None
+    for row, ckpt in zip(model["rows"], board["checkpoint"].astype(str)):
+        links = _checkpoint_reports(out_dir, ckpt)
+        row.insert(1, ("report" if links else "", "", links[0] if links else None))
+        if sha_col is not None and len(row[sha_col][0]) > 12:
+            full = row[sha_col][0]
+            row[sha_col] = (full[:12] + "…", "", None, full)
+    by_ckpt = rd.read_table(out_dir, "per_class_by_checkpoint")
+    heatmaps = [] if by_ckpt is None or by_ckpt.empty else per_class_heatmaps(by_ckpt, order=[str(c) for c in board["checkpoint"]])
+    header = {"output": str(out_dir.resolve()), "checkpoints": str(len(board))}
+    dates = [rd.header_rows(rd.read_json(p))[-1][1] for p in sorted(out_dir.glob("checkpoints/*/**/header.json"))]
+    dates = sorted(d for d in dates if d != "unknown")  # ISO dates: the string order is the time order
+    if dates:
+        header["inputs_date"] = dates[-1]
+    rows = rd.header_rows(header)
+    write_report_inputs(out_dir, kind="leaderboard", gallery=None, options={})
+    return _render("leaderboard.html.j2", out_dir / LEADERBOARD_PAGE, title="Checkpoint leaderboard", header=rows,
+                   nav=[("leaderboard", "leaderboard"), ("trend", "trend"), ("per-class", "per class")], leaderboard=model,
+                   lines=plots.plot_metric_lines(board, x="checkpoint", metrics=leaderboard_metrics(board)), heatmaps=heatmaps)
+
+
+# --- audit ---------------------------------------------------------------------------------------------------
+
+
+def rank_findings(findings: pd.DataFrame) -> pd.DataFrame:
+    """The audit's own ranking, score descending (higher = more likely a real problem, NaN last), then
+    severity (error, warning, info), check and image id to break ties deterministically."""
+    t = findings.assign(
+        _sev=findings.get("severity", pd.Series("", index=findings.index)).map(lambda s: SEVERITY_RANK.get(str(s), 3)),
+        _score=-pd.to_numeric(findings.get("score", pd.Series(math.nan, index=findings.index)), errors="coerce").fillna(-math.inf),
+    )
+    keys = ["_score", "_sev"] + [c for c in ("check", "image_id", "annotation_id") if c in t.columns]
+    return t.sort_values(keys, kind="mergesort", na_position="last").drop(columns=["_sev", "_score"]).reset_index(drop=True)
+
+
+def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None, top: int = 24, progress: bool = False) -> Path:
+    """Write AUDIT_DIR/audit.html from findings.csv (+ summary.csv): counts per check, top findings, groups."""
+    audit_dir = Path(audit_dir)
+    findings = rd.read_table(audit_dir, "findings")
+    if findings is None:
+        raise FileNotFoundError(f"{audit_dir}: no findings.csv to render")
+    for col in ("check", "severity"):
+        if col not in findings.columns:
+            raise ValueError(f"{audit_dir / 'findings.csv'}: missing column {col!r}")
+    ranked = rank_findings(findings)
+    counts = (ranked.groupby(["check", "severity"], sort=True).size().rename("findings").reset_index()
+              if not ranked.empty else pd.DataFrame(columns=["check", "severity", "findings"]))
+    groups = [(str(check), rd.table_model(ranked[ranked["check"] == check].drop(columns=["check"]), max_rows=AUDIT_ROWS_PER_CHECK))
+              for check in sorted(ranked["check"].astype(str).unique())]
+    names = [gallery.category_names[k] for k in sorted(gallery.category_names)] if gallery is not None else []
+    colours = class_colours(names)
+    items: list[dict[str, Any]] = []
+    used: set[str] = set()
+    if gallery is not None and "image_id" in ranked.columns:
+        with_image = ranked[pd.to_numeric(ranked["image_id"], errors="coerce").notna()].head(top)
+        for row in _progress(list(with_image.to_dict("records")), enabled=progress, desc="thumbnails"):
+            raw = row.get("annotation_id")
+            ann = None if raw is None or pd.isna(raw) else int(raw)
+            thumb = instance_thumbnail(gallery, image_id=int(row["image_id"]), colours=colours, highlight=ann)
+            anns = gallery.annotations_by_image.get(int(row["image_id"]), []) + gallery.detections_by_image.get(int(row["image_id"]), [])
+            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}
+            where = f"{row.get('file_name', row['image_id'])}" + (f", annotation {ann}" if ann is not None else "")
+            caption = f"{row['check']}: {where}. {row.get('message', '')}"
+            items.append({"uri": thumb.uri, "width": thumb.width, "height": thumb.height, "alt": caption, "caption": caption,
+                          "severity": str(row.get("severity", ""))})
+    header = {"audit": str(audit_dir.resolve()), "findings": str(len(findings))}
+    write_report_inputs(audit_dir, kind="audit", gallery=gallery, options={"top": top})
+    return _render("audit.html.j2", audit_dir / AUDIT_PAGE, title="Label audit",
+                   header=rd.header_rows(header, extra_inputs=gallery.input_paths() if gallery else []),
+                   nav=[("counts", "counts"), ("top", "top findings"), ("by-check", "by check")],
+                   summary=rd.table_model(rd.read_table(audit_dir, "summary")), counts=rd.table_model(counts),
+                   counts_plot=plots.plot_counts(counts, label="check", value="findings", hue="severity", title="findings per check"),
+                   top=items, legend=[(n, _css(colours[n])) for n in names if n in used], groups=groups)

@@ -1,0 +1,312 @@
+"""`segpipe run` without the CLI: fingerprint once, build the task graph, run it with Luigi, publish.
+
+Phases (each a `luigi.build(..., detailed_summary=True)`, all against the same scheduler):
+1. convert: conversion shards + merge (+ audit). The label space (category names, semantic classes) is
+   read from the merged dataset: it maps model outputs to dataset ids, so it is part of inference keys.
+2. infer + evaluate every checkpoint. A failing checkpoint fails only its own tasks.
+3. leaderboard over the checkpoints that succeeded, listing the failed ones.
+Then the reports are copied from the cache into OUT (only files whose bytes changed).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import luigi
+from luigi.execution_summary import LuigiStatusCode, _summary_dict
+
+from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
+from segpipe.tasks import stages
+from segpipe.cache.targets import RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions, store_payload
+from segpipe.cache.fingerprints import (
+    STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key,
+    options_key, package_version,
+)
+from segpipe.runner.config import RunSettings
+from segpipe.runner.publish import publish_outputs
+from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, write_plan
+from segpipe.tasks.stages import INFER_SPEED_OPTIONS
+from segpipe.tasks.convert import ConvertMerge, spec_to_json
+from segpipe.tasks.evaluate import EvalReport, Leaderboard
+from segpipe.tasks.infer import ImageIndex
+
+EXIT_TASKS_FAILED = 5
+EXIT_SCHEDULING_FAILED = 6
+OK_STATUSES = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+RUN_LOG_FILE = "run_log.json"
+# While another worker (on a shared luigid) is still running one of our goals, look again this often.
+OTHER_WORKER_POLL_S = 0.5
+
+
+@dataclass
+class RunOutcome:
+    ran: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    by_others: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # task_id -> reason
+    failed_checkpoints: dict[str, str] = field(default_factory=dict)
+    leaderboard: Path | None = None
+    conversion_errors: int = 0
+    published: int = 0  # files written into OUT by this run
+    exit_code: int = 0
+    statuses: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckpointInput:
+    name: str
+    path: Path
+    sha256: str  # of the file's bytes (the leaderboard column)
+    key: str  # sha256 of the file, combined with its model card when there is one
+
+
+def expand_checkpoints(globs: Iterable[str]) -> list[Path]:
+    """Checkpoint files matched by the globs, sorted and without duplicates (model cards excluded)."""
+    found = {Path(p).resolve() for g in globs for p in glob.glob(g, recursive=True) if Path(p).is_file()}
+    return sorted(p for p in found if p.suffix.lower() not in (".json", ".toml", ".md", ".txt"))
+
+
+def checkpoint_names(paths: list[Path]) -> list[str]:
+    """File stems, or `parent/stem` where stems collide, so every checkpoint has its own report folder."""
+    stems = [p.stem for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}-{p.stem}" for p in paths]
+
+
+def _payload(data: dict[str, Any], *, cache: str) -> str:
+    return store_payload(cache, data)
+
+
+def build_convert_tasks(*, spec: DatasetSpec, plan: ShardPlan, settings: RunSettings, version: str, cache: str) -> ConvertMerge:
+    plan_json = plan_to_json(plan, spec_json=spec_to_json(spec))
+    plan_path = str(write_plan(plan_json, cache=Path(cache), key=options_key(plan_json)))
+    opts = {"format": spec.format, **dict(settings.convert)}
+    base = [version, options_key(opts), manifest_key(plan.globals)]
+    shards = []
+    for shard in plan.shards:
+        key = combine_keys("convert-shard", *base, manifest_key(shard.entries))
+        shards.append([key, _payload({"plan": plan_path, "shard": shard.index, "options": dict(settings.convert)}, cache=cache)])
+    merge_key = combine_keys("convert-merge", version, *[k for k, _ in shards])
+    return ConvertMerge(key=merge_key, cache=cache, payload=_payload({"plan": plan_path, "shards": shards}, cache=cache))
+
+
+def read_label_space(merged_dir: Path) -> dict[str, Any]:
+    coco = json.loads((merged_dir / INSTANCES_FILE).read_bytes())
+    categories = [{"name": c["name"], "supercategory": c.get("supercategory", "")} for c in sorted(coco["categories"], key=lambda c: int(c["id"]))]
+    classes_file = merged_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
+    semantic = [ln.strip() for ln in classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()] if classes_file.is_file() else None
+    return {"categories": categories, "semantic_classes": semantic}
+
+
+def build_checkpoint_tasks(
+    *, ckpt: CheckpointInput, merge: ConvertMerge, index: ImageIndex, plan: ShardPlan, settings: RunSettings, version: str
+) -> EvalReport:
+    plan_path = merge.data["plan"]
+    options = {k: v for k, v in settings.infer.items() if k not in INFER_SPEED_OPTIONS}
+    infer_opts = {"model": settings.model, **options}
+    opts_key = options_key(infer_opts)
+    shards = []
+    for shard in plan.shards:
+        if not shard.images:
+            continue
+        ikey = combine_keys("infer", version, str(index.key), ckpt.key, opts_key, manifest_key(shard.images))
+        infer = {"index": [index.key, index.payload], "model": settings.model, "checkpoint": str(ckpt.path),
+                 "checkpoint_sha256": ckpt.sha256, "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
+                 "loader_workers": settings.infer.get("loader_workers"),
+                 "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
+        ekey = combine_keys("eval-shard", version, str(merge.key), ikey, settings.iou_type)
+        shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer, cache=merge.cache)],
+                                       "plan": plan_path, "shard": shard.index, "iou_type": settings.iou_type,
+                                       "checkpoint_name": ckpt.name}, cache=merge.cache)])
+    header = {"checkpoint": ckpt.name, "sha256": ckpt.sha256, "model": settings.model, "dataset_key": str(merge.key),
+              "images_key": str(index.key), "segpipe": version}
+    key = combine_keys("eval-report", version, options_key(header), settings.iou_type, str(settings.html), *[k for k, _ in shards])
+    return EvalReport(key=key, cache=merge.cache, payload=_payload(
+        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html},
+        cache=merge.cache))
+
+
+# In-process Luigi defaults (no global config files needed); a user's luigi.cfg still wins.
+LUIGI_DEFAULTS: dict[tuple[str, str], str] = {
+    ("worker", "wait_interval"): "0.2",  # how often a worker waiting on another one asks the scheduler again
+    ("worker", "check_complete_on_run"): "true",  # a task must leave its marker, or it counts as failed
+}
+
+
+def configure_luigi() -> None:
+    config = luigi.configuration.get_config()
+    for (section, option), value in LUIGI_DEFAULTS.items():
+        if not config.has_option(section, option):
+            if not config.has_section(section):
+                config.add_section(section)
+            config.set(section, option, value)
+
+
+def _luigi_build(tasks: list[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
+    configure_luigi()
+    kwargs: dict[str, Any] = {"workers": settings.workers, "detailed_summary": True, "log_level": "WARNING"}
+    if settings.scheduler_url:
+        kwargs["scheduler_url"] = settings.scheduler_url
+    else:
+        kwargs["local_scheduler"] = True
+    return luigi.build(tasks, **kwargs)
+
+
+def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
+    """Every task reachable from `roots` through requires(), once each (requires() never touches disk)."""
+    seen: dict[str, luigi.Task] = {}
+    stack = list(roots)
+    while stack:
+        task = stack.pop()
+        if task.task_id in seen:
+            continue
+        seen[task.task_id] = task
+        stack.extend(luigi.task.flatten(task.requires()))
+    return [seen[k] for k in sorted(seen)]
+
+
+def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOutcome) -> None:
+    """Build `tasks` until each is done or failed (another worker on luigid may still hold some)."""
+    first = True
+    while True:
+        result = _luigi_build(tasks, settings=settings)
+        summary = _summary_dict(result.worker)
+        # Luigi counts a task as completed here even when its run() found another worker's marker and returned:
+        # the execution log, tagged with this run's id, says which ones this run really executed.
+        run_id = os.environ.get(RUN_ID_ENV, "")
+        executed = {e["task_id"] for e in read_executions(Path(settings.cache)) if e.get("run") == run_id}
+        for task in sorted(summary.get("completed", set()), key=str):
+            bucket = outcome.ran if task.task_id in executed else outcome.by_others
+            if task.task_id not in bucket:
+                bucket.append(task.task_id)
+        if first:
+            # Luigi does not descend into complete tasks: their whole upstream came from the cache too.
+            outcome.cached.extend(t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
+                                  if t.task_id not in outcome.cached and t.task_id not in outcome.ran)
+            first = False
+        for task in sorted(summary.get("failed", set()), key=str):
+            path = failure_path(Path(settings.cache), task_id=task.task_id)
+            reason = path.read_text(encoding="utf-8").strip() if path.is_file() else "failed"
+            outcome.failed[task.task_id] = reason
+            name = task.data.get("checkpoint_name") if isinstance(task, CachedTask) else None
+            if name:
+                outcome.failed_checkpoints.setdefault(str(name), f"{task.task_family}: {reason}")
+        others = summary.get("run_by_other_worker", set())
+        outcome.by_others.extend(t.task_id for t in sorted(others, key=str) if t.task_id not in outcome.by_others)
+        done = all(t.complete() for t in tasks)
+        if done or not others:
+            # Statuses while another worker still held our goals say nothing; the final one counts.
+            if not done:
+                outcome.statuses.append(result.status.name)
+            return
+        time.sleep(OTHER_WORKER_POLL_S)
+
+
+def run_pipeline(settings: RunSettings) -> RunOutcome:
+    """Fingerprint, build and run the whole graph; publish reports into OUT. Never prints."""
+    with execution_run_id():
+        return _run_pipeline(settings)
+
+
+def _run_pipeline(settings: RunSettings) -> RunOutcome:
+    outcome = RunOutcome()
+    cache = settings.cache.resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    settings = replace(settings, cache_dir=cache)
+    version = package_version()
+    stat_cache = StatCache(cache / "fingerprints" / STAT_CACHE_FILE, rehash=settings.rehash)
+    spec = DatasetSpec(format=settings.format, root=settings.dataset.resolve(),
+                       images=settings.images.resolve() if settings.images else None,
+                       classes=settings.classes.resolve() if settings.classes else None,
+                       list_file=settings.list_file.resolve() if settings.list_file else None)
+    manifest = build_manifest(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
+    plan = plan_shards(manifest, spec=spec, shard_size=settings.shard_size)
+    paths = expand_checkpoints(settings.checkpoints)
+    if not paths:
+        raise ValueError(f"--checkpoints: no checkpoint file matches {', '.join(settings.checkpoints)}")
+    checkpoints = []
+    for name, path in zip(checkpoint_names(paths), paths):
+        card = stages.model_card_of(path)
+        sha = stat_cache.sha256(path, stat=path.stat())
+        checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha,
+                                           key=checkpoint_fingerprint(path, card=card, stat_cache=stat_cache)))
+    stat_cache.save()
+
+    merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=version, cache=str(cache))
+    phase1: list[CachedTask] = [merge]
+    audit_task = None
+    if settings.audit:
+        from segpipe.tasks.audit import build_audit_task
+
+        audit_task = build_audit_task(merge=merge, version=version, html=settings.html)
+        phase1.append(audit_task)
+    run_phase(phase1, settings=settings, outcome=outcome)
+    if not merge.complete():
+        outcome.exit_code = EXIT_TASKS_FAILED
+        _write_run_log(settings=settings, outcome=outcome)
+        return outcome
+
+    label_space = read_label_space(merge.output().directory)
+    index_key = combine_keys("images", version, plan.images_key(), options_key(label_space))
+    index = ImageIndex(key=index_key, cache=str(cache), payload=_payload(
+        {"image_root": str(spec.image_root().resolve()), "plan": merge.data["plan"], "label_space": label_space}, cache=str(cache)))
+    reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, index=index, plan=plan, settings=settings, version=version)
+               for c in checkpoints}
+    run_phase(list(reports.values()), settings=settings, outcome=outcome)
+
+    rows = []
+    for ckpt in checkpoints:
+        report = reports[ckpt.name]
+        if report.complete():
+            rows.append({"checkpoint": ckpt.name, "sha256": ckpt.sha256, "report": [report.key, report.payload]})
+        else:
+            reason = outcome.failed_checkpoints.setdefault(ckpt.name, "not completed (see the luigi summary above)")
+            rows.append({"checkpoint": ckpt.name, "sha256": ckpt.sha256, "report": None, "error": reason})
+    lb_key = combine_keys("leaderboard", version, *[
+        canonical_json([r["checkpoint"], r["sha256"], r["report"][0] if r["report"] else r["error"]]) for r in rows])
+    leaderboard = Leaderboard(key=lb_key, cache=str(cache), payload=_payload({"rows": rows}, cache=str(cache)))
+    run_phase([leaderboard], settings=settings, outcome=outcome)
+
+    if leaderboard.complete():
+        outcome.leaderboard, changed = publish_outputs(
+            out=settings.out, leaderboard_dir=leaderboard.output().directory,
+            reports={r["checkpoint"]: reports[r["checkpoint"]].output().directory for r in rows if r["report"]},
+            merged_dir=merge.output().directory, audit_dir=audit_task.output().directory if audit_task is not None and audit_task.complete() else None,
+        )
+        outcome.published = changed
+        if settings.html and (changed or not (settings.out / "leaderboard.html").is_file()):
+            stages.render_leaderboard_html(out_dir=settings.out)
+    outcome.conversion_errors = _count_conversion_errors(merge.output().directory / REPORT_FILE_NAME)
+    outcome.exit_code = _exit_code(outcome)
+    _write_run_log(settings=settings, outcome=outcome)
+    return outcome
+
+
+def _count_conversion_errors(report: Path) -> int:
+    if not report.is_file():
+        return 0
+    rows = csv.DictReader(io.StringIO(report.read_text(encoding="utf-8")))
+    return sum(1 for row in rows if row.get("severity") == "error")
+
+
+def _exit_code(outcome: RunOutcome) -> int:
+    if outcome.failed or outcome.failed_checkpoints or outcome.leaderboard is None:
+        return EXIT_TASKS_FAILED
+    if any(s not in {c.name for c in OK_STATUSES} for s in outcome.statuses):
+        return EXIT_SCHEDULING_FAILED
+    return EXIT_SKIPPED_ERRORS if outcome.conversion_errors else 0
+
+
+def _write_run_log(*, settings: RunSettings, outcome: RunOutcome) -> None:
+    log = {"ran": outcome.ran, "cached": outcome.cached, "run_by_other_workers": outcome.by_others,
+           "failed": outcome.failed, "failed_checkpoints": outcome.failed_checkpoints, "exit_code": outcome.exit_code}
+    atomic_write_text(settings.out / RUN_LOG_FILE, json.dumps(log, indent=1, sort_keys=True) + "\n")

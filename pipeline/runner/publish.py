@@ -1,0 +1,57 @@
+"""Copying a run's results from the cache into OUT (issue 5, "Outputs").
+
+OUT/leaderboard.csv (+ .parquet, + leaderboard.html unless --no-html),
+OUT/per_class_by_checkpoint.csv, OUT/checkpoints/<name>/<evaluation>/ (the evaluate reports),
+OUT/conversion_report.csv and, with --audit, OUT/audit/. Only files whose bytes differ are rewritten, so
+a no-op rerun writes nothing, and every write is a temporary sibling renamed into place.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from segpipe.converters.atomic_write import write_bytes_if_changed
+from segpipe.converters.report import REPORT_FILE_NAME
+from segpipe.cache.targets import MARKER_NAME
+
+CHECKPOINTS_DIR = "checkpoints"
+AUDIT_DIR = "audit"
+REPORT_SUBDIR = "report"
+
+
+def copy_if_changed(src: Path, dst: Path) -> bool:
+    return write_bytes_if_changed(dst, src.read_bytes())
+
+
+def mirror_tree(src: Path, dst: Path) -> int:
+    """Make `dst` hold exactly the files of `src` (marker excluded); returns how many files changed."""
+    wanted = {p.relative_to(src) for p in src.rglob("*") if p.is_file() and p.name != MARKER_NAME}
+    changed = sum(copy_if_changed(src / rel, dst / rel) for rel in sorted(wanted))
+    if dst.is_dir():
+        for path in sorted(p for p in dst.rglob("*") if p.is_file()):
+            if path.relative_to(dst) not in wanted:
+                path.unlink()
+                changed += 1
+    return changed
+
+
+def publish_outputs(
+    *, out: Path, leaderboard_dir: Path, reports: dict[str, Path], merged_dir: Path, audit_dir: Path | None
+) -> tuple[Path, int]:
+    """Publish everything; returns OUT/leaderboard.csv and how many files changed."""
+    changed = 0
+    for path in sorted(p for p in leaderboard_dir.iterdir() if p.is_file() and p.name != MARKER_NAME):
+        changed += copy_if_changed(path, out / path.name)
+    checkpoints = out / CHECKPOINTS_DIR
+    for name, report_dir in sorted(reports.items()):
+        changed += mirror_tree(report_dir / REPORT_SUBDIR, checkpoints / name)
+    if checkpoints.is_dir():  # a checkpoint gone from the run (or failed now) leaves no stale report
+        for stale in sorted(p for p in checkpoints.iterdir() if p.is_dir() and p.name not in reports):
+            shutil.rmtree(stale)
+            changed += 1
+    if (merged_dir / REPORT_FILE_NAME).is_file():
+        changed += copy_if_changed(merged_dir / REPORT_FILE_NAME, out / REPORT_FILE_NAME)
+    if audit_dir is not None:
+        changed += mirror_tree(audit_dir, out / AUDIT_DIR)
+    return out / "leaderboard.csv", changed

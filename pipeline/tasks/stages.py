@@ -1,0 +1,168 @@
+"""The one place where the pipeline calls the other stages' code (converters, inference, evaluators,
+report writers, audit, HTML). If one of their signatures drifts, this file is the only one to fix.
+
+Imports happen inside the functions: the Luigi task modules import this module, and a cached rerun must
+not pay for torch/torchvision (issue 5, property 1). Only `infer_shard` reaches torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from segpipe.runner.shards import DatasetSpec
+
+# Converter options each format accepts (run.toml / CLI pass-through); anything else is a usage error.
+CONVERT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "oxford-pet": ("border", "categories", "split", "strict"),
+    "voc": ("one_based", "difficult", "strict"),
+    "trimap": ("border", "categories", "strict"),
+}
+# Inference options forwarded to run_inference (all of them part of the inference key).
+INFER_OPTIONS: tuple[str, ...] = (
+    "num_classes", "classes", "device", "batch_size", "precision", "score_threshold", "resize", "trust_checkpoint",
+)
+# Options that change how fast inference runs, never what it outputs: left out of the inference key.
+INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)
+
+
+def convert_dataset(*, spec: DatasetSpec, out: Path, options: Mapping[str, Any]) -> Any:
+    """Run the format's converter on `spec` into `out` (one process: the pipeline shards instead)."""
+    allowed = CONVERT_OPTIONS[spec.format]
+    kwargs = {k: v for k, v in options.items() if k in allowed and v is not None}
+    if spec.format == "oxford-pet":
+        from segpipe.converters.oxford_pet import convert_oxford_pet
+
+        return convert_oxford_pet(spec.root, out, workers=1, **kwargs)
+    if spec.format == "voc":
+        from segpipe.converters.voc import convert_voc
+
+        return convert_voc(spec.root, out, images=spec.images, classes=spec.classes, workers=1, **kwargs)
+    from segpipe.converters.trimap import convert_trimap
+
+    if spec.images is None:
+        raise ValueError("--images: the trimap format needs the image folder")
+    return convert_trimap(spec.root, out, images=spec.images, list_file=spec.list_file, workers=1, **kwargs)
+
+
+def model_card_of(checkpoint: Path) -> Path | None:
+    """The model card beside a checkpoint, as the inference engine finds it (no torch import)."""
+    from segpipe.inference.checkpoints import model_card_path
+
+    return model_card_path(checkpoint)
+
+
+def infer_shard(
+    *, model: str, checkpoint: Path, dataset: Path, out: Path, image_ids: Sequence[int], options: Mapping[str, Any],
+    loader_workers: int | None, checkpoint_sha256: str | None = None,
+) -> Any:
+    """Inference over one shard of image ids; torch is imported here and only here. `checkpoint_sha256` is the
+    driver's digest of the checkpoint, so a shard does not read and hash the whole file again."""
+    from segpipe.inference.engine import run_inference
+
+    kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
+    return run_inference(
+        model=model, checkpoint=checkpoint, dataset=dataset, out=out, image_ids=list(image_ids), progress=False,
+        workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs,
+    )
+
+
+def inference_task(pred_dir: Path) -> str | None:
+    """"semantic" or "instance", as the engine recorded it in meta.json (None when absent)."""
+    import json
+
+    meta = pred_dir / "meta.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text(encoding="utf-8")).get("task")
+
+
+def instance_shard_stats(*, gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, image_ids: Sequence[int]) -> Any:
+    from segpipe.evaluators.instance import instance_update
+
+    return instance_update(gt, results, iou_type=iou_type, image_ids=list(image_ids))
+
+
+def instance_report(*, stats: Sequence[Any]) -> Any:
+    from segpipe.evaluators.instance import InstanceStats, instance_compute
+
+    return instance_compute(InstanceStats.merge_all(list(stats)))
+
+
+def semantic_image_confusion(*, gt: np.ndarray, pred: np.ndarray | None, num_classes: int, path: str) -> np.ndarray:
+    """Confusion of one image pair; a missing prediction counts every labelled pixel as a miss."""
+    from segpipe.evaluators.confusion import confusion_update, unpredicted_update
+
+    if pred is None:
+        return unpredicted_update(gt, num_classes=num_classes, path=path)
+    return confusion_update(gt, pred, num_classes=num_classes, path=path)
+
+
+def semantic_per_image_row(*, confusion: np.ndarray, file: str, missing: bool) -> dict[str, object]:
+    from segpipe.evaluators.semantic_tables import MISSING_PREDICTION, PREDICTION_FOUND, per_image_row
+
+    return per_image_row(confusion, file=file, prediction=MISSING_PREDICTION if missing else PREDICTION_FOUND)
+
+
+def semantic_report(*, confusion: np.ndarray, class_names: Sequence[str], per_image: pd.DataFrame, notes: pd.DataFrame) -> Any:
+    from segpipe.evaluators.semantic_tables import semantic_compute
+
+    return semantic_compute(confusion, class_names=list(class_names), per_image=per_image, notes=notes)
+
+
+def semantic_notes_columns() -> list[str]:
+    from segpipe.evaluators.semantic_tables import NOTES_COLUMNS
+
+    return list(NOTES_COLUMNS)
+
+
+def write_instance_report(*, report: Any, out: Path, header: Mapping[str, Any]) -> None:
+    from segpipe.cli.evaluate_instances import write_instance_report as write
+
+    write(report, out, header=dict(header))
+
+
+def write_semantic_report(*, report: Any, out: Path, header: Mapping[str, Any]) -> None:
+    from segpipe.cli.evaluate_semantic import write_semantic_report as write
+
+    write(report, out, header=dict(header))
+
+
+def render_evaluate_html(*, report_dir: Path, gallery: Any = None) -> None:
+    """report.html beside the tables (reads the tables and header.json the writers put there); `gallery`
+    (a segpipe.reports.gallery.GallerySource) gives the worst-images pictures."""
+    from segpipe.reports.html import render_evaluate_report
+
+    render_evaluate_report(report_dir, gallery=gallery)
+
+
+def render_leaderboard_html(*, out_dir: Path) -> None:
+    """OUT/leaderboard.html from OUT/leaderboard.csv, per_class_by_checkpoint.csv and OUT/checkpoints/."""
+    from segpipe.reports.html import render_leaderboard
+
+    render_leaderboard(out_dir)
+
+
+def render_audit_html(*, audit_dir: Path) -> None:
+    """audit.html from the findings table."""
+    from segpipe.reports.html import render_audit_report
+
+    render_audit_report(audit_dir)
+
+
+def audit(*, dataset_dir: Path) -> Any:
+    """The audit of a converted dataset dir exactly as `segpipe audit DATASET_DIR` runs it: conversion report
+    rows carried in, and the Oxford-IIIT Pet layout checks (heads.json, list.txt, splits) where they apply."""
+    from segpipe.evaluators.audit import audit_path
+
+    return audit_path(dataset_dir)
+
+
+def read_label_map(path: Path) -> np.ndarray:
+    """A single-channel label PNG exactly as `segpipe evaluate semantic` reads it (errors name the file)."""
+    from segpipe.evaluators.semantic import read_label_map as read
+
+    return read(path)
