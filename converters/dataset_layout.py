@@ -17,12 +17,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from segpipe.converters.atomic_write import atomic_write_text
-
-INSTANCES_FILE = "instances.json"
-DATASET_META_FILE = "dataset.json"
-SEMANTIC_DIR = "semantic"
-SEMANTIC_CLASSES_FILE = "classes.txt"
-HEADS_FILE = "heads.json"
+from segpipe.layout import (  # noqa: F401  (the dataset layout's names, re-exported for its readers)
+    DATASET_META_FILE,
+    HEADS_FILE,
+    IGNORE_INDEX,
+    INSTANCES_FILE,
+    SEMANTIC_CLASSES_FILE,
+    SEMANTIC_DIR,
+)
 
 
 @dataclass(frozen=True)

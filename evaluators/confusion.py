@@ -17,10 +17,9 @@ import os
 
 import cv2
 import numpy as np
-
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.layout import IGNORE_INDEX  # noqa: F401  (re-exported for the evaluators)
 
-IGNORE_INDEX = 255  # design.md: semantic label maps use 255 for "ignore"
 UNPREDICTED = "(no prediction)"  # label of the confusion matrix's last column
 
 # cv2.calcHist counts in float32, which is exact up to 2**24 per bin; histogram at most that many

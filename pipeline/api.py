@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from segpipe.layout import SEMANTIC_CLASSES_FILE
+
 if TYPE_CHECKING:  # imported lazily at call time: `import segpipe` must stay cheap
     import pandas as pd
 
@@ -113,7 +115,7 @@ def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = No
     gt_dir, pred_dir = label_map_dir(Path(gt)), label_map_dir(Path(pred))
     ignore = IGNORE_INDEX if ignore_index is None else ignore_index
     if classes is None:
-        classes_file = gt_dir / "classes.txt"
+        classes_file = gt_dir / SEMANTIC_CLASSES_FILE
         if not classes_file.is_file():
             raise EvaluationError(classes_file, "", "no classes.txt beside the label maps: pass classes=[...]")
         classes = parse_class_names(classes_file.read_text(encoding="utf-8"))
