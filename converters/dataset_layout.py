@@ -17,13 +17,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.layout import (  # noqa: F401  (the dataset layout's names, re-exported for its readers)
-    DATASET_META_FILE,
-    HEADS_FILE,
-    IGNORE_INDEX,
-    INSTANCES_FILE,
-    SEMANTIC_CLASSES_FILE,
-    SEMANTIC_DIR,
+from segpipe.layout import (  # the dataset layout's names, re-exported for its readers
+    DATASET_META_FILE as DATASET_META_FILE,
+    HEADS_FILE as HEADS_FILE,
+    IGNORE_INDEX as IGNORE_INDEX,
+    INSTANCES_FILE as INSTANCES_FILE,
+    SEMANTIC_CLASSES_FILE as SEMANTIC_CLASSES_FILE,
+    SEMANTIC_DIR as SEMANTIC_DIR,
 )
 
 
@@ -48,7 +48,8 @@ class DatasetDir:
         if not path.is_file():
             # Any COCO file with its images beside it: images are looked up relative to the directory.
             return {"format": "coco", "image_root": str(self.root.resolve()), "options": {}}
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return meta
 
     @property
     def image_root(self) -> Path:
