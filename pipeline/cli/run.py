@@ -77,7 +77,7 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.option("--resize", type=click.IntRange(min=1), default=None, help="Resize the short side before inference.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (when no model card says).")
 @click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
-@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling.")
+@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling, and TorchScript files (both run code).")
 @click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task.")
 def run(config_path: Path | None, **options: Any) -> None:
     """Run the whole pipeline, cached: a rerun only does what changed (inputs are fingerprinted by content).

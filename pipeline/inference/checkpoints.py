@@ -85,6 +85,24 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         raise InferenceError(path, "", f"could not load even with --trust-checkpoint: {err}") from err
 
 
+def require_torchscript_trust(path: str | os.PathLike[str], *, trust: bool) -> None:
+    """Refuse a TorchScript file unless `trust`; warn loudly when trusted.
+
+    A TorchScript archive is code, not data: its graph may call any registered torch operator, including ones
+    that read and write files, and `torch.jit.load` has no `weights_only` mode to restrict it
+    (https://pytorch.org/docs/stable/generated/torch.jit.load.html).
+    """
+    if not trust:
+        raise InferenceError(path, "", "refused: a TorchScript file is a program and loading it runs that program "
+                                       "(it can read and write files on this machine). If you trust where it came "
+                                       "from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway")
+    warnings.warn(
+        f"LOADING TORCHSCRIPT {path} (--trust-checkpoint): the code inside it runs now",
+        UntrustedCheckpointWarning,
+        stacklevel=3,
+    )
+
+
 def parse_state_dict(obj: Any, *, path: str | os.PathLike[str]) -> dict[str, Any]:
     """The state_dict inside a checkpoint object, with wrapper prefixes stripped. Pure."""
     import torch
