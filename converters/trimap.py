@@ -28,7 +28,7 @@ from segpipe.converters.dataset_layout import (
 )
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import index_images, read_image_size, walk_input_files
-from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
+from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 
 TRIMAP_PET = 1
@@ -298,7 +298,9 @@ def read_categories(list_file: Path | None, *, stems: Sequence[str], level: str,
     names. Without a list, an info row at `where` says so."""
     if list_file is not None:
         try:
-            entries = parse_pet_list(list_file.read_text(encoding="utf-8"), path=str(list_file))
+            entries, problems = parse_pet_list_lines(list_file.read_text(encoding="utf-8"), path=str(list_file))
+            for problem in problems:  # one row per bad line; the other lines still name their images
+                report.add(file=list_file, severity="error", code="bad_list", message=f"{problem.field}: {problem.reason}; line skipped")
             return pet_categories(entries, stems=stems, level=level, path=str(list_file))
         except (OSError, UnicodeDecodeError) as err:
             report.add(file=list_file, severity="error", code="bad_list", message=f"unreadable list file: {err}")

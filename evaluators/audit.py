@@ -183,7 +183,7 @@ def audit_dataset(
 def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout, list[AuditFinding]]:
     """heads.json (same image list as instances.json), annotations/list.txt and split files beside the images;
     with a finding per split file that cannot be read."""
-    from segpipe.converters.pet_list import SPECIES_NAMES, parse_pet_list, parse_split_names
+    from segpipe.converters.pet_list import SPECIES_NAMES, parse_pet_list_lines, parse_split_names
 
     heads: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
     heads_path = dataset.root / HEADS_FILE
@@ -198,7 +198,7 @@ def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout
     list_path = annotations / "list.txt"
     if list_path.is_file():
         try:
-            entries = parse_pet_list(list_path.read_text(encoding="utf-8"), path=str(list_path))
+            entries, _ = parse_pet_list_lines(list_path.read_text(encoding="utf-8"), path=str(list_path))  # bad lines: conversion rows
             list_species = {e.image: SPECIES_NAMES[e.species] for e in entries}
         except (AnnotationError, UnicodeDecodeError):
             list_species = None  # the converter already reported the broken list as a conversion finding
