@@ -31,7 +31,7 @@ import luigi
 
 from segpipe.cache.entry_lock import entry_lock, entry_lock_path
 from segpipe.cache.integrity import entry_inventory, inventory_mismatch, report_damage
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.converters.atomic_write import atomic_write_text, temporary_sibling
 
 MARKER_NAME = "_DONE.json"
 INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256]} of every file of the entry
@@ -123,7 +123,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
     """Place `src` at `dst` without a half-written state: a hard link when possible (cache files are
     never modified in place, only replaced), else a copy through a temporary sibling."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}{dst.suffix}")
+    tmp = temporary_sibling(dst)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)

@@ -264,3 +264,21 @@ def test_non_utf8_file_names_go_through(tmp_path: Path) -> None:
     assert (out / "semantic" / f"{stem}.png").is_file()
     assert [r["severity"] for r in report_rows(out) if r["file"].endswith("pug_1.png")] == ["error"]
     assert report.has_errors
+
+
+def test_a_247_byte_file_name_converts(tmp_path: Path) -> None:
+    """The longest legal names (255 bytes) leave no room for a temporary suffix: the temporary twin must still fit."""
+    rng = np.random.default_rng(3)
+    long_stem = "Bengal_" + "x" * 236  # 243 bytes; "<stem>.png" is 247
+    trimaps = {long_stem: make_trimap(rng, 24, 30), "pug_1": make_trimap(rng, 20, 26)}
+    for stem, t in trimaps.items():
+        write_pair(tmp_path, stem, t, ext=".png")
+    assert len(f"{long_stem}.png".encode()) == 247
+    out = tmp_path / "out"
+    report = convert_trimap(tmp_path / "trimaps", out, images=tmp_path / "images")
+    assert report.exit_code() == 0, report.findings
+    written = cv2.imread(str(out / "semantic" / f"{long_stem}.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(written == 1, expected_pet(trimaps[long_stem], "ignore"))
+    assert sorted(p.name for p in (out / "semantic").iterdir() if p.name.startswith(".")) == []
+    coco = COCO(str(out / "instances.json"))
+    assert sorted(im["file_name"] for im in coco.dataset["images"]) == sorted([f"{long_stem}.png", "pug_1.png"])
