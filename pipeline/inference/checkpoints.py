@@ -8,6 +8,7 @@ files the user vouches for, with a loud warning (issue 4, "Checkpoints").
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 import warnings
@@ -22,6 +23,9 @@ STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "model.")
 MODEL_CARD_SUFFIXES: tuple[str, ...] = (".json", ".toml")
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# Upper bounds on model-card numbers: far above any real model, low enough that a typo or a hostile card
+# (a 40-stage U-Net, resize 100000) is refused with its field named instead of allocating gigabytes.
+CARD_LIMITS: Mapping[str, int] = {"num_classes": 10_000, "resize": 8192, "unet.depth": 10, "unet.width": 1024}
 TRUST_HINT = (
     "it needs arbitrary pickled code to load, which could run anything on this machine. If you trust "
     "where it came from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway"
@@ -201,7 +205,7 @@ def parse_model_card(data: Any, *, path: Path) -> ModelCard:
     return ModelCard(
         path=path,
         class_names=tuple(names) if names is not None else None,
-        num_classes=_positive_int(data.get("num_classes"), path=path, field="num_classes"),
+        num_classes=_positive_int(data.get("num_classes"), path=path, field="num_classes"),  # bounded by CARD_LIMITS
         mean=_triple(data.get("mean"), path=path, field="mean"),
         std=_triple(data.get("std"), path=path, field="std"),
         resize=_positive_int(data.get("resize"), path=path, field="resize"),
@@ -217,6 +221,9 @@ def _positive_int(value: Any, *, path: Path, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InferenceError(path, field, f"must be a positive integer, got {value!r}")
+    limit = CARD_LIMITS.get(field)
+    if limit is not None and value > limit:
+        raise InferenceError(path, field, f"must be at most {limit}, got {value!r}; fix the model card")
     return value
 
 
@@ -230,6 +237,8 @@ def _triple(value: Any, *, path: Path, field: str) -> tuple[float, float, float]
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
         raise InferenceError(path, field, f"must be three numbers (R, G, B), got {value!r}")
+    if not all(math.isfinite(v) for v in value):  # JSON and TOML both spell NaN and infinities
+        raise InferenceError(path, field, f"must be finite numbers, got {value!r}")
     if field == "std" and any(v <= 0 for v in value):
         raise InferenceError(path, field, f"must be positive, got {value!r}")
     return (float(value[0]), float(value[1]), float(value[2]))
