@@ -144,3 +144,62 @@ def test_damaged_cache_entries_are_recomputed_not_trusted(world: Path, tmp_path:
     assert run_pipeline(clean).exit_code == 0
     pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
     assert pred[0].is_file()
+
+
+def _edit_trimap(path: Path) -> None:
+    values = np.array(Image.open(path))
+    values[: values.shape[0] // 3] = 2
+    Image.fromarray(values).save(path)
+
+
+def test_an_input_edited_during_a_task_and_restored_is_not_published(
+        world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.tasks import stages
+
+    for name in ("pets", "ckpts"):
+        shutil.copytree(world / name, tmp_path / name)
+    trimap = sorted((tmp_path / "pets" / "annotations" / "trimaps").glob("*.png"))[0]
+    original = trimap.read_bytes()
+    convert = stages.convert_dataset
+
+    def convert_while_someone_edits(**kwargs: object) -> object:
+        _edit_trimap(trimap)  # the task reads the edited file...
+        try:
+            return convert(**kwargs)
+        finally:
+            trimap.write_bytes(original)  # ...which is back to its fingerprinted content when the task ends
+
+    monkeypatch.setattr(stages, "convert_dataset", convert_while_someone_edits)
+    settings = settings_for(tmp_path, dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    outcome = run_pipeline(settings)
+    assert outcome.exit_code != 0
+    assert any(f"{trimap}: modified while this task read it" in reason for reason in outcome.failed.values()), outcome.failed
+    monkeypatch.setattr(stages, "convert_dataset", convert)
+    assert run_pipeline(settings).exit_code == 0
+    clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    assert run_pipeline(clean).exit_code == 0
+    pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
+
+
+def test_an_input_edited_after_fingerprinting_is_refused(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.runner import driver
+
+    for name in ("pets", "ckpts"):
+        shutil.copytree(world / name, tmp_path / name)
+    trimap = sorted((tmp_path / "pets" / "annotations" / "trimaps").glob("*.png"))[-1]
+    plan = driver.plan_shards
+
+    def plan_then_edit(*args: object, **kwargs: object) -> object:
+        result = plan(*args, **kwargs)
+        _edit_trimap(trimap)
+        return result
+
+    monkeypatch.setattr(driver, "plan_shards", plan_then_edit)
+    settings = settings_for(tmp_path, dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    outcome = run_pipeline(settings)
+    assert any(f"{trimap}: changed since this run fingerprinted it" in reason for reason in outcome.failed.values()), outcome.failed
+    monkeypatch.setattr(driver, "plan_shards", plan)
+    assert run_pipeline(settings).exit_code == 0
+    clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    assert run_pipeline(clean).exit_code == 0
+    pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
