@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
 from segpipe.converters.dataset_layout import INSTANCES_FILE, discard_outputs, write_dataset_meta
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import is_hidden_name, is_image_name, read_image_size
+from segpipe.converters.images import is_hidden_name, is_image_name, read_image_size, read_input_bytes
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, Severity, StrictModeError, display_path, write_report
 from segpipe.converters.voc_parse import VocDocument, VocObject, check_filename, check_size, parse_voc_xml, voc_objects_to_annotations
 
@@ -50,8 +50,10 @@ def read_classes_file(path: str | os.PathLike[str]) -> list[str]:
     Raises AnnotationError for an unreadable file, a file with no names, or a name listed twice.
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_input_bytes(path).decode("utf-8-sig")
+    except AnnotationError as err:
+        raise AnnotationError(path, "", f"cannot read the classes file: {err.reason}", code="invalid_classes") from err
+    except UnicodeDecodeError as err:
         raise AnnotationError(path, "", f"cannot read the classes file: {err}", code="invalid_classes") from err
     names: list[str] = []
     first_line: dict[str, int] = {}
@@ -181,10 +183,9 @@ def _convert_one(job: _Job) -> _Outcome:
     """Read one XML and its image header; the unit of work of the process pool."""
     xml_path = job.xml
     try:
-        with open(xml_path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
-        return _Outcome(None, (_error(xml_path, "unreadable_xml", f"cannot read: {err.strerror or err}"),), ())
+        data = read_input_bytes(xml_path)  # regular files under the size limit only
+    except AnnotationError as err:
+        return _Outcome(None, (_error(xml_path, "unreadable_xml" if err.code == "unreadable_file" else err.code, err.reason),), ())
     try:
         doc = parse_voc_xml(data, path=xml_path)
     except AnnotationError as err:
