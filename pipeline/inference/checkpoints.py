@@ -26,6 +26,11 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # Upper bounds on model-card numbers: far above any real model, low enough that a typo or a hostile card
 # (a 40-stage U-Net, resize 100000) is refused with its field named instead of allocating gigabytes.
 CARD_LIMITS: Mapping[str, int] = {"num_classes": 10_000, "resize": 8192, "unet.depth": 10, "unet.width": 1024}
+# A torch.save archive stores its entries uncompressed (ratio ~1); a zip whose entries inflate to more than
+# this many times the file's size (and over CHECKPOINT_INFLATE_FLOOR) is a decompression bomb, refused from
+# its central directory before torch reads any entry.
+CHECKPOINT_MAX_INFLATION = 8
+CHECKPOINT_INFLATE_FLOOR = 64 * 1024 * 1024
 TRUST_HINT = (
     "it needs arbitrary pickled code to load, which could run anything on this machine. If you trust "
     "where it came from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway"
@@ -71,6 +76,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     path = Path(path)
     if not path.is_file():
         raise InferenceError(path, "", "checkpoint file not found")
+    check_archive_inflation(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -87,6 +93,23 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # arbitrary code may raise anything
         raise InferenceError(path, "", f"could not load even with --trust-checkpoint: {err}") from err
+
+
+def check_archive_inflation(path: Path) -> None:
+    """Refuse a zip archive (torch.save and TorchScript format) whose entries would inflate far beyond its size."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-1.6) torch.save format is a plain pickle stream, bounded by its size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise InferenceError(path, "", f"not a readable checkpoint archive: {err}") from err
+    size = path.stat().st_size
+    if inflated > CHECKPOINT_INFLATE_FLOOR and inflated > CHECKPOINT_MAX_INFLATION * size:
+        raise InferenceError(path, "", f"refused: its entries inflate to {inflated} bytes from a {size}-byte file "
+                                       f"(more than {CHECKPOINT_MAX_INFLATION}x; torch.save never compresses), a decompression bomb")
 
 
 def require_torchscript_trust(path: str | os.PathLike[str], *, trust: bool) -> None:

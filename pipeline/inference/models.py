@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from segpipe.inference.checkpoints import InferenceError, require_torchscript_trust
+from segpipe.inference.checkpoints import InferenceError, check_archive_inflation, require_torchscript_trust
 from segpipe.inference.unet import DEFAULT_BASE_WIDTH, DEFAULT_DEPTH
 
 SEMANTIC = "semantic"
@@ -108,6 +108,7 @@ def load_torchscript(path: str | os.PathLike[str], *, trust: bool = False) -> An
     import torch
 
     require_torchscript_trust(path, trust=trust)
+    check_archive_inflation(Path(path))
     try:
         return torch.jit.load(str(Path(path)), map_location="cpu").eval()
     except (RuntimeError, ValueError, OSError) as err:

@@ -146,3 +146,25 @@ def test_nan_in_a_toml_card_is_refused(tmp_path: Path) -> None:
     (tmp_path / "net.toml").write_text("mean = [0.5, nan, 0.5]\n")
     with pytest.raises(InferenceError, match="net.toml: mean: must be finite"):
         read_model_card(tmp_path / "net.pt")
+
+
+def test_a_zip_bomb_checkpoint_is_refused_before_torch_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 200 MB entry deflated into a few hundred KB: torch would inflate it whole; the central directory says so first."""
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("bomb/data.pkl", "w", force_zip64=True) as entry:
+            block = bytes(1 << 20)
+            for _ in range(200):
+                entry.write(block)
+    assert path.stat().st_size < 1_000_000
+    loads: list[object] = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
+    with pytest.raises(InferenceError, match=r"bomb.pt: refused: its entries inflate to 209715200 bytes"):
+        read_checkpoint(path)
+    assert loads == []
+    ok = tmp_path / "ok.pt"
+    torch.save({"w": torch.zeros(3)}, ok)
+    monkeypatch.undo()
+    assert torch.equal(read_checkpoint(ok)["w"], torch.zeros(3))
