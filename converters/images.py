@@ -76,6 +76,54 @@ def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
+def decode_image_file(path: str | os.PathLike[str]) -> Any:
+    """An image or label map decoded as stored (cv2.IMREAD_UNCHANGED), or None when it does not decode.
+
+    The bytes are read by Python, not by `cv2.imread`: OpenCV converts the path to a C string and crashes on
+    a name that is not valid UTF-8 (a lone surrogate from os.fsdecode). The declared size is checked
+    against the pixel limit before decoding, so a small PNG cannot expand into gigabytes. Raises
+    AnnotationError for a file that is not regular, too big, or over the pixel limit.
+    """
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    data = read_input_bytes(path)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as im:
+                    width, height = im.size
+        except Image.DecompressionBombError as err:
+            raise AnnotationError(path, "size", f"too many pixels: {err}", code="image_too_large") from err
+        except Exception:  # not an image Pillow knows: let OpenCV try (and fail) below
+            width, height = 0, 0
+    check_pixel_count(path, width=width, height=height)
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+NON_UTF8_REASON = ("file name is not valid UTF-8; skipped: reports, Parquet tables and OpenCV need UTF-8 names, so "
+                   "rename it (e.g. `convmv -f latin1 -t utf8`)")
+
+
+def is_utf8_name(name: str) -> bool:
+    """False for a name with undecodable bytes (they reach Python as lone surrogates, PEP 383).
+
+    >>> is_utf8_name("café.png"), is_utf8_name(os.fsdecode(b"caf\\xe9.png"))
+    (True, False)
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 

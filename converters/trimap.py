@@ -27,7 +27,7 @@ from segpipe.converters.dataset_layout import (
     SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
 )
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import check_pixel_count, index_images, read_image_size, read_input_bytes, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_image_size, read_input_bytes, walk_input_files
 from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 
@@ -228,6 +228,9 @@ def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only
         if p.suffix.lower() == ".png":
             found.setdefault(p.stem, []).append(p)
     index = index_images([images])
+    for stem in sorted(s for s in set(found) | set(index.by_stem) if not is_utf8_name(s)):  # refused here, never a crash later
+        for p in (*found.pop(stem, ()), *index.by_stem.pop(stem, ())):
+            report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
     pairs: dict[str, tuple[Path, Path]] = {}
     for stem in sorted(found):
         if only is not None and stem not in only:

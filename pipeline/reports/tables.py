@@ -46,10 +46,38 @@ def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
+def printable_text(value: Any) -> Any:
+    """Text as UTF-8 can store it: a file name that is not valid UTF-8 reaches Python with lone surrogates
+    (os.fsdecode), which neither a UTF-8 CSV nor Parquet accepts; they are written as `\\udcXX` escapes, as
+    in the conversion report.
+
+    >>> printable_text("caf\\udce9.png")
+    'caf\\\\udce9.png'
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _storable(table: pd.DataFrame) -> pd.DataFrame:
+    text_columns = [c for c in table.columns if table[c].dtype == object]
+    bad = [c for c in text_columns if any(printable_text(v) is not v for v in table[c])]
+    if not bad:
+        return table
+    fixed = table.copy()
+    for column in bad:
+        fixed[column] = fixed[column].map(printable_text)
+    return fixed
+
+
 def write_table(directory: str | os.PathLike[str], name: str, table: pd.DataFrame, *, parquet: bool = True) -> Path:
     """Write `table` to DIRECTORY/NAME.csv (and .parquet); returns the CSV path. CSV text cells are
     spreadsheet-safe (`spreadsheet_safe`); the Parquet twin keeps every value verbatim."""
     directory = Path(directory)
+    table = _storable(table)
     csv_text = spreadsheet_safe(table).to_csv(index=False, lineterminator="\n")
     csv_path = atomic_write_text(directory / f"{name}.csv", csv_text)
     if parquet:

@@ -159,3 +159,20 @@ def test_formula_like_class_names_are_escaped_in_csv_only(dirs: tuple[Path, Path
     assert evil in names and "@dog" in names
     numbers = pd.read_csv(out / "summary.csv").set_index("metric")["value"]
     assert numbers["mIoU"] == pytest.approx(pd.read_parquet(out / "summary.parquet").set_index("metric")["value"]["mIoU"])
+
+
+def test_a_prediction_pixel_bomb_is_refused_with_bounded_memory(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A ~400 KB prediction PNG declaring 20000x20000 (400 MB decoded): refused from its header."""
+    from tests.converters.test_hostile_sizes import bomb_png
+
+    gt_dir, pred_dir = dirs
+    (pred_dir / "a.png").write_bytes(bomb_png(20000, 20000, fill=1))
+    code = ("import json, resource, sys\nfrom segpipe.cli import main\n"
+            "try:\n    main.main(args=sys.argv[1:], prog_name='segpipe')\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print(json.dumps({'rc': rc, 'rss_kb': [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]}))\n")
+    done = subprocess.run([sys.executable, "-c", code, "evaluate", "semantic", "--gt", str(gt_dir), "--pred", str(pred_dir),
+                           "-o", str(tmp_path / "r"), "--classes", "bg,cat,dog"], capture_output=True, text=True, timeout=300)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 1, done.stderr
+    assert f"{pred_dir / 'a.png'}: size: 20000x20000 = 400000000 pixels is over the limit" in done.stderr
+    assert result["rss_kb"] < 350 * 1024, result
