@@ -155,6 +155,19 @@ def _walk_files(root: Path, *, exclude: Sequence[Path]) -> list[Path]:
     return sorted(found)
 
 
+def latest_mtime(roots: Iterable[Path], *, exclude: Sequence[Path] = ()) -> float | None:
+    """The latest modification time of the files under `roots` (a root may be a file), or None.
+
+    Reports show it as the inputs' date: it belongs to the user's files, so two clean runs over the same
+    inputs render the same bytes (the cache's own files get new times on every clean run)."""
+    times: list[float] = []
+    for given in roots:
+        root = Path(given)
+        files = [root] if root.is_file() else _walk_files(root, exclude=exclude) if root.is_dir() else []
+        times.extend(p.stat().st_mtime for p in files)
+    return max(times) if times else None
+
+
 def build_manifest(
     roots: Mapping[str, Path], *, stat_cache: StatCache, exclude: Sequence[Path] = ()
 ) -> tuple[ManifestEntry, ...]:
