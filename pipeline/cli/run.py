@@ -110,7 +110,7 @@ def run(config_path: Path | None, **options: Any) -> None:
         raise click.UsageError(str(err)) from err
     try:
         outcome = run_pipeline(settings)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    except (FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
+        raise click.UsageError(str(err)) from err
     _echo_outcome(outcome, out=settings.out)
     raise SystemExit(outcome.exit_code)
