@@ -19,7 +19,7 @@ import pandas as pd
 
 from segpipe.converters.dataset_layout import HEADS_FILE, DatasetDir, resolve_image_path
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import read_image_size
+from segpipe.converters.images import decode_image_file, read_image_size
 from segpipe.converters.report import REPORT_FILE_NAME
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, findings_frame, make_finding, summary_frame
@@ -119,14 +119,16 @@ def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[
 
 def semantic_foreground(semantic_dir: Path, stems: Sequence[str]) -> dict[str, int]:
     """stem -> labelled non-background pixels (1..254) in semantic_dir/<stem>.png, for the maps that exist."""
-    import cv2
 
     out: dict[str, int] = {}
     for stem in stems:
         path = semantic_dir / f"{stem}.png"
         if not path.is_file():
             continue
-        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        try:
+            label = decode_image_file(path)  # not cv2.imread: it crashes on non-UTF-8 names
+        except AnnotationError:
+            label = None  # over the limits: the converter reported it
         if label is not None:
             out[stem] = int(np.count_nonzero((label > 0) & (label < 255)))
     return out
@@ -183,7 +185,7 @@ def audit_dataset(
 def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout, list[AuditFinding]]:
     """heads.json (same image list as instances.json), annotations/list.txt and split files beside the images;
     with a finding per split file that cannot be read."""
-    from segpipe.converters.pet_list import SPECIES_NAMES, parse_pet_list, parse_split_names
+    from segpipe.converters.pet_list import SPECIES_NAMES, parse_pet_list_lines, parse_split_names
 
     heads: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
     heads_path = dataset.root / HEADS_FILE
@@ -198,7 +200,7 @@ def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout
     list_path = annotations / "list.txt"
     if list_path.is_file():
         try:
-            entries = parse_pet_list(list_path.read_text(encoding="utf-8"), path=str(list_path))
+            entries, _ = parse_pet_list_lines(list_path.read_text(encoding="utf-8"), path=str(list_path))  # bad lines: conversion rows
             list_species = {e.image: SPECIES_NAMES[e.species] for e in entries}
         except (AnnotationError, UnicodeDecodeError):
             list_species = None  # the converter already reported the broken list as a conversion finding

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence, TypeGuard
 from segpipe.evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.polygon_bounds import polygon_extent_problem
 
 RESULTS_PATH = "results"
 IOU_TYPES = ("segm", "bbox")
@@ -62,6 +63,8 @@ def segmentation_problem(segm: Any, *, height: int, width: int, total: int | Non
         for poly in segm:
             if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 and all(_is_number(v) for v in poly)):
                 return "polygon must be a list of at least 3 finite x,y pairs"
+            if far := polygon_extent_problem(poly, height=height, width=width):  # pycocotools would crash
+                return far
         return None
     return f"segmentation must be an RLE object or a list of polygons, got {type(segm).__name__}"
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from segpipe.converters.images import is_hidden_name
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import NON_UTF8_REASON, decode_image_file, is_hidden_name, is_utf8_name
 from segpipe.evaluators.confusion import (
     IGNORE_INDEX, UNPREDICTED, check_confusion_arguments, confusion_update, unpredicted_update,
 )
@@ -53,7 +53,10 @@ class LabelMapPair:
 
 def read_label_map(path: Path) -> np.ndarray:
     """Decode a single-channel PNG label map as stored (uint8 or uint16), without any conversion."""
-    data = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = decode_image_file(path)  # not cv2.imread: it crashes on non-UTF-8 names
+    except AnnotationError as err:
+        raise EvaluationError(path, err.field or "png", err.reason) from err
     if data is None:
         raise EvaluationError(path, "png", "cannot be read or decoded as an image")
     if data.ndim != 2:
@@ -160,6 +163,8 @@ def label_maps_by_stem(directory: Path) -> dict[str, Path]:
         # Hidden files are not inputs (one rule with the converters); killed atomic writers leave `.<name>.tmp-*.png`.
         if path.suffix.lower() != LABEL_MAP_SUFFIX or is_hidden_name(path.name) or not path.is_file():
             continue
+        if not is_utf8_name(path.name):  # tables and reports need UTF-8 names
+            raise EvaluationError(path, "name", NON_UTF8_REASON.replace("skipped: ", "refused: "))
         if path.stem in found:
             raise EvaluationError(path, "stem", f"two label maps share the stem {path.stem!r}: {found[path.stem].name}")
         found[path.stem] = path

@@ -29,7 +29,7 @@ MODEL_CHOICES: tuple[str, ...] = (
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="bf16/fp16 run under autocast.")
 @click.option("--score-threshold", type=click.FloatRange(min=0.0, max=1.0), default=0.05, show_default=True)
 @click.option("--resize", "resize", type=click.IntRange(min=1), default=None, metavar="SHORT_SIDE", help="Resize the short side (default: native resolution).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code (runs that code!).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code, and TorchScript files too (both run code!).")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader decode workers (default: min(4, CPUs - 1)).")
 def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None, classes: str | None,
           device: str, batch_size: int, precision: str, score_threshold: float, resize: int | None,

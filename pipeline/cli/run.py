@@ -77,7 +77,7 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.option("--resize", type=click.IntRange(min=1), default=None, help="Resize the short side before inference.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (when no model card says).")
 @click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
-@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling.")
+@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling, and TorchScript files (both run code).")
 @click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task.")
 def run(config_path: Path | None, **options: Any) -> None:
     """Run the whole pipeline, cached: a rerun only does what changed (inputs are fingerprinted by content).
@@ -110,7 +110,7 @@ def run(config_path: Path | None, **options: Any) -> None:
         raise click.UsageError(str(err)) from err
     try:
         outcome = run_pipeline(settings)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    except (FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
+        raise click.UsageError(str(err)) from err
     _echo_outcome(outcome, out=settings.out)
     raise SystemExit(outcome.exit_code)

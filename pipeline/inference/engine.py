@@ -174,7 +174,7 @@ class DevicePredictor:
 def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_outputs: int, trust: bool,
                resize: int | None, mean: Sequence[float], std: Sequence[float], score_threshold: float) -> Any:
     if name == TORCHSCRIPT:
-        return load_torchscript(checkpoint)
+        return load_torchscript(checkpoint, trust=trust)
     model = build_model(name, num_classes=n_outputs, unet_depth=card.unet_depth, unet_width=card.unet_width,
                         unet_bilinear=card.unet_bilinear)
     state = parse_state_dict(read_checkpoint(checkpoint, trust=trust), path=checkpoint)

@@ -13,9 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
 
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import decode_image_file
 from segpipe.layout import INSTANCES_FILE, RESULTS_FILE, SEMANTIC_DIR
 from segpipe.reports.overlay import (
     RGB,
@@ -188,7 +189,10 @@ def read_thumbnail(path: Path | None) -> tuple[np.ndarray, tuple[int, int]] | No
 def read_label_map(path: Path | None) -> np.ndarray | None:
     if path is None or not path.is_file():
         return None
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        labels = decode_image_file(path)  # not cv2.imread: it crashes on non-UTF-8 names
+    except AnnotationError:
+        return None
     if labels is None or labels.ndim != 2:
         return None
     return labels

@@ -29,8 +29,8 @@ from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
 from segpipe.cache.targets import RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions, store_payload
 from segpipe.cache.fingerprints import (
-    STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key,
-    options_key, package_version,
+    STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, latest_mtime,
+    manifest_key, options_key, package_version,
 )
 from segpipe.runner.config import RunSettings
 from segpipe.runner.publish import publish_outputs
@@ -108,7 +108,8 @@ def read_label_space(merged_dir: Path) -> dict[str, Any]:
 
 
 def build_checkpoint_tasks(
-    *, ckpt: CheckpointInput, merge: ConvertMerge, index: ImageIndex, plan: ShardPlan, settings: RunSettings, version: str
+    *, ckpt: CheckpointInput, merge: ConvertMerge, index: ImageIndex, plan: ShardPlan, settings: RunSettings, version: str,
+    inputs_date: str | None = None,
 ) -> EvalReport:
     plan_path = merge.data["plan"]
     options = {k: v for k, v in settings.infer.items() if k not in INFER_SPEED_OPTIONS}
@@ -130,9 +131,10 @@ def build_checkpoint_tasks(
     header = {"checkpoint": ckpt.name, "sha256": ckpt.sha256, "model": settings.model, "dataset_key": str(merge.key),
               "images_key": str(index.key), "segpipe": version}
     key = combine_keys("eval-report", version, options_key(header), settings.iou_type, str(settings.html), *[k for k, _ in shards])
+    # Outside the key: touching a file changes its date, not what the report computes.
     return EvalReport(key=key, cache=merge.cache, payload=_payload(
-        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html},
-        cache=merge.cache))
+        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html,
+         "inputs_date": inputs_date}, cache=merge.cache))
 
 
 # In-process Luigi defaults (no global config files needed); a user's luigi.cfg still wins.
@@ -259,7 +261,9 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
     index_key = combine_keys("images", version, plan.images_key(), options_key(label_space))
     index = ImageIndex(key=index_key, cache=str(cache), payload=_payload(
         {"image_root": str(spec.image_root().resolve()), "plan": merge.data["plan"], "label_space": label_space}, cache=str(cache)))
-    reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, index=index, plan=plan, settings=settings, version=version)
+    dataset_mtime = latest_mtime(spec.roots().values(), exclude=[settings.out, cache])
+    reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, index=index, plan=plan, settings=settings, version=version,
+                                              inputs_date=_inputs_date(dataset_mtime, c.path))
                for c in checkpoints}
     run_phase(list(reports.values()), settings=settings, outcome=outcome)
 
@@ -289,6 +293,14 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
     outcome.exit_code = _exit_code(outcome)
     _write_run_log(settings=settings, outcome=outcome)
     return outcome
+
+
+def _inputs_date(dataset_mtime: float | None, checkpoint: Path) -> str | None:
+    from segpipe.reports.data import format_mtime
+
+    card = stages.model_card_of(checkpoint)
+    times = [t for t in (dataset_mtime, checkpoint.stat().st_mtime, card.stat().st_mtime if card else None) if t is not None]
+    return format_mtime(max(times)) if times else None
 
 
 def _count_conversion_errors(report: Path) -> int:

@@ -192,6 +192,8 @@ class EvalReport(CachedTask):
         parts = [read_shard_stats(t.output().directory) for t in self.requires()]
         out = self.fresh_directory()
         header = dict(data["header"])
+        if data.get("inputs_date"):  # the user's inputs' date, not the cache files' (those change with every clean run)
+            header["inputs_date"] = data["inputs_date"]
         summaries: dict[str, list[list[Any]]] = {}
         long_rows: list[pd.DataFrame] = []
         if parts and all(INSTANCE_EVAL in p for p in parts):

@@ -22,8 +22,10 @@ from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_F
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import read_image_size
 from segpipe.tasks import stages
+from segpipe.cache.input_check import Expected, inputs_unchanged
 from segpipe.cache.targets import CachedTask
 from segpipe.runner.shards import read_plan
+from segpipe.tasks.convert import spec_from_json
 
 INDEX_DATASET = "dataset"
 PRED_DIR = "pred"
@@ -90,6 +92,20 @@ class InferShard(CachedTask):
         names = read_plan(data["plan"])["shards"][int(data["shard"])]["image_names"]
         image_ids = sorted(ids_by_name[n] for n in names if n in ids_by_name)
         out = self.fresh_directory() / PRED_DIR
+        plan = read_plan(data["plan"])
+        prefix = spec_from_json(plan["spec"]).image_prefix()
+        image_root = Path(self.requires().data["image_root"])
+        # The images this shard reads, and the checkpoint, must be what the key fingerprinted.
+        inputs: list[Expected] = [(image_root / str(path)[len(prefix):], int(size), str(sha))
+                                  for path, size, sha in plan["shards"][int(data["shard"])]["entries"]
+                                  if str(path).startswith(prefix) and str(path)[len(prefix):] in ids_by_name]
+        if data.get("checkpoint_sha256"):
+            inputs.append((Path(data["checkpoint"]), None, str(data["checkpoint_sha256"])))
+        with inputs_unchanged(inputs, cache=Path(str(self.cache))):
+            self._infer(data, index_dir=index_dir, out=out, image_ids=image_ids)
+        self.finish(images=len(image_ids))
+
+    def _infer(self, data: dict[str, Any], *, index_dir: Path, out: Path, image_ids: list[int]) -> None:
         if image_ids:
             stages.infer_shard(
                 model=data["model"], checkpoint=Path(data["checkpoint"]), dataset=index_dir, out=out,
@@ -98,4 +114,4 @@ class InferShard(CachedTask):
             )
         else:
             out.mkdir(parents=True, exist_ok=True)
-        self.finish(images=len(image_ids))
+
