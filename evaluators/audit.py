@@ -119,14 +119,11 @@ def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[
 
 def semantic_foreground(semantic_dir: Path, stems: Sequence[str]) -> dict[str, int]:
     """stem -> labelled non-background pixels (1..254) in semantic_dir/<stem>.png, for the maps that exist."""
-    import cv2
+    from segpipe.evaluators.label_maps import read_label_map_or_none
 
     out: dict[str, int] = {}
     for stem in stems:
-        path = semantic_dir / f"{stem}.png"
-        if not path.is_file():
-            continue
-        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        label = read_label_map_or_none(semantic_dir / f"{stem}.png")
         if label is not None:
             out[stem] = int(np.count_nonzero((label > 0) & (label < 255)))
     return out

@@ -185,12 +185,10 @@ def read_thumbnail(path: Path | None) -> tuple[np.ndarray, tuple[int, int]] | No
 
 
 def read_label_map(path: Path | None) -> np.ndarray | None:
-    if path is None or not path.is_file():
-        return None
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.ndim != 2:
-        return None
-    return labels
+    """Class indices as every command reads them (palette and 1-bit PNGs included); None when unusable."""
+    from segpipe.evaluators.label_maps import read_label_map_or_none
+
+    return read_label_map_or_none(path)
 
 
 # --- thumbnails from a source ------------------------------------------------------------------------------

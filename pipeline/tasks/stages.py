@@ -163,6 +163,6 @@ def audit(*, dataset_dir: Path) -> Any:
 
 def read_label_map(path: Path) -> np.ndarray:
     """A single-channel label PNG exactly as `segpipe evaluate semantic` reads it (errors name the file)."""
-    from segpipe.evaluators.semantic import read_label_map as read
+    from segpipe.evaluators.label_maps import read_label_map as read
 
     return read(path)
