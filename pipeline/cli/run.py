@@ -100,7 +100,9 @@ def run(config_path: Path | None, **options: Any) -> None:
     overrides["convert"] = {k: options[k] for k in convert_keys}
     infer = {k: options[k] for k in infer_keys}
     if options["model_classes"]:
-        infer["classes"] = [c.strip() for c in options["model_classes"].split(",") if c.strip()]
+        from segpipe.converters.dataset_layout import class_names_option
+
+        infer["classes"] = class_names_option(options["model_classes"])
     overrides["infer"] = infer
     overrides["checkpoints"] = tuple(options["checkpoints"]) or None
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from segpipe.converters.coco import read_coco
-from segpipe.converters.dataset_layout import DatasetDir, parse_class_names as parse_class_names_text, resolve_image_path
+from segpipe.converters.dataset_layout import DatasetDir, class_names_option, read_class_names_file, resolve_image_path
 from segpipe.inference.checkpoints import InferenceError
 
 # Aspect-ratio (w/h) bins for detector batches, as torchvision's GroupedBatchSampler does: a portrait and a
@@ -62,19 +62,23 @@ def read_dataset(dataset: str | os.PathLike[str], *, image_ids: Sequence[int] | 
             raise InferenceError(layout.instances, "images.id", f"image_ids not in the dataset: {unknown[:10]}")
         images = [e for e in images if e.image_id in wanted]
     if layout.semantic_classes.is_file():
-        lines = layout.semantic_classes.read_text(encoding="utf-8").splitlines()
-        semantic = tuple(line.strip() for line in lines if line.strip())
+        try:
+            semantic = tuple(read_class_names_file(layout.semantic_classes))
+        except (OSError, UnicodeDecodeError) as err:
+            raise InferenceError(layout.semantic_classes, "", f"unreadable classes file: {err}") from err
     else:  # a box/instance dataset: background, then the COCO categories in declared order
         semantic = ("background",) + tuple(name for _, name in categories)
     return DatasetInfo(root=layout.root, images=tuple(images), categories=categories, semantic_classes=semantic)
 
 
 def parse_class_names(value: str | None) -> tuple[str, ...] | None:
-    """`--classes`: a file with one name a line, or comma-separated names."""
+    """`--classes`: a file with one name a line, or comma-separated names (any number of them)."""
     if value is None:
         return None
-    path = Path(value)
-    return tuple(parse_class_names_text(path.read_text(encoding="utf-8") if path.is_file() else value))
+    try:
+        return tuple(class_names_option(value))
+    except (OSError, UnicodeDecodeError) as err:
+        raise InferenceError(value, "--classes", f"unreadable classes file: {err}") from err
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
 from segpipe.cache.targets import RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions, store_payload
@@ -103,7 +103,7 @@ def read_label_space(merged_dir: Path) -> dict[str, Any]:
     coco = json.loads((merged_dir / INSTANCES_FILE).read_bytes())
     categories = [{"name": c["name"], "supercategory": c.get("supercategory", "")} for c in sorted(coco["categories"], key=lambda c: int(c["id"]))]
     classes_file = merged_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
-    semantic = [ln.strip() for ln in classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()] if classes_file.is_file() else None
+    semantic = read_class_names_file(classes_file) if classes_file.is_file() else None
     return {"categories": categories, "semantic_classes": semantic}
 
 

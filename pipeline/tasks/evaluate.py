@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, read_class_names_file
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.tasks import stages
 from segpipe.cache.targets import CachedTask
@@ -86,7 +86,7 @@ class EvalShard(CachedTask):
         if classes_file.is_file() and (pred_dir / SEMANTIC_DIR).is_dir() and task in ("semantic", None):
             stats[SEMANTIC_EVAL] = _semantic_shard(
                 names=names, gt_dir=gt_dir / SEMANTIC_DIR, pred_dir=pred_dir / SEMANTIC_DIR,
-                class_names=[line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()],
+                class_names=read_class_names_file(classes_file),
             )
         directory = self.fresh_directory()
         write_shard_stats(directory, stats=stats)
