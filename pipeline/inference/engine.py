@@ -25,6 +25,7 @@ from segpipe.inference.checkpoints import (
     read_model_card,
 )
 from segpipe.cache.fingerprints import file_sha256
+from segpipe.inference.architectures import architecture_hint
 from segpipe.inference.devices import DeviceError, parse_device
 from segpipe.inference.class_maps import class_map_option, class_table as table_of
 from segpipe.inference.data import (
@@ -195,7 +196,13 @@ def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_out
                         unet_bilinear=card.unet_bilinear)
     state = parse_state_dict(read_checkpoint(checkpoint, trust=trust), path=checkpoint)
     state = drop_training_only_keys(state, model_keys=set(model.state_dict()))
-    load_state_dict_into(model, state, path=checkpoint)
+    try:
+        load_state_dict_into(model, state, path=checkpoint)
+    except InferenceError as err:
+        hint = architecture_hint(state, model=name)
+        if hint is None:
+            raise
+        raise InferenceError(checkpoint, "state_dict", f"does not fit --model {name}; {hint} ({err.reason})") from err
     if task == INSTANCE:
         set_native_resolution(model, resize=resize, mean=mean, std=std)
         # Filter inside the detector too: fewer boxes reach the (costly) mask head.
