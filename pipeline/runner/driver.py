@@ -121,7 +121,7 @@ def build_checkpoint_tasks(
         ikey = combine_keys("infer", version, str(index.key), ckpt.key, opts_key, manifest_key(shard.images))
         infer = {"index": [index.key, index.payload], "model": settings.model, "checkpoint": str(ckpt.path),
                  "checkpoint_sha256": ckpt.sha256, "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
-                 "loader_workers": settings.infer.get("loader_workers"),
+                 "loader_workers": settings.infer.get("loader_workers"), "devices": list(settings.devices),
                  "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
         ekey = combine_keys("eval-shard", version, str(merge.key), ikey, settings.iou_type)
         shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer, cache=merge.cache)],
@@ -153,7 +153,7 @@ def configure_luigi() -> None:
 
 def _luigi_build(tasks: list[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
     configure_luigi()
-    kwargs: dict[str, Any] = {"workers": settings.workers, "detailed_summary": True, "log_level": "WARNING"}
+    kwargs: dict[str, Any] = {"workers": max(settings.workers, len(settings.devices)), "detailed_summary": True, "log_level": "WARNING"}
     if settings.scheduler_url:
         kwargs["scheduler_url"] = settings.scheduler_url
     else:
