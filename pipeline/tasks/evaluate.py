@@ -190,7 +190,7 @@ class EvalReport(CachedTask):
         data = self.data
         parts = [read_shard_stats(t.output().directory) for t in self.requires()]
         out = self.fresh_directory()
-        header = dict(data["header"])
+        header = {**data["header"], **_inference_classes(self.requires())}
         summaries: dict[str, list[list[Any]]] = {}
         long_rows: list[pd.DataFrame] = []
         if parts and all(INSTANCE_EVAL in p for p in parts):
@@ -219,6 +219,16 @@ class EvalReport(CachedTask):
         atomic_write_text(out / PER_CLASS_LONG, long_table.to_csv(index=False, lineterminator="\n"))
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summaries, sort_keys=True, indent=1) + "\n")
         self.finish(evaluations=sorted(summaries))
+
+
+def _inference_classes(shards: list[EvalShard]) -> dict[str, Any]:
+    """How the model's classes met the dataset's (the same in every shard): dropped classes and what is scored."""
+    for shard in shards:
+        meta = shard.requires()["pred"].output().directory / PRED_DIR / "meta.json"
+        if meta.is_file():
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            return {k: data[k] for k in ("dropped_model_classes", "n_dropped_model_outputs", "scoring") if k in data}
+    return {}
 
 
 GALLERY_DIR = "gallery"

@@ -166,6 +166,8 @@ def test_deeplabv3_with_the_voc_table_and_a_class_map_on_a_trimap_dataset(pets: 
     assert outcome.exit_code == 0, outcome.failed
     board = pd.read_csv(outcome.leaderboard).set_index("checkpoint")
     assert board.loc["deeplab", "mIoU"] == pytest.approx(np.mean(ious), abs=1e-12)
+    header = json.loads(next((tmp_path / "run" / "checkpoints" / "deeplab").rglob("header.json")).read_text())
+    assert header["n_dropped_model_outputs"] == 18 and "cat+dog -> pet" in header["scoring"]
 
 
 def test_pet_unet_on_a_breed_dataset_says_results_json_is_empty_and_why(pets: Path, tmp_path: Path) -> None:
