@@ -17,12 +17,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from segpipe.converters.atomic_write import atomic_write_text
-
-INSTANCES_FILE = "instances.json"
-DATASET_META_FILE = "dataset.json"
-SEMANTIC_DIR = "semantic"
-SEMANTIC_CLASSES_FILE = "classes.txt"
-HEADS_FILE = "heads.json"
+from segpipe.layout import (  # the dataset layout's names, re-exported for its readers
+    DATASET_META_FILE as DATASET_META_FILE,
+    HEADS_FILE as HEADS_FILE,
+    IGNORE_INDEX as IGNORE_INDEX,
+    INSTANCES_FILE as INSTANCES_FILE,
+    SEMANTIC_CLASSES_FILE as SEMANTIC_CLASSES_FILE,
+    SEMANTIC_DIR as SEMANTIC_DIR,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class DatasetDir:
         if not path.is_file():
             # Any COCO file with its images beside it: images are looked up relative to the directory.
             return {"format": "coco", "image_root": str(self.root.resolve()), "options": {}}
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return meta
 
     @property
     def image_root(self) -> Path:

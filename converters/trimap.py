@@ -30,11 +30,11 @@ from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import index_images, read_image_size, walk_input_files
 from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
+from segpipe.layout import IGNORE_INDEX
 
 TRIMAP_PET = 1
 TRIMAP_BACKGROUND = 2
 TRIMAP_BORDER = 3
-IGNORE_INDEX = 255
 BORDER_POLICIES: tuple[str, ...] = ("ignore", "foreground", "background")
 SEMANTIC_CLASSES: tuple[str, ...] = ("background", "pet")
 

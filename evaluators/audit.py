@@ -85,7 +85,7 @@ def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[
     findings: list[AuditFinding] = []
     by_hash: dict[str, list[ImageInfo]] = defaultdict(list)
     for im in sorted(images, key=lambda i: i.id):
-        located = {"image_id": im.id, "file_name": im.file_name}
+        located: dict[str, Any] = {"image_id": im.id, "file_name": im.file_name}
         path = resolve_image_path(image_root, im.file_name)
         if path is None:
             message = f"file_name {im.file_name!r} points outside the image root {image_root}: not read"
@@ -130,11 +130,11 @@ def semantic_foreground(semantic_dir: Path, stems: Sequence[str]) -> dict[str, i
 
 
 def audit_dataset(
-    coco: dict,
+    coco: dict[str, Any],
     *,
     image_root: Path | None,
     conversion_findings: pd.DataFrame | None = None,
-    predictions: list[dict] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
     semantic_dir: Path | None = None,
     pet_layout: PetLayout | None = None,
     input_findings: Sequence[AuditFinding] = (),

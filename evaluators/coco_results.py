@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeGuard
 
 from segpipe.evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
@@ -25,14 +25,14 @@ def default_iou_type(results: Sequence[Any]) -> str:
     return "segm" if any(isinstance(r, dict) and "segmentation" in r for r in results) else "bbox"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     kind = type(value)  # exact types: bool is not a number here, and this runs once per result field
     if kind is float:
         return math.isfinite(value)
     return kind is int or (kind is not bool and isinstance(value, (int, float)) and math.isfinite(value))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return type(value) is int or (not isinstance(value, bool) and isinstance(value, int))
 
 

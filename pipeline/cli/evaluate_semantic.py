@@ -17,9 +17,10 @@ from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from segpipe.evaluators.semantic_tables import SemanticReport
 from segpipe.converters.dataset_layout import class_names_option, is_existing_file
+from segpipe.layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 from segpipe.reports.tables import REPORT_HEADER_FILE, format_tables, write_report_dir
 
-CLASSES_FILE_NAME = "classes.txt"  # what `segpipe convert` writes beside the semantic maps
+CLASSES_FILE_NAME = SEMANTIC_CLASSES_FILE  # what `segpipe convert` writes beside the semantic maps
 HEADER_FILE_NAME = REPORT_HEADER_FILE
 CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
 CONVENTIONS = (
@@ -54,8 +55,8 @@ def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
 
 def label_map_dir(path: Path) -> Path:
     """A folder of PNGs, or a converted dataset / predictions dir holding them under semantic/."""
-    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / "semantic").is_dir():
-        return path / "semantic"
+    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / SEMANTIC_DIR).is_dir():
+        return path / SEMANTIC_DIR
     return path
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from segpipe.errors import SegpipeError
+
 # Keys under which training scripts nest the weights (torchvision references, Lightning-style exports).
 NESTED_STATE_KEYS: tuple[str, ...] = ("model", "state_dict", "model_state_dict")
 # Prefixes added by DataParallel/DDP (`module.`) and by wrapper modules (`model.`).
@@ -28,14 +30,8 @@ TRUST_HINT = (
 )
 
 
-class InferenceError(Exception):
+class InferenceError(SegpipeError):
     """A problem with an inference input (checkpoint, model card, class list, dataset), located by path and field."""
-
-    def __init__(self, path: str | os.PathLike[str], field: str, reason: str) -> None:
-        self.path = os.fspath(path)
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{self.path}: {field}: {reason}" if field else f"{self.path}: {reason}")
 
 
 class UntrustedCheckpointWarning(UserWarning):

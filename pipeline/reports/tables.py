@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.layout import REPORT_HEADER_FILE  # noqa: F401  (re-exported for the report writers)
 
 
 def write_table(directory: str | os.PathLike[str], name: str, table: pd.DataFrame, *, parquet: bool = True) -> Path:
@@ -29,7 +29,6 @@ def write_table(directory: str | os.PathLike[str], name: str, table: pd.DataFram
     return csv_path
 
 
-REPORT_HEADER_FILE = "header.json"
 
 
 def write_report_dir(out: str | os.PathLike[str], tables: Mapping[str, pd.DataFrame], *, header: Mapping[str, Any]) -> Path:

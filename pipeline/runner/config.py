@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from segpipe.errors import SegpipeError
 from segpipe.runner.shards import DEFAULT_SHARD_SIZE, FORMATS
 from segpipe.tasks.stages import CONVERT_OPTIONS, INFER_OPTIONS, INFER_SPEED_OPTIONS
 
@@ -36,12 +37,12 @@ TOP_KEYS: tuple[str, ...] = (
 )
 
 
-class RunConfigError(ValueError):
+class RunConfigError(SegpipeError, ValueError):
     """A bad setting, naming the file (or `command line`) and the field."""
 
     def __init__(self, source: str, field_name: str, reason: str) -> None:
-        self.source, self.field, self.reason = source, field_name, reason
-        super().__init__(f"{source}: {field_name}: {reason}")
+        super().__init__(source, field_name, reason)
+        self.source = source
 
 
 @dataclass(frozen=True)

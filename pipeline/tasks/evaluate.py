@@ -21,6 +21,7 @@ import pandas as pd
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, read_class_names_file
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.layout import RESULTS_FILE
 from segpipe.tasks import stages
 from segpipe.cache.targets import CachedTask
 from segpipe.runner.shards import read_plan
@@ -71,7 +72,7 @@ class EvalShard(CachedTask):
         gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
         names = [n for n in read_plan(data["plan"])["shards"][int(data["shard"])]["image_names"] if n in gt_ids]
         stats: dict[str, Any] = {}
-        results_path = pred_dir / "results.json"
+        results_path = pred_dir / RESULTS_FILE
         # A semantic model's results.json holds connected components at best: it is scored as semantic
         # segmentation, and instance metrics are for instance models.
         task = stages.inference_task(pred_dir)
@@ -260,7 +261,7 @@ def _gallery_inputs(*, shards: list[EvalShard], evaluation: str, report_dir: Pat
     index_names: dict[int, str] | None = None  # every inference shard of a checkpoint shares one image index
     for shard in shards:
         infer = shard.requires()["pred"]
-        results_path = infer.output().directory / PRED_DIR / "results.json"
+        results_path = infer.output().directory / PRED_DIR / RESULTS_FILE
         if not results_path.is_file():
             continue
         if index_names is None:
@@ -269,8 +270,8 @@ def _gallery_inputs(*, shards: list[EvalShard], evaluation: str, report_dir: Pat
         remapped = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
         picked.extend(r for r in remapped if int(r["image_id"]) in wanted)
     picked.sort(key=lambda r: (int(r["image_id"]), -float(r.get("score", 0.0))))
-    atomic_write_text(gallery / "results.json", json.dumps(picked, sort_keys=True) + "\n")
-    return GallerySource(**common, results=gallery / "results.json")
+    atomic_write_text(gallery / RESULTS_FILE, json.dumps(picked, sort_keys=True) + "\n")
+    return GallerySource(**common, results=gallery / RESULTS_FILE)
 
 
 def _semantic_merge(shards: list[dict[str, Any]]) -> Any:

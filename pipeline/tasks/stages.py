@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from segpipe.layout import META_FILE
 from segpipe.runner.shards import DatasetSpec
 
 # Converter options each format accepts (run.toml / CLI pass-through); anything else is a usage error.
@@ -75,7 +76,7 @@ def inference_task(pred_dir: Path) -> str | None:
     """"semantic" or "instance", as the engine recorded it in meta.json (None when absent)."""
     import json
 
-    meta = pred_dir / "meta.json"
+    meta = pred_dir / META_FILE
     if not meta.is_file():
         return None
     return json.loads(meta.read_text(encoding="utf-8")).get("task")
