@@ -19,7 +19,7 @@ import pandas as pd
 
 from segpipe.converters.dataset_layout import HEADS_FILE, DatasetDir, resolve_image_path
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import decode_image_file, read_image_size
+from segpipe.converters.images import read_image_size
 from segpipe.converters.report import REPORT_FILE_NAME
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, findings_frame, make_finding, summary_frame
@@ -119,16 +119,11 @@ def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[
 
 def semantic_foreground(semantic_dir: Path, stems: Sequence[str]) -> dict[str, int]:
     """stem -> labelled non-background pixels (1..254) in semantic_dir/<stem>.png, for the maps that exist."""
+    from segpipe.evaluators.label_maps import read_label_map_or_none
 
     out: dict[str, int] = {}
     for stem in stems:
-        path = semantic_dir / f"{stem}.png"
-        if not path.is_file():
-            continue
-        try:
-            label = decode_image_file(path)  # not cv2.imread: it crashes on non-UTF-8 names
-        except AnnotationError:
-            label = None  # over the limits: the converter reported it
+        label = read_label_map_or_none(semantic_dir / f"{stem}.png")
         if label is not None:
             out[stem] = int(np.count_nonzero((label > 0) & (label < 255)))
     return out

@@ -19,12 +19,12 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 import pandas as pd
 
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, decode_image_file, is_hidden_name, is_utf8_name
+from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_utf8_name
 from segpipe.evaluators.confusion import (
     IGNORE_INDEX, UNPREDICTED, check_confusion_arguments, confusion_update, unpredicted_update,
 )
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.label_maps import read_label_map
 from segpipe.evaluators.semantic_tables import (
     MISSING_PREDICTION, NOTES_COLUMNS, PER_CLASS_COLUMNS, PER_IMAGE_COLUMNS, PREDICTION_FOUND,
     PREDICTION_WITHOUT_GT, SUMMARY_METRICS, ClassScores, SemanticReport, check_class_names, class_scores, per_image_row,
@@ -49,19 +49,6 @@ class LabelMapPair:
     stem: str
     gt: Path
     pred: Path | None  # None: the prediction is missing
-
-
-def read_label_map(path: Path) -> np.ndarray:
-    """Decode a single-channel PNG label map as stored (uint8 or uint16), without any conversion."""
-    try:
-        data = decode_image_file(path)  # not cv2.imread: it crashes on non-UTF-8 names
-    except AnnotationError as err:
-        raise EvaluationError(path, err.field or "png", err.reason) from err
-    if data is None:
-        raise EvaluationError(path, "png", "cannot be read or decoded as an image")
-    if data.ndim != 2:
-        raise EvaluationError(path, "channels", f"label maps must be single-channel, got {data.shape[2]} channels")
-    return data
 
 
 def match_label_maps(gt_dir: Path, pred_dir: Path) -> tuple[list[LabelMapPair], list[str]]:

@@ -107,7 +107,7 @@ def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = No
     defaults to the GT folder's classes.txt. With `out`, write the report folder (tables + header.json).
     """
     from segpipe.cli.evaluate_semantic import CONVENTIONS, label_map_dir, write_semantic_report
-    from segpipe.converters.dataset_layout import parse_class_names
+    from segpipe.converters.dataset_layout import read_class_names_file
     from segpipe.evaluators.confusion import IGNORE_INDEX
     from segpipe.evaluators.errors import EvaluationError
     from segpipe.evaluators.semantic import evaluate_semantic_dirs
@@ -118,7 +118,7 @@ def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = No
         classes_file = gt_dir / SEMANTIC_CLASSES_FILE
         if not classes_file.is_file():
             raise EvaluationError(classes_file, "", "no classes.txt beside the label maps: pass classes=[...]")
-        classes = parse_class_names(classes_file.read_text(encoding="utf-8"))
+        classes = read_class_names_file(classes_file)
     names = list(classes)
     report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, ignore_index=ignore)
     if out is not None:

@@ -61,6 +61,8 @@ class ModelCard:
     unet_width: int | None = None
     unet_bilinear: bool | None = None
     task: str | None = None  # "semantic" | "instance"; needed only for TorchScript files
+    class_table: str | None = None  # a built-in class list (segpipe.inference.class_tables), instead of class_names
+    class_map: Mapping[str, str] | None = None  # model class -> dataset class ('' drops it)
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
@@ -205,8 +207,8 @@ def read_model_card(checkpoint: str | os.PathLike[str]) -> ModelCard:
 
 
 def parse_model_card(data: Any, *, path: Path) -> ModelCard:
-    """Validate a model card mapping. Accepts `class_names` (or `classes`), `num_classes`, `mean`, `std`,
-    `resize`, `task`, and U-Net settings as `unet = {depth, width, bilinear}` or `unet_depth`/`unet_width`."""
+    """Validate a model card mapping. Accepts `class_names` (or `classes`) or `class_table`, `class_map`,
+    `num_classes`, `mean`, `std`, `resize`, `task`, and U-Net settings as `unet = {depth, width, bilinear}` or `unet_depth`/`unet_width`."""
     if not isinstance(data, Mapping):
         raise InferenceError(path, "", "model card must be a JSON object / TOML table")
     unet = data.get("unet", {})
@@ -218,6 +220,13 @@ def parse_model_card(data: Any, *, path: Path) -> ModelCard:
     task = data.get("task")
     if task is not None and task not in ("semantic", "instance"):
         raise InferenceError(path, "task", f"must be 'semantic' or 'instance', got {task!r}")
+    class_table = data.get("class_table")
+    if class_table is not None and (not isinstance(class_table, str) or names is not None):
+        raise InferenceError(path, "class_table", "must be the name of a built-in class table (e.g. \"coco\", \"voc\"), "
+                             "given instead of class_names")
+    class_map = data.get("class_map")
+    if class_map is not None and (not isinstance(class_map, Mapping) or not all(isinstance(v, str) for v in class_map.values())):
+        raise InferenceError(path, "class_map", "must be a table of model class -> dataset class names, e.g. {cat = \"pet\"}")
     bilinear = unet.get("bilinear")
     if bilinear is not None and not isinstance(bilinear, bool):
         raise InferenceError(path, "unet.bilinear", "must be true or false")
@@ -232,6 +241,8 @@ def parse_model_card(data: Any, *, path: Path) -> ModelCard:
         unet_width=_positive_int(unet.get("width", data.get("unet_width")), path=path, field="unet.width"),
         unet_bilinear=bilinear,
         task=task,
+        class_table=class_table,
+        class_map=dict(class_map) if class_map is not None else None,
     )
 
 

@@ -15,8 +15,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import decode_image_file
 from segpipe.layout import INSTANCES_FILE, RESULTS_FILE, SEMANTIC_DIR
 from segpipe.reports.overlay import (
     RGB,
@@ -187,15 +185,10 @@ def read_thumbnail(path: Path | None) -> tuple[np.ndarray, tuple[int, int]] | No
 
 
 def read_label_map(path: Path | None) -> np.ndarray | None:
-    if path is None or not path.is_file():
-        return None
-    try:
-        labels = decode_image_file(path)  # not cv2.imread: it crashes on non-UTF-8 names
-    except AnnotationError:
-        return None
-    if labels is None or labels.ndim != 2:
-        return None
-    return labels
+    """Class indices as every command reads them (palette and 1-bit PNGs included); None when unusable."""
+    from segpipe.evaluators.label_maps import read_label_map_or_none
+
+    return read_label_map_or_none(path)
 
 
 # --- thumbnails from a source ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
 from segpipe.cache.targets import RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions, store_payload
@@ -103,7 +103,7 @@ def read_label_space(merged_dir: Path) -> dict[str, Any]:
     coco = json.loads((merged_dir / INSTANCES_FILE).read_bytes())
     categories = [{"name": c["name"], "supercategory": c.get("supercategory", "")} for c in sorted(coco["categories"], key=lambda c: int(c["id"]))]
     classes_file = merged_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
-    semantic = [ln.strip() for ln in classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()] if classes_file.is_file() else None
+    semantic = read_class_names_file(classes_file) if classes_file.is_file() else None
     return {"categories": categories, "semantic_classes": semantic}
 
 
@@ -122,7 +122,7 @@ def build_checkpoint_tasks(
         ikey = combine_keys("infer", version, str(index.key), ckpt.key, opts_key, manifest_key(shard.images))
         infer = {"index": [index.key, index.payload], "model": settings.model, "checkpoint": str(ckpt.path),
                  "checkpoint_sha256": ckpt.sha256, "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
-                 "loader_workers": settings.infer.get("loader_workers"),
+                 "loader_workers": settings.infer.get("loader_workers"), "devices": list(settings.devices),
                  "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
         ekey = combine_keys("eval-shard", version, str(merge.key), ikey, settings.iou_type)
         shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer, cache=merge.cache)],
@@ -155,7 +155,7 @@ def configure_luigi() -> None:
 
 def _luigi_build(tasks: list[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
     configure_luigi()
-    kwargs: dict[str, Any] = {"workers": settings.workers, "detailed_summary": True, "log_level": "WARNING"}
+    kwargs: dict[str, Any] = {"workers": max(settings.workers, len(settings.devices)), "detailed_summary": True, "log_level": "WARNING"}
     if settings.scheduler_url:
         kwargs["scheduler_url"] = settings.scheduler_url
     else:

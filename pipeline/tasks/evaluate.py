@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, read_class_names_file
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.layout import RESULTS_FILE
 from segpipe.tasks import stages
@@ -87,7 +87,7 @@ class EvalShard(CachedTask):
         if classes_file.is_file() and (pred_dir / SEMANTIC_DIR).is_dir() and task in ("semantic", None):
             stats[SEMANTIC_EVAL] = _semantic_shard(
                 names=names, gt_dir=gt_dir / SEMANTIC_DIR, pred_dir=pred_dir / SEMANTIC_DIR,
-                class_names=[line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()],
+                class_names=read_class_names_file(classes_file),
             )
         directory = self.fresh_directory()
         write_shard_stats(directory, stats=stats)
@@ -191,7 +191,7 @@ class EvalReport(CachedTask):
         data = self.data
         parts = [read_shard_stats(t.output().directory) for t in self.requires()]
         out = self.fresh_directory()
-        header = dict(data["header"])
+        header = {**data["header"], **_inference_classes(self.requires())}
         if data.get("inputs_date"):  # the user's inputs' date, not the cache files' (those change with every clean run)
             header["inputs_date"] = data["inputs_date"]
         summaries: dict[str, list[list[Any]]] = {}
@@ -222,6 +222,16 @@ class EvalReport(CachedTask):
         atomic_write_text(out / PER_CLASS_LONG, long_table.to_csv(index=False, lineterminator="\n"))
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summaries, sort_keys=True, indent=1) + "\n")
         self.finish(evaluations=sorted(summaries))
+
+
+def _inference_classes(shards: list[EvalShard]) -> dict[str, Any]:
+    """How the model's classes met the dataset's (the same in every shard): dropped classes and what is scored."""
+    for shard in shards:
+        meta = shard.requires()["pred"].output().directory / PRED_DIR / "meta.json"
+        if meta.is_file():
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            return {k: data[k] for k in ("dropped_model_classes", "n_dropped_model_outputs", "scoring") if k in data}
+    return {}
 
 
 GALLERY_DIR = "gallery"

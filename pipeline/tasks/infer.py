@@ -24,6 +24,7 @@ from segpipe.converters.images import read_image_size
 from segpipe.tasks import stages
 from segpipe.cache.input_check import Expected, inputs_unchanged
 from segpipe.cache.targets import CachedTask
+from segpipe.runner.gpu_slots import gpu_slot
 from segpipe.runner.shards import read_plan
 from segpipe.tasks.convert import spec_from_json
 
@@ -102,16 +103,22 @@ class InferShard(CachedTask):
         if data.get("checkpoint_sha256"):
             inputs.append((Path(data["checkpoint"]), None, str(data["checkpoint_sha256"])))
         with inputs_unchanged(inputs, cache=Path(str(self.cache))):
-            self._infer(data, index_dir=index_dir, out=out, image_ids=image_ids)
+            if image_ids and data.get("devices"):
+                # `--devices`: whichever listed GPU is free; the key says only "cuda", as the outputs do not
+                # depend on which.
+                with gpu_slot(self.cache, data["devices"]) as gpu:
+                    self._infer(out=out, index_dir=index_dir, image_ids=image_ids,
+                                options={**data["options"], "device": f"cuda:{gpu}"})
+            elif image_ids:
+                self._infer(out=out, index_dir=index_dir, image_ids=image_ids, options=data["options"])
+            else:
+                out.mkdir(parents=True, exist_ok=True)
         self.finish(images=len(image_ids))
 
-    def _infer(self, data: dict[str, Any], *, index_dir: Path, out: Path, image_ids: list[int]) -> None:
-        if image_ids:
-            stages.infer_shard(
-                model=data["model"], checkpoint=Path(data["checkpoint"]), dataset=index_dir, out=out,
-                image_ids=image_ids, options=data["options"], loader_workers=data.get("loader_workers"),
-                checkpoint_sha256=data.get("checkpoint_sha256"),
-            )
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-
+    def _infer(self, *, out: Path, index_dir: Path, image_ids: list[int], options: dict[str, Any]) -> None:
+        data = self.data
+        stages.infer_shard(
+            model=data["model"], checkpoint=Path(data["checkpoint"]), dataset=index_dir, out=out,
+            image_ids=image_ids, options=options, loader_workers=data.get("loader_workers"),
+            checkpoint_sha256=data.get("checkpoint_sha256"),
+        )

@@ -24,7 +24,8 @@ CONVERT_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # Inference options forwarded to run_inference (all of them part of the inference key).
 INFER_OPTIONS: tuple[str, ...] = (
-    "num_classes", "classes", "device", "batch_size", "precision", "score_threshold", "resize", "trust_checkpoint",
+    "num_classes", "classes", "class_table", "class_map", "device", "batch_size", "precision", "score_threshold", "resize",
+    "trust_checkpoint",
 )
 # Options that change how fast inference runs, never what it outputs: left out of the inference key.
 INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)
@@ -164,6 +165,6 @@ def audit(*, dataset_dir: Path) -> Any:
 
 def read_label_map(path: Path) -> np.ndarray:
     """A single-channel label PNG exactly as `segpipe evaluate semantic` reads it (errors name the file)."""
-    from segpipe.evaluators.semantic import read_label_map as read
+    from segpipe.evaluators.label_maps import read_label_map as read
 
     return read(path)

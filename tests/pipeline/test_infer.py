@@ -399,8 +399,11 @@ def test_class_mapping(dataset: Path) -> None:
     assert (m.output_names, m.targets, m.component_categories) == (("background", "pet"), (0, 1), (None, 1))
     m = class_mapping_compute(task="instance", names=["background", "pet"], num_classes=2, dataset=info, source="x")
     assert m.targets == (0, 1)
-    with pytest.raises(InferenceError, match="dog"):
-        class_mapping_compute(task="instance", names=["pet", "dog"], num_classes=None, dataset=info, source="card.json")
+    # A model class the dataset lacks is dropped and counted; only a model with no class in the dataset is refused.
+    m = class_mapping_compute(task="instance", names=["pet", "dog"], num_classes=None, dataset=info, source="card.json")
+    assert (m.targets, m.kept, m.dropped) == ((0, 1, 0), (False, True, False), ("dog",))
+    with pytest.raises(InferenceError, match="card.json: classes: no model class maps.*'dog'"):
+        class_mapping_compute(task="instance", names=["cat", "dog"], num_classes=None, dataset=info, source="card.json")
     assert parse_class_names("background, pet") == ("background", "pet")
 
 
