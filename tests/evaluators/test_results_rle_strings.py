@@ -109,3 +109,28 @@ def test_cli_exits_1_with_counts_and_drop_invalid_scores(tmp_path: Path) -> None
     assert not (tmp_path / "r1").exists()
     dropped = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "r2"), "--drop-invalid"], catch_exceptions=False)
     assert dropped.exit_code == 0 and "dropped 1 of 2" in dropped.stderr
+
+
+@pytest.mark.parametrize(("counts", "why"), BAD_COUNTS)
+def test_bad_gt_counts_strings_name_the_annotation(counts: str | bytes, why: str) -> None:
+    """GT strings are checked in one batched pass, and the error still names the annotation that is bad."""
+    gt, results = _gt_and_result(counts)
+    ok_ann = gt["annotations"][0]
+    gt["images"].append({"id": 2, "file_name": "b.png", "height": H, "width": W})
+    gt["annotations"] = [ok_ann, {**ok_ann, "id": 7, "image_id": 2, "segmentation": {"size": [H, W], "counts": counts}}]
+    with pytest.raises(EvaluationError, match=rf"annotation id 7\.segmentation.*{why}"):
+        evaluate_instances(gt, results[:1], iou_type="segm")
+
+
+def test_rle_totals_in_chunks_equal_one_string_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.evaluators import audit_format
+
+    rng = np.random.default_rng(3)
+    strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(40)]
+    strings += [b"!!!!", b"", b"5o", b"@", b"0000000000"]
+    strings = [strings[i] for i in rng.permutation(len(strings))]
+    alone = [int(audit_format.rle_totals([s])[0]) for s in strings]
+    assert sorted(set(alone))[:1] == [audit_format.INVALID_RLE] and H * W in alone
+    for chunk in (1, 7, 100, 1 << 20):  # a chunk smaller than one string still takes whole strings
+        monkeypatch.setattr(audit_format, "_CHUNK_CHARS", chunk)
+        assert audit_format.rle_totals(strings).tolist() == alone
