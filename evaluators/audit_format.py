@@ -137,33 +137,39 @@ def _rle_totals_chunk(counts: Sequence[bytes], lens: np.ndarray) -> np.ndarray:
     out = np.zeros(n, dtype=np.int64)
     if lens.sum() == 0:
         return out
-    v = np.frombuffer(b"".join(counts), dtype=np.uint8).astype(np.int64) - 48
-    owner = np.repeat(np.arange(n), lens)
-    bad = np.bincount(owner, weights=(v < 0) | (v > 63), minlength=n) > 0
-    v = np.clip(v, 0, 63)
-    last = np.cumsum(lens)[lens > 0] - 1
-    bad[owner[last]] |= (v[last] & 0x20) != 0
+    # Per character only what must be: alphabet check, 5-bit payload and the continuation bit; the rest is
+    # per token (about half as many) or per string.
+    v = np.frombuffer(b"".join(counts), dtype=np.uint8).astype(np.int16) - 48
+    bounds = np.concatenate(([0], np.cumsum(lens)))  # string i is characters bounds[i]:bounds[i + 1]
+    bad_chars = np.concatenate(([0], np.cumsum((v < 0) | (v > 63), dtype=np.int64)))
+    bad = bad_chars[bounds[1:]] > bad_chars[bounds[:-1]]
     is_end = (v & 0x20) == 0
+    last = bounds[1:][lens > 0] - 1
+    bad[lens > 0] |= ~is_end[last]  # the string ends inside a run
     is_end[last] = True  # a token never straddles two strings (such a string is already marked bad)
     ends = np.flatnonzero(is_end)
     starts = np.concatenate(([0], ends[:-1] + 1))
     width = ends - starts + 1
-    tok_owner = owner[ends]
+    tok_owner = np.searchsorted(bounds[1:], ends, side="right")
     bad[tok_owner[width > _MAX_RUN_CHARS]] = True
-    group = np.repeat(np.arange(len(ends)), width)
-    shift = 5 * np.minimum(np.arange(v.size) - starts[group], _MAX_RUN_CHARS - 1)
-    # float64 sums are exact here: every token has at most 35 bits.
-    x = np.bincount(group, weights=(v & 0x1F) << shift, minlength=len(ends)).astype(np.int64)
+    payload = (v & 0x1F).astype(np.int64)
+    x = payload[starts]
+    for k in range(1, _MAX_RUN_CHARS):  # rleFrString: x |= (c & 0x1f) << 5k for the k-th character of a run
+        longer = np.flatnonzero(width > k)
+        if longer.size == 0:
+            break
+        x[longer] |= payload[starts[longer] + k] << (5 * k)
     negative = (v[ends] & 0x10) != 0
     x[negative] -= np.left_shift(1, 5 * np.minimum(width[negative], _MAX_RUN_CHARS))
-    per_owner = np.bincount(tok_owner, minlength=n)
-    j = np.arange(len(ends)) - np.repeat(np.cumsum(per_owner) - per_owner, per_owner)
+    first_token = np.searchsorted(tok_owner, np.arange(n), side="left")
+    j = np.arange(len(ends)) - first_token[tok_owner]
     runs = x.copy()
     # rleFrString: for j > 2, x[j] += runs[j - 2]: a running sum along the odd tokens from j = 1 and along the
     # even tokens from j = 2 of each string.
     for chain in (((j % 2) == 1), ((j % 2) == 0) & (j >= 2)):
         runs[chain] = _segmented_cumsum(x[chain], tok_owner[chain])
     bad |= np.bincount(tok_owner, weights=runs < 0, minlength=n) > 0
+    # float64 sums are exact: a string's total stays far below 2**53
     out = np.bincount(tok_owner, weights=runs.astype(np.float64), minlength=n).astype(np.int64)
     out[bad] = INVALID_RLE
     return out

@@ -134,3 +134,42 @@ def test_rle_totals_in_chunks_equal_one_string_at_a_time(monkeypatch: pytest.Mon
     for chunk in (1, 7, 100, 1 << 20):  # a chunk smaller than one string still takes whole strings
         monkeypatch.setattr(audit_format, "_CHUNK_CHARS", chunk)
         assert audit_format.rle_totals(strings).tolist() == alone
+
+
+def _reference_total(counts: bytes) -> int:
+    """pycocotools' rleFrString (maskApi.c) read character by character, with the checks segpipe adds: a
+    character outside '0'..'o', a string that ends inside a run, a run of more than 7 characters or a negative
+    run make the string corrupt (-1); otherwise the sum of its runs."""
+    runs: list[int] = []
+    x = k = 0
+    for p, byte in enumerate(counts):
+        c = byte - 48
+        if not 0 <= c <= 63:
+            return -1
+        x |= (c & 0x1F) << (5 * k)
+        k += 1
+        if c & 0x20:
+            if k >= 7 or p == len(counts) - 1:
+                return -1
+            continue
+        if c & 0x10:
+            x -= 1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            return -1
+        runs.append(x)
+        x = k = 0
+    return sum(runs)
+
+
+def test_rle_totals_equal_a_character_by_character_decoder() -> None:
+    from segpipe.evaluators.audit_format import rle_totals
+
+    rng = np.random.default_rng(11)
+    strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(200)]
+    alphabet = np.frombuffer(b"0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmno!~ ", dtype=np.uint8)
+    strings += [bytes(rng.choice(alphabet, int(rng.integers(0, 12)))) for _ in range(3000)]
+    expected = [_reference_total(s) for s in strings]
+    assert expected.count(-1) > 100 and expected.count(H * W) >= 200  # both kinds are exercised
+    assert rle_totals(strings).tolist() == expected
