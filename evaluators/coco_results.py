@@ -18,6 +18,7 @@ from segpipe.evaluators.errors import EvaluationError
 RESULTS_PATH = "results"
 IOU_TYPES = ("segm", "bbox")
 EXAMPLES_SHOWN = 3
+_CORRUPT = "RLE counts string is corrupt (a character outside the RLE alphabet, a cut-off run or a negative run)"
 
 
 def default_iou_type(results: Sequence[Any]) -> str:
@@ -45,6 +46,12 @@ def segmentation_problem(segm: Any, *, height: int, width: int, total: int | Non
     """
     if isinstance(segm, dict):
         size, counts = segm.get("size"), segm.get("counts")
+        if type(size) is list and len(size) == 2 and size[0] == height and size[1] == width \
+                and type(size[0]) is int and type(size[1]) is int and total is not None and type(counts) in (str, bytes):
+            # the common case, checked without the general path's per-field calls (this runs once per mask)
+            if total == INVALID_RLE:
+                return _CORRUPT
+            return None if total == height * width else f"RLE counts string decodes to {total} pixels, not {height * width}"
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size)):
             return f"RLE size is not [height, width]: {size!r}"
         if list(size) != [height, width]:
@@ -53,7 +60,7 @@ def segmentation_problem(segm: Any, *, height: int, width: int, total: int | Non
             if total is None:
                 total = int(rle_totals([compressed_counts(segm) or b""])[0])
             if total == INVALID_RLE:
-                return "RLE counts string is corrupt (a character outside the RLE alphabet, a cut-off run or a negative run)"
+                return _CORRUPT
             return None if total == height * width else f"RLE counts string decodes to {total} pixels, not {height * width}"
         if isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts):
             return None if sum(counts) == height * width else f"RLE counts sum to {sum(counts)}, not {height * width}"
