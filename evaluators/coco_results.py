@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
-from segpipe.evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
+from segpipe.evaluators.rle_strings import INVALID_RLE, compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.errors import EvaluationError
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segpipe.evaluators.audit_format import compressed_counts, rle_totals
+from segpipe.evaluators.rle_strings import compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
 from segpipe.evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
 from segpipe.evaluators.errors import EvaluationError

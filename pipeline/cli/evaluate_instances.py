@@ -64,7 +64,7 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
     from tqdm import tqdm
 
     from segpipe.evaluators.coco_results import RESULTS_PATH
-    from segpipe.evaluators.instance import default_iou_type, evaluate_instances
+    from segpipe.evaluators.instance import default_iou_type, instance_compute, instance_update
     from segpipe.evaluators.json_files import read_json_file
 
     try:
@@ -73,21 +73,25 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
         n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0
         with tqdm(total=n_images, desc=f"evaluate {kind}", unit="img", disable=not sys.stderr.isatty()) as bar:
-            report = evaluate_instances(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=bar.update)
+            stats = instance_update(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=bar.update)
     except EvaluationError as err:
         # evaluators name in-memory inputs "ground truth" / "results"; here they are files
         path = {GT_PATH: str(gt_path), RESULTS_PATH: str(pred_path)}.get(err.path, err.path)
         raise click.ClickException(str(EvaluationError(path, err.field, err.reason))) from err
     header = {
         "command": "evaluate instances", "gt": str(gt_path.resolve()), "pred": str(pred_path.resolve()),
-        "n_images": int(len(report.per_image)), "n_results": len(results) if isinstance(results, list) else 0,
+        "n_images": int(len(stats.image_ids)), "n_results": len(results) if isinstance(results, list) else 0,
         "drop_invalid": drop_invalid, "conventions": CONVENTIONS,
     }
+    gallery = None if no_html else parsed_gallery(header, gt=gt, results=results)
+    # The match records are all that is left to reduce: the parsed JSON goes before pandas is imported (the
+    # two are the largest things this process holds; together they set its peak memory).
+    del gt, results
+    report = instance_compute(stats)
     write_instance_report(report, out, header=header)
     from segpipe.cli.evaluate import announce_report
 
-    announce_report(out, text=format_report(report), warnings=report.warnings, html=not no_html,
-                    gallery=None if no_html else parsed_gallery(header, gt=gt, results=results))
+    announce_report(out, text=format_report(report), warnings=report.warnings, html=not no_html, gallery=gallery)
 
 
 def parsed_gallery(header: dict[str, Any], *, gt: Any, results: Any) -> "GallerySource | None":

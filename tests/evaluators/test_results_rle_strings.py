@@ -123,17 +123,17 @@ def test_bad_gt_counts_strings_name_the_annotation(counts: str | bytes, why: str
 
 
 def test_rle_totals_in_chunks_equal_one_string_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from segpipe.evaluators import audit_format
+    from segpipe.evaluators import rle_strings
 
     rng = np.random.default_rng(3)
     strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(40)]
     strings += [b"!!!!", b"", b"5o", b"@", b"0000000000"]
     strings = [strings[i] for i in rng.permutation(len(strings))]
-    alone = [int(audit_format.rle_totals([s])[0]) for s in strings]
-    assert sorted(set(alone))[:1] == [audit_format.INVALID_RLE] and H * W in alone
+    alone = [int(rle_strings.rle_totals([s])[0]) for s in strings]
+    assert sorted(set(alone))[:1] == [rle_strings.INVALID_RLE] and H * W in alone
     for chunk in (1, 7, 100, 1 << 20):  # a chunk smaller than one string still takes whole strings
-        monkeypatch.setattr(audit_format, "_CHUNK_CHARS", chunk)
-        assert audit_format.rle_totals(strings).tolist() == alone
+        monkeypatch.setattr(rle_strings, "_CHUNK_CHARS", chunk)
+        assert rle_strings.rle_totals(strings).tolist() == alone
 
 
 def _reference_total(counts: bytes) -> int:
@@ -164,7 +164,7 @@ def _reference_total(counts: bytes) -> int:
 
 
 def test_rle_totals_equal_a_character_by_character_decoder() -> None:
-    from segpipe.evaluators.audit_format import rle_totals
+    from segpipe.evaluators.rle_strings import rle_totals
 
     rng = np.random.default_rng(11)
     strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(200)]

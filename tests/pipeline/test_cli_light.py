@@ -76,3 +76,19 @@ def test_no_html_writes_tables_only_and_report_renders_the_page_later(tmp_path: 
     rendered = CliRunner().invoke(main, ["report", str(out)], catch_exceptions=False)
     assert rendered.exit_code == 0, rendered.output
     assert (out / EVALUATE_PAGE).read_text(encoding="utf-8").count("<img") == page.count("<img")
+
+
+def test_scoring_instances_needs_no_pandas() -> None:
+    """`evaluate instances` frees its parsed JSON before the tables import pandas: scoring must not import it."""
+    code = """
+import sys
+from segpipe.evaluators.instance import instance_update
+from tests.evaluators.test_instance import make_dataset
+gt, results = make_dataset(seed=3, n_images=6)
+stats = instance_update(gt, results, iou_type="segm")
+assert len(stats.det_image) > 0
+print(sorted(m for m in ("pandas", "pyarrow", "matplotlib") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')) == []
