@@ -3,7 +3,7 @@
 Each command runs in its own child process; `os.wait4` returns that child's resource usage (user + system CPU
 of it and of the descendants it waited for, and its peak resident set), so tools that start worker processes
 are charged for them too. Linux carries the high-water mark of the memory a process had before `exec` into
-the new program's `ru_maxrss` (fs/exec.c, exec_mmap: setmax_mm_hiwater_rss), so a child forked from this
+the new program's `ru_maxrss` (exec_mmap in https://github.com/torvalds/linux/blob/master/fs/exec.c), so a child forked from this
 benchmark (hundreds of MB of generated data) would report at least that much; commands are therefore started by
 a small spawner process (`python -S`, ~10 MB) that only forks, waits and reports. Repeats alternate between
 the commands so that load drift on a shared machine hits all of them alike; medians are reported.

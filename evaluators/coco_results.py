@@ -1,6 +1,6 @@
 """COCO results lists: checking them against the ground truth, and turning geometry into what COCOeval compares.
 
-Bad results are never dropped silently (issue 3): `validate_results` raises one `EvaluationError` that counts
+Bad results are never dropped silently: `validate_results` raises one `EvaluationError` that counts
 every kind of problem and shows the first examples, or, when asked to drop them, returns the kept results and a
 warning with the same counts for the report.
 """
@@ -22,7 +22,7 @@ _CORRUPT = "RLE counts string is corrupt (a character outside the RLE alphabet, 
 
 
 def default_iou_type(results: Sequence[Any]) -> str:
-    """`segm` when any result carries a mask, else `bbox` (issue 3 CLI contract)."""
+    """`segm` when any result carries a mask, else `bbox`."""
     return "segm" if any(isinstance(r, dict) and "segmentation" in r for r in results) else "bbox"
 
 

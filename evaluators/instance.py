@@ -1,4 +1,4 @@
-"""COCO mask/box mAP with pycocotools' numbers, as additive per-image records (issue 3).
+"""COCO mask/box mAP with pycocotools' numbers, as additive per-image records.
 
     stats = instance_update(gt, results, iou_type="segm", image_ids=shard)   # per shard
     report = instance_compute(InstanceStats.merge_all([stats_a, stats_b]))   # == one pass == COCOeval
