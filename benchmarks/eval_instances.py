@@ -1,22 +1,26 @@
-"""Benchmark: segpipe.evaluators.instance.evaluate_instances vs plain pycocotools COCOeval, same data, same run.
+"""Benchmark: `segpipe evaluate instances`, whole command, beside plain pycocotools, faster-coco-eval and hotcoco.
 
-    .venv/bin/python benchmarks/eval_instances.py            # issue 3 sizes: 2,000 images 512x512
-    .venv/bin/python benchmarks/eval_instances.py --quick    # smoke run
+    .venv/bin/python benchmarks/eval_instances.py                  # 2,000 and 8,000 images of 512x512, median of 3
+    .venv/bin/python benchmarks/eval_instances.py --quick          # smoke run (100 and 400 images, 1 repeat)
+    .venv/bin/python benchmarks/eval_instances.py --sizes 2000 --repeats 5
 
 Data: 10 classes, 5-10 RLE ellipse instances per image, detections = jittered GT (some missed, some with a
-wrong class) plus false positives. For each iou type it prints the median time of segpipe's whole
-evaluate_instances (validation, IoU, matching, accumulate, tables) against pycocotools evaluate()+accumulate()
-(loadRes and summarize not counted for pycocotools), the ratio, and whether the 12 stats are identical.
+wrong class) plus false positives, written as gt.json / results.json. Every contender is a whole process that
+reads those two files and prints the 12 stats: segpipe's CLI (with and without --no-html), a plain pycocotools
+script (COCO(), loadRes, evaluate, accumulate, summarize), and the same script on faster-coco-eval and on
+hotcoco when they are installed (`pip install faster-coco-eval hotcoco`; a note is printed otherwise). For segm
+every script drops the results' `bbox` first, as segpipe does, so all compute the same numbers. Printed per size
+and iou type: median CPU (user + system, process tree) and wall seconds, peak RSS, each time's ratio to
+segpipe's, and whether segpipe's stats (and, in process, its precision/recall arrays) equal pycocotools'.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
-import io
-import statistics
+import importlib.util
+import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +28,9 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from process_runs import SEGPIPE, medians, print_table, start_spawner  # noqa: E402  (benchmarks/ is the script's own folder)
 from segpipe.evaluators.instance import evaluate_instances  # noqa: E402
 
 N_CLASSES = 10
@@ -68,51 +71,89 @@ def _result(*, image_id: int, cat: int, rle: dict[str, Any], score: float) -> di
             "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
 
 
-def _median_time(fn: Callable[[], Any], *, repeats: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+# One script for the three COCOeval look-alikes: argv = module, gt.json, results.json, iou type, stats .npz out.
+COCOEVAL_SCRIPT = """
+import contextlib, io, json, sys
+import numpy as np
+library, gt_path, res_path, iou_type, out = sys.argv[1:6]
+if library == "pycocotools":
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+elif library == "faster_coco_eval":
+    from faster_coco_eval import COCO
+    from faster_coco_eval import COCOeval_faster as COCOeval
+else:
+    from hotcoco import COCO, COCOeval
+with open(res_path, encoding="utf-8") as f:
+    results = json.load(f)
+if iou_type == "segm":  # loadRes would take the area from the box: drop it, as segpipe does
+    results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(gt_path)
+    ev = COCOeval(gt, gt.loadRes(results), iou_type)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+arrays = {"stats": np.asarray(ev.stats, dtype=float)}
+if library == "pycocotools":
+    arrays |= {"precision": ev.eval["precision"], "recall": ev.eval["recall"]}
+np.savez(out, **arrays)
+"""
+LIBRARIES = ("pycocotools", "faster_coco_eval", "hotcoco")
 
 
-def _pycocotools(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, *, repeats: int) -> tuple[float, np.ndarray]:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        dets = [{k: v for k, v in r.items() if not (iou_type == "segm" and k == "bbox")} for r in copy.deepcopy(results)]
-        coco_dt = coco_gt.loadRes(dets)
-        times = []
-        for _ in range(repeats):
-            ev = COCOeval(coco_gt, coco_dt, iou_type)
-            start = time.perf_counter()
-            ev.evaluate()
-            ev.accumulate()
-            times.append(time.perf_counter() - start)
-        ev.summarize()
-    return statistics.median(times), np.array(ev.stats)
+def _segpipe_stats(report_dir: Path) -> np.ndarray:
+    import pandas as pd
+
+    return pd.read_parquet(report_dir / "summary.parquet")["value"].to_numpy()
+
+
+def bench_size(*, n_images: int, repeats: int, root: Path) -> None:
+    start = time.perf_counter()
+    gt, results = generate(n_images=n_images, size=512, seed=0)
+    gt_path, res_path = root / "gt.json", root / "results.json"
+    gt_path.write_text(json.dumps(gt), encoding="utf-8")
+    res_path.write_text(json.dumps(results), encoding="utf-8")
+    print(f"\ndata: {n_images} images 512x512, {len(gt['annotations'])} GT, {len(results)} results, {N_CLASSES} classes "
+          f"(generated in {time.perf_counter() - start:.1f}s); medians of {repeats}")
+    script = root / "cocoeval_script.py"
+    script.write_text(COCOEVAL_SCRIPT, encoding="utf-8")
+    libraries = [lib for lib in LIBRARIES if importlib.util.find_spec(lib) is not None]
+    for lib in sorted(set(LIBRARIES) - set(libraries)):
+        print(f"  note: {lib} is not installed: left out (pip install {lib.replace('_', '-')})")
+    segpipe = [sys.executable, *SEGPIPE]
+    for iou_type in ("segm", "bbox"):
+        commands = {
+            "segpipe evaluate --no-html": [*segpipe, "evaluate", "instances", "--gt", str(gt_path), "--pred", str(res_path),
+                                           "-o", str(root / f"report-{iou_type}"), "--iou-type", iou_type, "--no-html"],
+            "segpipe evaluate (+ report.html)": [*segpipe, "evaluate", "instances", "--gt", str(gt_path), "--pred", str(res_path),
+                                                 "-o", str(root / f"report-html-{iou_type}"), "--iou-type", iou_type],
+        } | {
+            f"{lib} script": [sys.executable, str(script), lib, str(gt_path), str(res_path), iou_type, str(root / f"{lib}-{iou_type}.npz")]
+            for lib in libraries
+        }
+        table = medians(commands, repeats=repeats)
+        print_table(table, reference="segpipe evaluate --no-html", title=f"{iou_type}, {n_images} images (ratio = time / segpipe --no-html's)")
+        ours = _segpipe_stats(root / f"report-{iou_type}")
+        ref = np.load(root / f"pycocotools-{iou_type}.npz")
+        same = {lib: bool(np.array_equal(np.load(root / f"{lib}-{iou_type}.npz")["stats"], ours)) for lib in libraries}
+        in_process = evaluate_instances(gt, results, iou_type=iou_type)
+        arrays_equal = np.array_equal(in_process.precision, ref["precision"]) and np.array_equal(in_process.recall, ref["recall"])
+        print(f"  segpipe's 12 stats equal to: {same}; precision/recall arrays identical to pycocotools: {arrays_equal}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke run)")
+    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=None, help="comma list of image counts")
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
-    n_images, repeats = (100, 1) if args.quick else (2000, 3)
-    repeats = args.repeats or repeats
-    start = time.perf_counter()
-    gt, results = generate(n_images=n_images, size=512, seed=0)
-    print(f"data: {n_images} images 512x512, {len(gt['annotations'])} GT, {len(results)} results, "
-          f"{N_CLASSES} classes (generated in {time.perf_counter() - start:.1f}s); median of {repeats}")
-    for iou_type in ("segm", "bbox"):
-        ours_s, report = _median_time(lambda: evaluate_instances(gt, results, iou_type=iou_type), repeats=repeats)
-        ref_s, ref_stats = _pycocotools(gt, results, iou_type, repeats=repeats)
-        ours_stats = np.array(report.stats)
-        identical = bool(np.array_equal(ours_stats, ref_stats))
-        print(f"{iou_type}: segpipe {ours_s:.2f}s  pycocotools evaluate+accumulate {ref_s:.2f}s  "
-              f"ratio {ref_s / ours_s:.2f}x  stats identical: {identical} (max |diff| {np.max(np.abs(ours_stats - ref_stats)):.1e})")
+    sizes = args.sizes or ([100, 400] if args.quick else [2000, 8000])
+    repeats = args.repeats or (1 if args.quick else 3)
+    start_spawner()
+    with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
+        for n_images in sizes:
+            bench_size(n_images=n_images, repeats=repeats, root=Path(tmp))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,25 @@
-"""Semantic evaluation speed: confusion_update vs the mmseg/torchvision bincount pattern, and end to end.
+"""Semantic evaluation speed: confusion_update in memory, then whole commands beside the PNG-decode floor and hotcoco.
 
-    .venv/bin/python benchmarks/eval_semantic.py            # issue 3 sizes: 2,000 pairs of 512x512, 21 classes
+    .venv/bin/python benchmarks/eval_semantic.py            # 500 and 2,000 pairs of 512x512, 21 classes, median of 3
     .venv/bin/python benchmarks/eval_semantic.py --quick    # smoke run
 
 1. In memory, on the same decoded arrays: `confusion_update` against the anchor
    `np.bincount(n * gt[keep] + pred[keep], minlength=n * n)` with `keep = gt != ignore` (mmseg's
    `intersect_and_union`, torchvision references' `ConfusionMatrix.update`). Median of repeats per batch,
    identical matrices checked.
-2. End to end including PNG decoding: `evaluate_semantic_dirs` with 1 and all workers, the anchor as a
-   sequential decode + bincount loop, and the `segpipe evaluate semantic` CLI (process start included).
+2. Whole processes (see benchmarks/process_runs.py: CPU of the process tree, wall, peak RSS): `segpipe evaluate
+   semantic` with and without --no-html, the decode floor (a script that only decodes every GT and predicted PNG
+   with cv2, in one thread and in as many threads as cores) and hotcoco's SemanticEval.update_folders when
+   installed, at two sizes; the confusion matrix is checked against a sequential decode + bincount loop.
+3. The PNG decoders installed here, one thread, CPU per map on the same files (identical pixels checked).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from process_runs import SEGPIPE, medians, print_table, start_spawner  # noqa: E402  (benchmarks/ is the script's own folder)
 from segpipe.evaluators.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, read_label_map  # noqa: E402
 
@@ -52,10 +56,6 @@ def anchor_update(gt: np.ndarray, pred: np.ndarray, *, n: int) -> np.ndarray:
     return np.bincount(n * gt[keep].astype(np.int64) + pred[keep], minlength=n * n).reshape(n, n)
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    return median_times([fn], repeats)[0]
-
-
 def median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
     """Median wall time of each function; repeats alternate between them so load drifts hit all alike."""
     times: list[list[float]] = [[] for _ in fns]
@@ -65,13 +65,6 @@ def median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
             fn()
             bucket.append(time.perf_counter() - start)
     return [statistics.median(bucket) for bucket in times]
-
-
-def cpu_and_wall(fn: Callable[[], object]) -> tuple[float, float]:
-    """Process CPU seconds (all threads) and wall seconds of one call: CPU/wall near 2 means two busy cores."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    fn()
-    return time.process_time() - cpu, time.perf_counter() - wall
 
 
 def bench_in_memory(*, n_images: int, size: int, n: int, repeats: int, seed: int) -> None:
@@ -107,6 +100,79 @@ def write_dataset(root: Path, *, n_images: int, size: int, n: int, seed: int) ->
     return root / "gt", root / "pred"
 
 
+# The decode floor: every GT and prediction PNG decoded, nothing else (argv: gt dir, pred dir, threads).
+DECODE_SCRIPT = """
+import os, sys
+from concurrent.futures import ThreadPoolExecutor
+import cv2
+gt, pred, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+paths = [os.path.join(d, f) for d in (gt, pred) for f in sorted(os.listdir(d)) if f.endswith(".png")]
+read = lambda p: cv2.imread(p, cv2.IMREAD_UNCHANGED).shape
+if threads == 1:
+    list(map(read, paths))
+else:
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read, paths))
+"""
+HOTCOCO_SCRIPT = """
+import sys
+from hotcoco.semantic import SemanticEval
+ev = SemanticEval(int(sys.argv[3]), ignore_index=255)
+ev.update_folders(sys.argv[1], sys.argv[2])
+print(ev.stats)
+"""
+
+
+def compare_decoders(gt_dir: Path, *, limit: int) -> None:
+    """CPU per map of the decoders installed here, one thread, on the same GT files."""
+    from PIL import Image
+
+    paths = sorted(gt_dir.glob("*.png"))[:limit]
+    decoders: dict[str, Callable[[Path], np.ndarray]] = {
+        "cv2.imread(IMREAD_UNCHANGED)": lambda p: cv2.imread(str(p), cv2.IMREAD_UNCHANGED),
+        "cv2.imdecode(file bytes)": lambda p: cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED),
+        "PIL Image.open + np.asarray": lambda p: np.asarray(Image.open(p)),
+    }
+    reference = [decoders["cv2.imread(IMREAD_UNCHANGED)"](p) for p in paths]
+    print(f"decoders, {len(paths)} GT maps, one thread (CPU ms per map, median of 3):")
+    for name, decode in decoders.items():
+        same = all(np.array_equal(decode(p), r) for p, r in zip(paths, reference))
+        times = []
+        for _ in range(3):
+            start = time.process_time()
+            for p in paths:
+                decode(p)
+            times.append(time.process_time() - start)
+        print(f"  {name:<30} {statistics.median(times) / len(paths) * 1e3:6.3f} ms   same pixels: {same}")
+
+
+def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: int, root: Path) -> None:
+    names = [f"class{i}" for i in range(n)]
+    gt_dir, pred_dir = write_dataset(root, n_images=n_images, size=size, n=n, seed=seed)
+    cores = os.cpu_count() or 1
+    (root / "decode.py").write_text(DECODE_SCRIPT, encoding="utf-8")
+    segpipe = [sys.executable, *SEGPIPE, "evaluate", "semantic", "--gt", str(gt_dir), "--pred", str(pred_dir),
+               "--classes", ",".join(names)]
+    commands = {
+        "segpipe evaluate --no-html": [*segpipe, "-o", str(root / "report"), "--no-html"],
+        "segpipe evaluate (+ report.html)": [*segpipe, "-o", str(root / "report-html")],
+        f"decode floor, {cores} threads": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), str(cores)],
+        "decode floor, 1 thread": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), "1"],
+    }
+    if importlib.util.find_spec("hotcoco") is not None:
+        (root / "hotcoco_semantic.py").write_text(HOTCOCO_SCRIPT, encoding="utf-8")
+        commands["hotcoco SemanticEval.update_folders"] = [sys.executable, str(root / "hotcoco_semantic.py"), str(gt_dir), str(pred_dir), str(n)]
+    else:
+        print("  note: hotcoco is not installed: left out (pip install hotcoco)")
+    table = medians(commands, repeats=repeats)
+    print_table(table, reference="segpipe evaluate --no-html",
+                title=f"whole commands, {n_images} pairs {size}x{size}, {n} classes, {cores} cores (ratio = time / segpipe --no-html's)")
+    import pandas as pd
+
+    ours = pd.read_parquet(root / "report" / "confusion.parquet").iloc[:, 1 : n + 1].to_numpy()
+    print(f"  segpipe's confusion matrix equals a sequential cv2.imread + bincount loop: {np.array_equal(ours, anchor_end_to_end(gt_dir, pred_dir, n=n))}")
+
+
 def anchor_end_to_end(gt_dir: Path, pred_dir: Path, *, n: int) -> np.ndarray:
     total = np.zeros((n, n), np.int64)
     for gt_path in sorted(gt_dir.glob("*.png")):
@@ -114,47 +180,25 @@ def anchor_end_to_end(gt_dir: Path, pred_dir: Path, *, n: int) -> np.ndarray:
     return total
 
 
-def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: int) -> None:
-    names = [f"class{i}" for i in range(n)]
-    with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
-        gt_dir, pred_dir = write_dataset(Path(tmp), n_images=n_images, size=size, n=n, seed=seed)
-        cores = os.cpu_count() or 1
-        anchor, one, every = median_times([
-            lambda: anchor_end_to_end(gt_dir, pred_dir, n=n),
-            lambda: evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, workers=1),
-            lambda: evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, workers=cores),
-        ], repeats)
-        cpu, wall = cpu_and_wall(lambda: evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, workers=cores))
-        report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, workers=cores)
-        same = np.array_equal(report.confusion.iloc[:, 1:n + 1].to_numpy(), anchor_end_to_end(gt_dir, pred_dir, n=n))
-        cli = [sys.executable, "-c", "from segpipe.cli import main; main()", "evaluate", "semantic", "--gt", str(gt_dir), "--pred",
-               str(pred_dir), "-o", str(Path(tmp) / "report"), "--classes", ",".join(names)]
-        repo = str(Path(__file__).resolve().parents[1])
-        cli_time = median_time(lambda: subprocess.run(cli, check=True, capture_output=True, cwd=repo), repeats)
-    print(f"end to end incl. PNG decoding, {n_images} pairs, {cores} cores (median of {repeats}):")
-    print(f"  anchor: sequential cv2.imread + bincount    {anchor:7.3f} s")
-    print(f"  evaluate_semantic_dirs workers=1            {one:7.3f} s  ({anchor / one:.2f}x anchor)")
-    print(f"  evaluate_semantic_dirs workers={cores}            {every:7.3f} s  ({anchor / every:.2f}x anchor, "
-          f"{one / every:.2f}x workers=1)   same matrix as anchor: {same}")
-    print(f"  cores busy (CPU s / wall s, workers={cores})   {cpu:.3f} / {wall:.3f} = {cpu / wall:.2f}"
-          f"   (below {cores} when other processes hold the cores: see `uptime` load {os.getloadavg()[0]:.1f})")
-    print(f"  segpipe evaluate semantic (whole CLI)       {cli_time:7.3f} s  ({n_images / cli_time:.0f} pairs/s)")
-    print(f"  mIoU {report.metric('mIoU'):.6f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--images", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="comma list of pair counts for the end-to-end part")
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
-    n_images = args.images or (100 if args.quick else 2000)
+    sizes = args.images or ([50, 200] if args.quick else [500, 2000])
     size = args.size or (256 if args.quick else 512)
-    repeats = args.repeats or (3 if args.quick else 5)
-    bench_in_memory(n_images=n_images, size=size, n=args.classes, repeats=repeats, seed=0)
-    bench_end_to_end(n_images=n_images, size=size, n=args.classes, repeats=max(1, repeats - 2), seed=1)
+    repeats = args.repeats or (1 if args.quick else 3)
+    start_spawner()
+    bench_in_memory(n_images=sizes[-1], size=size, n=args.classes, repeats=repeats, seed=0)
+    for n_images in sizes:
+        with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
+            bench_end_to_end(n_images=n_images, size=size, n=args.classes, repeats=repeats, seed=1, root=Path(tmp))
+            if n_images == sizes[-1]:
+                compare_decoders(Path(tmp) / "gt", limit=200)
 
 
 if __name__ == "__main__":

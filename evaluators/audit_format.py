@@ -16,6 +16,7 @@ import numpy as np
 
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, make_finding
+from segpipe.evaluators.rle_strings import INVALID_RLE, compressed_counts, rle_totals  # noqa: F401  (also imported from here)
 
 # Polygon areas in COCO are the polygon's own area, which differs from its rasterisation by up to a boundary's
 # worth of pixels (COCO val2014 small objects: 146 vs 135 px), hence a sqrt(area) term; RLE areas are exact
@@ -91,75 +92,6 @@ def parse_images(coco: Mapping[str, Any]) -> tuple[dict[int, ImageInfo], list[Au
         if info is not None:
             images[info.id] = info
     return images, findings
-
-
-_MAX_RUN_CHARS = 7  # 35 bits: pycocotools keeps runs in uint32
-INVALID_RLE = -1
-
-
-def _segmented_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Cumulative sums restarting at each new value of `segment` (which must be non-decreasing)."""
-    if values.size == 0:
-        return values
-    total = np.cumsum(values)
-    first = np.flatnonzero(np.concatenate(([True], segment[1:] != segment[:-1])))
-    offset = total[first] - values[first]
-    return total - np.repeat(offset, np.diff(np.concatenate((first, [values.size]))))
-
-
-def rle_totals(counts: Sequence[bytes]) -> np.ndarray:
-    """Pixel total (sum of runs) of each compressed COCO RLE string, INVALID_RLE (-1) where it is corrupt.
-
-    pycocotools checks none of this: a corrupt string or a negative run decodes past the end of the mask
-    buffer, so every RLE is checked here, all strings in one vectorised pass of pycocotools' rleFrString,
-    before anything decodes it.
-
-    >>> rle_totals([b"51", b"5\x7f", b""]).tolist()  # encode() of a 3x2 mask whose last pixel is set; garbage; empty
-    [6, -1, 0]
-    """
-    n = len(counts)
-    lens = np.fromiter((len(c) for c in counts), dtype=np.int64, count=n)
-    out = np.zeros(n, dtype=np.int64)
-    if lens.sum() == 0:
-        return out
-    v = np.frombuffer(b"".join(counts), dtype=np.uint8).astype(np.int64) - 48
-    owner = np.repeat(np.arange(n), lens)
-    bad = np.bincount(owner, weights=(v < 0) | (v > 63), minlength=n) > 0
-    v = np.clip(v, 0, 63)
-    last = np.cumsum(lens)[lens > 0] - 1
-    bad[owner[last]] |= (v[last] & 0x20) != 0
-    is_end = (v & 0x20) == 0
-    is_end[last] = True  # a token never straddles two strings (such a string is already marked bad)
-    ends = np.flatnonzero(is_end)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    width = ends - starts + 1
-    tok_owner = owner[ends]
-    bad[tok_owner[width > _MAX_RUN_CHARS]] = True
-    group = np.repeat(np.arange(len(ends)), width)
-    shift = 5 * np.minimum(np.arange(v.size) - starts[group], _MAX_RUN_CHARS - 1)
-    # float64 sums are exact here: every token has at most 35 bits.
-    x = np.bincount(group, weights=(v & 0x1F) << shift, minlength=len(ends)).astype(np.int64)
-    negative = (v[ends] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * np.minimum(width[negative], _MAX_RUN_CHARS))
-    per_owner = np.bincount(tok_owner, minlength=n)
-    j = np.arange(len(ends)) - np.repeat(np.cumsum(per_owner) - per_owner, per_owner)
-    runs = x.copy()
-    # rleFrString: for j > 2, x[j] += runs[j - 2]: a running sum along the odd tokens from j = 1 and along the
-    # even tokens from j = 2 of each string.
-    for chain in (((j % 2) == 1), ((j % 2) == 0) & (j >= 2)):
-        runs[chain] = _segmented_cumsum(x[chain], tok_owner[chain])
-    bad |= np.bincount(tok_owner, weights=runs < 0, minlength=n) > 0
-    out = np.bincount(tok_owner, weights=runs.astype(np.float64), minlength=n).astype(np.int64)
-    out[bad] = INVALID_RLE
-    return out
-
-
-def compressed_counts(segm: Any) -> bytes | None:
-    """The compressed RLE string of `segm` as bytes (what pycocotools decodes), or None when it has none."""
-    counts = segm.get("counts") if isinstance(segm, dict) else None
-    if isinstance(counts, str):
-        return counts.encode("utf-8", "replace")  # non-ASCII bytes are out of the RLE alphabet: flagged corrupt
-    return counts if isinstance(counts, bytes) else None
 
 
 def _polygons_rle(seg: list[Any], *, width: int, height: int, where: str) -> tuple[Mapping[str, Any] | None, list[Issue]]:

@@ -1,6 +1,6 @@
 """Indexing a COCO ground-truth dict the way pycocotools' COCOeval sees it, with warnings for its traps.
 
-COCOeval quirks reproduced on purpose (numbers must equal pycocotools', issue 3; traps in
+COCOeval quirks reproduced on purpose (numbers must equal pycocotools'; traps in
 ../shared/peers/README.md):
 - annotations are looked up by id (`COCO.anns[id]`), so with duplicated ids every copy becomes the *last*
   annotation carrying that id (two perfect detections then score AP 0.252, not 1.0);

@@ -1,6 +1,6 @@
 """COCO results lists: checking them against the ground truth, and turning geometry into what COCOeval compares.
 
-Bad results are never dropped silently (issue 3): `validate_results` raises one `EvaluationError` that counts
+Bad results are never dropped silently: `validate_results` raises one `EvaluationError` that counts
 every kind of problem and shows the first examples, or, when asked to drop them, returns the kept results and a
 warning with the same counts for the report.
 """
@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence, TypeGuard
 
-from segpipe.evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
+from segpipe.evaluators.rle_strings import INVALID_RLE, compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.polygon_bounds import polygon_extent_problem
@@ -19,10 +19,11 @@ from segpipe.evaluators.polygon_bounds import polygon_extent_problem
 RESULTS_PATH = "results"
 IOU_TYPES = ("segm", "bbox")
 EXAMPLES_SHOWN = 3
+_CORRUPT = "RLE counts string is corrupt (a character outside the RLE alphabet, a cut-off run or a negative run)"
 
 
 def default_iou_type(results: Sequence[Any]) -> str:
-    """`segm` when any result carries a mask, else `bbox` (issue 3 CLI contract)."""
+    """`segm` when any result carries a mask, else `bbox`."""
     return "segm" if any(isinstance(r, dict) and "segmentation" in r for r in results) else "bbox"
 
 
@@ -46,6 +47,12 @@ def segmentation_problem(segm: Any, *, height: int, width: int, total: int | Non
     """
     if isinstance(segm, dict):
         size, counts = segm.get("size"), segm.get("counts")
+        if type(size) is list and len(size) == 2 and size[0] == height and size[1] == width \
+                and type(size[0]) is int and type(size[1]) is int and total is not None and type(counts) in (str, bytes):
+            # the common case, checked without the general path's per-field calls (this runs once per mask)
+            if total == INVALID_RLE:
+                return _CORRUPT
+            return None if total == height * width else f"RLE counts string decodes to {total} pixels, not {height * width}"
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size)):
             return f"RLE size is not [height, width]: {size!r}"
         if list(size) != [height, width]:
@@ -54,7 +61,7 @@ def segmentation_problem(segm: Any, *, height: int, width: int, total: int | Non
             if total is None:
                 total = int(rle_totals([compressed_counts(segm) or b""])[0])
             if total == INVALID_RLE:
-                return "RLE counts string is corrupt (a character outside the RLE alphabet, a cut-off run or a negative run)"
+                return _CORRUPT
             return None if total == height * width else f"RLE counts string decodes to {total} pixels, not {height * width}"
         if isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts):
             return None if sum(counts) == height * width else f"RLE counts sum to {sum(counts)}, not {height * width}"

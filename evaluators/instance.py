@@ -1,4 +1,4 @@
-"""COCO mask/box mAP with pycocotools' numbers, as additive per-image records (issue 3).
+"""COCO mask/box mAP with pycocotools' numbers, as additive per-image records.
 
     stats = instance_update(gt, results, iou_type="segm", image_ids=shard)   # per shard
     report = instance_compute(InstanceStats.merge_all([stats_a, stats_b]))   # == one pass == COCOeval
@@ -10,18 +10,19 @@ result's `bbox` is dropped first, so the detection area is the mask area (as det
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 
 from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.coco_results import IOU_TYPES, default_iou_type, validate_results
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance_accumulate import SUMMARY_METRICS, accumulate
 from segpipe.evaluators.instance_stats import InstanceStats
-from segpipe.evaluators.instance_tables import per_class_table, per_image_table, pr_curve_table, summary_table
 from segpipe.evaluators.instance_update import instance_update
+
+if TYPE_CHECKING:  # pandas is imported by instance_compute: scoring (and freeing its JSON) needs none of it
+    import pandas as pd
 
 __all__ = [
     "EvaluationError", "InstanceReport", "InstanceStats", "SEGM_AREA_NOTE", "SUMMARY_METRICS",
@@ -59,6 +60,8 @@ class InstanceReport:
 
 def instance_compute(stats: InstanceStats) -> InstanceReport:
     """Reduce (merged) match records to the report tables."""
+    from segpipe.evaluators.instance_tables import per_class_table, per_image_table, pr_curve_table, summary_table
+
     acc = accumulate(stats)
     warnings = list(stats.warnings)
     if len(stats.det_image) == 0 and not any("results list is empty" in w for w in warnings):

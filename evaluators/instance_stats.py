@@ -1,7 +1,7 @@
 """Additive per-image match records for COCO mAP (the `*_update` side of segpipe.evaluators.instance).
 
 One row per detection (COCOeval's `evaluateImg` outputs, flattened) and one row per ground-truth annotation;
-records of disjoint image sets concatenate, so shards merge by sorting on image id (design.md, "House style").
+records of disjoint image sets concatenate, so shards merge by sorting on image id.
 """
 
 from __future__ import annotations

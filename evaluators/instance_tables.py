@@ -1,4 +1,4 @@
-"""pandas tables of a COCO mAP evaluation: summary, per class, per image, PR curves (issue 3 report columns)."""
+"""pandas tables of a COCO mAP evaluation: summary, per class, per image, PR curves."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from segpipe.evaluators.rle_strings import compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
 from segpipe.evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
 from segpipe.evaluators.errors import EvaluationError
@@ -34,7 +35,22 @@ def to_rle(segm: Any, *, image: GtImage) -> dict[str, Any]:
     return segm
 
 
-def _gt_geometry(ann: Mapping[str, Any], *, image: GtImage, iou_type: str, path: str) -> Any:
+def gt_counts_totals(truth: GroundTruth, image_ids: Sequence[int]) -> dict[int, int]:
+    """rle_totals() of the compressed RLE strings of the GT annotations of `image_ids`, keyed by id(annotation).
+
+    One batched pass instead of one call per annotation (a per-string call cost more than the evaluation).
+    """
+    strings: dict[int, bytes] = {}
+    for image_id in image_ids:
+        for cat in truth.image_categories.get(image_id, ()):
+            for ann in truth.annotations[image_id, cat]:
+                counts = compressed_counts(ann.get("segmentation"))
+                if counts is not None:
+                    strings[id(ann)] = counts
+    return dict(zip(strings, rle_totals(list(strings.values())).tolist(), strict=True))
+
+
+def _gt_geometry(ann: Mapping[str, Any], *, image: GtImage, iou_type: str, path: str, total: int | None = None) -> Any:
     key = "segmentation" if iou_type == "segm" else "bbox"
     if key not in ann:
         raise EvaluationError(path, f"annotation id {ann['id']}.{key}", f"missing ({iou_type} evaluation needs it)")
@@ -45,7 +61,7 @@ def _gt_geometry(ann: Mapping[str, Any], *, image: GtImage, iou_type: str, path:
         return ann["bbox"]
     segm = ann["segmentation"]
     if not (isinstance(segm, list) and not segm):
-        why = segmentation_problem(segm, height=image.height, width=image.width)
+        why = segmentation_problem(segm, height=image.height, width=image.width, total=total)
         if why:
             raise EvaluationError(path, f"annotation id {ann['id']}.segmentation", why)
     return to_rle(segm, image=image)
@@ -90,7 +106,10 @@ class _Collector:
     pairs: list[PairInput] = field(default_factory=list)
     pair_slots: list[tuple[int, int]] = field(default_factory=list)  # (first det row, n dets) per pair
 
-    def add_image(self, *, truth: GroundTruth, image: GtImage, dets_by_cat: Mapping[int, list[Mapping[str, Any]]], iou_type: str) -> None:
+    def add_image(
+        self, *, truth: GroundTruth, image: GtImage, dets_by_cat: Mapping[int, list[Mapping[str, Any]]], iou_type: str,
+        gt_totals: Mapping[int, int],
+    ) -> None:
         dets: list[Mapping[str, Any]] = []
         gts: list[Mapping[str, Any]] = []
         blocks: list[tuple[int, int, int, int, int]] = []  # category, det start/end, gt start/end
@@ -103,7 +122,7 @@ class _Collector:
             dets.extend(cat_dets)
             gts.extend(cat_gts)
         det_geoms, det_areas = _det_geometries(dets, image=image, iou_type=iou_type)
-        gt_geoms = [_gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH) for g in gts]
+        gt_geoms = [_gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH, total=gt_totals.get(id(g))) for g in gts]
         crowd_list = [int(bool(g.get("iscrowd", 0))) for g in gts]
         ious = np.asarray(mask_utils.iou(det_geoms, gt_geoms, crowd_list)) if dets and gts else None
         crowd = np.array(crowd_list, dtype=bool)
@@ -187,8 +206,10 @@ def instance_update(
         if r["image_id"] in wanted_set:
             by_image[r["image_id"]][r["category_id"]].append(r)
     collector = _Collector()
+    gt_totals = gt_counts_totals(truth, wanted) if iou_type == "segm" else {}
     for image_id in wanted:
-        collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}), iou_type=iou_type)
+        collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
+                            iou_type=iou_type, gt_totals=gt_totals)
         if progress is not None:
             progress(1)
     return collector.stats(truth=truth, iou_type=iou_type, image_ids=wanted, warnings=truth.warnings + tuple(result_warnings))

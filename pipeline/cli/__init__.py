@@ -1,38 +1,73 @@
 """The `segpipe` command. Subcommands are imported lazily so that start-up stays cheap: torch and
-torchvision are imported only by the commands that run inference (design.md, "Performance habits")."""
+torchvision are imported only by the commands that run inference, and `segpipe --help` /
+`segpipe evaluate --help` import none of pandas, matplotlib or torch."""
 
 from __future__ import annotations
 
 import errno
 import importlib
 import importlib.util
+from typing import Mapping, NamedTuple
 
 import click
 
-# name -> (module, attribute). A module that is not there yet is simply not listed.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("segpipe.cli.convert", "convert"),
-    "evaluate": ("segpipe.cli.evaluate", "evaluate"),
-    "infer": ("segpipe.cli.infer", "infer"),
-    "run": ("segpipe.cli.run", "run"),
-    "audit": ("segpipe.cli.audit", "audit"),
-    "report": ("segpipe.cli.report", "report"),
-    "sample": ("segpipe.cli.sample", "sample"),
-    "demo": ("segpipe.cli.demo", "demo"),
+
+class Subcommand(NamedTuple):
+    module: str
+    attr: str
+    # The start of the command's own help text, shown in the group's listing. click builds that listing by
+    # importing every subcommand (Group.format_commands calls get_command for each), which would import
+    # pandas/matplotlib for `--help`; tests/pipeline/test_cli_light.py checks these stay in step with the help.
+    summary: str
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "convert": Subcommand("segpipe.cli.convert", "convert", "Convert an annotation folder to a COCO dataset directory."),
+    "evaluate": Subcommand("segpipe.cli.evaluate", "evaluate",
+                           "Score predictions: COCO mask/box mAP (pycocotools' numbers exactly) or semantic mIoU/Dice."),
+    "infer": Subcommand("segpipe.cli.infer", "infer",
+                        "Run a checkpoint over DATASET and write predictions that `segpipe evaluate` scores."),
+    "run": Subcommand("segpipe.cli.run", "run",
+                      "Run the whole pipeline, cached: a rerun only does what changed (inputs are fingerprinted by content)."),
+    "audit": Subcommand("segpipe.cli.audit", "audit", "Audit label quality of DATASET: a converted dataset dir"),
+    "report": Subcommand("segpipe.cli.report", "report",
+                         "Re-render the HTML page of REPORT_DIR (an evaluate report, a `run` output or an audit dir)"),
+    "sample": Subcommand("segpipe.cli.sample", "sample",
+                         "Generate a small, deterministic dataset in the Oxford-IIIT Pet layout"),
+    "demo": Subcommand("segpipe.cli.demo", "demo",
+                       "Generate the sample, evaluate the shipped U-Net checkpoints on it and print the leaderboard."),
 }
 
 
+def _shortened(text: str, limit: int) -> str:
+    """`text` cut at a word boundary to fit `limit` characters, "..." marking the cut (as click's listing does)."""
+    if len(text) <= limit:
+        return text
+    return text[: max(1, limit - 3)].rsplit(" ", 1)[0].rstrip(",:;") + "..."
+
+
 class LazyGroup(click.Group):
+    """A click group whose subcommands live in modules imported only when that subcommand runs."""
+
+    subcommands: Mapping[str, Subcommand] = SUBCOMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n, (mod, _) in SUBCOMMANDS.items() if importlib.util.find_spec(mod) is not None)
+        return sorted(n for n, sub in self.subcommands.items() if importlib.util.find_spec(sub.module) is not None)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in SUBCOMMANDS:
+        sub = self.subcommands.get(cmd_name)
+        if sub is None or importlib.util.find_spec(sub.module) is None:
             return None
-        mod_name, attr = SUBCOMMANDS[cmd_name]
-        if importlib.util.find_spec(mod_name) is None:
-            return None
-        return getattr(importlib.import_module(mod_name), attr)
+        return getattr(importlib.import_module(sub.module), sub.attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The listing of click's Group.format_commands, from the summaries instead of the imported commands."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, _shortened(self.subcommands[n].summary, limit)) for n in names])
 
     def invoke(self, ctx: click.Context) -> object:
         """A file-system failure while writing outputs (read-only OUT, full disk, a path through a file) is a

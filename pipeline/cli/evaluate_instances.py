@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from segpipe.cli.evaluate import NO_HTML_HELP
 from segpipe.evaluators.coco_ground_truth import GT_PATH
-from segpipe.evaluators.coco_results import RESULTS_PATH
 from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance import InstanceReport, default_iou_type, evaluate_instances
-from segpipe.evaluators.json_files import read_json_file
-from segpipe.reports.tables import REPORT_HEADER_FILE
 
-HEADER_FILE_NAME = REPORT_HEADER_FILE
+if TYPE_CHECKING:  # numpy/pandas are imported when the command runs, not for `--help`
+    from segpipe.evaluators.instance import InstanceReport
+    from segpipe.reports.gallery import GallerySource
+
+HEADER_FILE_NAME = "header.json"  # segpipe.reports.tables.REPORT_HEADER_FILE (a test keeps them equal)
 CONVENTIONS = (
     "pycocotools COCOeval numbers (evaluate + accumulate + summarize), fractions; -1 = no ground truth. "
     "per_class: summarize() on each category's slice of eval['precision'] / eval['recall']; n_gt counts "
@@ -74,9 +75,14 @@ def refuse_empty_by_construction(pred_path: Path, results: object) -> None:
               help="[default: segm when the results carry masks, else bbox]")
 @click.option("--drop-invalid", is_flag=True,
               help="Leave invalid results out (counted in the report's warnings) instead of failing.")
-def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool) -> None:
+@click.option("--no-html", is_flag=True, help=NO_HTML_HELP)
+def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool, no_html: bool) -> None:
     """Score COCO results: mask or box mAP with pycocotools' numbers, per class and per image."""
     from tqdm import tqdm
+
+    from segpipe.evaluators.coco_results import RESULTS_PATH
+    from segpipe.evaluators.instance import default_iou_type, instance_compute, instance_update
+    from segpipe.evaluators.json_files import read_json_file
 
     try:
         gt = read_json_file(gt_path, what="ground truth")
@@ -85,17 +91,34 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
         n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0
         with tqdm(total=n_images, desc=f"evaluate {kind}", unit="img", disable=not sys.stderr.isatty()) as bar:
-            report = evaluate_instances(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=bar.update)
+            stats = instance_update(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=bar.update)
     except EvaluationError as err:
         # evaluators name in-memory inputs "ground truth" / "results"; here they are files
         path = {GT_PATH: str(gt_path), RESULTS_PATH: str(pred_path)}.get(err.path, err.path)
         raise click.ClickException(str(EvaluationError(path, err.field, err.reason))) from err
     header = {
         "command": "evaluate instances", "gt": str(gt_path.resolve()), "pred": str(pred_path.resolve()),
-        "n_images": int(len(report.per_image)), "n_results": len(results) if isinstance(results, list) else 0,
+        "n_images": int(len(stats.image_ids)), "n_results": len(results) if isinstance(results, list) else 0,
         "drop_invalid": drop_invalid, "conventions": CONVENTIONS,
     }
+    gallery = None if no_html else parsed_gallery(header, gt=gt, results=results)
+    # The match records are all that is left to reduce: the parsed JSON goes before pandas is imported (the
+    # two are the largest things this process holds; together they set its peak memory).
+    del gt, results
+    report = instance_compute(stats)
     write_instance_report(report, out, header=header)
     from segpipe.cli.evaluate import announce_report
 
-    announce_report(out, text=format_report(report), warnings=report.warnings)
+    announce_report(out, text=format_report(report), warnings=report.warnings, html=not no_html, gallery=gallery)
+
+
+def parsed_gallery(header: dict[str, Any], *, gt: Any, results: Any) -> "GallerySource | None":
+    """The page's thumbnail source for the inputs named in `header`, holding the JSON already parsed here
+    (the page would otherwise read and parse both files a second time)."""
+    from segpipe.reports.gallery import GallerySource
+
+    source = GallerySource.from_header(header)
+    if source is not None and isinstance(gt, dict) and isinstance(results, list):
+        # `coco` and `detections` are functools.cached_property: a value in the instance dict is what they return.
+        source.__dict__.update(coco=gt, detections=results)
+    return source

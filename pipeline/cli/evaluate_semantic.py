@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from segpipe.cli.evaluate import NO_HTML_HELP
 from segpipe.evaluators.confusion import IGNORE_INDEX
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
@@ -85,7 +86,9 @@ def format_report(report: SemanticReport) -> str:
 @click.option("--ignore-index", type=int, default=IGNORE_INDEX, show_default=True,
               help="GT value left out of the scores; a prediction with this value counts as a miss.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: all cores].")
-def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignore_index: int, workers: int | None) -> None:
+@click.option("--no-html", is_flag=True, help=NO_HTML_HELP)
+def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignore_index: int, workers: int | None,
+             no_html: bool) -> None:
     """Score semantic label maps: mIoU, Dice, pixel accuracy, per class and per image."""
     from tqdm import tqdm
 
@@ -109,4 +112,4 @@ def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignor
     write_semantic_report(report, out, header=header)
     from segpipe.cli.evaluate import announce_report
 
-    announce_report(out, text=format_report(report), warnings=report.warnings)
+    announce_report(out, text=format_report(report), warnings=report.warnings, html=not no_html)

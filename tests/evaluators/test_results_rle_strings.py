@@ -109,3 +109,67 @@ def test_cli_exits_1_with_counts_and_drop_invalid_scores(tmp_path: Path) -> None
     assert not (tmp_path / "r1").exists()
     dropped = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "r2"), "--drop-invalid"], catch_exceptions=False)
     assert dropped.exit_code == 0 and "dropped 1 of 2" in dropped.stderr
+
+
+@pytest.mark.parametrize(("counts", "why"), BAD_COUNTS)
+def test_bad_gt_counts_strings_name_the_annotation(counts: str | bytes, why: str) -> None:
+    """GT strings are checked in one batched pass, and the error still names the annotation that is bad."""
+    gt, results = _gt_and_result(counts)
+    ok_ann = gt["annotations"][0]
+    gt["images"].append({"id": 2, "file_name": "b.png", "height": H, "width": W})
+    gt["annotations"] = [ok_ann, {**ok_ann, "id": 7, "image_id": 2, "segmentation": {"size": [H, W], "counts": counts}}]
+    with pytest.raises(EvaluationError, match=rf"annotation id 7\.segmentation.*{why}"):
+        evaluate_instances(gt, results[:1], iou_type="segm")
+
+
+def test_rle_totals_in_chunks_equal_one_string_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.evaluators import rle_strings
+
+    rng = np.random.default_rng(3)
+    strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(40)]
+    strings += [b"!!!!", b"", b"5o", b"@", b"0000000000"]
+    strings = [strings[i] for i in rng.permutation(len(strings))]
+    alone = [int(rle_strings.rle_totals([s])[0]) for s in strings]
+    assert sorted(set(alone))[:1] == [rle_strings.INVALID_RLE] and H * W in alone
+    for chunk in (1, 7, 100, 1 << 20):  # a chunk smaller than one string still takes whole strings
+        monkeypatch.setattr(rle_strings, "_CHUNK_CHARS", chunk)
+        assert rle_strings.rle_totals(strings).tolist() == alone
+
+
+def _reference_total(counts: bytes) -> int:
+    """pycocotools' rleFrString (maskApi.c) read character by character, with the checks segpipe adds: a
+    character outside '0'..'o', a string that ends inside a run, a run of more than 7 characters or a negative
+    run make the string corrupt (-1); otherwise the sum of its runs."""
+    runs: list[int] = []
+    x = k = 0
+    for p, byte in enumerate(counts):
+        c = byte - 48
+        if not 0 <= c <= 63:
+            return -1
+        x |= (c & 0x1F) << (5 * k)
+        k += 1
+        if c & 0x20:
+            if k >= 7 or p == len(counts) - 1:
+                return -1
+            continue
+        if c & 0x10:
+            x -= 1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            return -1
+        runs.append(x)
+        x = k = 0
+    return sum(runs)
+
+
+def test_rle_totals_equal_a_character_by_character_decoder() -> None:
+    from segpipe.evaluators.rle_strings import rle_totals
+
+    rng = np.random.default_rng(11)
+    strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(200)]
+    alphabet = np.frombuffer(b"0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmno!~ ", dtype=np.uint8)
+    strings += [bytes(rng.choice(alphabet, int(rng.integers(0, 12)))) for _ in range(3000)]
+    expected = [_reference_total(s) for s in strings]
+    assert expected.count(-1) > 100 and expected.count(H * W) >= 200  # both kinds are exercised
+    assert rle_totals(strings).tolist() == expected
