@@ -1,4 +1,4 @@
-"""`segpipe convert voc|trimap|oxford-pet`: annotation folders in, a converted dataset directory out.
+"""`segpipe convert voc|trimap|oxford-pet|yolo|labelme|cvat|voc-seg`: annotation folders in, a converted dataset directory out.
 
 Every command writes OUT/conversion_report.csv and prints a one-line summary. Exit codes: 0 when the
 report has no error row, 3 when some inputs were skipped as errors (the good ones are still written),
@@ -133,3 +133,72 @@ def convert_oxford_pet_cmd(root: Path, out: Path, border: str, categories: str, 
 
     _finish(out, lambda: convert_oxford_pet(root, out, border=border, categories=categories, split=split,
                                             strict=strict, workers=workers))
+
+
+_rectangle_option = click.option(
+    "--rectangle-segmentation", is_flag=True,
+    help="Also give box annotations a one-polygon `segmentation` (the box itself), for loaders that need a mask "
+    "for every annotation (torchvision's Mask R-CNN training, pycocotools annToMask). Off by default: such "
+    "masks are rectangles, not object shapes.",
+)
+
+
+@convert.command("yolo")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="classes.txt (LabelImg) or data.yaml (Ultralytics `names`) [default: SRC/data.yaml, SRC/classes.txt "
+              "or SRC/labels/classes.txt]. Required one way or the other: indices mean nothing without names.")
+@_rectangle_option
+@_strict_option
+def convert_yolo_cmd(src: Path, out: Path, classes: Path | None, rectangle_segmentation: bool, strict: bool) -> None:
+    """YOLO txt labels (boxes `c cx cy w h` and Ultralytics polygons `c x y x y ...`, normalised) -> OUT/instances.json.
+    Labels are found the Ultralytics way (images/ -> labels/) or beside each image."""
+    from segpipe.converters.yolo import convert_yolo
+
+    _finish(out, lambda: convert_yolo(src, out, classes=classes, rectangle_segmentation=rectangle_segmentation, strict=strict))
+
+
+@convert.command("labelme")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="One name per line: fixes category order; other labels are error rows. Default: sorted labels.")
+@click.option("--embedded-images", is_flag=True,
+              help="Write each JSON's embedded imageData to OUT/images/ and use those images (off: images from disk).")
+@_rectangle_option
+@_strict_option
+def convert_labelme_cmd(src: Path, out: Path, classes: Path | None, embedded_images: bool, rectangle_segmentation: bool, strict: bool) -> None:
+    """LabelMe JSON (rectangles, polygons, circles; points become report rows) -> OUT/instances.json."""
+    from segpipe.converters.labelme import convert_labelme
+
+    _finish(out, lambda: convert_labelme(src, out, classes=classes, embedded_images=embedded_images,
+                                         rectangle_segmentation=rectangle_segmentation, strict=strict))
+
+
+@convert.command("cvat")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@_out_option
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Image root the <image name=...> paths are relative to [default: images/ beside the XML, else its folder].")
+@_rectangle_option
+@_strict_option
+def convert_cvat_cmd(src: Path, out: Path, images: Path | None, rectangle_segmentation: bool, strict: bool) -> None:
+    """CVAT for images 1.1 XML (SRC: the XML, or a folder with annotations.xml): boxes, polygons, masks -> OUT/instances.json."""
+    from segpipe.converters.cvat import convert_cvat
+
+    _finish(out, lambda: convert_cvat(src, out, images=images, rectangle_segmentation=rectangle_segmentation, strict=strict))
+
+
+@convert.command("voc-seg")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Class names in index order, background first [default: the 21 Pascal VOC classes].")
+@_strict_option
+def convert_voc_seg_cmd(root: Path, out: Path, classes: Path | None, strict: bool) -> None:
+    """Pascal VOC SegmentationClass (+ SegmentationObject, Annotations) PNGs under ROOT -> OUT/semantic/ label maps
+    and OUT/instances.json (one annotation per object, XML boxes cross-checked)."""
+    from segpipe.converters.voc_segmentation import convert_voc_segmentation
+
+    _finish(out, lambda: convert_voc_segmentation(root, out, classes=classes, strict=strict))
