@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco
@@ -44,6 +44,27 @@ def image_size(image: str | os.PathLike[str], *, annotation: str | os.PathLike[s
         hint = " (swapped: EXIF orientation?)" if tuple(declared) == (height, width) else ""
         return (width, height), [row(annotation, "warning", "size_mismatch", f"the annotation says {declared[0]}×{declared[1]}, the image is {width}×{height}{hint}; the image's size is used")]
     return (width, height), []
+
+
+def path_inside(root: Path, rel: str) -> Path | None:
+    """`root / rel` for a path read from an annotation file, or None when it would leave `root`: absolute, a
+    `..` part (either slash), or a folder that resolves (symlinks followed) outside `root`.
+
+    The file itself may be a symlink: `segpipe run` converts shard views whose images are symlinks to the
+    dataset, and a link the user placed among their own files is theirs to place. A folder link out of the
+    root is refused, so an annotation cannot reach, say, /etc through `link/passwd`.
+
+    >>> path_inside(Path("/data"), "../etc/passwd") is None, path_inside(Path("/data"), "a/b.jpg")
+    (True, PosixPath('/data/a/b.jpg'))
+    """
+    posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
+    if not rel or posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
+        return None
+    path = Path(root) / rel
+    try:
+        return path if path.parent.resolve().is_relative_to(Path(root).resolve()) else None
+    except (OSError, ValueError, RuntimeError):  # NUL byte in the name, symlink loop
+        return None
 
 
 def skipped_for_errors(outcome_findings: Sequence[Finding], *, path: str | os.PathLike[str]) -> Finding | None:

@@ -22,8 +22,7 @@ from xml.etree.ElementTree import Element, ParseError
 import numpy as np
 
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
-from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, row, skipped_for_errors, write_conversion
-from segpipe.converters.dataset_layout import resolve_image_path
+from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, clip_box, mask_record, polygon_mask
@@ -172,7 +171,7 @@ def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_
         if name in seen:
             return FileOutcome(None, (row(xml, "error", "duplicate_annotation", f"image {name!r} is listed twice; the later <image> is skipped"),))
         seen.add(name)
-        path = resolve_image_path(image_root, name)
+        path = path_inside(image_root, name)
         if path is None:
             return FileOutcome(None, (row(xml, "error", "image_path_outside", f"image name {name!r} leaves the image root {image_root}; not followed, skipped"),))
         size, findings = image_size(path, annotation=xml, declared=_declared_size(image))

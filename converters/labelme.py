@@ -27,9 +27,8 @@ import numpy as np
 from segpipe.converters.atomic_write import atomic_write_bytes
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
 from segpipe.converters.conversion_output import (
-    FileOutcome, assemble, categories_for, collect, image_size, row, skipped_for_errors, write_conversion,
+    FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion,
 )
-from segpipe.converters.dataset_layout import resolve_image_path
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import index_images, walk_input_files
 from segpipe.converters.report import ConversionReport, Finding
@@ -187,7 +186,7 @@ def image_for(doc: LabelmeDocument, *, src: Path, json_rel: str, beside: Sequenc
     folder = posixpath.dirname(json_rel)
     if doc.image_path is not None:
         joined = posixpath.normpath(posixpath.join(folder, doc.image_path.replace("\\", "/")))
-        inside = resolve_image_path(src, joined) if not doc.image_path.startswith(("/", "\\")) else None
+        inside = path_inside(src, joined) if not doc.image_path.startswith(("/", "\\")) else None
         if inside is None:
             findings.append(row(src / json_rel, "warning", "image_path_outside", f"imagePath {doc.image_path!r} leaves the dataset root; not followed"))
         elif inside.is_file():

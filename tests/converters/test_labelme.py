@@ -73,9 +73,8 @@ def test_image_path_is_never_followed_out_of_the_root(tmp_path: Path) -> None:
     write_json(src / "evil.json", [shape("dog", "polygon", [[0, 0], [4, 0], [4, 4]])], image_path="../secret.jpg")
     write_json(src / "abs.json", [shape("dog", "polygon", [[0, 0], [4, 0], [4, 4]])], image_path=str(outside))
     write_image(src / "abs.jpg", width=W, height=H)
-    (src / "link").mkdir()
-    (src / "link/sym.jpg").symlink_to(outside)
-    write_json(src / "link/x.json", [shape("dog", "polygon", [[0, 0], [4, 0], [4, 4]])], image_path="sym.jpg")
+    (src / "link").symlink_to(tmp_path, target_is_directory=True)  # a folder link out of the root
+    write_json(src / "x.json", [shape("dog", "polygon", [[0, 0], [4, 0], [4, 4]])], image_path="link/secret.jpg")
     result = CliRunner().invoke(main, ["convert", "labelme", str(src), "-o", str(tmp_path / "out")])
     assert result.exit_code == EXIT_SKIPPED_ERRORS, result.output
     files = [im["file_name"] for im in json.loads((tmp_path / "out/instances.json").read_text())["images"]]
