@@ -39,6 +39,13 @@ _categories_option = click.option(
     help="Granularity of the instance categories: one per breed, cat/dog, or a single 'pet'.",
 )
 
+_rectangle_option = click.option(
+    "--rectangle-segmentation", is_flag=True,
+    help="Also give box annotations a one-polygon `segmentation` (the box itself), for loaders that need a mask "
+    "for every annotation (torchvision's Mask R-CNN training, pycocotools annToMask). Off by default: such "
+    "masks are rectangles, not object shapes.",
+)
+
 
 def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
     try:
@@ -85,15 +92,20 @@ def convert() -> None:
 @click.option("--difficult", type=click.Choice(DIFFICULT_CHOICES), default="count", show_default=True,
               help="<difficult>1</difficult> boxes: counted as objects, or written with iscrowd=1 so that COCOeval "
               "ignores them (neither a hit nor a miss; detections on them are not false positives).")
+@click.option("--size-from-xml", is_flag=True,
+              help="Convert an XML whose image is absent with the XML's <size> (a warning row each), file_name = the "
+              "XML's path with <filename>'s extension: box-only datasets shipped without images. Off: such XMLs are error rows.")
+@_rectangle_option
 @_strict_option
 @_workers_option
 def convert_voc_cmd(src: Path, out: Path, images: Path | None, classes: Path | None, one_based: bool, difficult: str,
-                    strict: bool, workers: int | None) -> None:
+                    size_from_xml: bool, rectangle_segmentation: bool, strict: bool, workers: int | None) -> None:
     """LabelImg / Pascal VOC XML boxes: every *.xml under SRC (recursive) -> OUT/instances.json."""
     from segpipe.converters.voc import convert_voc
 
-    _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based,
-                                     difficult=difficult, strict=strict, workers=workers))
+    _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based, difficult=difficult,
+                                     size_from_xml=size_from_xml, rectangle_segmentation=rectangle_segmentation,
+                                     strict=strict, workers=workers))
 
 
 @convert.command("trimap")
@@ -134,13 +146,6 @@ def convert_oxford_pet_cmd(root: Path, out: Path, border: str, categories: str, 
     _finish(out, lambda: convert_oxford_pet(root, out, border=border, categories=categories, split=split,
                                             strict=strict, workers=workers))
 
-
-_rectangle_option = click.option(
-    "--rectangle-segmentation", is_flag=True,
-    help="Also give box annotations a one-polygon `segmentation` (the box itself), for loaders that need a mask "
-    "for every annotation (torchvision's Mask R-CNN training, pycocotools annToMask). Off by default: such "
-    "masks are rectangles, not object shapes.",
-)
 
 
 @convert.command("yolo")

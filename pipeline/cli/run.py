@@ -71,8 +71,9 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.option("--one-based", is_flag=True, default=None, help="voc: Pascal VOC 1-based boxes (converter).")
 @click.option("--difficult", type=click.Choice(["count", "ignore"]), default=None,
               help="voc: count difficult boxes as ordinary objects (default) or ignore them (iscrowd=1).")
+@click.option("--size-from-xml", is_flag=True, default=None, help="voc: images may be absent; sizes from <size> (converter).")
 @click.option("--rectangle-segmentation", is_flag=True, default=None,
-              help="yolo/labelme/cvat: give box annotations a rectangle segmentation (converter).")
+              help="voc/yolo/labelme/cvat: give box annotations a rectangle segmentation (converter).")
 @click.option("--strict", is_flag=True, default=None, help="Conversion stops at the first bad file.")
 @click.option("--device", default=None, help="Inference device: auto, cpu, cuda, cuda:1 ...")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inference batch size.")
@@ -93,11 +94,11 @@ def run(config_path: Path | None, **options: Any) -> None:
     from segpipe.runner.config import RunConfigError, parse_run_settings, read_run_config
     from segpipe.runner.driver import run_pipeline
 
-    convert_keys = ("border", "categories", "split", "one_based", "difficult", "rectangle_segmentation", "strict")
+    convert_keys = ("border", "categories", "split", "one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict")
     infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers")
     overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]
-    flags = ("one_based", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash")
+    flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash")
     options = {k: (v or None) if k in flags else v for k, v in options.items()}  # an absent flag overrides nothing
     overrides = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]

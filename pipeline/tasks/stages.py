@@ -19,7 +19,7 @@ from segpipe.runner.shards import DatasetSpec
 # Converter options each format accepts (run.toml / CLI pass-through); anything else is a usage error.
 CONVERT_OPTIONS: dict[str, tuple[str, ...]] = {
     "oxford-pet": ("border", "categories", "split", "strict"),
-    "voc": ("one_based", "difficult", "strict"),
+    "voc": ("one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict"),
     "trimap": ("border", "categories", "strict"),
     **{name: adapter.options for name, adapter in ADAPTERS.items()},
 }
