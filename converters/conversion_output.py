@@ -7,6 +7,7 @@ module gathers the outcomes, orders the categories and writes the outputs atomic
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -61,10 +62,16 @@ def path_inside(root: Path, rel: str) -> Path | None:
     if not rel or posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
         return None
     path = Path(root) / rel
+    return path if _folder_inside(str(path.parent), str(root)) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder_inside(folder: str, root: str) -> bool:
+    """Cached per folder: resolving costs a few syscalls per path part, and a dataset has few folders."""
     try:
-        return path if path.parent.resolve().is_relative_to(Path(root).resolve()) else None
+        return Path(folder).resolve().is_relative_to(Path(root).resolve())
     except (OSError, ValueError, RuntimeError):  # NUL byte in the name, symlink loop
-        return None
+        return False
 
 
 def skipped_for_errors(outcome_findings: Sequence[Finding], *, path: str | os.PathLike[str]) -> Finding | None:
@@ -99,6 +106,7 @@ def write_conversion(out: Path, *, report: ConversionReport, format: str, image_
     write OUT's files. Under --strict the first error row raises StrictModeError after the report so far is
     written and OUT's converted outputs are removed, so no earlier run's output passes for this one's."""
     out = Path(out)
+    _folder_inside.cache_clear()  # folder checks are cached within one conversion only: a folder may become a link later
     try:
         coco = build()
     except StrictModeError:

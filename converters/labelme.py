@@ -114,6 +114,11 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
     return LabelmeDocument(tuple(shapes), image_path, image_data, size, tuple(findings))
 
 
+def _enough_points(shape: LabelmeShape) -> bool:
+    wanted = {"rectangle": 2, "circle": 2}.get(shape.shape_type)
+    return len(shape.points) == wanted if wanted is not None else len(shape.points) >= MIN_POLYGON_POINTS
+
+
 def _shape_mask(shape: LabelmeShape, *, width: int, height: int) -> np.ndarray | None:
     pts = shape.points
     if shape.shape_type == "rectangle" and len(pts) == 2:
@@ -149,7 +154,7 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
         if allowed is not None and shape.label not in allowed:
             findings.append(row(path, "error", "unknown_label", f"{where}: label is not in the classes file"))
             continue
-        if _shape_mask(shape, width=1, height=1) is None:
+        if not _enough_points(shape):
             findings.append(row(path, "error", "invalid_shape", f"{where}: wrong number of points ({len(shape.points)})"))
             continue
         key = (shape.label, shape.index) if shape.group_id is None else (shape.label, ("group", shape.group_id))

@@ -16,6 +16,7 @@ the object's pixels disagree); the object's XML box and name are compared with t
 from __future__ import annotations
 
 import io
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,7 +30,7 @@ from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import index_images, walk_input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import mask_record
-from segpipe.converters.trimap import encode_png
+from segpipe.converters.trimap import WRITER_THREADS, encode_png
 from segpipe.converters.voc import read_classes_file
 from segpipe.converters.voc_parse import parse_voc_xml
 
@@ -175,8 +176,10 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
     report = ConversionReport(strict=strict)
     semantic = out / SEMANTIC_DIR
     written: set[str] = set()
+    # Every atomic write fsyncs; writer threads overlap that disk wait with decoding (as the trimap converter does).
+    pending: list[Future[Path]] = []
 
-    def one(png: Path, index: Any) -> FileOutcome:
+    def one(png: Path, index: Any, writers: ThreadPoolExecutor) -> FileOutcome:
         stem = png.stem
         candidates = index.candidates(stem)
         if not candidates:
@@ -195,7 +198,7 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
         except AnnotationError as err:
             return FileOutcome(None, (*findings, row(err.path, "error", err.code, f"{err.field}: {err.reason}; skipped" if err.field else f"{err.reason}; skipped")))
         findings.extend(found)
-        atomic_write_bytes(semantic / f"{stem}.png", encode_png(class_map))
+        pending.append(writers.submit(atomic_write_bytes, semantic / f"{stem}.png", encode_png(class_map)))
         written.add(f"{stem}.png")
         if object_map is None:
             return FileOutcome(None, (*findings, row(png, "info", "semantic_only", "no SegmentationObject PNG: semantic map only, left out of instances.json")))
@@ -217,7 +220,10 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
         for p in (walk_input_files(seg_object, recursive=False) if seg_object.is_dir() else []):
             if not (seg_class / p.name).is_file():
                 report.add(file=p, severity="error", code="missing_class_png", message="no SegmentationClass PNG of the same name: the objects' classes are unknown; skipped")
-        records, _ = collect((one(p, index) for p in pngs), report=report)
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
+            records, _ = collect((one(p, index, writers) for p in pngs), report=report)
+            for future in pending:
+                future.result()  # a failed write of our own output is not bad input: let it raise
         remove_stale_semantic_maps(semantic, keep=written)
         atomic_write_text(semantic / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in class_names))
         return assemble(records, categories=categories_for(class_names[1:], ()))
