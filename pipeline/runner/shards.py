@@ -138,6 +138,8 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
         else:
             by_stem.setdefault(stem, []).append(entry)
     stems = sorted(by_stem)
+    if spec.format in ADAPTERS and ADAPTERS[spec.format].annotated_only:
+        stems = [s for s in stems if any(classify(e, spec=spec)[0] == "annotation" for e in by_stem[s])]
     if spec.format in ADAPTERS and ADAPTERS[spec.format].single_shard:
         shard_size = max(1, len(stems))
     shards: list[Shard] = []

@@ -30,10 +30,13 @@ def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, make
     from segpipe.runner.driver import RunOutcome, build_convert_tasks, run_phase
 
     root = make(tmp_path / "ds").resolve()
+    if fmt == "voc-seg":  # VOC's JPEGImages holds many images that are not segmented: not part of the dataset
+        test_voc_segmentation.write_image(root / "JPEGImages/unlabelled.jpg", width=8, height=8)
     spec = DatasetSpec(format=fmt, root=root)
     _whole(fmt, root)(tmp_path / "whole")
     plan = plan_shards(build_manifest(spec.roots(), stat_cache=StatCache(None)), spec=spec, shard_size=1)
     assert (len(plan.shards) == 1) == (fmt == "cvat"), "one shard only where one file annotates every image"
+    assert "unlabelled.jpg" not in plan.image_names()
     settings = RunSettings(dataset=root, format=fmt, model="unet", checkpoints=(), out=tmp_path / "out", cache_dir=tmp_path / "cache")
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=package_version(), cache=str(tmp_path / "cache"))
     outcome = RunOutcome()
