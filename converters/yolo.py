@@ -17,6 +17,7 @@ duplicate names, coordinates outside [0, 1].
 from __future__ import annotations
 
 import math
+import posixpath
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
@@ -221,10 +222,10 @@ def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle
             if label_rel is not None:
                 claimed.add(label_rel)
             outcomes.append(_convert_image(src=src, image_rel=image_rel, label_rel=label_rel, names=names, rectangle_segmentation=rectangle_segmentation))
-        image_dirs = {posixpath_parent(f) for f in files if is_image_name(f)}
+        image_dirs = {posixpath.dirname(f) for f in files if is_image_name(f)}
         for rel in files:
             parts = PurePosixPath(rel).parts
-            is_label = rel.endswith(LABEL_EXTENSION) and PurePosixPath(rel).name != CLASSES_TXT and ("labels" in parts[:-1] or posixpath_parent(rel) in image_dirs)
+            is_label = rel.endswith(LABEL_EXTENSION) and PurePosixPath(rel).name != CLASSES_TXT and ("labels" in parts[:-1] or posixpath.dirname(rel) in image_dirs)
             if is_label and rel not in claimed and src / rel != class_file:
                 report.add(file=src / rel, severity="error", code="missing_image", message="no image for this label file (looked for the same name under images/ and beside it); skipped")
         records, _ = collect(outcomes, report=report)
@@ -232,10 +233,3 @@ def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle
 
     options = {"source": str(src.resolve()), "classes": str(class_file.resolve()), "rectangle_segmentation": rectangle_segmentation}
     return write_conversion(out, report=report, format=YOLO_FORMAT, image_root=src, options=options, build=build)
-
-
-def posixpath_parent(rel: str) -> str:
-    return str(PurePosixPath(rel).parent)
-
-
-__all__ = ["parse_classes_txt", "parse_data_yaml", "parse_yolo_labels", "label_candidates", "convert_yolo"]
