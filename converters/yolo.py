@@ -35,6 +35,7 @@ LABEL_EXTENSION = ".txt"
 CLASSES_TXT = "classes.txt"
 DATA_YAML_NAMES: tuple[str, ...] = ("data.yaml", "dataset.yaml")
 BOX_TOKENS = 5  # class cx cy w h
+PIXEL_DECIMALS = 6
 
 
 def parse_classes_txt(text: str, *, path: str) -> tuple[list[str] | None, list[Finding]]:
@@ -129,8 +130,10 @@ def parse_yolo_labels(text: str, *, names: Sequence[str], width: int, height: in
             if w <= 0 or h <= 0:
                 findings.append(row(path, "error", "empty_box", f"{where}: box width and height must be > 0, got w={w:g} h={h:g}"))
                 continue
-            x0, y0 = max((cx - w / 2) * width, 0.0), max((cy - h / 2) * height, 0.0)
-            x1, y1 = min((cx + w / 2) * width, float(width)), min((cy + h / 2) * height, float(height))
+            # Rounded to 1e-6 px: normalised values carry 6 decimals (Ultralytics, LabelImg), and unrounded
+            # products print as 1.9999999999999996 where the annotator drew 2.
+            x0, y0 = max(round((cx - w / 2) * width, PIXEL_DECIMALS), 0.0), max(round((cy - h / 2) * height, PIXEL_DECIMALS), 0.0)
+            x1, y1 = min(round((cx + w / 2) * width, PIXEL_DECIMALS), float(width)), min(round((cy + h / 2) * height, PIXEL_DECIMALS), float(height))
             records.append(box_record(category=category, x0=x0, y0=y0, x1=x1, y1=y1, rectangle_segmentation=rectangle_segmentation))
             continue
         if len(coords) % 2 or len(coords) < 2 * MIN_POLYGON_POINTS:
