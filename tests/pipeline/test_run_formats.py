@@ -71,3 +71,26 @@ def test_voc_seg_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     board = (tmp_path / "out/leaderboard.csv").read_text()
     assert "tiny" in board and "mIoU" in board
+
+
+def test_labelme_runs_end_to_end_with_an_instance_model(tmp_path: Path) -> None:
+    """Boxes and masks in one dataset: segm evaluation needs a segmentation on every annotation, which
+    --rectangle-segmentation gives the rectangles; the run finishes with the checkpoint scored."""
+    import torch
+
+    from segpipe.cli import main
+    from segpipe.inference.models import build_model
+
+    root = test_labelme.dataset(tmp_path / "lm")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpts/det.pt"
+    ckpt.parent.mkdir()
+    torch.save(build_model("maskrcnn_resnet50_fpn", num_classes=4).state_dict(), ckpt)
+    ckpt.with_suffix(".json").write_text(json.dumps({"task": "instance", "class_names": ["__background__", "ball", "cat", "dog"]}))
+    args = ["run", "--dataset", str(root), "--format", "labelme", "--model", "maskrcnn_resnet50_fpn", "--checkpoints", str(tmp_path / "ckpts/*.pt"),
+            "-o", str(tmp_path / "out"), "--device", "cpu", "--loader-workers", "0", "--no-html", "--score-threshold", "0.5", "--rectangle-segmentation"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    board = (tmp_path / "out/leaderboard.csv").read_text().splitlines()
+    assert board[0].startswith("checkpoint,") and ",ok," in board[1]
+    assert "point_shape" in (tmp_path / "out/conversion_report.csv").read_text()
