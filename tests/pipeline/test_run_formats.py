@@ -94,3 +94,10 @@ def test_labelme_runs_end_to_end_with_an_instance_model(tmp_path: Path) -> None:
     board = (tmp_path / "out/leaderboard.csv").read_text().splitlines()
     assert board[0].startswith("checkpoint,") and ",ok," in board[1]
     assert "point_shape" in (tmp_path / "out/conversion_report.csv").read_text()
+
+
+def test_the_cli_offers_every_runner_format() -> None:
+    from segpipe.cli.run import RUN_FORMATS
+    from segpipe.runner.shards import FORMATS
+
+    assert RUN_FORMATS == FORMATS
