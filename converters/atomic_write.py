@@ -7,6 +7,7 @@ format from the name still work; callers that can pass a format explicitly shoul
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from pathlib import Path
@@ -15,8 +16,25 @@ from typing import Callable
 _counter = itertools.count()
 
 
+# Linux file systems (ext4, xfs, btrfs, tmpfs) cap one name at 255 bytes (NAME_MAX in <limits.h>).
+NAME_MAX_BYTES = 255
+
+
 def temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{next(_counter)}{path.suffix}")
+    """A fresh hidden name beside `path`, with its extension, that fits NAME_MAX even when `path`'s own name
+    is close to it (a legal 250-byte file name must not fail on its temporary twin).
+
+    >>> len(temporary_sibling(Path("d") / ("a" * 251 + ".png")).name.encode()) <= NAME_MAX_BYTES
+    True
+    """
+    tail = f".tmp-{os.getpid()}-{next(_counter)}{path.suffix}"
+    name = f".{path.name}{tail}"
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+        name = f".{digest}{tail}"
+        if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:  # an absurd extension: drop it too
+            name = f".{digest}.tmp-{os.getpid()}-{next(_counter)}"
+    return path.with_name(name)
 
 
 def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
@@ -36,7 +54,10 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], Non
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return atomic_write_with(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -139,4 +139,5 @@ def write_coco(path: str | os.PathLike[str], dataset: Mapping[str, Any]) -> Path
 
 def read_coco(path: str | os.PathLike[str]) -> dict[str, Any]:
     with open(path, "rb") as fh:
-        return json.load(fh)
+        coco: dict[str, Any] = json.load(fh)
+    return coco

@@ -17,12 +17,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from segpipe.converters.atomic_write import atomic_write_text
-
-INSTANCES_FILE = "instances.json"
-DATASET_META_FILE = "dataset.json"
-SEMANTIC_DIR = "semantic"
-SEMANTIC_CLASSES_FILE = "classes.txt"
-HEADS_FILE = "heads.json"
+from segpipe.layout import (  # the dataset layout's names, re-exported for its readers
+    DATASET_META_FILE as DATASET_META_FILE,
+    HEADS_FILE as HEADS_FILE,
+    IGNORE_INDEX as IGNORE_INDEX,
+    INSTANCES_FILE as INSTANCES_FILE,
+    SEMANTIC_CLASSES_FILE as SEMANTIC_CLASSES_FILE,
+    SEMANTIC_DIR as SEMANTIC_DIR,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class DatasetDir:
         if not path.is_file():
             # Any COCO file with its images beside it: images are looked up relative to the directory.
             return {"format": "coco", "image_root": str(self.root.resolve()), "options": {}}
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return meta
 
     @property
     def image_root(self) -> Path:
@@ -106,7 +109,7 @@ def discard_outputs(out: Path) -> None:
 
 def parse_class_names(text: str) -> list[str]:
     """Class names in index order from a comma list or a classes file's text (one per line; blank lines and
-    `#` comment lines skipped). The one reading of `--classes` for `segpipe infer` and `evaluate semantic`.
+    `#` comment lines skipped). The one reading of `--classes` for `segpipe infer`, `run` and `evaluate semantic`.
 
     >>> parse_class_names("background, pet")
     ['background', 'pet']
@@ -116,3 +119,33 @@ def parse_class_names(text: str) -> list[str]:
     separator = "\n" if "\n" in text.strip() or "," not in text else ","
     names = (name.strip() for name in text.split(separator))
     return [name for name in names if name and not (separator == "\n" and name.startswith("#"))]
+
+
+def parse_class_lines(text: str) -> list[str]:
+    """A classes file: one name a line (commas are part of a name), blank and `#` comment lines skipped.
+
+    >>> parse_class_lines("# Oxford-IIIT Pet\\nbackground\\npet\\n")
+    ['background', 'pet']
+    """
+    names = (line.strip() for line in text.splitlines())
+    return [name for name in names if name and not name.startswith("#")]
+
+
+def read_class_names_file(path: str | os.PathLike[str]) -> list[str]:
+    """The one reader of class files (`semantic/classes.txt`, `--classes FILE`) for every command.
+    Raises OSError/UnicodeDecodeError for unreadable files (callers name the option)."""
+    return parse_class_lines(Path(path).read_bytes().decode("utf-8-sig"))
+
+
+def is_existing_file(value: str) -> bool:
+    """`Path(value).is_file()` that is False, not OSError, for strings no file system accepts as a name
+    (a 150-name comma list is longer than NAME_MAX)."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def class_names_option(value: str) -> list[str]:
+    """`--classes`: an existing file (one name a line), else a comma list (a single name is a one-item list)."""
+    return read_class_names_file(value) if is_existing_file(value) else parse_class_names(value)

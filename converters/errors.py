@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from segpipe.errors import SegpipeError
 
-class AnnotationError(Exception):
+
+class AnnotationError(SegpipeError):
     """A problem with one input file, located by path and field.
 
     >>> str(AnnotationError("a/b.xml", "object[0].bndbox.xmin", "not a number: 'abc'"))
@@ -13,8 +15,5 @@ class AnnotationError(Exception):
     """
 
     def __init__(self, path: str | os.PathLike[str], field: str, reason: str, *, code: str = "invalid") -> None:
-        self.path = os.fspath(path)
-        self.field = field
-        self.reason = reason
+        super().__init__(path, field, reason)
         self.code = code
-        super().__init__(f"{self.path}: {field}: {reason}" if field else f"{self.path}: {reason}")

@@ -7,6 +7,8 @@ files named `.jpg`, and `.mat` files in `images/` (skipped because their extensi
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,108 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 # EXIF orientations 5..8 are rotations by 90 or 270 degrees: width and height swap.
 _EXIF_ORIENTATION_TAG = 274
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+# Limits on hostile sizes, far above any real dataset (the largest Oxford-IIIT Pet / Pascal VOC files are a
+# few MB and a few Mpx); each can be raised through the environment variable named beside it.
+# The pixel default is Pillow's own decompression-bomb threshold
+# (https://pillow.readthedocs.io/en/stable/reference/Image.html#PIL.Image.open, MAX_IMAGE_PIXELS).
+MAX_IMAGE_PIXELS_DEFAULT = 178_956_970
+MAX_IMAGE_PIXELS_ENV = "SEGPIPE_MAX_IMAGE_PIXELS"
+MAX_FILE_BYTES_DEFAULT = 256 * 1024 * 1024  # one annotation or label-map file
+MAX_FILE_BYTES_ENV = "SEGPIPE_MAX_FILE_BYTES"
+
+
+def configured_limit(env: str, default: int) -> int:
+    """The limit set in `env` (a positive integer), else `default`; read at each call so a run can set it."""
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"environment variable {env}: expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"environment variable {env}: expected a positive integer, got {text!r}")
+    return value
+
+
+def check_pixel_count(path: str | os.PathLike[str], *, width: int, height: int) -> None:
+    """Refuse (AnnotationError "image_too_large") a declared size over the pixel limit, before any decoding."""
+    limit = configured_limit(MAX_IMAGE_PIXELS_ENV, MAX_IMAGE_PIXELS_DEFAULT)
+    if width * height > limit:
+        raise AnnotationError(path, "size", f"{width}x{height} = {width * height} pixels is over the limit of {limit} "
+                                            f"(raise it with {MAX_IMAGE_PIXELS_ENV} if the image is genuine)", code="image_too_large")
+
+
+def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an input file, which must be a regular file under the size limit. A FIFO, a device
+    (`/dev/zero` behind a symlink) or a huge file is an AnnotationError, never a hang or a memory blow-up."""
+    limit = configured_limit(MAX_FILE_BYTES_ENV, MAX_FILE_BYTES_DEFAULT)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore the flag).
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
+            if st.st_size > limit:
+                raise AnnotationError(path, "", f"{st.st_size} bytes is over the limit of {limit} (raise it with {MAX_FILE_BYTES_ENV})", code="file_too_large")
+            data = fh.read(limit + 1)
+    except FileNotFoundError as err:
+        raise AnnotationError(path, "", "file not found", code="missing_file") from err
+    except OSError as err:
+        raise AnnotationError(path, "", f"cannot read: {err.strerror or err}", code="unreadable_file") from err
+    if len(data) > limit:  # grew while being read
+        raise AnnotationError(path, "", f"over the limit of {limit} bytes (raise it with {MAX_FILE_BYTES_ENV})", code="file_too_large")
+    return data
+
+
+def decode_image_file(path: str | os.PathLike[str]) -> Any:
+    """An image or label map decoded as stored (cv2.IMREAD_UNCHANGED), or None when it does not decode.
+
+    The bytes are read by Python, not by `cv2.imread`: OpenCV converts the path to a C string and crashes on
+    a name that is not valid UTF-8 (a lone surrogate from os.fsdecode). The declared size is checked
+    against the pixel limit before decoding, so a small PNG cannot expand into gigabytes. Raises
+    AnnotationError for a file that is not regular, too big, or over the pixel limit.
+    """
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    data = read_input_bytes(path)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as im:
+                    width, height = im.size
+        except Image.DecompressionBombError as err:
+            raise AnnotationError(path, "size", f"too many pixels: {err}", code="image_too_large") from err
+        except Exception:  # not an image Pillow knows: let OpenCV try (and fail) below
+            width, height = 0, 0
+    check_pixel_count(path, width=width, height=height)
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+NON_UTF8_REASON = ("file name is not valid UTF-8; skipped: reports, Parquet tables and OpenCV need UTF-8 names, so "
+                   "rename it (e.g. `convmv -f latin1 -t utf8`)")
+
+
+def is_utf8_name(name: str) -> bool:
+    """False for a name with undecodable bytes (they reach Python as lone surrogates, PEP 383).
+
+    >>> is_utf8_name("café.png"), is_utf8_name(os.fsdecode(b"caf\\xe9.png"))
+    (True, False)
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_image_name(name: str) -> bool:
@@ -77,13 +181,21 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = _orientation(im)
+        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
+        with warnings.catch_warnings():
+            # Pillow warns above its own threshold; our limit (check_pixel_count) decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                orientation = _orientation(im)
     except FileNotFoundError as err:
         raise AnnotationError(path, "", "image file not found", code="missing_image") from err
+    except Image.DecompressionBombError as err:  # Pillow refuses above twice its threshold, before our check
+        raise AnnotationError(path, "size", f"too many pixels: {err}", code="image_too_large") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise AnnotationError(path, "", f"unreadable image: {err}", code="unreadable_image") from err
+    check_pixel_count(path, width=int(width), height=int(height))
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
     return int(width), int(height)

@@ -17,6 +17,7 @@ from typing import Sequence
 from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
 from segpipe.converters.dataset_layout import HEADS_FILE, discard_outputs, write_dataset_meta
 from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import read_input_bytes
 from segpipe.converters.pet_list import SPECIES_NAMES, parse_split_names
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 from segpipe.converters.trimap import collect_pairs, convert_pairs, read_categories
@@ -59,7 +60,7 @@ def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: Conve
             report.add(file=path, severity="info", code="no_head_xml", message="no head-box XML for this image (the real dataset has them for trainval only)")
         else:
             try:
-                annotations, findings = parse_head_boxes(path.read_bytes(), path=str(path), width=im.width, height=im.height)
+                annotations, findings = parse_head_boxes(read_input_bytes(path), path=str(path), width=im.width, height=im.height)
                 report.extend(findings)
                 bad = sum(f.severity == "error" for f in findings)
                 if bad:

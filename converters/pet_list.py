@@ -59,30 +59,54 @@ def _data_lines(text: str) -> list[tuple[int, str]]:
 
 
 def parse_pet_list(text: str, *, path: str) -> list[PetListEntry]:
-    """Entries of a list.txt-style file, in file order. Raises AnnotationError naming the line.
+    """Entries of a list.txt-style file, in file order. Raises AnnotationError naming the first bad line.
 
     >>> parse_pet_list("#h\\nAbyssinian_1 1 1 1\\n", path="list.txt")
     [PetListEntry(image='Abyssinian_1', class_id=1, species=1, breed_id=1)]
     """
+    entries, problems = parse_pet_list_lines(text, path=path)
+    if problems:
+        raise problems[0]
+    return entries
+
+
+def parse_pet_list_lines(text: str, *, path: str) -> tuple[list[PetListEntry], list[AnnotationError]]:
+    """The good entries of a list.txt-style file and one error per bad line: a typo on one line of a
+    7,349-line list must not discard the other 7,348.
+
+    >>> entries, problems = parse_pet_list_lines("Abyssinian_1 1 1 1\\nbeagle_1 x 2 1\\n", path="list.txt")
+    >>> [e.image for e in entries], [p.field for p in problems]
+    (['Abyssinian_1'], ['line 2'])
+    """
     entries: list[PetListEntry] = []
+    problems: list[AnnotationError] = []
     seen: dict[str, int] = {}
     for n, line in _data_lines(text):
-        fields = line.split()
-        if len(fields) != 4:
-            raise AnnotationError(path, f"line {n}", f"expected 'Image CLASS-ID SPECIES BREED-ID', got {line!r}")
         try:
-            class_id, species, breed_id = (int(v) for v in fields[1:])
-        except ValueError as err:
-            raise AnnotationError(path, f"line {n}", f"non-integer id in {line!r}") from err
-        if class_id < 1:
-            raise AnnotationError(path, f"line {n}.CLASS-ID", f"must be >= 1, got {class_id}")
-        if species not in SPECIES_NAMES:
-            raise AnnotationError(path, f"line {n}.SPECIES", f"must be 1 (cat) or 2 (dog), got {species}")
-        if fields[0] in seen:
-            raise AnnotationError(path, f"line {n}", f"image {fields[0]!r} already listed on line {seen[fields[0]]}")
-        seen[fields[0]] = n
-        entries.append(PetListEntry(image=fields[0], class_id=class_id, species=species, breed_id=breed_id))
-    return entries
+            entry = _parse_line(line, n=n, path=path, seen=seen)
+        except AnnotationError as err:
+            problems.append(err)
+            continue
+        seen[entry.image] = n
+        entries.append(entry)
+    return entries, problems
+
+
+def _parse_line(line: str, *, n: int, path: str, seen: Mapping[str, int]) -> PetListEntry:
+    fields = line.split()
+    if len(fields) != 4:
+        raise AnnotationError(path, f"line {n}", f"expected 'Image CLASS-ID SPECIES BREED-ID', got {line!r}")
+    try:
+        class_id, species, breed_id = (int(v) for v in fields[1:])
+    except ValueError as err:
+        raise AnnotationError(path, f"line {n}", f"non-integer id in {line!r}") from err
+    if class_id < 1:
+        raise AnnotationError(path, f"line {n}.CLASS-ID", f"must be >= 1, got {class_id}")
+    if species not in SPECIES_NAMES:
+        raise AnnotationError(path, f"line {n}.SPECIES", f"must be 1 (cat) or 2 (dog), got {species}")
+    if fields[0] in seen:
+        raise AnnotationError(path, f"line {n}", f"image {fields[0]!r} already listed on line {seen[fields[0]]}")
+    return PetListEntry(image=fields[0], class_id=class_id, species=species, breed_id=breed_id)
 
 
 def parse_split_names(text: str) -> list[str]:

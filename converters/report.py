@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.layout import CONVERSION_REPORT_FILE
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 REPORT_COLUMNS: tuple[str, ...] = ("file", "severity", "code", "message")
-REPORT_FILE_NAME = "conversion_report.csv"
+REPORT_FILE_NAME = CONVERSION_REPORT_FILE
 
 # Exit codes of the convert commands: 0 clean, EXIT_SKIPPED_ERRORS when some inputs were skipped as
 # errors (the good inputs were still written). 1 and 2 are click's (abort, usage).

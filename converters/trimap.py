@@ -27,14 +27,14 @@ from segpipe.converters.dataset_layout import (
     SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
 )
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import index_images, read_image_size, walk_input_files
-from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
+from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_image_size, read_input_bytes, walk_input_files
+from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
+from segpipe.layout import IGNORE_INDEX
 
 TRIMAP_PET = 1
 TRIMAP_BACKGROUND = 2
 TRIMAP_BORDER = 3
-IGNORE_INDEX = 255
 BORDER_POLICIES: tuple[str, ...] = ("ignore", "foreground", "background")
 SEMANTIC_CLASSES: tuple[str, ...] = ("background", "pet")
 
@@ -93,6 +93,8 @@ def decode_trimap(data: bytes, *, path: str) -> np.ndarray:
     if data[:8] != _PNG_SIGNATURE or len(data) < 33:
         raise AnnotationError(path, "", "not a PNG file (bad signature or header)", code="corrupt_trimap")
     depth, color_type = data[24], data[25]
+    # IHDR's width and height (big-endian, bytes 16..24): refuse a bomb before the decoder allocates it.
+    check_pixel_count(path, width=int.from_bytes(data[16:20], "big"), height=int.from_bytes(data[20:24], "big"))
     try:
         if color_type == _PNG_PALETTE:
             # cv2 would expand a palette to BGR; the indices are what the annotator stored.
@@ -172,10 +174,7 @@ def process_trimap(job: TrimapJob) -> TrimapResult:
         if found and expected and found != expected:
             findings.append(Finding(file=str(job.image), severity="warning", code="content_mismatch",
                                     message=f"{found} content in a {job.image.suffix} file; read by content"))
-        try:
-            data = job.trimap.read_bytes()
-        except OSError as err:
-            raise AnnotationError(job.trimap, "", f"unreadable trimap: {err}", code="corrupt_trimap") from err
+        data = read_input_bytes(job.trimap)
         trimap = decode_trimap(data, path=str(job.trimap))
         # Say everything that is wrong at once (tfds' fake trimaps are RGBA *and* the wrong size).
         problems: list[tuple[str, str]] = []
@@ -229,6 +228,9 @@ def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only
         if p.suffix.lower() == ".png":
             found.setdefault(p.stem, []).append(p)
     index = index_images([images])
+    for stem in sorted(s for s in set(found) | set(index.by_stem) if not is_utf8_name(s)):  # refused here, never a crash later
+        for p in (*found.pop(stem, ()), *index.by_stem.pop(stem, ())):
+            report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
     pairs: dict[str, tuple[Path, Path]] = {}
     for stem in sorted(found):
         if only is not None and stem not in only:
@@ -298,7 +300,9 @@ def read_categories(list_file: Path | None, *, stems: Sequence[str], level: str,
     names. Without a list, an info row at `where` says so."""
     if list_file is not None:
         try:
-            entries = parse_pet_list(list_file.read_text(encoding="utf-8"), path=str(list_file))
+            entries, problems = parse_pet_list_lines(_read_list_text(list_file), path=str(list_file))
+            for problem in problems:  # one row per bad line; the other lines still name their images
+                report.add(file=list_file, severity="error", code="bad_list", message=f"{problem.field}: {problem.reason}; line skipped")
             return pet_categories(entries, stems=stems, level=level, path=str(list_file))
         except (OSError, UnicodeDecodeError) as err:
             report.add(file=list_file, severity="error", code="bad_list", message=f"unreadable list file: {err}")
@@ -307,6 +311,13 @@ def read_categories(list_file: Path | None, *, stems: Sequence[str], level: str,
     else:
         report.add(file=where, severity="info", code="no_list", message="no list file: breeds from file names (sorted), species unknown")
     return pet_categories(None, stems=stems, level=level, path=str(list_file or ""))
+
+
+def _read_list_text(path: Path) -> str:
+    try:
+        return read_input_bytes(path).decode("utf-8")
+    except AnnotationError as err:  # not a regular file, or too big: reported like an unreadable list
+        raise OSError(err.reason) from err
 
 
 def convert_trimap(src: Path, out: Path, *, images: Path, list_file: Path | None = None, border: str = "ignore",

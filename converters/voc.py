@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
 from segpipe.converters.dataset_layout import INSTANCES_FILE, discard_outputs, write_dataset_meta
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import is_hidden_name, is_image_name, read_image_size
+from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_image_name, is_utf8_name, read_image_size, read_input_bytes
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, Severity, StrictModeError, display_path, write_report
 from segpipe.converters.shapes import box_polygon
 from segpipe.converters.voc_parse import VocDocument, VocObject, check_filename, check_size, parse_voc_xml, voc_objects_to_annotations
@@ -51,8 +51,10 @@ def read_classes_file(path: str | os.PathLike[str]) -> list[str]:
     Raises AnnotationError for an unreadable file, a file with no names, or a name listed twice.
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_input_bytes(path).decode("utf-8-sig")
+    except AnnotationError as err:
+        raise AnnotationError(path, "", f"cannot read the classes file: {err.reason}", code="invalid_classes") from err
+    except UnicodeDecodeError as err:
         raise AnnotationError(path, "", f"cannot read the classes file: {err}", code="invalid_classes") from err
     names: list[str] = []
     first_line: dict[str, int] = {}
@@ -185,10 +187,9 @@ def _convert_one(job: _Job) -> _Outcome:
     """Read one XML and its image header; the unit of work of the process pool."""
     xml_path = job.xml
     try:
-        with open(xml_path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
-        return _Outcome(None, (_error(xml_path, "unreadable_xml", f"cannot read: {err.strerror or err}"),), ())
+        data = read_input_bytes(xml_path)  # regular files under the size limit only
+    except AnnotationError as err:
+        return _Outcome(None, (_error(xml_path, "unreadable_xml" if err.code == "unreadable_file" else err.code, err.reason),), ())
     try:
         doc = parse_voc_xml(data, path=xml_path)
     except AnnotationError as err:
@@ -280,16 +281,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _non_utf8_findings(rel_paths: Sequence[str], *, root: Path) -> list[Finding]:
-    findings = []
-    for rel in rel_paths:
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:
-            findings.append(_row(file=str(root / rel), severity="warning", code="non_utf8_name", message="file name is not valid UTF-8; stored in instances.json with \\udcXX escapes (Python's surrogateescape)"))
-    return findings
-
-
 def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[str] | None, one_based: bool, ignore_difficult: bool,
                 size_from_xml: bool, rectangle_segmentation: bool,
                 workers: int | None, report: ConversionReport, progress: bool) -> dict[str, Any]:
@@ -300,6 +291,10 @@ def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[
     else:
         xmls = _walk_files(src, keep=_is_xml_name)
         images = _walk_files(image_root, keep=is_image_name)
+    # Names that are not UTF-8 are refused here, with a row: reports, Parquet and OpenCV downstream need UTF-8.
+    report.extend(_row(file=str(src / rel), severity="error", code="non_utf8_name", message=NON_UTF8_REASON) for rel in xmls if not is_utf8_name(rel))
+    report.extend(_row(file=str(image_root / rel), severity="error", code="non_utf8_name", message=NON_UTF8_REASON) for rel in images if not is_utf8_name(rel))
+    xmls, images = [r for r in xmls if is_utf8_name(r)], [r for r in images if is_utf8_name(r)]
     image_of, match_findings = match_images(xmls=xmls, images=images, beside=beside, src=src, image_root=image_root)
     report.extend(match_findings)
     where = "beside the XML" if beside else f"under {image_root}"
@@ -326,7 +321,6 @@ def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[
         close = getattr(outcomes, "close", None)
         if close is not None:
             close()
-    report.extend(_non_utf8_findings([r.file_name for r in records], root=image_root))
     # Without a classes file, names come from every readable object, including those of images left
     # out: fixing one broken file must not renumber the categories of the whole dataset.
     ordered = class_names if class_names is not None else sorted(names)

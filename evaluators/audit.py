@@ -85,7 +85,7 @@ def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[
     findings: list[AuditFinding] = []
     by_hash: dict[str, list[ImageInfo]] = defaultdict(list)
     for im in sorted(images, key=lambda i: i.id):
-        located = {"image_id": im.id, "file_name": im.file_name}
+        located: dict[str, Any] = {"image_id": im.id, "file_name": im.file_name}
         path = resolve_image_path(image_root, im.file_name)
         if path is None:
             message = f"file_name {im.file_name!r} points outside the image root {image_root}: not read"
@@ -119,25 +119,22 @@ def check_image_files(images: Sequence[ImageInfo], *, image_root: Path) -> list[
 
 def semantic_foreground(semantic_dir: Path, stems: Sequence[str]) -> dict[str, int]:
     """stem -> labelled non-background pixels (1..254) in semantic_dir/<stem>.png, for the maps that exist."""
-    import cv2
+    from segpipe.evaluators.label_maps import read_label_map_or_none
 
     out: dict[str, int] = {}
     for stem in stems:
-        path = semantic_dir / f"{stem}.png"
-        if not path.is_file():
-            continue
-        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        label = read_label_map_or_none(semantic_dir / f"{stem}.png")
         if label is not None:
             out[stem] = int(np.count_nonzero((label > 0) & (label < 255)))
     return out
 
 
 def audit_dataset(
-    coco: dict,
+    coco: dict[str, Any],
     *,
     image_root: Path | None,
     conversion_findings: pd.DataFrame | None = None,
-    predictions: list[dict] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
     semantic_dir: Path | None = None,
     pet_layout: PetLayout | None = None,
     input_findings: Sequence[AuditFinding] = (),
@@ -183,7 +180,7 @@ def audit_dataset(
 def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout, list[AuditFinding]]:
     """heads.json (same image list as instances.json), annotations/list.txt and split files beside the images;
     with a finding per split file that cannot be read."""
-    from segpipe.converters.pet_list import SPECIES_NAMES, parse_pet_list, parse_split_names
+    from segpipe.converters.pet_list import SPECIES_NAMES, parse_pet_list_lines, parse_split_names
 
     heads: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
     heads_path = dataset.root / HEADS_FILE
@@ -198,7 +195,7 @@ def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout
     list_path = annotations / "list.txt"
     if list_path.is_file():
         try:
-            entries = parse_pet_list(list_path.read_text(encoding="utf-8"), path=str(list_path))
+            entries, _ = parse_pet_list_lines(list_path.read_text(encoding="utf-8"), path=str(list_path))  # bad lines: conversion rows
             list_species = {e.image: SPECIES_NAMES[e.species] for e in entries}
         except (AnnotationError, UnicodeDecodeError):
             list_species = None  # the converter already reported the broken list as a conversion finding

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeGuard
 
 import numpy as np
 
@@ -51,11 +51,11 @@ class PreparedAnnotation:
     rle: Mapping[str, Any] | None
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -84,7 +84,7 @@ def parse_images(coco: Mapping[str, Any]) -> tuple[dict[int, ImageInfo], list[Au
     images: dict[int, ImageInfo] = {}
     for index, im in enumerate(coco.get("images") or []):
         info, issues = _image_issues(im, index=index, known=images)
-        located = {"file_name": str(im.get("file_name", ""))} if isinstance(im, dict) else {}
+        located: dict[str, Any] = {"file_name": str(im.get("file_name", ""))} if isinstance(im, dict) else {}
         if isinstance(im, dict) and _is_int(im.get("id")):
             located["image_id"] = im["id"]
         findings += [make_finding(check=check, message=message, **located) for check, message in issues]
@@ -302,7 +302,7 @@ def prepare_annotations(coco: Mapping[str, Any], images: Mapping[int, ImageInfo]
             issues += more
             if ready is not None:
                 prepared.append(ready)
-        located = {
+        located: dict[str, Any] = {
             "image_id": im_id if _is_int(im_id) else None,
             "file_name": im.file_name if im else "",
             "annotation_id": ann_id if _is_int(ann_id) else None,

@@ -245,7 +245,7 @@ def pet_layout_checks(
         im = images[image_id]
         stem = PurePosixPath(im.file_name).stem
         group = by_image.get(image_id, [])
-        where = {"image_id": image_id, "file_name": im.file_name}
+        where: dict[str, Any] = {"image_id": image_id, "file_name": im.file_name}
         pet_pixels = sum(a.area for a in group if a.rle is not None)
         if layout.foreground.get(stem, 1) == 0 or pet_pixels == 0:
             findings.append(

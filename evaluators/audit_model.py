@@ -120,7 +120,7 @@ def image_model_checks(
     top = float(scores.max()) if len(preds) else 0.0
 
     def add(check: str, score: float, message: str, *, ann: PreparedAnnotation | None = None, category: str = "") -> None:
-        where = {"image_id": image.id, "file_name": image.file_name, "annotation_id": ann.id if ann else None}
+        where: dict[str, Any] = {"image_id": image.id, "file_name": image.file_name, "annotation_id": ann.id if ann else None}
         findings.append(make_finding(check=check, message=message, score=score, category=ann.category if ann else category, **where))
 
     explained = np.zeros(len(preds), dtype=bool)

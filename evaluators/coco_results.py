@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeGuard
 
 from segpipe.evaluators.audit_format import INVALID_RLE, compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.polygon_bounds import polygon_extent_problem
 
 RESULTS_PATH = "results"
 IOU_TYPES = ("segm", "bbox")
@@ -25,14 +26,14 @@ def default_iou_type(results: Sequence[Any]) -> str:
     return "segm" if any(isinstance(r, dict) and "segmentation" in r for r in results) else "bbox"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     kind = type(value)  # exact types: bool is not a number here, and this runs once per result field
     if kind is float:
         return math.isfinite(value)
     return kind is int or (kind is not bool and isinstance(value, (int, float)) and math.isfinite(value))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return type(value) is int or (not isinstance(value, bool) and isinstance(value, int))
 
 
@@ -62,6 +63,8 @@ def segmentation_problem(segm: Any, *, height: int, width: int, total: int | Non
         for poly in segm:
             if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 and all(_is_number(v) for v in poly)):
                 return "polygon must be a list of at least 3 finite x,y pairs"
+            if far := polygon_extent_problem(poly, height=height, width=width):  # pycocotools would crash
+                return far
         return None
     return f"segmentation must be an RLE object or a list of polygons, got {type(segm).__name__}"
 

@@ -17,10 +17,9 @@ import os
 
 import cv2
 import numpy as np
-
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.layout import IGNORE_INDEX as IGNORE_INDEX  # re-exported for the evaluators
 
-IGNORE_INDEX = 255  # design.md: semantic label maps use 255 for "ignore"
 UNPREDICTED = "(no prediction)"  # label of the confusion matrix's last column
 
 # cv2.calcHist counts in float32, which is exact up to 2**24 per bin; histogram at most that many
@@ -148,7 +147,8 @@ def _joint_histogram_u8(*, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 def _interleave(flat: np.ndarray) -> np.ndarray:
     """[a0 b0 c0 d0 a1 b1 ...] from the _INTERLEAVE consecutive stretches a, b, c, d of `flat`, as one row."""
-    return cv2.merge(list(flat.reshape(_INTERLEAVE, -1))).reshape(1, -1)
+    merged: np.ndarray = cv2.merge(list(flat.reshape(_INTERLEAVE, -1)))
+    return merged.reshape(1, -1)
 
 
 def _calc_hist(*, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:

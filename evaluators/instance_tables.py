@@ -51,7 +51,10 @@ def per_image_table(stats: InstanceStats) -> pd.DataFrame:
     tp_mask = matched & ~ignored
     tp = np.bincount(det_img[tp_mask], minlength=n_img)
     fp = np.bincount(det_img[~matched & ~ignored], minlength=n_img)
-    n_gt = np.bincount(gt_img[~stats.gt_ignored[:, AREA_ALL]], minlength=n_img)
+    # The summary's rule: COCOeval scores only GT filed under a declared category. A duplicated annotation id
+    # whose last copy names an undeclared category is filed there (COCO.loadAnns looks ids up again) and never scored.
+    scored = ~stats.gt_ignored[:, AREA_ALL] & np.isin(stats.gt_category, np.asarray(stats.category_ids, dtype=np.int64))
+    n_gt = np.bincount(gt_img[scored], minlength=n_img)
     iou_sum = np.bincount(det_img[tp_mask], weights=stats.det_iou[tp_mask], minlength=n_img)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_iou = np.where(tp > 0, iou_sum / np.maximum(tp, 1), np.nan)

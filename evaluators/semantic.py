@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from segpipe.converters.images import is_hidden_name
+from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_utf8_name
 from segpipe.evaluators.confusion import (
     IGNORE_INDEX, UNPREDICTED, check_confusion_arguments, confusion_update, unpredicted_update,
 )
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.label_maps import read_label_map
 from segpipe.evaluators.semantic_tables import (
     MISSING_PREDICTION, NOTES_COLUMNS, PER_CLASS_COLUMNS, PER_IMAGE_COLUMNS, PREDICTION_FOUND,
     PREDICTION_WITHOUT_GT, SUMMARY_METRICS, ClassScores, SemanticReport, check_class_names, class_scores, per_image_row,
@@ -49,16 +49,6 @@ class LabelMapPair:
     stem: str
     gt: Path
     pred: Path | None  # None: the prediction is missing
-
-
-def read_label_map(path: Path) -> np.ndarray:
-    """Decode a single-channel PNG label map as stored (uint8 or uint16), without any conversion."""
-    data = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise EvaluationError(path, "png", "cannot be read or decoded as an image")
-    if data.ndim != 2:
-        raise EvaluationError(path, "channels", f"label maps must be single-channel, got {data.shape[2]} channels")
-    return data
 
 
 def match_label_maps(gt_dir: Path, pred_dir: Path) -> tuple[list[LabelMapPair], list[str]]:
@@ -160,6 +150,8 @@ def label_maps_by_stem(directory: Path) -> dict[str, Path]:
         # Hidden files are not inputs (one rule with the converters); killed atomic writers leave `.<name>.tmp-*.png`.
         if path.suffix.lower() != LABEL_MAP_SUFFIX or is_hidden_name(path.name) or not path.is_file():
             continue
+        if not is_utf8_name(path.name):  # tables and reports need UTF-8 names
+            raise EvaluationError(path, "name", NON_UTF8_REASON.replace("skipped: ", "refused: "))
         if path.stem in found:
             raise EvaluationError(path, "stem", f"two label maps share the stem {path.stem!r}: {found[path.stem].name}")
         found[path.stem] = path

@@ -10,7 +10,7 @@ present in that image's GT or prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,8 @@ class SemanticReport:
 
     def metric(self, name: str) -> float:
         """One summary value by name."""
-        return float(self.summary.set_index("metric").loc[name, "value"])
+        value: Any = self.summary.set_index("metric").loc[name, "value"]
+        return float(value)
 
 
 def class_scores(confusion: np.ndarray) -> ClassScores:

@@ -68,3 +68,15 @@ def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(name)
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert failures == 0, f"{name}: {failures} docstring example(s) failed (run it with -s to see them)"
+
+
+def test_the_python_floor_is_the_same_in_pyproject_and_readme_and_true() -> None:
+    """tomllib (3.11+) is imported at module level by infer, run and demo: the floor says 3.11, everywhere."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    floor = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["requires-python"]
+    assert floor == ">=3.11"
+    assert re.findall(r"Python ≥ (3\.\d+)", (root / "README.md").read_text(encoding="utf-8")) == ["3.11"]
+    assert sys.version_info >= (3, 11)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +102,7 @@ class StatCache:
         self._entries: dict[str, list[Any]] = {}
         self._dirty = False
         if path is not None and path.is_file() and not rehash:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):  # a damaged cache only costs re-hashing
-                data = {}
-            if data.get("version") == STAT_CACHE_VERSION:
-                self._entries = dict(data.get("entries", {}))
+            self._entries = _read_stat_entries(path)
 
     def sha256(self, path: Path, *, stat: os.stat_result) -> str:
         key = str(path)
@@ -128,6 +124,23 @@ class StatCache:
         self._dirty = False
 
 
+def _read_stat_entries(path: Path) -> dict[str, list[Any]]:
+    """The well-formed entries of a stat cache file; a damaged file or entry only costs re-hashing (and is logged)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        logging.getLogger("segpipe.cache").warning("%s: unreadable stat cache (%s); rebuilding it", path, err)
+        return {}
+    if not isinstance(data, dict) or data.get("version") != STAT_CACHE_VERSION or not isinstance(data.get("entries"), dict):
+        logging.getLogger("segpipe.cache").warning("%s: not a version-%d stat cache; rebuilding it", path, STAT_CACHE_VERSION)
+        return {}
+    return {
+        str(k): v for k, v in data["entries"].items()
+        if isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v[:2])
+        and isinstance(v[2], str) and len(v[2]) == 64
+    }
+
+
 def _walk_files(root: Path, *, exclude: Sequence[Path]) -> list[Path]:
     """Regular files under `root`, sorted, skipping hidden names and excluded trees (the cache, OUT)."""
     excluded = [p.resolve() for p in exclude]
@@ -140,6 +153,19 @@ def _walk_files(root: Path, *, exclude: Sequence[Path]) -> list[Path]:
         )
         found.extend(here / f for f in filenames if not is_hidden_name(f))
     return sorted(found)
+
+
+def latest_mtime(roots: Iterable[Path], *, exclude: Sequence[Path] = ()) -> float | None:
+    """The latest modification time of the files under `roots` (a root may be a file), or None.
+
+    Reports show it as the inputs' date: it belongs to the user's files, so two clean runs over the same
+    inputs render the same bytes (the cache's own files get new times on every clean run)."""
+    times: list[float] = []
+    for given in roots:
+        root = Path(given)
+        files = [root] if root.is_file() else _walk_files(root, exclude=exclude) if root.is_dir() else []
+        times.extend(p.stat().st_mtime for p in files)
+    return max(times) if times else None
 
 
 def build_manifest(

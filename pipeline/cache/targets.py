@@ -3,7 +3,9 @@
 Every cached step writes into `CACHE/<kind>/<key...>/`: each output file atomically (temporary sibling +
 rename, segpipe.converters.atomic_write) and, only after all of them, `_DONE.json`. `MarkerTarget.exists()`
 checks the marker alone, so a run killed half-way leaves a directory that is simply not done: the rerun
-overwrites it. Nothing here hashes or reads file contents; `exists()` is one `stat`.
+overwrites it. The marker lists the entry's files (segpipe.cache.integrity); `exists()` checks them, so
+a damaged entry is recomputed rather than trusted. Each entry is computed under its own lock
+(segpipe.cache.entry_lock), so two runs sharing a cache never write one entry at once.
 
 Luigi's own `temporary_path()` appends its suffix after the extension (`x.png-luigi-tmp-123`), which
 breaks writers that infer the format from the name; our writers always get the final name's twin from
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from functools import cached_property
 import shutil
@@ -26,9 +29,12 @@ from typing import Any, Iterator, Mapping
 
 import luigi
 
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.cache.entry_lock import entry_lock, entry_lock_path
+from segpipe.cache.integrity import entry_inventory, inventory_mismatch, report_damage
+from segpipe.converters.atomic_write import atomic_write_text, temporary_sibling
 
 MARKER_NAME = "_DONE.json"
+INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256]} of every file of the entry
 PAYLOAD_DIR = "payloads"
 PAYLOAD_REF = "@"  # a payload parameter starting with this names a file under CACHE/, not inline JSON
 
@@ -42,9 +48,26 @@ def store_payload(cache: str | os.PathLike[str], data: Mapping[str, Any]) -> str
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     name = f"{PAYLOAD_DIR}/{hashlib.sha256(text.encode('utf-8')).hexdigest()}.json"
     path = Path(cache) / name
-    if not path.is_file():
+    # The name is the content's digest, so a damaged payload (truncated, edited) is simply written again.
+    try:
+        intact = path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        intact = False
+    if not intact:
         atomic_write_text(path, text)
     return PAYLOAD_REF + name
+
+
+def read_payload(cache: str | os.PathLike[str], reference: str) -> dict[str, Any]:
+    """The payload behind a `store_payload` reference; a damaged file is named in the error."""
+    path = Path(cache) / reference[len(PAYLOAD_REF):]
+    try:
+        text = path.read_text(encoding="utf-8")
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != path.stem:
+            raise ValueError("content does not match its sha256 name")
+        return json.loads(text)
+    except (OSError, ValueError) as err:
+        raise RuntimeError(f"{path}: damaged task payload ({err}); run `segpipe run` again to rewrite it") from err
 
 
 class MarkerTarget(luigi.Target):
@@ -58,10 +81,27 @@ class MarkerTarget(luigi.Target):
         return self.directory / MARKER_NAME
 
     def exists(self) -> bool:
-        return self.marker.is_file()
+        """The marker is there and every file it lists is intact (else the entry counts as not done, and says so)."""
+        if not self.marker.is_file():
+            return False
+        try:
+            marker = json.loads(self.marker.read_text(encoding="utf-8"))
+            recorded = marker[INVENTORY_KEY]
+            if not isinstance(recorded, dict):
+                raise TypeError(f"{INVENTORY_KEY} is not a mapping")
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            report_damage(self.directory, f"{self.marker}: unreadable completion marker ({type(err).__name__}: {err})")
+            return False
+        problem = inventory_mismatch(self.directory, recorded)
+        if problem is not None:
+            report_damage(self.directory, problem)
+            return False
+        return True
 
     def read_marker(self) -> dict[str, Any]:
-        return json.loads(self.marker.read_text(encoding="utf-8"))
+        data = json.loads(self.marker.read_text(encoding="utf-8"))
+        data.pop(INVENTORY_KEY, None)
+        return data
 
 
 def prepare_directory(target: MarkerTarget) -> Path:
@@ -73,8 +113,9 @@ def prepare_directory(target: MarkerTarget) -> Path:
 
 
 def write_marker(target: MarkerTarget, payload: Mapping[str, Any]) -> Path:
-    """Write the completion marker, atomically, after every other output of the step."""
-    text = json.dumps(dict(payload), sort_keys=True, indent=1) + "\n"
+    """Write the completion marker, atomically, after every other output of the step; it lists them all."""
+    record = {**dict(payload), INVENTORY_KEY: entry_inventory(target.directory, skip=MARKER_NAME)}
+    text = json.dumps(record, sort_keys=True, indent=1) + "\n"
     return atomic_write_text(target.marker, text)
 
 
@@ -82,7 +123,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
     """Place `src` at `dst` without a half-written state: a hard link when possible (cache files are
     never modified in place, only replaced), else a copy through a temporary sibling."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}{dst.suffix}")
+    tmp = temporary_sibling(dst)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -114,7 +155,7 @@ class CachedTask(luigi.Task):
         """The payload (inline JSON or a `store_payload` reference), parsed once per task instance."""
         text = str(self.payload)
         if text.startswith(PAYLOAD_REF):
-            text = (Path(str(self.cache)) / text[len(PAYLOAD_REF):]).read_text(encoding="utf-8")
+            return read_payload(str(self.cache), text)
         return json.loads(text)
 
     def subdir(self) -> str:
@@ -127,10 +168,13 @@ class CachedTask(luigi.Task):
         raise NotImplementedError
 
     def run(self) -> None:
-        if self.output().exists():
-            return
-        log_execution(Path(str(self.cache)), task_id=self.task_id)
-        self.compute()
+        cache = Path(str(self.cache))
+        with entry_lock(entry_lock_path(cache, f"{self.kind}/{self.subdir()}")):
+            # Checked again under the lock: another run (or luigid worker) may have finished it while we waited.
+            if self.output().exists():
+                return
+            log_execution(cache, task_id=self.task_id)
+            self.compute()
 
     def on_failure(self, exception: BaseException) -> str:
         """Keep the failure's one-line reason in the cache, where every worker's driver can read it."""
@@ -187,10 +231,23 @@ def log_execution(cache: Path, *, task_id: str) -> None:
 
 
 def read_executions(cache: Path) -> list[dict[str, Any]]:
+    """The log's records; a damaged line (a crash mid-write, an edit) is skipped and logged, never fatal."""
     path = cache / "log" / EXECUTION_LOG
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("task_id"), str):
+            records.append(record)
+        else:
+            logging.getLogger("segpipe.cache").warning("%s: line %d is not an execution record; skipped", path, number)
+    return records
 
 
 def failure_path(cache: Path, *, task_id: str) -> Path:

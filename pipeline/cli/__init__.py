@@ -3,6 +3,7 @@ torchvision are imported only by the commands that run inference (design.md, "Pe
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 
@@ -32,6 +33,23 @@ class LazyGroup(click.Group):
         if importlib.util.find_spec(mod_name) is None:
             return None
         return getattr(importlib.import_module(mod_name), attr)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """A file-system failure while writing outputs (read-only OUT, full disk, a path through a file) is a
+        message naming the path and what to do, exit 1, not a traceback; every output is written atomically,
+        so a rerun after fixing it recovers."""
+        try:
+            return super().invoke(ctx)
+        except OSError as err:
+            if isinstance(err, BrokenPipeError):  # click reports a closed stdout itself
+                raise
+            where = err.filename if err.filename is not None else "an output file"
+            hint = {errno.ENOSPC: "free some space", errno.EROFS: "choose a writable -o/--cache-dir",
+                    errno.EACCES: "choose a writable -o/--cache-dir or fix its permissions",
+                    errno.EPERM: "choose a writable -o/--cache-dir or fix its permissions",
+                    errno.EDQUOT: "free some space (disk quota)"}.get(err.errno or 0, "fix the path")
+            raise click.ClickException(f"{where}: {err.strerror or err}; {hint}, then run the command again "
+                                       "(finished outputs are kept, half-written ones never are)") from err
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -15,6 +15,7 @@ import click
 
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.report import EXIT_STRICT_ABORT, REPORT_FILE_NAME, ConversionReport, StrictModeError
+from segpipe.layout import INSTANCES_FILE
 
 BORDER_CHOICES = ("ignore", "foreground", "background")
 CATEGORY_CHOICES = ("breed", "species", "pet")
@@ -56,7 +57,7 @@ def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
     except AnnotationError as err:
         # Raised before any file is converted: an option's file (--classes, --list) is unusable.
         raise click.UsageError(str(err)) from err
-    instances = out / "instances.json"
+    instances = out / INSTANCES_FILE
     counts = ""
     if instances.is_file():
         data = json.loads(instances.read_bytes())

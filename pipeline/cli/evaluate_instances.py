@@ -46,6 +46,23 @@ def format_report(report: InstanceReport) -> str:
     return f"# {report.area_note}\n{format_tables(report.summary, report.per_class)}"
 
 
+def refuse_empty_by_construction(pred_path: Path, results: object) -> None:
+    """`segpipe infer` records in meta.json when its results.json is empty because no model class is a dataset
+    category: scoring it would report a meaningless 0 as a success."""
+    import json
+
+    meta = pred_path.parent / "meta.json"
+    if results != [] or not meta.is_file():
+        return
+    try:
+        reason = json.loads(meta.read_text(encoding="utf-8")).get("empty_results_reason")
+    except (OSError, ValueError, AttributeError):
+        return
+    if reason:
+        raise EvaluationError(pred_path, "", f"empty by construction ({meta}: {reason}); score the semantic label maps "
+                              "with `segpipe evaluate semantic`, or give infer a class map onto the dataset's categories")
+
+
 @click.command("instances")
 @click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO ground truth (instances.json; ours or anyone's).")
@@ -64,6 +81,7 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
     try:
         gt = read_json_file(gt_path, what="ground truth")
         results = read_json_file(pred_path, what="results")
+        refuse_empty_by_construction(pred_path, results)
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
         n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0
         with tqdm(total=n_images, desc=f"evaluate {kind}", unit="img", disable=not sys.stderr.isatty()) as bar:

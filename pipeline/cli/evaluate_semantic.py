@@ -16,10 +16,11 @@ from segpipe.evaluators.confusion import IGNORE_INDEX
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from segpipe.evaluators.semantic_tables import SemanticReport
-from segpipe.converters.dataset_layout import parse_class_names
+from segpipe.converters.dataset_layout import class_names_option, is_existing_file
+from segpipe.layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 from segpipe.reports.tables import REPORT_HEADER_FILE, format_tables, write_report_dir
 
-CLASSES_FILE_NAME = "classes.txt"  # what `segpipe convert` writes beside the semantic maps
+CLASSES_FILE_NAME = SEMANTIC_CLASSES_FILE  # what `segpipe convert` writes beside the semantic maps
 HEADER_FILE_NAME = REPORT_HEADER_FILE
 CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
 CONVENTIONS = (
@@ -39,11 +40,12 @@ def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
         if not default.is_file():
             raise click.UsageError(f"--classes is required ({default} does not exist)")
         option = str(default)
-    path = Path(option)
-    if not path.is_file() and "," not in option and (path.suffix.lower() in CLASSES_FILE_SUFFIXES or "/" in option):
+    if not is_existing_file(option) and "," not in option and (Path(option).suffix.lower() in CLASSES_FILE_SUFFIXES or "/" in option):
         raise click.BadParameter(f"no such classes file: {option}", param_hint="--classes")
-    text = path.read_text(encoding="utf-8") if path.is_file() else option
-    names = parse_class_names(text)
+    try:
+        names = class_names_option(option)
+    except (OSError, UnicodeDecodeError) as err:
+        raise click.BadParameter(f"unreadable classes file {option}: {err}", param_hint="--classes") from err
     if not names:
         raise click.BadParameter(f"no class names in {option!r}", param_hint="--classes")
     if len(set(names)) != len(names):
@@ -53,8 +55,8 @@ def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
 
 def label_map_dir(path: Path) -> Path:
     """A folder of PNGs, or a converted dataset / predictions dir holding them under semantic/."""
-    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / "semantic").is_dir():
-        return path / "semantic"
+    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / SEMANTIC_DIR).is_dir():
+        return path / SEMANTIC_DIR
     return path
 
 

@@ -10,6 +10,20 @@ import click
 
 from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
 
+# Kept in sync with segpipe.inference.class_tables.CLASS_TABLE_NAMES by a test (no torch import for `--help`).
+CLASS_TABLE_CHOICES: tuple[str, ...] = ("coco", "voc")
+
+
+def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Checked before anything runs; the device itself is opened only inside inference."""
+    from segpipe.inference.devices import DeviceError, parse_device
+
+    try:
+        return parse_device(value)
+    except DeviceError as err:
+        raise click.BadParameter(str(err).split(": ", 1)[1]) from err
+
+
 # Kept in sync with segpipe.inference.models.MODEL_NAMES by a test; listed here so `--help` does not import torch.
 MODEL_CHOICES: tuple[str, ...] = (
     "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "deeplabv3_resnet50", "deeplabv3_resnet101",
@@ -24,15 +38,19 @@ MODEL_CHOICES: tuple[str, ...] = (
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Predictions dir (results.json, semantic/, inference_report.csv, meta.json).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (instance: including background).")
 @click.option("--classes", default=None, help="Output class names in order: comma-separated, or a file with one per line.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--class-table", type=click.Choice(CLASS_TABLE_CHOICES), default=None,
+              help="Built-in output classes of torchvision's weights: coco (Mask R-CNN, 91 slots), voc (DeepLabV3/FCN/LRASPP, 21).")
+@click.option("--class-map", default=None, metavar="MAP",
+              help="Model class -> dataset class: 'cat=pet,dog=pet,person=' (empty target drops it), or a file with one a line.")
+@click.option("--device", default="auto", show_default=True, callback=_device_option, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Halved automatically on CUDA out-of-memory.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="bf16/fp16 run under autocast.")
 @click.option("--score-threshold", type=click.FloatRange(min=0.0, max=1.0), default=0.05, show_default=True)
 @click.option("--resize", "resize", type=click.IntRange(min=1), default=None, metavar="SHORT_SIDE", help="Resize the short side (default: native resolution).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code (runs that code!).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code, and TorchScript files too (both run code!).")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader decode workers (default: min(4, CPUs - 1)).")
 def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None, classes: str | None,
-          device: str, batch_size: int, precision: str, score_threshold: float, resize: int | None,
+          class_table: str | None, class_map: str | None, device: str, batch_size: int, precision: str, score_threshold: float, resize: int | None,
           trust_checkpoint: bool, workers: int | None) -> None:
     """Run a checkpoint over DATASET and write predictions that `segpipe evaluate` scores.
 
@@ -49,7 +67,7 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
         try:
             summary = run_inference(
                 model=model_name, checkpoint=checkpoint, dataset=dataset, out=out, num_classes=num_classes,
-                classes=parse_class_names(classes), device=device, batch_size=batch_size, precision=precision,
+                classes=parse_class_names(classes), class_table=class_table, class_map=class_map, device=device, batch_size=batch_size, precision=precision,
                 score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
                 progress=sys.stderr.isatty(), workers=workers,
             )
@@ -62,6 +80,11 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
         f"{summary.n_processed}/{summary.n_images} images -> {summary.out} ({summary.task}, {summary.device}, "
         f"{summary.precision}, {speed}); {summary.n_skipped} skipped (inference_report.csv)"
     )
+    if summary.dropped:
+        names = list(dict.fromkeys(summary.dropped))
+        shown = ", ".join(names[:12]) + (f" ... ({len(names) - 12} more)" if len(names) > 12 else "")
+        click.echo(f"dropped {len(summary.dropped)} model class output(s) not in the dataset: {shown} (meta.json: dropped_model_classes)")
+    click.echo(f"scoring: {summary.scoring}")
     click.get_current_context().exit(EXIT_SKIPPED_ERRORS if summary.n_skipped else EXIT_OK)
 
 

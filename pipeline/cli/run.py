@@ -75,14 +75,18 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.option("--rectangle-segmentation", is_flag=True, default=None,
               help="voc/yolo/labelme/cvat: give box annotations a rectangle segmentation (converter).")
 @click.option("--strict", is_flag=True, default=None, help="Conversion stops at the first bad file.")
-@click.option("--device", default=None, help="Inference device: auto, cpu, cuda, cuda:1 ...")
+@click.option("--device", default=None, help="Inference device: auto, cpu, cuda or cuda:N (checked before anything runs).")
+@click.option("--devices", default=None, metavar="0,1", help="GPUs of this host: one inference task per GPU at a time "
+              "(at least as many workers as GPUs).")
+@click.option("--class-table", type=click.Choice(("coco", "voc")), default=None, help="Built-in model classes (as `segpipe infer`).")
+@click.option("--class-map", default=None, metavar="MAP", help="Model class -> dataset class, e.g. 'cat=pet,dog=pet' or a file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inference batch size.")
 @click.option("--precision", type=click.Choice(("fp32", "fp16", "bf16")), default=None, help="Inference precision.")
 @click.option("--score-threshold", type=float, default=None, help="Instance models: drop detections below this score.")
 @click.option("--resize", type=click.IntRange(min=1), default=None, help="Resize the short side before inference.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (when no model card says).")
 @click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
-@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling.")
+@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling, and TorchScript files (both run code).")
 @click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task.")
 def run(config_path: Path | None, **options: Any) -> None:
     """Run the whole pipeline, cached: a rerun only does what changed (inputs are fingerprinted by content).
@@ -95,7 +99,8 @@ def run(config_path: Path | None, **options: Any) -> None:
     from segpipe.runner.driver import run_pipeline
 
     convert_keys = ("border", "categories", "split", "one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict")
-    infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers")
+    infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers",
+                  "class_table", "class_map")
     overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]
     flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash")
@@ -105,7 +110,9 @@ def run(config_path: Path | None, **options: Any) -> None:
     overrides["convert"] = {k: options[k] for k in convert_keys}
     infer = {k: options[k] for k in infer_keys}
     if options["model_classes"]:
-        infer["classes"] = [c.strip() for c in options["model_classes"].split(",") if c.strip()]
+        from segpipe.converters.dataset_layout import class_names_option
+
+        infer["classes"] = class_names_option(options["model_classes"])
     overrides["infer"] = infer
     overrides["checkpoints"] = tuple(options["checkpoints"]) or None
     try:
@@ -115,7 +122,7 @@ def run(config_path: Path | None, **options: Any) -> None:
         raise click.UsageError(str(err)) from err
     try:
         outcome = run_pipeline(settings)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    except (FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
+        raise click.UsageError(str(err)) from err
     _echo_outcome(outcome, out=settings.out)
     raise SystemExit(outcome.exit_code)

@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+from segpipe.layout import SEMANTIC_DIR
 
 DEMO_EPOCHS: tuple[int, ...] = (1, 2, 3)
 DEMO_DEPTH = 2
@@ -29,8 +31,6 @@ DEMO_LR = 0.0005  # small on purpose: the three epochs score visibly apart (0.65
 DEMO_CLASSES: tuple[str, ...] = ("background", "pet")
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 # The inference engine normalises with these unless a model card says otherwise (segpipe.inference.checkpoints).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def model_card(*, epochs: int, depth: int, width: int) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def read_training_pairs(converted: Path, *, sample: Path) -> list[tuple[np.ndarr
     from PIL import Image
 
     pairs = []
-    for label_path in sorted((converted / "semantic").glob("*.png")):
+    for label_path in sorted((converted / SEMANTIC_DIR).glob("*.png")):
         with Image.open(sample / "images" / f"{label_path.stem}.jpg") as im:
             image = np.asarray(im.convert("RGB"), dtype=np.uint8)
         with Image.open(label_path) as lm:

@@ -8,12 +8,15 @@ files the user vouches for, with a loud warning (issue 4, "Checkpoints").
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from segpipe.errors import SegpipeError
 
 # Keys under which training scripts nest the weights (torchvision references, Lightning-style exports).
 NESTED_STATE_KEYS: tuple[str, ...] = ("model", "state_dict", "model_state_dict")
@@ -22,20 +25,22 @@ STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "model.")
 MODEL_CARD_SUFFIXES: tuple[str, ...] = (".json", ".toml")
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# Upper bounds on model-card numbers: far above any real model, low enough that a typo or a hostile card
+# (a 40-stage U-Net, resize 100000) is refused with its field named instead of allocating gigabytes.
+CARD_LIMITS: Mapping[str, int] = {"num_classes": 10_000, "resize": 8192, "unet.depth": 10, "unet.width": 1024}
+# A torch.save archive stores its entries uncompressed (ratio ~1); a zip whose entries inflate to more than
+# this many times the file's size (and over CHECKPOINT_INFLATE_FLOOR) is a decompression bomb, refused from
+# its central directory before torch reads any entry.
+CHECKPOINT_MAX_INFLATION = 8
+CHECKPOINT_INFLATE_FLOOR = 64 * 1024 * 1024
 TRUST_HINT = (
     "it needs arbitrary pickled code to load, which could run anything on this machine. If you trust "
     "where it came from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway"
 )
 
 
-class InferenceError(Exception):
+class InferenceError(SegpipeError):
     """A problem with an inference input (checkpoint, model card, class list, dataset), located by path and field."""
-
-    def __init__(self, path: str | os.PathLike[str], field: str, reason: str) -> None:
-        self.path = os.fspath(path)
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{self.path}: {field}: {reason}" if field else f"{self.path}: {reason}")
 
 
 class UntrustedCheckpointWarning(UserWarning):
@@ -56,6 +61,8 @@ class ModelCard:
     unet_width: int | None = None
     unet_bilinear: bool | None = None
     task: str | None = None  # "semantic" | "instance"; needed only for TorchScript files
+    class_table: str | None = None  # a built-in class list (segpipe.inference.class_tables), instead of class_names
+    class_map: Mapping[str, str] | None = None  # model class -> dataset class ('' drops it)
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
@@ -67,6 +74,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     path = Path(path)
     if not path.is_file():
         raise InferenceError(path, "", "checkpoint file not found")
+    check_archive_inflation(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -83,6 +91,41 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # arbitrary code may raise anything
         raise InferenceError(path, "", f"could not load even with --trust-checkpoint: {err}") from err
+
+
+def check_archive_inflation(path: Path) -> None:
+    """Refuse a zip archive (torch.save and TorchScript format) whose entries would inflate far beyond its size."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-1.6) torch.save format is a plain pickle stream, bounded by its size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise InferenceError(path, "", f"not a readable checkpoint archive: {err}") from err
+    size = path.stat().st_size
+    if inflated > CHECKPOINT_INFLATE_FLOOR and inflated > CHECKPOINT_MAX_INFLATION * size:
+        raise InferenceError(path, "", f"refused: its entries inflate to {inflated} bytes from a {size}-byte file "
+                                       f"(more than {CHECKPOINT_MAX_INFLATION}x; torch.save never compresses), a decompression bomb")
+
+
+def require_torchscript_trust(path: str | os.PathLike[str], *, trust: bool) -> None:
+    """Refuse a TorchScript file unless `trust`; warn loudly when trusted.
+
+    A TorchScript archive is code, not data: its graph may call any registered torch operator, including ones
+    that read and write files, and `torch.jit.load` has no `weights_only` mode to restrict it
+    (https://pytorch.org/docs/stable/generated/torch.jit.load.html).
+    """
+    if not trust:
+        raise InferenceError(path, "", "refused: a TorchScript file is a program and loading it runs that program "
+                                       "(it can read and write files on this machine). If you trust where it came "
+                                       "from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway")
+    warnings.warn(
+        f"LOADING TORCHSCRIPT {path} (--trust-checkpoint): the code inside it runs now",
+        UntrustedCheckpointWarning,
+        stacklevel=3,
+    )
 
 
 def parse_state_dict(obj: Any, *, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -164,8 +207,8 @@ def read_model_card(checkpoint: str | os.PathLike[str]) -> ModelCard:
 
 
 def parse_model_card(data: Any, *, path: Path) -> ModelCard:
-    """Validate a model card mapping. Accepts `class_names` (or `classes`), `num_classes`, `mean`, `std`,
-    `resize`, `task`, and U-Net settings as `unet = {depth, width, bilinear}` or `unet_depth`/`unet_width`."""
+    """Validate a model card mapping. Accepts `class_names` (or `classes`) or `class_table`, `class_map`,
+    `num_classes`, `mean`, `std`, `resize`, `task`, and U-Net settings as `unet = {depth, width, bilinear}` or `unet_depth`/`unet_width`."""
     if not isinstance(data, Mapping):
         raise InferenceError(path, "", "model card must be a JSON object / TOML table")
     unet = data.get("unet", {})
@@ -177,13 +220,20 @@ def parse_model_card(data: Any, *, path: Path) -> ModelCard:
     task = data.get("task")
     if task is not None and task not in ("semantic", "instance"):
         raise InferenceError(path, "task", f"must be 'semantic' or 'instance', got {task!r}")
+    class_table = data.get("class_table")
+    if class_table is not None and (not isinstance(class_table, str) or names is not None):
+        raise InferenceError(path, "class_table", "must be the name of a built-in class table (e.g. \"coco\", \"voc\"), "
+                             "given instead of class_names")
+    class_map = data.get("class_map")
+    if class_map is not None and (not isinstance(class_map, Mapping) or not all(isinstance(v, str) for v in class_map.values())):
+        raise InferenceError(path, "class_map", "must be a table of model class -> dataset class names, e.g. {cat = \"pet\"}")
     bilinear = unet.get("bilinear")
     if bilinear is not None and not isinstance(bilinear, bool):
         raise InferenceError(path, "unet.bilinear", "must be true or false")
     return ModelCard(
         path=path,
         class_names=tuple(names) if names is not None else None,
-        num_classes=_positive_int(data.get("num_classes"), path=path, field="num_classes"),
+        num_classes=_positive_int(data.get("num_classes"), path=path, field="num_classes"),  # bounded by CARD_LIMITS
         mean=_triple(data.get("mean"), path=path, field="mean"),
         std=_triple(data.get("std"), path=path, field="std"),
         resize=_positive_int(data.get("resize"), path=path, field="resize"),
@@ -191,6 +241,8 @@ def parse_model_card(data: Any, *, path: Path) -> ModelCard:
         unet_width=_positive_int(unet.get("width", data.get("unet_width")), path=path, field="unet.width"),
         unet_bilinear=bilinear,
         task=task,
+        class_table=class_table,
+        class_map=dict(class_map) if class_map is not None else None,
     )
 
 
@@ -199,6 +251,9 @@ def _positive_int(value: Any, *, path: Path, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InferenceError(path, field, f"must be a positive integer, got {value!r}")
+    limit = CARD_LIMITS.get(field)
+    if limit is not None and value > limit:
+        raise InferenceError(path, field, f"must be at most {limit}, got {value!r}; fix the model card")
     return value
 
 
@@ -212,6 +267,8 @@ def _triple(value: Any, *, path: Path, field: str) -> tuple[float, float, float]
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
         raise InferenceError(path, field, f"must be three numbers (R, G, B), got {value!r}")
+    if not all(math.isfinite(v) for v in value):  # JSON and TOML both spell NaN and infinities
+        raise InferenceError(path, field, f"must be finite numbers, got {value!r}")
     if field == "std" and any(v <= 0 for v in value):
         raise InferenceError(path, field, f"must be positive, got {value!r}")
     return (float(value[0]), float(value[1]), float(value[2]))

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from segpipe.converters.coco import read_coco
-from segpipe.converters.dataset_layout import DatasetDir, parse_class_names as parse_class_names_text, resolve_image_path
+from segpipe.converters.dataset_layout import DatasetDir, class_names_option, read_class_names_file, resolve_image_path
 from segpipe.inference.checkpoints import InferenceError
+from segpipe.inference.class_maps import BACKGROUND_NAMES, ClassMapping, class_mapping_compute  # noqa: F401 (re-exported)
 
 # Aspect-ratio (w/h) bins for detector batches, as torchvision's GroupedBatchSampler does: a portrait and a
 # landscape image never share a batch, so Mask R-CNN pads little.
 ASPECT_BIN_EDGES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.34, 2.0)
-# The COCO convention: label 0 of a detector is background and is never predicted.
-BACKGROUND_NAMES: frozenset[str] = frozenset({"__background__", "background"})
 
 
 @dataclass(frozen=True)
@@ -62,56 +61,23 @@ def read_dataset(dataset: str | os.PathLike[str], *, image_ids: Sequence[int] | 
             raise InferenceError(layout.instances, "images.id", f"image_ids not in the dataset: {unknown[:10]}")
         images = [e for e in images if e.image_id in wanted]
     if layout.semantic_classes.is_file():
-        lines = layout.semantic_classes.read_text(encoding="utf-8").splitlines()
-        semantic = tuple(line.strip() for line in lines if line.strip())
+        try:
+            semantic = tuple(read_class_names_file(layout.semantic_classes))
+        except (OSError, UnicodeDecodeError) as err:
+            raise InferenceError(layout.semantic_classes, "", f"unreadable classes file: {err}") from err
     else:  # a box/instance dataset: background, then the COCO categories in declared order
         semantic = ("background",) + tuple(name for _, name in categories)
     return DatasetInfo(root=layout.root, images=tuple(images), categories=categories, semantic_classes=semantic)
 
 
 def parse_class_names(value: str | None) -> tuple[str, ...] | None:
-    """`--classes`: a file with one name a line, or comma-separated names."""
+    """`--classes`: a file with one name a line, or comma-separated names (any number of them)."""
     if value is None:
         return None
-    path = Path(value)
-    return tuple(parse_class_names_text(path.read_text(encoding="utf-8") if path.is_file() else value))
-
-
-@dataclass(frozen=True)
-class ClassMapping:
-    """Model output index -> dataset target (semantic class index, or COCO category id for instances)."""
-
-    output_names: tuple[str, ...]  # index = model output index (0 = background)
-    targets: tuple[int, ...]  # same length; semantic index, or category id (0 for background)
-    component_categories: tuple[int | None, ...]  # semantic only: COCO category id of each output class, if any
-
-
-def class_mapping_compute(
-    *, task: str, names: Sequence[str] | None, num_classes: int | None, dataset: DatasetInfo, source: str
-) -> ClassMapping:
-    """Map the model's output classes by name onto the dataset; an unknown name is an error (before any image)."""
-    cat_ids = {name: cid for cid, name in dataset.categories}
-    if task == "instance":
-        given = tuple(names) if names is not None else tuple(name for _, name in dataset.categories)
-        if given and given[0].lower() in BACKGROUND_NAMES:
-            given = given[1:]
-        if num_classes is not None and num_classes != len(given) + 1:
-            raise InferenceError(source, "num_classes", f"{num_classes} outputs but {len(given)} class names + background; give --classes in output order")
-        unknown = [n for n in given if n not in cat_ids]
-        if unknown:
-            raise InferenceError(source, "classes", f"not dataset categories: {unknown} (dataset has {sorted(cat_ids)})")
-        return ClassMapping(("__background__",) + given, (0,) + tuple(cat_ids[n] for n in given), ())
-    given = tuple(names) if names is not None else dataset.semantic_classes
-    if num_classes is not None and num_classes != len(given):
-        raise InferenceError(source, "num_classes", f"{num_classes} outputs but {len(given)} class names {list(given)}; give --classes in output order")
-    index = {name: i for i, name in enumerate(dataset.semantic_classes)}
-    unknown = [n for n in given if n not in index]
-    if unknown:
-        raise InferenceError(source, "classes", f"not dataset semantic classes: {unknown} (dataset has {list(dataset.semantic_classes)})")
-    if len(set(given)) != len(given):
-        raise InferenceError(source, "classes", f"duplicate class names in {list(given)}")
-    components = tuple(None if index[n] == 0 else cat_ids.get(n) for n in given)
-    return ClassMapping(given, tuple(index[n] for n in given), components)
+    try:
+        return tuple(class_names_option(value))
+    except (OSError, UnicodeDecodeError) as err:
+        raise InferenceError(value, "--classes", f"unreadable classes file: {err}") from err
 
 
 def resized_size(*, width: int, height: int, short_side: int | None) -> tuple[int, int]:

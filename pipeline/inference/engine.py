@@ -9,7 +9,6 @@ all of its images are done, so an interrupted run resumes from the last finished
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,26 +17,28 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Mapping, Sequence
 
 from segpipe.inference.checkpoints import (
     IMAGENET_MEAN, IMAGENET_STD, InferenceError, ModelCard, load_state_dict_into, parse_state_dict, read_checkpoint,
     read_model_card,
 )
 from segpipe.cache.fingerprints import file_sha256
+from segpipe.inference.architectures import architecture_hint
+from segpipe.inference.predictor import DevicePredictor, resolve_device, run_with_oom_backoff  # noqa: F401 (re-exported)
+from segpipe.inference.class_maps import class_map_option, class_table as table_of
 from segpipe.inference.data import (
-    ClassMapping, ImageDataset, PlannedBatches, Sample, batches_plan, check_semantic_outputs, class_mapping_compute,
+    ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs, class_mapping_compute,
     collate_samples, read_dataset, shards_plan,
 )
 from segpipe.inference.outputs import (
-    MASK_THRESHOLD, InstancePrediction, SemanticPrediction, SkippedImage, component_results, instance_results,
+    SemanticPrediction, SkippedImage, component_results, instance_results,
     prepare_out_dir, read_plan_fingerprint, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
     write_shard,
 )
 from segpipe.inference.models import INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, load_torchscript, model_spec, set_native_resolution
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 SHARD_IMAGES = 256  # images per shard file: small enough to lose little on a crash, few enough files for 100k images
 MAX_BATCHES_IN_FLIGHT = 4  # encoder backlog before the device loop waits (bounds memory)
 
@@ -54,132 +55,25 @@ class InferenceSummary:
     precision: str
     batch_size: int  # after any OOM halving
     checkpoint_sha256: str
-
-
-def resolve_device(device: str) -> Any:
-    import torch
-
-    if device not in DEVICES:
-        raise InferenceError("--device", "device", f"must be one of {DEVICES}, got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InferenceError("--device", "device", "cuda requested but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def run_with_oom_backoff(
-    fn: Callable[[list[Sample]], list[Any]], samples: list[Sample], *, limit: int, on_oom: Callable[[], None] = lambda: None
-) -> tuple[list[Any], list[SkippedImage], int]:
-    """Run `fn` over `samples` in chunks of at most `limit`; on out-of-memory halve the chunk and retry.
-    Returns (outputs, images that failed even alone, the new limit, kept for later batches)."""
-    import torch
-
-    outputs: list[Any] = []
-    failed: list[SkippedImage] = []
-    i = 0
-    while i < len(samples):
-        chunk = samples[i:i + limit]
-        try:
-            outputs.extend(fn(chunk))
-        except torch.OutOfMemoryError as err:
-            on_oom()
-            if len(chunk) == 1:
-                failed.append(SkippedImage(chunk[0].entry, "out_of_memory", f"out of memory at batch size 1: {str(err).splitlines()[0] if str(err) else ''}"))
-            else:
-                limit = (len(chunk) + 1) // 2  # halve, rounding up: 3 -> 2 -> 1
-                continue
-        i += len(chunk)
-    return outputs, failed, limit
-
-
-class DevicePredictor:
-    """Forward pass and on-device post-processing; returns CPU uint8 masks / label maps."""
-
-    def __init__(self, *, model: Any, task: str, device: Any, precision: str, mean: Sequence[float], std: Sequence[float],
-                 mapping: ClassMapping, score_threshold: float) -> None:
-        import torch
-
-        self.torch = torch
-        self.task, self.device, self.precision = task, device, precision
-        self.score_threshold = score_threshold
-        self.channels_last = device.type == "cuda" and task == SEMANTIC
-        self.model = model.to(device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
-        self.n_outputs = len(mapping.targets)
-        lut_dtype = torch.uint8 if task == SEMANTIC else torch.int64
-        self.lut = torch.tensor(mapping.targets, dtype=lut_dtype, device=device)
-        self.want_confidence = any(c is not None for c in mapping.component_categories)
-
-    def autocast(self) -> Any:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = self.torch.bfloat16 if self.precision == "bf16" else self.torch.float16
-        return self.torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def __call__(self, samples: list[Sample]) -> list[Any]:
-        with self.torch.inference_mode():
-            return self.semantic(samples) if self.task == SEMANTIC else self.instance(samples)
-
-    def semantic(self, samples: list[Sample]) -> list[SemanticPrediction]:
-        torch = self.torch
-        x = torch.stack([s.image.to(self.device, non_blocking=True) for s in samples])
-        x = x.float().div(255).sub(self.mean).div(self.std)  # the same ops as ToTensor + Normalize
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            out = self.model(x)
-        logits = (out["out"] if isinstance(out, dict) else out).float()
-        if logits.ndim != 4 or logits.shape[1] != self.n_outputs:
-            raise InferenceError("--model", "output", f"model gives shape {tuple(logits.shape)}, expected {self.n_outputs} class channels")
-        index = logits.argmax(dim=1)
-        labels = self.lut[index]
-        conf = None
-        if self.want_confidence:  # probability of the winning class = exp(max - logsumexp)
-            conf = torch.exp(logits.gather(1, index[:, None])[:, 0] - torch.logsumexp(logits, dim=1)).half()
-        sizes = [(s.entry.height, s.entry.width) for s in samples]
-        if all(size == tuple(labels.shape[-2:]) for size in sizes):  # native size: one copy for the whole batch
-            lab_cpu = labels.cpu().numpy()
-            conf_cpu = conf.cpu().numpy() if conf is not None else None
-            return [SemanticPrediction(s.entry, lab_cpu[i], None if conf_cpu is None else conf_cpu[i]) for i, s in enumerate(samples)]
-        preds = []
-        for i, (s, size) in enumerate(zip(samples, sizes)):  # --resize: back to each image's size, nearest neighbour
-            lab = torch.nn.functional.interpolate(labels[i][None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
-            c = None
-            if conf is not None:
-                c = torch.nn.functional.interpolate(conf[i][None, None].float(), size=size, mode="nearest")[0, 0].half().cpu().numpy()
-            preds.append(SemanticPrediction(s.entry, lab.cpu().numpy(), c))
-        return preds
-
-    def instance(self, samples: list[Sample]) -> list[InstancePrediction]:
-        images = [s.image.to(self.device, non_blocking=True).float().div(255) for s in samples]
-        with self.autocast():
-            outs = self.model(images)
-        if isinstance(outs, tuple):  # scripted torchvision detectors return (losses, detections)
-            outs = outs[1]
-        preds = []
-        for s, o in zip(samples, outs):
-            keep = o["scores"] >= self.score_threshold
-            masks = (o["masks"][keep][:, 0] > MASK_THRESHOLD).to(self.torch.uint8)
-            preds.append(InstancePrediction(
-                s.entry, o["scores"][keep].float().cpu().numpy(), self.lut[o["labels"][keep]].cpu().numpy(),
-                o["boxes"][keep].float().cpu().numpy(), masks.cpu().numpy(),
-            ))
-        return preds
+    dropped: tuple[str, ...] = ()  # model classes left out (not in the dataset, or dropped by the class map)
+    scoring: str = ""  # what is scored against what
 
 
 def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_outputs: int, trust: bool,
                resize: int | None, mean: Sequence[float], std: Sequence[float], score_threshold: float) -> Any:
     if name == TORCHSCRIPT:
-        return load_torchscript(checkpoint)
+        return load_torchscript(checkpoint, trust=trust)
     model = build_model(name, num_classes=n_outputs, unet_depth=card.unet_depth, unet_width=card.unet_width,
                         unet_bilinear=card.unet_bilinear)
     state = parse_state_dict(read_checkpoint(checkpoint, trust=trust), path=checkpoint)
     state = drop_training_only_keys(state, model_keys=set(model.state_dict()))
-    load_state_dict_into(model, state, path=checkpoint)
+    try:
+        load_state_dict_into(model, state, path=checkpoint)
+    except InferenceError as err:
+        hint = architecture_hint(state, model=name)
+        if hint is None:
+            raise
+        raise InferenceError(checkpoint, "state_dict", f"does not fit --model {name}; {hint} ({err.reason})") from err
     if task == INSTANCE:
         set_native_resolution(model, resize=resize, mean=mean, std=std)
         # Filter inside the detector too: fewer boxes reach the (costly) mask head.
@@ -197,11 +91,14 @@ def run_inference(
     classes: Sequence[str] | None = None, device: str = "auto", batch_size: int = 4, precision: str = "fp32",
     score_threshold: float = 0.05, resize: int | None = None, trust_checkpoint: bool = False,
     image_ids: Sequence[int] | None = None, progress: bool = False, workers: int | None = None,
-    shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None,
+    shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, class_table: str | None = None,
+    class_map: Mapping[str, str] | str | None = None,
 ) -> InferenceSummary:
     """Run `model` with `checkpoint` over the converted `dataset`; write results.json, semantic/<stem>.png,
     inference_report.csv and meta.json into `out`. `image_ids` restricts the run to a subset (a shard);
-    `checkpoint_sha256`, when the caller already hashed the file, saves reading it again."""
+    `checkpoint_sha256`, when the caller already hashed the file, saves reading it again. The model's classes are
+    `classes`, else the built-in `class_table`, else the model card's; `class_map` (else the card's) maps them
+    onto the dataset's (segpipe.inference.class_maps)."""
     import torch
 
     if precision not in PRECISIONS:
@@ -218,9 +115,11 @@ def run_inference(
     if out.resolve() == info.root.resolve():  # a fresh plan clears OUT/semantic/*.png: never the ground truth
         raise InferenceError(out, "-o", "the predictions dir must not be the dataset dir")
     # Class names map onto the dataset before any image is read (issue 4): an unknown name stops here.
-    mapping = class_mapping_compute(task=task, names=classes if classes is not None else card.class_names,
-                                    num_classes=num_classes if num_classes is not None else card.num_classes,
-                                    dataset=info, source=str(card.path or "--classes"))
+    names, source = model_class_names(classes=classes, class_table=class_table, card=card)
+    cmap = class_map_option(class_map, source="--class-map") if class_map is not None else card.class_map
+    mapping = class_mapping_compute(task=task, names=names, num_classes=num_classes if num_classes is not None else card.num_classes,
+                                    dataset=info, source=source, class_map=cmap,
+                                    class_map_source="--class-map" if class_map is not None else str(card.path))
     if task == SEMANTIC:
         check_semantic_outputs(info.images, mapping=mapping, dataset=info.root)
     resize = resize if resize is not None else card.resize
@@ -236,7 +135,8 @@ def run_inference(
     shards = shards_plan(batches, shard_size=shard_size)
     settings = {"model": spec.name, "sha256": sha, "task": task, "targets": list(mapping.targets), "resize": resize,
                 "mean": list(mean), "std": list(std), "precision": precision, "device_type": dev.type,
-                "score_threshold": score_threshold, "outputs": list(mapping.output_names)}
+                "score_threshold": score_threshold, "outputs": list(mapping.output_names),
+                "kept_outputs": [int(k) for k in mapping.kept]}
     fingerprint = plan_fingerprint(settings, [[e.image_id for b in shard for e in b] for shard in shards])
     out = prepare_out_dir(out)
     if read_plan_fingerprint(out) != fingerprint:
@@ -251,16 +151,33 @@ def run_inference(
     )
     elapsed = time.perf_counter() - started
     ips = processed_now / elapsed if processed_now and elapsed > 0 else None
-    unmapped = [n for n, t, c in zip(mapping.output_names, mapping.targets, mapping.component_categories) if t != 0 and c is None]
+    unmapped = [n for n, t, c, k in zip(mapping.output_names, mapping.targets, mapping.component_categories, mapping.kept) if k and t != 0 and c is None]
     meta = {**settings, "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": sha, "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "images_per_second": ips, "images_this_run": processed_now, "seconds": elapsed, "batch_size": batch_size,
             "final_batch_size": limit, "dataset": str(info.root.resolve()), "n_images": len(info.images),
             "unmapped_component_classes": unmapped if task == SEMANTIC else [],
+            "dropped_model_classes": list(dict.fromkeys(mapping.dropped)), "n_dropped_model_outputs": len(mapping.dropped),
+            "class_map": dict(sorted(cmap.items())) if cmap else None, "scoring": mapping.scoring,
+            "empty_results_reason": None if task == INSTANCE or categories else mapping.scoring.split("; ")[-1],
             "torch": torch.__version__, "model_card": str(card.path) if card.path else None}
     n_processed, n_skipped = write_final_outputs(out, n_shards=len(shards), meta=meta)
     return InferenceSummary(out=out, task=task, n_images=len(info.images), n_processed=n_processed, n_skipped=n_skipped,
-                            images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha)
+                            images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha,
+                            dropped=mapping.dropped, scoring=mapping.scoring)
+
+
+def model_class_names(*, classes: Sequence[str] | None, class_table: str | None, card: ModelCard) -> tuple[Sequence[str] | None, str]:
+    """The model's output class names and where they come from: options first, then the model card."""
+    if classes is not None and class_table is not None:
+        raise InferenceError("--classes", "classes", "give either --classes or --class-table, not both")
+    if classes is not None:
+        return classes, "--classes"
+    if class_table is not None:
+        return table_of(class_table, source="--class-table", field="class_table"), "--class-table"
+    if card.class_table is not None:
+        return table_of(card.class_table, source=str(card.path)), str(card.path)
+    return card.class_names, str(card.path or "--classes")
 
 
 def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any]]], pending: list[int], short_side: int | None,

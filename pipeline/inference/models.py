@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from segpipe.inference.checkpoints import InferenceError
+from segpipe.inference.checkpoints import InferenceError, check_archive_inflation, require_torchscript_trust
 from segpipe.inference.unet import DEFAULT_BASE_WIDTH, DEFAULT_DEPTH
 
 SEMANTIC = "semantic"
@@ -102,10 +102,13 @@ def drop_training_only_keys(state: dict[str, Any], *, model_keys: set[str]) -> d
     return {k: v for k, v in state.items() if not (k.startswith("aux_classifier.") and k not in model_keys)}
 
 
-def load_torchscript(path: str | os.PathLike[str]) -> Any:
-    """A TorchScript archive: restricted TorchScript code, not arbitrary Python pickles."""
+def load_torchscript(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
+    """A TorchScript archive. Its code is a program (TorchScript can open files and call torch.ops), so it
+    needs the same explicit trust as a pickle: refused unless `trust`, and loudly announced when trusted."""
     import torch
 
+    require_torchscript_trust(path, trust=trust)
+    check_archive_inflation(Path(path))
     try:
         return torch.jit.load(str(Path(path)), map_location="cpu").eval()
     except (RuntimeError, ValueError, OSError) as err:

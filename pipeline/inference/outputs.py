@@ -15,15 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.coco import encode_mask
 from segpipe.inference.data import ImageEntry
+from segpipe.layout import INFERENCE_REPORT_FILE, META_FILE, RESULTS_FILE, SEMANTIC_DIR  # noqa: F401  (re-exported)
 
-RESULTS_FILE = "results.json"
-SEMANTIC_DIR = "semantic"
-REPORT_FILE = "inference_report.csv"
-META_FILE = "meta.json"
+REPORT_FILE = INFERENCE_REPORT_FILE
 SHARDS_DIR = ".shards"
 PLAN_FILE = "plan.json"
 REPORT_COLUMNS: tuple[str, ...] = ("image_id", "file_name", "code", "message")
@@ -174,7 +171,6 @@ def write_final_outputs(out: Path, *, n_shards: int, meta: Mapping[str, Any]) ->
     """Merge shard files into results.json and inference_report.csv, write meta.json (last: it marks the
     run complete). Returns (processed, skipped) image counts."""
     import pandas as pd
-
     from segpipe.reports.tables import write_table
 
     results: list[dict[str, Any]] = []

@@ -13,9 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
 
+from segpipe.layout import INSTANCES_FILE, RESULTS_FILE, SEMANTIC_DIR
 from segpipe.reports.overlay import (
     RGB,
     BadGeometry,
@@ -52,9 +52,9 @@ class GallerySource:
         return cls(
             image_root=ds.image_root,
             gt_coco=ds.instances if ds.instances.is_file() else None,
-            results=pred / "results.json" if pred is not None and (pred / "results.json").is_file() else None,
+            results=pred / RESULTS_FILE if pred is not None and (pred / RESULTS_FILE).is_file() else None,
             gt_semantic_dir=ds.semantic if ds.semantic.is_dir() else None,
-            pred_semantic_dir=pred / "semantic" if pred is not None and (pred / "semantic").is_dir() else None,
+            pred_semantic_dir=pred / SEMANTIC_DIR if pred is not None and (pred / SEMANTIC_DIR).is_dir() else None,
             score_threshold=score_threshold,
         )
 
@@ -71,8 +71,8 @@ class GallerySource:
         if gt_path.is_file():
             return cls(image_root=_image_root(gt_path.parent), gt_coco=gt_path, results=pred_path)
         # segpipe.converters.dataset_layout puts label maps in DATASET/semantic/ beside DATASET/instances.json.
-        dataset = next((d for d in (gt_path, gt_path.parent) if (d / "instances.json").is_file()), gt_path)
-        coco = dataset / "instances.json"
+        dataset = next((d for d in (gt_path, gt_path.parent) if (d / INSTANCES_FILE).is_file()), gt_path)
+        coco = dataset / INSTANCES_FILE
         return cls(image_root=_image_root(dataset) if coco.is_file() else None, gt_coco=coco if coco.is_file() else None,
                    gt_semantic_dir=gt_path, pred_semantic_dir=pred_path if pred_path is not None and pred_path.is_dir() else None)
 
@@ -185,12 +185,10 @@ def read_thumbnail(path: Path | None) -> tuple[np.ndarray, tuple[int, int]] | No
 
 
 def read_label_map(path: Path | None) -> np.ndarray | None:
-    if path is None or not path.is_file():
-        return None
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.ndim != 2:
-        return None
-    return labels
+    """Class indices as every command reads them (palette and 1-bit PNGs included); None when unusable."""
+    from segpipe.evaluators.label_maps import read_label_map_or_none
+
+    return read_label_map_or_none(path)
 
 
 # --- thumbnails from a source ------------------------------------------------------------------------------

@@ -17,13 +17,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from segpipe.converters.atomic_write import write_bytes_if_changed
+from segpipe.layout import REPORT_HEADER_FILE, REPORT_PAGE_FILE
 from segpipe.reports import data as rd
 from segpipe.reports import plots as plots
 from segpipe.reports.gallery import GallerySource, instance_thumbnail, semantic_thumbnail
 from segpipe.reports.overlay import IGNORE_COLOUR, class_colours
 
 REPORT_INPUTS_FILE = "report_inputs.json"
-EVALUATE_PAGE = "report.html"
+EVALUATE_PAGE = REPORT_PAGE_FILE
 LEADERBOARD_PAGE = "leaderboard.html"
 AUDIT_PAGE = "audit.html"
 # Rows per check on the audit page; the full list stays in findings.csv (keeps the page small).
@@ -94,7 +95,7 @@ def render_evaluate_report(report_dir: Path, *, gallery: GallerySource | None = 
     summary, per_class = rd.read_table(report_dir, "summary"), rd.read_table(report_dir, "per_class")
     if summary is None and per_class is None:
         raise FileNotFoundError(f"{report_dir}: no summary.csv or per_class.csv to render")
-    header = rd.read_json(report_dir / "header.json")
+    header = rd.read_json(report_dir / REPORT_HEADER_FILE)
     if gallery is None:
         # The evaluate commands record their inputs (gt, pred) in header.json: draw from those when they exist.
         gallery = GallerySource.from_header(header)

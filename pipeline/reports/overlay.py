@@ -10,13 +10,13 @@ from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
+from segpipe.layout import IGNORE_INDEX
 
 RGB = tuple[int, int, int]
 THUMB_HEIGHT = 200
 THUMB_MAX_WIDTH = 300
 JPEG_QUALITY = 80
 OVERLAY_ALPHA = 0.5
-IGNORE_INDEX = 255
 IGNORE_COLOUR: RGB = (255, 255, 255)
 BACKGROUND_COLOUR: RGB = (110, 110, 110)
 # tab10 without its grey, then tab20's light shades: distinguishable on photos and on white paper.
@@ -77,7 +77,6 @@ def annotation_mask(ann: Mapping[str, Any], *, height: int, width: int) -> np.nd
 
     Raises BadGeometry for a segmentation that cannot be decoded (wrong types, bad RLE string, far-off points)."""
     from pycocotools import mask as mask_utils
-
     from segpipe.evaluators.audit_format import rle_totals
 
     seg = ann.get("segmentation")

@@ -13,14 +13,73 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.layout import REPORT_HEADER_FILE  # noqa: F401  (re-exported for the report writers)
+
+
+# A spreadsheet opening a CSV runs a cell that starts with one of these as a formula (`=HYPERLINK(...)` in a
+# category name or file name would be a live link or worse): such text cells get a leading apostrophe, as
+# OWASP recommends (https://owasp.org/www-community/attacks/CSV_Injection). Numbers are left alone.
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe_text(value: Any) -> Any:
+    """`value` with a leading apostrophe when it is text a spreadsheet would evaluate.
+
+    >>> print(spreadsheet_safe_text('=HYPERLINK("http://x")'), spreadsheet_safe_text("cat"), spreadsheet_safe_text(-1.5))
+    '=HYPERLINK("http://x") cat -1.5
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `table` whose text cells are spreadsheet-safe (numeric columns untouched)."""
+    text_columns = [c for c in table.columns if table[c].dtype == object or isinstance(table[c].dtype, pd.StringDtype)]
+    if not text_columns:
+        return table
+    safe = table.copy()
+    for column in text_columns:
+        safe[column] = safe[column].map(spreadsheet_safe_text)
+    safe.columns = [spreadsheet_safe_text(c) if isinstance(c, str) else c for c in safe.columns]
+    return safe
+
+
+def printable_text(value: Any) -> Any:
+    """Text as UTF-8 can store it: a file name that is not valid UTF-8 reaches Python with lone surrogates
+    (os.fsdecode), which neither a UTF-8 CSV nor Parquet accepts; they are written as `\\udcXX` escapes, as
+    in the conversion report.
+
+    >>> printable_text("caf\\udce9.png")
+    'caf\\\\udce9.png'
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _storable(table: pd.DataFrame) -> pd.DataFrame:
+    text_columns = [c for c in table.columns if table[c].dtype == object]
+    bad = [c for c in text_columns if any(printable_text(v) is not v for v in table[c])]
+    if not bad:
+        return table
+    fixed = table.copy()
+    for column in bad:
+        fixed[column] = fixed[column].map(printable_text)
+    return fixed
 
 
 def write_table(directory: str | os.PathLike[str], name: str, table: pd.DataFrame, *, parquet: bool = True) -> Path:
-    """Write `table` to DIRECTORY/NAME.csv (and .parquet); returns the CSV path."""
+    """Write `table` to DIRECTORY/NAME.csv (and .parquet); returns the CSV path. CSV text cells are
+    spreadsheet-safe (`spreadsheet_safe`); the Parquet twin keeps every value verbatim."""
     directory = Path(directory)
-    csv_path = atomic_write_text(directory / f"{name}.csv", table.to_csv(index=False, lineterminator="\n"))
+    table = _storable(table)
+    csv_text = spreadsheet_safe(table).to_csv(index=False, lineterminator="\n")
+    csv_path = atomic_write_text(directory / f"{name}.csv", csv_text)
     if parquet:
         buf = io.BytesIO()
         # Explicit engine and no pandas index metadata: stable bytes across runs.
@@ -29,7 +88,6 @@ def write_table(directory: str | os.PathLike[str], name: str, table: pd.DataFram
     return csv_path
 
 
-REPORT_HEADER_FILE = "header.json"
 
 
 def write_report_dir(out: str | os.PathLike[str], tables: Mapping[str, pd.DataFrame], *, header: Mapping[str, Any]) -> Path:

@@ -8,6 +8,7 @@
     iou_type = "segm"                # segm | bbox
     shard_size = 256
     workers = 1
+    devices = [0, 1]                 # one inference task per GPU of this host at a time (workers >= GPUs)
     scheduler_url = "http://luigid-host:8082"   # omit for the local scheduler
     cache_dir = "/shared/segpipe-cache"          # default OUT/.cache
     audit = false
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from segpipe.errors import SegpipeError
 from segpipe.runner.shards import DEFAULT_SHARD_SIZE, FORMATS
 from segpipe.tasks.stages import CONVERT_OPTIONS, INFER_OPTIONS, INFER_SPEED_OPTIONS
 
@@ -31,16 +33,16 @@ IOU_TYPES: tuple[str, ...] = ("segm", "bbox")
 PATH_KEYS: tuple[str, ...] = ("dataset", "out", "cache_dir", "images", "classes", "list_file")
 TOP_KEYS: tuple[str, ...] = (
     *PATH_KEYS, "format", "model", "checkpoints", "iou_type", "shard_size", "workers", "scheduler_url", "audit",
-    "rehash", "html", "convert", "infer",
+    "rehash", "html", "convert", "infer", "devices",
 )
 
 
-class RunConfigError(ValueError):
+class RunConfigError(SegpipeError, ValueError):
     """A bad setting, naming the file (or `command line`) and the field."""
 
     def __init__(self, source: str, field_name: str, reason: str) -> None:
-        self.source, self.field, self.reason = source, field_name, reason
-        super().__init__(f"{source}: {field_name}: {reason}")
+        super().__init__(source, field_name, reason)
+        self.source = source
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class RunSettings:
     list_file: Path | None = None
     convert: Mapping[str, Any] = field(default_factory=dict)
     infer: Mapping[str, Any] = field(default_factory=dict)
+    devices: tuple[int, ...] = ()  # GPU indices: each inference task takes a free one (segpipe.runner.gpu_slots)
 
     @property
     def cache(self) -> Path:
@@ -115,6 +118,9 @@ def parse_run_settings(config: Mapping[str, Any], *, overrides: Mapping[str, Any
     bad = sorted(set(infer) - set(INFER_OPTIONS) - set(INFER_SPEED_OPTIONS))
     if bad:
         raise RunConfigError(source, f"infer.{bad[0]}", f"not an inference option ({', '.join(INFER_OPTIONS)})")
+    infer, devices = _checked_devices(infer, merged.get("devices"), source=source)
+    if isinstance(infer.get("class_map"), str):
+        infer["class_map"] = _class_map(infer["class_map"], source=source)
     for key in ("shard_size", "workers"):
         if int(merged.get(key, 1)) < 1:
             raise RunConfigError(source, key, f"must be >= 1, got {merged[key]}")
@@ -133,4 +139,33 @@ def parse_run_settings(config: Mapping[str, Any], *, overrides: Mapping[str, Any
         audit=bool(merged.get("audit", False)), rehash=bool(merged.get("rehash", False)),
         html=bool(merged.get("html", True)),
         images=path("images"), classes=path("classes"), list_file=path("list_file"), convert=convert, infer=infer,
+        devices=devices,
     )
+
+
+def _checked_devices(infer: dict[str, Any], devices: Any, *, source: str) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """`infer.device` and `devices` checked here, before any task starts (CUDA itself opens only in inference)."""
+    from segpipe.inference.devices import DeviceError, parse_device, parse_devices
+
+    try:
+        if infer.get("device") is not None:
+            infer["device"] = parse_device(infer["device"], field="infer.device")
+        gpus = parse_devices(devices) if devices not in (None, "", (), []) else ()
+    except DeviceError as err:
+        raise RunConfigError(source, str(err).split(":", 1)[0].lstrip("-"), str(err).split(": ", 1)[1]) from err
+    if gpus:
+        if infer.get("device", "cuda") not in ("auto", "cuda"):
+            raise RunConfigError(source, "devices", f"--devices picks the GPU of each task; it cannot be combined with device {infer['device']!r}")
+        infer["device"] = "cuda"  # the inference key: the same outputs whichever GPU runs a shard
+    return infer, gpus
+
+
+def _class_map(text: str, *, source: str) -> dict[str, str]:
+    """A class map given as text or a file, read now: its content (not its file name) goes into the inference key."""
+    from segpipe.inference.checkpoints import InferenceError
+    from segpipe.inference.class_maps import class_map_option
+
+    try:
+        return class_map_option(text, source="infer.class_map") or {}
+    except InferenceError as err:
+        raise RunConfigError(source, "infer.class_map", f"{err.path}: {err.reason}") from err

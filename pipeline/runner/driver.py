@@ -24,13 +24,13 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
 from segpipe.cache.targets import RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions, store_payload
 from segpipe.cache.fingerprints import (
-    STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key,
-    options_key, package_version,
+    STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, latest_mtime,
+    manifest_key, options_key, package_version,
 )
 from segpipe.runner.config import RunSettings
 from segpipe.runner.publish import publish_outputs
@@ -103,12 +103,13 @@ def read_label_space(merged_dir: Path) -> dict[str, Any]:
     coco = json.loads((merged_dir / INSTANCES_FILE).read_bytes())
     categories = [{"name": c["name"], "supercategory": c.get("supercategory", "")} for c in sorted(coco["categories"], key=lambda c: int(c["id"]))]
     classes_file = merged_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
-    semantic = [ln.strip() for ln in classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()] if classes_file.is_file() else None
+    semantic = read_class_names_file(classes_file) if classes_file.is_file() else None
     return {"categories": categories, "semantic_classes": semantic}
 
 
 def build_checkpoint_tasks(
-    *, ckpt: CheckpointInput, merge: ConvertMerge, index: ImageIndex, plan: ShardPlan, settings: RunSettings, version: str
+    *, ckpt: CheckpointInput, merge: ConvertMerge, index: ImageIndex, plan: ShardPlan, settings: RunSettings, version: str,
+    inputs_date: str | None = None,
 ) -> EvalReport:
     plan_path = merge.data["plan"]
     options = {k: v for k, v in settings.infer.items() if k not in INFER_SPEED_OPTIONS}
@@ -121,7 +122,7 @@ def build_checkpoint_tasks(
         ikey = combine_keys("infer", version, str(index.key), ckpt.key, opts_key, manifest_key(shard.images))
         infer = {"index": [index.key, index.payload], "model": settings.model, "checkpoint": str(ckpt.path),
                  "checkpoint_sha256": ckpt.sha256, "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
-                 "loader_workers": settings.infer.get("loader_workers"),
+                 "loader_workers": settings.infer.get("loader_workers"), "devices": list(settings.devices),
                  "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
         ekey = combine_keys("eval-shard", version, str(merge.key), ikey, settings.iou_type)
         shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer, cache=merge.cache)],
@@ -130,9 +131,10 @@ def build_checkpoint_tasks(
     header = {"checkpoint": ckpt.name, "sha256": ckpt.sha256, "model": settings.model, "dataset_key": str(merge.key),
               "images_key": str(index.key), "segpipe": version}
     key = combine_keys("eval-report", version, options_key(header), settings.iou_type, str(settings.html), *[k for k, _ in shards])
+    # Outside the key: touching a file changes its date, not what the report computes.
     return EvalReport(key=key, cache=merge.cache, payload=_payload(
-        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html},
-        cache=merge.cache))
+        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html,
+         "inputs_date": inputs_date}, cache=merge.cache))
 
 
 # In-process Luigi defaults (no global config files needed); a user's luigi.cfg still wins.
@@ -153,7 +155,7 @@ def configure_luigi() -> None:
 
 def _luigi_build(tasks: list[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
     configure_luigi()
-    kwargs: dict[str, Any] = {"workers": settings.workers, "detailed_summary": True, "log_level": "WARNING"}
+    kwargs: dict[str, Any] = {"workers": max(settings.workers, len(settings.devices)), "detailed_summary": True, "log_level": "WARNING"}
     if settings.scheduler_url:
         kwargs["scheduler_url"] = settings.scheduler_url
     else:
@@ -259,7 +261,9 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
     index_key = combine_keys("images", version, plan.images_key(), options_key(label_space))
     index = ImageIndex(key=index_key, cache=str(cache), payload=_payload(
         {"image_root": str(spec.image_root().resolve()), "plan": merge.data["plan"], "label_space": label_space}, cache=str(cache)))
-    reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, index=index, plan=plan, settings=settings, version=version)
+    dataset_mtime = latest_mtime(spec.roots().values(), exclude=[settings.out, cache])
+    reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, index=index, plan=plan, settings=settings, version=version,
+                                              inputs_date=_inputs_date(dataset_mtime, c.path))
                for c in checkpoints}
     run_phase(list(reports.values()), settings=settings, outcome=outcome)
 
@@ -289,6 +293,14 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
     outcome.exit_code = _exit_code(outcome)
     _write_run_log(settings=settings, outcome=outcome)
     return outcome
+
+
+def _inputs_date(dataset_mtime: float | None, checkpoint: Path) -> str | None:
+    from segpipe.reports.data import format_mtime
+
+    card = stages.model_card_of(checkpoint)
+    times = [t for t in (dataset_mtime, checkpoint.stat().st_mtime, card.stat().st_mtime if card else None) if t is not None]
+    return format_mtime(max(times)) if times else None
 
 
 def _count_conversion_errors(report: Path) -> int:

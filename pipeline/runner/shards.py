@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from segpipe.converters.images import is_image_name
+from segpipe.converters.images import is_image_name, is_utf8_name
 from segpipe.cache.fingerprints import ManifestEntry, manifest_key
 from segpipe.runner.formats import ADAPTERS
 
@@ -77,6 +77,8 @@ class DatasetSpec:
 def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
     """(role, stem) of a manifest entry; role is "image", "annotation" or "global" (stem "" for global)."""
     path = entry.path
+    if not is_utf8_name(path):  # never an image to infer on; the converter refuses it with a row
+        return "global", ""
     name = PurePosixPath(path).name
     stem = PurePosixPath(path).stem
     if path.startswith(spec.image_prefix()) and is_image_name(name):

@@ -21,6 +21,7 @@ from segpipe.converters.report import REPORT_FILE_NAME, Finding, format_report_c
 from segpipe.tasks import stages
 from segpipe.cache.targets import CachedTask, link_or_copy
 from segpipe.cache.fingerprints import ManifestEntry
+from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
 from segpipe.runner.shards import DatasetSpec, Shard, materialize_shard_source, read_plan
 
 SHARD_DATASET = "dataset"
@@ -61,10 +62,12 @@ class ConvertShard(CachedTask):
         item = plan["shards"][int(data["shard"])]
         shard = Shard(index=int(item["index"]), stems=tuple(item["stems"]), entries=entries_from_json(item["entries"]), images=())
         directory = self.fresh_directory()
-        view = materialize_shard_source(
-            spec=spec, shard=shard, globals_=entries_from_json(plan["globals"]), dest=directory / SHARD_VIEW
-        )
-        stages.convert_dataset(spec=view, out=directory / SHARD_DATASET, options=data["options"])
+        inputs = fingerprinted_files(spec.roots(), [*item["entries"], *plan["globals"]])
+        with inputs_unchanged(inputs, cache=Path(str(self.cache))):
+            view = materialize_shard_source(
+                spec=spec, shard=shard, globals_=entries_from_json(plan["globals"]), dest=directory / SHARD_VIEW
+            )
+            stages.convert_dataset(spec=view, out=directory / SHARD_DATASET, options=data["options"])
         self.finish(view={str(directory / SHARD_VIEW / label): str(root) for label, root in spec.roots().items()})
 
 

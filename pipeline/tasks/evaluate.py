@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, read_class_names_file
 from segpipe.evaluators.errors import EvaluationError
+from segpipe.layout import RESULTS_FILE
 from segpipe.tasks import stages
 from segpipe.cache.targets import CachedTask
 from segpipe.runner.shards import read_plan
@@ -71,7 +72,7 @@ class EvalShard(CachedTask):
         gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
         names = [n for n in read_plan(data["plan"])["shards"][int(data["shard"])]["image_names"] if n in gt_ids]
         stats: dict[str, Any] = {}
-        results_path = pred_dir / "results.json"
+        results_path = pred_dir / RESULTS_FILE
         # A semantic model's results.json holds connected components at best: it is scored as semantic
         # segmentation, and instance metrics are for instance models.
         task = stages.inference_task(pred_dir)
@@ -86,7 +87,7 @@ class EvalShard(CachedTask):
         if classes_file.is_file() and (pred_dir / SEMANTIC_DIR).is_dir() and task in ("semantic", None):
             stats[SEMANTIC_EVAL] = _semantic_shard(
                 names=names, gt_dir=gt_dir / SEMANTIC_DIR, pred_dir=pred_dir / SEMANTIC_DIR,
-                class_names=[line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()],
+                class_names=read_class_names_file(classes_file),
             )
         directory = self.fresh_directory()
         write_shard_stats(directory, stats=stats)
@@ -190,7 +191,9 @@ class EvalReport(CachedTask):
         data = self.data
         parts = [read_shard_stats(t.output().directory) for t in self.requires()]
         out = self.fresh_directory()
-        header = dict(data["header"])
+        header = {**data["header"], **_inference_classes(self.requires())}
+        if data.get("inputs_date"):  # the user's inputs' date, not the cache files' (those change with every clean run)
+            header["inputs_date"] = data["inputs_date"]
         summaries: dict[str, list[list[Any]]] = {}
         long_rows: list[pd.DataFrame] = []
         if parts and all(INSTANCE_EVAL in p for p in parts):
@@ -219,6 +222,16 @@ class EvalReport(CachedTask):
         atomic_write_text(out / PER_CLASS_LONG, long_table.to_csv(index=False, lineterminator="\n"))
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summaries, sort_keys=True, indent=1) + "\n")
         self.finish(evaluations=sorted(summaries))
+
+
+def _inference_classes(shards: list[EvalShard]) -> dict[str, Any]:
+    """How the model's classes met the dataset's (the same in every shard): dropped classes and what is scored."""
+    for shard in shards:
+        meta = shard.requires()["pred"].output().directory / PRED_DIR / "meta.json"
+        if meta.is_file():
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            return {k: data[k] for k in ("dropped_model_classes", "n_dropped_model_outputs", "scoring") if k in data}
+    return {}
 
 
 GALLERY_DIR = "gallery"
@@ -250,7 +263,7 @@ def _gallery_inputs(*, shards: list[EvalShard], evaluation: str, report_dir: Pat
     index_names: dict[int, str] | None = None  # every inference shard of a checkpoint shares one image index
     for shard in shards:
         infer = shard.requires()["pred"]
-        results_path = infer.output().directory / PRED_DIR / "results.json"
+        results_path = infer.output().directory / PRED_DIR / RESULTS_FILE
         if not results_path.is_file():
             continue
         if index_names is None:
@@ -259,8 +272,8 @@ def _gallery_inputs(*, shards: list[EvalShard], evaluation: str, report_dir: Pat
         remapped = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
         picked.extend(r for r in remapped if int(r["image_id"]) in wanted)
     picked.sort(key=lambda r: (int(r["image_id"]), -float(r.get("score", 0.0))))
-    atomic_write_text(gallery / "results.json", json.dumps(picked, sort_keys=True) + "\n")
-    return GallerySource(**common, results=gallery / "results.json")
+    atomic_write_text(gallery / RESULTS_FILE, json.dumps(picked, sort_keys=True) + "\n")
+    return GallerySource(**common, results=gallery / RESULTS_FILE)
 
 
 def _semantic_merge(shards: list[dict[str, Any]]) -> Any:

@@ -22,8 +22,11 @@ from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_F
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import read_image_size
 from segpipe.tasks import stages
+from segpipe.cache.input_check import Expected, inputs_unchanged
 from segpipe.cache.targets import CachedTask
+from segpipe.runner.gpu_slots import gpu_slot
 from segpipe.runner.shards import read_plan
+from segpipe.tasks.convert import spec_from_json
 
 INDEX_DATASET = "dataset"
 PRED_DIR = "pred"
@@ -90,12 +93,32 @@ class InferShard(CachedTask):
         names = read_plan(data["plan"])["shards"][int(data["shard"])]["image_names"]
         image_ids = sorted(ids_by_name[n] for n in names if n in ids_by_name)
         out = self.fresh_directory() / PRED_DIR
-        if image_ids:
-            stages.infer_shard(
-                model=data["model"], checkpoint=Path(data["checkpoint"]), dataset=index_dir, out=out,
-                image_ids=image_ids, options=data["options"], loader_workers=data.get("loader_workers"),
-                checkpoint_sha256=data.get("checkpoint_sha256"),
-            )
-        else:
-            out.mkdir(parents=True, exist_ok=True)
+        plan = read_plan(data["plan"])
+        prefix = spec_from_json(plan["spec"]).image_prefix()
+        image_root = Path(self.requires().data["image_root"])
+        # The images this shard reads, and the checkpoint, must be what the key fingerprinted.
+        inputs: list[Expected] = [(image_root / str(path)[len(prefix):], int(size), str(sha))
+                                  for path, size, sha in plan["shards"][int(data["shard"])]["entries"]
+                                  if str(path).startswith(prefix) and str(path)[len(prefix):] in ids_by_name]
+        if data.get("checkpoint_sha256"):
+            inputs.append((Path(data["checkpoint"]), None, str(data["checkpoint_sha256"])))
+        with inputs_unchanged(inputs, cache=Path(str(self.cache))):
+            if image_ids and data.get("devices"):
+                # `--devices`: whichever listed GPU is free; the key says only "cuda", as the outputs do not
+                # depend on which.
+                with gpu_slot(self.cache, data["devices"]) as gpu:
+                    self._infer(out=out, index_dir=index_dir, image_ids=image_ids,
+                                options={**data["options"], "device": f"cuda:{gpu}"})
+            elif image_ids:
+                self._infer(out=out, index_dir=index_dir, image_ids=image_ids, options=data["options"])
+            else:
+                out.mkdir(parents=True, exist_ok=True)
         self.finish(images=len(image_ids))
+
+    def _infer(self, *, out: Path, index_dir: Path, image_ids: list[int], options: dict[str, Any]) -> None:
+        data = self.data
+        stages.infer_shard(
+            model=data["model"], checkpoint=Path(data["checkpoint"]), dataset=index_dir, out=out,
+            image_ids=image_ids, options=options, loader_workers=data.get("loader_workers"),
+            checkpoint_sha256=data.get("checkpoint_sha256"),
+        )

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from segpipe.layout import META_FILE
 from segpipe.runner.formats import ADAPTERS
 from segpipe.runner.shards import DatasetSpec
 
@@ -25,7 +26,8 @@ CONVERT_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # Inference options forwarded to run_inference (all of them part of the inference key).
 INFER_OPTIONS: tuple[str, ...] = (
-    "num_classes", "classes", "device", "batch_size", "precision", "score_threshold", "resize", "trust_checkpoint",
+    "num_classes", "classes", "class_table", "class_map", "device", "batch_size", "precision", "score_threshold", "resize",
+    "trust_checkpoint",
 )
 # Options that change how fast inference runs, never what it outputs: left out of the inference key.
 INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)
@@ -78,7 +80,7 @@ def inference_task(pred_dir: Path) -> str | None:
     """"semantic" or "instance", as the engine recorded it in meta.json (None when absent)."""
     import json
 
-    meta = pred_dir / "meta.json"
+    meta = pred_dir / META_FILE
     if not meta.is_file():
         return None
     return json.loads(meta.read_text(encoding="utf-8")).get("task")
@@ -167,6 +169,6 @@ def audit(*, dataset_dir: Path) -> Any:
 
 def read_label_map(path: Path) -> np.ndarray:
     """A single-channel label PNG exactly as `segpipe evaluate semantic` reads it (errors name the file)."""
-    from segpipe.evaluators.semantic import read_label_map as read
+    from segpipe.evaluators.label_maps import read_label_map as read
 
     return read(path)

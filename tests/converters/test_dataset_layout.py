@@ -65,3 +65,26 @@ def test_dataset_dir_image_path(root: Path, tmp_path: Path) -> None:
     assert ds.image_path("sub/b.png") == root.resolve() / "sub" / "b.png"
     assert ds.image_path("../../secret/private.png") is None
     assert ds.image_path(str(tmp_path / "secret" / "private.png")) is None
+
+
+def test_one_classes_reader_for_every_command(tmp_path: Path) -> None:
+    """`# comment` lines and blank lines are skipped alike by evaluate semantic, infer and run; a classes
+    file's line may hold a comma; a 150-name comma list is a list, not a file name (NAME_MAX is 255 bytes)."""
+    from segpipe.cli.evaluate_semantic import read_class_names
+    from segpipe.converters.dataset_layout import class_names_option, read_class_names_file
+    from segpipe.inference.data import parse_class_names as infer_classes
+    from segpipe.runner.driver import read_label_space
+
+    (tmp_path / "semantic").mkdir()
+    classes = tmp_path / "semantic" / "classes.txt"
+    classes.write_text("# Oxford-IIIT Pet trimaps\nbackground\n\npet, cat or dog\n", encoding="utf-8")
+    (tmp_path / "instances.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    expected = ["background", "pet, cat or dog"]
+    assert read_class_names_file(classes) == expected
+    assert read_class_names(None, gt_dir=tmp_path / "semantic") == expected
+    assert list(infer_classes(str(classes))) == expected
+    assert read_label_space(tmp_path)["semantic_classes"] == expected
+    many = [f"class_{i:03d}" for i in range(150)]
+    assert class_names_option(",".join(many)) == many
+    assert list(infer_classes(", ".join(many))) == many
+    assert read_class_names(",".join(many), gt_dir=tmp_path) == many

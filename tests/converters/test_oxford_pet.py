@@ -187,6 +187,28 @@ def test_bad_list_falls_back_to_file_names(sample: Path, tmp_path: Path) -> None
     assert sum(f.code == "unknown_species" for f in report.findings) == 24
 
 
+def test_one_bad_list_line_is_a_row_and_the_rest_is_kept(sample: Path, tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    shutil.copytree(sample, root)
+    list_path = root / "annotations" / "list.txt"
+    lines = list_path.read_text().splitlines()
+    data = [i for i, line in enumerate(lines) if not line.startswith("#")]
+    bad_index = data[3]
+    bad_stem = lines[bad_index].split()[0]
+    lines[bad_index] = f"{bad_stem} 1 cat 1"  # SPECIES must be a number
+    list_path.write_text("\n".join(lines) + "\n")
+    report = convert_oxford_pet(root, tmp_path / "out", categories="species")
+    errors = [(f.code, f.message) for f in report.findings if f.severity == "error"]
+    assert errors[0] == ("bad_list", f"line {bad_index + 1}: non-integer id in '{bad_stem} 1 cat 1'; line skipped")
+    assert [Path(f.file).stem for f in report.findings if f.code == "unknown_species"] == [bad_stem]
+    coco = json.loads((tmp_path / "out" / "instances.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["cat", "dog"]
+    expected = {e.image: e.species_name for e in parse_pet_list("\n".join(lines[:bad_index] + lines[bad_index + 1:]), path="l")}
+    got = {Path(coco_im["file_name"]).stem: coco["categories"][a["category_id"] - 1]["name"]
+           for coco_im in coco["images"] for a in coco["annotations"] if a["image_id"] == coco_im["id"]}
+    assert len(got) == 23 and got == {k: v for k, v in expected.items() if k in got}
+
+
 def test_real_oxford_xmls_give_one_head_each(peers: Path) -> None:
     for path in sorted((peers / "tfds_oxford_pet" / "real_xmls").glob("*.xml")):
         data = path.read_bytes()

@@ -253,14 +253,35 @@ def test_peer_fake_examples_are_rejected_with_clear_rows(peers: Path, tmp_path: 
     assert report.exit_code() == EXIT_SKIPPED_ERRORS
 
 
-def test_non_utf8_file_names_go_through(tmp_path: Path) -> None:
+def test_non_utf8_file_names_are_refused_with_a_row(tmp_path: Path) -> None:
     stem = os.fsdecode(b"pug_\xff\xfe")  # undecodable bytes arrive as lone surrogates
     write_pair(tmp_path, stem, make_trimap(np.random.default_rng(5), 20, 20))
     write_pair(tmp_path, "pug_1", np.zeros((4, 4), np.uint8))  # an error row beside it
+    write_pair(tmp_path, "pug_2", make_trimap(np.random.default_rng(6), 20, 20))
     out = tmp_path / "out"
     report = convert_trimap(tmp_path / "trimaps", out, images=tmp_path / "images")
     coco = COCO(str(out / "instances.json"))
-    assert [im["file_name"] for im in coco.dataset["images"]] == [f"{stem}.jpg"]
-    assert (out / "semantic" / f"{stem}.png").is_file()
+    assert [im["file_name"] for im in coco.dataset["images"]] == ["pug_2.jpg"]
+    assert not (out / "semantic" / f"{stem}.png").exists()
+    odd = [(r["file"].rsplit("/", 1)[-1], r["code"]) for r in report_rows(out) if "udc" in r["file"]]
+    assert sorted(odd) == [("pug_\\udcff\\udcfe.jpg", "non_utf8_name"), ("pug_\\udcff\\udcfe.png", "non_utf8_name")]
     assert [r["severity"] for r in report_rows(out) if r["file"].endswith("pug_1.png")] == ["error"]
     assert report.has_errors
+
+
+def test_a_247_byte_file_name_converts(tmp_path: Path) -> None:
+    """The longest legal names (255 bytes) leave no room for a temporary suffix: the temporary twin must still fit."""
+    rng = np.random.default_rng(3)
+    long_stem = "Bengal_" + "x" * 236  # 243 bytes; "<stem>.png" is 247
+    trimaps = {long_stem: make_trimap(rng, 24, 30), "pug_1": make_trimap(rng, 20, 26)}
+    for stem, t in trimaps.items():
+        write_pair(tmp_path, stem, t, ext=".png")
+    assert len(f"{long_stem}.png".encode()) == 247
+    out = tmp_path / "out"
+    report = convert_trimap(tmp_path / "trimaps", out, images=tmp_path / "images")
+    assert report.exit_code() == 0, report.findings
+    written = cv2.imread(str(out / "semantic" / f"{long_stem}.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(written == 1, expected_pet(trimaps[long_stem], "ignore"))
+    assert sorted(p.name for p in (out / "semantic").iterdir() if p.name.startswith(".")) == []
+    coco = COCO(str(out / "instances.json"))
+    assert sorted(im["file_name"] for im in coco.dataset["images"]) == sorted([f"{long_stem}.png", "pug_1.png"])

@@ -195,7 +195,8 @@ def test_two_xmls_for_one_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.uname().sysname == "Darwin", reason="macOS refuses non-UTF-8 file names")
-def test_non_utf8_file_names_do_not_crash(tmp_path: Path) -> None:
+def test_non_utf8_file_names_are_refused_with_a_row(tmp_path: Path) -> None:
+    """Refused at conversion (reports, Parquet and OpenCV downstream need UTF-8), each with a located row."""
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     stem = os.fsdecode(b"caf\xe9")
@@ -205,13 +206,14 @@ def test_non_utf8_file_names_do_not_crash(tmp_path: Path) -> None:
         pytest.skip("file system refuses non-UTF-8 names")
     (src / f"{stem}.xml").write_bytes(labelimg_xml(filename="caf.jpg", width=40, height=30, objects=[{"name": "cat", "box": (1, 1, 5, 5)}]))
     write_image(src / (os.fsdecode(b"lonely_\xff") + ".png"), width=4, height=4, fmt="PNG")
+    write_image(src / "ok.jpg", width=40, height=30)
+    (src / "ok.xml").write_bytes(labelimg_xml(filename="ok.jpg", width=40, height=30, objects=[{"name": "cat", "box": (1, 1, 5, 5)}]))
     convert_voc(src, out, workers=1)
     coco = read_coco(out / "instances.json")
-    (image,) = coco["images"]
-    assert image["file_name"] == f"{stem}.jpg" and (src / image["file_name"]).is_file()
+    assert [im["file_name"] for im in coco["images"]] == ["ok.jpg"]
     report = (out / "conversion_report.csv").read_text(encoding="utf-8")
-    assert "caf\\udce9.jpg" in report and "lonely_\\udcff.png" in report
-    assert codes(out) == [("warning", "filename_mismatch"), ("warning", "non_utf8_name"), ("warning", "unannotated")]
+    assert "caf\\udce9.jpg" in report and "caf\\udce9.xml" in report and "lonely_\\udcff.png" in report
+    assert codes(out) == [("error", "non_utf8_name")] * 3
 
 
 def test_strict_stops_at_the_first_error_and_keeps_the_report(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import pickle
 from typing import Any
 
@@ -274,3 +275,31 @@ def test_default_iou_type_follows_results(data: tuple[dict[str, Any], list[dict[
     report = evaluate_instances(gt, boxes)
     assert report.iou_type == "bbox"
     assert np.max(np.abs(np.array(report.stats) - reference_eval(gt, boxes, "bbox").stats)) <= TOL
+
+
+def test_per_image_counts_leave_out_gt_that_cocoeval_never_scores() -> None:
+    """Annotation id 2 is used twice; its last copy names category 9, which is not declared. COCO.loadAnns
+    files both copies under that copy, so COCOeval scores neither: per_image.csv must agree with the summary."""
+    box = [10.0, 10.0, 20.0, 20.0]
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "categories": [{"id": 1, "name": "pet"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": box, "area": 400.0, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [40.0, 40.0, 10.0, 10.0], "area": 100.0, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 9, "bbox": [40.0, 40.0, 10.0, 10.0], "area": 100.0, "iscrowd": 0},
+        ],
+    }
+    results = [{"image_id": 1, "category_id": 1, "bbox": box, "score": 0.9}]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = json.loads(json.dumps(gt))
+        coco.createIndex()
+        ref = COCOeval(coco, coco.loadRes(results), "bbox")
+        ref.evaluate()
+    scored = sum(int(np.sum(e["gtIgnore"] == 0)) for e in ref.evalImgs if e is not None and e["aRng"] == [0, 1e10])
+    report = evaluate_instances(gt, results, iou_type="bbox")
+    row = report.per_image.set_index("image_id").loc[1]
+    assert scored == 1
+    assert (row["n_gt"], row["tp"], row["fn"]) == (scored, 1, 0)
+    assert report.per_class.set_index("category").loc["pet", "n_gt"] == scored

@@ -129,7 +129,10 @@ def test_model_card_json_and_toml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("card", "field"),
     [({"num_classes": 0}, "num_classes"), ({"mean": [1, 2]}, "mean"), ({"std": [1, 0, 1]}, "std"),
-     ({"class_names": "pet"}, "class_names"), ({"task": "detect"}, "task"), ({"unet": {"depth": "4"}}, "unet.depth")],
+     ({"class_names": "pet"}, "class_names"), ({"task": "detect"}, "task"), ({"unet": {"depth": "4"}}, "unet.depth"),
+     ({"mean": [0.5, float("nan"), 0.5]}, "mean"), ({"std": [0.2, float("inf"), 0.2]}, "std"),
+     ({"std": [0.2, 0.2, float("nan")]}, "std"), ({"unet": {"depth": 40}}, "unet.depth"), ({"unet_width": 100000}, "unet.width"),
+     ({"resize": 100000}, "resize"), ({"num_classes": 10**9}, "num_classes")],
 )
 def test_bad_model_card_names_the_field(tmp_path: Path, card: dict[str, object], field: str) -> None:
     ckpt = tmp_path / "net.pt"
@@ -137,3 +140,31 @@ def test_bad_model_card_names_the_field(tmp_path: Path, card: dict[str, object],
     with pytest.raises(InferenceError, match=field) as info:
         read_model_card(ckpt)
     assert "net.json" in str(info.value)
+
+
+def test_nan_in_a_toml_card_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "net.toml").write_text("mean = [0.5, nan, 0.5]\n")
+    with pytest.raises(InferenceError, match="net.toml: mean: must be finite"):
+        read_model_card(tmp_path / "net.pt")
+
+
+def test_a_zip_bomb_checkpoint_is_refused_before_torch_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 200 MB entry deflated into a few hundred KB: torch would inflate it whole; the central directory says so first."""
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("bomb/data.pkl", "w", force_zip64=True) as entry:
+            block = bytes(1 << 20)
+            for _ in range(200):
+                entry.write(block)
+    assert path.stat().st_size < 1_000_000
+    loads: list[object] = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
+    with pytest.raises(InferenceError, match=r"bomb.pt: refused: its entries inflate to 209715200 bytes"):
+        read_checkpoint(path)
+    assert loads == []
+    ok = tmp_path / "ok.pt"
+    torch.save({"w": torch.zeros(3)}, ok)
+    monkeypatch.undo()
+    assert torch.equal(read_checkpoint(ok)["w"], torch.zeros(3))

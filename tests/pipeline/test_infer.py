@@ -20,7 +20,7 @@ from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, 
 from segpipe.converters.dataset_layout import write_dataset_meta
 from segpipe.converters.images import read_image_size
 from segpipe.inference import engine as infer_engine
-from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD, InferenceError
+from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD, InferenceError, UntrustedCheckpointWarning
 from segpipe.inference.data import ImageEntry, Sample, batches_plan, class_mapping_compute, parse_class_names, read_dataset
 from segpipe.inference.engine import run_inference, run_with_oom_backoff
 from segpipe.inference.outputs import SemanticPrediction, component_results
@@ -349,8 +349,35 @@ def test_torchscript_model(dataset: Path, tmp_path: Path) -> None:
     path = tmp_path / "net.ts"
     torch.jit.save(torch.jit.script(net), str(path))
     (tmp_path / "net.toml").write_text('task = "semantic"\nclass_names = ["background", "pet"]\n')
-    run_inference(model="torchscript", checkpoint=path, dataset=dataset, out=tmp_path / "p", workers=0)
+    with pytest.raises(InferenceError, match="TorchScript file is a program.*--trust-checkpoint"):
+        run_inference(model="torchscript", checkpoint=path, dataset=dataset, out=tmp_path / "p", workers=0)
+    assert not (tmp_path / "p" / "semantic").exists()
+    with pytest.warns(UntrustedCheckpointWarning, match="TORCHSCRIPT"):
+        run_inference(model="torchscript", checkpoint=path, dataset=dataset, out=tmp_path / "p", workers=0,
+                      trust_checkpoint=True)
     np.testing.assert_array_equal(read_png(tmp_path / "p" / "semantic" / "a.png"), reference_argmax(net, dataset / "img" / "a.png"))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_torchscript_is_not_loaded_without_trust(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`torch.jit.load` runs the archive's code: without --trust-checkpoint it is never called, and the CLI says why."""
+    from click.testing import CliRunner
+
+    from segpipe.cli import main
+
+    path = tmp_path / "net.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(path))
+    loads: list[str] = []
+    monkeypatch.setattr(torch.jit, "load", lambda f, *a, **k: loads.append(str(f)))
+    args = ["infer", "--model", "torchscript", "--checkpoint", str(path), "--dataset", str(dataset),
+            "-o", str(tmp_path / "p"), "--workers", "0", "--device", "cpu"]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 1, done.output
+    assert f"{path}: refused: a TorchScript file is a program" in done.output
+    assert loads == []
+    assert not (tmp_path / "p" / "results.json").exists()
+    helptext = " ".join(CliRunner().invoke(main, ["infer", "--help"]).output.split())
+    assert "TorchScript files too" in helptext
 
 
 def test_batches_plan_groups_equal_sizes_and_aspect_ratios() -> None:
@@ -372,8 +399,11 @@ def test_class_mapping(dataset: Path) -> None:
     assert (m.output_names, m.targets, m.component_categories) == (("background", "pet"), (0, 1), (None, 1))
     m = class_mapping_compute(task="instance", names=["background", "pet"], num_classes=2, dataset=info, source="x")
     assert m.targets == (0, 1)
-    with pytest.raises(InferenceError, match="dog"):
-        class_mapping_compute(task="instance", names=["pet", "dog"], num_classes=None, dataset=info, source="card.json")
+    # A model class the dataset lacks is dropped and counted; only a model with no class in the dataset is refused.
+    m = class_mapping_compute(task="instance", names=["pet", "dog"], num_classes=None, dataset=info, source="card.json")
+    assert (m.targets, m.kept, m.dropped) == ((0, 1, 0), (False, True, False), ("dog",))
+    with pytest.raises(InferenceError, match="card.json: classes: no model class maps.*'dog'"):
+        class_mapping_compute(task="instance", names=["cat", "dog"], num_classes=None, dataset=info, source="card.json")
     assert parse_class_names("background, pet") == ("background", "pet")
 
 

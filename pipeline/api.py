@@ -1,0 +1,180 @@
+"""segpipe from Python: each command of the CLI as a function returning the tables the CLI writes.
+
+`import segpipe` re-exports these names lazily (nothing heavy is imported until one is called). Every
+function takes paths, reads and writes the same files as the command of the same name, and returns the
+same pandas DataFrames the command writes as CSV/Parquet:
+
+- `sample(out)` -> Path: the embedded Oxford-IIIT-Pet-style sample (`segpipe sample`);
+- `convert(fmt, src, out, **options)` -> DataFrame: the conversion report rows (`segpipe convert FMT`);
+- `evaluate_instances(gt, pred, out=None)` -> InstanceReport: `.summary`, `.per_class`, `.per_image`, `.pr_curves`;
+- `evaluate_semantic(gt, pred, out=None)` -> SemanticReport: `.summary`, `.per_class`, `.per_image`, `.confusion`;
+- `infer(model=, checkpoint=, dataset=, out=)` -> InferenceSummary (`segpipe infer`);
+- `audit(dataset, pred=None, out=None)` -> AuditResult: `.findings`, `.summary` (`segpipe audit`);
+- `run(dataset=, format=, model=, checkpoints=, out=)` -> RunResult: `.leaderboard` DataFrame, `.exit_code`.
+
+Errors are `segpipe.SegpipeError` subclasses naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from segpipe.layout import SEMANTIC_CLASSES_FILE
+
+if TYPE_CHECKING:  # imported lazily at call time: `import segpipe` must stay cheap
+    import pandas as pd
+
+    from segpipe.evaluators.audit import AuditResult
+    from segpipe.evaluators.instance import InstanceReport
+    from segpipe.evaluators.semantic_tables import SemanticReport
+    from segpipe.inference.engine import InferenceSummary
+    from segpipe.runner.driver import RunOutcome
+
+PathLike = str | os.PathLike[str]
+
+
+def sample(out: PathLike, *, n_images: int = 24, seed: int = 0) -> Path:
+    """Write the embedded sample dataset (Oxford-IIIT Pet layout) under `out`; returns `out`."""
+    from segpipe.demo.sample import generate_sample
+
+    return generate_sample(Path(out), n_images=n_images, seed=seed)
+
+
+def _converters() -> dict[str, Callable[..., Any]]:
+    from segpipe.converters.oxford_pet import convert_oxford_pet
+    from segpipe.converters.trimap import convert_trimap
+    from segpipe.converters.voc import convert_voc
+
+    return {"voc": convert_voc, "trimap": convert_trimap, "oxford-pet": convert_oxford_pet}
+
+
+def convert(fmt: str, src: PathLike, out: PathLike, **options: Any) -> pd.DataFrame:
+    """Convert the annotation folder `src` (format `fmt`) into the dataset dir `out`.
+
+    `options` are the keyword options of the format's converter (the CLI's options, `-` written `_`: for
+    example `categories="pet"` for oxford-pet, `images=`, `classes=`, `one_based=True` for voc). Returns
+    the rows of OUT/conversion_report.csv (file, severity, code, message); bad input files are rows, not
+    exceptions, exactly as in the CLI.
+    """
+    import pandas as pd
+
+    from segpipe.converters.report import REPORT_FILE_NAME
+
+    converters = _converters()
+    if fmt not in converters:
+        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(sorted(converters))}")
+    converters[fmt](Path(src), Path(out), **options)
+    return pd.read_csv(Path(out) / REPORT_FILE_NAME, dtype=str, keep_default_na=False)
+
+
+def evaluate_instances(gt: PathLike, pred: PathLike, *, out: PathLike | None = None, iou_type: str | None = None,
+                       drop_invalid: bool = False) -> InstanceReport:
+    """Score a COCO results file against a COCO ground truth (pycocotools' numbers); with `out`, write the
+    report folder `segpipe evaluate instances` writes (tables + header.json, no HTML page)."""
+    from segpipe.cli.evaluate_instances import CONVENTIONS, write_instance_report
+    from segpipe.evaluators.coco_ground_truth import GT_PATH
+    from segpipe.evaluators.coco_results import RESULTS_PATH
+    from segpipe.evaluators.errors import EvaluationError
+    from segpipe.evaluators.instance import default_iou_type
+    from segpipe.evaluators.instance import evaluate_instances as evaluate
+    from segpipe.evaluators.json_files import read_json_file
+
+    gt_path, pred_path = Path(gt), Path(pred)
+    gt_data = read_json_file(gt_path, what="ground truth")
+    results = read_json_file(pred_path, what="results")
+    kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
+    try:
+        report = evaluate(gt_data, results, iou_type=kind, drop_invalid=drop_invalid)
+    except EvaluationError as err:  # the evaluator names in-memory inputs; here they are files
+        path = {GT_PATH: str(gt_path), RESULTS_PATH: str(pred_path)}.get(err.path, err.path)
+        raise EvaluationError(path, err.field, err.reason) from err
+    if out is not None:
+        header = {"command": "evaluate instances", "gt": str(gt_path.resolve()), "pred": str(pred_path.resolve()),
+                  "n_images": int(len(report.per_image)), "n_results": len(results) if isinstance(results, list) else 0,
+                  "drop_invalid": drop_invalid, "conventions": CONVENTIONS}
+        write_instance_report(report, Path(out), header=header)
+    return report
+
+
+def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = None,
+                      classes: Sequence[str] | None = None, ignore_index: int | None = None) -> SemanticReport:
+    """Score predicted label maps against ground-truth label maps, matched by stem (mIoU, Dice, accuracy).
+
+    `gt`/`pred` are folders of PNGs or dataset/prediction dirs holding them under semantic/; `classes`
+    defaults to the GT folder's classes.txt. With `out`, write the report folder (tables + header.json).
+    """
+    from segpipe.cli.evaluate_semantic import CONVENTIONS, label_map_dir, write_semantic_report
+    from segpipe.converters.dataset_layout import read_class_names_file
+    from segpipe.evaluators.confusion import IGNORE_INDEX
+    from segpipe.evaluators.errors import EvaluationError
+    from segpipe.evaluators.semantic import evaluate_semantic_dirs
+
+    gt_dir, pred_dir = label_map_dir(Path(gt)), label_map_dir(Path(pred))
+    ignore = IGNORE_INDEX if ignore_index is None else ignore_index
+    if classes is None:
+        classes_file = gt_dir / SEMANTIC_CLASSES_FILE
+        if not classes_file.is_file():
+            raise EvaluationError(classes_file, "", "no classes.txt beside the label maps: pass classes=[...]")
+        classes = read_class_names_file(classes_file)
+    names = list(classes)
+    report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, ignore_index=ignore)
+    if out is not None:
+        header = {"command": "evaluate semantic", "gt": str(gt_dir.resolve()), "pred": str(pred_dir.resolve()),
+                  "classes": names, "ignore_index": ignore, "n_images": len(report.per_image),
+                  "conventions": CONVENTIONS}
+        write_semantic_report(report, Path(out), header=header)
+    return report
+
+
+def infer(*, model: str, checkpoint: PathLike, dataset: PathLike, out: PathLike, **options: Any) -> InferenceSummary:
+    """Run `checkpoint` (architecture `model`, e.g. "unet", "deeplabv3_resnet50", "maskrcnn_resnet50_fpn") over
+    a converted `dataset` into the predictions dir `out` (`segpipe infer`). `options`: the CLI's options
+    (device, batch_size, precision, score_threshold, resize, classes, trust_checkpoint, workers...)."""
+    from segpipe.inference.engine import run_inference
+
+    return run_inference(model=model, checkpoint=Path(checkpoint), dataset=Path(dataset), out=Path(out), **options)
+
+
+def audit(dataset: PathLike, *, pred: PathLike | None = None, out: PathLike | None = None) -> AuditResult:
+    """Audit label quality of a converted dataset dir (or a COCO file); `pred` adds the model-assisted checks.
+    With `out`, write findings.csv and summary.csv (+ Parquet) as `segpipe audit` does."""
+    from segpipe.cli.audit import write_audit
+    from segpipe.evaluators.audit import audit_path
+
+    result = audit_path(Path(dataset), pred=Path(pred) if pred is not None else None)
+    if out is not None:
+        write_audit(Path(out), findings=result.findings, summary=result.summary)
+    return result
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `segpipe run` leaves: the leaderboard table and the run's bookkeeping (tasks run, cached, failed)."""
+
+    leaderboard: pd.DataFrame
+    outcome: RunOutcome
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code `segpipe run` would end with (0 all done; see the README)."""
+        return self.outcome.exit_code
+
+
+def run(**settings: Any) -> RunResult:
+    """The whole cached pipeline (`segpipe run`): `dataset`, `format`, `model`, `checkpoints` (a glob or a list)
+    and `out` are required; every other setting of run.toml is accepted by its name (`workers`, `audit`,
+    `cache_dir`, `convert={...}`, `infer={...}`...). Returns the leaderboard as OUT/leaderboard.csv has it."""
+    import pandas as pd
+
+    from segpipe.runner.config import parse_run_settings
+    from segpipe.runner.driver import run_pipeline
+
+    if isinstance(settings.get("checkpoints"), (list, tuple)):
+        settings["checkpoints"] = [str(c) for c in settings["checkpoints"]]
+    parsed = parse_run_settings({}, overrides=settings, source="segpipe.run()")
+    outcome = run_pipeline(parsed)
+    board = pd.read_csv(outcome.leaderboard) if outcome.leaderboard is not None else pd.DataFrame()
+    return RunResult(leaderboard=board, outcome=outcome)

@@ -1,0 +1,69 @@
+"""A task publishes only what it computed from the inputs its key describes.
+
+The driver fingerprints the inputs once, before any task runs; a file edited after that (and perhaps
+restored later) would otherwise leave a cache entry whose key names content the task never read, served
+to every later run. So a task that reads dataset files or a checkpoint checks, around its work:
+
+- before: each file's content still has the fingerprint of the plan (through the stat cache, so an
+  untouched file is not read again);
+- after: no file was written meanwhile (size, mtime, ctime and inode unchanged; `ctime` also moves when
+  someone restores an old mtime with `touch -r`, see https://man7.org/linux/man-pages/man7/inode.7.html).
+
+Either failure refuses the task (no completion marker): the next run fingerprints again and recomputes.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache
+
+Expected = tuple[Path, "int | None", str]  # (path, size or None when not recorded, sha256) as fingerprinted by the driver
+
+
+class InputChangedError(RuntimeError):
+    """An input file differs from its fingerprint, or changed while a task read it."""
+
+
+def fingerprinted_files(roots: Mapping[str, Path], rows: Sequence[Sequence[object]]) -> list[Expected]:
+    """Manifest rows `[label/rel, size, sha256]` as real paths under the dataset roots."""
+    files: list[Expected] = []
+    for path, size, sha in rows:
+        label, _, rel = str(path).partition("/")
+        files.append((Path(roots[label]) / rel if rel else Path(roots[label]), int(str(size)), str(sha)))
+    return files
+
+
+def _snapshot(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+@contextmanager
+def inputs_unchanged(files: Sequence[Expected], *, cache: Path) -> Iterator[None]:
+    """Run the block only if `files` match their fingerprints; raise if any changed while it ran."""
+    stat_cache = StatCache(cache / "fingerprints" / STAT_CACHE_FILE)  # read only: the driver owns its updates
+    before: dict[Path, tuple[int, int, int, int]] = {}
+    for path, size, sha in files:
+        resolved = path.resolve()
+        try:
+            before[path] = _snapshot(resolved)
+            st = resolved.stat()
+            same = (size is None or st.st_size == size) and stat_cache.sha256(resolved, stat=st) == sha
+        except OSError as err:
+            raise InputChangedError(f"{path}: unreadable since this run fingerprinted it ({err}); run again") from err
+        if not same:
+            raise InputChangedError(f"{path}: changed since this run fingerprinted it; run again to use the new content")
+    yield
+    for path in before:
+        try:
+            now = _snapshot(path.resolve())
+        except OSError:
+            now = None
+        if now != before[path]:
+            raise InputChangedError(
+                f"{path}: modified while this task read it, so its result was not kept; run again "
+                f"(a file must not change during a run)")
+

@@ -1,0 +1,73 @@
+"""What a cache entry holds, recorded in its completion marker and checked before the entry is trusted.
+
+A marker alone only says "a run once finished here": files deleted, truncated or replaced afterwards would
+be served as if intact. So the marker lists every file of the entry with its size and sha256. A reader
+checks names and sizes of every file (one `stat` each) and the digests of small files (cheap, and they
+are the JSON/CSV that carry the numbers); a mismatch makes the entry count as not done, so it is
+recomputed, and the reason is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+LOG = logging.getLogger("segpipe.cache")
+# Files up to this size have their digest verified each time an entry is checked; larger ones by size only.
+CHEAP_DIGEST_BYTES = 64 * 1024
+_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 already computed this process
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def entry_inventory(directory: Path, *, skip: str) -> dict[str, list[Any]]:
+    """{relative POSIX path: [size, sha256]} of every regular file under `directory` except `skip`."""
+    found: dict[str, list[Any]] = {}
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        here = Path(dirpath)
+        for name in sorted(filenames):
+            path = here / name
+            rel = path.relative_to(directory).as_posix()
+            if rel == skip or path.is_symlink() or not path.is_file():
+                continue
+            found[rel] = [path.stat().st_size, _sha256(path)]
+    return found
+
+
+def inventory_mismatch(directory: Path, recorded: Mapping[str, Any]) -> str | None:
+    """Why the files under `directory` no longer match `recorded` (the first problem found), or None."""
+    for rel in sorted(recorded):
+        item = recorded[rel]
+        path = directory / rel
+        try:
+            size, digest = int(item[0]), str(item[1])
+            st = path.stat()
+        except FileNotFoundError:
+            return f"{path}: missing (the completion marker lists it)"
+        except (OSError, TypeError, ValueError, IndexError, KeyError) as err:
+            return f"{path}: unreadable entry record or file ({err})"
+        if st.st_size != size:
+            return f"{path}: {st.st_size} bytes, the completion marker recorded {size}"
+        if size <= CHEAP_DIGEST_BYTES:
+            memo = (str(path), st.st_size, st.st_mtime_ns)
+            actual = _verified.get(memo)
+            if actual is None:
+                actual = _sha256(path)
+                _verified[memo] = actual
+            if actual != digest:
+                return f"{path}: content differs from the sha256 the completion marker recorded"
+    return None
+
+
+def report_damage(directory: Path, reason: str) -> None:
+    LOG.warning("cache entry %s is damaged and will be recomputed: %s", directory, reason)

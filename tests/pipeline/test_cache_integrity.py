@@ -1,0 +1,205 @@
+"""Cache entries: one writer at a time, markers that list their files, damaged bookkeeping rebuilt."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache
+from segpipe.cache.targets import (
+    EXECUTION_LOG, CachedTask, MarkerTarget, log_execution, prepare_directory, read_executions, write_marker,
+)
+from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.runner.driver import run_pipeline
+from tests.pipeline.pipeline_fixtures import make_checkpoint, make_dataset, settings_for
+
+
+class SlowTask(CachedTask):
+    """Writes its files one by one, slowly, each stamped with the writing process."""
+
+    kind = "slow"
+
+    def compute(self) -> None:
+        out = self.fresh_directory()
+        for i in range(4):
+            atomic_write_text(out / f"part{i}.txt", f"{os.getpid()}\n")
+            time.sleep(0.1)
+        self.finish(pid=os.getpid())
+
+
+def _run_slow(cache: str, barrier: "multiprocessing.synchronize.Barrier") -> None:
+    barrier.wait()
+    SlowTask(key="k", cache=cache).run()
+
+
+def test_two_processes_never_write_one_entry_at_once(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_run_slow, args=(str(tmp_path), barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(read_executions(tmp_path)) == 1  # the second one waited, then reused the first one's result
+    task = SlowTask(key="k", cache=str(tmp_path))
+    assert task.output().exists()
+    pid = task.output().read_marker()["pid"]
+    assert [(task.output().directory / f"part{i}.txt").read_text() for i in range(4)] == [f"{pid}\n"] * 4
+
+
+def test_marker_lists_files_and_a_damaged_entry_is_not_done(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    target = MarkerTarget(tmp_path / "entry")
+    prepare_directory(target)
+    (target.directory / "sub").mkdir()
+    (target.directory / "sub" / "a.png").write_bytes(b"\x89PNG-a")
+    (target.directory / "b.csv").write_text("x\n1\n")
+    write_marker(target, {"key": "k"})
+    files = json.loads(target.marker.read_text())["_files"]
+    assert sorted(files) == ["b.csv", "sub/a.png"] and files["b.csv"][0] == 4
+    assert target.exists() and target.read_marker() == {"key": "k"}
+
+    (target.directory / "b.csv").write_text("x\n2\n")  # same size, other content
+    with caplog.at_level(logging.WARNING, logger="segpipe.cache"):
+        assert not target.exists()
+    assert f"{target.directory / 'b.csv'}: content differs" in caplog.text and "recomputed" in caplog.text
+    (target.directory / "b.csv").write_text("x\n1\n")
+    assert target.exists()
+    (target.directory / "sub" / "a.png").write_bytes(b"\x89P")  # truncated
+    assert not target.exists()
+    (target.directory / "sub" / "a.png").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="segpipe.cache"):
+        assert not target.exists()
+    assert "sub/a.png: missing" in caplog.text
+    target.marker.write_text("{garbage")
+    assert not target.exists()
+
+
+def test_damaged_execution_log_and_stat_cache_are_rebuilt(tmp_path: Path) -> None:
+    log_execution(tmp_path, task_id="A")
+    with open(tmp_path / "log" / EXECUTION_LOG, "ab") as fh:
+        fh.write(b'{"task_id": "half-writ\n\xff\xfe garbage\n[1, 2]\n')
+    log_execution(tmp_path, task_id="B")
+    assert [e["task_id"] for e in read_executions(tmp_path)] == ["A", "B"]
+    path = tmp_path / STAT_CACHE_FILE
+    sample = tmp_path / "f.txt"
+    sample.write_text("abc")
+    for damaged in ("[1, 2]", '{"version": 1, "entries": {"x": 3, "y": [1]}}', "\x00\x01", '{"version": 1, "entries": [1]}'):
+        path.write_text(damaged)
+        cache = StatCache(path)
+        assert len(cache.sha256(sample, stat=sample.stat())) == 64
+        cache.save()
+        assert StatCache(path).sha256(sample, stat=sample.stat()) == cache.sha256(sample, stat=sample.stat())
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("world")
+    make_dataset(tmp / "pets", n_images=8)
+    make_checkpoint(tmp / "ckpts" / "m0.pt", seed=0)
+    return tmp
+
+
+def _board(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "leaderboard.csv").set_index("checkpoint")
+
+
+def test_damaged_cache_entries_are_recomputed_not_trusted(world: Path, tmp_path: Path) -> None:
+    """Delete a prediction inside a done inference entry, edit an annotation (so evaluation reruns over the
+    same predictions), damage the bookkeeping: the rerun equals a clean run over the edited dataset."""
+    for name in ("pets", "ckpts"):
+        shutil.copytree(world / name, tmp_path / name)
+    settings = settings_for(tmp_path, dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    assert run_pipeline(settings).exit_code == 0
+    cache = settings.out / ".cache"
+    pred = sorted(cache.glob("infer/**/pred/semantic/*.png"))
+    assert pred
+    pred[0].unlink()
+    trimap = sorted((tmp_path / "pets" / "annotations" / "trimaps").glob("*.png"))[0]
+    values = np.array(Image.open(trimap))
+    values[: values.shape[0] // 2] = 2  # top half becomes background
+    Image.fromarray(values).save(trimap)
+    with open(cache / "log" / EXECUTION_LOG, "ab") as fh:
+        fh.write(b"not json\n")
+    (cache / "fingerprints" / STAT_CACHE_FILE).write_text("[")
+    payload = sorted((cache / "payloads").glob("*.json"))[0]
+    payload.write_bytes(payload.read_bytes()[:10])
+
+    outcome = run_pipeline(settings)
+    assert outcome.exit_code == 0, outcome.failed
+    assert "InferShard" in {t.split("_")[0] for t in outcome.ran}
+
+    clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    assert run_pipeline(clean).exit_code == 0
+    pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
+    assert pred[0].is_file()
+
+
+def _edit_trimap(path: Path) -> None:
+    values = np.array(Image.open(path))
+    values[: values.shape[0] // 3] = 2
+    Image.fromarray(values).save(path)
+
+
+def test_an_input_edited_during_a_task_and_restored_is_not_published(
+        world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.tasks import stages
+
+    for name in ("pets", "ckpts"):
+        shutil.copytree(world / name, tmp_path / name)
+    trimap = sorted((tmp_path / "pets" / "annotations" / "trimaps").glob("*.png"))[0]
+    original = trimap.read_bytes()
+    convert = stages.convert_dataset
+
+    def convert_while_someone_edits(**kwargs: object) -> object:
+        _edit_trimap(trimap)  # the task reads the edited file...
+        try:
+            return convert(**kwargs)
+        finally:
+            trimap.write_bytes(original)  # ...which is back to its fingerprinted content when the task ends
+
+    monkeypatch.setattr(stages, "convert_dataset", convert_while_someone_edits)
+    settings = settings_for(tmp_path, dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    outcome = run_pipeline(settings)
+    assert outcome.exit_code != 0
+    assert any(f"{trimap}: modified while this task read it" in reason for reason in outcome.failed.values()), outcome.failed
+    monkeypatch.setattr(stages, "convert_dataset", convert)
+    assert run_pipeline(settings).exit_code == 0
+    clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    assert run_pipeline(clean).exit_code == 0
+    pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
+
+
+def test_an_input_edited_after_fingerprinting_is_refused(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.runner import driver
+
+    for name in ("pets", "ckpts"):
+        shutil.copytree(world / name, tmp_path / name)
+    trimap = sorted((tmp_path / "pets" / "annotations" / "trimaps").glob("*.png"))[-1]
+    plan = driver.plan_shards
+
+    def plan_then_edit(*args: object, **kwargs: object) -> object:
+        result = plan(*args, **kwargs)
+        _edit_trimap(trimap)
+        return result
+
+    monkeypatch.setattr(driver, "plan_shards", plan_then_edit)
+    settings = settings_for(tmp_path, dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    outcome = run_pipeline(settings)
+    assert any(f"{trimap}: changed since this run fingerprinted it" in reason for reason in outcome.failed.values()), outcome.failed
+    monkeypatch.setattr(driver, "plan_shards", plan)
+    assert run_pipeline(settings).exit_code == 0
+    clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
+    assert run_pipeline(clean).exit_code == 0
+    pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
