@@ -35,7 +35,7 @@ class AnnotationRecord:
     category: str
     bbox: tuple[float, float, float, float]
     area: float
-    segmentation: Mapping[str, Any] | None = None
+    segmentation: Mapping[str, Any] | Sequence[Sequence[float]] | None = None  # RLE dict, or polygons (box rectangles)
     attributes: Mapping[str, Any] = field(default_factory=dict)
     iscrowd: int = ISCROWD_OBJECT  # 1 marks an ignore region for COCOeval (VOC difficult boxes under --difficult ignore)
 
@@ -114,8 +114,10 @@ def assemble_coco(*, images: Sequence[ImageRecord], categories: Sequence[Categor
                 "area": float(ann.area),
                 "iscrowd": int(ann.iscrowd),
             }
-            if ann.segmentation is not None:
+            if isinstance(ann.segmentation, Mapping):
                 record["segmentation"] = dict(ann.segmentation)
+            elif ann.segmentation is not None:
+                record["segmentation"] = [[float(v) for v in polygon] for polygon in ann.segmentation]
             if ann.attributes:
                 record["attributes"] = dict(ann.attributes)
             out_anns.append(record)

@@ -27,6 +27,7 @@ from segpipe.converters.dataset_layout import INSTANCES_FILE, discard_outputs, w
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_image_name, is_utf8_name, read_image_size, read_input_bytes
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, Severity, StrictModeError, display_path, write_report
+from segpipe.converters.shapes import box_polygon
 from segpipe.converters.voc_parse import VocDocument, VocObject, check_filename, check_size, parse_voc_xml, voc_objects_to_annotations
 
 __all__ = [
@@ -153,6 +154,9 @@ class _Job:
     class_names: tuple[str, ...] | None
     where: str  # where the image was looked for, for the missing-image message
     ignore_difficult: bool = False
+    size_from_xml: bool = False  # a missing image is converted with the XML's <size> (box-only datasets)
+    rectangle_segmentation: bool = False
+    stem_path: str = ""  # the XML's path under SRC without extension: the file_name of a missing image
 
 
 @dataclass(frozen=True)
@@ -194,8 +198,14 @@ def _convert_one(job: _Job) -> _Outcome:
     names = tuple(sorted({o.name for o in doc.objects if not o.problem}))
     category_of = _category_checker(job.class_names)
     width_height: tuple[int, int] | None = None
-    if job.image is None:
-        findings.append(_error(xml_path, "missing_image", f"no image named {_split(xml_path)[1]}.<image extension> {job.where}; the XML is skipped"))
+    file_name = job.file_name
+    if job.image is None and job.size_from_xml and doc.size is not None:
+        width_height = doc.size[0], doc.size[1]
+        file_name = job.stem_path + _image_extension(doc.filename)
+        findings.append(_row(file=xml_path, severity="warning", code="size_from_xml", message=f"no image {job.where}: size {width_height[0]}×{width_height[1]} taken from <size>, file_name {file_name} (--size-from-xml)"))
+    elif job.image is None:
+        hint = " and no <size> to take the size from" if job.size_from_xml else ""
+        findings.append(_error(xml_path, "missing_image", f"no image named {_split(xml_path)[1]}.<image extension> {job.where}{hint}; the XML is skipped"))
     else:
         try:
             width_height = read_image_size(job.image)
@@ -209,7 +219,7 @@ def _convert_one(job: _Job) -> _Outcome:
         return _Outcome(None, tuple(findings), names)
     width, height = width_height
     findings.extend(check_size(doc, width=width, height=height, path=xml_path))
-    findings.extend(map(_escaped, check_filename(doc, image_name=posixpath.basename(job.image), path=xml_path)))
+    findings.extend(map(_escaped, check_filename(doc, image_name=posixpath.basename(job.image or file_name or ""), path=xml_path)))
     records, box_findings = voc_objects_to_annotations(doc, width=width, height=height, one_based=job.one_based, path=xml_path, category_of=category_of)
     findings.extend(box_findings)
     bad = sum(f.severity == "error" for f in box_findings)
@@ -221,10 +231,18 @@ def _convert_one(job: _Job) -> _Outcome:
         return _Outcome(None, tuple(findings), names)
     if job.ignore_difficult:
         records = ignore_difficult_boxes(records)
+    if job.rectangle_segmentation:
+        records = [replace(r, segmentation=[box_polygon(r.bbox)]) for r in records]
     if not records:
         findings.append(_row(file=xml_path, severity="info", code="no_objects", message="no <object>: kept as a negative image (no annotations)"))
-    record = ImageRecord(file_name=job.file_name or "", width=width, height=height, annotations=tuple(records))
+    record = ImageRecord(file_name=file_name or "", width=width, height=height, annotations=tuple(records))
     return _Outcome(record, tuple(findings), names)
+
+
+def _image_extension(filename: str | None) -> str:
+    """The extension of `<filename>` when it names an image (only the extension is used, never the path), else .jpg."""
+    ext = posixpath.splitext((filename or "").replace("\\", "/"))[1]
+    return ext if is_image_name("x" + ext) else ".jpg"
 
 
 def _pick_workers(workers: int | None, n_jobs: int) -> int:
@@ -264,6 +282,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[str] | None, one_based: bool, ignore_difficult: bool,
+                size_from_xml: bool, rectangle_segmentation: bool,
                 workers: int | None, report: ConversionReport, progress: bool) -> dict[str, Any]:
     if image_root == src:  # one walk for both
         found = _walk_files(src, keep=lambda name: _is_xml_name(name) or is_image_name(name))
@@ -281,7 +300,8 @@ def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[
     where = "beside the XML" if beside else f"under {image_root}"
     jobs = [
         _Job(xml=os.path.join(src, xml), image=None if img is None else os.path.join(image_root, img), file_name=img, one_based=one_based,
-             class_names=None if class_names is None else tuple(class_names), where=where, ignore_difficult=ignore_difficult)
+             class_names=None if class_names is None else tuple(class_names), where=where, ignore_difficult=ignore_difficult,
+             size_from_xml=size_from_xml, rectangle_segmentation=rectangle_segmentation, stem_path=posixpath.splitext(xml)[0])
         for xml, img in sorted(image_of.items())
     ]
     records: list[ImageRecord] = []
@@ -318,11 +338,15 @@ def convert_voc(
     strict: bool = False,
     workers: int | None = None,
     progress: bool = False,
+    size_from_xml: bool = False,
+    rectangle_segmentation: bool = False,
 ) -> ConversionReport:
     """Convert every `*.xml` under `src` to `out/instances.json` (+ dataset.json, conversion_report.csv).
 
     `difficult`: `count` keeps difficult boxes as objects, `ignore` writes them with iscrowd 1 (COCOeval
-    ignore regions). `workers`: processes reading XMLs and image headers (None: all cores from 1,000 files up, else 1).
+    ignore regions). `size_from_xml`: an XML whose image is absent is converted with its `<size>` (warning row;
+    file_name = the XML's path with the extension of `<filename>`), as box-only datasets need.
+    `rectangle_segmentation`: every box also gets its rectangle as a polygon `segmentation`. `workers`: processes reading XMLs and image headers (None: all cores from 1,000 files up, else 1).
     `progress`: a tqdm bar on stderr (shown only on a terminal). Raises AnnotationError before
     converting anything when `src`/`images` is not a directory or the classes file is unusable (a
     usage error), and StrictModeError under `strict` after writing the report so far and removing OUT's
@@ -340,13 +364,15 @@ def convert_voc(
     with _gc_paused():
         try:
             coco = _build_coco(src, image_root, beside=images is None, class_names=class_names, one_based=one_based,
-                               ignore_difficult=difficult == "ignore", workers=workers, report=report, progress=progress)
+                               ignore_difficult=difficult == "ignore", size_from_xml=size_from_xml,
+                               rectangle_segmentation=rectangle_segmentation, workers=workers, report=report, progress=progress)
         except StrictModeError:
             write_report(out / REPORT_FILE_NAME, report.findings)
             discard_outputs(out)
             raise
         write_coco(out / INSTANCES_FILE, coco)
-    options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()), "one_based": one_based, "difficult": difficult}
+    options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()), "one_based": one_based, "difficult": difficult,
+               "size_from_xml": size_from_xml, "rectangle_segmentation": rectangle_segmentation}
     write_dataset_meta(out, format=VOC_FORMAT, image_root=image_root, options=options)
     write_report(out / REPORT_FILE_NAME, report.findings)
     return report

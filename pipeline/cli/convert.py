@@ -1,4 +1,4 @@
-"""`segpipe convert voc|trimap|oxford-pet`: annotation folders in, a converted dataset directory out.
+"""`segpipe convert voc|trimap|oxford-pet|yolo|labelme|cvat|voc-seg`: annotation folders in, a converted dataset directory out.
 
 Every command writes OUT/conversion_report.csv and prints a one-line summary. Exit codes: 0 when the
 report has no error row, 3 when some inputs were skipped as errors (the good ones are still written),
@@ -38,6 +38,13 @@ _border_option = click.option(
 _categories_option = click.option(
     "--categories", type=click.Choice(CATEGORY_CHOICES), default="breed", show_default=True,
     help="Granularity of the instance categories: one per breed, cat/dog, or a single 'pet'.",
+)
+
+_rectangle_option = click.option(
+    "--rectangle-segmentation", is_flag=True,
+    help="Also give box annotations a one-polygon `segmentation` (the box itself), for loaders that need a mask "
+    "for every annotation (torchvision's Mask R-CNN training, pycocotools annToMask). Off by default: such "
+    "masks are rectangles, not object shapes.",
 )
 
 
@@ -86,15 +93,20 @@ def convert() -> None:
 @click.option("--difficult", type=click.Choice(DIFFICULT_CHOICES), default="count", show_default=True,
               help="<difficult>1</difficult> boxes: counted as objects, or written with iscrowd=1 so that COCOeval "
               "ignores them (neither a hit nor a miss; detections on them are not false positives).")
+@click.option("--size-from-xml", is_flag=True,
+              help="Convert an XML whose image is absent with the XML's <size> (a warning row each), file_name = the "
+              "XML's path with <filename>'s extension: box-only datasets shipped without images. Off: such XMLs are error rows.")
+@_rectangle_option
 @_strict_option
 @_workers_option
 def convert_voc_cmd(src: Path, out: Path, images: Path | None, classes: Path | None, one_based: bool, difficult: str,
-                    strict: bool, workers: int | None) -> None:
+                    size_from_xml: bool, rectangle_segmentation: bool, strict: bool, workers: int | None) -> None:
     """LabelImg / Pascal VOC XML boxes: every *.xml under SRC (recursive) -> OUT/instances.json."""
     from segpipe.converters.voc import convert_voc
 
-    _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based,
-                                     difficult=difficult, strict=strict, workers=workers))
+    _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based, difficult=difficult,
+                                     size_from_xml=size_from_xml, rectangle_segmentation=rectangle_segmentation,
+                                     strict=strict, workers=workers))
 
 
 @convert.command("trimap")
@@ -134,3 +146,65 @@ def convert_oxford_pet_cmd(root: Path, out: Path, border: str, categories: str, 
 
     _finish(out, lambda: convert_oxford_pet(root, out, border=border, categories=categories, split=split,
                                             strict=strict, workers=workers))
+
+
+
+@convert.command("yolo")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="classes.txt (LabelImg) or data.yaml (Ultralytics `names`) [default: SRC/data.yaml, SRC/classes.txt "
+              "or SRC/labels/classes.txt]. Required one way or the other: indices mean nothing without names.")
+@_rectangle_option
+@_strict_option
+def convert_yolo_cmd(src: Path, out: Path, classes: Path | None, rectangle_segmentation: bool, strict: bool) -> None:
+    """YOLO txt labels (boxes `c cx cy w h` and Ultralytics polygons `c x y x y ...`, normalised) -> OUT/instances.json.
+    Labels are found the Ultralytics way (images/ -> labels/) or beside each image."""
+    from segpipe.converters.yolo import convert_yolo
+
+    _finish(out, lambda: convert_yolo(src, out, classes=classes, rectangle_segmentation=rectangle_segmentation, strict=strict))
+
+
+@convert.command("labelme")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="One name per line: fixes category order; other labels are error rows. Default: sorted labels.")
+@click.option("--embedded-images", is_flag=True,
+              help="Write each JSON's embedded imageData to OUT/images/ and use those images (off: images from disk).")
+@_rectangle_option
+@_strict_option
+def convert_labelme_cmd(src: Path, out: Path, classes: Path | None, embedded_images: bool, rectangle_segmentation: bool, strict: bool) -> None:
+    """LabelMe JSON (rectangles, polygons, circles; points become report rows) -> OUT/instances.json."""
+    from segpipe.converters.labelme import convert_labelme
+
+    _finish(out, lambda: convert_labelme(src, out, classes=classes, embedded_images=embedded_images,
+                                         rectangle_segmentation=rectangle_segmentation, strict=strict))
+
+
+@convert.command("cvat")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@_out_option
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Image root the <image name=...> paths are relative to [default: images/ beside the XML, else its folder].")
+@_rectangle_option
+@_strict_option
+def convert_cvat_cmd(src: Path, out: Path, images: Path | None, rectangle_segmentation: bool, strict: bool) -> None:
+    """CVAT for images 1.1 XML (SRC: the XML, or a folder with annotations.xml): boxes, polygons, masks -> OUT/instances.json."""
+    from segpipe.converters.cvat import convert_cvat
+
+    _finish(out, lambda: convert_cvat(src, out, images=images, rectangle_segmentation=rectangle_segmentation, strict=strict))
+
+
+@convert.command("voc-seg")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_out_option
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Class names in index order, background first [default: the 21 Pascal VOC classes].")
+@_strict_option
+def convert_voc_seg_cmd(root: Path, out: Path, classes: Path | None, strict: bool) -> None:
+    """Pascal VOC SegmentationClass (+ SegmentationObject, Annotations) PNGs under ROOT -> OUT/semantic/ label maps
+    and OUT/instances.json (one annotation per object, XML boxes cross-checked)."""
+    from segpipe.converters.voc_segmentation import convert_voc_segmentation
+
+    _finish(out, lambda: convert_voc_segmentation(root, out, classes=classes, strict=strict))

@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 _PATH = click.Path(path_type=Path)
+# As segpipe.runner.shards.FORMATS (not imported here: the CLI starts without the runner's imports).
+RUN_FORMATS = ("oxford-pet", "voc", "trimap", "yolo", "labelme", "cvat", "voc-seg")
 
 
 def family_counts(task_ids: list[str]) -> str:
@@ -47,8 +49,8 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.command("run")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="run.toml with the same settings; command-line options override it.")
-@click.option("--dataset", type=_PATH, default=None, help="Dataset root (Oxford-IIIT Pet root, or the VOC/trimap annotation folder).")
-@click.option("--format", "format_", type=click.Choice(("oxford-pet", "voc", "trimap")), default=None, help="Dataset format.")
+@click.option("--dataset", type=_PATH, default=None, help="Dataset root (Oxford-IIIT Pet root, VOC root for voc-seg, or the annotation folder).")
+@click.option("--format", "format_", type=click.Choice(RUN_FORMATS), default=None, help="Dataset format.")
 @click.option("--model", default=None, help="Model name (as `segpipe infer --model`), e.g. unet, deeplabv3_resnet50, maskrcnn_resnet50_fpn.")
 @click.option("--checkpoints", multiple=True, help="Checkpoint glob (repeatable), e.g. 'ckpts/*.pt'. Model cards beside them are used.")
 @click.option("-o", "--out", type=_PATH, default=None, help="Output folder: leaderboard.csv, per_class_by_checkpoint.csv, checkpoints/<name>/.")
@@ -61,7 +63,7 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.option("--rehash", is_flag=True, default=None, help="Ignore the stat cache and hash every input file again.")
 @click.option("--html/--no-html", default=None, help="Write report.html pages and OUT/leaderboard.html [default: on].")
 @click.option("--images", type=_PATH, default=None, help="voc/trimap: the image folder.")
-@click.option("--classes", type=_PATH, default=None, help="voc: classes file fixing category order.")
+@click.option("--classes", type=_PATH, default=None, help="voc/yolo/labelme/voc-seg: classes file (yolo: or data.yaml).")
 @click.option("--list-file", type=_PATH, default=None, help="trimap: Oxford-IIIT Pet list.txt.")
 @click.option("--border", type=click.Choice(("ignore", "foreground", "background")), default=None, help="Trimap border policy (converter).")
 @click.option("--categories", type=click.Choice(("breed", "species", "pet")), default=None, help="Pet category granularity (converter).")
@@ -69,6 +71,9 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
 @click.option("--one-based", is_flag=True, default=None, help="voc: Pascal VOC 1-based boxes (converter).")
 @click.option("--difficult", type=click.Choice(["count", "ignore"]), default=None,
               help="voc: count difficult boxes as ordinary objects (default) or ignore them (iscrowd=1).")
+@click.option("--size-from-xml", is_flag=True, default=None, help="voc: images may be absent; sizes from <size> (converter).")
+@click.option("--rectangle-segmentation", is_flag=True, default=None,
+              help="voc/yolo/labelme/cvat: give box annotations a rectangle segmentation (converter).")
 @click.option("--strict", is_flag=True, default=None, help="Conversion stops at the first bad file.")
 @click.option("--device", default=None, help="Inference device: auto, cpu, cuda or cuda:N (checked before anything runs).")
 @click.option("--devices", default=None, metavar="0,1", help="GPUs of this host: one inference task per GPU at a time "
@@ -93,12 +98,12 @@ def run(config_path: Path | None, **options: Any) -> None:
     from segpipe.runner.config import RunConfigError, parse_run_settings, read_run_config
     from segpipe.runner.driver import run_pipeline
 
-    convert_keys = ("border", "categories", "split", "one_based", "difficult", "strict")
+    convert_keys = ("border", "categories", "split", "one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict")
     infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers",
                   "class_table", "class_map")
     overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]
-    flags = ("one_based", "strict", "trust_checkpoint", "rehash")
+    flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash")
     options = {k: (v or None) if k in flags else v for k, v in options.items()}  # an absent flag overrides nothing
     overrides = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]

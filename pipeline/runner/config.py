@@ -1,7 +1,7 @@
 """Settings of `segpipe run`: a run.toml file (tomllib), overridden by command-line options.
 
     dataset = "data/pets"            # paths are relative to the run.toml's folder
-    format = "oxford-pet"            # oxford-pet | voc | trimap
+    format = "oxford-pet"            # oxford-pet | voc | trimap | yolo | labelme | cvat | voc-seg
     model = "unet"
     checkpoints = ["ckpts/*.pt"]     # a glob or a list of globs
     out = "runs/nightly"

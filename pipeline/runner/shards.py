@@ -20,8 +20,9 @@ from pathlib import Path, PurePosixPath
 
 from segpipe.converters.images import is_image_name, is_utf8_name
 from segpipe.cache.fingerprints import ManifestEntry, manifest_key
+from segpipe.runner.formats import ADAPTERS
 
-FORMATS: tuple[str, ...] = ("oxford-pet", "voc", "trimap")
+FORMATS: tuple[str, ...] = ("oxford-pet", "voc", "trimap", *ADAPTERS)
 DEFAULT_SHARD_SIZE = 256
 # Oxford-IIIT Pet split files: a shard gets only its own lines (header lines kept), so `--split` does not
 # report every other shard's images as missing. list.txt stays whole: it declares the categories (all
@@ -59,12 +60,18 @@ class DatasetSpec:
         """Manifest prefix of the image root; image file names are relative to it."""
         if self.format == "oxford-pet":
             return "root/images/"
-        return "images/" if "images" in self.roots() else "src/"
+        if "images" in self.roots():
+            return "images/"
+        sub = ADAPTERS[self.format].image_subdir(self.root) if self.format in ADAPTERS else ""
+        return f"src/{sub}/" if sub else "src/"
 
     def image_root(self) -> Path:
         if self.format == "oxford-pet":
             return self.root / "images"
-        return self.images if self.images is not None else self.root
+        if self.images is not None:
+            return self.images
+        sub = ADAPTERS[self.format].image_subdir(self.root) if self.format in ADAPTERS else ""
+        return self.root / sub if sub else self.root
 
 
 def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
@@ -82,6 +89,9 @@ def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
         if path.startswith("root/annotations/xmls/") and name.lower().endswith(".xml"):
             return "annotation", stem
         return "global", ""
+    if spec.format in ADAPTERS:
+        rel = path[len("src/"):]
+        return ("annotation", stem) if path.startswith("src/") and ADAPTERS[spec.format].is_annotation(rel) else ("global", "")
     if path.startswith("src/"):
         wanted = ".xml" if spec.format == "voc" else ".png"
         if name.lower().endswith(wanted):
@@ -130,6 +140,10 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
         else:
             by_stem.setdefault(stem, []).append(entry)
     stems = sorted(by_stem)
+    if spec.format in ADAPTERS and ADAPTERS[spec.format].annotated_only:
+        stems = [s for s in stems if any(classify(e, spec=spec)[0] == "annotation" for e in by_stem[s])]
+    if spec.format in ADAPTERS and ADAPTERS[spec.format].single_shard:
+        shard_size = max(1, len(stems))
     shards: list[Shard] = []
     for i in range(0, len(stems), shard_size):
         chunk = tuple(stems[i : i + shard_size])

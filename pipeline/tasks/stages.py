@@ -14,13 +14,15 @@ import numpy as np
 import pandas as pd
 
 from segpipe.layout import META_FILE
+from segpipe.runner.formats import ADAPTERS
 from segpipe.runner.shards import DatasetSpec
 
 # Converter options each format accepts (run.toml / CLI pass-through); anything else is a usage error.
 CONVERT_OPTIONS: dict[str, tuple[str, ...]] = {
     "oxford-pet": ("border", "categories", "split", "strict"),
-    "voc": ("one_based", "difficult", "strict"),
+    "voc": ("one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict"),
     "trimap": ("border", "categories", "strict"),
+    **{name: adapter.options for name, adapter in ADAPTERS.items()},
 }
 # Inference options forwarded to run_inference (all of them part of the inference key).
 INFER_OPTIONS: tuple[str, ...] = (
@@ -35,6 +37,8 @@ def convert_dataset(*, spec: DatasetSpec, out: Path, options: Mapping[str, Any])
     """Run the format's converter on `spec` into `out` (one process: the pipeline shards instead)."""
     allowed = CONVERT_OPTIONS[spec.format]
     kwargs = {k: v for k, v in options.items() if k in allowed and v is not None}
+    if spec.format in ADAPTERS:
+        return ADAPTERS[spec.format].convert(spec.root, out, images=spec.images, classes=spec.classes, options=kwargs)
     if spec.format == "oxford-pet":
         from segpipe.converters.oxford_pet import convert_oxford_pet
 

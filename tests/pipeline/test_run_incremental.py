@@ -198,7 +198,7 @@ def test_run_toml_settings_with_command_line_override(first_run: dict[str, objec
     with pytest.raises(RunConfigError, match="convert.bogus"):
         parse_run_settings(read_run_config(toml), overrides={"convert": {"bogus": 1}}, source=str(toml))
     with pytest.raises(RunConfigError, match="format"):
-        parse_run_settings({**read_run_config(toml), "format": "yolo"}, overrides={}, source=str(toml))
+        parse_run_settings({**read_run_config(toml), "format": "kitti"}, overrides={}, source=str(toml))  # yolo is a format now
 
 
 def test_remap_results_goes_through_file_names() -> None:

@@ -1,0 +1,280 @@
+"""LabelMe JSON folders -> COCO (`segpipe convert labelme`).
+
+    SRC/**/<stem>.json, each naming its image in `imagePath` (relative to the JSON's folder)
+
+`imagePath` is followed only when it stays inside SRC (no `..`, no absolute path, no symlink out);
+otherwise, or when that file is missing, the image named like the JSON beside it is used, with a
+warning row. `imageData` (the image embedded as base64) is written out only with `embedded_images`
+(then every image comes from its JSON, under OUT/images/). Shapes: `rectangle` -> box; `polygon` and
+`circle` -> masks (rasterised by pycocotools / pixel centres); shapes sharing a `group_id` and a label
+are one object, as in LabelMe's own labelme2coco example
+(https://github.com/wkentaro/labelme/tree/main/examples/instance_segmentation); `point`s are not
+objects and become report rows; lines are left out with a warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from segpipe.converters.atomic_write import atomic_write_bytes
+from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.conversion_output import (
+    FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion,
+)
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import index_images, walk_input_files
+from segpipe.converters.report import ConversionReport, Finding
+from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_polygon, box_record, clip_box, disc_mask, finite, mask_record, polygon_mask
+from segpipe.converters.trimap import sniff_image_format
+from segpipe.converters.voc import read_classes_file
+
+LABELME_FORMAT = "labelme"
+EMBEDDED_IMAGES_DIR = "images"
+AREA_SHAPES: tuple[str, ...] = ("rectangle", "polygon", "circle")
+POINT_SHAPES: tuple[str, ...] = ("point", "points")
+LINE_SHAPES: tuple[str, ...] = ("line", "linestrip")
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+
+
+@dataclass(frozen=True)
+class LabelmeShape:
+    index: int
+    label: str
+    shape_type: str
+    points: tuple[tuple[float, float], ...]
+    group_id: Any = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelmeDocument:
+    shapes: tuple[LabelmeShape, ...]
+    image_path: str | None
+    image_data: str | None
+    size: tuple[int, int] | None
+    findings: tuple[Finding, ...] = ()
+
+
+def _points(raw: Any) -> tuple[tuple[float, float], ...] | None:
+    if not isinstance(raw, list):
+        return None
+    out = []
+    for p in raw:
+        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)):
+            return None
+        out.append((float(p[0]), float(p[1])))
+    return tuple(out) if finite([v for p in out for v in p]) else None
+
+
+def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
+    """A LabelMe file's bytes -> its shapes; raises AnnotationError for a file that is not LabelMe JSON at all.
+    A bad shape is a finding (error), the others are kept."""
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AnnotationError(path, "", f"not valid JSON: {err}", code="invalid_json") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise AnnotationError(path, "shapes", "missing or not a list (not a LabelMe file?)", code="invalid_json")
+    findings: list[Finding] = []
+    shapes: list[LabelmeShape] = []
+    for i, raw in enumerate(doc["shapes"]):
+        where = f"shapes[{i}]"
+        if not isinstance(raw, dict):
+            findings.append(row(path, "error", "invalid_shape", f"{where}: not an object"))
+            continue
+        label = raw.get("label")
+        shape_type = raw.get("shape_type") or "polygon"  # LabelMe writes null for polygons in old files
+        points = _points(raw.get("points"))
+        if not isinstance(label, str) or not label.strip():
+            findings.append(row(path, "error", "invalid_shape", f"{where}.label: missing or not a string"))
+            continue
+        if points is None or not isinstance(shape_type, str):
+            findings.append(row(path, "error", "invalid_shape", f"{where}.points: expected a list of [x, y] finite numbers"))
+            continue
+        attributes: dict[str, Any] = {}
+        if raw.get("flags"):
+            attributes["flags"] = raw["flags"]
+        if raw.get("description"):
+            attributes["description"] = raw["description"]
+        if raw.get("group_id") is not None:
+            attributes["group_id"] = raw["group_id"]
+        shapes.append(LabelmeShape(i, label.strip(), shape_type, points, raw.get("group_id"), attributes))
+    width, height = doc.get("imageWidth"), doc.get("imageHeight")
+    size = (width, height) if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)) else None
+    image_path = doc.get("imagePath") if isinstance(doc.get("imagePath"), str) and doc.get("imagePath") else None
+    image_data = doc.get("imageData") if isinstance(doc.get("imageData"), str) and doc.get("imageData") else None
+    return LabelmeDocument(tuple(shapes), image_path, image_data, size, tuple(findings))
+
+
+def _enough_points(shape: LabelmeShape) -> bool:
+    wanted = {"rectangle": 2, "circle": 2}.get(shape.shape_type)
+    return len(shape.points) == wanted if wanted is not None else len(shape.points) >= MIN_POLYGON_POINTS
+
+
+def _shape_mask(shape: LabelmeShape, *, width: int, height: int) -> np.ndarray | None:
+    pts = shape.points
+    if shape.shape_type == "rectangle" and len(pts) == 2:
+        (ax, ay), (bx, by) = pts
+        return polygon_mask([box_polygon((min(ax, bx), min(ay, by), abs(bx - ax), abs(by - ay)))], width=width, height=height)
+    if shape.shape_type == "polygon" and len(pts) >= MIN_POLYGON_POINTS:
+        return polygon_mask([[v for p in pts for v in p]], width=width, height=height)
+    if shape.shape_type == "circle" and len(pts) == 2:
+        (cx, cy), (px, py) = pts
+        return disc_mask(cx=cx, cy=cy, radius=float(np.hypot(px - cx, py - cy)), width=width, height=height)
+    return None
+
+
+def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: int, path: str, allowed: frozenset[str] | None = None,
+                                  rectangle_segmentation: bool = False) -> tuple[list[AnnotationRecord], list[Finding], list[str]]:
+    """Records, findings and the labels seen, for a `width`×`height` image."""
+    records: list[AnnotationRecord] = []
+    findings: list[Finding] = []
+    groups: dict[tuple[str, Any], list[LabelmeShape]] = {}
+    order: list[tuple[str, Any]] = []
+    for shape in doc.shapes:
+        where = f"shapes[{shape.index}] ({shape.label!r}, {shape.shape_type})"
+        if shape.shape_type in POINT_SHAPES:
+            coords = "; ".join(f"{x:g},{y:g}" for x, y in shape.points)
+            findings.append(row(path, "info", "point_shape", f"{where}: a point is not an object; left out of instances.json (at {coords})"))
+            continue
+        if shape.shape_type in LINE_SHAPES:
+            findings.append(row(path, "warning", "line_shape", f"{where}: a line has no area; left out"))
+            continue
+        if shape.shape_type not in AREA_SHAPES:
+            findings.append(row(path, "error", "unsupported_shape", f"{where}: shape_type not supported (supported: {', '.join(AREA_SHAPES + POINT_SHAPES + LINE_SHAPES)})"))
+            continue
+        if allowed is not None and shape.label not in allowed:
+            findings.append(row(path, "error", "unknown_label", f"{where}: label is not in the classes file"))
+            continue
+        if not _enough_points(shape):
+            findings.append(row(path, "error", "invalid_shape", f"{where}: wrong number of points ({len(shape.points)})"))
+            continue
+        key = (shape.label, shape.index) if shape.group_id is None else (shape.label, ("group", shape.group_id))
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(shape)
+    for key in order:
+        members = groups[key]
+        first = members[0]
+        where = f"shapes[{first.index}] ({first.label!r}, {first.shape_type})"
+        if len(members) == 1 and first.shape_type == "rectangle":
+            (ax, ay), (bx, by) = first.points
+            x0, y0, x1, y1 = clip_box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by), width=width, height=height)
+            if x1 <= x0 or y1 <= y0:
+                findings.append(row(path, "error", "empty_box", f"{where}: the rectangle has no area inside the {width}×{height} image"))
+                continue
+            records.append(box_record(category=first.label, x0=x0, y0=y0, x1=x1, y1=y1, attributes=first.attributes, rectangle_segmentation=rectangle_segmentation))
+            continue
+        mask = np.zeros((height, width), dtype=bool)
+        for shape in members:
+            mask |= _shape_mask(shape, width=width, height=height)  # type: ignore[arg-type]
+        record = mask_record(category=first.label, mask=mask, attributes=first.attributes)
+        if record is None:
+            findings.append(row(path, "error", "empty_shape", f"{where}: covers no pixel of the {width}×{height} image"))
+            continue
+        records.append(record)
+    return records, findings, sorted({s.label for s in doc.shapes if s.shape_type in AREA_SHAPES})
+
+
+def image_for(doc: LabelmeDocument, *, src: Path, json_rel: str, beside: Sequence[Path]) -> tuple[str | None, list[Finding]]:
+    """The image's path relative to `src`: `imagePath` when it stays inside `src` and exists, else the one
+    image named like the JSON in its folder. Never leaves `src`."""
+    findings: list[Finding] = []
+    folder = posixpath.dirname(json_rel)
+    if doc.image_path is not None:
+        joined = posixpath.normpath(posixpath.join(folder, doc.image_path.replace("\\", "/")))
+        inside = path_inside(src, joined) if not doc.image_path.startswith(("/", "\\")) else None
+        if inside is None:
+            findings.append(row(src / json_rel, "warning", "image_path_outside", f"imagePath {doc.image_path!r} leaves the dataset root; not followed"))
+        elif inside.is_file():
+            return joined, findings
+    candidates = [p for p in beside if p.parent == (src / folder)]
+    if candidates:
+        chosen = candidates[0].relative_to(src).as_posix()
+        if doc.image_path is not None and not findings:
+            findings.append(row(src / json_rel, "warning", "image_path_missing", f"imagePath {doc.image_path!r} does not exist; using {chosen}"))
+        return chosen, findings
+    return None, findings
+
+
+def _embedded(doc: LabelmeDocument, *, out: Path, json_rel: str) -> tuple[str | None, str | None]:
+    """Write `imageData` under OUT/images/, named like the JSON; (relative name, None) or (None, reason)."""
+    if doc.image_data is None:
+        return None, "no imageData in the file"
+    try:
+        data = base64.b64decode(doc.image_data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        return None, f"imageData is not base64: {err}"
+    kind = sniff_image_format(data[:16])
+    ext = _EXTENSIONS.get(kind or "")
+    if ext is None:
+        return None, "imageData is not a known image format"
+    rel = posixpath.splitext(json_rel)[0] + ext
+    atomic_write_bytes(out / EMBEDDED_IMAGES_DIR / rel, data)
+    return rel, None
+
+
+def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedded_images: bool = False,
+                    rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+    """Every `*.json` under `src` -> OUT/instances.json (+ dataset.json, report); images from disk, or from
+    `imageData` into OUT/images/ with `embedded_images`."""
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise AnnotationError(src, "", "source is not a directory", code="missing_source")
+    declared = read_classes_file(classes) if classes is not None else None
+    allowed = frozenset(declared) if declared is not None else None
+    image_root = out / EMBEDDED_IMAGES_DIR if embedded_images else src
+    report = ConversionReport(strict=strict)
+
+    def one(json_rel: str, index: Any, owners: dict[str, str]) -> FileOutcome:
+        path = src / json_rel
+        try:
+            doc = parse_labelme_json(path.read_bytes(), path=str(path))
+        except OSError as err:
+            return FileOutcome(None, (row(path, "error", "unreadable_json", f"cannot read: {err}"),))
+        except AnnotationError as err:
+            return FileOutcome(None, (row(path, "error", err.code, f"{err.field}: {err.reason}" if err.field else err.reason),))
+        findings = list(doc.findings)
+        if embedded_images:
+            image_rel, reason = _embedded(doc, out=out, json_rel=json_rel)
+            if image_rel is None:
+                return FileOutcome(None, (*findings, row(path, "error", "missing_image", f"--embedded-images: {reason}; skipped")), ())
+        else:
+            image_rel, found = image_for(doc, src=src, json_rel=json_rel, beside=index.candidates(Path(json_rel).stem))
+            findings.extend(found)
+            if image_rel is None:
+                hint = " (the image is embedded as imageData: pass --embedded-images to write it out)" if doc.image_data else ""
+                return FileOutcome(None, (*findings, row(path, "error", "missing_image", f"no image found via imagePath or beside the JSON{hint}; skipped")))
+        if image_rel in owners:
+            return FileOutcome(None, (*findings, row(path, "error", "duplicate_annotation", f"image {image_rel} is already annotated by {owners[image_rel]}; skipped")))
+        owners[image_rel] = json_rel
+        size, found = image_size(image_root / image_rel, annotation=path, declared=doc.size)
+        findings.extend(found)
+        if size is None:
+            return FileOutcome(None, tuple(findings))
+        records, shape_findings, names = labelme_shapes_to_annotations(doc, width=size[0], height=size[1], path=str(path), allowed=allowed,
+                                                                       rectangle_segmentation=rectangle_segmentation)
+        findings.extend(shape_findings)
+        skipped = skipped_for_errors([*doc.findings, *shape_findings], path=path)
+        if skipped is not None:
+            return FileOutcome(None, (*findings, skipped), tuple(names))
+        return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1], annotations=tuple(records)), tuple(findings), tuple(names))
+
+    def build() -> dict[str, Any]:
+        jsons = [p.relative_to(src).as_posix() for p in walk_input_files(src) if p.suffix.lower() == ".json"]
+        index = index_images([src])
+        owners: dict[str, str] = {}
+        records, names = collect((one(j, index, owners) for j in jsons), report=report)
+        return assemble(records, categories=categories_for(declared, names))
+
+    options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()),
+               "embedded_images": embedded_images, "rectangle_segmentation": rectangle_segmentation}
+    return write_conversion(out, report=report, format=LABELME_FORMAT, image_root=image_root, options=options, build=build)

@@ -1,0 +1,232 @@
+"""Pascal VOC segmentation PNGs -> semantic label maps and COCO instance masks (`segpipe convert voc-seg`).
+
+    ROOT/JPEGImages/<stem>.jpg
+    ROOT/SegmentationClass/<stem>.png    class index per pixel, 255 = border/void
+    ROOT/SegmentationObject/<stem>.png   object index per pixel (1 = the XML's first <object>), 255 = border
+    ROOT/Annotations/<stem>.xml          optional: boxes cross-checked against the masks
+
+VOC stores both PNGs as palette images; the palette *indices* are the labels, the colours are only for
+viewing (devkit: https://host.robots.ox.ac.uk/pascal/VOC/voc2012/htmldoc/devkit_doc.html#sec:segmentation),
+so PIL's `P` mode array is read as is. Datumaro and other tools re-save them as RGB: RGB pixels are mapped
+back through the VOC colour map (below); a colour outside it is an error row. Each object index becomes one
+COCO annotation whose class is the SegmentationClass value under it (the majority, with a warning row when
+the object's pixels disagree); the object's XML box and name are compared with the mask (warning rows).
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.converters.coco import AnnotationRecord, ImageRecord, mask_bbox
+from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, row, write_conversion
+from segpipe.converters.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, remove_stale_semantic_maps
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import index_images, walk_input_files
+from segpipe.converters.report import ConversionReport, Finding
+from segpipe.converters.shapes import mask_record
+from segpipe.converters.trimap import WRITER_THREADS, encode_png
+from segpipe.converters.voc import read_classes_file
+from segpipe.converters.voc_parse import parse_voc_xml
+
+VOC_SEG_FORMAT = "voc-seg"
+VOID_INDEX = 255
+BACKGROUND_INDEX = 0
+# Boxes whose IoU with their object's mask box is below this get a warning row: VOC boxes are drawn by hand
+# and are rarely pixel-tight, but a different object (wrong order, wrong image) is far below it.
+BOX_MASK_MIN_IOU = 0.5
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The VOC devkit colour map (VOClabelcolormap.m): index bits spread over the high bits of R, G, B.
+
+    >>> voc_colormap()[[0, 1, 2, 15, 255]].tolist()
+    [[0, 0, 0], [128, 0, 0], [0, 128, 0], [192, 128, 128], [224, 224, 192]]
+    """
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+_COLOR_TO_INDEX = {tuple(int(v) for v in rgb): i for i, rgb in enumerate(voc_colormap())}
+_LUT = np.full(1 << 24, -1, dtype=np.int16)
+for _rgb, _i in _COLOR_TO_INDEX.items():
+    _LUT[(_rgb[0] << 16) | (_rgb[1] << 8) | _rgb[2]] = _i
+
+
+def decode_label_png(data: bytes, *, path: str) -> np.ndarray:
+    """PNG bytes -> HxW uint8 label indices: palette indices for `P` images, values for grey ones, the VOC
+    colour map inverted for RGB ones. Raises AnnotationError for unreadable files and unknown colours."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            mode = im.mode
+            arr = np.asarray(im.convert("RGB") if mode == "RGBA" else im)
+    except Exception as err:  # PIL raises many types for broken files
+        raise AnnotationError(path, "", f"unreadable PNG: {err}", code="corrupt_png") from err
+    if mode in ("P", "L"):
+        return arr.astype(np.uint8, copy=False)
+    if mode in ("RGB", "RGBA"):
+        keys = (arr[..., 0].astype(np.int32) << 16) | (arr[..., 1].astype(np.int32) << 8) | arr[..., 2]
+        idx = _LUT[keys]
+        if (idx < 0).any():
+            bad = sorted({tuple(int(v) for v in arr[y, x]) for y, x in zip(*np.nonzero(idx < 0))})[:5]
+            raise AnnotationError(path, "pixels", f"colours outside the VOC colour map: {bad}", code="unknown_colour")
+        return idx.astype(np.uint8)
+    raise AnnotationError(path, "mode", f"expected a palette, grey or RGB PNG, got mode {mode}", code="bad_label_png")
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def parse_segmentation_pair(class_map: np.ndarray, object_map: np.ndarray | None, *, class_names: Sequence[str], path: str
+                            ) -> tuple[list[tuple[int, AnnotationRecord]], list[Finding]]:
+    """(object index, record) per object of `object_map`, classes from `class_map`; findings for bad values."""
+    findings: list[Finding] = []
+    bad = np.unique(class_map[(class_map >= len(class_names)) & (class_map != VOID_INDEX)])
+    if bad.size:
+        raise AnnotationError(path, "pixels", f"class indices {bad.tolist()} outside 0..{len(class_names) - 1} (and 255 void)", code="class_out_of_range")
+    if object_map is None:
+        return [], findings
+    objects: list[tuple[int, AnnotationRecord]] = []
+    for k in np.unique(object_map).tolist():
+        if k in (BACKGROUND_INDEX, VOID_INDEX):
+            continue
+        mask = object_map == k
+        classes, counts = np.unique(class_map[mask], return_counts=True)
+        usable = [(int(c), int(n)) for c, n in zip(classes, counts) if c not in (BACKGROUND_INDEX, VOID_INDEX)]
+        if not usable:
+            findings.append(row(path, "error", "object_without_class", f"object {k}: SegmentationClass is background/void under all its {int(mask.sum())} pixels"))
+            continue
+        best = max(usable, key=lambda t: (t[1], -t[0]))
+        if len(classes) > 1:
+            shown = ", ".join(f"{class_names[c] if c < len(class_names) else c} ({n} px)" for c, n in zip(classes.tolist(), counts.tolist()))
+            findings.append(row(path, "warning", "mixed_object_class", f"object {k}: SegmentationClass under it is {shown}; using {class_names[best[0]]}"))
+        record = mask_record(category=class_names[best[0]], mask=mask, attributes={"voc_object_index": k})
+        if record is not None:
+            objects.append((k, record))
+    return objects, findings
+
+
+def cross_check_xml(objects: Sequence[tuple[int, AnnotationRecord]], *, xml: bytes, path: str) -> list[Finding]:
+    """Compare object k's mask with the XML's k-th <object> (VOC numbers objects in XML order): name and box."""
+    doc = parse_voc_xml(xml, path=path)
+    findings = [f for f in doc.findings]
+    for k, record in objects:
+        if k > len(doc.objects):
+            findings.append(row(path, "warning", "object_not_in_xml", f"object {k} ({record.category}) has a mask but the XML has only {len(doc.objects)} <object>(s)"))
+            continue
+        obj = doc.objects[k - 1]
+        if obj.name != record.category:
+            findings.append(row(path, "warning", "class_mismatch", f"object[{k - 1}]: the XML says {obj.name!r}, the masks say {record.category!r}"))
+        if obj.problem is None:
+            xml_box = (obj.xmin - 1, obj.ymin - 1, obj.xmax - obj.xmin + 1, obj.ymax - obj.ymin + 1)  # VOC's 1-based pixel boxes
+            iou = box_iou(xml_box, record.bbox)
+            if iou < BOX_MASK_MIN_IOU:
+                findings.append(row(path, "warning", "box_mask_mismatch", f"object[{k - 1}] ({obj.name!r}): XML box [{obj.xmin:g}, {obj.ymin:g}, {obj.xmax:g}, {obj.ymax:g}] and the mask's box "
+                                    f"{[round(v, 2) for v in record.bbox]} overlap with IoU {iou:.2f} < {BOX_MASK_MIN_IOU}"))
+    masked = {k for k, _ in objects}
+    for i, obj in enumerate(doc.objects):
+        if i + 1 not in masked:
+            findings.append(row(path, "warning", "object_without_mask", f"object[{i}] ({obj.name!r}): no pixel of SegmentationObject has index {i + 1}"))
+    return findings
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise AnnotationError(path, "", f"cannot read: {err}", code="unreadable_file") from err
+
+
+def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = None, strict: bool = False) -> ConversionReport:
+    """ROOT's SegmentationClass (+ SegmentationObject, Annotations) PNGs -> OUT/semantic/<stem>.png +
+    classes.txt, and OUT/instances.json with one annotation per object of the images that have a
+    SegmentationObject PNG (+ dataset.json, report)."""
+    root, out = Path(root), Path(out)
+    seg_class, seg_object, annotations = root / "SegmentationClass", root / "SegmentationObject", root / "Annotations"
+    if not seg_class.is_dir():
+        raise AnnotationError(seg_class, "", "no SegmentationClass folder (give the VOC root: JPEGImages/, SegmentationClass/, ...)", code="missing_source")
+    class_names = read_classes_file(classes) if classes is not None else list(VOC_CLASSES)
+    image_root = root / "JPEGImages"
+    report = ConversionReport(strict=strict)
+    semantic = out / SEMANTIC_DIR
+    written: set[str] = set()
+    # Every atomic write fsyncs; writer threads overlap that disk wait with decoding (as the trimap converter does).
+    pending: list[Future[Path]] = []
+
+    def one(png: Path, index: Any, writers: ThreadPoolExecutor) -> FileOutcome:
+        stem = png.stem
+        candidates = index.candidates(stem)
+        if not candidates:
+            return FileOutcome(None, (row(png, "error", "missing_image", f"no image named {stem}.* in {image_root}; skipped"),))
+        size, findings = image_size(candidates[0], annotation=png, declared=None)
+        if size is None:
+            return FileOutcome(None, tuple(findings))
+        object_png = seg_object / png.name
+        try:
+            class_map = decode_label_png(_read(png), path=str(png))
+            object_map = decode_label_png(_read(object_png), path=str(object_png)) if object_png.is_file() else None
+            for label, arr in ((png, class_map), (object_png, object_map)):
+                if arr is not None and arr.shape != (size[1], size[0]):
+                    raise AnnotationError(label, "size", f"{arr.shape[1]}×{arr.shape[0]} PNG for a {size[0]}×{size[1]} image", code="size_mismatch")
+            objects, found = parse_segmentation_pair(class_map, object_map, class_names=class_names, path=str(object_png))
+        except AnnotationError as err:
+            return FileOutcome(None, (*findings, row(err.path, "error", err.code, f"{err.field}: {err.reason}; skipped" if err.field else f"{err.reason}; skipped")))
+        findings.extend(found)
+        pending.append(writers.submit(atomic_write_bytes, semantic / f"{stem}.png", encode_png(class_map)))
+        written.add(f"{stem}.png")
+        if object_map is None:
+            return FileOutcome(None, (*findings, row(png, "info", "semantic_only", "no SegmentationObject PNG: semantic map only, left out of instances.json")))
+        xml = annotations / f"{stem}.xml"
+        if xml.is_file():
+            try:
+                findings.extend(cross_check_xml(objects, xml=_read(xml), path=str(xml)))
+            except AnnotationError as err:
+                findings.append(row(xml, "warning", err.code, f"{err.reason}; boxes not cross-checked"))
+        if any(f.severity == "error" for f in found):
+            return FileOutcome(None, (*findings, row(object_png, "info", "image_skipped", "unusable objects: the image is left out of instances.json")))
+        file_name = candidates[0].relative_to(image_root).as_posix()
+        return FileOutcome(ImageRecord(file_name=file_name, width=size[0], height=size[1], annotations=tuple(r for _, r in objects)), tuple(findings))
+
+    def build() -> dict[str, Any]:
+        semantic.mkdir(parents=True, exist_ok=True)
+        index = index_images([image_root])
+        pngs = [p for p in walk_input_files(seg_class, recursive=False) if p.suffix.lower() == ".png"]
+        for p in (walk_input_files(seg_object, recursive=False) if seg_object.is_dir() else []):
+            if not (seg_class / p.name).is_file():
+                report.add(file=p, severity="error", code="missing_class_png", message="no SegmentationClass PNG of the same name: the objects' classes are unknown; skipped")
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
+            records, _ = collect((one(p, index, writers) for p in pngs), report=report)
+            for future in pending:
+                future.result()  # a failed write of our own output is not bad input: let it raise
+        remove_stale_semantic_maps(semantic, keep=written)
+        atomic_write_text(semantic / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in class_names))
+        return assemble(records, categories=categories_for(class_names[1:], ()))
+
+    options = {"source": str(root.resolve()), "classes": None if classes is None else str(Path(classes).resolve())}
+    return write_conversion(out, report=report, format=VOC_SEG_FORMAT, image_root=image_root, options=options, build=build)

@@ -1,0 +1,238 @@
+"""YOLO txt folders -> COCO (`segpipe convert yolo`): LabelImg's YOLO save format and Ultralytics'
+detection and segmentation labels.
+
+    SRC/**/<name>.<image ext>  and its label file, found the Ultralytics way
+    (https://docs.ultralytics.com/datasets/detect/: the last `images` folder of the path replaced by
+    `labels`, extension `.txt`), else beside the image (LabelImg);
+    class names: --classes (classes.txt or data.yaml), else SRC/data.yaml, SRC/classes.txt or
+    SRC/labels/classes.txt. Names are required: a class index is meaningless without them.
+
+Each label line is `class cx cy w h` (a box) or `class x0 y0 x1 y1 ...` (a polygon, >= 3 points), all
+coordinates normalised to [0, 1] by the image size read from the image header. An image without a label
+file is a negative image, as in Ultralytics. Problems are report rows, never guesses: a class index out of
+range (LabelImg rewrites classes.txt and can shift indices: https://github.com/HumanSignal/labelImg/issues/475),
+duplicate names, coordinates outside [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.conversion_output import (
+    FileOutcome, assemble, categories_for, collect, image_size, row, skipped_for_errors, write_conversion,
+)
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import is_image_name, walk_input_files
+from segpipe.converters.report import ConversionReport, Finding
+from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, mask_record, polygon_mask
+
+YOLO_FORMAT = "yolo"
+LABEL_EXTENSION = ".txt"
+CLASSES_TXT = "classes.txt"
+DATA_YAML_NAMES: tuple[str, ...] = ("data.yaml", "dataset.yaml")
+BOX_TOKENS = 5  # class cx cy w h
+PIXEL_DECIMALS = 6
+
+
+def parse_classes_txt(text: str, *, path: str) -> tuple[list[str] | None, list[Finding]]:
+    """classes.txt (one name per line, blank lines skipped) -> names, or None with error rows (a name
+    listed twice makes every index after it ambiguous)."""
+    names: list[str] = []
+    first: dict[str, int] = {}
+    findings: list[Finding] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in first:
+            findings.append(row(path, "error", "duplicate_class", f"line {number}: class {name!r} listed twice (first on line {first[name]}); fix the file, class indices cannot be guessed"))
+        first.setdefault(name, number)
+        names.append(name)
+    if not names:
+        findings.append(row(path, "error", "no_classes", "no class names in the file"))
+    return (None if findings else names), findings
+
+
+def parse_data_yaml(text: str, *, path: str) -> tuple[list[str] | None, list[Finding]]:
+    """Ultralytics data.yaml `names` (a list, or a mapping index -> name with indices 0..n-1) and `nc`.
+
+    >>> parse_data_yaml("names: {0: cat, 1: dog}", path="d.yaml")[0]
+    ['cat', 'dog']
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        return None, [row(path, "error", "invalid_yaml", f"not valid YAML: {err}")]
+    raw = data.get("names") if isinstance(data, dict) else None
+    if isinstance(raw, dict):
+        keys = list(raw)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys) or sorted(keys) != list(range(len(keys))):
+            return None, [row(path, "error", "invalid_classes", f"names: the keys must be the indices 0..{len(keys) - 1}, got {sorted(map(str, keys))}")]
+        raw = [raw[i] for i in range(len(keys))]
+    if not isinstance(raw, list) or not raw:
+        return None, [row(path, "error", "no_classes", "names: missing or not a list/mapping of class names")]
+    findings: list[Finding] = []
+    names = [str(n).strip() for n in raw]
+    for i, name in enumerate(names):
+        if not name:
+            findings.append(row(path, "error", "invalid_classes", f"names[{i}]: empty name"))
+        elif name in names[:i]:
+            findings.append(row(path, "error", "duplicate_class", f"names[{i}]: {name!r} listed twice (first at index {names.index(name)})"))
+    nc = data.get("nc")
+    if nc is not None and nc != len(names):
+        findings.append(row(path, "error", "invalid_classes", f"nc: says {nc!r} classes, names lists {len(names)}"))
+    return (None if findings else names), findings
+
+
+def _number(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(token)
+    return value
+
+
+def parse_yolo_labels(text: str, *, names: Sequence[str], width: int, height: int, path: str,
+                      rectangle_segmentation: bool = False) -> tuple[list[AnnotationRecord], list[Finding]]:
+    """One label file -> COCO records for a `width`×`height` image, plus findings (an error row per unusable line)."""
+    records: list[AnnotationRecord] = []
+    findings: list[Finding] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        where = f"line {number}"
+        try:
+            index = int(tokens[0])
+        except ValueError:
+            findings.append(row(path, "error", "invalid_class", f"{where}: class index {tokens[0]!r} is not an integer"))
+            continue
+        if not 0 <= index < len(names):
+            findings.append(row(path, "error", "class_out_of_range", f"{where}: class index {index} is outside 0..{len(names) - 1} ({len(names)} names declared)"))
+            continue
+        try:
+            coords = [_number(t) for t in tokens[1:]]
+        except ValueError:
+            findings.append(row(path, "error", "invalid_coordinate", f"{where}: coordinates must be finite numbers, got {' '.join(tokens[1:])!r}"))
+            continue
+        outside = [v for v in coords if not 0.0 <= v <= 1.0]
+        if outside:
+            findings.append(row(path, "error", "coordinate_out_of_range", f"{where}: normalised coordinates must lie in [0, 1], got {outside[0]:g}"))
+            continue
+        category = names[index]
+        if len(tokens) == BOX_TOKENS:
+            cx, cy, w, h = coords
+            if w <= 0 or h <= 0:
+                findings.append(row(path, "error", "empty_box", f"{where}: box width and height must be > 0, got w={w:g} h={h:g}"))
+                continue
+            # Rounded to 1e-6 px: normalised values carry 6 decimals (Ultralytics, LabelImg), and unrounded
+            # products print as 1.9999999999999996 where the annotator drew 2.
+            x0, y0 = max(round((cx - w / 2) * width, PIXEL_DECIMALS), 0.0), max(round((cy - h / 2) * height, PIXEL_DECIMALS), 0.0)
+            x1, y1 = min(round((cx + w / 2) * width, PIXEL_DECIMALS), float(width)), min(round((cy + h / 2) * height, PIXEL_DECIMALS), float(height))
+            records.append(box_record(category=category, x0=x0, y0=y0, x1=x1, y1=y1, rectangle_segmentation=rectangle_segmentation))
+            continue
+        if len(coords) % 2 or len(coords) < 2 * MIN_POLYGON_POINTS:
+            findings.append(row(path, "error", "invalid_polygon", f"{where}: expected 4 box values or >= {MIN_POLYGON_POINTS} x y pairs, got {len(coords)} values"))
+            continue
+        polygon = [v * (width if i % 2 == 0 else height) for i, v in enumerate(coords)]
+        record = mask_record(category=category, mask=polygon_mask([polygon], width=width, height=height))
+        if record is None:
+            findings.append(row(path, "error", "empty_polygon", f"{where}: the polygon covers no pixel"))
+            continue
+        records.append(record)
+    return records, findings
+
+
+def label_candidates(image_rel: str) -> list[str]:
+    """Label paths for an image (relative POSIX paths): the Ultralytics `images` -> `labels` swap, then beside.
+
+    >>> label_candidates("images/train/a.jpg")
+    ['labels/train/a.txt', 'images/train/a.txt']
+    """
+    parts = list(PurePosixPath(image_rel).with_suffix(LABEL_EXTENSION).parts)
+    out: list[str] = []
+    if "images" in parts[:-1]:
+        i = len(parts) - 2 - parts[:-1][::-1].index("images")
+        out.append("/".join(parts[:i] + ["labels"] + parts[i + 1 :]))
+    out.append("/".join(parts))
+    return out
+
+
+def read_class_names(path: Path) -> tuple[list[str] | None, list[Finding]]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        return None, [row(path, "error", "invalid_classes", f"cannot read the class names: {err}")]
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return parse_data_yaml(text, path=str(path))
+    return parse_classes_txt(text, path=str(path))
+
+
+def find_class_file(src: Path) -> Path:
+    for candidate in (*(src / n for n in DATA_YAML_NAMES), src / CLASSES_TXT, src / "labels" / CLASSES_TXT):
+        if candidate.is_file():
+            return candidate
+    raise AnnotationError(src, "--classes", f"no class names: give --classes (classes.txt or data.yaml) or put {CLASSES_TXT} or data.yaml in the folder", code="missing_classes")
+
+
+def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: Sequence[str], rectangle_segmentation: bool) -> FileOutcome:
+    image = src / image_rel
+    annotation = src / label_rel if label_rel else image
+    size, findings = image_size(image, annotation=annotation, declared=None)
+    if size is None:
+        return FileOutcome(None, tuple(findings))
+    if label_rel is None:
+        return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1]),
+                           (row(image, "info", "no_label_file", "no label file: kept as a negative image (Ultralytics' rule)"),))
+    try:
+        text = annotation.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        return FileOutcome(None, (row(annotation, "error", "unreadable_label", f"cannot read: {err}; the image is skipped"),))
+    records, found = parse_yolo_labels(text, names=names, width=size[0], height=size[1], path=str(annotation), rectangle_segmentation=rectangle_segmentation)
+    findings.extend(found)
+    skipped = skipped_for_errors(found, path=annotation)
+    if skipped is not None:
+        return FileOutcome(None, (*findings, skipped))
+    return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1], annotations=tuple(records)), tuple(findings))
+
+
+def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+    """Every image under `src` with its YOLO label file -> OUT/instances.json (+ dataset.json, report).
+
+    Raises AnnotationError before converting when `src` is not a folder or no class-name file is found."""
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise AnnotationError(src, "", "source is not a directory", code="missing_source")
+    class_file = Path(classes) if classes is not None else find_class_file(src)
+    report = ConversionReport(strict=strict)
+
+    def build() -> dict[str, Any] | None:
+        names, problems = read_class_names(class_file)
+        report.extend(problems)
+        if names is None:
+            return None
+        files = [p.relative_to(src).as_posix() for p in walk_input_files(src)]
+        present = set(files)
+        claimed: set[str] = set()
+        outcomes = []
+        for image_rel in (f for f in files if is_image_name(f)):
+            label_rel = next((c for c in label_candidates(image_rel) if c in present), None)
+            if label_rel is not None:
+                claimed.add(label_rel)
+            outcomes.append(_convert_image(src=src, image_rel=image_rel, label_rel=label_rel, names=names, rectangle_segmentation=rectangle_segmentation))
+        image_dirs = {posixpath.dirname(f) for f in files if is_image_name(f)}
+        for rel in files:
+            parts = PurePosixPath(rel).parts
+            is_label = rel.endswith(LABEL_EXTENSION) and PurePosixPath(rel).name != CLASSES_TXT and ("labels" in parts[:-1] or posixpath.dirname(rel) in image_dirs)
+            if is_label and rel not in claimed and src / rel != class_file:
+                report.add(file=src / rel, severity="error", code="missing_image", message="no image for this label file (looked for the same name under images/ and beside it); skipped")
+        records, _ = collect(outcomes, report=report)
+        return assemble(records, categories=categories_for(names, ()))
+
+    options = {"source": str(src.resolve()), "classes": str(class_file.resolve()), "rectangle_segmentation": rectangle_segmentation}
+    return write_conversion(out, report=report, format=YOLO_FORMAT, image_root=src, options=options, build=build)
