@@ -26,6 +26,7 @@ import numpy as np
 from segpipe.evaluators.errors import EvaluationError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_HEADER_BYTES = 26  # signature, IHDR length and type, width, height, bit depth, colour type
 GREY, RGB, PALETTE, GREY_ALPHA, RGBA = 0, 2, 3, 4, 6  # IHDR colour types
 COLOUR_TYPE_NAMES = {RGB: "RGB", GREY_ALPHA: "greyscale + alpha", RGBA: "RGBA"}
 CONVERT_HINT = (
@@ -53,17 +54,17 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
     Raises EvaluationError naming the file for unreadable files and colour images."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            header = png_header(f.read(PNG_HEADER_BYTES))
     except OSError as err:
         raise EvaluationError(path, "png", f"cannot be read: {err.strerror or err}") from err
-    header = png_header(data)
     if header is not None and header[1] in COLOUR_TYPE_NAMES:
         raise EvaluationError(path, "channels", f"is a {COLOUR_TYPE_NAMES[header[1]]} PNG, not a label map; {CONVERT_HINT}")
     if header is not None and header[1] == PALETTE:
-        return _palette_indices(data, path=path)
-    labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        return _palette_indices(path)
+    labels = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)  # decodes with the GIL released: threads scale
     if labels is None:
-        raise EvaluationError(path, "png", "cannot be decoded as an image")
+        raise EvaluationError(path, "png", "cannot be read or decoded as an image")
     if labels.ndim != 2:
         raise EvaluationError(path, "channels", f"label maps must be single-channel, got {labels.shape[2]} channels; {CONVERT_HINT}")
     if header is not None and header[0] < 8:  # libpng scaled 1/2/4-bit grey to 0..255: undo it exactly
@@ -71,13 +72,11 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
     return labels
 
 
-def _palette_indices(data: bytes, *, path: Path) -> np.ndarray:
-    import io
-
+def _palette_indices(path: Path) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(path) as im:
             im.load()
             if im.mode != "P":  # Pillow keeps palette PNGs in mode P (1/2/4-bit ones included)
                 raise EvaluationError(path, "png", f"palette PNG decoded as mode {im.mode}, expected P")
