@@ -28,6 +28,7 @@ from segpipe.converters.images import check_pixel_count, read_input_bytes
 from segpipe.evaluators.errors import EvaluationError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_HEADER_BYTES = 26  # signature, IHDR length and type, width, height, bit depth, colour type
 GREY, RGB, PALETTE, GREY_ALPHA, RGBA = 0, 2, 3, 4, 6  # IHDR colour types
 COLOUR_TYPE_NAMES = {RGB: "RGB", GREY_ALPHA: "greyscale + alpha", RGBA: "RGBA"}
 CONVERT_HINT = (
@@ -55,23 +56,21 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
     Raises EvaluationError naming the file for unreadable files and colour images."""
     path = Path(path)
     try:
-        # Python reads the bytes (cv2.imread crashes on names that are not UTF-8), only from a regular file
-        # within the size limit, and the declared pixel count is checked before anything is decoded.
+        # Python reads the bytes: cv2.imread crashes on names that are not UTF-8, and only a regular file
+        # within the size limit is read; the declared pixel count is checked before anything is decoded.
         data = read_input_bytes(path)
+        header = png_header(data[:PNG_HEADER_BYTES])
         if data.startswith(PNG_SIGNATURE) and len(data) >= 24:
             check_pixel_count(path, width=int.from_bytes(data[16:20], "big"), height=int.from_bytes(data[20:24], "big"))
     except AnnotationError as err:
         raise EvaluationError(path, err.field or "png", err.reason) from err
-    except OSError as err:
-        raise EvaluationError(path, "png", f"cannot be read: {err.strerror or err}") from err
-    header = png_header(data)
     if header is not None and header[1] in COLOUR_TYPE_NAMES:
         raise EvaluationError(path, "channels", f"is a {COLOUR_TYPE_NAMES[header[1]]} PNG, not a label map; {CONVERT_HINT}")
     if header is not None and header[1] == PALETTE:
         return _palette_indices(data, path=path)
-    labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)  # GIL released: threads scale
     if labels is None:
-        raise EvaluationError(path, "png", "cannot be decoded as an image")
+        raise EvaluationError(path, "png", "cannot be read or decoded as an image")
     if labels.ndim != 2:
         raise EvaluationError(path, "channels", f"label maps must be single-channel, got {labels.shape[2]} channels; {CONVERT_HINT}")
     if header is not None and header[0] < 8:  # libpng scaled 1/2/4-bit grey to 0..255: undo it exactly

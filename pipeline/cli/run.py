@@ -43,7 +43,22 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
         with pd.option_context("display.width", 120, "display.max_columns", 12):
             click.echo(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         click.echo(f"leaderboard: {outcome.leaderboard}")
+        _echo_dropped_classes(out)
         click.echo(f"reports: {out / 'checkpoints'}/<checkpoint>/")
+
+
+def _echo_dropped_classes(out: Path) -> None:
+    """Model classes each checkpoint's inference dropped (not in the dataset), from its report headers."""
+    import json
+
+    for header in sorted((out / "checkpoints").glob("*/*/header.json")):
+        data = json.loads(header.read_text(encoding="utf-8"))
+        if data.get("n_dropped_model_outputs"):
+            names = data.get("dropped_model_classes", [])
+            shown = ", ".join(names[:8]) + (f" ... ({len(names) - 8} more)" if len(names) > 8 else "")
+            click.echo(f"checkpoint {header.parent.parent.name} ({header.parent.name}): dropped "
+                       f"{data['n_dropped_model_outputs']} model class output(s) not in the dataset: {shown}; "
+                       f"scoring: {data.get('scoring', '')}")
 
 
 @click.command("run")

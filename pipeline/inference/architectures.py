@@ -22,7 +22,7 @@ def detect_architecture(keys: Iterable[str]) -> str | None:
     >>> detect_architecture(["backbone.layer1.0.conv1.weight", "classifier.0.convs.0.0.weight"])
     'deeplabv3_resnet50'
     """
-    prefixes = set()
+    prefixes: set[str] = set()
     for key in keys:
         parts = key.split(".")
         prefixes.update(".".join(parts[:i]) + "." for i in range(1, min(len(parts), 5)))

@@ -126,3 +126,22 @@ def test_unreadable_files_name_the_file(tmp_path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(EvaluationError, match="broken.png"):
         read_label_map(path)
+
+
+def test_a_real_rgb_voc_mask_is_refused_naming_the_file(peers: Path) -> None:
+    """Datumaro's VOC fixture stores SegmentationClass as RGB colours (peers README): not class indices."""
+    path = peers / "datumaro" / "voc_dataset" / "voc_dataset1" / "SegmentationClass" / "2007_000001.png"
+    if not path.is_file():
+        pytest.skip(f"{path} not in this copy of the peer fixtures")
+    with pytest.raises(EvaluationError) as err:
+        read_label_map(path)
+    assert str(path) in str(err.value) and "RGB PNG, not a label map" in str(err.value)
+
+
+def test_real_greyscale_label_maps_read_as_opencv_reads_them(peers: Path) -> None:
+    """The 8-bit greyscale bdd100k-style peer maps: the values as stored."""
+    paths = sorted((peers / "bdd100k_semantic").rglob("*.png"))
+    if not paths:
+        pytest.skip("no greyscale PNG peers in this copy")
+    for path in paths:
+        np.testing.assert_array_equal(read_label_map(path), cv2.imread(str(path), cv2.IMREAD_UNCHANGED), err_msg=str(path))

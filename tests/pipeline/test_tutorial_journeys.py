@@ -24,7 +24,7 @@ from segpipe.inference import engine as infer_engine
 from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from segpipe.inference.class_tables import COCO_CLASSES, VOC_CLASSES
 from segpipe.runner.driver import run_pipeline
-from tests.pipeline.pipeline_fixtures import make_checkpoint, make_dataset, settings_for
+from tests.pipeline.pipeline_fixtures import cli_args, make_checkpoint, make_dataset, settings_for
 
 torch.set_num_threads(1)  # 2 cores shared by many
 N_IMAGES = 4
@@ -168,6 +168,10 @@ def test_deeplabv3_with_the_voc_table_and_a_class_map_on_a_trimap_dataset(pets: 
     assert board.loc["deeplab", "mIoU"] == pytest.approx(np.mean(ious), abs=1e-12)
     header = json.loads(next((tmp_path / "run" / "checkpoints" / "deeplab").rglob("header.json")).read_text())
     assert header["n_dropped_model_outputs"] == 18 and "cat+dog -> pet" in header["scoring"]
+    r = invoke([*cli_args(settings), "--categories", "pet"])  # the same run from the command line: all cached
+    assert r.exit_code == 0, r.output
+    assert "from cache: 7 task(s)" in r.output
+    assert "checkpoint deeplab (semantic): dropped 18 model class output(s) not in the dataset: aeroplane" in r.output
 
 
 def test_pet_unet_on_a_breed_dataset_says_results_json_is_empty_and_why(pets: Path, tmp_path: Path) -> None:
