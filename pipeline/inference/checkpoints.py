@@ -24,10 +24,6 @@ STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "model.")
 MODEL_CARD_SUFFIXES: tuple[str, ...] = (".json", ".toml")
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-TRUST_HINT = (
-    "it needs arbitrary pickled code to load, which could run anything on this machine. If you trust "
-    "where it came from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway"
-)
 
 
 class InferenceError(SegpipeError):
@@ -55,9 +51,7 @@ class ModelCard:
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
-    """The unpickled checkpoint object. Refuses pickled code unless `trust`."""
-    import pickle
-
+    """The unpickled checkpoint object. Refuses pickled code unless `trust`; a broken file is called broken."""
     import torch
 
     path = Path(path)
@@ -65,11 +59,12 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         raise InferenceError(path, "", "checkpoint file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not trust:
-            raise InferenceError(path, "", f"refused: {TRUST_HINT} ({str(err).splitlines()[0]})") from err
-    except Exception as err:  # torch's unpicklers raise assorted types (IndexError, EOFError...) on garbage
-        raise InferenceError(path, "", f"not a readable torch checkpoint: {type(err).__name__}: {err}") from err
+    except Exception as err:  # torch's unpicklers raise assorted types (UnpicklingError, EOFError...) on garbage
+        from segpipe.inference.checkpoint_errors import diagnose_checkpoint
+
+        diagnosis = diagnose_checkpoint(path)
+        if not (trust and diagnosis.needs_trust):
+            raise InferenceError(path, "", diagnosis.message) from err
     warnings.warn(
         f"LOADING {path} WITH FULL UNPICKLING (--trust-checkpoint): any code inside it runs now",
         UntrustedCheckpointWarning,

@@ -196,11 +196,12 @@ def run_inference(
     *, model: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None = None,
     classes: Sequence[str] | None = None, device: str = "auto", batch_size: int = 4, precision: str = "fp32",
     score_threshold: float = 0.05, resize: int | None = None, trust_checkpoint: bool = False,
-    image_ids: Sequence[int] | None = None, progress: bool = False, workers: int | None = None,
+    image_ids: Sequence[int] | None = None, progress: bool | Callable[[int, int], object] = False, workers: int | None = None,
     shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None,
 ) -> InferenceSummary:
     """Run `model` with `checkpoint` over the converted `dataset`; write results.json, semantic/<stem>.png,
     inference_report.csv and meta.json into `out`. `image_ids` restricts the run to a subset (a shard);
+    `progress`: True for a tqdm bar, or a `progress(done, total)` callback (segpipe run's reporter);
     `checkpoint_sha256`, when the caller already hashed the file, saves reading it again."""
     import torch
 
@@ -264,7 +265,8 @@ def run_inference(
 
 
 def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any]]], pending: list[int], short_side: int | None,
-            workers: int | None, batch_size: int, categories: dict[int, int], score_threshold: float, progress: bool) -> tuple[int, int]:
+            workers: int | None, batch_size: int, categories: dict[int, int], score_threshold: float,
+            progress: bool | Callable[[int, int], object]) -> tuple[int, int]:
     """The device loop over the pending shards; returns (images predicted, final batch-size limit)."""
     import torch
     from tqdm import tqdm
@@ -278,12 +280,12 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
         collate_fn=collate_samples, num_workers=n_workers, pin_memory=predictor.device.type == "cuda",
     )
     on_oom = torch.cuda.empty_cache if predictor.device.type == "cuda" else (lambda: None)
-    limit, processed = batch_size, 0
+    limit, processed, seen = batch_size, 0, 0
     shard_futures: dict[int, list[Future[Any]]] = {i: [] for i in pending}
     remaining = {i: sum(len(b) for b in shards[i]) for i in pending}
     in_flight: deque[Future[Any]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segpipe-encode") as encoder, \
-            tqdm(total=len(entries), unit="img", disable=not progress) as bar:
+            tqdm(total=len(entries), unit="img", disable=progress is not True) as bar:
         for (shard_index, _), samples in zip(batch_shard, loader):
             good = [s for s in samples if s.error is None]
             skipped = [SkippedImage(s.entry, s.code, s.error) for s in samples if s.error is not None]
@@ -298,6 +300,9 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
             while in_flight and (len(in_flight) > MAX_BATCHES_IN_FLIGHT or in_flight[0].done()):
                 in_flight.popleft().result()  # re-raises encoder errors here, early; bounds the backlog
             bar.update(len(samples))
+            seen += len(samples)
+            if callable(progress):
+                progress(seen, len(entries))
         for fut in in_flight:
             fut.result()
     return processed, limit

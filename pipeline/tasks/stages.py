@@ -63,10 +63,11 @@ def infer_shard(
     """Inference over one shard of image ids; torch is imported here and only here. `checkpoint_sha256` is the
     driver's digest of the checkpoint, so a shard does not read and hash the whole file again."""
     from segpipe.inference.engine import run_inference
+    from segpipe.runner.progress import image_progress
 
     kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
     return run_inference(
-        model=model, checkpoint=checkpoint, dataset=dataset, out=out, image_ids=list(image_ids), progress=False,
+        model=model, checkpoint=checkpoint, dataset=dataset, out=out, image_ids=list(image_ids), progress=image_progress(),
         workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs,
     )
 
