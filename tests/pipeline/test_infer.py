@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -554,3 +555,18 @@ def test_file_name_outside_image_root_is_a_skipped_row(tmp_path: Path, lraspp: t
     report = (tmp_path / "p" / "inference_report.csv").read_text()
     assert report.count("image_outside_root") == 2 and "../../secret.png" in report
     assert not (tmp_path / "p" / "semantic" / "secret.png").exists()
+
+
+def test_symlinked_images_are_inferred(tmp_path: Path, lraspp: tuple[Path, Any]) -> None:
+    """A symlink farm (each image a link into a store elsewhere) is read like plain files: only a file_name that
+    climbs out of the root (`..`, absolute) is refused."""
+    root = write_dataset(tmp_path / "ds", [("a.png", 30, 20), ("b.png", 30, 20)])
+    store = tmp_path / "store"
+    store.mkdir()
+    image_root = Path(json.loads((root / "dataset.json").read_text())["image_root"])
+    for name in ("a.png", "b.png"):
+        (image_root / name).rename(store / name)
+        os.symlink(store / name, image_root / name)
+    s = run_inference(model="lraspp_mobilenet_v3_large", checkpoint=lraspp[0], dataset=root, out=tmp_path / "p", workers=0)
+    assert (s.n_processed, s.n_skipped) == (2, 0)
+    assert "image_outside_root" not in (tmp_path / "p" / "inference_report.csv").read_text()
