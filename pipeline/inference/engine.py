@@ -31,7 +31,7 @@ from segpipe.inference.data import (
 )
 from segpipe.inference.outputs import (
     MASK_THRESHOLD, InstancePrediction, SemanticPrediction, SkippedImage, component_results, instance_results,
-    prepare_out_dir, read_plan_fingerprint, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
+    prepare_out_dir, read_plan_fingerprint, read_shard, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
     write_shard,
 )
 from segpipe.inference.models import INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, load_torchscript, model_spec, set_native_resolution
@@ -54,6 +54,7 @@ class InferenceSummary:
     precision: str
     batch_size: int  # after any OOM halving
     checkpoint_sha256: str
+    n_resumed: int = 0  # images whose predictions came from an earlier, interrupted run into the same OUT
 
 
 def resolve_device(device: str) -> Any:
@@ -242,7 +243,8 @@ def run_inference(
     out = prepare_out_dir(out)
     if read_plan_fingerprint(out) != fingerprint:
         start_fresh_plan(out, fingerprint=fingerprint, n_shards=len(shards))
-    pending = [i for i in range(len(shards)) if not shard_path(out, i).is_file()]
+    pending = [i for i in range(len(shards)) if shard_needs_run(shard_path(out, i))]
+    n_resumed = sum(len(b) for i in range(len(shards)) if i not in pending for b in shards[i])
 
     categories = {t: c for t, c in zip(mapping.targets, mapping.component_categories) if c is not None}
     started = time.perf_counter()
@@ -261,7 +263,19 @@ def run_inference(
             "torch": torch.__version__, "model_card": str(card.path) if card.path else None}
     n_processed, n_skipped = write_final_outputs(out, n_shards=len(shards), meta=meta)
     return InferenceSummary(out=out, task=task, n_images=len(info.images), n_processed=n_processed, n_skipped=n_skipped,
-                            images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha)
+                            images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha,
+                            n_resumed=n_resumed)
+
+
+def shard_needs_run(path: Path) -> bool:
+    """A shard runs when it has no file yet, and again when it skipped an image: a rerun retries every
+    skipped image (the user may have fixed the file in place; an unchanged broken file costs one shard)."""
+    if not path.is_file():
+        return True
+    try:
+        return bool(read_shard(path).get("skipped"))
+    except (OSError, ValueError):  # unreadable shard file: redo it
+        return True
 
 
 def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any]]], pending: list[int], short_side: int | None,
