@@ -73,6 +73,7 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
     2 for a usage error.
     """
     from segpipe.evaluators.audit import audit_path
+    from segpipe.evaluators.audit_findings import CHECK_NO_PREDICTIONS
     from segpipe.evaluators.errors import EvaluationError
 
     try:
@@ -86,6 +87,8 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
         click.echo(f"error: cannot write the audit to {out}: {err}", err=True)
         raise SystemExit(EXIT_UNREADABLE_INPUT) from err
     click.echo(format_audit_summary(result.findings, result.summary, top=top))
+    for message in result.findings.loc[result.findings["check"] == CHECK_NO_PREDICTIONS, "message"]:
+        click.echo(f"warning: {pred}: {message}", err=True)
     from segpipe.reports.gallery import GallerySource
     from segpipe.reports.html import render_audit_report
 

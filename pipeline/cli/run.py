@@ -119,6 +119,12 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
         settings = parse_run_settings(config, overrides=overrides, source=str(config_path or "command line"))
     except RunConfigError as err:
         raise click.UsageError(str(err)) from err
+    if settings.format == "oxford-pet":
+        from segpipe.converters.layout_hints import oxford_pet_root_problem
+
+        problem = oxford_pet_root_problem(settings.dataset)
+        if problem is not None:
+            raise click.UsageError(f"--dataset {problem}")
     try:
         with luigi_log(verbose=verbose), RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl,
                                                      workers=settings.workers, bars=not quiet and settings.workers == 1):
