@@ -128,7 +128,11 @@ def load_state_dict_into(model: Any, state: Mapping[str, Any], *, path: str | os
     problems.extend(f"unexpected {name}" for name in sorted(set(state) - set(expected)))
     if problems:
         shown = "; ".join(problems[:20]) + (f"; ... {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise InferenceError(path, "state_dict", f"does not fit the model ({len(problems)} problem(s)): {shown}")
+        matching = len(set(state) & set(expected))
+        raise InferenceError(path, "state_dict", (
+            f"wrong model: the checkpoint's weights do not fit it ({len(problems)} problem(s); {matching} of "
+            f"{len(expected)} parameter names match): {shown}. Was it trained for another --model, or with another "
+            "number of classes or U-Net depth/width (say so in its model card)?"))
     model.load_state_dict(dict(state), strict=True)
 
 

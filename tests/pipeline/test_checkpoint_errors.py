@@ -63,3 +63,14 @@ def test_a_pickle_with_code_is_the_only_case_that_suggests_trust(tmp_path: Path)
 def test_a_sound_checkpoint_still_loads(tmp_path: Path) -> None:
     state = read_checkpoint(_state(tmp_path))
     assert set(state) == {"weight", "bias"}
+
+
+def test_weights_of_another_model_are_called_a_wrong_model(tmp_path: Path) -> None:
+    from segpipe.inference.checkpoints import load_state_dict_into
+
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1)).state_dict()
+    with pytest.raises(InferenceError) as info:
+        load_state_dict_into(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), other, path=tmp_path / "other.pt")
+    message = str(info.value)
+    assert "wrong model" in message and "another --model" in message and "other.pt" in message
+    assert "--trust-checkpoint" not in message
