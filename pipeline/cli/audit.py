@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -95,5 +96,7 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
     gallery = None
     if dataset.is_dir():  # a converted dataset dir; a bare COCO file gets the page without thumbnails
         gallery = GallerySource.from_dirs(dataset=dataset, predictions=pred if pred is not None and pred.is_dir() else None)
+        if pred is not None and pred.is_file():  # --pred results.json: the prediction panel still shows it
+            gallery = replace(gallery, results=pred)
     page = render_audit_report(out, gallery=gallery)
     click.echo(f"wrote {path}, {out / (SUMMARY_TABLE + '.csv')} (+ parquet) and {page}")

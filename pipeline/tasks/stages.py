@@ -148,11 +148,12 @@ def render_leaderboard_html(*, out_dir: Path) -> None:
     render_leaderboard(out_dir)
 
 
-def render_audit_html(*, audit_dir: Path) -> None:
-    """audit.html from the findings table."""
+def render_audit_html(*, audit_dir: Path, dataset_dir: Path | None = None) -> None:
+    """audit.html from the findings table, with thumbnails of the converted dataset's images when given."""
+    from segpipe.reports.gallery import GallerySource
     from segpipe.reports.html import render_audit_report
 
-    render_audit_report(audit_dir)
+    render_audit_report(audit_dir, gallery=GallerySource.from_dirs(dataset=dataset_dir) if dataset_dir is not None else None)
 
 
 def audit(*, dataset_dir: Path) -> Any:
