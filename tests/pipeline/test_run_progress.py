@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from segpipe.runner.driver import EXIT_TASKS_FAILED
-from segpipe.runner.progress import RunProgress, format_line, luigi_log
+from segpipe.runner.progress import RunProgress, format_line, image_progress, luigi_log
 from tests.pipeline.pipeline_fixtures import cli_args, make_checkpoint, make_dataset, run_cli_subprocess, settings_for
 
 
@@ -73,6 +73,30 @@ def test_a_failure_is_one_line_and_what_never_ran_is_counted(tmp_path: Path) -> 
     _build(tmp_path, workers=1, lines=lines, jsonl=tmp_path / "log.jsonl", fail=True)
     failed = [ln for ln in lines if " failed " in ln]
     assert len(failed) == 1 and "RuntimeError: boom" in failed[0] and "second line" not in failed[0]
+
+
+class _Looping(luigi.Task):
+    """A task with a per-image loop that reports through `image_progress`, as inference shards do."""
+
+    root = luigi.Parameter()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(Path(str(self.root)) / "loop.txt"))
+
+    def run(self) -> None:
+        update = image_progress()
+        for done in range(1, 8):
+            update(done, 7)
+        Path(self.output().path).write_text("x")
+
+
+def test_a_long_loop_shows_its_progress_in_the_scheduler(tmp_path: Path) -> None:
+    task = _Looping(root=str(tmp_path))
+    with RunProgress(echo=None, workers=1):
+        result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    scheduler = result.worker._scheduler
+    assert scheduler.get_task_status_message(task.task_id)["statusMessage"] == "7/7 images"
+    assert scheduler.get_task_progress_percentage(task.task_id)["progressPercentage"] == 100
 
 
 def test_format_line_names_stage_checkpoint_shard_and_duration() -> None:
