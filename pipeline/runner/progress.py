@@ -280,15 +280,18 @@ def image_progress() -> Callable[[int, int], None]:
 
 
 class _HideLuigiLog(logging.Filter):
+    """Drops Luigi's tracebacks of failed tasks (the progress line and the summary name each failure in one
+    line); its warnings without a traceback, e.g. a scheduler it cannot reach, still show."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.CRITICAL
+        return record.exc_info is None and record.levelno >= logging.WARNING
 
 
 @contextmanager
 def luigi_log(*, verbose: bool) -> Iterator[None]:
-    """Without `verbose`, Luigi's own log (a traceback per failed task, its execution summary) is hidden:
-    the progress lines and the run's summary say the same in one line each. A logger filter, not a level:
-    Luigi sets the level of its logger itself the first time `luigi.build` runs."""
+    """Without `verbose`, Luigi's tracebacks (one per failed task) and its info lines are hidden: the progress
+    lines and the run's summary say the same in one line each. A logger filter, not a level: Luigi sets the
+    level of its logger itself the first time `luigi.build` runs."""
     logger = logging.getLogger("luigi-interface")
     hide = None if verbose else _HideLuigiLog()
     if hide is not None:
