@@ -14,6 +14,9 @@ A finding points at an error when it names the modified or added annotation, or,
 
     python benchmarks/audit_recall.py            # 10,000 images / ~50,000 annotations (issue's sizes)
     python benchmarks/audit_recall.py --quick    # 400 images, smoke run
+
+It also prints the false-positive rate of the statistical checks on correct labels (the embedded sample,
+the sample at mixed resolutions, the LabelImg peer): benchmarks/audit_false_positives.py.
 """
 
 from __future__ import annotations
@@ -318,6 +321,11 @@ def main() -> None:
     )
     for t, (hit, total) in s["per_type"].items():
         print(f"  {t:<13} recall {hit / max(1, total):.3f} ({hit}/{total}; target >= 0.8)")
+    # Beside recall, how often the statistical checks flag labels known to be right (see that module).
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from audit_false_positives import default_peers, measure
+
+    print("\n".join(measure(n_images=120 if args.quick else 240, seed=args.seed, peers=default_peers())))
     first_seen: dict[int, None] = {}
     for v in result.findings["image_id"].dropna():
         first_seen.setdefault(int(v), None)

@@ -54,6 +54,19 @@ def breed_of_stem(stem: str) -> str:
     return _TRAILING_NUMBER.sub("", stem)
 
 
+def species_of_stem(stem: str) -> str | None:
+    """The Oxford-IIIT Pet naming rule, stated in list.txt's header (LIST_HEADER): a capital first letter is a cat,
+    a small one a dog; None when the name does not start with a letter.
+
+    >>> species_of_stem("Bengal_7"), species_of_stem("pug_2"), species_of_stem("_x")
+    ('cat', 'dog', None)
+    """
+    first = stem[:1]
+    if not first.isalpha():
+        return None
+    return SPECIES_NAMES[1] if first.isupper() else SPECIES_NAMES[2]
+
+
 def _data_lines(text: str) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip() and not line.lstrip().startswith("#")]
 
@@ -123,9 +136,11 @@ class PetCategories:
     by_stem: Mapping[str, PetListEntry]
 
     def breed_species(self, stem: str) -> tuple[str, str | None]:
+        """Breed and species of an image; an image missing from a list gets its species from the file name's
+        case (the list's own rule), and none at all when there is no list (the naming may not be the Pet's)."""
         entry = self.by_stem.get(stem)
         if entry is None:
-            return breed_of_stem(stem), None
+            return breed_of_stem(stem), species_of_stem(stem) if self.by_stem else None
         return entry.breed, entry.species_name
 
     def category_of(self, stem: str) -> str | None:

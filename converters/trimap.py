@@ -262,10 +262,13 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
     for stem, (trimap, image) in sorted(pairs.items()):
         breed, species = cats.breed_species(stem)
         if stem not in cats.by_stem and cats.by_stem:
-            report.add(file=image, severity="warning", code="not_in_list", message=f"not in the list file; breed {breed!r} taken from the file name, species unknown")
+            from_case = f"species {species!r} from the file name's first letter (capital: cat)" if species else "species unknown"
+            report.add(file=image, severity="warning", code="not_in_list",
+                       message=f"not in the list file; breed {breed!r} taken from the file name, {from_case}: add it to the list file to be sure")
         category = cats.category_of(stem)
         if category is None:
-            report.add(file=image, severity="error", code="unknown_species", message="species unknown (image not in the list file); skipped at --categories species")
+            report.add(file=image, severity="error", code="unknown_species", message="species unknown (not in a usable list file, and no letter starts the file name): "
+                       "skipped at --categories species; add the image to list.txt")
             continue
         attributes = (("breed", breed),) + ((("species", species),) if species else ())
         jobs.append(TrimapJob(stem=stem, trimap=trimap, image=image, semantic=layout.semantic / f"{stem}.png",

@@ -173,6 +173,10 @@ def audit_dataset(
     if predictions is not None:
         preds = parse_predictions(predictions, images=images, categories=categories)
         findings += model_checks(prepared, preds, images=images, categories=categories)
+        if not predictions:
+            findings.append(make_finding(check=F.CHECK_NO_PREDICTIONS, message=(
+                "the predictions hold no result: no model-assisted check ran (possibly missing / spurious / wrong "
+                "class / sloppy outline); check that --pred is the results.json of an inference over this dataset")))
     frame = findings_frame(findings)
     return AuditResult(findings=frame, summary=summary_frame(frame))
 

@@ -34,7 +34,7 @@ CHECK_RLE_SIZE = "rle_size_mismatch"
 CHECK_AREA_MISMATCH = "area_mismatch"
 CHECK_IMAGE_MISSING = "image_missing"
 CHECK_IMAGE_UNREADABLE = "image_unreadable"
-CHECK_IMAGE_OUTSIDE_ROOT = "image_outside_root"  # file_name absolute, with `..`, or a symlink out: never read
+CHECK_IMAGE_OUTSIDE_ROOT = "image_outside_root"  # file_name absolute or with `..`: never read
 CHECK_IMAGE_SIZE = "image_size_mismatch"
 CHECK_DUPLICATE_IMAGE = "duplicate_image"
 CHECK_CROSS_SPLIT = "image_in_two_splits"
@@ -61,6 +61,7 @@ CHECK_POSSIBLY_MISSING = "possibly_missing"
 CHECK_POSSIBLY_SPURIOUS = "possibly_spurious"
 CHECK_POSSIBLY_WRONG_CLASS = "possibly_wrong_class"
 CHECK_POSSIBLY_SLOPPY = "possibly_sloppy_outline"
+CHECK_NO_PREDICTIONS = "no_predictions"  # predictions were given but hold nothing: no model check could run
 
 MODEL_CHECKS: tuple[str, ...] = (CHECK_POSSIBLY_MISSING, CHECK_POSSIBLY_SPURIOUS, CHECK_POSSIBLY_WRONG_CLASS, CHECK_POSSIBLY_SLOPPY)
 
@@ -89,6 +90,7 @@ FIXED_RULES: Mapping[str, tuple[Severity, float]] = {
         )
     },
     CHECK_EMPTY_TRIMAP: ("error", 0.95),
+    CHECK_NO_PREDICTIONS: ("warning", 1.0),
     CHECK_CROWD_OBJECT: ("warning", 0.9),
     CHECK_SPECIES_MISMATCH: ("warning", 0.8),
     CHECK_BBOX_OUTSIDE: ("warning", 0.7),

@@ -99,14 +99,19 @@ def class_statistics_checks(
             continue
         box = np.array([a.bbox for a in usable], dtype=np.float64)
         size = np.array([(images[a.image_id].width, images[a.image_id].height) for a in usable], dtype=np.float64)
-        z_area = robust_z(np.log(np.array([a.area for a in usable])), min_mad=MIN_LOG_MAD)
+        # Area relative to the image: a photo twice as large shows the same pet with 4x the pixels, and
+        # datasets mix resolutions (Oxford-IIIT Pet: from ~100 to ~2,500 px a side), so absolute pixels flag
+        # every large photo's label. Position is relative for the same reason.
+        rel_area = np.array([a.area for a in usable], dtype=np.float64) / (size[:, 0] * size[:, 1])
+        z_area = robust_z(np.log(rel_area), min_mad=MIN_LOG_MAD)
         z_aspect = robust_z(np.log(box[:, 2] / box[:, 3]), min_mad=MIN_LOG_MAD)
         z_cx = robust_z((box[:, 0] + box[:, 2] / 2) / size[:, 0], min_mad=MIN_POSITION_MAD)
         z_cy = robust_z((box[:, 1] + box[:, 3] / 2) / size[:, 1], min_mad=MIN_POSITION_MAD)
         for i, a in enumerate(usable):
             z_pos = max(abs(z_cx[i]), abs(z_cy[i]))
             outliers = (
-                (F.CHECK_AREA_OUTLIER, z_area[i], f"area {a.area:g} px is far {'larger' if z_area[i] > 0 else 'smaller'} than usual", "log scale"),
+                (F.CHECK_AREA_OUTLIER, z_area[i], f"area {a.area:g} px ({rel_area[i]:.2%} of the image) is far "
+                 f"{'larger' if z_area[i] > 0 else 'smaller'} than usual", "log of the area relative to the image"),
                 (F.CHECK_ASPECT_OUTLIER, z_aspect[i], f"aspect ratio w/h {a.bbox[2] / a.bbox[3]:.3g} is unusual", "log scale"),
                 (F.CHECK_POSITION_OUTLIER, z_pos, "box centre is in an unusual place", f"x {z_cx[i]:.1f}, y {z_cy[i]:.1f}"),
             )

@@ -58,6 +58,11 @@ class InstanceReport:
         return SEGM_AREA_NOTE if self.iou_type == "segm" else BBOX_AREA_NOTE
 
 
+def images_without_detections(stats: InstanceStats) -> int:
+    """How many images that hold ground-truth objects have no detection at all (e.g. results made on a subset)."""
+    return int(np.setdiff1d(np.unique(stats.gt_image), np.unique(stats.det_image)).size)
+
+
 def instance_compute(stats: InstanceStats) -> InstanceReport:
     """Reduce (merged) match records to the report tables."""
     from segpipe.evaluators.instance_tables import per_class_table, per_image_table, pr_curve_table, summary_table
@@ -66,6 +71,11 @@ def instance_compute(stats: InstanceStats) -> InstanceReport:
     warnings = list(stats.warnings)
     if len(stats.det_image) == 0 and not any("results list is empty" in w for w in warnings):
         warnings.append("no detections on the evaluated images: every category with ground truth scores 0")
+    elif (uncovered := images_without_detections(stats)):
+        warnings.append(
+            f"{uncovered} of {len(np.unique(stats.gt_image))} ground-truth images with objects got no result at all: "
+            "AP counts every object of theirs as missed; if the results come from a subset of the images, "
+            "score them against a ground truth of the same images")
     return InstanceReport(
         iou_type=stats.iou_type,
         summary=summary_table(acc),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -73,6 +74,7 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
     2 for a usage error.
     """
     from segpipe.evaluators.audit import audit_path
+    from segpipe.evaluators.audit_findings import CHECK_NO_PREDICTIONS
     from segpipe.evaluators.errors import EvaluationError
 
     try:
@@ -86,11 +88,15 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
         click.echo(f"error: cannot write the audit to {out}: {err}", err=True)
         raise SystemExit(EXIT_UNREADABLE_INPUT) from err
     click.echo(format_audit_summary(result.findings, result.summary, top=top))
+    for message in result.findings.loc[result.findings["check"] == CHECK_NO_PREDICTIONS, "message"]:
+        click.echo(f"warning: {pred}: {message}", err=True)
     from segpipe.reports.gallery import GallerySource
     from segpipe.reports.html import render_audit_report
 
     gallery = None
     if dataset.is_dir():  # a converted dataset dir; a bare COCO file gets the page without thumbnails
         gallery = GallerySource.from_dirs(dataset=dataset, predictions=pred if pred is not None and pred.is_dir() else None)
+        if pred is not None and pred.is_file():  # --pred results.json: the prediction panel still shows it
+            gallery = replace(gallery, results=pred)
     page = render_audit_report(out, gallery=gallery)
     click.echo(f"wrote {path}, {out / (SUMMARY_TABLE + '.csv')} (+ parquet) and {page}")

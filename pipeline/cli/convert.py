@@ -48,6 +48,12 @@ _rectangle_option = click.option(
 )
 
 
+def _refuse_wrong_folder(problem: str | None) -> None:
+    """A folder that is not what the format expects stops here (usage error, exit 2), before OUT is touched."""
+    if problem is not None:
+        raise click.UsageError(problem)
+
+
 def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
     try:
         report = run()
@@ -102,8 +108,10 @@ def convert() -> None:
 def convert_voc_cmd(src: Path, out: Path, images: Path | None, classes: Path | None, one_based: bool, difficult: str,
                     size_from_xml: bool, rectangle_segmentation: bool, strict: bool, workers: int | None) -> None:
     """LabelImg / Pascal VOC XML boxes: every *.xml under SRC (recursive) -> OUT/instances.json."""
+    from segpipe.converters.layout_hints import voc_source_problem
     from segpipe.converters.voc import convert_voc
 
+    _refuse_wrong_folder(voc_source_problem(src, images=images))
     _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based, difficult=difficult,
                                      size_from_xml=size_from_xml, rectangle_segmentation=rectangle_segmentation,
                                      strict=strict, workers=workers))
@@ -142,8 +150,10 @@ def convert_oxford_pet_cmd(root: Path, out: Path, border: str, categories: str, 
                            workers: int | None) -> None:
     """The whole Oxford-IIIT Pet layout (images/, annotations/{trimaps,xmls,list.txt,trainval.txt,test.txt})
     -> instances.json (pet masks), heads.json (head boxes, cat/dog), semantic/ maps."""
+    from segpipe.converters.layout_hints import oxford_pet_root_problem
     from segpipe.converters.oxford_pet import convert_oxford_pet
 
+    _refuse_wrong_folder(oxford_pet_root_problem(root))
     _finish(out, lambda: convert_oxford_pet(root, out, border=border, categories=categories, split=split,
                                             strict=strict, workers=workers))
 

@@ -17,10 +17,11 @@ DEMO_SAMPLE_IMAGES = 24
 @click.option("--html/--no-html", default=True, show_default=True, help="Write the HTML pages too.")
 def demo(out: Path, html: bool) -> None:
     """Generate the sample, evaluate the shipped U-Net checkpoints on it and print the leaderboard."""
-    from segpipe.cli.run import _echo_outcome
+    from segpipe.cli.run import _echo_outcome, _echo_progress
     from segpipe.demo.checkpoints import SHIPPED_DIR
     from segpipe.runner.config import RunSettings
     from segpipe.runner.driver import run_pipeline
+    from segpipe.runner.progress import RunProgress, luigi_log
     from segpipe.demo.sample import generate_sample
 
     sample = out / "sample"
@@ -32,7 +33,8 @@ def demo(out: Path, html: bool) -> None:
         infer={"device": "cpu"}, html=html,
     )
     started = time.perf_counter()
-    outcome = run_pipeline(settings)
+    with luigi_log(verbose=False), RunProgress(echo=_echo_progress, bars=True):
+        outcome = run_pipeline(settings)
     _echo_outcome(outcome, out=out)
     if (out / "leaderboard.html").is_file():
         click.echo(f"leaderboard page: {out / 'leaderboard.html'}")

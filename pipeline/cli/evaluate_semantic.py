@@ -51,7 +51,26 @@ def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
         raise click.BadParameter(f"no class names in {option!r}", param_hint="--classes")
     if len(set(names)) != len(names):
         raise click.BadParameter(f"duplicate class names: {names}", param_hint="--classes")
+    check_against_gt_classes(names, gt_dir=gt_dir)
     return names
+
+
+def check_against_gt_classes(names: list[str], *, gt_dir: Path) -> None:
+    """--classes against GT_DIR/classes.txt (what `segpipe convert` wrote): the same names in another order
+    would silently swap the per-class rows, so that is a usage error; other names are a warning."""
+    default = gt_dir / CLASSES_FILE_NAME
+    if not default.is_file():
+        return
+    declared = parse_class_names(default.read_text(encoding="utf-8"))
+    if names == declared:
+        return
+    if sorted(names) == sorted(declared):
+        raise click.BadParameter(
+            f"{','.join(names)} names the classes of {default} in another order ({','.join(declared)}): pixel value i "
+            f"is class i of that file, so the per-class rows would be swapped; omit --classes or keep that order",
+            param_hint="--classes")
+    click.echo(f"warning: --classes {','.join(names)} differs from {default} ({','.join(declared)}); "
+               "pixel value i is scored as the i-th name given", err=True)
 
 
 def label_map_dir(path: Path) -> Path:

@@ -56,7 +56,8 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
 
     Semantic models write semantic/<stem>.png (dataset class indices) and results.json (one instance per
     connected component); Mask R-CNN writes results.json (COCO results, RLE masks). Interrupted runs resume
-    from the last finished shard. Exit code 3 when some images were skipped (see inference_report.csv).
+    from the last finished shard; a rerun retries every image skipped before. Exit code 3 when some images
+    were skipped (see inference_report.csv).
     """
     from segpipe.inference.checkpoints import InferenceError, UntrustedCheckpointWarning
     from segpipe.inference.data import parse_class_names
@@ -75,7 +76,9 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
             _echo_warnings(caught)
             raise click.ClickException(str(err)) from err
     _echo_warnings(caught)
-    speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "nothing left to run (resumed)"
+    speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "no image predicted"
+    if summary.n_resumed:
+        speed += f"; {summary.n_resumed} image(s) resumed from an earlier run"
     click.echo(
         f"{summary.n_processed}/{summary.n_images} images -> {summary.out} ({summary.task}, {summary.device}, "
         f"{summary.precision}, {speed}); {summary.n_skipped} skipped (inference_report.csv)"

@@ -3,6 +3,9 @@
 Exit codes: 0 all done; 3 done, but the conversion report has error rows (bad annotation files were
 skipped); 5 a task failed (e.g. a corrupt checkpoint: the others still finish and the leaderboard lists
 it as failed); 6 Luigi could not schedule or run something; 2 usage error (click).
+
+Progress (one line per finished task, with a count and an ETA) goes to stderr; `-q` silences it,
+`--log-jsonl` records it, `-v` adds Luigi's own log with tracebacks.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def _echo_dropped_classes(out: Path) -> None:
                        f"scoring: {data.get('scoring', '')}")
 
 
+def _echo_progress(line: str) -> None:
+    click.echo(line, err=True)
+
+
 @click.command("run")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="run.toml with the same settings; command-line options override it.")
@@ -103,7 +110,10 @@ def _echo_dropped_classes(out: Path) -> None:
 @click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
 @click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling, and TorchScript files (both run code).")
 @click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task.")
-def run(config_path: Path | None, **options: Any) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars (the summary and leaderboard still print).")
+@click.option("-v", "--verbose", is_flag=True, help="Also show Luigi's log, with the tracebacks of failed tasks.")
+@click.option("--log-jsonl", type=_PATH, default=None, help="Append one JSON object per finished task to this file.")
+def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | None, **options: Any) -> None:
     """Run the whole pipeline, cached: a rerun only does what changed (inputs are fingerprinted by content).
 
     \b
@@ -112,6 +122,7 @@ def run(config_path: Path | None, **options: Any) -> None:
     """
     from segpipe.runner.config import RunConfigError, parse_run_settings, read_run_config
     from segpipe.runner.driver import run_pipeline
+    from segpipe.runner.progress import RunProgress, luigi_log
 
     convert_keys = ("border", "categories", "split", "one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict")
     infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers",
@@ -135,9 +146,22 @@ def run(config_path: Path | None, **options: Any) -> None:
         settings = parse_run_settings(config, overrides=overrides, source=str(config_path or "command line"))
     except RunConfigError as err:
         raise click.UsageError(str(err)) from err
+    if settings.format == "oxford-pet":
+        from segpipe.converters.layout_hints import oxford_pet_root_problem
+
+        problem = oxford_pet_root_problem(settings.dataset)
+        if problem is not None:
+            raise click.UsageError(f"--dataset {problem}")
     try:
         outcome = run_pipeline(settings)
     except (FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
         raise click.UsageError(str(err)) from err
+
+
+        with luigi_log(verbose=verbose), RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl,
+                                                     workers=settings.workers, bars=not quiet and settings.workers == 1):
+            outcome = run_pipeline(settings)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
     _echo_outcome(outcome, out=settings.out)
     raise SystemExit(outcome.exit_code)

@@ -33,10 +33,6 @@ CARD_LIMITS: Mapping[str, int] = {"num_classes": 10_000, "resize": 8192, "unet.d
 # its central directory before torch reads any entry.
 CHECKPOINT_MAX_INFLATION = 8
 CHECKPOINT_INFLATE_FLOOR = 64 * 1024 * 1024
-TRUST_HINT = (
-    "it needs arbitrary pickled code to load, which could run anything on this machine. If you trust "
-    "where it came from, pass --trust-checkpoint (trust_checkpoint=True) to load it anyway"
-)
 
 
 class InferenceError(SegpipeError):
@@ -66,9 +62,7 @@ class ModelCard:
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
-    """The unpickled checkpoint object. Refuses pickled code unless `trust`."""
-    import pickle
-
+    """The unpickled checkpoint object. Refuses pickled code unless `trust`; a broken file is called broken."""
     import torch
 
     path = Path(path)
@@ -77,11 +71,12 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     check_archive_inflation(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not trust:
-            raise InferenceError(path, "", f"refused: {TRUST_HINT} ({str(err).splitlines()[0]})") from err
-    except Exception as err:  # torch's unpicklers raise assorted types (IndexError, EOFError...) on garbage
-        raise InferenceError(path, "", f"not a readable torch checkpoint: {type(err).__name__}: {err}") from err
+    except Exception as err:  # torch's unpicklers raise assorted types (UnpicklingError, EOFError...) on garbage
+        from segpipe.inference.checkpoint_errors import diagnose_checkpoint
+
+        diagnosis = diagnose_checkpoint(path)
+        if not (trust and diagnosis.needs_trust):
+            raise InferenceError(path, "", diagnosis.message) from err
     warnings.warn(
         f"LOADING {path} WITH FULL UNPICKLING (--trust-checkpoint): any code inside it runs now",
         UntrustedCheckpointWarning,
@@ -180,7 +175,11 @@ def load_state_dict_into(model: Any, state: Mapping[str, Any], *, path: str | os
     problems.extend(f"unexpected {name}" for name in sorted(set(state) - set(expected)))
     if problems:
         shown = "; ".join(problems[:20]) + (f"; ... {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise InferenceError(path, "state_dict", f"does not fit the model ({len(problems)} problem(s)): {shown}")
+        matching = len(set(state) & set(expected))
+        raise InferenceError(path, "state_dict", (
+            f"wrong model: the checkpoint's weights do not fit it ({len(problems)} problem(s); {matching} of "
+            f"{len(expected)} parameter names match): {shown}. Was it trained for another --model, or with another "
+            "number of classes or U-Net depth/width (say so in its model card)?"))
     model.load_state_dict(dict(state), strict=True)
 
 

@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from segpipe.inference.checkpoints import (
     IMAGENET_MEAN, IMAGENET_STD, InferenceError, ModelCard, load_state_dict_into, parse_state_dict, read_checkpoint,
@@ -33,7 +33,7 @@ from segpipe.inference.data import (
 )
 from segpipe.inference.outputs import (
     SemanticPrediction, SkippedImage, component_results, instance_results,
-    prepare_out_dir, read_plan_fingerprint, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
+    prepare_out_dir, read_plan_fingerprint, read_shard, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
     write_shard,
 )
 from segpipe.inference.models import INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, load_torchscript, model_spec, set_native_resolution
@@ -57,6 +57,7 @@ class InferenceSummary:
     checkpoint_sha256: str
     dropped: tuple[str, ...] = ()  # model classes left out (not in the dataset, or dropped by the class map)
     scoring: str = ""  # what is scored against what
+    n_resumed: int = 0  # images whose predictions came from an earlier, interrupted run into the same OUT
 
 
 def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_outputs: int, trust: bool,
@@ -90,12 +91,13 @@ def run_inference(
     *, model: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None = None,
     classes: Sequence[str] | None = None, device: str = "auto", batch_size: int = 4, precision: str = "fp32",
     score_threshold: float = 0.05, resize: int | None = None, trust_checkpoint: bool = False,
-    image_ids: Sequence[int] | None = None, progress: bool = False, workers: int | None = None,
+    image_ids: Sequence[int] | None = None, progress: bool | Callable[[int, int], object] = False, workers: int | None = None,
     shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, class_table: str | None = None,
     class_map: Mapping[str, str] | str | None = None,
 ) -> InferenceSummary:
     """Run `model` with `checkpoint` over the converted `dataset`; write results.json, semantic/<stem>.png,
     inference_report.csv and meta.json into `out`. `image_ids` restricts the run to a subset (a shard);
+    `progress`: True for a tqdm bar, or a `progress(done, total)` callback (segpipe run's reporter);
     `checkpoint_sha256`, when the caller already hashed the file, saves reading it again. The model's classes are
     `classes`, else the built-in `class_table`, else the model card's; `class_map` (else the card's) maps them
     onto the dataset's (segpipe.inference.class_maps)."""
@@ -141,7 +143,8 @@ def run_inference(
     out = prepare_out_dir(out)
     if read_plan_fingerprint(out) != fingerprint:
         start_fresh_plan(out, fingerprint=fingerprint, n_shards=len(shards))
-    pending = [i for i in range(len(shards)) if not shard_path(out, i).is_file()]
+    pending = [i for i in range(len(shards)) if shard_needs_run(shard_path(out, i))]
+    n_resumed = sum(len(b) for i in range(len(shards)) if i not in pending for b in shards[i])
 
     categories = {t: c for t, c in zip(mapping.targets, mapping.component_categories) if c is not None}
     started = time.perf_counter()
@@ -164,7 +167,7 @@ def run_inference(
     n_processed, n_skipped = write_final_outputs(out, n_shards=len(shards), meta=meta)
     return InferenceSummary(out=out, task=task, n_images=len(info.images), n_processed=n_processed, n_skipped=n_skipped,
                             images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha,
-                            dropped=mapping.dropped, scoring=mapping.scoring)
+                            dropped=mapping.dropped, scoring=mapping.scoring, n_resumed=n_resumed)
 
 
 def model_class_names(*, classes: Sequence[str] | None, class_table: str | None, card: ModelCard) -> tuple[Sequence[str] | None, str]:
@@ -180,8 +183,20 @@ def model_class_names(*, classes: Sequence[str] | None, class_table: str | None,
     return card.class_names, str(card.path or "--classes")
 
 
+def shard_needs_run(path: Path) -> bool:
+    """A shard runs when it has no file yet, and again when it skipped an image: a rerun retries every
+    skipped image (the user may have fixed the file in place; an unchanged broken file costs one shard)."""
+    if not path.is_file():
+        return True
+    try:
+        return bool(read_shard(path).get("skipped"))
+    except (OSError, ValueError):  # unreadable shard file: redo it
+        return True
+
+
 def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any]]], pending: list[int], short_side: int | None,
-            workers: int | None, batch_size: int, categories: dict[int, int], score_threshold: float, progress: bool) -> tuple[int, int]:
+            workers: int | None, batch_size: int, categories: dict[int, int], score_threshold: float,
+            progress: bool | Callable[[int, int], object]) -> tuple[int, int]:
     """The device loop over the pending shards; returns (images predicted, final batch-size limit)."""
     import torch
     from tqdm import tqdm
@@ -195,12 +210,12 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
         collate_fn=collate_samples, num_workers=n_workers, pin_memory=predictor.device.type == "cuda",
     )
     on_oom = torch.cuda.empty_cache if predictor.device.type == "cuda" else (lambda: None)
-    limit, processed = batch_size, 0
+    limit, processed, seen = batch_size, 0, 0
     shard_futures: dict[int, list[Future[Any]]] = {i: [] for i in pending}
     remaining = {i: sum(len(b) for b in shards[i]) for i in pending}
     in_flight: deque[Future[Any]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segpipe-encode") as encoder, \
-            tqdm(total=len(entries), unit="img", disable=not progress) as bar:
+            tqdm(total=len(entries), unit="img", disable=progress is not True) as bar:
         for (shard_index, _), samples in zip(batch_shard, loader):
             good = [s for s in samples if s.error is None]
             skipped = [SkippedImage(s.entry, s.code, s.error) for s in samples if s.error is not None]
@@ -215,6 +230,9 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
             while in_flight and (len(in_flight) > MAX_BATCHES_IN_FLIGHT or in_flight[0].done()):
                 in_flight.popleft().result()  # re-raises encoder errors here, early; bounds the backlog
             bar.update(len(samples))
+            seen += len(samples)
+            if callable(progress):
+                progress(seen, len(entries))
         for fut in in_flight:
             fut.result()
     return processed, limit

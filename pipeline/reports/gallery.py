@@ -238,9 +238,15 @@ def _instance_items(anns: Sequence[Mapping[str, Any]], *, source: GallerySource,
     return items
 
 
+# The id a flagged detection gets while its panel is drawn (results carry no ids; COCO ids are positive).
+FLAGGED_DETECTION_ID = -1
+
+
 def instance_thumbnail(source: GallerySource, *, image_id: int, colours: Mapping[str, RGB],
-                       highlight: int | None = None, max_detections: int = 30) -> Thumbnail:
-    """GT | prediction panels for one COCO image as a JPEG data URI; `highlight` outlines one annotation."""
+                       highlight: int | None = None, highlight_box: Sequence[float] | None = None,
+                       max_detections: int = 30) -> Thumbnail:
+    """GT | prediction panels for one COCO image as a JPEG data URI; `highlight` outlines one annotation,
+    `highlight_box` the detection with that bbox (the audit's flagged prediction)."""
     image = source.images_by_id.get(int(image_id))
     base, scale = _base_panel(source, image, fallback_size=(320, 240))
     w, h = _image_size(image) or (320, 240)
@@ -252,7 +258,14 @@ def instance_thumbnail(source: GallerySource, *, image_id: int, colours: Mapping
         dets = [d for d in source.detections_by_image.get(int(image_id), []) if _score(d) >= source.score_threshold]
         dets = sorted(dets, key=lambda d: -float(d.get("score", 1.0)))[:max_detections]
         pred = _instance_items(dets, source=source, colours=colours, height=h, width=w, scores=True)
-        panels.append(draw_instances(base, pred, scale=scale))
+        flagged = None
+        if highlight_box is not None:
+            for item in pred:
+                box = item.get("bbox")
+                if isinstance(box, (list, tuple)) and len(box) == 4 and np.allclose(np.asarray(box, dtype=float), highlight_box, atol=0.051):
+                    item["id"], flagged = FLAGGED_DETECTION_ID, FLAGGED_DETECTION_ID
+                    break
+        panels.append(draw_instances(base, pred, scale=scale, highlight=flagged))
         titles.append(f"prediction, score >= {source.score_threshold:g}")
     return encode_thumbnail(side_by_side(panels, titles=titles))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -207,6 +208,13 @@ def per_class_heatmaps(by_ckpt: pd.DataFrame, *, order: Sequence[str]) -> list[t
     return out
 
 
+def _report_inputs_date(header: Path) -> str:
+    """A report's 'inputs modified' as its own page shows it: `segpipe run` headers hold content keys, not
+    paths, so the date comes from the inputs saved beside them (report_inputs.json)."""
+    _, gallery, _ = read_report_inputs(header.parent)
+    return rd.header_rows(rd.read_json(header), extra_inputs=gallery.input_paths() if gallery else [])[-1][1]
+
+
 def render_leaderboard(out_dir: Path) -> Path:
     """Write OUT/leaderboard.html from OUT/leaderboard.csv and OUT/per_class_by_checkpoint.csv."""
     out_dir = Path(out_dir)
@@ -230,7 +238,7 @@ def render_leaderboard(out_dir: Path) -> Path:
     by_ckpt = rd.read_table(out_dir, "per_class_by_checkpoint")
     heatmaps = [] if by_ckpt is None or by_ckpt.empty else per_class_heatmaps(by_ckpt, order=[str(c) for c in board["checkpoint"]])
     header = {"output": str(out_dir.resolve()), "checkpoints": str(len(board))}
-    dates = [rd.header_rows(rd.read_json(p))[-1][1] for p in sorted(out_dir.glob("checkpoints/*/**/header.json"))]
+    dates = [_report_inputs_date(p) for p in sorted(out_dir.glob("checkpoints/*/**/header.json"))]
     dates = sorted(d for d in dates if d != "unknown")  # ISO dates: the string order is the time order
     if dates:
         header["inputs_date"] = dates[-1]
@@ -255,6 +263,26 @@ def rank_findings(findings: pd.DataFrame) -> pd.DataFrame:
     return t.sort_values(keys, kind="mergesort", na_position="last").drop(columns=["_sev", "_score"]).reset_index(drop=True)
 
 
+def audit_groups(ranked: pd.DataFrame) -> list[tuple[str, dict[str, Any], bool]]:
+    """(check, table, open) per check: checks with errors first, then warnings, then info-only ones (closed)."""
+    groups = []
+    for check in sorted(ranked["check"].astype(str).unique()):
+        rows = ranked[ranked["check"].astype(str) == check]
+        worst = min(SEVERITY_RANK.get(str(v), 3) for v in rows["severity"])
+        groups.append((worst, check, rd.table_model(rows.drop(columns=["check"]), max_rows=AUDIT_ROWS_PER_CHECK)))
+    return [(check, model, worst < SEVERITY_RANK["info"]) for worst, check, model in sorted(groups, key=lambda g: (g[0], g[1]))]
+
+
+def flagged_prediction_box(message: str) -> list[float] | None:
+    """The bbox a model-assisted finding names for its prediction ('... at bbox [x, y, w, h] ...'), if any.
+
+    >>> flagged_prediction_box("confident 'cat' prediction (score 0.90) at bbox [1.0, 2.5, 30.0, 40.0] matches no annotation")
+    [1.0, 2.5, 30.0, 40.0]
+    """
+    found = re.search(r"at bbox \[([-+0-9.e]+), ([-+0-9.e]+), ([-+0-9.e]+), ([-+0-9.e]+)\]", message)
+    return [float(v) for v in found.groups()] if found else None
+
+
 def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None, top: int = 24, progress: bool = False) -> Path:
     """Write AUDIT_DIR/audit.html from findings.csv (+ summary.csv): counts per check, top findings, groups."""
     audit_dir = Path(audit_dir)
@@ -267,18 +295,26 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
     ranked = rank_findings(findings)
     counts = (ranked.groupby(["check", "severity"], sort=True).size().rename("findings").reset_index()
               if not ranked.empty else pd.DataFrame(columns=["check", "severity", "findings"]))
-    groups = [(str(check), rd.table_model(ranked[ranked["check"] == check].drop(columns=["check"]), max_rows=AUDIT_ROWS_PER_CHECK))
-              for check in sorted(ranked["check"].astype(str).unique())]
+    groups = audit_groups(ranked)
+    # Hundreds of info rows (e.g. test images without a head XML) must not push the warnings out of sight: the
+    # thumbnails and the chart show errors and warnings first / only, the info rows stay in their tables.
+    is_info = ranked["severity"].astype(str) == "info"
+    ranked_for_top = pd.concat([ranked[~is_info], ranked[is_info]])
+    plotted = counts[counts["severity"].astype(str) != "info"] if (~is_info).any() else counts
+    n_info = int(is_info.sum())
+    plot_caption = ("Number of findings per check, split by severity"
+                    + (f"; the {n_info} info row(s) are left out of the chart (they are in the tables)." if len(plotted) < len(counts) else "."))
     names = [gallery.category_names[k] for k in sorted(gallery.category_names)] if gallery is not None else []
     colours = class_colours(names)
     items: list[dict[str, Any]] = []
     used: set[str] = set()
     if gallery is not None and "image_id" in ranked.columns:
-        with_image = ranked[pd.to_numeric(ranked["image_id"], errors="coerce").notna()].head(top)
+        with_image = ranked_for_top[pd.to_numeric(ranked_for_top["image_id"], errors="coerce").notna()].head(top)
         for row in _progress(list(with_image.to_dict("records")), enabled=progress, desc="thumbnails"):
             raw = row.get("annotation_id")
             ann = None if raw is None or pd.isna(raw) else int(raw)
-            thumb = instance_thumbnail(gallery, image_id=int(row["image_id"]), colours=colours, highlight=ann)
+            thumb = instance_thumbnail(gallery, image_id=int(row["image_id"]), colours=colours, highlight=ann,
+                                       highlight_box=flagged_prediction_box(str(row.get("message", ""))))
             anns = gallery.annotations_by_image.get(int(row["image_id"]), []) + gallery.detections_by_image.get(int(row["image_id"]), [])
             used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}
             where = f"{row.get('file_name', row['image_id'])}" + (f", annotation {ann}" if ann is not None else "")
@@ -291,5 +327,6 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
                    header=rd.header_rows(header, extra_inputs=gallery.input_paths() if gallery else []),
                    nav=[("counts", "counts"), ("top", "top findings"), ("by-check", "by check")],
                    summary=rd.table_model(rd.read_table(audit_dir, "summary")), counts=rd.table_model(counts),
-                   counts_plot=plots.plot_counts(counts, label="check", value="findings", hue="severity", title="findings per check"),
+                   counts_plot=plots.plot_counts(plotted, label="check", value="findings", hue="severity", title="findings per check"),
+                   counts_caption=plot_caption,
                    top=items, legend=[(n, _css(colours[n])) for n in names if n in used], groups=groups)

@@ -24,6 +24,7 @@ RGB = tuple[int, int, int]
 # PNG text chunks carry "Software: matplotlib x.y" by default; dropping it keeps bytes stable across versions.
 _PNG_METADATA: Mapping[str, None] = {"Software": None}
 _DPI = 96
+MIN_PR_FIGURE_WIDTH_IN = 5.6  # the PR legend's width at fontsize 8, plus margins
 _PR_IOUS: tuple[tuple[float, str, str], ...] = ((0.5, "IoU 0.50", "-"), (0.75, "IoU 0.75", "--"))
 
 
@@ -96,8 +97,12 @@ def plot_pr_curves(curves: pd.DataFrame, *, colours: Mapping[str, RGB], columns:
     cols = min(columns, n)
     rows = int(np.ceil(n / cols))
     step_x, step_y = 1.22, 1.38  # panel pitch in data units (a panel is 1 x 1)
-    fig, ax = plt.subplots(figsize=(2.1 * cols + 0.3, 1.85 * rows + 0.5))
-    fig.subplots_adjust(left=0.03, right=0.99, bottom=0.02, top=1 - 0.45 / (1.85 * rows + 0.5))
+    # One or two classes get larger panels, and the figure is never narrower than its legend: a single-class
+    # plot at small-multiple size was a thumbnail with the legend cut off at both sides.
+    panel = 2.1 if n > 2 else 3.4
+    height = (1.85 if n > 2 else 3.0) * rows + 0.5
+    fig, ax = plt.subplots(figsize=(max(panel * cols + 0.3, MIN_PR_FIGURE_WIDTH_IN), height))
+    fig.subplots_adjust(left=0.03, right=0.99, bottom=0.02, top=1 - 0.45 / height)
     grouped = {cat: sub for cat, sub in curves.groupby(curves["category"].astype(str), sort=False)}
     for i, cat in enumerate(categories):
         r, c = divmod(i, cols)
@@ -122,8 +127,15 @@ def plot_pr_curves(curves: pd.DataFrame, *, colours: Mapping[str, RGB], columns:
         ax.text(ox - 0.03, oy, "0", ha="right", va="center", fontsize=6, color="#555555")
         ax.text(ox - 0.03, oy + 1, "1", ha="right", va="center", fontsize=6, color="#555555")
         ax.text(ox + 1, oy - 0.03, "1", ha="center", va="top", fontsize=6, color="#555555")
-    ax.set_xlim(-0.12, (cols - 1) * step_x + 1.03)
-    ax.set_ylim(-(rows - 1) * step_y - 0.12, 1.2)
+    y0, y1 = -(rows - 1) * step_y - 0.12, 1.2
+    x0, x1 = -0.12, (cols - 1) * step_x + 1.03
+    if n <= 2:  # the figure is wider than the panels: widen the x range so that panels stay square, centred
+        box = ax.get_position()
+        fig_w, fig_h = fig.get_size_inches()
+        half = (y1 - y0) * (box.width * fig_w) / (box.height * fig_h) / 2
+        x0, x1 = (x0 + x1) / 2 - half, (x0 + x1) / 2 + half
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.axis("off")
     handles = [plt.Line2D([], [], color="#333333", linestyle=s, label=nm) for _, nm, s in _PR_IOUS]
     handles.append(plt.Line2D([], [], color="none", label="x: recall, y: precision (0 to 1)"))

@@ -27,7 +27,7 @@ class AuditTask(CachedTask):
         write_table(out, "findings", result.findings)
         write_table(out, "summary", result.summary)
         if self.data.get("html", True):
-            stages.render_audit_html(audit_dir=out)
+            stages.render_audit_html(audit_dir=out, dataset_dir=merged)
         self.finish(findings=int(len(result.findings)))
 
 

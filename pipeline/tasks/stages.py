@@ -68,10 +68,11 @@ def infer_shard(
     """Inference over one shard of image ids; torch is imported here and only here. `checkpoint_sha256` is the
     driver's digest of the checkpoint, so a shard does not read and hash the whole file again."""
     from segpipe.inference.engine import run_inference
+    from segpipe.runner.progress import image_progress
 
     kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
     return run_inference(
-        model=model, checkpoint=checkpoint, dataset=dataset, out=out, image_ids=list(image_ids), progress=False,
+        model=model, checkpoint=checkpoint, dataset=dataset, out=out, image_ids=list(image_ids), progress=image_progress(),
         workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs,
     )
 
@@ -152,11 +153,12 @@ def render_leaderboard_html(*, out_dir: Path) -> None:
     render_leaderboard(out_dir)
 
 
-def render_audit_html(*, audit_dir: Path) -> None:
-    """audit.html from the findings table."""
+def render_audit_html(*, audit_dir: Path, dataset_dir: Path | None = None) -> None:
+    """audit.html from the findings table, with thumbnails of the converted dataset's images when given."""
+    from segpipe.reports.gallery import GallerySource
     from segpipe.reports.html import render_audit_report
 
-    render_audit_report(audit_dir)
+    render_audit_report(audit_dir, gallery=GallerySource.from_dirs(dataset=dataset_dir) if dataset_dir is not None else None)
 
 
 def audit(*, dataset_dir: Path) -> Any:

@@ -173,6 +173,30 @@ def test_quirks_of_the_real_dataset(sample: Path, tmp_path: Path) -> None:
     assert len(heads["annotations"]) == 25 - 4  # horse refused, truncated XML, two images without XML
 
 
+def test_images_missing_from_the_list_get_their_species_from_the_name(sample: Path, tmp_path: Path) -> None:
+    """The list's own header: a capital first letter is a cat, a small one a dog. Two images left out of
+    list.txt are kept at --categories species, with a warning naming the rule, not dropped as errors."""
+    root = tmp_path / "pets"
+    shutil.copytree(sample, root)
+    listing = root / "annotations" / "list.txt"
+    lines = listing.read_text().splitlines()
+    dropped = [ln.split()[0] for ln in lines if ln and not ln.startswith("#")][:1]
+    dropped += [ln.split()[0] for ln in lines if ln and not ln.startswith("#") and ln[0].islower()][:1]
+    listing.write_text("\n".join(ln for ln in lines if not ln or ln.split()[0] not in dropped) + "\n")
+    out = tmp_path / "out"
+    report = convert_oxford_pet(root, out, categories="species")
+    assert not [f for f in report.findings if f.code == "unknown_species"]
+    warned = {Path(f.file).stem: f.message for f in report.findings if f.code == "not_in_list"}
+    assert set(warned) == set(dropped) and all("first letter" in m for m in warned.values())
+    inst = json.loads((out / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    by_stem = {Path(i["file_name"]).stem: i["id"] for i in inst["images"]}
+    species = {a["image_id"]: names[a["category_id"]] for a in inst["annotations"]}
+    for stem in dropped:
+        assert species[by_stem[stem]] == ("cat" if stem[0].isupper() else "dog")
+    assert len(inst["images"]) == 24
+
+
 def test_bad_list_falls_back_to_file_names(sample: Path, tmp_path: Path) -> None:
     root = tmp_path / "pets"
     shutil.copytree(sample, root)

@@ -273,3 +273,28 @@ def test_audit_of_a_real_oxford_pet_conversion(tmp_path: Path) -> None:
     assert sorted(pet["check"]) == [F.CHECK_NOT_IN_LIST, F.CHECK_SPECIES_MISMATCH], pet
     assert set(pet["file_name"]) == {"beagle_2.jpg"}
     assert "conversion:not_in_list" in set(f["check"])
+
+
+def test_area_is_compared_relative_to_the_image() -> None:
+    """The same framing photographed at 4x the resolution is no outlier (absolute pixels would flag it:
+    16x the area); a box covering a far smaller share of its image than the others still is."""
+    images, anns = [], []
+    for i in range(24):
+        scale = 4 if i % 6 == 0 else 1  # every sixth photo is large
+        w, h = 100 * scale, 80 * scale
+        images.append({"id": i + 1, "file_name": f"im{i:03d}.png", "width": w, "height": h})
+        bw, bh = (40 + i % 4) * scale, (30 + i % 3) * scale  # about 15% of the image, whatever its size
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "area": float(bw * bh),
+                     "bbox": [30.0 * scale, 25.0 * scale, float(bw), float(bh)], "segmentation": []})
+    coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "pet", "supercategory": ""}]}
+    absolute = np.log([a["area"] for a in anns])  # independent check that absolute areas *would* be outliers
+    assert (np.abs(robust_z(absolute, min_mad=0.05)) > 3.5).sum() >= 4
+    f = found(coco)
+    assert not (f["check"] == F.CHECK_AREA_OUTLIER).any(), f[f["check"] == F.CHECK_AREA_OUTLIER]["message"].tolist()
+    # a 40x30 box in a 400x320 photo: 16x less of its image than the others
+    images.append({"id": 99, "file_name": "big.png", "width": 400, "height": 320})
+    anns.append({"id": 99, "image_id": 99, "category_id": 1, "iscrowd": 0, "area": 1200.0, "bbox": [120.0, 100.0, 40.0, 30.0],
+                 "segmentation": []})
+    f = found(coco)
+    hit = f[f["check"] == F.CHECK_AREA_OUTLIER]
+    assert hit["annotation_id"].tolist() == [99] and "of the image" in hit["message"].iloc[0]

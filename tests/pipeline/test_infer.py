@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,6 +272,7 @@ def test_interrupted_run_resumes_from_last_finished_shard(dataset: Path, lraspp:
     s = run_inference(**kw)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["images_this_run"] == 3 and s.n_processed == 5 and s.n_skipped == 1
+    assert s.n_resumed == 2  # e and a; the corrupt image's shard is retried, as every skipped image is
     for rel in ["results.json", "inference_report.csv", "semantic/a.png", "semantic/b.png"]:
         assert (base_run[0] / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
     # Other settings: the old shards are not reused.
@@ -584,3 +586,36 @@ def test_file_name_outside_image_root_is_a_skipped_row(tmp_path: Path, lraspp: t
     report = (tmp_path / "p" / "inference_report.csv").read_text()
     assert report.count("image_outside_root") == 2 and "../../secret.png" in report
     assert not (tmp_path / "p" / "semantic" / "secret.png").exists()
+
+
+def test_symlinked_images_are_inferred(tmp_path: Path, lraspp: tuple[Path, Any]) -> None:
+    """A symlink farm (each image a link into a store elsewhere) is read like plain files: only a file_name that
+    climbs out of the root (`..`, absolute) is refused."""
+    root = write_dataset(tmp_path / "ds", [("a.png", 30, 20), ("b.png", 30, 20)])
+    store = tmp_path / "store"
+    store.mkdir()
+    image_root = Path(json.loads((root / "dataset.json").read_text())["image_root"])
+    for name in ("a.png", "b.png"):
+        (image_root / name).rename(store / name)
+        os.symlink(store / name, image_root / name)
+    s = run_inference(model="lraspp_mobilenet_v3_large", checkpoint=lraspp[0], dataset=root, out=tmp_path / "p", workers=0)
+    assert (s.n_processed, s.n_skipped) == (2, 0)
+    assert "image_outside_root" not in (tmp_path / "p" / "inference_report.csv").read_text()
+
+
+def test_rerun_retries_skipped_images_and_says_resumed_only_when_it_resumed(tmp_path: Path, lraspp: tuple[Path, Any]) -> None:
+    from click.testing import CliRunner
+
+    from segpipe.cli import main
+
+    root = write_dataset(tmp_path / "ds", [("a.png", 30, 20)], corrupt=["bad.png"])
+    args = ["infer", "--model", "lraspp_mobilenet_v3_large", "--checkpoint", str(lraspp[0]), "--dataset", str(root),
+            "-o", str(tmp_path / "p"), "--device", "cpu", "--workers", "0", "--num-classes", "2", "--classes", "background,pet"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 3 and "1/2 images" in first.output and "resumed" not in first.output, first.output
+    # The broken image is fixed in place: the same command now predicts it, without deleting OUT.
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "img" / "bad.png")
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0 and "2/2 images" in second.output and "0 skipped" in second.output, second.output
+    assert (tmp_path / "p" / "semantic" / "bad.png").is_file()
+    assert "resumed" not in second.output  # one shard, redone: nothing came from the first run
