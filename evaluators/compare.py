@@ -87,8 +87,8 @@ def worst_images_per_class(table: pd.DataFrame, *, n: int) -> pd.DataFrame:
     """The `n` lowest-IoU images of each class (rank 1 = worst), ties by file name."""
     ordered = table.sort_values(["class", "IoU", "file"], kind="mergesort")
     worst = ordered.groupby("class", sort=False).head(n).copy()
-    worst.insert(1, "rank", worst.groupby("class", sort=False).cumcount() + 1)
-    return worst.reset_index(drop=True)
+    worst["rank"] = worst.groupby("class", sort=False).cumcount() + 1
+    return worst[["class", "rank", "file", "IoU", "Dice", "gt_pixels", "pred_pixels"]].reset_index(drop=True)
 
 
 def _check_same_keys(a: pd.DataFrame, b: pd.DataFrame, *, key: str, what: str) -> None:

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("segpipe.cli.report", "report"),
     "sample": ("segpipe.cli.sample", "sample"),
     "demo": ("segpipe.cli.demo", "demo"),
+    "compare": ("segpipe.cli.compare", "compare"),
 }
 
 
