@@ -104,6 +104,51 @@ def semantic_headline(confusions: np.ndarray, picks: np.ndarray | None = None) -
     return {"mIoU": _nanmean(scores.iou), "mDice": _nanmean(scores.dice)}
 
 
+def draw_images(n_images: int, *, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """[replicates, n_images] image indices: `numpy.random.default_rng(seed).integers(0, n_images, ...)`."""
+    if n_images < 1:
+        raise EvaluationError("bootstrap", "images", "no images to resample")
+    if replicates < 1:
+        raise EvaluationError("bootstrap", "replicates", f"need at least 1 replicate, got {replicates}")
+    return np.random.default_rng(seed).integers(0, n_images, size=(replicates, n_images))
+
+
+def replicate_values(metric: Callable[[np.ndarray | None], dict[str, float]], draws: np.ndarray, *, metrics: Sequence[str]) -> np.ndarray:
+    """[replicates, len(metrics)]: the metrics of each drawn image list."""
+    values = np.full((len(draws), len(metrics)), np.nan)
+    for r, picks in enumerate(draws):
+        got = metric(picks)
+        values[r] = [got[m] for m in metrics]
+    return values
+
+
+def interval_table(
+    *, point_a: dict[str, float], point_b: dict[str, float], values_a: np.ndarray, values_b: np.ndarray,
+    metrics: Sequence[str], seed: int, confidence: float = DEFAULT_CONFIDENCE,
+) -> pd.DataFrame:
+    """Percentile intervals of A, B and B - A from replicate values drawn with the same image lists.
+
+    p_value is the two-sided bootstrap proportion 2 * min(P(d <= 0), P(d >= 0)).
+    """
+    if not 0 < confidence < 1:
+        raise EvaluationError("bootstrap", "confidence", f"must be between 0 and 1, got {confidence}")
+    tail = (1 - confidence) / 2 * 100
+    rows = []
+    for j, m in enumerate(metrics):
+        va, vb = values_a[:, j], values_b[:, j]
+        d = vb - va
+        lo, hi = _percentiles(d, tail)
+        p_value = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))) if np.isfinite(d).any() else float("nan")
+        rows.append({
+            "metric": m, "A": point_a[m], "B": point_b[m], "delta": point_b[m] - point_a[m],
+            "delta_low": lo, "delta_high": hi, **dict(zip(("A_low", "A_high"), _percentiles(va, tail))),
+            **dict(zip(("B_low", "B_high"), _percentiles(vb, tail))), "p_value": p_value,
+            "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0)),
+            "replicates": int(len(values_a)), "confidence": float(confidence), "seed": int(seed),
+        })
+    return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
+
+
 def paired_bootstrap(
     metric_a: Callable[[np.ndarray | None], dict[str, float]],
     metric_b: Callable[[np.ndarray | None], dict[str, float]],
@@ -114,37 +159,13 @@ def paired_bootstrap(
     seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> pd.DataFrame:
-    """Percentile intervals of A, B and B - A for each metric; `metric_x(picks)` scores the drawn images.
-
-    Draws are `numpy.random.default_rng(seed).integers(0, n_images, size=(replicates, n_images))`, one row
-    per replicate, shared by A and B. p_value is the two-sided bootstrap proportion 2 * min(P(d <= 0), P(d >= 0)).
-    """
-    if n_images < 1:
-        raise EvaluationError("bootstrap", "images", "no images to resample")
-    if replicates < 1 or not 0 < confidence < 1:
-        raise EvaluationError("bootstrap", "replicates/confidence", "need replicates >= 1 and 0 < confidence < 1")
-    draws = np.random.default_rng(seed).integers(0, n_images, size=(replicates, n_images))
-    point_a, point_b = metric_a(None), metric_b(None)
-    values = np.full((replicates, len(metrics), 2), np.nan)
-    for r in range(replicates):
-        a, b = metric_a(draws[r]), metric_b(draws[r])
-        values[r, :, 0] = [a[m] for m in metrics]
-        values[r, :, 1] = [b[m] for m in metrics]
-    tail = (1 - confidence) / 2 * 100
-    rows = []
-    for j, m in enumerate(metrics):
-        va, vb = values[:, j, 0], values[:, j, 1]
-        d = vb - va
-        lo, hi = _percentiles(d, tail)
-        p_value = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))) if np.isfinite(d).any() else float("nan")
-        rows.append({
-            "metric": m, "A": point_a[m], "B": point_b[m], "delta": point_b[m] - point_a[m],
-            "delta_low": lo, "delta_high": hi, **dict(zip(("A_low", "A_high"), _percentiles(va, tail))),
-            **dict(zip(("B_low", "B_high"), _percentiles(vb, tail))), "p_value": p_value,
-            "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0)),
-            "replicates": int(replicates), "confidence": float(confidence), "seed": int(seed),
-        })
-    return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
+    """Percentile intervals of A, B and B - A for each metric; `metric_x(picks)` scores the drawn images
+    (`picks=None`: every image once), and both see the same draws (`draw_images`)."""
+    draws = draw_images(n_images, replicates=replicates, seed=seed)
+    return interval_table(
+        point_a=metric_a(None), point_b=metric_b(None), metrics=metrics, seed=seed, confidence=confidence,
+        values_a=replicate_values(metric_a, draws, metrics=metrics), values_b=replicate_values(metric_b, draws, metrics=metrics),
+    )
 
 
 def instance_intervals(a: InstanceStats, b: InstanceStats, **options: float) -> pd.DataFrame:

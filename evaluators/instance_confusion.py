@@ -10,6 +10,9 @@ Matching rule, per image, over the detections with score >= `score_threshold`:
    (missed). Rows are GT classes, columns detected classes.
 Like ultralytics' detection ConfusionMatrix (https://docs.ultralytics.com/reference/utils/metrics/) it has a
 background row and column; unlike it, step 1 keeps COCO's own matches, so the diagonal agrees with the report.
+hotcoco 1.3's `COCOeval.confusion_matrix` gives the same cells except where (a) a detection matches a crowd
+region (hotcoco: background row; here: left out, as COCOeval ignores it) or (b) an image has more than 100
+detections (hotcoco caps per image; here per image and class, as COCOeval and the match records do).
 """
 
 from __future__ import annotations

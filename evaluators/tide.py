@@ -10,14 +10,16 @@ non-crowd GT of the detection's class / of another class:
   Bkg   IoU < t_b with every GT                     fix: removed
   Both  anything else (wrong class and t_b <= IoU < t_f)        fix: removed
   Miss  a non-crowd GT neither matched nor the target of a Loc/Cls error     fix: removed from the GT count
-A Loc/Cls fix whose GT is matched (or taken by an earlier fix, in image then score order) removes the detection.
+A Loc/Cls fix whose GT is matched, or whose GT a higher-scored Loc or Cls error also points at, removes the detection
+(one true positive per GT, as tidecv's BestGTMatch).
 dAP of a type = AP50 with only that type fixed - AP50, each type fixed alone (tidecv's non-progressive mode).
 
 Deliberate differences from tidecv 1.0.1: matching is COCOeval's (crowd GTs are ignore regions as in COCOeval,
 at most 100 detections per image *and class*), so the base is exactly the AP50 segpipe reports; Loc's upper
 bound is strict (tidecv's `<= pos_thresh` also calls a detection at IoU exactly 0.5 with a matched GT a
 localisation error; here that is a duplicate); a class without GT is left out of the mean as in COCOeval
-(tidecv averages it in as AP 0 when it has detections); Bkg is IoU < t_b (tidecv: <=); a negative dAP is reported as
+(tidecv averages it in as AP 0 when it has detections), also after the Miss fix has removed a class's only GTs
+(tidecv and hotcoco 1.3 then keep it as AP 0, so their dAP for Miss is smaller there); Bkg is IoU < t_b (tidecv: <=); a negative dAP is reported as
 computed rather than clipped to 0; dAP is a fraction like AP (tidecv prints percentage points).
 """
 
@@ -46,6 +48,7 @@ class ImageErrors:
     kind: list[str]  # per detection: "" (true positive or ignored) or an error type
     target: np.ndarray  # int64 per detection: the GT index the error concerns, -1 if none
     missed: np.ndarray  # int64: indices of missed GTs
+    claims: np.ndarray  # bool per detection: the highest-scoring Loc/Cls error on its (unmatched) GT, the one a fix turns into a true positive
 
 
 def classify_image(o: ImageOverlaps, *, t_f: float = FOREGROUND_IOU, t_b: float = BACKGROUND_IOU) -> ImageErrors:
@@ -57,13 +60,16 @@ def classify_image(o: ImageOverlaps, *, t_f: float = FOREGROUND_IOU, t_b: float 
     same = o.det_category[:, None] == o.gt_category[None, :]
     kind = [""] * len(o.det_category)
     target = np.full(len(o.det_category), -1, dtype=np.int64)
+    claims = np.zeros(len(o.det_category), dtype=bool)
     for d in np.argsort(-o.det_score, kind="mergesort"):
         if o.det_gt[d] >= 0:
             continue  # true positive, or ignored (matched to a crowd region)
         kind[d], target[d] = _classify(o.iou[d], same=same[d], valid=valid, used=used, t_f=t_f, t_b=t_b)
         if kind[d] in ("Loc", "Cls") and not used[target[d]]:
+            # One fix per GT, whichever type is being fixed: the best-scored error on it (tidecv's BestGTMatch)
+            claims[d] = not usable[target[d]]
             usable[target[d]] = True
-    return ImageErrors(kind=kind, target=target, missed=np.flatnonzero(valid & ~used & ~usable))
+    return ImageErrors(kind=kind, target=target, missed=np.flatnonzero(valid & ~used & ~usable), claims=claims)
 
 
 def _classify(iou: np.ndarray, *, same: np.ndarray, valid: np.ndarray, used: np.ndarray, t_f: float, t_b: float) -> tuple[str, int]:
@@ -120,8 +126,6 @@ def _ap50(overlaps: Sequence[ImageOverlaps], found: Sequence[ImageErrors], *, ca
         if fix == "Miss":
             for g in e.missed:
                 n_gt[int(o.gt_category[g])] -= 1
-        taken = np.zeros(len(o.gt_category), dtype=bool)
-        taken[o.det_gt[o.det_gt >= 0]] = True
         for d in np.argsort(-o.det_score, kind="mergesort"):
             cat, score = int(o.det_category[d]), float(o.det_score[d])
             if not e.kind[d]:
@@ -131,8 +135,7 @@ def _ap50(overlaps: Sequence[ImageOverlaps], found: Sequence[ImageErrors], *, ca
             elif e.kind[d] != fix:
                 scores[cat].append(score)
                 hits[cat].append(False)
-            elif fix in ("Loc", "Cls") and not taken[e.target[d]]:
-                taken[e.target[d]] = True
+            elif fix in ("Loc", "Cls") and e.claims[d]:
                 target = int(o.gt_category[e.target[d]])
                 scores[target].append(score)
                 hits[target].append(True)
