@@ -1,7 +1,9 @@
-"""`segpipe compare A B --dataset DATASET -o OUT`: which of two models is better on one dataset, where, and why.
+"""`segpipe compare A B [--dataset DATASET] -o OUT`: which of two models is better on one dataset, where, and why.
 
 A and B are prediction folders (`segpipe infer`'s output: results.json and/or semantic/) on the converted
-dataset DATASET. OUT receives (each table as CSV + Parquet):
+dataset DATASET, or two checkpoint report folders of a `segpipe run` (OUT/checkpoints/NAME, which carry
+the per-image statistics: segpipe.reports.records). Report folders give everything but TIDE, the instance
+confusion matrix, boundary IoU and the gallery, which need the predictions. OUT receives (CSV + Parquet):
   intervals            paired bootstrap intervals of A, B and B - A for the headline metrics, and whether significant
   per_class_delta      every per-class metric of A and B and its change
   per_image_delta      the per-image score of A and B and its change, most regressed first
@@ -59,9 +61,59 @@ def semantic_confusions(gt_dir: Path, pred_dir: Path, *, num_classes: int) -> tu
     return files, np.stack(matrices) if matrices else np.zeros((0, num_classes, num_classes + 1), dtype=np.int64)
 
 
-def _compare(a: Path, b: Path, *, dataset: Path, iou_type: str | None, options: dict[str, Any], boundary_ratio: float | None) -> tuple[str, dict[str, Any]]:
+def report_records_dir(path: Path) -> Path | None:
+    """The folder holding a report's per-image statistics: PATH itself (OUT/checkpoints/NAME/semantic) or its one
+    evaluation sub-folder (OUT/checkpoints/NAME); None when PATH is no such report."""
+    from segpipe.reports.records import INSTANCE_RECORDS, SEMANTIC_RECORDS
+
+    def has(p: Path) -> bool:
+        return any((p / f"{name}.npz").is_file() for name in (INSTANCE_RECORDS, SEMANTIC_RECORDS))
+
+    if has(path):
+        return path
+    found = [p for p in sorted(path.iterdir()) if p.is_dir() and has(p)]
+    if len(found) > 1:
+        raise EvaluationError(path, "", f"holds several evaluations ({', '.join(p.name for p in found)}): name one of them")
+    return found[0] if found else None
+
+
+def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Two report folders of `segpipe run` (OUT/checkpoints/NAME): what their per-image statistics allow."""
+    from segpipe.evaluators import comparison
+    from segpipe.evaluators.compare import instance_image_scores
+    from segpipe.evaluators.thresholds import threshold_tables
+    from segpipe.reports.data import read_table
+    from segpipe.reports.records import read_records
+
+    found = [read_records(p) for p in (a, b)]
+    if found[0] is None or found[1] is None or found[0][0] != found[1][0]:
+        raise EvaluationError(b, "", "A and B are not reports of the same kind of evaluation: nothing to compare")
+    tables = {side: {name: read_table(p, name) for name in ("summary", "per_class", "per_image")} for side, p in zip(SIDES, (a, b))}
+    if found[0][0] == "instance":
+        stats = [f[1] for f in found]
+        for side, st in zip(SIDES, stats):
+            tables[side]["per_image"] = instance_image_scores(tables[side]["per_image"])
+            tables[side]["thresholds"], tables[side]["f1_optimal"] = threshold_tables(st)
+        result = comparison.compare_instances((stats[0], tables["A"]), (stats[1], tables["B"]), **options["bootstrap"])
+        return stats[0].iou_type, {"compare": result, **tables}
+    (files_a, conf_a, names), (files_b, conf_b, _) = found[0][1], found[1][1]
+    if files_a != files_b:
+        raise EvaluationError(b, "images", "A and B were not scored on the same images: compare runs on one dataset")
+    for side, conf in zip(SIDES, (conf_a, conf_b)):
+        extra = comparison.semantic_analysis(conf, files=files_a, class_names=names)
+        tables[side] |= {k: extra[k] for k in ("per_image_class_iou", "worst_per_class")}
+    result = comparison.compare_semantic(conf_a, conf_b, tables["A"], tables["B"], **options["bootstrap"])
+    return "semantic", {"compare": result, **tables}
+
+
+def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, options: dict[str, Any], boundary_ratio: float | None) -> tuple[str, dict[str, Any]]:
     from segpipe.evaluators import comparison
 
+    reports = [report_records_dir(p) for p in (a, b)]
+    if reports[0] is not None and reports[1] is not None:
+        return _compare_reports(reports[0], reports[1], options=options)
+    if dataset is None:
+        raise EvaluationError("--dataset", "", "prediction folders need the dataset they were predicted on")
     kinds = {prediction_kind(a), prediction_kind(b)}
     if len(kinds) != 1:
         raise EvaluationError(b, "", "A holds instance results and B semantic label maps (or the reverse): nothing to compare")
@@ -95,8 +147,8 @@ def _compare(a: Path, b: Path, *, dataset: Path, iou_type: str | None, options: 
 @click.command("compare")
 @click.argument("a", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The converted dataset both were predicted on (instances.json, semantic/).")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The converted dataset both were predicted on (instances.json, semantic/); needed for prediction folders.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--iou-type", type=click.Choice(["segm", "bbox"]), default=None, help="[default: segm when A's results carry masks]")
 @click.option("--replicates", type=click.IntRange(min=1), default=1000, show_default=True, help="Bootstrap replicates.")
@@ -108,7 +160,7 @@ def _compare(a: Path, b: Path, *, dataset: Path, iou_type: str | None, options: 
 @click.option("--gallery", "n_gallery", type=click.IntRange(min=0), default=6, show_default=True,
               help="Images shown per side of the regressed / improved galleries (0: none).")
 @click.option("--html/--no-html", default=True, show_default=True)
-def compare(a: Path, b: Path, dataset: Path, out: Path, iou_type: str | None, replicates: int, seed: int, confidence: float,
+def compare(a: Path, b: Path, dataset: Path | None, out: Path, iou_type: str | None, replicates: int, seed: int, confidence: float,
             score_threshold: float, boundary_ratio: float | None, n_gallery: int, html: bool) -> None:
     """Compare two models' predictions on one dataset: deltas per class and per image, paired bootstrap
     intervals with a significance statement, and each model's error analysis."""
@@ -121,7 +173,7 @@ def compare(a: Path, b: Path, dataset: Path, out: Path, iou_type: str | None, re
     except EvaluationError as err:
         raise click.ClickException(str(err)) from err
     lines = verdict(tables["compare"]["intervals"])
-    header = {"command": "compare", "A": str(a.resolve()), "B": str(b.resolve()), "dataset": str(dataset.resolve()),
+    header = {"command": "compare", "A": str(a.resolve()), "B": str(b.resolve()), "dataset": str(dataset.resolve()) if dataset else None,
               "evaluation": evaluation, "replicates": replicates, "seed": seed, "confidence": confidence,
               "score_threshold": score_threshold, "boundary_dilation_ratio": boundary_ratio, "verdict": lines}
     for side in SIDES:
@@ -132,5 +184,6 @@ def compare(a: Path, b: Path, dataset: Path, out: Path, iou_type: str | None, re
     if html:
         from segpipe.reports.compare_page import render_compare
 
-        page = render_compare(out, dataset=dataset, predictions={"A": a, "B": b}, n_gallery=n_gallery)
+        from_predictions = report_records_dir(a) is None  # report folders hold no predictions to draw
+        page = render_compare(out, dataset=dataset if from_predictions else None, predictions={"A": a, "B": b}, n_gallery=n_gallery)
         click.echo(f"comparison written to {out} ({page.name})", err=True)

@@ -213,12 +213,14 @@ class EvalReport(CachedTask):
             report = stages.instance_report(stats=[p[INSTANCE_EVAL] for p in parts])
             stages.write_instance_report(report=report, out=out / REPORT_DIR / name,
                                          header={**header, "evaluation": name, "task": "instances"})
+            stages.write_report_records(out / REPORT_DIR / name, instance=[p[INSTANCE_EVAL] for p in parts])
             summaries[name] = _summary_dict(report.summary)
             long_rows.append(_per_class_long(report.per_class, evaluation=name))
         if parts and all(SEMANTIC_EVAL in p for p in parts):
             report = _semantic_merge([p[SEMANTIC_EVAL] for p in parts])
             stages.write_semantic_report(report=report, out=out / REPORT_DIR / SEMANTIC_EVAL,
                                          header={**header, "evaluation": SEMANTIC_EVAL, "task": "semantic"})
+            stages.write_report_records(out / REPORT_DIR / SEMANTIC_EVAL, semantic=[p[SEMANTIC_EVAL] for p in parts])
             summaries[SEMANTIC_EVAL] = _summary_dict(report.summary)
             long_rows.append(_per_class_long(report.per_class, evaluation=SEMANTIC_EVAL))
         if not summaries:
@@ -362,9 +364,9 @@ def _with_intervals(table: pd.DataFrame, *, rows: list[dict[str, Any]], cache: A
     for row in rows:
         if not row.get("report"):
             continue
-        report = EvalReport(key=row["report"][0], cache=cache, payload=row["report"][1])
-        found = leaderboard_stats.checkpoint_statistics([read_shard_stats(t.output().directory) for t in report.requires()])
+        report_dir = EvalReport(key=row["report"][0], cache=cache, payload=row["report"][1]).output().directory / REPORT_DIR
+        found = leaderboard_stats.checkpoint_statistics(report_dir)
         if found is not None:
             statistics[row["checkpoint"]] = found
-            report_dirs[row["checkpoint"]] = report.output().directory / REPORT_DIR
+            report_dirs[row["checkpoint"]] = report_dir
     return leaderboard_stats.add_intervals(table, statistics=statistics, report_dirs=report_dirs, out=out)

@@ -2,7 +2,7 @@
 comparison of the best against the previous best.
 
 Every checkpoint's headline metrics are recomputed on the same bootstrap draws of the images (seeded), from
-the cached additive statistics (instance match records, per-image confusion matrices), so a checkpoint's
+the per-image statistics beside its report (instance match records, per-image confusion matrices), so a checkpoint's
 interval and its paired difference to the best come without re-running inference or matching.
 
 The previous best is the best of the checkpoints that come before the best one in natural order (epoch_2
@@ -31,20 +31,16 @@ CONFIDENCE = 0.95
 HEADLINE = {"instance": ("AP", "AP50"), "semantic": ("mIoU", "mDice")}
 
 
-def checkpoint_statistics(shards: list[dict[str, Any]]) -> tuple[str, Any] | None:
-    """("instance", merged InstanceStats) or ("semantic", (files, per-image confusions sorted by file)), or None
-    when the shards hold neither (or semantic shards of an older cache without per-image matrices)."""
-    from segpipe.tasks.evaluate import INSTANCE_EVAL, SEMANTIC_EVAL
+def checkpoint_statistics(report_dir: Path) -> tuple[str, Any] | None:
+    """The per-image statistics written beside a checkpoint's report (segpipe.reports.records), or None."""
+    from segpipe.reports.records import read_records
 
-    if shards and all(INSTANCE_EVAL in s for s in shards):
-        from segpipe.evaluators.instance_stats import InstanceStats
-
-        return "instance", InstanceStats.merge_all([s[INSTANCE_EVAL] for s in shards])
-    if shards and all("per_image_confusion" in s.get(SEMANTIC_EVAL, {}) for s in shards):
-        files = [str(r["file"]) for s in shards for r in s[SEMANTIC_EVAL]["per_image"]]
-        matrices = np.concatenate([s[SEMANTIC_EVAL]["per_image_confusion"] for s in shards])
-        order = np.argsort(np.array(files, dtype=object), kind="stable")
-        return "semantic", ([files[i] for i in order], matrices[order])
+    if not report_dir.is_dir():
+        return None
+    for evaluation in sorted(p for p in report_dir.iterdir() if p.is_dir()):
+        found = read_records(evaluation)
+        if found is not None:
+            return found
     return None
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from PIL import Image
+
+from segpipe.cli import main
 
 from segpipe.reports.plots import natural_key
 from segpipe.runner.driver import run_pipeline
@@ -81,6 +84,20 @@ def test_leaderboard_intervals_best_and_comparison(run: dict[str, object]) -> No
     assert (intervals.loc["mIoU", "A"], intervals.loc["mIoU", "B"]) == pytest.approx((indexed.loc[previous, "mIoU"], indexed.loc[best, "mIoU"]))
     assert (out / "comparison" / "compare.html").is_file() and (out / "comparison" / "per_image_delta.csv").is_file()
     assert "against the previous best" in (out / "leaderboard.html").read_text(encoding="utf-8")
+
+
+def test_compare_two_checkpoint_folders_of_the_run(run: dict[str, object], tmp_path: Path) -> None:
+    """`segpipe compare OUT/checkpoints/X OUT/checkpoints/Y` from the statistics published beside the reports:
+    the same intervals as the run's own comparison (same seed, same image order)."""
+    out = run["settings"].out
+    record = json.loads((out / "best.json").read_text())
+    args = ["compare", str(out / "checkpoints" / record["previous_best"]), str(out / "checkpoints" / record["checkpoint"]), "-o", str(tmp_path / "cmp")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cmp" / "intervals.csv").read_bytes() == (out / "comparison" / "intervals.csv").read_bytes()
+    assert (tmp_path / "cmp" / "per_image_delta.csv").read_bytes() == (out / "comparison" / "per_image_delta.csv").read_bytes()
+    worst = pd.read_csv(tmp_path / "cmp" / "A" / "worst_per_class.csv")
+    assert set(worst["class"]) <= {"background", "pet"} and (worst["rank"] >= 1).all()
 
 
 def test_noop_rerun_keeps_best_and_comparison_byte_identical(run: dict[str, object]) -> None:
