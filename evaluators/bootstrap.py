@@ -7,6 +7,8 @@ for Machine Translation Evaluation", https://aclanthology.org/W04-3250). Each re
 dataset-level metric from additive per-image statistics: COCO AP/AP50 from the match records of the drawn
 images (an image drawn twice counts twice), mIoU/mDice from the sum of the drawn images' confusion matrices.
 Intervals are percentile intervals; a difference is called significant when its interval excludes 0.
+hotcoco's `compare` instead de-duplicates each draw into a set of images (its bootstrap.rs, "Sampling
+convention"), which gives narrower intervals; here a drawn image counts as often as it is drawn.
 Same inputs and seed => the same numbers.
 """
 

@@ -6,8 +6,8 @@ IoU 0.5, area "all", best 100 per image (detections COCOeval ignores are left ou
 
 This is *not* the 101-point interpolated curve of `accumulate`: the interpolated precision at a recall is
 the best precision at any higher recall, so an F1 optimum read from it can report a precision that no
-threshold achieves (faster-coco-eval computes its optimal F1 that way:
-https://github.com/MiXaiLL76/faster_coco_eval/issues/73). The F1-optimal threshold here is a threshold a
+threshold achieves (faster-coco-eval computed its optimal F1 that way until its 1.8 release:
+https://github.com/MiXaiLL76/faster_coco_eval/issues/73; 1.8 agrees with this module on the test case). The F1-optimal threshold here is a threshold a
 deployment can use, with the precision and recall it will get on this data. Ties in F1 go to the higher
 threshold (fewer detections for the same F1).
 """

@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from segpipe.evaluators.errors import EvaluationError
-from segpipe.layout import META_FILE, RESULTS_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.layout import INSTANCES_FILE, META_FILE, RESULTS_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 
 SIDES = ("A", "B")
 
@@ -122,7 +122,7 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
         from segpipe.evaluators.coco_results import default_iou_type
         from segpipe.evaluators.json_files import read_json_file
 
-        gt = read_json_file(dataset / "instances.json", what="ground truth")
+        gt = read_json_file(dataset / INSTANCES_FILE, what="ground truth")
         loaded = [read_json_file(p / RESULTS_FILE, what="results") for p in (a, b)]
         kind = iou_type or default_iou_type(loaded[0])
         analyses = [comparison.instance_analysis(gt, r, iou_type=kind, score_threshold=options["score_threshold"]) for r in loaded]

@@ -87,7 +87,8 @@ def add_intervals(table: pd.DataFrame, *, statistics: Mapping[str, tuple[str, An
             extra[f"{m}_low"].append(float(lo))
             extra[f"{m}_high"].append(float(hi))
         if v is None or name == best:
-            extra["vs_best"].append(math.nan), extra["vs_best_low"].append(math.nan), extra["vs_best_high"].append(math.nan)
+            for column in ("vs_best", "vs_best_low", "vs_best_high"):
+                extra[column].append(math.nan)
             extra["significantly_worse"].append(pd.NA if v is None else False)
             continue
         d = v[:, 0] - values[best][:, 0]
@@ -130,6 +131,7 @@ def _delta_tables(kind: str, a: Path, b: Path) -> dict[str, pd.DataFrame]:
     from segpipe.evaluators.compare import instance_image_scores, per_class_deltas, per_image_deltas
     from segpipe.reports.data import read_table
 
+    metrics: tuple[str, ...]
     if kind == "semantic":
         a, b = a / "semantic", b / "semantic"
         key, image_key, metrics, rank = "class", "file", ("IoU", "Dice", "aAcc"), "IoU"

@@ -7,8 +7,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from segpipe.evaluators.bootstrap import instance_headline, instance_intervals, semantic_intervals, ImageRows
 from segpipe.evaluators.instance import instance_update
@@ -115,3 +113,50 @@ def test_f1_optimal_threshold_uses_actual_detections_not_the_interpolated_curve(
     recall = ref.params.recThrs
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
     assert scores[int(np.argmax(f1))] == 0.4 != best["threshold"]
+
+
+def test_deltas_and_intervals_agree_with_hotcoco_compare(tmp_path: Any) -> None:
+    """hotcoco.compare (when installed): the same metric and per-category AP deltas. Its intervals differ by
+    design: hotcoco 1.3 de-duplicates each draw into a set of images (about 63% of them, its bootstrap.rs
+    "Sampling convention"), while here an image drawn twice counts twice (Efron's bootstrap), so ours are wider."""
+    hotcoco = pytest.importorskip("hotcoco")
+    from segpipe.evaluators.comparison import compare_instances
+    from segpipe.evaluators.instance import instance_compute
+    from tests.evaluators.test_error_analysis import _hotcoco_eval
+
+    gt, results = make_dataset(seed=2, n_images=6)
+    worse = [r for r in results if r["score"] > 0.5]
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    ev_a, ev_b = _hotcoco_eval(gt, results, "segm", tmp_path / "a"), _hotcoco_eval(gt, worse, "segm", tmp_path / "b")
+    ev_a.accumulate(), ev_b.accumulate()
+    ref = hotcoco.compare(ev_a, ev_b, n_bootstrap=1000, seed=0)
+    sides = []
+    for res in (results, worse):
+        stats = instance_update(gt, res, iou_type="segm")
+        report = instance_compute(stats)
+        sides.append((stats, {"per_class": report.per_class, "per_image": report.per_image.assign(f1=0.0)}))
+    tables = compare_instances(sides[0], sides[1], replicates=1000, seed=0)
+    intervals = tables["intervals"].set_index("metric")
+    for metric in ("AP", "AP50"):
+        assert intervals.loc[metric, "delta"] == pytest.approx(ref["deltas"][metric], abs=1e-12)
+        assert intervals.loc[metric, "delta_low"] <= ref["ci"][metric]["lower"] and intervals.loc[metric, "delta_high"] >= ref["ci"][metric]["upper"] - 0.02
+    per_class = tables["per_class_delta"].set_index("category")
+    for row in ref["per_category"]:
+        assert per_class.loc[row["cat_name"], "AP_delta"] == pytest.approx(row["delta"], abs=1e-12)
+
+
+def test_f1_optimum_agrees_with_faster_coco_eval(tmp_path: Any) -> None:
+    """faster-coco-eval (when installed; 1.8 reads precision from the actual detections since its issue #73):
+    the same precision and recall at the F1-optimal threshold on the case above."""
+    fce = pytest.importorskip("faster_coco_eval")
+    import json
+
+    gt, results = _threshold_case()
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    coco = fce.COCO(str(tmp_path / "gt.json"))
+    ev = fce.COCOeval_faster(coco, coco.loadRes(str(tmp_path / "res.json")), "bbox")
+    ev.evaluate(), ev.accumulate(), ev.summarize()
+    ref = next(row for row in ev.extended_metrics["class_map"] if row["class"] == "thing")
+    _, optimum = threshold_tables(instance_update(gt, results, iou_type="bbox"))
+    assert (optimum["precision"].iloc[0], optimum["recall"].iloc[0]) == pytest.approx((ref["precision"], ref["recall"]), abs=1e-12)
