@@ -335,38 +335,27 @@ class Leaderboard(CachedTask):
         return [EvalReport(key=r["report"][0], cache=self.cache, payload=r["report"][1]) for r in self.data["rows"] if r.get("report")]
 
     def compute(self) -> None:
+        from segpipe.tasks.leaderboard_stats import with_intervals
+
         rows = self.data["rows"]
         summaries: dict[str, dict[str, list[list[Any]]]] = {}
+        report_dirs: dict[str, Path] = {}
         long_tables: list[pd.DataFrame] = []
         for row in rows:
             if not row.get("report"):
                 continue
             report_dir = EvalReport(key=row["report"][0], cache=self.cache, payload=row["report"][1]).output().directory
             summaries[row["checkpoint"]] = json.loads((report_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+            report_dirs[row["checkpoint"]] = report_dir / REPORT_DIR
             long = pd.read_csv(io.StringIO((report_dir / PER_CLASS_LONG).read_text(encoding="utf-8")), keep_default_na=False, na_values=[""])
             long.insert(0, "checkpoint", row["checkpoint"])
             long_tables.append(long)
         out = self.fresh_directory()
         table = leaderboard_compute(rows=rows, summaries=summaries)
-        table = _with_intervals(table, rows=rows, cache=self.cache, out=out)
+        table = with_intervals(table, report_dirs=report_dirs, out=out)  # intervals, best.json, comparison/
         write_table(out, "leaderboard", table)
         long = pd.concat(long_tables, ignore_index=True) if long_tables else pd.DataFrame(columns=LONG_COLUMNS)
         long = long.sort_values(["checkpoint", "evaluation"], kind="stable").reset_index(drop=True)
         write_table(out, "per_class_by_checkpoint", long[LONG_COLUMNS])
         self.finish(checkpoints=len(rows))
 
-
-def _with_intervals(table: pd.DataFrame, *, rows: list[dict[str, Any]], cache: Any, out: Path) -> pd.DataFrame:
-    """Bootstrap intervals, best.json and the best-vs-previous-best comparison (segpipe.tasks.leaderboard_stats)."""
-    from segpipe.tasks import leaderboard_stats
-
-    statistics, report_dirs = {}, {}
-    for row in rows:
-        if not row.get("report"):
-            continue
-        report_dir = EvalReport(key=row["report"][0], cache=cache, payload=row["report"][1]).output().directory / REPORT_DIR
-        found = leaderboard_stats.checkpoint_statistics(report_dir)
-        if found is not None:
-            statistics[row["checkpoint"]] = found
-            report_dirs[row["checkpoint"]] = report_dir
-    return leaderboard_stats.add_intervals(table, statistics=statistics, report_dirs=report_dirs, out=out)

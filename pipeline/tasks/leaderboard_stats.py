@@ -44,6 +44,12 @@ def checkpoint_statistics(report_dir: Path) -> tuple[str, Any] | None:
     return None
 
 
+def with_intervals(table: pd.DataFrame, *, report_dirs: Mapping[str, Path], out: Path) -> pd.DataFrame:
+    """`add_intervals` with the statistics read from each checkpoint's report folder."""
+    statistics = {name: found for name, d in report_dirs.items() if (found := checkpoint_statistics(d)) is not None}
+    return add_intervals(table, statistics=statistics, report_dirs={n: report_dirs[n] for n in statistics}, out=out)
+
+
 def _metric_fn(kind: str, records: Any) -> Any:
     from segpipe.evaluators.bootstrap import ImageRows, instance_headline, semantic_headline
 
