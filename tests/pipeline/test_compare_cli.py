@@ -115,3 +115,14 @@ def test_compare_refuses_mixed_kinds(converted: Path, tmp_path: Path) -> None:
     b = _instance_predictions(converted, tmp_path / "b", drop_every=0, wrong_class=False)
     result = CliRunner().invoke(main, ["compare", str(a), str(b), "--dataset", str(converted), "-o", str(tmp_path / "o")])
     assert result.exit_code != 0 and "nothing to compare" in result.output
+
+
+def test_compare_names_the_bad_file(converted: Path, tmp_path: Path) -> None:
+    a = _semantic_predictions(converted, tmp_path / "a", erode=0)
+    b = _semantic_predictions(converted, tmp_path / "b", erode=0)
+    victim = sorted((b / "semantic").glob("*.png"))[1]
+    cv2.imwrite(str(victim), np.zeros((7, 9), dtype=np.uint8))
+    result = CliRunner().invoke(main, ["compare", str(a), str(b), "--dataset", str(converted), "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and victim.name in result.output and "size" in result.output
+    result = CliRunner().invoke(main, ["compare", str(a), str(b), "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "--dataset" in result.output

@@ -83,7 +83,12 @@ def test_leaderboard_intervals_best_and_comparison(run: dict[str, object]) -> No
     assert (intervals.loc["mIoU", "delta_low"], intervals.loc["mIoU", "delta_high"]) == pytest.approx((lo, hi), rel=1e-12, abs=1e-15)
     assert (intervals.loc["mIoU", "A"], intervals.loc["mIoU", "B"]) == pytest.approx((indexed.loc[previous, "mIoU"], indexed.loc[best, "mIoU"]))
     assert (out / "comparison" / "compare.html").is_file() and (out / "comparison" / "per_image_delta.csv").is_file()
-    assert "against the previous best" in (out / "leaderboard.html").read_text(encoding="utf-8")
+    page = (out / "leaderboard.html").read_text(encoding="utf-8")
+    assert "against the previous best" in page and 'href="best/semantic/report.html"' in page
+    from segpipe.reports.html import leaderboard_metrics
+
+    plotted = leaderboard_metrics(board)  # intervals and the significance flag are not drawn as metrics
+    assert "mIoU" in plotted and not [c for c in plotted if c.endswith(("_low", "_high")) or c.startswith(("vs_best", "significantly"))]
 
 
 def test_compare_two_checkpoint_folders_of_the_run(run: dict[str, object], tmp_path: Path) -> None:
