@@ -36,6 +36,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                          "Generate a small, deterministic dataset in the Oxford-IIIT Pet layout"),
     "demo": Subcommand("segpipe.cli.demo", "demo",
                        "Generate the sample, evaluate the shipped U-Net checkpoints on it and print the leaderboard."),
+    "compare": Subcommand("segpipe.cli.compare", "compare",
+                          "Compare two models' predictions on one dataset: deltas per class and per image, paired bootstrap"),
 }
 
 

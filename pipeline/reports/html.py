@@ -31,7 +31,8 @@ AUDIT_PAGE = "audit.html"
 # Rows per check on the audit page; the full list stays in findings.csv (keeps the page small).
 AUDIT_ROWS_PER_CHECK = 200
 SEVERITY_RANK: Mapping[str, int] = {"error": 0, "warning": 1, "info": 2}
-LEADERBOARD_NON_METRICS: tuple[str, ...] = ("checkpoint", "sha256", "status", "error", "path", "epoch", "n_images", "seconds", "model")
+LEADERBOARD_NON_METRICS: tuple[str, ...] = ("checkpoint", "sha256", "status", "error", "path", "epoch", "n_images", "seconds", "model",
+                                            "significantly_worse")
 PREFERRED_CLASS_METRICS: tuple[str, ...] = ("AP", "IoU", "Dice", "AP50")
 HEADLINE_METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AR100", "mIoU", "mDice", "aAcc")
 _MAX_LINES = 10
@@ -184,6 +185,8 @@ def leaderboard_metrics(table: pd.DataFrame) -> list[str]:
     """Score-like summary columns (values within [−1, 1]) for the line plot, headline metrics first, at most ten."""
     scores = []
     for c in rd.numeric_metric_columns(table, exclude=LEADERBOARD_NON_METRICS):
+        if c.endswith(("_low", "_high")) or c.startswith("vs_best"):  # intervals and differences, not metrics
+            continue
         v = pd.to_numeric(table[c], errors="coerce").dropna()
         if not v.empty and v.between(-1.0, 1.0).all():
             scores.append(c)
@@ -243,10 +246,15 @@ def render_leaderboard(out_dir: Path) -> Path:
     if dates:
         header["inputs_date"] = dates[-1]
     rows = rd.header_rows(header)
+    best = rd.read_json(out_dir / "best.json") if (out_dir / "best.json").is_file() else {}
+    if best:
+        pages = sorted((out_dir / "best").glob(f"*/{EVALUATE_PAGE}"))
+        best["page"] = pages[0].relative_to(out_dir).as_posix() if pages else "best/"
     write_report_inputs(out_dir, kind="leaderboard", gallery=None, options={})
     return _render("leaderboard.html.j2", out_dir / LEADERBOARD_PAGE, title="Checkpoint leaderboard", header=rows,
                    nav=[("leaderboard", "leaderboard"), ("trend", "trend"), ("per-class", "per class")], leaderboard=model,
-                   lines=plots.plot_metric_lines(board, x="checkpoint", metrics=leaderboard_metrics(board)), heatmaps=heatmaps)
+                   lines=plots.plot_metric_lines(board, x="checkpoint", metrics=leaderboard_metrics(board)), heatmaps=heatmaps,
+                   best=best, comparison=(out_dir / "comparison" / "compare.html").is_file() or (out_dir / "comparison" / "header.json").is_file())
 
 
 # --- audit ---------------------------------------------------------------------------------------------------

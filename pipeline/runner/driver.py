@@ -37,7 +37,7 @@ from segpipe.runner.publish import publish_outputs
 from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, write_plan
 from segpipe.tasks.stages import INFER_SPEED_OPTIONS
 from segpipe.tasks.convert import ConvertMerge, spec_to_json
-from segpipe.tasks.evaluate import EvalReport, Leaderboard
+from segpipe.tasks.evaluate import LEADERBOARD_FORMAT, STATS_FORMAT, EvalReport, Leaderboard
 from segpipe.tasks.infer import ImageIndex
 
 EXIT_TASKS_FAILED = 5
@@ -124,7 +124,7 @@ def build_checkpoint_tasks(
                  "checkpoint_sha256": ckpt.sha256, "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
                  "loader_workers": settings.infer.get("loader_workers"), "devices": list(settings.devices),
                  "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
-        ekey = combine_keys("eval-shard", version, str(merge.key), ikey, settings.iou_type)
+        ekey = combine_keys("eval-shard", version, f"stats-{STATS_FORMAT}", str(merge.key), ikey, settings.iou_type)
         shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer, cache=merge.cache)],
                                        "plan": plan_path, "shard": shard.index, "iou_type": settings.iou_type,
                                        "checkpoint_name": ckpt.name}, cache=merge.cache)])
@@ -275,7 +275,7 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
         else:
             reason = outcome.failed_checkpoints.setdefault(ckpt.name, "not completed (see the luigi summary above)")
             rows.append({"checkpoint": ckpt.name, "sha256": ckpt.sha256, "report": None, "error": reason})
-    lb_key = combine_keys("leaderboard", version, *[
+    lb_key = combine_keys("leaderboard", LEADERBOARD_FORMAT, version, *[
         canonical_json([r["checkpoint"], r["sha256"], r["report"][0] if r["report"] else r["error"]]) for r in rows])
     leaderboard = Leaderboard(key=lb_key, cache=str(cache), payload=_payload({"rows": rows}, cache=str(cache)))
     run_phase([leaderboard], settings=settings, outcome=outcome)

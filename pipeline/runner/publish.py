@@ -2,12 +2,15 @@
 
 OUT/leaderboard.csv (+ .parquet, + leaderboard.html unless --no-html),
 OUT/per_class_by_checkpoint.csv, OUT/checkpoints/<name>/<evaluation>/ (the evaluate reports),
-OUT/conversion_report.csv and, with --audit, OUT/audit/. Only files whose bytes differ are rewritten, so
+OUT/conversion_report.csv and, with --audit, OUT/audit/; OUT/best.json with OUT/best/ (a copy of the best
+checkpoint's reports at a path that does not change with its name) and OUT/comparison/ (the best against the
+previous best, segpipe.tasks.leaderboard_stats). Only files whose bytes differ are rewritten, so
 a no-op rerun writes nothing, and every write is a temporary sibling renamed into place.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +21,9 @@ from segpipe.cache.targets import MARKER_NAME
 CHECKPOINTS_DIR = "checkpoints"
 AUDIT_DIR = "audit"
 REPORT_SUBDIR = "report"
+BEST_FILE = "best.json"
+BEST_DIR = "best"
+COMPARISON_DIR = "comparison"
 
 
 def copy_if_changed(src: Path, dst: Path) -> bool:
@@ -50,8 +56,31 @@ def publish_outputs(
         for stale in sorted(p for p in checkpoints.iterdir() if p.is_dir() and p.name not in reports):
             shutil.rmtree(stale)
             changed += 1
+    changed += _publish_best(out=out, leaderboard_dir=leaderboard_dir, reports=reports)
     if (merged_dir / REPORT_FILE_NAME).is_file():
         changed += copy_if_changed(merged_dir / REPORT_FILE_NAME, out / REPORT_FILE_NAME)
     if audit_dir is not None:
         changed += mirror_tree(audit_dir, out / AUDIT_DIR)
     return out / "leaderboard.csv", changed
+
+
+def _publish_best(*, out: Path, leaderboard_dir: Path, reports: dict[str, Path]) -> int:
+    """OUT/best/ and OUT/comparison/ mirrored from the cache; removed when this run has none (no stale best)."""
+    sources: dict[str, Path] = {}
+    best_file = leaderboard_dir / BEST_FILE
+    if best_file.is_file():
+        best = str(json.loads(best_file.read_text(encoding="utf-8")).get("checkpoint"))
+        if best in reports:
+            sources[BEST_DIR] = reports[best] / REPORT_SUBDIR
+    elif (out / BEST_FILE).is_file():
+        (out / BEST_FILE).unlink()
+    if (leaderboard_dir / COMPARISON_DIR).is_dir():
+        sources[COMPARISON_DIR] = leaderboard_dir / COMPARISON_DIR
+    changed = 0
+    for name in (BEST_DIR, COMPARISON_DIR):
+        if name in sources:
+            changed += mirror_tree(sources[name], out / name)
+        elif (out / name).is_dir():
+            shutil.rmtree(out / name)
+            changed += 1
+    return changed

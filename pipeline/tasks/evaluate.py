@@ -34,13 +34,15 @@ from segpipe.tasks.infer import INDEX_DATASET, PRED_DIR, InferShard
 STATS_ARRAYS = "stats.npz"
 STATS_META = "stats.json"
 LEGACY_STATS = "stats.pkl"  # older segpipe versions; never loaded
-STATS_FORMAT = 1
+STATS_FORMAT = 2  # 2: semantic shards hold per-image confusion matrices (the leaderboard's bootstrap); part of the shard key
 INSTANCE_EVAL = "instance"
 SUMMARY_FILE = "summary.json"
 PER_CLASS_LONG = "per_class_long.csv"
 REPORT_DIR = "report"
 SEMANTIC_EVAL = "semantic"
 LONG_COLUMNS = ["checkpoint", "evaluation", "category", "metric", "value"]
+# Part of the leaderboard's key: bump when the leaderboard's files change, so cached leaderboards are redone.
+LEADERBOARD_FORMAT = "leaderboard-2 (intervals, best, comparison)"
 
 
 def remap_results(*, results: list[dict[str, Any]], index_names: dict[int, str], gt_ids: dict[str, int]) -> list[dict[str, Any]]:
@@ -99,6 +101,7 @@ def _semantic_shard(*, names: list[str], gt_dir: Path, pred_dir: Path, class_nam
     confusion = np.zeros((n, n + 1), dtype=np.int64)
     rows: list[dict[str, object]] = []
     notes: list[dict[str, str]] = []
+    matrices: list[np.ndarray] = []  # per image, in the order of `rows`: what the leaderboard's bootstrap resamples
     for name in names:
         stem = PurePosixPath(name).stem
         gt_path = gt_dir / f"{stem}.png"
@@ -110,10 +113,13 @@ def _semantic_shard(*, names: list[str], gt_dir: Path, pred_dir: Path, class_nam
             gt=stages.read_label_map(gt_path), pred=pred, num_classes=n, path=str(pred_path)
         )
         confusion += matrix
+        matrices.append(matrix)
         rows.append(stages.semantic_per_image_row(confusion=matrix, file=f"{stem}.png", missing=pred is None))
         if pred is None:
             notes.append({"file": f"{stem}.png", "issue": "missing_prediction"})
-    return {"confusion": confusion, "per_image": rows, "notes": notes, "class_names": class_names}
+    per_image_confusion = np.stack(matrices) if matrices else np.zeros((0, n, n + 1), dtype=np.int64)
+    return {"confusion": confusion, "per_image": rows, "notes": notes, "class_names": class_names,
+            "per_image_confusion": per_image_confusion}
 
 
 def shard_stats_to_arrays(stats: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -126,6 +132,8 @@ def shard_stats_to_arrays(stats: dict[str, Any]) -> tuple[dict[str, np.ndarray],
     if SEMANTIC_EVAL in stats:
         sem = stats[SEMANTIC_EVAL]
         arrays[f"{SEMANTIC_EVAL}.confusion"] = np.asarray(sem["confusion"], dtype=np.int64)
+        if "per_image_confusion" in sem:
+            arrays[f"{SEMANTIC_EVAL}.per_image_confusion"] = np.asarray(sem["per_image_confusion"], dtype=np.int64)
         meta[SEMANTIC_EVAL] = {k: list(sem[k]) for k in ("per_image", "notes", "class_names")}
     return arrays, meta
 
@@ -150,6 +158,12 @@ def shard_stats_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any],
         if not (isinstance(sem, dict) and all(isinstance(sem.get(k), list) for k in ("per_image", "notes", "class_names"))):
             raise EvaluationError(path, SEMANTIC_EVAL, "expected lists per_image, notes and class_names")
         stats[SEMANTIC_EVAL] = {"confusion": confusion, **{k: sem[k] for k in ("per_image", "notes", "class_names")}}
+        per_image_confusion = arrays.get(f"{SEMANTIC_EVAL}.per_image_confusion")  # absent in older caches
+        if per_image_confusion is not None:
+            if not (per_image_confusion.dtype.kind == "i" and per_image_confusion.ndim == 3
+                    and per_image_confusion.shape[0] == len(sem["per_image"]) and per_image_confusion.shape[1:] == confusion.shape):
+                raise EvaluationError(path, f"{SEMANTIC_EVAL}.per_image_confusion", "expected one integer confusion matrix per per-image row")
+            stats[SEMANTIC_EVAL]["per_image_confusion"] = per_image_confusion
     return stats
 
 
@@ -201,12 +215,14 @@ class EvalReport(CachedTask):
             report = stages.instance_report(stats=[p[INSTANCE_EVAL] for p in parts])
             stages.write_instance_report(report=report, out=out / REPORT_DIR / name,
                                          header={**header, "evaluation": name, "task": "instances"})
+            stages.write_report_records(out / REPORT_DIR / name, instance=[p[INSTANCE_EVAL] for p in parts])
             summaries[name] = _summary_dict(report.summary)
             long_rows.append(_per_class_long(report.per_class, evaluation=name))
         if parts and all(SEMANTIC_EVAL in p for p in parts):
             report = _semantic_merge([p[SEMANTIC_EVAL] for p in parts])
             stages.write_semantic_report(report=report, out=out / REPORT_DIR / SEMANTIC_EVAL,
                                          header={**header, "evaluation": SEMANTIC_EVAL, "task": "semantic"})
+            stages.write_report_records(out / REPORT_DIR / SEMANTIC_EVAL, semantic=[p[SEMANTIC_EVAL] for p in parts])
             summaries[SEMANTIC_EVAL] = _summary_dict(report.summary)
             long_rows.append(_per_class_long(report.per_class, evaluation=SEMANTIC_EVAL))
         if not summaries:
@@ -331,21 +347,27 @@ class Leaderboard(CachedTask):
         return [EvalReport(key=r["report"][0], cache=self.cache, payload=r["report"][1]) for r in self.data["rows"] if r.get("report")]
 
     def compute(self) -> None:
+        from segpipe.tasks.leaderboard_stats import with_intervals
+
         rows = self.data["rows"]
         summaries: dict[str, dict[str, list[list[Any]]]] = {}
+        report_dirs: dict[str, Path] = {}
         long_tables: list[pd.DataFrame] = []
         for row in rows:
             if not row.get("report"):
                 continue
             report_dir = EvalReport(key=row["report"][0], cache=self.cache, payload=row["report"][1]).output().directory
             summaries[row["checkpoint"]] = json.loads((report_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+            report_dirs[row["checkpoint"]] = report_dir / REPORT_DIR
             long = pd.read_csv(io.StringIO((report_dir / PER_CLASS_LONG).read_text(encoding="utf-8")), keep_default_na=False, na_values=[""])
             long.insert(0, "checkpoint", row["checkpoint"])
             long_tables.append(long)
         out = self.fresh_directory()
         table = leaderboard_compute(rows=rows, summaries=summaries)
+        table = with_intervals(table, report_dirs=report_dirs, out=out)  # intervals, best.json, comparison/
         write_table(out, "leaderboard", table)
         long = pd.concat(long_tables, ignore_index=True) if long_tables else pd.DataFrame(columns=LONG_COLUMNS)
         long = long.sort_values(["checkpoint", "evaluation"], kind="stable").reset_index(drop=True)
         write_table(out, "per_class_by_checkpoint", long[LONG_COLUMNS])
         self.finish(checkpoints=len(rows))
+

@@ -138,6 +138,21 @@ def write_semantic_report(*, report: Any, out: Path, header: Mapping[str, Any]) 
     write(report, out, header=dict(header))
 
 
+def write_report_records(out: Path, *, instance: Sequence[Any] | None = None, semantic: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """The per-image statistics beside a report (segpipe.reports.records): merged match records, or the
+    per-image confusions of semantic shards (nothing when a shard lacks them)."""
+    from segpipe.reports import records
+
+    if instance is not None:
+        from segpipe.evaluators.instance import InstanceStats
+
+        records.write_instance_records(out, stats=InstanceStats.merge_all(list(instance)))
+    if semantic is not None:
+        found = records.semantic_records_from_shards(semantic)
+        if found is not None:
+            records.write_semantic_records(out, files=found[0], confusions=found[1], class_names=semantic[0]["class_names"])
+
+
 def render_evaluate_html(*, report_dir: Path, gallery: Any = None) -> None:
     """report.html beside the tables (reads the tables and header.json the writers put there); `gallery`
     (a segpipe.reports.gallery.GallerySource) gives the worst-images pictures."""
