@@ -24,6 +24,7 @@ import numpy as np
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
 from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion
 from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import read_input_bytes
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, clip_box, mask_record, polygon_mask
 
@@ -188,10 +189,7 @@ def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_
 
     def build() -> dict[str, Any] | None:
         try:
-            root = parse_cvat_root(xml.read_bytes(), path=str(xml))
-        except OSError as err:
-            report.add(file=xml, severity="error", code="unreadable_xml", message=f"cannot read: {err}")
-            return None
+            root = parse_cvat_root(read_input_bytes(xml), path=str(xml))
         except AnnotationError as err:
             report.add(file=xml, severity="error", code=err.code, message=f"{err.field}: {err.reason}" if err.field else err.reason)
             return None

@@ -30,7 +30,7 @@ from segpipe.converters.conversion_output import (
     FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion,
 )
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import index_images, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, index_images, is_utf8_name, read_input_bytes, walk_input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_polygon, box_record, clip_box, disc_mask, finite, mask_record, polygon_mask
 from segpipe.converters.trimap import sniff_image_format
@@ -237,9 +237,7 @@ def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedd
     def one(json_rel: str, index: Any, owners: dict[str, str]) -> FileOutcome:
         path = src / json_rel
         try:
-            doc = parse_labelme_json(path.read_bytes(), path=str(path))
-        except OSError as err:
-            return FileOutcome(None, (row(path, "error", "unreadable_json", f"cannot read: {err}"),))
+            doc = parse_labelme_json(read_input_bytes(path), path=str(path))
         except AnnotationError as err:
             return FileOutcome(None, (row(path, "error", err.code, f"{err.field}: {err.reason}" if err.field else err.reason),))
         findings = list(doc.findings)
@@ -270,6 +268,9 @@ def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedd
 
     def build() -> dict[str, Any]:
         jsons = [p.relative_to(src).as_posix() for p in walk_input_files(src) if p.suffix.lower() == ".json"]
+        for rel in (j for j in jsons if not is_utf8_name(j)):
+            report.add(file=src / rel, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
+        jsons = [j for j in jsons if is_utf8_name(j)]
         index = index_images([src])
         owners: dict[str, str] = {}
         records, names = collect((one(j, index, owners) for j in jsons), report=report)

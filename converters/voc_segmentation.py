@@ -27,7 +27,7 @@ from segpipe.converters.coco import AnnotationRecord, ImageRecord, mask_bbox
 from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, row, write_conversion
 from segpipe.converters.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, remove_stale_semantic_maps
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import index_images, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_input_bytes, walk_input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import mask_record
 from segpipe.converters.trimap import WRITER_THREADS, encode_png
@@ -78,9 +78,12 @@ def decode_label_png(data: bytes, *, path: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            check_pixel_count(path, width=im.width, height=im.height)  # from the header, before decoding
             im.load()
             mode = im.mode
             arr = np.asarray(im.convert("RGB") if mode == "RGBA" else im)
+    except AnnotationError:
+        raise
     except Exception as err:  # PIL raises many types for broken files
         raise AnnotationError(path, "", f"unreadable PNG: {err}", code="corrupt_png") from err
     if mode in ("P", "L"):
@@ -156,13 +159,6 @@ def cross_check_xml(objects: Sequence[tuple[int, AnnotationRecord]], *, xml: byt
     return findings
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise AnnotationError(path, "", f"cannot read: {err}", code="unreadable_file") from err
-
-
 def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = None, strict: bool = False) -> ConversionReport:
     """ROOT's SegmentationClass (+ SegmentationObject, Annotations) PNGs -> OUT/semantic/<stem>.png +
     classes.txt, and OUT/instances.json with one annotation per object of the images that have a
@@ -189,8 +185,8 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
             return FileOutcome(None, tuple(findings))
         object_png = seg_object / png.name
         try:
-            class_map = decode_label_png(_read(png), path=str(png))
-            object_map = decode_label_png(_read(object_png), path=str(object_png)) if object_png.is_file() else None
+            class_map = decode_label_png(read_input_bytes(png), path=str(png))
+            object_map = decode_label_png(read_input_bytes(object_png), path=str(object_png)) if object_png.is_file() else None
             for label, arr in ((png, class_map), (object_png, object_map)):
                 if arr is not None and arr.shape != (size[1], size[0]):
                     raise AnnotationError(label, "size", f"{arr.shape[1]}×{arr.shape[0]} PNG for a {size[0]}×{size[1]} image", code="size_mismatch")
@@ -205,7 +201,7 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
         xml = annotations / f"{stem}.xml"
         if xml.is_file():
             try:
-                findings.extend(cross_check_xml(objects, xml=_read(xml), path=str(xml)))
+                findings.extend(cross_check_xml(objects, xml=read_input_bytes(xml), path=str(xml)))
             except AnnotationError as err:
                 findings.append(row(xml, "warning", err.code, f"{err.reason}; boxes not cross-checked"))
         if any(f.severity == "error" for f in found):
@@ -216,7 +212,14 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
     def build() -> dict[str, Any]:
         semantic.mkdir(parents=True, exist_ok=True)
         index = index_images([image_root])
-        pngs = [p for p in walk_input_files(seg_class, recursive=False) if p.suffix.lower() == ".png"]
+        pngs = []
+        for p in walk_input_files(seg_class, recursive=False):
+            if p.suffix.lower() != ".png":
+                continue
+            if is_utf8_name(p.name):
+                pngs.append(p)
+            else:
+                report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
         for p in (walk_input_files(seg_object, recursive=False) if seg_object.is_dir() else []):
             if not (seg_class / p.name).is_file():
                 report.add(file=p, severity="error", code="missing_class_png", message="no SegmentationClass PNG of the same name: the objects' classes are unknown; skipped")

@@ -26,7 +26,7 @@ from segpipe.converters.conversion_output import (
     FileOutcome, assemble, categories_for, collect, image_size, row, skipped_for_errors, write_conversion,
 )
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import is_image_name, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, is_image_name, is_utf8_name, read_input_bytes, walk_input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, mask_record, polygon_mask
 
@@ -165,8 +165,10 @@ def label_candidates(image_rel: str) -> list[str]:
 
 def read_class_names(path: Path) -> tuple[list[str] | None, list[Finding]]:
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_input_bytes(path).decode("utf-8-sig")
+    except AnnotationError as err:
+        return None, [row(path, "error", "invalid_classes", f"cannot read the class names: {err.reason}")]
+    except UnicodeDecodeError as err:
         return None, [row(path, "error", "invalid_classes", f"cannot read the class names: {err}")]
     if path.suffix.lower() in (".yaml", ".yml"):
         return parse_data_yaml(text, path=str(path))
@@ -190,9 +192,11 @@ def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: S
         return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1]),
                            (row(image, "info", "no_label_file", "no label file: kept as a negative image (Ultralytics' rule)"),))
     try:
-        text = annotation.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        return FileOutcome(None, (row(annotation, "error", "unreadable_label", f"cannot read: {err}; the image is skipped"),))
+        text = read_input_bytes(annotation).decode("utf-8-sig")
+    except AnnotationError as err:
+        return FileOutcome(None, (row(annotation, "error", err.code, f"{err.reason}; the image is skipped"),))
+    except UnicodeDecodeError as err:
+        return FileOutcome(None, (row(annotation, "error", "unreadable_label", f"not UTF-8 text: {err}; the image is skipped"),))
     records, found = parse_yolo_labels(text, names=names, width=size[0], height=size[1], path=str(annotation), rectangle_segmentation=rectangle_segmentation)
     findings.extend(found)
     skipped = skipped_for_errors(found, path=annotation)
@@ -216,7 +220,13 @@ def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle
         report.extend(problems)
         if names is None:
             return None
-        files = [p.relative_to(src).as_posix() for p in walk_input_files(src)]
+        files = []
+        for p in walk_input_files(src):
+            rel = p.relative_to(src).as_posix()
+            if is_utf8_name(rel):
+                files.append(rel)
+            elif is_image_name(rel) or rel.endswith(LABEL_EXTENSION):
+                report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
         present = set(files)
         claimed: set[str] = set()
         outcomes = []

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from segpipe.cli import main
-from segpipe.converters.report import EXIT_OK, EXIT_STRICT_ABORT
+from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS, EXIT_STRICT_ABORT
 from tests.converters import test_cvat, test_labelme, test_voc_segmentation, test_yolo
 from tests.converters.test_voc import write_image
 
@@ -48,3 +48,56 @@ def test_clean_then_strict(tmp_path: Path, fmt: str, make: Callable[[Path], Path
     strict = CliRunner().invoke(main, ["convert", fmt, str(root), "-o", str(out), "--strict"])
     assert strict.exit_code == EXIT_STRICT_ABORT, strict.output
     assert not (out / "instances.json").exists() and (out / "conversion_report.csv").is_file()
+
+
+def _grow_yolo(root: Path) -> Path:
+    path = root / "labels/train/a.txt"
+    path.write_text(path.read_text() + "\n" * 5000)
+    return path
+
+
+def _grow_labelme(root: Path) -> Path:
+    path = root / "a.json"
+    path.write_text(path.read_text() + " " * 5000)
+    return path
+
+
+def _grow_cvat(root: Path) -> Path:
+    path = root / "annotations.xml"
+    path.write_text(path.read_text() + " " * 5000)
+    return path
+
+
+def _grow_voc_seg(root: Path) -> Path:
+    path = root / "SegmentationObject/2007_000001.png"
+    path.write_bytes(path.read_bytes() + b"\0" * 5000)  # PNG decoders ignore bytes after IEND
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "make", "grow"), [
+    ("yolo", test_yolo.ultralytics, _grow_yolo), ("labelme", test_labelme.dataset, _grow_labelme),
+    ("cvat", test_cvat.dataset, _grow_cvat), ("voc-seg", test_voc_segmentation.voc_root, _grow_voc_seg),
+])
+def test_an_oversized_annotation_file_is_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str,
+                                               make: Callable[[Path], Path], grow: Callable[[Path], Path]) -> None:
+    root = make(tmp_path / "ds")
+    big = grow(root)
+    monkeypatch.setenv("SEGPIPE_MAX_FILE_BYTES", "4000")
+    result = CliRunner().invoke(main, ["convert", fmt, str(root), "-o", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_SKIPPED_ERRORS, result.output
+    found = [r for r in test_yolo.rows(tmp_path / "out") if r["severity"] == "error"]
+    assert [(Path(r["file"]).name, r["code"]) for r in found] == [(big.name, "file_too_large")]
+
+
+def test_non_utf8_names_are_rows(tmp_path: Path) -> None:
+    import os
+
+    bad = os.fsdecode(b"caf\xe9")
+    yolo = test_yolo.ultralytics(tmp_path / "yolo")
+    write_image(yolo / f"images/train/{bad}.jpg", width=8, height=8)
+    lm = test_labelme.dataset(tmp_path / "lm")
+    (lm / f"{bad}.json").write_text((lm / "a.json").read_text())
+    for fmt, root in (("yolo", yolo), ("labelme", lm)):
+        result = CliRunner().invoke(main, ["convert", fmt, str(root), "-o", str(tmp_path / f"out-{fmt}")])
+        assert result.exit_code == EXIT_SKIPPED_ERRORS, result.output
+        assert [r["code"] for r in test_yolo.rows(tmp_path / f"out-{fmt}") if r["severity"] == "error"] == ["non_utf8_name"]
