@@ -133,6 +133,12 @@ def compare_decoders(gt_dir: Path, *, limit: int) -> None:
         "cv2.imdecode(file bytes)": lambda p: cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED),
         "PIL Image.open + np.asarray": lambda p: np.asarray(Image.open(p)),
     }
+    if importlib.util.find_spec("pyspng") is not None:  # libspng (https://libspng.org), when installed
+        import pyspng
+
+        decoders["pyspng.load(file bytes)"] = lambda p: pyspng.load(p.read_bytes())
+    else:
+        print("  note: pyspng is not installed: left out (pip install pyspng)")
     reference = [decoders["cv2.imread(IMREAD_UNCHANGED)"](p) for p in paths]
     print(f"decoders, {len(paths)} GT maps, one thread (CPU ms per map, median of 3):")
     for name, decode in decoders.items():
