@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from process_runs import SEGPIPE, medians, print_table, start_spawner  # noqa: E402  (benchmarks/ is the script's own folder)
 from segpipe.evaluators.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
-from segpipe.evaluators.semantic import evaluate_semantic_dirs, read_label_map  # noqa: E402
+from segpipe.evaluators.semantic import read_label_map  # noqa: E402
 
 BATCH = 100  # pairs held in memory at once for the in-memory comparison
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.coco import AnnotationRecord, ImageRecord, mask_bbox
+from segpipe.converters.coco import AnnotationRecord, ImageRecord
 from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, row, write_conversion
 from segpipe.converters.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, remove_stale_semantic_maps
 from segpipe.converters.errors import AnnotationError

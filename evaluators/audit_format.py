@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, TypeGuard
+from typing import Any, Mapping, TypeGuard
 
-import numpy as np
 
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, make_finding

@@ -17,7 +17,7 @@ from segpipe.evaluators.confusion import IGNORE_INDEX
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from segpipe.evaluators.semantic_tables import SemanticReport
-from segpipe.converters.dataset_layout import class_names_option, is_existing_file
+from segpipe.converters.dataset_layout import class_names_option, is_existing_file, read_class_names_file
 from segpipe.layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 from segpipe.reports.tables import REPORT_HEADER_FILE, format_tables, write_report_dir
 
@@ -61,7 +61,7 @@ def check_against_gt_classes(names: list[str], *, gt_dir: Path) -> None:
     default = gt_dir / CLASSES_FILE_NAME
     if not default.is_file():
         return
-    declared = parse_class_names(default.read_text(encoding="utf-8"))
+    declared = read_class_names_file(default)
     if names == declared:
         return
     if sorted(names) == sorted(declared):

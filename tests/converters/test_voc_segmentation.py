@@ -14,7 +14,7 @@ from PIL import Image
 
 from segpipe.cli import main
 from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
-from segpipe.converters.voc_segmentation import VOC_CLASSES, convert_voc_segmentation, voc_colormap
+from segpipe.converters.voc_segmentation import VOC_CLASSES, voc_colormap
 from tests.converters.format_helpers import codes, coco_masks, convert_under_seeds, rows, write_image
 from tests.converters.test_voc import labelimg_xml
 

@@ -26,7 +26,7 @@ def _convert(*args: str) -> tuple[int, str]:
 def test_oxford_pet_pointed_inside_the_root_names_the_root(pets: Path, tmp_path: Path, sub: str) -> None:
     code, out = _convert("oxford-pet", str(pets / sub), "-o", str(tmp_path / "out"))
     assert code == 2, out
-    assert "expected an Oxford-IIIT Pet root" in out and "found" in out and f"pass that folder instead" in out
+    assert "expected an Oxford-IIIT Pet root" in out and "found" in out and "pass that folder instead" in out
     assert str(pets) in out.replace("\n", "")
     assert not (tmp_path / "out").exists()
 
