@@ -34,7 +34,10 @@ from segpipe.inference.outputs import (
     prepare_out_dir, read_plan_fingerprint, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
     write_shard,
 )
-from segpipe.inference.models import INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, load_torchscript, model_spec, set_native_resolution
+from segpipe.inference.models import (
+    INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, keep_box_coordinates_fp32, load_torchscript, model_spec,
+    set_native_resolution,
+)
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -184,6 +187,7 @@ def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_out
         set_native_resolution(model, resize=resize, mean=mean, std=std)
         # Filter inside the detector too: fewer boxes reach the (costly) mask head.
         model.roi_heads.score_thresh = score_threshold
+        keep_box_coordinates_fp32(model)  # bf16/fp16 autocast must not round box coordinates
     return model.eval()
 
 
