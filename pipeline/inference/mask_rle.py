@@ -1,0 +1,111 @@
+"""COCO compressed RLE of a mask known only inside a crop: the same string pycocotools' `encode` gives for the
+whole image, without building or scanning the full-size mask.
+
+A detector's mask (or a connected component) covers a box; the rest of the image is zero. Copying and
+encoding full-size masks costs H*W bytes per detection (about 85 MB and ~0.3 s of single-threaded
+pycocotools per 800x1066 image at 100 detections); the crop holds all the information. The run-length
+rules are pycocotools' `rleEncode` and `rleToString` (column-major runs starting with zeros; counts after
+the third stored as the difference to the count two before, 5 bits per character with a continuation bit,
+offset by 48): https://github.com/cocodataset/cocoapi/blob/master/common/maskApi.c
+Pure numpy, vectorised: large steps release the GIL, so several encoder threads overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_MAX_CHARS = 7  # 7 x 5 bits hold any run of an image below 2**34 pixels
+
+
+@dataclass(frozen=True)
+class MaskCrop:
+    """The pixels of a binary mask inside rows [top, top + h) and columns [left, left + w) of an image; zero
+    elsewhere. `pixels` is uint8/bool [h, w]; h or w may be 0 for an empty mask."""
+
+    top: int
+    left: int
+    pixels: np.ndarray
+
+
+def crop_counts(crop: MaskCrop, *, height: int, width: int) -> np.ndarray:
+    """Uncompressed COCO RLE counts (int64) of the full height x width mask that `crop` describes."""
+    pix = np.asarray(crop.pixels, dtype=bool)
+    h, w = pix.shape
+    if crop.top < 0 or crop.left < 0 or crop.top + h > height or crop.left + w > width:
+        raise ValueError(f"crop {h}x{w} at ({crop.top}, {crop.left}) is outside the {height}x{width} image")
+    total = height * width
+    if not pix.any():
+        return np.array([total], dtype=np.int64)
+    padded = np.zeros((w, h + 2), dtype=np.int8)  # one column per row here: column-major order of the image
+    padded[:, 1:-1] = pix.T
+    step = np.diff(padded, axis=1)  # +1 where a run of ones starts, -1 one past where it ends
+    cols, rows = np.nonzero(step == 1)
+    starts = (crop.left + cols).astype(np.int64) * height + crop.top + rows
+    cols, rows = np.nonzero(step == -1)
+    ends = (crop.left + cols).astype(np.int64) * height + crop.top + rows
+    # A run that reaches the bottom of a column and goes on at the top of the next one is one run.
+    joined = ends[:-1] == starts[1:]
+    if joined.any():
+        starts = np.concatenate((starts[:1], starts[1:][~joined]))
+        ends = np.concatenate((ends[:-1][~joined], ends[-1:]))
+    edges = np.empty(2 * starts.size + 2, dtype=np.int64)
+    edges[0], edges[1:-1:2], edges[2:-1:2], edges[-1] = 0, starts, ends, total
+    counts = np.diff(edges)
+    return counts if counts[-1] else counts[:-1]  # pycocotools writes no empty trailing run of zeros
+
+
+def compress_counts(counts: np.ndarray) -> str:
+    """pycocotools' `rleToString` of uncompressed counts, vectorised.
+
+    >>> compress_counts(np.array([5, 1]))  # a 3x2 mask whose last pixel is set
+    '51'
+    """
+    x = np.asarray(counts, dtype=np.int64).copy()
+    if x.size > 3:  # pycocotools: `if (i > 2) x -= cnts[i - 2]`, so the third count is kept whole too
+        x[3:] -= np.asarray(counts, dtype=np.int64)[1:-2]
+    # Characters per value: the fewest 5-bit groups that hold it as a signed number (pycocotools stops when the
+    # rest is 0, or -1 with the sign bit of the last group set).
+    n = np.ones(x.size, dtype=np.int64)
+    for k in range(1, _MAX_CHARS):
+        n += (x < -(1 << (5 * k - 1))) | (x >= (1 << (5 * k - 1)))
+    owner = np.repeat(np.arange(x.size), n)
+    first = np.cumsum(n) - n
+    pos = np.arange(owner.size, dtype=np.int64) - first[owner]
+    chars = ((x[owner] >> (5 * pos)) & 0x1F) | np.where(pos < n[owner] - 1, 0x20, 0)
+    return (chars + 48).astype(np.uint8).tobytes().decode("ascii")
+
+
+def encode_crop(crop: MaskCrop, *, height: int, width: int) -> dict[str, Any]:
+    """The JSON-ready compressed RLE that `pycocotools.mask.encode` gives for the full-size mask.
+
+    >>> m = np.zeros((3, 2), np.uint8); m[2, 1] = 1
+    >>> encode_crop(MaskCrop(top=2, left=1, pixels=m[2:, 1:]), height=3, width=2)
+    {'size': [3, 2], 'counts': '51'}
+    """
+    return {"size": [int(height), int(width)], "counts": compress_counts(crop_counts(crop, height=height, width=width))}
+
+
+def crops_from_masks(masks: Any) -> list[MaskCrop]:
+    """Tight crops of a [N, H, W] torch bool/uint8 mask batch, cut on its device: two small reductions and one
+    copy of the crops (not of N full-size masks) reach the CPU."""
+    import torch
+
+    if masks.shape[0] == 0:
+        return []
+    rows = masks.any(dim=2).cpu().numpy()  # [N, H]
+    cols = masks.any(dim=1).cpu().numpy()  # [N, W]
+    bounds = []
+    for r, c in zip(rows, cols):
+        ys, xs = np.flatnonzero(r), np.flatnonzero(c)
+        bounds.append((0, 0, 0, 0) if ys.size == 0 else (int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1))
+    flat = torch.cat([masks[i, y0:y1, x0:x1].reshape(-1) for i, (y0, y1, x0, x1) in enumerate(bounds)])
+    flat = flat.to(torch.uint8).cpu().numpy()
+    crops, at = [], 0
+    for y0, y1, x0, x1 in bounds:
+        size = (y1 - y0) * (x1 - x0)
+        crops.append(MaskCrop(top=y0, left=x0, pixels=flat[at:at + size].reshape(y1 - y0, x1 - x0)))
+        at += size
+    return crops
