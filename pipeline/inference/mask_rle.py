@@ -37,15 +37,18 @@ def crop_counts(crop: MaskCrop, *, height: int, width: int) -> np.ndarray:
     if crop.top < 0 or crop.left < 0 or crop.top + h > height or crop.left + w > width:
         raise ValueError(f"crop {h}x{w} at ({crop.top}, {crop.left}) is outside the {height}x{width} image")
     total = height * width
-    if not pix.any():
+    # Column-major, with one zero after each column: a run of ones always ends inside its own column's slot.
+    slots = np.zeros((w, h + 1), dtype=np.int8)
+    slots[:, :h] = pix.T
+    flat = slots.ravel()
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    if flat.size and flat[0]:
+        change = np.concatenate(([0], change))
+    if change.size == 0:
         return np.array([total], dtype=np.int64)
-    padded = np.zeros((w, h + 2), dtype=np.int8)  # one column per row here: column-major order of the image
-    padded[:, 1:-1] = pix.T
-    step = np.diff(padded, axis=1)  # +1 where a run of ones starts, -1 one past where it ends
-    cols, rows = np.nonzero(step == 1)
-    starts = (crop.left + cols).astype(np.int64) * height + crop.top + rows
-    cols, rows = np.nonzero(step == -1)
-    ends = (crop.left + cols).astype(np.int64) * height + crop.top + rows
+    col, row = np.divmod(change, h + 1)
+    position = (crop.left + col).astype(np.int64) * height + crop.top + row
+    starts, ends = position[0::2], position[1::2]  # changes alternate: start of ones, end of ones
     # A run that reaches the bottom of a column and goes on at the top of the next one is one run.
     joined = ends[:-1] == starts[1:]
     if joined.any():
