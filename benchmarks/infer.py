@@ -40,7 +40,9 @@ from segpipe.converters.dataset_layout import write_dataset_meta  # noqa: E402
 # (model, image sizes (w, h) cycled over the images, classes)
 FULL = {"deeplabv3_resnet50": [(520, 520)], "maskrcnn_resnet50_fpn": [(1066, 800), (800, 1066)]}
 QUICK = {"deeplabv3_resnet50": [(256, 256)], "maskrcnn_resnet50_fpn": [(400, 300), (300, 400)]}
-NUM_CLASSES = {"deeplabv3_resnet50": 21, "maskrcnn_resnet50_fpn": 91}
+# --tiny: the CPU test suite runs every loop of this script through benchmarks/gpu_check.py, so it cannot rot.
+TINY = {"lraspp_mobilenet_v3_large": [(64, 64)], "maskrcnn_resnet50_fpn": [(96, 64)]}
+NUM_CLASSES = {"deeplabv3_resnet50": 21, "maskrcnn_resnet50_fpn": 91, "lraspp_mobilenet_v3_large": 21}
 
 
 def write_images(root: Path, *, n: int, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
@@ -117,7 +119,7 @@ def ceiling_loop(model: Any, ds: Path, *, semantic: bool, device: Any, batch_siz
     return len(info.images) / (time.perf_counter() - start)
 
 
-def output_stage(out_dir: Path, ds: Path, *, threads: int) -> dict[str, float]:
+def output_stage(out_dir: Path, ds: Path, *, threads: int, max_images: int = 16) -> dict[str, float]:
     """images/s of the output stage on one engine run's predictions: the engine's crop RLE in `threads` threads vs
     one thread of pycocotools over full-size masks. Same results (checked)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +131,8 @@ def output_stage(out_dir: Path, ds: Path, *, threads: int) -> dict[str, float]:
     results = json.loads((out_dir / "results.json").read_text())
     sizes = {im["id"]: (im["height"], im["width"]) for im in json.loads((ds / "instances.json").read_text())["images"]}
     by_image: dict[int, list[Any]] = {}
+    keep = sorted({r["image_id"] for r in results})[:max_images]  # full-size pycocotools is slow: a sample of images
+    results = [r for r in results if r["image_id"] in keep]
     for r in results:  # rebuild each image's predictions: tight crops and full-size masks of the decoded RLE
         full = mask_utils.decode(r["segmentation"])
         ys, xs = np.nonzero(full)
@@ -211,6 +215,9 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
         model = model.to(memory_format=torch.channels_last)
     paths = sorted((ds / "img").glob("*.jpg"))
     naive_loop(model, paths[:1], semantic=semantic, device=dev)  # warm-up (allocator, kernels)
+    for p in precisions:  # the engine's warm-up: first imports (cv2, tqdm), autocast kernels, one image
+        run_inference(model=name, checkpoint=ckpt, dataset=ds, out=tmp / f"{name}-warm-{p}", classes=classes, device=device,
+                      batch_size=batch_size, precision=p, workers=0, score_threshold=score_threshold, image_ids=[1])
     loops = ["tutorial", *[f"engine_{p}" for p in precisions], "ceiling"]
     speed: dict[str, list[float]] = {k: [] for k in loops}
     util: dict[str, list[float]] = {k: [] for k in loops}
@@ -263,9 +270,10 @@ def _line(row: dict[str, Any], precisions: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 small images, 1 repeat (smoke run)")
+    parser.add_argument("--tiny", action="store_true", help="1 tiny image of lraspp and Mask R-CNN, 1 repeat (test suite)")
     parser.add_argument("--images", type=int, default=None, help="images per model (default 64; --quick 4)")
     parser.add_argument("--repeats", type=int, default=None, help="median of this many runs (default 3; --quick 1)")
-    parser.add_argument("--models", default="deeplabv3_resnet50,maskrcnn_resnet50_fpn")
+    parser.add_argument("--models", default=None, help="comma-separated [default: deeplabv3_resnet50,maskrcnn_resnet50_fpn]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (as segpipe infer --device)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precisions", default="auto",
@@ -279,14 +287,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = QUICK if args.quick else FULL
-    n = args.images or (4 if args.quick else 64)
-    repeats = args.repeats or (1 if args.quick else 3)
+    sizes = TINY if args.tiny else QUICK if args.quick else FULL
+    n = args.images or (1 if args.tiny else 4 if args.quick else 64)
+    repeats = args.repeats or (1 if args.quick or args.tiny else 3)
+    models = args.models or ",".join(sizes)
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     precisions = args.precisions.split(",") if args.precisions != "auto" else (["fp32", "bf16"] if cuda else ["fp32"])
     rows = []
     with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
-        for name in args.models.split(","):
+        for name in models.split(","):
             row = bench_model(name, sizes=sizes[name], n=n, repeats=repeats, device=args.device, batch_size=args.batch_size,
                               workers=args.workers, precisions=precisions, tmp=Path(tmp))
             rows.append(row)
