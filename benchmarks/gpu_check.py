@@ -40,7 +40,7 @@ CARRIED = ("pycocotools", "luigi", "tornado", "python-daemon", "lockfile", "tena
 TARGET = ["--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
           "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "manylinux1_x86_64"]
 # Seconds per step: 470 in all, inside the 8 minutes the check may take, with the start-up around them.
-TIMEOUTS = {"install": 40, "env": 40, "gpu_tests": 140, "runs": 100, "bench": 150}
+TIMEOUTS = {"install": 40, "env": 40, "gpu_tests": 130, "runs": 120, "bench": 140}
 # Predicted pixels allowed to differ from the CPU run. cuDNN runs fp32 convolutions in TF32 by default
 # (torch.backends.cudnn.allow_tf32, https://pytorch.org/docs/stable/notes/cuda.html#tensorfloat-32-tf32-on-ampere-and-later-devices),
 # rounding inputs to 10 mantissa bits; bf16 keeps 8. A pixel flips only where its two best class logits lie
