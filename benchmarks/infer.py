@@ -4,6 +4,7 @@ checkpoint and images, interleaved repeats, medians.
     python benchmarks/infer.py            # deeplabv3_resnet50 @ 520 px, maskrcnn_resnet50_fpn @ 800x1066 (issue sizes)
     python benchmarks/infer.py --quick    # smoke run: 4 small images, 1 repeat
     python benchmarks/infer.py --device cuda --precisions fp32,bf16 --json bench.json   # what `make gpu-check` runs
+    python benchmarks/infer.py --output-only   # the output stage alone: crop RLE threads vs full-mask pycocotools
 
 Tutorial loop (the anchor): PIL -> ToTensor (-> Normalize for semantic) -> model one image at a time -> CPU.
 Engine: `run_inference` (DataLoader decode workers, batching, on-device argmax/threshold, mask crops, RLE/PNG
@@ -188,6 +189,45 @@ class GpuSampler:
         return statistics.mean(self.samples) if self.samples else None
 
 
+def synthetic_output_stage(*, n_images: int, detections: int, size: tuple[int, int], threads: int, repeats: int) -> dict[str, float]:
+    """Output stage alone on Mask R-CNN-like masks (filled ellipses, 30-400 px, at random places): the engine's
+    tight crops in `threads` threads vs one thread of pycocotools over full-size masks. Same strings (checked)."""
+    import cv2
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pycocotools import mask as mask_utils
+
+    from segpipe.inference.mask_rle import MaskCrop, encode_crop
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(n_images):
+        items = []
+        for _ in range(detections):
+            full = np.zeros((h, w), np.uint8)
+            cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+            cv2.ellipse(full, (cx, cy), (int(rng.integers(15, 200)), int(rng.integers(15, 200))), float(rng.integers(0, 180)), 0, 360, 1, -1)
+            ys, xs = np.nonzero(full)
+            items.append((MaskCrop(int(ys.min()), int(xs.min()), full[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy()), full))
+        images.append(items)
+
+    def crops(items: list[Any]) -> list[str]:
+        return [encode_crop(c, height=h, width=w)["counts"] for c, _ in items]
+
+    engine, single = [], []
+    for _ in range(repeats):  # interleaved
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            got = list(pool.map(crops, images))
+        engine.append(n_images / (time.perf_counter() - start))
+        start = time.perf_counter()
+        ref = [[mask_utils.encode(np.asfortranarray(f))["counts"].decode() for _, f in items] for items in images]
+        single.append(n_images / (time.perf_counter() - start))
+    assert got == ref, "crop RLE differs from pycocotools"
+    return {"output_images_per_s": statistics.median(engine), "output_single_thread_pycocotools_images_per_s": statistics.median(single)}
+
+
 def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int, device: str, batch_size: int,
                 workers: int | None, precisions: list[str], tmp: Path) -> dict[str, Any]:
     import torch
@@ -280,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="engine precisions, comma-separated (auto: fp32,bf16 on CUDA, fp32 on CPU); the tutorial loop is fp32")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs on a shared machine)")
+    parser.add_argument("--output-only", action="store_true",
+                        help="only the output stage (RLE of 100 masks per 1066x800 image), no model")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -293,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or ",".join(sizes)
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     precisions = args.precisions.split(",") if args.precisions != "auto" else (["fp32", "bf16"] if cuda else ["fp32"])
+    if args.output_only:
+        from segpipe.inference.engine import ENCODER_THREADS
+
+        w, h = FULL["maskrcnn_resnet50_fpn"][0]
+        r = synthetic_output_stage(n_images=args.images or 8, detections=100, size=(w, h), threads=ENCODER_THREADS, repeats=repeats)
+        print(f"output stage, {w}x{h}, 100 detections/image: crops in {ENCODER_THREADS} encoder thread(s) {r['output_images_per_s']:.2f} img/s, "
+              f"single-thread full-mask pycocotools {r['output_single_thread_pycocotools_images_per_s']:.2f} img/s, "
+              f"ratio {r['output_images_per_s'] / r['output_single_thread_pycocotools_images_per_s']:.2f}x")
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
         for name in models.split(","):
