@@ -18,6 +18,10 @@ from typing import Any
 import numpy as np
 
 _MAX_CHARS = 7  # 7 x 5 bits hold any run of an image below 2**34 pixels
+# Below this many pixels per image, pasting the crop into a full mask for pycocotools is faster than the numpy
+# run scan. Measured with benchmarks/infer.py on 2 busy cores: at 400x300 (120k px) full-mask pycocotools won
+# (89 vs 61 images/s, 100 masks each), at 1066x800 (853k px) the crop scan won 9.6x; the cut between is a guess.
+FULL_MASK_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,24 @@ def compress_counts(counts: np.ndarray) -> str:
     return (chars + 48).astype(np.uint8).tobytes().decode("ascii")
 
 
-def encode_crop(crop: MaskCrop, *, height: int, width: int) -> dict[str, Any]:
-    """The JSON-ready compressed RLE that `pycocotools.mask.encode` gives for the full-size mask.
+def encode_crop(crop: MaskCrop, *, height: int, width: int, full_mask_below: int | None = None) -> dict[str, Any]:
+    """The JSON-ready compressed RLE that `pycocotools.mask.encode` gives for the full-size mask. Images of fewer
+    than `full_mask_below` pixels (default FULL_MASK_PIXELS) are encoded by pycocotools from the pasted full
+    mask: there its C loop beats numpy's per-call overhead (the results are the same either way).
 
     >>> m = np.zeros((3, 2), np.uint8); m[2, 1] = 1
-    >>> encode_crop(MaskCrop(top=2, left=1, pixels=m[2:, 1:]), height=3, width=2)
+    >>> encode_crop(MaskCrop(top=2, left=1, pixels=m[2:, 1:]), height=3, width=2, full_mask_below=0)
     {'size': [3, 2], 'counts': '51'}
     """
+    if height * width < (FULL_MASK_PIXELS if full_mask_below is None else full_mask_below):
+        from pycocotools import mask as mask_utils
+
+        h, w = crop.pixels.shape
+        if crop.top < 0 or crop.left < 0 or crop.top + h > height or crop.left + w > width:
+            raise ValueError(f"crop {h}x{w} at ({crop.top}, {crop.left}) is outside the {height}x{width} image")
+        full = np.zeros((height, width), dtype=np.uint8, order="F")
+        full[crop.top:crop.top + h, crop.left:crop.left + w] = crop.pixels
+        return {"size": [int(height), int(width)], "counts": mask_utils.encode(full)["counts"].decode("ascii")}
     return {"size": [int(height), int(width)], "counts": compress_counts(crop_counts(crop, height=height, width=width))}
 
 

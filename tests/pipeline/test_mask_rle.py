@@ -36,8 +36,10 @@ def test_crop_rle_equals_pycocotools_on_random_masks() -> None:
         if rng.random() < 0.3:  # full-height crops: runs that wrap from one column into the next
             y0, y1 = 0, h
         mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < rng.random()
-        got = encode_crop(MaskCrop(top=y0, left=x0, pixels=mask[y0:y1, x0:x1]), height=h, width=w)
-        assert got == {"size": [h, w], "counts": pycocotools_counts(mask)}, (h, w, y0, y1, x0, x1)
+        crop = MaskCrop(top=y0, left=x0, pixels=mask[y0:y1, x0:x1])
+        for full_mask_below in (0, None):  # the numpy run scan, and the small-image path through pycocotools
+            got = encode_crop(crop, height=h, width=w, full_mask_below=full_mask_below)
+            assert got == {"size": [h, w], "counts": pycocotools_counts(mask)}, (h, w, y0, y1, x0, x1, full_mask_below)
 
 
 @pytest.mark.parametrize("fill", ["empty", "full", "last_pixel", "first_pixel", "big_runs"])
@@ -56,9 +58,10 @@ def test_crop_rle_edge_cases(fill: str) -> None:
     ys, xs = np.nonzero(mask)
     crop = MaskCrop(0, 0, mask[:0, :0]) if ys.size == 0 else MaskCrop(
         int(ys.min()), int(xs.min()), mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
-    assert encode_crop(crop, height=h, width=w)["counts"] == pycocotools_counts(mask)
-    # A loose crop (not tight) describes the same mask.
-    assert encode_crop(MaskCrop(0, 0, mask), height=h, width=w)["counts"] == pycocotools_counts(mask)
+    for full_mask_below in (0, None):
+        assert encode_crop(crop, height=h, width=w, full_mask_below=full_mask_below)["counts"] == pycocotools_counts(mask)
+        # A loose crop (not tight) describes the same mask.
+        assert encode_crop(MaskCrop(0, 0, mask), height=h, width=w, full_mask_below=full_mask_below)["counts"] == pycocotools_counts(mask)
 
 
 def test_compressed_counts_decode_back() -> None:
@@ -72,6 +75,8 @@ def test_compressed_counts_decode_back() -> None:
 def test_crop_outside_the_image_is_refused() -> None:
     with pytest.raises(ValueError, match="outside"):
         crop_counts(MaskCrop(3, 0, np.ones((2, 2), np.uint8)), height=4, width=4)
+    with pytest.raises(ValueError, match="outside"):
+        encode_crop(MaskCrop(3, 0, np.ones((2, 2), np.uint8)), height=4, width=4)
 
 
 def test_crops_from_torch_masks_encode_like_full_masks() -> None:
@@ -83,7 +88,7 @@ def test_crops_from_torch_masks_encode_like_full_masks() -> None:
     crops = crops_from_masks(masks)
     assert crops[2].pixels.size == 0
     for m, c in zip(masks.numpy(), crops):
-        assert encode_crop(c, height=30, width=20)["counts"] == pycocotools_counts(m)
+        assert encode_crop(c, height=30, width=20, full_mask_below=0)["counts"] == pycocotools_counts(m)
     assert crops_from_masks(masks[:0]) == []
 
 
