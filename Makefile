@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean gpu-wheels gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b --quick || exit 1; done
 
+# GPU check (README, "Proving the GPU path"). On the GPU host there is no .venv and no package registry:
+# python3 there holds torch; the wheels it lacks travel in .gpu-wheels/, prepared here by `make gpu-wheels`.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+gpu-wheels:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --prepare-only
+
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out "$${OUT:-gpu_check_out}"
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache gpu_check_out

@@ -1,19 +1,28 @@
-"""Inference throughput: the seeds' naive loop vs `segpipe infer`'s engine, same model/checkpoint/images.
+"""Inference throughput: the tutorial loop vs `segpipe infer`'s engine vs a lean ceiling loop, same model,
+checkpoint and images, interleaved repeats, medians.
 
-    python benchmarks/infer.py            # issue 4 sizes: deeplabv3_resnet50 @ 520 px, maskrcnn_resnet50_fpn @ 800 px
+    python benchmarks/infer.py            # deeplabv3_resnet50 @ 520 px, maskrcnn_resnet50_fpn @ 800x1066 (issue sizes)
     python benchmarks/infer.py --quick    # smoke run: 4 small images, 1 repeat
+    python benchmarks/infer.py --device cuda --precisions fp32,bf16 --json bench.json   # what `make gpu-check` runs
+    python benchmarks/infer.py --output-only   # the output stage alone: crop RLE threads vs full-mask pycocotools
 
-Naive loop (the anchor): PIL -> ToTensor (-> Normalize for semantic) -> model([img]) one image at a time -> CPU.
-Engine: `run_inference` (DataLoader decode workers, batching, on-device argmax/threshold, RLE/PNG writing in a
-thread, shards). Both use random weights saved as one checkpoint; images/s count the inference loop only
-(model construction excluded on both sides). Prints images/s for both, the ratio (median of repeats) and,
-on CUDA, how busy the GPU was (torch.cuda.utilization, if pynvml is installed).
+Tutorial loop (the anchor): PIL -> ToTensor (-> Normalize for semantic) -> model one image at a time -> CPU.
+Engine: `run_inference` (DataLoader decode workers, batching, on-device argmax/threshold, mask crops, RLE/PNG
+writing in encoder threads, shards), once per precision. Ceiling: DataLoader workers, pinned memory, batches,
+bf16 on CUDA, argmax/threshold on the device, nothing copied back or written: what the model alone allows.
+Output stage: images/s of turning one run's predictions into COCO results (RLE), with the engine's encoder
+threads, against one thread encoding full-size masks with pycocotools (the previous output stage).
+Mask R-CNN runs with score threshold 0 (random weights score ~1/91), so every image carries 100 detections
+and the mask post-processing is exercised. Model construction is excluded everywhere. On CUDA, GPU busy % is
+torch.cuda.utilization() sampled every 0.2 s (needs nvidia-ml-py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +41,9 @@ from segpipe.converters.dataset_layout import write_dataset_meta  # noqa: E402
 # (model, image sizes (w, h) cycled over the images, classes)
 FULL = {"deeplabv3_resnet50": [(520, 520)], "maskrcnn_resnet50_fpn": [(1066, 800), (800, 1066)]}
 QUICK = {"deeplabv3_resnet50": [(256, 256)], "maskrcnn_resnet50_fpn": [(400, 300), (300, 400)]}
-NUM_CLASSES = {"deeplabv3_resnet50": 21, "maskrcnn_resnet50_fpn": 91}
+# --tiny: the CPU test suite runs every loop of this script through benchmarks/gpu_check.py, so it cannot rot.
+TINY = {"lraspp_mobilenet_v3_large": [(64, 64)], "maskrcnn_resnet50_fpn": [(96, 64)]}
+NUM_CLASSES = {"deeplabv3_resnet50": 21, "maskrcnn_resnet50_fpn": 91, "lraspp_mobilenet_v3_large": 21}
 
 
 def write_images(root: Path, *, n: int, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
@@ -57,7 +68,7 @@ def write_images(root: Path, *, n: int, sizes: list[tuple[int, int]], seed: int 
 
 
 def naive_loop(model: Any, paths: list[Path], *, semantic: bool, device: Any) -> float:
-    """images/s of the seeds' loop."""
+    """images/s of the tutorial loop."""
     import torch
     from PIL import Image
     from torchvision.transforms import functional as TF
@@ -74,6 +85,78 @@ def naive_loop(model: Any, paths: list[Path], *, semantic: bool, device: Any) ->
                 out = model([img.to(device)])
                 [{k: v.cpu() for k, v in o.items()} for o in out]
     return len(paths) / (time.perf_counter() - start)
+
+
+def ceiling_loop(model: Any, ds: Path, *, semantic: bool, device: Any, batch_size: int, workers: int | None) -> float:
+    """images/s of a lean loop: loader workers, pinned memory, batches, bf16 on CUDA, nothing back or written."""
+    import torch
+
+    from segpipe.inference.data import ImageDataset, PlannedBatches, batches_plan, collate_samples, read_dataset
+
+    info = read_dataset(ds)
+    plan = batches_plan(images=info.images, task="semantic" if semantic else "instance", batch_size=batch_size, short_side=None)
+    position = {e.image_id: k for k, e in enumerate(info.images)}
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(info.images, short_side=None), batch_sampler=PlannedBatches([[position[e.image_id] for e in b] for b in plan]),
+        collate_fn=collate_samples, num_workers=min(4, os.cpu_count() or 1) if workers is None else workers,
+        pin_memory=device.type == "cuda",
+    )
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(3, 1, 1)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for samples in loader:
+            images = [s.image.to(device, non_blocking=True).float().div(255) for s in samples]
+            with autocast:
+                if semantic:
+                    x = torch.stack([(im - mean) / std for im in images]).contiguous(memory_format=torch.channels_last)
+                    model(x)["out"].argmax(1)
+                else:
+                    for o in model(images):
+                        o["masks"] > 0.5
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return len(info.images) / (time.perf_counter() - start)
+
+
+def output_stage(out_dir: Path, ds: Path, *, threads: int, max_images: int = 16) -> dict[str, float]:
+    """images/s of the output stage on one engine run's predictions: the engine's crop RLE in `threads` threads vs
+    one thread of pycocotools over full-size masks. Same results (checked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pycocotools import mask as mask_utils
+
+    from segpipe.inference.mask_rle import MaskCrop, encode_crop
+
+    results = json.loads((out_dir / "results.json").read_text())
+    sizes = {im["id"]: (im["height"], im["width"]) for im in json.loads((ds / "instances.json").read_text())["images"]}
+    by_image: dict[int, list[Any]] = {}
+    keep = sorted({r["image_id"] for r in results})[:max_images]  # full-size pycocotools is slow: a sample of images
+    results = [r for r in results if r["image_id"] in keep]
+    for r in results:  # rebuild each image's predictions: tight crops and full-size masks of the decoded RLE
+        full = mask_utils.decode(r["segmentation"])
+        ys, xs = np.nonzero(full)
+        crop = MaskCrop(0, 0, full[:0, :0]) if ys.size == 0 else MaskCrop(
+            int(ys.min()), int(xs.min()), full[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy())
+        by_image.setdefault(r["image_id"], []).append((crop, full, r["segmentation"]["counts"]))
+    if not by_image:
+        return {}
+
+    def engine_image(items: list[Any], image_id: int) -> list[str]:
+        h, w = sizes[image_id]
+        return [encode_crop(c, height=h, width=w)["counts"] for c, _, _ in items]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        got = list(pool.map(engine_image, by_image.values(), by_image.keys()))
+    engine = len(by_image) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    old = [[mask_utils.encode(np.asfortranarray(f))["counts"].decode() for _, f, _ in items] for items in by_image.values()]
+    single = len(by_image) / (time.perf_counter() - start)
+    assert got == old == [[c for _, _, c in items] for items in by_image.values()], "output stage RLE differs"
+    return {"output_images_per_s": engine, "output_single_thread_pycocotools_images_per_s": single,
+            "detections_per_image": len(results) / len(by_image)}
 
 
 class GpuSampler:
@@ -106,56 +189,139 @@ class GpuSampler:
         return statistics.mean(self.samples) if self.samples else None
 
 
+def synthetic_output_stage(*, n_images: int, detections: int, size: tuple[int, int], threads: int, repeats: int) -> dict[str, float]:
+    """Output stage alone on Mask R-CNN-like masks (filled ellipses, 30-400 px, at random places): the engine's
+    tight crops in `threads` threads vs one thread of pycocotools over full-size masks. Same strings (checked)."""
+    import cv2
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pycocotools import mask as mask_utils
+
+    from segpipe.inference.mask_rle import MaskCrop, encode_crop
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(n_images):
+        items = []
+        for _ in range(detections):
+            full = np.zeros((h, w), np.uint8)
+            cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+            cv2.ellipse(full, (cx, cy), (int(rng.integers(15, 200)), int(rng.integers(15, 200))), float(rng.integers(0, 180)), 0, 360, 1, -1)
+            ys, xs = np.nonzero(full)
+            items.append((MaskCrop(int(ys.min()), int(xs.min()), full[ys.min():ys.max() + 1, xs.min():xs.max() + 1].copy()), full))
+        images.append(items)
+
+    def crops(items: list[Any]) -> list[str]:
+        return [encode_crop(c, height=h, width=w)["counts"] for c, _ in items]
+
+    engine, single = [], []
+    for _ in range(repeats):  # interleaved
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            got = list(pool.map(crops, images))
+        engine.append(n_images / (time.perf_counter() - start))
+        start = time.perf_counter()
+        ref = [[mask_utils.encode(np.asfortranarray(f))["counts"].decode() for _, f in items] for items in images]
+        single.append(n_images / (time.perf_counter() - start))
+    assert got == ref, "crop RLE differs from pycocotools"
+    return {"output_images_per_s": statistics.median(engine), "output_single_thread_pycocotools_images_per_s": statistics.median(single)}
+
+
 def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int, device: str, batch_size: int,
-                workers: int | None, precision: str, tmp: Path) -> dict[str, Any]:
+                workers: int | None, precisions: list[str], tmp: Path) -> dict[str, Any]:
     import torch
 
-    from segpipe.inference.engine import resolve_device, run_inference
+    from segpipe.inference import engine as infer_engine
     from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
-    from segpipe.inference.models import build_model, set_native_resolution
+    from segpipe.inference.engine import resolve_device, run_inference
+    from segpipe.inference.models import build_model, keep_box_coordinates_fp32, set_native_resolution
 
     semantic = not name.startswith("maskrcnn")
+    score_threshold = 0.05 if semantic else 0.0
     ds = write_images(tmp / f"{name}-ds", n=n, sizes=sizes)
     torch.manual_seed(0)
     model = build_model(name, num_classes=NUM_CLASSES[name])
     ckpt = tmp / f"{name}.pt"
     torch.save(model.state_dict(), ckpt)
     classes = None if semantic else ["__background__", *[f"c{k}" for k in range(1, 91)]]
-    if not semantic:  # the engine runs Mask R-CNN at native size; give the naive loop the same transform
+    if not semantic:  # the engine runs Mask R-CNN at native size; give the other loops the same model
         set_native_resolution(model, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        model.roi_heads.score_thresh = score_threshold
+        keep_box_coordinates_fp32(model)
     dev = resolve_device(device)
     model = model.eval().to(dev)
+    if dev.type == "cuda" and semantic:
+        model = model.to(memory_format=torch.channels_last)
     paths = sorted((ds / "img").glob("*.jpg"))
     naive_loop(model, paths[:1], semantic=semantic, device=dev)  # warm-up (allocator, kernels)
-    naive, engine, util = [], [], []
-    for r in range(repeats):
-        naive.append(naive_loop(model, paths, semantic=semantic, device=dev))
-        with GpuSampler(dev.type == "cuda") as sampler:
-            summary = run_inference(model=name, checkpoint=ckpt, dataset=ds, out=tmp / f"{name}-out{r}", classes=classes,
-                                    device=device, batch_size=batch_size, precision=precision, workers=workers)
-        engine.append(summary.images_per_second or 0.0)
-        util.append(sampler.mean())
-    result = {
-        "model": name, "images": n, "sizes": sizes, "device": str(dev), "precision": precision, "batch_size": batch_size,
-        "naive_images_per_s": statistics.median(naive), "engine_images_per_s": statistics.median(engine),
-        "gpu_util_percent": statistics.median([u for u in util if u is not None]) if any(u is not None for u in util) else None,
-    }
-    result["ratio"] = result["engine_images_per_s"] / result["naive_images_per_s"]
+    for p in precisions:  # the engine's warm-up: first imports (cv2, tqdm), autocast kernels, one image
+        run_inference(model=name, checkpoint=ckpt, dataset=ds, out=tmp / f"{name}-warm-{p}", classes=classes, device=device,
+                      batch_size=batch_size, precision=p, workers=0, score_threshold=score_threshold, image_ids=[1])
+    loops = ["tutorial", *[f"engine_{p}" for p in precisions], "ceiling"]
+    speed: dict[str, list[float]] = {k: [] for k in loops}
+    util: dict[str, list[float]] = {k: [] for k in loops}
+    last_out: Path | None = None
+    for r in range(repeats):  # interleaved: a drifting clock or a busy neighbour hits every loop alike
+        for loop in loops:
+            with GpuSampler(dev.type == "cuda") as sampler:
+                if loop == "tutorial":
+                    ips = naive_loop(model, paths, semantic=semantic, device=dev)
+                elif loop == "ceiling":
+                    ips = ceiling_loop(model, ds, semantic=semantic, device=dev, batch_size=batch_size, workers=workers)
+                else:
+                    last_out = tmp / f"{name}-{loop}-{r}"
+                    summary = run_inference(model=name, checkpoint=ckpt, dataset=ds, out=last_out, classes=classes, device=device,
+                                            batch_size=batch_size, precision=loop.split("_")[1], workers=workers,
+                                            score_threshold=score_threshold)
+                    ips = summary.images_per_second or 0.0
+            speed[loop].append(ips)
+            if sampler.mean() is not None:
+                util[loop].append(float(sampler.mean()))
+    result: dict[str, Any] = {"model": name, "images": n, "sizes": sizes, "device": str(dev), "batch_size": batch_size,
+                              "repeats": repeats, "score_threshold": score_threshold}
+    for loop in loops:
+        result[f"{loop}_images_per_s"] = statistics.median(speed[loop])
+        result[f"{loop}_gpu_busy_percent"] = statistics.median(util[loop]) if util[loop] else None
+    for p in precisions:
+        result[f"engine_{p}_vs_tutorial"] = result[f"engine_{p}_images_per_s"] / result["tutorial_images_per_s"]
+        result[f"ceiling_vs_engine_{p}"] = result["ceiling_images_per_s"] / result[f"engine_{p}_images_per_s"]
+    if not semantic and last_out is not None:
+        result.update(output_stage(last_out, ds, threads=infer_engine.ENCODER_THREADS))
     return result
+
+
+def _line(row: dict[str, Any], precisions: list[str]) -> str:
+    w, h = row["sizes"][0]
+    head = f"{row['model']:24s} {w}x{h} x{row['images']} on {row['device']} (batch {row['batch_size']}): "
+    parts = [f"tutorial {row['tutorial_images_per_s']:.2f} img/s"]
+    for p in precisions:
+        parts.append(f"engine {p} {row[f'engine_{p}_images_per_s']:.2f} img/s ({row[f'engine_{p}_vs_tutorial']:.2f}x tutorial)")
+    parts.append(f"ceiling {row['ceiling_images_per_s']:.2f} img/s")
+    busy = [f"{k.replace('_gpu_busy_percent', '')} {v:.0f}%" for k, v in row.items() if k.endswith("_gpu_busy_percent") and v is not None]
+    if busy:
+        parts.append("GPU busy " + ", ".join(busy))
+    if "output_images_per_s" in row:
+        parts.append(f"output stage {row['output_images_per_s']:.2f} img/s vs {row['output_single_thread_pycocotools_images_per_s']:.2f} "
+                     f"single-thread full-mask pycocotools ({row['detections_per_image']:.0f} detections/image)")
+    return head + "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 small images, 1 repeat (smoke run)")
+    parser.add_argument("--tiny", action="store_true", help="1 tiny image of lraspp and Mask R-CNN, 1 repeat (test suite)")
     parser.add_argument("--images", type=int, default=None, help="images per model (default 64; --quick 4)")
     parser.add_argument("--repeats", type=int, default=None, help="median of this many runs (default 3; --quick 1)")
-    parser.add_argument("--models", default="deeplabv3_resnet50,maskrcnn_resnet50_fpn")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--models", default=None, help="comma-separated [default: deeplabv3_resnet50,maskrcnn_resnet50_fpn]")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (as segpipe infer --device)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="engine precision (auto: bf16 on CUDA, fp32 on CPU); the naive loop is always fp32")
+    parser.add_argument("--precisions", default="auto",
+                        help="engine precisions, comma-separated (auto: fp32,bf16 on CUDA, fp32 on CPU); the tutorial loop is fp32")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs on a shared machine)")
+    parser.add_argument("--output-only", action="store_true",
+                        help="only the output stage (RLE of 100 masks per 1066x800 image), no model")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -163,23 +329,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = QUICK if args.quick else FULL
-    n = args.images or (4 if args.quick else 64)
-    repeats = args.repeats or (1 if args.quick else 3)
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
+    sizes = TINY if args.tiny else QUICK if args.quick else FULL
+    n = args.images or (1 if args.tiny else 4 if args.quick else 64)
+    repeats = args.repeats or (1 if args.quick or args.tiny else 3)
+    models = args.models or ",".join(sizes)
+    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    precisions = args.precisions.split(",") if args.precisions != "auto" else (["fp32", "bf16"] if cuda else ["fp32"])
+    if args.output_only:
+        from segpipe.inference.engine import ENCODER_THREADS
+
+        w, h = FULL["maskrcnn_resnet50_fpn"][0]
+        r = synthetic_output_stage(n_images=args.images or 8, detections=100, size=(w, h), threads=ENCODER_THREADS, repeats=repeats)
+        print(f"output stage, {w}x{h}, 100 detections/image: crops in {ENCODER_THREADS} encoder thread(s) {r['output_images_per_s']:.2f} img/s, "
+              f"single-thread full-mask pycocotools {r['output_single_thread_pycocotools_images_per_s']:.2f} img/s, "
+              f"ratio {r['output_images_per_s'] / r['output_single_thread_pycocotools_images_per_s']:.2f}x")
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
-        for name in args.models.split(","):
+        for name in models.split(","):
             row = bench_model(name, sizes=sizes[name], n=n, repeats=repeats, device=args.device, batch_size=args.batch_size,
-                              workers=args.workers, precision=precision, tmp=Path(tmp))
+                              workers=args.workers, precisions=precisions, tmp=Path(tmp))
             rows.append(row)
-            util = f", GPU busy {row['gpu_util_percent']:.0f}%" if row["gpu_util_percent"] is not None else ""
-            print(f"{name:24s} {row['sizes'][0][0]}x{row['sizes'][0][1]} x{n} on {row['device']} ({precision}, batch {args.batch_size}): "
-                  f"naive {row['naive_images_per_s']:.3f} img/s, engine {row['engine_images_per_s']:.3f} img/s, "
-                  f"ratio {row['ratio']:.2f}x{util}", flush=True)
+            print(_line(row, precisions), flush=True)
     if not cuda:
-        print("note: no CUDA device here; these are CPU figures (the GPU targets are 4x DeepLabV3, 2x Mask R-CNN)")
+        print("note: no CUDA device here; these are CPU figures (GPU targets: engine >= 4x tutorial for DeepLabV3, >= 2x for Mask R-CNN; make gpu-check)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

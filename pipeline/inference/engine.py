@@ -36,11 +36,17 @@ from segpipe.inference.outputs import (
     prepare_out_dir, read_plan_fingerprint, read_shard, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
     write_shard,
 )
-from segpipe.inference.models import INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, load_torchscript, model_spec, set_native_resolution
+from segpipe.inference.models import (
+    INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, keep_box_coordinates_fp32, load_torchscript, model_spec,
+    set_native_resolution,
+)
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 SHARD_IMAGES = 256  # images per shard file: small enough to lose little on a crash, few enough files for 100k images
-MAX_BATCHES_IN_FLIGHT = 4  # encoder backlog before the device loop waits (bounds memory)
+# Encoder threads (RLE, PNG, shard files). The RLE encoder is vectorised numpy and cv2.imencode releases the GIL,
+# so a few threads overlap; more than 4 only compete with the DataLoader's decode workers for cores.
+ENCODER_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
+MAX_BATCHES_IN_FLIGHT = 4  # encoder backlog per encoder thread before the device loop waits (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_out
         set_native_resolution(model, resize=resize, mean=mean, std=std)
         # Filter inside the detector too: fewer boxes reach the (costly) mask head.
         model.roi_heads.score_thresh = score_threshold
+        keep_box_coordinates_fp32(model)  # bf16/fp16 autocast must not round box coordinates
     return model.eval()
 
 
@@ -196,7 +203,7 @@ def shard_needs_run(path: Path) -> bool:
 
 def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any]]], pending: list[int], short_side: int | None,
             workers: int | None, batch_size: int, categories: dict[int, int], score_threshold: float,
-            progress: bool | Callable[[int, int], object]) -> tuple[int, int]:
+            progress: bool | Callable[[int, int], object], encoder_threads: int | None = None) -> tuple[int, int]:
     """The device loop over the pending shards; returns (images predicted, final batch-size limit)."""
     import torch
     from tqdm import tqdm
@@ -214,7 +221,8 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
     shard_futures: dict[int, list[Future[Any]]] = {i: [] for i in pending}
     remaining = {i: sum(len(b) for b in shards[i]) for i in pending}
     in_flight: deque[Future[Any]] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segpipe-encode") as encoder, \
+    threads = ENCODER_THREADS if encoder_threads is None else max(1, encoder_threads)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segpipe-encode") as encoder, \
             tqdm(total=len(entries), unit="img", disable=progress is not True) as bar:
         for (shard_index, _), samples in zip(batch_shard, loader):
             good = [s for s in samples if s.error is None]
@@ -224,10 +232,10 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
             in_flight.append(encoder.submit(_encode_batch, out, preds, skipped + failed, categories, score_threshold))
             shard_futures[shard_index].append(in_flight[-1])
             remaining[shard_index] -= len(samples)
-            if remaining[shard_index] == 0:  # the single encoder thread runs this after the shard's batches
+            if remaining[shard_index] == 0:  # queued after the shard's batches (FIFO): it only waits on started ones
                 ids = [e.image_id for b in shards[shard_index] for e in b]
                 in_flight.append(encoder.submit(_finish_shard, shard_path(out, shard_index), shard_futures.pop(shard_index), ids))
-            while in_flight and (len(in_flight) > MAX_BATCHES_IN_FLIGHT or in_flight[0].done()):
+            while in_flight and (len(in_flight) > MAX_BATCHES_IN_FLIGHT * threads or in_flight[0].done()):
                 in_flight.popleft().result()  # re-raises encoder errors here, early; bounds the backlog
             bar.update(len(samples))
             seen += len(samples)
@@ -252,7 +260,7 @@ def _encode_batch(out: Path, preds: list[Any], skipped: list[SkippedImage], cate
 def _finish_shard(path: Path, futures: list[Future[Any]], image_ids: list[int]) -> None:
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    for fut in futures:  # all done: the single encoder thread ran them first
+    for fut in futures:  # started before this (FIFO queue): done or running on another encoder thread
         r, s = fut.result()
         results.extend(r)
         skipped.extend(s)

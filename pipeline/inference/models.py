@@ -137,3 +137,35 @@ def set_native_resolution(model: Any, *, resize: int | None, mean: tuple[float, 
             min_size=resize, max_size=max(1333, -(-resize * 1333 // 800)), image_mean=list(mean), image_std=list(std),
             size_divisible=old.size_divisible,
         )
+
+
+def keep_box_coordinates_fp32(model: Any) -> Any:
+    """Let a torchvision Mask R-CNN make every box coordinate in float32 while its backbone and heads run under
+    bf16/fp16 autocast. Mutates and returns `model` (hooks only: its state_dict keys are unchanged).
+
+    torchvision builds the anchors in the feature maps' dtype and decodes boxes in the regression's dtype
+    (`AnchorGenerator.forward`, `BoxCoder.decode`, https://github.com/pytorch/vision/blob/main/torchvision/models/detection/_utils.py),
+    so under bf16 autocast every coordinate >= 512 lands on a 4-pixel grid (bf16 keeps 8 significant bits),
+    which moves boxes by up to 2 px and costs AP at strict IoU thresholds. Three hooks keep the coordinates
+    in float32: the anchor generator sees float32 stand-ins of the feature maps (shape and dtype only, no
+    copy), and the RPN head and box predictor hand float32 outputs to the decoders.
+    """
+    import torch
+
+    def fp32_feature_shapes(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        image_list, feature_maps = args
+        # A zero-stride view: the generator reads only .shape, .dtype and .device of each map.
+        stand_ins = [torch.zeros((), dtype=torch.float32, device=f.device).expand(f.shape) for f in feature_maps]
+        return image_list, stand_ins
+
+    def outputs_to_fp32(_module: Any, _args: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor):
+            return output.float()
+        if isinstance(output, (list, tuple)):
+            return type(output)(outputs_to_fp32(_module, _args, o) for o in output)
+        return output
+
+    model.rpn.anchor_generator.register_forward_pre_hook(fp32_feature_shapes)
+    model.rpn.head.register_forward_hook(outputs_to_fp32)
+    model.roi_heads.box_predictor.register_forward_hook(outputs_to_fp32)
+    return model

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.coco import encode_mask
 from segpipe.inference.data import ImageEntry
+from segpipe.inference.mask_rle import MaskCrop, encode_crop
 from segpipe.layout import INFERENCE_REPORT_FILE, META_FILE, RESULTS_FILE, SEMANTIC_DIR  # noqa: F401  (re-exported)
 
 REPORT_FILE = INFERENCE_REPORT_FILE
@@ -37,7 +37,7 @@ class InstancePrediction:
     scores: np.ndarray  # float32 [N]
     category_ids: np.ndarray  # int64 [N], dataset COCO ids
     boxes: np.ndarray  # float32 [N, 4] x1, y1, x2, y2
-    masks: np.ndarray  # uint8 [N, H, W] already thresholded
+    masks: Sequence[MaskCrop]  # N thresholded masks, each as its tight crop of the entry's height x width image
 
 
 @dataclass(frozen=True)
@@ -54,23 +54,24 @@ class SkippedImage:
     message: str
 
 
-def _result(*, image_id: int, category_id: int, score: float, bbox: Sequence[float], mask: np.ndarray) -> dict[str, Any]:
+def _result(*, image_id: int, category_id: int, score: float, bbox: Sequence[float], segmentation: dict[str, Any]) -> dict[str, Any]:
     return {
         "image_id": int(image_id),
         "category_id": int(category_id),
         "score": round(float(score), SCORE_DECIMALS),
         "bbox": [round(float(v), BBOX_DECIMALS) for v in bbox],
-        "segmentation": encode_mask(mask),
+        "segmentation": segmentation,
     }
 
 
 def instance_results(pred: InstancePrediction) -> list[dict[str, Any]]:
     """COCO results for one image of a detector (bbox from the detector's box, xywh)."""
     out = []
+    height, width = pred.entry.height, pred.entry.width
     for i in range(len(pred.scores)):
         x1, y1, x2, y2 = (float(v) for v in pred.boxes[i])
         out.append(_result(image_id=pred.entry.image_id, category_id=int(pred.category_ids[i]), score=float(pred.scores[i]),
-                           bbox=(x1, y1, x2 - x1, y2 - y1), mask=pred.masks[i]))
+                           bbox=(x1, y1, x2 - x1, y2 - y1), segmentation=encode_crop(pred.masks[i], height=height, width=width)))
     return out
 
 
@@ -100,10 +101,14 @@ def component_results(
             found.append((round(float(score), SCORE_DECIMALS), categories[class_index], (x, y, w, h), cc, k))
     # Highest scores first; ties broken by category and position so the choice is deterministic.
     found.sort(key=lambda t: (-t[0], t[1], t[2][1], t[2][0]))
-    return [
-        _result(image_id=pred.entry.image_id, category_id=cat, score=score, bbox=bbox, mask=(cc == k))
-        for score, cat, bbox, cc, k in found[:MAX_COMPONENTS_PER_IMAGE]
-    ]
+    height, width = pred.labels.shape
+    out = []
+    for score, cat, (x, y, w, h), cc, k in found[:MAX_COMPONENTS_PER_IMAGE]:
+        # The component lies inside its stats box: encode that crop only (same RLE as the full mask).
+        crop = MaskCrop(top=int(y), left=int(x), pixels=cc[int(y):int(y + h), int(x):int(x + w)] == k)
+        out.append(_result(image_id=pred.entry.image_id, category_id=cat, score=score, bbox=(x, y, w, h),
+                           segmentation=encode_crop(crop, height=height, width=width)))
+    return out
 
 
 def semantic_png_path(out: Path, entry: ImageEntry) -> Path:

@@ -10,6 +10,7 @@ from segpipe.inference.checkpoints import InferenceError
 from segpipe.inference.class_maps import ClassMapping
 from segpipe.inference.data import Sample
 from segpipe.inference.devices import DeviceError, parse_device
+from segpipe.inference.mask_rle import crops_from_masks
 from segpipe.inference.models import SEMANTIC
 from segpipe.inference.outputs import MASK_THRESHOLD, InstancePrediction, SemanticPrediction, SkippedImage
 
@@ -134,9 +135,10 @@ class DevicePredictor:
         preds = []
         for s, o in zip(samples, outs):
             keep = (o["scores"] >= self.score_threshold) & self.kept[o["labels"]]
-            masks = (o["masks"][keep][:, 0] > MASK_THRESHOLD).to(self.torch.uint8)
+            # Threshold on the device, then copy only each mask's tight crop (not N full-size masks) to the CPU.
+            masks = o["masks"][keep][:, 0] > MASK_THRESHOLD
             preds.append(InstancePrediction(
                 s.entry, o["scores"][keep].float().cpu().numpy(), self.lut[o["labels"][keep]].cpu().numpy(),
-                o["boxes"][keep].float().cpu().numpy(), masks.cpu().numpy(),
+                o["boxes"][keep].float().cpu().numpy(), crops_from_masks(masks),
             ))
         return preds
