@@ -208,9 +208,11 @@ def compare_runs(ref_dir: Path, run_dir: Path) -> dict[str, Any]:
         identical += int(path.read_bytes() == got[key].read_bytes())
     la = pd.read_csv(ref_dir / "leaderboard.csv").set_index("checkpoint").sort_index()
     lb = pd.read_csv(run_dir / "leaderboard.csv").set_index("checkpoint").sort_index()
-    cols = [c for c in la.columns if c not in ("sha256", "status", "error") and pd.api.types.is_numeric_dtype(la[c])]
+    numeric = [c for c in la.columns if c not in ("sha256", "status", "error") and pd.api.types.is_numeric_dtype(la[c])]
+    cols = [c for c in numeric if not pd.api.types.is_bool_dtype(la[c])]  # flags (significantly_worse) are compared below
     return {"label_maps": len(ref), "identical_files": identical, "pixels_differing": differ, "pixel_fraction": differ / total,
-            "max_metric_diff": float((la[cols] - lb[cols]).abs().max().max()), "status": list(lb["status"])}
+            "max_metric_diff": float((la[cols] - lb[cols]).abs().max().max()), "status": list(lb["status"]),
+            "flags_differing": int(sum((la[c] != lb[c]).sum() for c in numeric if c not in cols))}
 
 
 def step_runs(opts: argparse.Namespace) -> dict[str, Any]:
