@@ -82,7 +82,7 @@ def main() -> None:
         root = Path(tmp)
         make_dataset(root / "data", n=n)
         bare, conv, serial = [], [], []
-        for r in range(repeats):
+        for _ in range(repeats):
             for out in (root / "bare", root / "conv", root / "serial"):
                 shutil.rmtree(out, ignore_errors=True)
             bare.append(bare_loop(root / "data", root / "bare"))

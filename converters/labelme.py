@@ -149,7 +149,8 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
             findings.append(row(path, "warning", "line_shape", f"{where}: a line has no area; left out"))
             continue
         if shape.shape_type not in AREA_SHAPES:
-            findings.append(row(path, "error", "unsupported_shape", f"{where}: shape_type not supported (supported: {', '.join(AREA_SHAPES + POINT_SHAPES + LINE_SHAPES)})"))
+            findings.append(row(path, "error", "unsupported_shape",
+                f"{where}: shape_type not supported (supported: {', '.join(AREA_SHAPES + POINT_SHAPES + LINE_SHAPES)})"))
             continue
         if allowed is not None and shape.label not in allowed:
             findings.append(row(path, "error", "unknown_label", f"{where}: label is not in the classes file"))
@@ -171,7 +172,8 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
             if x1 <= x0 or y1 <= y0:
                 findings.append(row(path, "error", "empty_box", f"{where}: the rectangle has no area inside the {width}×{height} image"))
                 continue
-            records.append(box_record(category=first.label, x0=x0, y0=y0, x1=x1, y1=y1, attributes=first.attributes, rectangle_segmentation=rectangle_segmentation))
+            records.append(box_record(category=first.label, x0=x0, y0=y0, x1=x1, y1=y1, attributes=first.attributes,
+                rectangle_segmentation=rectangle_segmentation))
             continue
         mask = np.zeros((height, width), dtype=bool)
         for shape in members:
@@ -252,7 +254,8 @@ def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedd
                 hint = " (the image is embedded as imageData: pass --embedded-images to write it out)" if doc.image_data else ""
                 return FileOutcome(None, (*findings, row(path, "error", "missing_image", f"no image found via imagePath or beside the JSON{hint}; skipped")))
         if image_rel in owners:
-            return FileOutcome(None, (*findings, row(path, "error", "duplicate_annotation", f"image {image_rel} is already annotated by {owners[image_rel]}; skipped")))
+            return FileOutcome(None, (*findings, row(path, "error", "duplicate_annotation",
+                f"image {image_rel} is already annotated by {owners[image_rel]}; skipped")))
         owners[image_rel] = json_rel
         size, found = image_size(image_root / image_rel, annotation=path, declared=doc.size)
         findings.extend(found)

@@ -180,7 +180,8 @@ def process_trimap(job: TrimapJob) -> TrimapResult:
         problems: list[tuple[str, str]] = []
         if trimap.ndim != 2:
             kind = {3: "RGB", 4: "RGBA"}.get(trimap.shape[2], "multi-channel")
-            problems.append(("bad_trimap_channels", f"channels: {trimap.shape[2]} ({kind}); a trimap is a single-channel PNG with 1 pet, 2 background, 3 border"))
+            problems.append(("bad_trimap_channels",
+                f"channels: {trimap.shape[2]} ({kind}); a trimap is a single-channel PNG with 1 pet, 2 background, 3 border"))
         if trimap.shape[:2] != (height, width):
             problems.append(("size_mismatch", f"size: trimap is {trimap.shape[1]}x{trimap.shape[0]}, image {job.image.name} is {width}x{height}"))
         if problems:
@@ -267,7 +268,8 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
                        message=f"not in the list file; breed {breed!r} taken from the file name, {from_case}: add it to the list file to be sure")
         category = cats.category_of(stem)
         if category is None:
-            report.add(file=image, severity="error", code="unknown_species", message="species unknown (not in a usable list file, and no letter starts the file name): "
+            report.add(file=image, severity="error", code="unknown_species",
+                message="species unknown (not in a usable list file, and no letter starts the file name): "
                        "skipped at --categories species; add the image to list.txt")
             continue
         attributes = (("breed", breed),) + ((("species", species),) if species else ())
@@ -288,7 +290,8 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
                     pending.popleft().result()
             if result.size is not None:
                 anns = (result.annotation,) if result.annotation is not None else ()
-                records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1], annotations=anns))
+                records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1],
+                    annotations=anns))
         for future in pending:
             future.result()  # a failed write of our own output is not bad input: let it raise
     remove_stale_semantic_maps(layout.semantic, keep={p.name for p in written})

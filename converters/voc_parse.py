@@ -235,7 +235,8 @@ def check_size(doc: VocDocument, *, width: int, height: int, path: str) -> list[
     if doc.size is None or doc.size[:2] == (width, height):
         return []
     hint = " (swapped: EXIF orientation?)" if doc.size[:2] == (height, width) else ""
-    return [Finding(file=path, severity="warning", code="size_mismatch", message=f"size: XML says {doc.size[0]}×{doc.size[1]}, the image is {width}×{height}{hint}; the image's size is used")]
+    return [Finding(file=path, severity="warning", code="size_mismatch",
+        message=f"size: XML says {doc.size[0]}×{doc.size[1]}, the image is {width}×{height}{hint}; the image's size is used")]
 
 
 def check_filename(doc: VocDocument, *, image_name: str | None, path: str) -> list[Finding]:
@@ -314,7 +315,9 @@ def voc_objects_to_annotations(
             )
         w, h = cx1 - cx0, cy1 - cy0
         if w <= 0 or h <= 0:
-            add("error", "empty_box", index, obj, f"bndbox has zero width or height inside the {width}×{height} image (xmin={_fmt(xmin)}, ymin={_fmt(ymin)}, xmax={_fmt(xmax)}, ymax={_fmt(ymax)})")
+            add("error", "empty_box", index, obj,
+                f"bndbox has zero width or height inside the {width}×{height} image "
+                f"(xmin={_fmt(xmin)}, ymin={_fmt(ymin)}, xmax={_fmt(xmax)}, ymax={_fmt(ymax)})")
             continue
         attributes: dict[str, object] = {"difficult": obj.difficult}
         if obj.truncated is not None:

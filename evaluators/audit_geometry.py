@@ -93,7 +93,7 @@ def class_statistics_checks(
         if n > 0 and largest / n > IMBALANCE_RATIO:
             message = f"class {name!r} has {n} annotation(s), {largest / n:.1f}x fewer than the largest class ({largest})"
             findings.append(make_finding(check=F.CHECK_CLASS_IMBALANCE, message=message, category=name))
-    for cid, group in sorted(by_cat.items()):
+    for _cid, group in sorted(by_cat.items()):
         usable = [a for a in group if _usable_for_statistics(a, images)]
         if len(usable) < MIN_INSTANCES_FOR_STATS:
             continue

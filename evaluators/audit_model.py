@@ -159,7 +159,8 @@ def image_model_checks(
                 add(
                     check=F.CHECK_POSSIBLY_SPURIOUS,
                     score=top * (1 - float(support[g])),
-                    message=f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}) while the model is confident elsewhere (top score {top:.2f})",
+                    message=f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}) "
+                    f"while the model is confident elsewhere (top score {top:.2f})",
                     ann=a,
                 )
     max_gt_iou = iou.max(axis=0) if anns and preds else np.zeros(len(preds))

@@ -127,11 +127,9 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
     convert_keys = ("border", "categories", "split", "one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict")
     infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers",
                   "class_table", "class_map")
-    overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
-    overrides["format"] = options["format_"]
     flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash")
     options = {k: (v or None) if k in flags else v for k, v in options.items()}  # an absent flag overrides nothing
-    overrides = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
+    overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]
     overrides["convert"] = {k: options[k] for k in convert_keys}
     infer = {k: options[k] for k in infer_keys}
@@ -153,15 +151,10 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
         if problem is not None:
             raise click.UsageError(f"--dataset {problem}")
     try:
-        outcome = run_pipeline(settings)
-    except (FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
-        raise click.UsageError(str(err)) from err
-
-
         with luigi_log(verbose=verbose), RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl,
                                                      workers=settings.workers, bars=not quiet and settings.workers == 1):
             outcome = run_pipeline(settings)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    except (FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
+        raise click.UsageError(str(err)) from err
     _echo_outcome(outcome, out=settings.out)
     raise SystemExit(outcome.exit_code)
