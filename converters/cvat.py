@@ -40,7 +40,7 @@ def parse_cvat_root(data: bytes, *, path: str) -> Element:
     from defusedxml.ElementTree import fromstring
 
     try:
-        root = fromstring(data, forbid_dtd=True)
+        root: Element = fromstring(data, forbid_dtd=True)
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as err:
         raise AnnotationError(path, "<!DOCTYPE>", "XML declares a DTD or entities; refused, never expanded", code="xml_dtd_refused") from err
     except (ParseError, ValueError, LookupError) as err:

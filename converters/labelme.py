@@ -20,7 +20,7 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
             attributes["group_id"] = raw["group_id"]
         shapes.append(LabelmeShape(i, label.strip(), shape_type, points, raw.get("group_id"), attributes))
     width, height = doc.get("imageWidth"), doc.get("imageHeight")
-    size = (width, height) if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)) else None
+    size = (width, height) if _positive_int(width) and _positive_int(height) else None
     image_path = doc.get("imagePath") if isinstance(doc.get("imagePath"), str) and doc.get("imagePath") else None
     image_data = doc.get("imageData") if isinstance(doc.get("imageData"), str) and doc.get("imageData") else None
     return LabelmeDocument(tuple(shapes), image_path, image_data, size, tuple(findings))
@@ -117,6 +117,10 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
 def _enough_points(shape: LabelmeShape) -> bool:
     wanted = {"rectangle": 2, "circle": 2}.get(shape.shape_type)
     return len(shape.points) == wanted if wanted is not None else len(shape.points) >= MIN_POLYGON_POINTS
+
+
+def _positive_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _shape_mask(shape: LabelmeShape, *, width: int, height: int) -> np.ndarray | None:
@@ -177,7 +181,7 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
             continue
         mask = np.zeros((height, width), dtype=bool)
         for shape in members:
-            mask |= _shape_mask(shape, width=width, height=height)  # type: ignore[arg-type]
+            mask |= _shape_mask(shape, width=width, height=height)
         record = mask_record(category=first.label, mask=mask, attributes=first.attributes)
         if record is None:
             findings.append(row(path, "error", "empty_shape", f"{where}: covers no pixel of the {width}×{height} image"))

@@ -1,8 +1,8 @@
 """Oxford-IIIT-Pet-style trimaps to COCO instance masks and semantic label maps.
 
-Trimap values: 1 pet, 2 background, 3 border (design.md, "Conventions"). The border policy decides what
+Trimap values: 1 pet, 2 background, 3 border (https://www.robots.ox.ac.uk/~vgg/data/pets/). The border policy decides what
 border pixels become: `ignore` (255 in the semantic map, not part of the pet mask), `foreground` or
-`background`. Anything outside {1, 2, 3} is bad input (issue 2: tfds' fake trimaps are RGBA and all 0).
+`background`. Anything outside {1, 2, 3} is bad input (tensorflow-datasets' fake test trimaps, for one, are RGBA and all 0).
 Decoding and encoding run per image in a process pool; the main process only assembles the COCO file.
 """
 
@@ -100,7 +100,7 @@ def decode_trimap(data: bytes, *, path: str) -> np.ndarray:
             # cv2 would expand a palette to BGR; the indices are what the annotator stored.
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                arr = np.asarray(im)
+                arr: np.ndarray | None = np.asarray(im)
         else:
             arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except Exception as err:  # decoders raise a zoo of types for broken files
@@ -212,6 +212,7 @@ def run_trimap_jobs(jobs: Sequence[TrimapJob], *, workers: int | None) -> Iterat
     chunk = max(1, min(64, len(jobs) // (workers * 8)))
     # forkserver: safe when the caller has threads (Luigi, torch); preloading this module in the server
     # makes each worker a cheap fork instead of a fresh import of cv2/numpy/pycocotools.
+    ctx: multiprocessing.context.BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload([__name__])

@@ -1,4 +1,4 @@
-"""LabelImg / Pascal VOC XML folders -> COCO (`segpipe convert voc`, issue 2).
+"""LabelImg / Pascal VOC XML folders -> COCO (`segpipe convert voc`).
 
     SRC/**/<stem>.xml  +  the image <stem>.<any image extension, any case>
         beside the XML (no --images; image_root = SRC), or anywhere under --images (image_root = --images,
@@ -39,7 +39,7 @@ VOC_FORMAT = "voc"
 XML_EXTENSION = ".xml"
 # Below this many XMLs a process pool costs more to start than it saves.
 PARALLEL_MIN_FILES = 1000
-# `difficult` boxes count as objects by default (design.md, "Conventions"); `ignore` writes them as
+# `difficult` boxes count as objects unless the user asks otherwise; `ignore` writes them as
 # COCOeval ignore regions (iscrowd 1): neither a hit nor a miss, and detections on them are no false positive.
 DIFFICULT_POLICIES: tuple[str, ...] = ("count", "ignore")
 ISCROWD_IGNORE_REGION = 1
@@ -231,7 +231,7 @@ def _convert_one(job: _Job) -> _Outcome:
     if bad:
         # One bad box drops the whole image, not just the box: an image kept with some of its objects
         # missing turns correct detections of those objects into false positives and lowers mAP for
-        # the model, not the labels. Leaving it out costs only that image (issue 2, "Bad input").
+        # the model, not the labels. Leaving it out costs only that image.
         findings.append(_row(file=xml_path, severity="info", code="image_skipped",
             message=f"{bad} unusable object(s): the image is left out rather than kept partially annotated"))
         return _Outcome(None, tuple(findings), names)

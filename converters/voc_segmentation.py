@@ -94,7 +94,8 @@ def decode_label_png(data: bytes, *, path: str) -> np.ndarray:
         if (idx < 0).any():
             bad = sorted({tuple(int(v) for v in arr[y, x]) for y, x in zip(*np.nonzero(idx < 0))})[:5]
             raise AnnotationError(path, "pixels", f"colours outside the VOC colour map: {bad}", code="unknown_colour")
-        return idx.astype(np.uint8)
+        indices: np.ndarray = idx.astype(np.uint8)
+        return indices
     raise AnnotationError(path, "mode", f"expected a palette, grey or RGB PNG, got mode {mode}", code="bad_label_png")
 
 

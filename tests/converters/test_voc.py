@@ -1,4 +1,4 @@
-"""LabelImg / VOC XML -> COCO: conventions, lookup, ids, determinism, pycocotools round trip (issue 2)."""
+"""LabelImg / VOC XML -> COCO: conventions, lookup, ids, determinism, pycocotools round trip."""
 
 from __future__ import annotations
 

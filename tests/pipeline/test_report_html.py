@@ -1,4 +1,4 @@
-"""HTML report pages built from synthetic but realistic report tables (issue 7).
+"""HTML report pages built from synthetic but realistic report tables.
 
 The builders here (`make_*`) are shared with test_browser.py: a tiny COCO dataset with real JPEGs, RLE
 masks and detections; the tables the evaluate/run/audit commands write beside it.
