@@ -183,8 +183,8 @@ class CachedTask(luigi.Task):
         reason = f"{type(exception).__name__}: {exception}".splitlines()[0][:500]
         failure_path(Path(str(self.cache)), task_id=self.task_id).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(failure_path(Path(str(self.cache)), task_id=self.task_id), reason + "\n")
-        # luigi.Task.on_failure has no annotations (luigi ships none); it returns the traceback text.
-        message: str = super().on_failure(exception)  # type: ignore[no-untyped-call]  # unannotated upstream
+        # luigi.Task.on_failure returns the traceback text luigid shows.
+        message: str = super().on_failure(exception)  # type: ignore[no-untyped-call]  # luigi leaves it unannotated
         return message
 
     def fresh_directory(self) -> Path:

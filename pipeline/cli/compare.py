@@ -117,8 +117,8 @@ def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str,
     return "semantic", {"compare": result, **tables}
 
 
-def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, options: dict[str, Any], boundary_ratio: float | None) -> tuple[str,
-    dict[str, Any]]:
+def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, options: dict[str, Any],
+             boundary_ratio: float | None) -> tuple[str, dict[str, Any]]:
     from segpipe.evaluators import comparison
 
     reports = [report_records_dir(p) for p in (a, b)]

@@ -224,13 +224,17 @@ def test_one_bad_list_line_is_a_row_and_the_rest_is_kept(sample: Path, tmp_path:
     report = convert_oxford_pet(root, tmp_path / "out", categories="species")
     errors = [(f.code, f.message) for f in report.findings if f.severity == "error"]
     assert errors[0] == ("bad_list", f"line {bad_index + 1}: non-integer id in '{bad_stem} 1 cat 1'; line skipped")
-    assert [Path(f.file).stem for f in report.findings if f.code == "unknown_species"] == [bad_stem]
+    # The skipped line's image is then "not in the list": its species comes from the file name's case (the
+    # list's own rule: a capital first letter is a cat), with a warning, rather than the image being dropped.
+    assert not [f for f in report.findings if f.code == "unknown_species"]
+    assert [(Path(f.file).stem, f.severity) for f in report.findings if f.code == "not_in_list"] == [(bad_stem, "warning")]
     coco = json.loads((tmp_path / "out" / "instances.json").read_text())
     assert [c["name"] for c in coco["categories"]] == ["cat", "dog"]
     expected = {e.image: e.species_name for e in parse_pet_list("\n".join(lines[:bad_index] + lines[bad_index + 1:]), path="l")}
+    expected[bad_stem] = "cat" if bad_stem[0].isupper() else "dog"
     got = {Path(coco_im["file_name"]).stem: coco["categories"][a["category_id"] - 1]["name"]
            for coco_im in coco["images"] for a in coco["annotations"] if a["image_id"] == coco_im["id"]}
-    assert len(got) == 23 and got == {k: v for k, v in expected.items() if k in got}
+    assert len(got) == 24 and got == {k: v for k, v in expected.items() if k in got}
 
 
 def test_real_oxford_xmls_give_one_head_each(peers: Path) -> None:

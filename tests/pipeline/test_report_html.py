@@ -345,7 +345,7 @@ def test_unreadable_image_becomes_placeholder(tmp_path: Path) -> None:
 
 
 def test_thousand_image_report_with_80_classes_stays_small(tmp_path: Path) -> None:
-    """Issue 7's size target: a 1,000-image evaluation, 80 classes, a 24-image gallery of 640x480 photos."""
+    """The page size target: a 1,000-image evaluation, 80 classes, a 24-image gallery of 640x480 photos."""
     categories = tuple(f"class_{k:02d}" for k in range(79)) + ("horse",)
     source = make_instance_dataset(tmp_path / "ds", n_images=24)
     rng = np.random.default_rng(0)
