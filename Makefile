@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench clean gpu-wheels gpu-check
+.PHONY: install test lint typecheck demo bench clean gpu-wheels gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: lint typecheck
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
+# mypy maps files to modules by folder names (https://mypy.readthedocs.io/en/stable/running_mypy.html#mapping-file-paths-to-modules),
+# not setuptools' package-dir, so it checks a symlink tree spelling the installed layout: segpipe/ = pipeline/*, converters, evaluators.
+TYPECHECK := $(VENV)/typecheck
+typecheck: $(STAMP)
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/segpipe
+	for f in pipeline/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/segpipe/; done
+	ln -s "$(CURDIR)/converters" $(TYPECHECK)/segpipe/converters
+	ln -s "$(CURDIR)/evaluators" $(TYPECHECK)/segpipe/evaluators
+	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/python" -m mypy --config-file "$(CURDIR)/pyproject.toml" --cache-dir "$(CURDIR)/$(VENV)/.mypy_cache" -p segpipe
 
 demo: $(STAMP)
 	$(BIN)/segpipe demo -o demo_out

@@ -62,8 +62,8 @@ def rescale_layout(root: Path, *, seed: int) -> None:
         xml = root / "annotations" / "xmls" / f"{image.stem}.xml"
         if xml.is_file():
             text = xml.read_text(encoding="utf-8")
-            text = re.sub(r"<(width|xmin|xmax)>(\d+)</\1>", lambda m: f"<{m[1]}>{round(int(m[2]) * size[0] / w)}</{m[1]}>", text)
-            text = re.sub(r"<(height|ymin|ymax)>(\d+)</\1>", lambda m: f"<{m[1]}>{round(int(m[2]) * size[1] / h)}</{m[1]}>", text)
+            text = re.sub(r"<(width|xmin|xmax)>(\d+)</\1>", lambda m, size=size, w=w: f"<{m[1]}>{round(int(m[2]) * size[0] / w)}</{m[1]}>", text)
+            text = re.sub(r"<(height|ymin|ymax)>(\d+)</\1>", lambda m, size=size, h=h: f"<{m[1]}>{round(int(m[2]) * size[1] / h)}</{m[1]}>", text)
             xml.write_text(text, encoding="utf-8")
 
 

@@ -1,4 +1,4 @@
-"""Audit recall/precision on injected label errors, and audit speed (issue 6, "Must be measured").
+"""Audit recall/precision on injected label errors, and audit speed.
 
 A clean generated dataset (ellipse masks, 5 classes with their own size/shape, ~5 objects per image) gets
 near-perfect predictions (the true mask moved by at most 1 px, score 0.75-0.99, plus low-score noise). Then 5%

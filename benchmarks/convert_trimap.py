@@ -1,10 +1,10 @@
 """Benchmark: trimaps + JPEGs -> instances.json + semantic PNGs, against a bare cv2 read/write loop.
 
-    python benchmarks/convert_trimap.py            # 3,000 trimaps of 500x375 (issue 2)
+    python benchmarks/convert_trimap.py            # 3,000 trimaps of 500x375
     python benchmarks/convert_trimap.py --quick    # 200, for a smoke run
 
 The anchor is a single-process `cv2.imread(trimap, IMREAD_UNCHANGED)` + `cv2.imwrite(png)` loop over the
-same files in the same run; issue 2 asks the conversion (using all cores) to cost at most 1.5x that loop.
+same files in the same run; the target is for the conversion (using all cores) to cost at most 1.5x that loop.
 Each figure is the median of the repeats, measured interleaved so that both see the same machine load.
 """
 
@@ -82,7 +82,7 @@ def main() -> None:
         root = Path(tmp)
         make_dataset(root / "data", n=n)
         bare, conv, serial = [], [], []
-        for r in range(repeats):
+        for _ in range(repeats):
             for out in (root / "bare", root / "conv", root / "serial"):
                 shutil.rmtree(out, ignore_errors=True)
             bare.append(bare_loop(root / "data", root / "bare"))

@@ -1,4 +1,4 @@
-"""Benchmark `convert_voc` against a bare defusedxml parse loop over the same files (issue 2, "Speed").
+"""Benchmark `convert_voc` against a bare defusedxml parse loop over the same files.
 
     .venv/bin/python benchmarks/convert_voc.py            # 10,000 LabelImg XMLs, 1-8 boxes each
     .venv/bin/python benchmarks/convert_voc.py --quick    # 500 XMLs, smoke run

@@ -74,8 +74,8 @@ def bench_in_memory(*, n_images: int, size: int, n: int, repeats: int, seed: int
     anchor_matrix = np.zeros((n, n), np.int64)
     for start in range(0, n_images, BATCH):
         pairs = [make_pair(rng, size=size, n=n) for _ in range(min(BATCH, n_images - start))]
-        ours, anchor = median_times([lambda: [confusion_update(g, p, num_classes=n) for g, p in pairs],
-                                     lambda: [anchor_update(g, p, n=n) for g, p in pairs]], repeats)
+        ours, anchor = median_times([lambda pairs=pairs: [confusion_update(g, p, num_classes=n) for g, p in pairs],
+                                     lambda pairs=pairs: [anchor_update(g, p, n=n) for g, p in pairs]], repeats)
         ours_total += ours
         anchor_total += anchor
         ours_matrix += sum(confusion_update(g, p, num_classes=n) for g, p in pairs)

@@ -64,7 +64,7 @@ def main() -> None:
         anchor = median_seconds(lambda: [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in maps["L"]], repeats=repeats)
         print(f"{count} maps {size}x{size}; anchor cv2.imread on 8-bit L: {anchor / count * 1e3:.3f} ms/map (median of {repeats})")
         for mode in ("L", "P", "1"):
-            t = median_seconds(lambda: [read_label_map(p) for p in maps[mode]], repeats=repeats)
+            t = median_seconds(lambda mode=mode: [read_label_map(p) for p in maps[mode]], repeats=repeats)
             print(f"read_label_map {mode:>1}: {t / count * 1e3:.3f} ms/map, {t / anchor:.2f}x the anchor")
 
 

@@ -1,4 +1,4 @@
-"""What a rerun of `segpipe run` costs against the first run (issue 5, property 1 and "Done means").
+"""What a rerun of `segpipe run` costs against the first run.
 
 A generated Oxford-IIIT-Pet-style dataset (default 2,000 images) and 3 tiny U-Net checkpoints (random
 weights: the benchmark measures the pipeline, not the model). Timed, in this order, all in one cache:

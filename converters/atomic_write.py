@@ -1,6 +1,6 @@
 """Atomic file writes: a temporary file in the same directory, fsync, then `os.replace`.
 
-A killed run therefore never leaves a half-written file under the final name (design.md, "Tests").
+A killed run therefore never leaves a half-written file under the final name.
 The temporary name keeps the final extension (`.x.png.tmp-<pid>-<n>.png`) so writers that infer the
 format from the name still work; callers that can pass a format explicitly should.
 """

@@ -1,4 +1,4 @@
-"""COCO output conventions, stated once (design.md, "Conventions").
+"""COCO output conventions, stated once (format: https://cocodataset.org/#format-data).
 
 - ids start at 1: image ids by sorted relative image path, category ids by declared class order,
   annotation ids in image order (then in the order the annotations appear in their file);

@@ -34,7 +34,8 @@ def row(file: str | os.PathLike[str], severity: str, code: str, message: str) ->
     return Finding(file=display_path(file), severity=severity, code=code, message=display_path(message))  # type: ignore[arg-type]
 
 
-def image_size(image: str | os.PathLike[str], *, annotation: str | os.PathLike[str], declared: tuple[int, int] | None) -> tuple[tuple[int, int] | None, list[Finding]]:
+def image_size(image: str | os.PathLike[str], *, annotation: str | os.PathLike[str], declared: tuple[int, int] | None) -> tuple[tuple[int, int] | None,
+    list[Finding]]:
     """(width, height) from the image header, or None with an error row; a warning when the annotation
     file declares another size (the image's wins, as for VOC)."""
     try:
@@ -43,7 +44,8 @@ def image_size(image: str | os.PathLike[str], *, annotation: str | os.PathLike[s
         return None, [row(image, "error", err.code, f"{err.reason}; {os.path.basename(os.fspath(annotation))} is skipped")]
     if declared is not None and tuple(declared) != (width, height):
         hint = " (swapped: EXIF orientation?)" if tuple(declared) == (height, width) else ""
-        return (width, height), [row(annotation, "warning", "size_mismatch", f"the annotation says {declared[0]}×{declared[1]}, the image is {width}×{height}{hint}; the image's size is used")]
+        return (width, height), [row(annotation, "warning", "size_mismatch",
+            f"the annotation says {declared[0]}×{declared[1]}, the image is {width}×{height}{hint}; the image's size is used")]
     return (width, height), []
 
 

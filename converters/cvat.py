@@ -22,7 +22,9 @@ from xml.etree.ElementTree import Element, ParseError
 import numpy as np
 
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
-from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion
+from segpipe.converters.conversion_output import (
+    FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion,
+)
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import read_input_bytes
 from segpipe.converters.report import ConversionReport, Finding
@@ -38,7 +40,7 @@ def parse_cvat_root(data: bytes, *, path: str) -> Element:
     from defusedxml.ElementTree import fromstring
 
     try:
-        root = fromstring(data, forbid_dtd=True)
+        root: Element = fromstring(data, forbid_dtd=True)
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as err:
         raise AnnotationError(path, "<!DOCTYPE>", "XML declares a DTD or entities; refused, never expanded", code="xml_dtd_refused") from err
     except (ParseError, ValueError, LookupError) as err:
@@ -108,7 +110,8 @@ def cvat_image_annotations(image: Element, *, width: int, height: int, labels: f
         label = el.get("label", "")
         where = f"image {image.get('name')!r} <{el.tag}>[{i}] ({label!r})"
         if el.tag in NO_AREA_SHAPES:
-            findings.append(row(path, "info" if el.tag == "points" else "warning", "no_area_shape", f"{where}: not converted ({el.tag} has no mask/box in COCO instances)"))
+            findings.append(row(path, "info" if el.tag == "points" else "warning", "no_area_shape",
+                f"{where}: not converted ({el.tag} has no mask/box in COCO instances)"))
             continue
         if el.tag not in ("box", "polygon", "mask"):
             findings.append(row(path, "warning", "unknown_element", f"{where}: unknown element; left out"))
@@ -174,18 +177,21 @@ def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_
         seen.add(name)
         path = path_inside(image_root, name)
         if path is None:
-            return FileOutcome(None, (row(xml, "error", "image_path_outside", f"image name {name!r} leaves the image root {image_root}; not followed, skipped"),))
+            return FileOutcome(None, (row(xml, "error", "image_path_outside",
+                f"image name {name!r} leaves the image root {image_root}; not followed, skipped"),))
         size, findings = image_size(path, annotation=xml, declared=_declared_size(image))
         if size is None:
             return FileOutcome(None, tuple(findings))
-        records, found = cvat_image_annotations(image, width=size[0], height=size[1], labels=labels, path=str(xml), rectangle_segmentation=rectangle_segmentation)
+        records, found = cvat_image_annotations(image, width=size[0], height=size[1], labels=labels, path=str(xml),
+            rectangle_segmentation=rectangle_segmentation)
         findings.extend(found)
         skipped = skipped_for_errors(found, path=xml)
         if skipped is not None:
             return FileOutcome(None, (*findings, skipped))
         tags = sorted(t.get("label", "") for t in image.iterfind("tag"))
         extra = {"tags": tags} if tags else {}
-        return FileOutcome(ImageRecord(file_name=Path(name).as_posix(), width=size[0], height=size[1], annotations=tuple(records), extra=extra), tuple(findings))
+        return FileOutcome(ImageRecord(file_name=Path(name).as_posix(), width=size[0], height=size[1], annotations=tuple(records), extra=extra),
+            tuple(findings))
 
     def build() -> dict[str, Any] | None:
         try:

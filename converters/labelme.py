@@ -20,7 +20,7 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
             attributes["group_id"] = raw["group_id"]
         shapes.append(LabelmeShape(i, label.strip(), shape_type, points, raw.get("group_id"), attributes))
     width, height = doc.get("imageWidth"), doc.get("imageHeight")
-    size = (width, height) if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)) else None
+    size = (width, height) if _positive_int(width) and _positive_int(height) else None
     image_path = doc.get("imagePath") if isinstance(doc.get("imagePath"), str) and doc.get("imagePath") else None
     image_data = doc.get("imageData") if isinstance(doc.get("imageData"), str) and doc.get("imageData") else None
     return LabelmeDocument(tuple(shapes), image_path, image_data, size, tuple(findings))
@@ -117,6 +117,10 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
 def _enough_points(shape: LabelmeShape) -> bool:
     wanted = {"rectangle": 2, "circle": 2}.get(shape.shape_type)
     return len(shape.points) == wanted if wanted is not None else len(shape.points) >= MIN_POLYGON_POINTS
+
+
+def _positive_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _shape_mask(shape: LabelmeShape, *, width: int, height: int) -> np.ndarray | None:
@@ -149,7 +153,8 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
             findings.append(row(path, "warning", "line_shape", f"{where}: a line has no area; left out"))
             continue
         if shape.shape_type not in AREA_SHAPES:
-            findings.append(row(path, "error", "unsupported_shape", f"{where}: shape_type not supported (supported: {', '.join(AREA_SHAPES + POINT_SHAPES + LINE_SHAPES)})"))
+            findings.append(row(path, "error", "unsupported_shape",
+                f"{where}: shape_type not supported (supported: {', '.join(AREA_SHAPES + POINT_SHAPES + LINE_SHAPES)})"))
             continue
         if allowed is not None and shape.label not in allowed:
             findings.append(row(path, "error", "unknown_label", f"{where}: label is not in the classes file"))
@@ -171,11 +176,12 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
             if x1 <= x0 or y1 <= y0:
                 findings.append(row(path, "error", "empty_box", f"{where}: the rectangle has no area inside the {width}×{height} image"))
                 continue
-            records.append(box_record(category=first.label, x0=x0, y0=y0, x1=x1, y1=y1, attributes=first.attributes, rectangle_segmentation=rectangle_segmentation))
+            records.append(box_record(category=first.label, x0=x0, y0=y0, x1=x1, y1=y1, attributes=first.attributes,
+                rectangle_segmentation=rectangle_segmentation))
             continue
         mask = np.zeros((height, width), dtype=bool)
         for shape in members:
-            mask |= _shape_mask(shape, width=width, height=height)  # type: ignore[arg-type]
+            mask |= _shape_mask(shape, width=width, height=height)
         record = mask_record(category=first.label, mask=mask, attributes=first.attributes)
         if record is None:
             findings.append(row(path, "error", "empty_shape", f"{where}: covers no pixel of the {width}×{height} image"))
@@ -252,7 +258,8 @@ def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedd
                 hint = " (the image is embedded as imageData: pass --embedded-images to write it out)" if doc.image_data else ""
                 return FileOutcome(None, (*findings, row(path, "error", "missing_image", f"no image found via imagePath or beside the JSON{hint}; skipped")))
         if image_rel in owners:
-            return FileOutcome(None, (*findings, row(path, "error", "duplicate_annotation", f"image {image_rel} is already annotated by {owners[image_rel]}; skipped")))
+            return FileOutcome(None, (*findings, row(path, "error", "duplicate_annotation",
+                f"image {image_rel} is already annotated by {owners[image_rel]}; skipped")))
         owners[image_rel] = json_rel
         size, found = image_size(image_root / image_rel, annotation=path, declared=doc.size)
         findings.extend(found)

@@ -6,7 +6,7 @@
     ROOT/annotations/list.txt             Image CLASS-ID SPECIES BREED-ID, 6 '#' header lines
     ROOT/annotations/{trainval,test}.txt  the same columns, no header
 
-instances.json and heads.json share one image list, hence the same image ids (issue 2).
+instances.json and heads.json share one image list, hence the same image ids.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SPLITS: tuple[str, ...] = ("trainval", "test")
 HEAD_CATEGORIES: tuple[CategoryRecord, ...] = tuple(
     CategoryRecord(name=name, supercategory="animal") for _, name in sorted(SPECIES_NAMES.items())
 )
-# Head boxes use the project's default pixel-corner convention (design.md, "Conventions"); the Oxford XMLs
+# Head boxes use the pixel-corner convention of every other box here (bbox = [xmin, ymin, xmax - xmin, ...]); the Oxford XMLs
 # do not say which they follow, and tfds reads them the same way (xmin / width).
 HEADS_ONE_BASED = False
 

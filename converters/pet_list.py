@@ -178,7 +178,7 @@ def pet_categories(entries: Sequence[PetListEntry] | None, *, stems: Sequence[st
         if prior != (e.class_id, e.species):
             raise AnnotationError(path, e.image, f"breed {e.breed!r} has CLASS-ID/SPECIES {prior} and {(e.class_id, e.species)}")
     listed = [CategoryRecord(name=breed_of_class[c], supercategory=SPECIES_NAMES[class_of_breed[breed_of_class[c]][1]]) for c in sorted(breed_of_class)]
-    # Breeds of unlisted images come after the listed ones; their species is unknown (issue 2).
+    # Breeds of unlisted images come after the listed ones; their species is unknown.
     extra = sorted({breed_of_stem(s) for s in stems if s not in by_stem} - set(class_of_breed))
     cats = tuple(listed) + tuple(CategoryRecord(name=b, supercategory="") for b in extra)
     return PetCategories(level=level, categories=cats, by_stem=by_stem)

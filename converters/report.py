@@ -1,7 +1,6 @@
 """Conversion report: one row per finding, `file, severity, code, message`.
 
-A bad input file never aborts a dataset: it becomes a row here and the command's exit code says so
-(design.md, "Errors").
+A bad input file never aborts a dataset: it becomes a row here and the command's exit code says so.
 """
 
 from __future__ import annotations

@@ -26,13 +26,15 @@ def polygon_mask(polygons: Sequence[Sequence[float]], *, width: int, height: int
     from pycocotools import mask as mask_utils
 
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    mask: np.ndarray = mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    return mask
 
 
 def disc_mask(*, cx: float, cy: float, radius: float, width: int, height: int) -> np.ndarray:
     """Pixels whose centre (x + 0.5, y + 0.5) lies within `radius` of (cx, cy)."""
     ys, xs = np.mgrid[0:height, 0:width]
-    return (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= radius * radius
+    inside: np.ndarray = (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= radius * radius
+    return inside
 
 
 def box_polygon(bbox: Sequence[float]) -> list[float]:

@@ -1,8 +1,8 @@
 """Oxford-IIIT-Pet-style trimaps to COCO instance masks and semantic label maps.
 
-Trimap values: 1 pet, 2 background, 3 border (design.md, "Conventions"). The border policy decides what
+Trimap values: 1 pet, 2 background, 3 border (https://www.robots.ox.ac.uk/~vgg/data/pets/). The border policy decides what
 border pixels become: `ignore` (255 in the semantic map, not part of the pet mask), `foreground` or
-`background`. Anything outside {1, 2, 3} is bad input (issue 2: tfds' fake trimaps are RGBA and all 0).
+`background`. Anything outside {1, 2, 3} is bad input (tensorflow-datasets' fake test trimaps, for one, are RGBA and all 0).
 Decoding and encoding run per image in a process pool; the main process only assembles the COCO file.
 """
 
@@ -100,7 +100,7 @@ def decode_trimap(data: bytes, *, path: str) -> np.ndarray:
             # cv2 would expand a palette to BGR; the indices are what the annotator stored.
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                arr = np.asarray(im)
+                arr: np.ndarray | None = np.asarray(im)
         else:
             arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except Exception as err:  # decoders raise a zoo of types for broken files
@@ -180,7 +180,8 @@ def process_trimap(job: TrimapJob) -> TrimapResult:
         problems: list[tuple[str, str]] = []
         if trimap.ndim != 2:
             kind = {3: "RGB", 4: "RGBA"}.get(trimap.shape[2], "multi-channel")
-            problems.append(("bad_trimap_channels", f"channels: {trimap.shape[2]} ({kind}); a trimap is a single-channel PNG with 1 pet, 2 background, 3 border"))
+            problems.append(("bad_trimap_channels",
+                f"channels: {trimap.shape[2]} ({kind}); a trimap is a single-channel PNG with 1 pet, 2 background, 3 border"))
         if trimap.shape[:2] != (height, width):
             problems.append(("size_mismatch", f"size: trimap is {trimap.shape[1]}x{trimap.shape[0]}, image {job.image.name} is {width}x{height}"))
         if problems:
@@ -211,6 +212,7 @@ def run_trimap_jobs(jobs: Sequence[TrimapJob], *, workers: int | None) -> Iterat
     chunk = max(1, min(64, len(jobs) // (workers * 8)))
     # forkserver: safe when the caller has threads (Luigi, torch); preloading this module in the server
     # makes each worker a cheap fork instead of a fresh import of cv2/numpy/pycocotools.
+    ctx: multiprocessing.context.BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload([__name__])
@@ -267,7 +269,8 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
                        message=f"not in the list file; breed {breed!r} taken from the file name, {from_case}: add it to the list file to be sure")
         category = cats.category_of(stem)
         if category is None:
-            report.add(file=image, severity="error", code="unknown_species", message="species unknown (not in a usable list file, and no letter starts the file name): "
+            report.add(file=image, severity="error", code="unknown_species",
+                message="species unknown (not in a usable list file, and no letter starts the file name): "
                        "skipped at --categories species; add the image to list.txt")
             continue
         attributes = (("breed", breed),) + ((("species", species),) if species else ())
@@ -288,7 +291,8 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
                     pending.popleft().result()
             if result.size is not None:
                 anns = (result.annotation,) if result.annotation is not None else ()
-                records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1], annotations=anns))
+                records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1],
+                    annotations=anns))
         for future in pending:
             future.result()  # a failed write of our own output is not bad input: let it raise
     remove_stale_semantic_maps(layout.semantic, keep={p.name for p in written})

@@ -1,4 +1,4 @@
-"""LabelImg / Pascal VOC XML folders -> COCO (`segpipe convert voc`, issue 2).
+"""LabelImg / Pascal VOC XML folders -> COCO (`segpipe convert voc`).
 
     SRC/**/<stem>.xml  +  the image <stem>.<any image extension, any case>
         beside the XML (no --images; image_root = SRC), or anywhere under --images (image_root = --images,
@@ -39,7 +39,7 @@ VOC_FORMAT = "voc"
 XML_EXTENSION = ".xml"
 # Below this many XMLs a process pool costs more to start than it saves.
 PARALLEL_MIN_FILES = 1000
-# `difficult` boxes count as objects by default (design.md, "Conventions"); `ignore` writes them as
+# `difficult` boxes count as objects unless the user asks otherwise; `ignore` writes them as
 # COCOeval ignore regions (iscrowd 1): neither a hit nor a miss, and detections on them are no false positive.
 DIFFICULT_POLICIES: tuple[str, ...] = ("count", "ignore")
 ISCROWD_IGNORE_REGION = 1
@@ -118,15 +118,18 @@ def match_images(*, xmls: Sequence[str], images: Sequence[str], beside: bool, sr
         chosen = pool[0]
         if len(pool) > 1:
             others = ", ".join(pool[1:])
-            findings.append(_row(file=str(src / xml), severity="warning", code="duplicate_stem", message=f"several images named {stem}.*: {chosen}, {others}; using {chosen}"))
+            findings.append(_row(file=str(src / xml), severity="warning", code="duplicate_stem",
+                message=f"several images named {stem}.*: {chosen}, {others}; using {chosen}"))
         if chosen in owner:
-            findings.append(_row(file=str(src / xml), severity="error", code="duplicate_annotation", message=f"image {chosen} is already annotated by {owner[chosen]}; this XML is skipped"))
+            findings.append(_row(file=str(src / xml), severity="error", code="duplicate_annotation",
+                message=f"image {chosen} is already annotated by {owner[chosen]}; this XML is skipped"))
             continue
         owner[chosen] = xml
         image_of[xml] = chosen
     for rel in sorted(images):
         if rel not in claimed:
-            findings.append(_row(file=str(image_root / rel), severity="warning", code="unannotated", message="image has no XML annotation; left out of instances.json"))
+            findings.append(_row(file=str(image_root / rel), severity="warning", code="unannotated",
+                message="image has no XML annotation; left out of instances.json"))
     return image_of, findings
 
 
@@ -202,7 +205,8 @@ def _convert_one(job: _Job) -> _Outcome:
     if job.image is None and job.size_from_xml and doc.size is not None:
         width_height = doc.size[0], doc.size[1]
         file_name = job.stem_path + _image_extension(doc.filename)
-        findings.append(_row(file=xml_path, severity="warning", code="size_from_xml", message=f"no image {job.where}: size {width_height[0]}×{width_height[1]} taken from <size>, file_name {file_name} (--size-from-xml)"))
+        findings.append(_row(file=xml_path, severity="warning", code="size_from_xml",
+            message=f"no image {job.where}: size {width_height[0]}×{width_height[1]} taken from <size>, file_name {file_name} (--size-from-xml)"))
     elif job.image is None:
         hint = " and no <size> to take the size from" if job.size_from_xml else ""
         findings.append(_error(xml_path, "missing_image", f"no image named {_split(xml_path)[1]}.<image extension> {job.where}{hint}; the XML is skipped"))
@@ -215,7 +219,8 @@ def _convert_one(job: _Job) -> _Outcome:
         findings.extend(map(_escaped, check_filename(doc, image_name=None, path=xml_path)))
         # Still check the boxes against the XML's own <size>, so every problem of the file is located now.
         if doc.size is not None:
-            findings.extend(voc_objects_to_annotations(doc, width=doc.size[0], height=doc.size[1], one_based=job.one_based, path=xml_path, category_of=category_of)[1])
+            findings.extend(voc_objects_to_annotations(doc, width=doc.size[0], height=doc.size[1], one_based=job.one_based, path=xml_path,
+                category_of=category_of)[1])
         return _Outcome(None, tuple(findings), names)
     width, height = width_height
     findings.extend(check_size(doc, width=width, height=height, path=xml_path))
@@ -226,8 +231,9 @@ def _convert_one(job: _Job) -> _Outcome:
     if bad:
         # One bad box drops the whole image, not just the box: an image kept with some of its objects
         # missing turns correct detections of those objects into false positives and lowers mAP for
-        # the model, not the labels. Leaving it out costs only that image (issue 2, "Bad input").
-        findings.append(_row(file=xml_path, severity="info", code="image_skipped", message=f"{bad} unusable object(s): the image is left out rather than kept partially annotated"))
+        # the model, not the labels. Leaving it out costs only that image.
+        findings.append(_row(file=xml_path, severity="info", code="image_skipped",
+            message=f"{bad} unusable object(s): the image is left out rather than kept partially annotated"))
         return _Outcome(None, tuple(findings), names)
     if job.ignore_difficult:
         records = ignore_difficult_boxes(records)
@@ -346,7 +352,8 @@ def convert_voc(
     `difficult`: `count` keeps difficult boxes as objects, `ignore` writes them with iscrowd 1 (COCOeval
     ignore regions). `size_from_xml`: an XML whose image is absent is converted with its `<size>` (warning row;
     file_name = the XML's path with the extension of `<filename>`), as box-only datasets need.
-    `rectangle_segmentation`: every box also gets its rectangle as a polygon `segmentation`. `workers`: processes reading XMLs and image headers (None: all cores from 1,000 files up, else 1).
+    `rectangle_segmentation`: every box also gets its rectangle as a polygon `segmentation`. `workers`: processes reading XMLs and image
+    headers (None: all cores from 1,000 files up, else 1).
     `progress`: a tqdm bar on stderr (shown only on a terminal). Raises AnnotationError before
     converting anything when `src`/`images` is not a directory or the classes file is unusable (a
     usage error), and StrictModeError under `strict` after writing the report so far and removing OUT's
@@ -371,7 +378,8 @@ def convert_voc(
             discard_outputs(out)
             raise
         write_coco(out / INSTANCES_FILE, coco)
-    options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()), "one_based": one_based, "difficult": difficult,
+    options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()),
+               "one_based": one_based, "difficult": difficult,
                "size_from_xml": size_from_xml, "rectangle_segmentation": rectangle_segmentation}
     write_dataset_meta(out, format=VOC_FORMAT, image_root=image_root, options=options)
     write_report(out / REPORT_FILE_NAME, report.findings)

@@ -108,7 +108,7 @@ def _parse_root(data: bytes, *, path: str) -> Element:
             root = plain_fromstring(data)
         else:
             # forbid_dtd: a VOC file never needs a DTD, and refusing it stops every entity trick before
-            # a single declaration is processed (design.md, "Bad input").
+            # a single declaration is processed (https://github.com/tiran/defusedxml#attack-vectors).
             root = defused_fromstring(data, forbid_dtd=True)
     except DTDForbidden as err:
         raise AnnotationError(path, "<!DOCTYPE>", "XML declares a DTD; DTDs and entities are refused, never expanded or read", code="xml_dtd_refused") from err
@@ -184,8 +184,8 @@ def _parse_coordinate(raw: str | None, *, tag: str) -> tuple[float, str | None]:
 def _parse_object(el: Element, *, index: int, path: str, notes: list[Finding], empty: Counter[str]) -> VocObject:
     # Only top-level <object>s are objects: <part>s (VOC person layout) nest inside them and are not boxes
     # of their own class, and <actions> are image-level tags. Written for speed (C `findtext`, a fast
-    # path for plain numbers and 0/1 flags): extraction must not cost more than the parse itself
-    # (issue 2, "Speed"); anything unusual takes the slow path that words the finding.
+    # path for plain numbers and 0/1 flags): extraction must not cost more than the parse itself;
+    # anything unusual takes the slow path that words the finding.
     raw_name = el.findtext("name")
     name = raw_name.strip() if raw_name else ""
     bndbox = el.find("bndbox")
@@ -235,7 +235,8 @@ def check_size(doc: VocDocument, *, width: int, height: int, path: str) -> list[
     if doc.size is None or doc.size[:2] == (width, height):
         return []
     hint = " (swapped: EXIF orientation?)" if doc.size[:2] == (height, width) else ""
-    return [Finding(file=path, severity="warning", code="size_mismatch", message=f"size: XML says {doc.size[0]}×{doc.size[1]}, the image is {width}×{height}{hint}; the image's size is used")]
+    return [Finding(file=path, severity="warning", code="size_mismatch",
+        message=f"size: XML says {doc.size[0]}×{doc.size[1]}, the image is {width}×{height}{hint}; the image's size is used")]
 
 
 def check_filename(doc: VocDocument, *, image_name: str | None, path: str) -> list[Finding]:
@@ -269,10 +270,10 @@ def voc_objects_to_annotations(
     """Boxes of a parsed document as COCO records for a `width`×`height` image, plus findings.
 
     Pixel-corner convention by default, bbox = [xmin, ymin, xmax − xmin, ymax − ymin]; `one_based`
-    selects Pascal VOC's, [xmin − 1, ymin − 1, xmax − xmin + 1, ymax − ymin + 1] (design.md,
-    "Conventions"). Boxes reaching outside the image are clipped (warning). Objects that cannot be
-    used (unreadable, non-finite, inverted, empty after clipping, label refused by `category_of` with
-    KeyError/ValueError/AnnotationError) give an error finding and no record; the caller decides what
+    selects Pascal VOC's, [xmin − 1, ymin − 1, xmax − xmin + 1, ymax − ymin + 1] (1-based
+    pixel indices, http://host.robots.ox.ac.uk/pascal/VOC/voc2012/devkit_doc.pdf). Boxes reaching
+    outside the image are clipped (warning). Objects that cannot be used (unreadable, non-finite, inverted,
+    empty after clipping, label refused by `category_of` with KeyError/ValueError/AnnotationError) give an error finding and no record; the caller decides what
     that means for the image.
     """
     records: list[AnnotationRecord] = []
@@ -314,7 +315,9 @@ def voc_objects_to_annotations(
             )
         w, h = cx1 - cx0, cy1 - cy0
         if w <= 0 or h <= 0:
-            add("error", "empty_box", index, obj, f"bndbox has zero width or height inside the {width}×{height} image (xmin={_fmt(xmin)}, ymin={_fmt(ymin)}, xmax={_fmt(xmax)}, ymax={_fmt(ymax)})")
+            add("error", "empty_box", index, obj,
+                f"bndbox has zero width or height inside the {width}×{height} image "
+                f"(xmin={_fmt(xmin)}, ymin={_fmt(ymin)}, xmax={_fmt(xmax)}, ymax={_fmt(ymax)})")
             continue
         attributes: dict[str, object] = {"difficult": obj.difficult}
         if obj.truncated is not None:

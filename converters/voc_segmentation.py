@@ -94,7 +94,8 @@ def decode_label_png(data: bytes, *, path: str) -> np.ndarray:
         if (idx < 0).any():
             bad = sorted({tuple(int(v) for v in arr[y, x]) for y, x in zip(*np.nonzero(idx < 0))})[:5]
             raise AnnotationError(path, "pixels", f"colours outside the VOC colour map: {bad}", code="unknown_colour")
-        return idx.astype(np.uint8)
+        indices: np.ndarray = idx.astype(np.uint8)
+        return indices
     raise AnnotationError(path, "mode", f"expected a palette, grey or RGB PNG, got mode {mode}", code="bad_label_png")
 
 
@@ -123,7 +124,8 @@ def parse_segmentation_pair(class_map: np.ndarray, object_map: np.ndarray | None
         classes, counts = np.unique(class_map[mask], return_counts=True)
         usable = [(int(c), int(n)) for c, n in zip(classes, counts) if c not in (BACKGROUND_INDEX, VOID_INDEX)]
         if not usable:
-            findings.append(row(path, "error", "object_without_class", f"object {k}: SegmentationClass is background/void under all its {int(mask.sum())} pixels"))
+            findings.append(row(path, "error", "object_without_class",
+                f"object {k}: SegmentationClass is background/void under all its {int(mask.sum())} pixels"))
             continue
         best = max(usable, key=lambda t: (t[1], -t[0]))
         if len(classes) > 1:
@@ -141,7 +143,8 @@ def cross_check_xml(objects: Sequence[tuple[int, AnnotationRecord]], *, xml: byt
     findings = [f for f in doc.findings]
     for k, record in objects:
         if k > len(doc.objects):
-            findings.append(row(path, "warning", "object_not_in_xml", f"object {k} ({record.category}) has a mask but the XML has only {len(doc.objects)} <object>(s)"))
+            findings.append(row(path, "warning", "object_not_in_xml",
+                f"object {k} ({record.category}) has a mask but the XML has only {len(doc.objects)} <object>(s)"))
             continue
         obj = doc.objects[k - 1]
         if obj.name != record.category:
@@ -150,7 +153,8 @@ def cross_check_xml(objects: Sequence[tuple[int, AnnotationRecord]], *, xml: byt
             xml_box = (obj.xmin - 1, obj.ymin - 1, obj.xmax - obj.xmin + 1, obj.ymax - obj.ymin + 1)  # VOC's 1-based pixel boxes
             iou = box_iou(xml_box, record.bbox)
             if iou < BOX_MASK_MIN_IOU:
-                findings.append(row(path, "warning", "box_mask_mismatch", f"object[{k - 1}] ({obj.name!r}): XML box [{obj.xmin:g}, {obj.ymin:g}, {obj.xmax:g}, {obj.ymax:g}] and the mask's box "
+                findings.append(row(path, "warning", "box_mask_mismatch",
+                    f"object[{k - 1}] ({obj.name!r}): XML box [{obj.xmin:g}, {obj.ymin:g}, {obj.xmax:g}, {obj.ymax:g}] and the mask's box "
                                     f"{[round(v, 2) for v in record.bbox]} overlap with IoU {iou:.2f} < {BOX_MASK_MIN_IOU}"))
     masked = {k for k, _ in objects}
     for i, obj in enumerate(doc.objects):
@@ -192,7 +196,8 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
                     raise AnnotationError(label, "size", f"{arr.shape[1]}×{arr.shape[0]} PNG for a {size[0]}×{size[1]} image", code="size_mismatch")
             objects, found = parse_segmentation_pair(class_map, object_map, class_names=class_names, path=str(object_png))
         except AnnotationError as err:
-            return FileOutcome(None, (*findings, row(err.path, "error", err.code, f"{err.field}: {err.reason}; skipped" if err.field else f"{err.reason}; skipped")))
+            return FileOutcome(None, (*findings, row(err.path, "error", err.code,
+                f"{err.field}: {err.reason}; skipped" if err.field else f"{err.reason}; skipped")))
         findings.extend(found)
         pending.append(writers.submit(atomic_write_bytes, semantic / f"{stem}.png", encode_png(class_map)))
         written.add(f"{stem}.png")
@@ -222,7 +227,8 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
                 report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
         for p in (walk_input_files(seg_object, recursive=False) if seg_object.is_dir() else []):
             if not (seg_class / p.name).is_file():
-                report.add(file=p, severity="error", code="missing_class_png", message="no SegmentationClass PNG of the same name: the objects' classes are unknown; skipped")
+                report.add(file=p, severity="error", code="missing_class_png",
+                    message="no SegmentationClass PNG of the same name: the objects' classes are unknown; skipped")
         with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
             records, _ = collect((one(p, index, writers) for p in pngs), report=report)
             for future in pending:

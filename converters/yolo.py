@@ -49,7 +49,8 @@ def parse_classes_txt(text: str, *, path: str) -> tuple[list[str] | None, list[F
         if not name:
             continue
         if name in first:
-            findings.append(row(path, "error", "duplicate_class", f"line {number}: class {name!r} listed twice (first on line {first[name]}); fix the file, class indices cannot be guessed"))
+            findings.append(row(path, "error", "duplicate_class",
+                f"line {number}: class {name!r} listed twice (first on line {first[name]}); fix the file, class indices cannot be guessed"))
         first.setdefault(name, number)
         names.append(name)
     if not names:
@@ -113,7 +114,8 @@ def parse_yolo_labels(text: str, *, names: Sequence[str], width: int, height: in
             findings.append(row(path, "error", "invalid_class", f"{where}: class index {tokens[0]!r} is not an integer"))
             continue
         if not 0 <= index < len(names):
-            findings.append(row(path, "error", "class_out_of_range", f"{where}: class index {index} is outside 0..{len(names) - 1} ({len(names)} names declared)"))
+            findings.append(row(path, "error", "class_out_of_range",
+                f"{where}: class index {index} is outside 0..{len(names) - 1} ({len(names)} names declared)"))
             continue
         try:
             coords = [_number(t) for t in tokens[1:]]
@@ -137,7 +139,8 @@ def parse_yolo_labels(text: str, *, names: Sequence[str], width: int, height: in
             records.append(box_record(category=category, x0=x0, y0=y0, x1=x1, y1=y1, rectangle_segmentation=rectangle_segmentation))
             continue
         if len(coords) % 2 or len(coords) < 2 * MIN_POLYGON_POINTS:
-            findings.append(row(path, "error", "invalid_polygon", f"{where}: expected 4 box values or >= {MIN_POLYGON_POINTS} x y pairs, got {len(coords)} values"))
+            findings.append(row(path, "error", "invalid_polygon",
+                f"{where}: expected 4 box values or >= {MIN_POLYGON_POINTS} x y pairs, got {len(coords)} values"))
             continue
         polygon = [v * (width if i % 2 == 0 else height) for i, v in enumerate(coords)]
         record = mask_record(category=category, mask=polygon_mask([polygon], width=width, height=height))
@@ -179,7 +182,8 @@ def find_class_file(src: Path) -> Path:
     for candidate in (*(src / n for n in DATA_YAML_NAMES), src / CLASSES_TXT, src / "labels" / CLASSES_TXT):
         if candidate.is_file():
             return candidate
-    raise AnnotationError(src, "--classes", f"no class names: give --classes (classes.txt or data.yaml) or put {CLASSES_TXT} or data.yaml in the folder", code="missing_classes")
+    raise AnnotationError(src, "--classes",
+        f"no class names: give --classes (classes.txt or data.yaml) or put {CLASSES_TXT} or data.yaml in the folder", code="missing_classes")
 
 
 def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: Sequence[str], rectangle_segmentation: bool) -> FileOutcome:
@@ -238,9 +242,11 @@ def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle
         image_dirs = {posixpath.dirname(f) for f in files if is_image_name(f)}
         for rel in files:
             parts = PurePosixPath(rel).parts
-            is_label = rel.endswith(LABEL_EXTENSION) and PurePosixPath(rel).name != CLASSES_TXT and ("labels" in parts[:-1] or posixpath.dirname(rel) in image_dirs)
+            is_label = (rel.endswith(LABEL_EXTENSION) and PurePosixPath(rel).name != CLASSES_TXT
+                        and ("labels" in parts[:-1] or posixpath.dirname(rel) in image_dirs))
             if is_label and rel not in claimed and src / rel != class_file:
-                report.add(file=src / rel, severity="error", code="missing_image", message="no image for this label file (looked for the same name under images/ and beside it); skipped")
+                report.add(file=src / rel, severity="error", code="missing_image",
+                    message="no image for this label file (looked for the same name under images/ and beside it); skipped")
         records, _ = collect(outcomes, report=report)
         return assemble(records, categories=categories_for(names, ()))
 

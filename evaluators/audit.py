@@ -1,4 +1,4 @@
-"""Label-quality audit (issue 6): format/integrity, geometry/statistics and model-assisted checks, one ranking.
+"""Label-quality audit: format/integrity, geometry/statistics and model-assisted checks, one ranking.
 
 `audit_dataset` is pure apart from reading image files under `image_root` (and semantic maps): give it a COCO
 dict and what else is known. `read_audit_inputs` / `audit_path` are the disk edges that `segpipe audit` and
@@ -193,7 +193,8 @@ def read_pet_layout(dataset: DatasetDir, *, image_root: Path) -> tuple[PetLayout
         names = {c["id"]: c["name"] for c in doc.get("categories", [])}
         stem_of = {im["id"]: PurePosixPath(im["file_name"]).stem for im in doc.get("images", [])}
         for ann in sorted(doc.get("annotations", []), key=lambda a: a["id"]):
-            heads.setdefault(stem_of.get(ann["image_id"], ""), []).append((names.get(ann["category_id"], ""), tuple(float(v) for v in ann["bbox"])))
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            heads.setdefault(stem_of.get(ann["image_id"], ""), []).append((names.get(ann["category_id"], ""), (x, y, w, h)))
     annotations = image_root.parent / "annotations"
     list_species: dict[str, str] | None = None
     list_path = annotations / "list.txt"
@@ -241,7 +242,8 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     results = path / RESULTS_FILE if path.is_dir() else path
     if not results.is_file():
         raise EvaluationError(path, "", f"no {RESULTS_FILE} here (the audit needs instance predictions)")
-    return read_json_file(results, what="COCO results", expect=list)
+    predictions: list[dict[str, Any]] = read_json_file(results, what="COCO results", expect=list)
+    return predictions
 
 
 def read_audit_inputs(dataset: Path, *, pred: Path | None = None) -> AuditInputs:

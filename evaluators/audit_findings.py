@@ -18,7 +18,7 @@ SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 FINDING_COLUMNS: tuple[str, ...] = ("check", "severity", "image_id", "file_name", "annotation_id", "category", "score", "message")
 SUMMARY_COLUMNS: tuple[str, ...] = ("check", "severity", "count")
 
-# 1. Format and integrity (issue 6, "Checks" 1).
+# 1. Format and integrity.
 CHECK_ANNOTATION_ID_ZERO = "annotation_id_zero"
 CHECK_ANNOTATION_ID_DUPLICATE = "annotation_id_duplicate"
 CHECK_IMAGE_ID_DUPLICATE = "image_id_duplicate"
@@ -41,7 +41,7 @@ CHECK_CROSS_SPLIT = "image_in_two_splits"
 CHECK_SPLIT_FILE_UNREADABLE = "split_file_unreadable"
 CHECK_CONVERSION_PREFIX = "conversion:"  # + the conversion report's code
 
-# 2. Geometry and statistics, per class (issue 6, "Checks" 2).
+# 2. Geometry and statistics, per class.
 CHECK_AREA_OUTLIER = "area_outlier"
 CHECK_ASPECT_OUTLIER = "aspect_outlier"
 CHECK_POSITION_OUTLIER = "position_outlier"
@@ -56,7 +56,7 @@ CHECK_EMPTY_TRIMAP = "empty_trimap"
 CHECK_NOT_IN_LIST = "not_in_list"
 CHECK_SPECIES_MISMATCH = "species_mismatch"
 
-# 3. Model-assisted, with predictions (issue 6, "Checks" 3).
+# 3. Model-assisted, with predictions.
 CHECK_POSSIBLY_MISSING = "possibly_missing"
 CHECK_POSSIBLY_SPURIOUS = "possibly_spurious"
 CHECK_POSSIBLY_WRONG_CLASS = "possibly_wrong_class"

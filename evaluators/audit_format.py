@@ -1,4 +1,4 @@
-"""Format and integrity checks (issue 6, "Checks" 1), and the clean annotation set the other checks use.
+"""Format and integrity checks, and the clean annotation set the other checks use.
 
 The traps checked here are the ones that silently corrupt a COCO evaluation: id 0 is never matched,
 duplicate ids double-count, `iscrowd=1` masks are ignored by COCOeval (../shared/peers/README.md, "Traps").
@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeGuard
+from typing import Any, Mapping, TypeGuard, cast
 
 
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, make_finding
-from segpipe.evaluators.rle_strings import INVALID_RLE, compressed_counts, rle_totals  # noqa: F401  (also imported from here)
+from segpipe.evaluators.rle_strings import INVALID_RLE, compressed_counts, rle_totals
 
 # Polygon areas in COCO are the polygon's own area, which differs from its rasterisation by up to a boundary's
 # worth of pixels (COCO val2014 small objects: 146 vs 135 px), hence a sqrt(area) term; RLE areas are exact
@@ -196,7 +196,8 @@ def _annotation_issues(
     if not usable:
         return None, issues
     prepared = PreparedAnnotation(
-        id=int(ann["id"]), image_id=im.id, category_id=cat_id, category=cats[cat_id], bbox=(x, y, w, h), area=measured, rle=rle
+        # A key of `cats` (checked above); COCO category ids are ints, which this check does not re-verify.
+        id=int(ann["id"]), image_id=im.id, category_id=cast(int, cat_id), category=cats[cat_id], bbox=(x, y, w, h), area=measured, rle=rle
     )
     return prepared, issues
 

@@ -1,4 +1,4 @@
-"""Geometry and statistics checks per class (issue 6, "Checks" 2), and the Oxford-IIIT Pet layout checks
+"""Geometry and statistics checks per class, and the Oxford-IIIT Pet layout checks
 (`pet_layout_checks`: head box inside the pet mask, empty trimap, image not in list.txt, breed vs species).
 
 Outliers use the modified z-score of Iglewicz & Hoaglin, z = 0.6745 (x - median) / MAD, on log area and
@@ -51,7 +51,8 @@ def robust_z(values: np.ndarray, *, min_mad: float = 0.0) -> np.ndarray:
         mad = MEAN_AD_TO_SIGMA * MAD_TO_SIGMA * np.mean(np.abs(dev))
     mad = max(mad, min_mad)
     if mad > 0:
-        return MAD_TO_SIGMA * dev / mad
+        scores: np.ndarray = MAD_TO_SIGMA * dev / mad
+        return scores
     return np.zeros_like(values)
 
 
@@ -93,7 +94,7 @@ def class_statistics_checks(
         if n > 0 and largest / n > IMBALANCE_RATIO:
             message = f"class {name!r} has {n} annotation(s), {largest / n:.1f}x fewer than the largest class ({largest})"
             findings.append(make_finding(check=F.CHECK_CLASS_IMBALANCE, message=message, category=name))
-    for cid, group in sorted(by_cat.items()):
+    for _cid, group in sorted(by_cat.items()):
         usable = [a for a in group if _usable_for_statistics(a, images)]
         if len(usable) < MIN_INSTANCES_FOR_STATS:
             continue
@@ -125,6 +126,7 @@ def class_statistics_checks(
 def _iou_matrix(group: Sequence[PreparedAnnotation]) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
+    rles: list[Mapping[str, Any] | None] | np.ndarray
     if all(a.rle is not None for a in group):
         rles = [a.rle for a in group]
     else:

@@ -1,4 +1,4 @@
-"""Model-assisted checks (issue 6, "Checks" 3): compare each image's annotations with the model's predictions.
+"""Model-assisted checks: compare each image's annotations with the model's predictions.
 
 What cleanlab's `object_detection.find_label_issues` and FiftyOne's `compute_mistakenness` look for, in one
 ranking: per image, one IoU matrix (pycocotools, masks when both sides have them, else boxes), then
@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, make_finding
-from segpipe.evaluators.audit_format import ImageInfo, PreparedAnnotation, compressed_counts, rle_totals
+from segpipe.evaluators.audit_format import ImageInfo, PreparedAnnotation
+from segpipe.evaluators.rle_strings import compressed_counts, rle_totals
 from segpipe.evaluators.errors import EvaluationError
 
 CONFIDENT = 0.5  # a prediction at or above this score is one the model "is confident" about
@@ -49,11 +50,11 @@ def parse_predictions(
     """COCO results -> Predictions at or above MIN_SCORE. Raises EvaluationError naming the result and field."""
     out: list[Prediction] = []
     where_of: list[str] = []
-    for k, p in enumerate(predictions):
+    for k, raw in enumerate(predictions):
         where = f"results[{k}]"
-        if not isinstance(p, dict):
+        if not isinstance(raw, dict):
             raise EvaluationError(PREDICTIONS_PATH, where, "not an object")
-        image_id, cat, score = p.get("image_id"), p.get("category_id"), p.get("score")
+        image_id, cat, score = raw.get("image_id"), raw.get("category_id"), raw.get("score")
         if image_id not in images:
             raise EvaluationError(PREDICTIONS_PATH, f"{where}.image_id", f"{image_id!r} is not an image of the dataset")
         if cat not in categories:
@@ -62,8 +63,10 @@ def parse_predictions(
             raise EvaluationError(PREDICTIONS_PATH, f"{where}.score", f"not a finite number: {score!r}")
         if score < MIN_SCORE:
             continue
-        im = images[image_id]
-        seg, bbox = p.get("segmentation"), p.get("bbox")
+        # Keys of `images` and `categories` (checked above), which are int-keyed.
+        image_key, category_key = cast(int, image_id), cast(int, cat)
+        im = images[image_key]
+        seg, bbox = raw.get("segmentation"), raw.get("bbox")
         rle = None
         if isinstance(seg, dict):
             size = list(seg.get("size", []))
@@ -81,7 +84,8 @@ def parse_predictions(
             bbox = [float(v) for v in mask_utils.toBbox(rle)]
         if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
             raise EvaluationError(PREDICTIONS_PATH, f"{where}.bbox", f"not [x, y, w, h] finite numbers: {bbox!r}")
-        out.append(Prediction(image_id=int(image_id), category_id=int(cat), score=float(score), bbox=tuple(float(v) for v in bbox), rle=rle))
+        x, y, w, h = (float(v) for v in bbox)
+        out.append(Prediction(image_id=int(image_key), category_id=int(category_key), score=float(score), bbox=(x, y, w, h), rle=rle))
         where_of.append(where)
     totals = rle_totals([p.rle["counts"] if p.rle is not None else b"" for p in out])
     for p, total, where in zip(out, totals.tolist(), where_of):
@@ -94,6 +98,8 @@ def _iou(anns: Sequence[PreparedAnnotation], preds: Sequence[Prediction], *, use
     """IoU matrix, annotations x predictions."""
     from pycocotools import mask as mask_utils
 
+    d: list[Mapping[str, Any] | None] | np.ndarray
+    g: list[Mapping[str, Any] | None] | np.ndarray
     if use_masks:
         d, g = [p.rle for p in preds], [a.rle for a in anns]
     else:
@@ -159,12 +165,13 @@ def image_model_checks(
                 add(
                     check=F.CHECK_POSSIBLY_SPURIOUS,
                     score=top * (1 - float(support[g])),
-                    message=f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}) while the model is confident elsewhere (top score {top:.2f})",
+                    message=f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}) "
+                    f"while the model is confident elsewhere (top score {top:.2f})",
                     ann=a,
                 )
     max_gt_iou = iou.max(axis=0) if anns and preds else np.zeros(len(preds))
-    for j in np.flatnonzero(confident & ~explained & (max_gt_iou < DUPLICATE_IOU)):
-        p = preds[int(j)]
+    for j in np.flatnonzero(confident & ~explained & (max_gt_iou < DUPLICATE_IOU)).tolist():
+        p = preds[j]
         name = categories.get(p.category_id, str(p.category_id))
         box = ", ".join(f"{v:.1f}" for v in p.bbox)
         add(

@@ -64,7 +64,8 @@ def _gather(start: np.ndarray, end: np.ndarray, picks: np.ndarray) -> np.ndarray
     if lengths.sum() == 0:
         return np.zeros(0, dtype=np.int64)
     offsets = np.repeat(start[picks] - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
-    return np.arange(int(lengths.sum())) + offsets
+    gathered: np.ndarray = np.arange(int(lengths.sum())) + offsets
+    return gathered
 
 
 def instance_headline(stats: InstanceStats, picks: np.ndarray | None = None, rows: ImageRows | None = None) -> dict[str, float]:

@@ -44,7 +44,8 @@ def mask_boundary(mask: np.ndarray, width: int) -> np.ndarray:
     """
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     eroded = cv2.erode(padded, _KERNEL, iterations=width)[1:-1, 1:-1]
-    return mask & (eroded == 0)
+    boundary: np.ndarray = mask & (eroded == 0)
+    return boundary
 
 
 def boundary_update(gt: np.ndarray, pred: np.ndarray | None, *, num_classes: int, dilation_ratio: float = DEFAULT_DILATION_RATIO,

@@ -9,7 +9,7 @@ from typing import Any
 from segpipe.evaluators.errors import EvaluationError
 
 
-def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type | None = None) -> Any:
+def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type[list[Any]] | type[dict[str, Any]] | None = None) -> Any:
     """The parsed JSON of `path`; EvaluationError when it cannot be read, is not JSON, or is not `expect`.
 
     >>> read_json_file("/nonexistent.json", what="results")
@@ -23,6 +23,6 @@ def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type | No
     except (OSError, ValueError) as err:  # ValueError covers JSONDecodeError and UnicodeDecodeError
         raise EvaluationError(path, "", f"cannot read {what} JSON: {err}") from err
     if expect is not None and not isinstance(data, expect):
-        kind = {list: "a JSON list", dict: "a JSON object"}.get(expect, expect.__name__)
+        kind = "a JSON list" if expect is list else "a JSON object"
         raise EvaluationError(path, "", f"{what} must be {kind}, got {type(data).__name__}")
     return data

@@ -22,7 +22,8 @@ def _segmented_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
     total = np.cumsum(values)
     first = np.flatnonzero(np.concatenate(([True], segment[1:] != segment[:-1])))
     offset = total[first] - values[first]
-    return total - np.repeat(offset, np.diff(np.concatenate((first, [values.size]))))
+    sums: np.ndarray = total - np.repeat(offset, np.diff(np.concatenate((first, [values.size]))))
+    return sums
 
 
 def rle_totals(counts: Sequence[bytes]) -> np.ndarray:

@@ -69,7 +69,7 @@ def evaluate_semantic_dirs(
     class_names: Sequence[str],
     ignore_index: int = IGNORE_INDEX,
     workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> SemanticReport:
     """Score every GT map in `gt_dir` against the same-stem PNG in `pred_dir`.
 

@@ -1,8 +1,10 @@
 """Reduce a summed confusion matrix to pandas tables: summary, per class, per image, confusion, notes.
 
-Conventions (design.md, "Conventions"): IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), pixel accuracy
-(aAcc) = ΣTP/Σ labelled pixels. A class with no GT and no predicted pixels has NaN scores and is left out of
-every mean; a class predicted but absent from GT scores 0. All figures are fractions, not percentages.
+Conventions (those of MMSegmentation's IoUMetric,
+https://github.com/open-mmlab/mmsegmentation/blob/main/mmseg/evaluation/metrics/iou_metric.py):
+IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), pixel accuracy (aAcc) = ΣTP/Σ labelled pixels. A class
+with no GT and no predicted pixels has NaN scores and is left out of every mean; a class predicted but
+absent from GT scores 0. All figures are fractions, not percentages.
 Per-image means (`mIoU_per_image`, `mDice_per_image`) average, over images, the mean over the classes
 present in that image's GT or prediction.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# ../shared/peers beside the checkout (design.md, "Tests"); SEGPIPE_PEERS overrides it.
+# Fixtures shared with other projects live in ../shared/peers beside the checkout (never copied in); SEGPIPE_PEERS overrides it.
 PEERS_DIR = Path(os.environ.get("SEGPIPE_PEERS", REPO_ROOT.parent / "shared" / "peers"))
 
 

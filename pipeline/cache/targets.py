@@ -1,4 +1,4 @@
-"""Cache directories whose completeness is a marker file written last (issue 5, kill -9 safety).
+"""Cache directories whose completeness is a marker file written last, so a run killed with -9 never looks complete.
 
 Every cached step writes into `CACHE/<kind>/<key...>/`: each output file atomically (temporary sibling +
 rename, segpipe.converters.atomic_write) and, only after all of them, `_DONE.json`. `MarkerTarget.exists()`
@@ -65,7 +65,8 @@ def read_payload(cache: str | os.PathLike[str], reference: str) -> dict[str, Any
         text = path.read_text(encoding="utf-8")
         if hashlib.sha256(text.encode("utf-8")).hexdigest() != path.stem:
             raise ValueError("content does not match its sha256 name")
-        return json.loads(text)
+        payload: dict[str, Any] = json.loads(text)
+        return payload
     except (OSError, ValueError) as err:
         raise RuntimeError(f"{path}: damaged task payload ({err}); run `segpipe run` again to rewrite it") from err
 
@@ -99,7 +100,7 @@ class MarkerTarget(luigi.Target):
         return True
 
     def read_marker(self) -> dict[str, Any]:
-        data = json.loads(self.marker.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(self.marker.read_text(encoding="utf-8"))
         data.pop(INVENTORY_KEY, None)
         return data
 
@@ -156,7 +157,8 @@ class CachedTask(luigi.Task):
         text = str(self.payload)
         if text.startswith(PAYLOAD_REF):
             return read_payload(str(self.cache), text)
-        return json.loads(text)
+        inline: dict[str, Any] = json.loads(text)
+        return inline
 
     def subdir(self) -> str:
         return str(self.key)
@@ -181,7 +183,9 @@ class CachedTask(luigi.Task):
         reason = f"{type(exception).__name__}: {exception}".splitlines()[0][:500]
         failure_path(Path(str(self.cache)), task_id=self.task_id).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(failure_path(Path(str(self.cache)), task_id=self.task_id), reason + "\n")
-        return super().on_failure(exception)
+        # luigi.Task.on_failure returns the traceback text luigid shows.
+        message: str = super().on_failure(exception)  # type: ignore[no-untyped-call]  # luigi leaves it unannotated
+        return message
 
     def fresh_directory(self) -> Path:
         """Empty the output directory (a killed earlier attempt may have left files) and return it."""

@@ -60,7 +60,8 @@ class LazyGroup(click.Group):
         sub = self.subcommands.get(cmd_name)
         if sub is None or importlib.util.find_spec(sub.module) is None:
             return None
-        return getattr(importlib.import_module(sub.module), sub.attr)
+        command: click.Command = getattr(importlib.import_module(sub.module), sub.attr)
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The listing of click's Group.format_commands, from the summaries instead of the imported commands."""

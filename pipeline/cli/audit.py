@@ -1,4 +1,4 @@
-"""`segpipe audit DATASET [--pred PRED] -o AUDIT_DIR [--top N]`: label-quality audit (issue 6)."""
+"""`segpipe audit DATASET [--pred PRED] -o AUDIT_DIR [--top N]`: label-quality audit."""
 
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ def format_audit_summary(findings: pd.DataFrame, summary: pd.DataFrame, *, top: 
         lines.append(f"  {row.check:<32} {row.severity:<8} {row.count:>7}")
     if top > 0 and not findings.empty:
         lines.append(f"top {min(top, len(findings))} by score:")
-        for row in findings.head(top).itertuples(index=False):
-            where = row.file_name or "(dataset)"
-            ann = f" ann {row.annotation_id}" if not pd.isna(row.annotation_id) else ""
-            msg = row.message if len(row.message) <= MESSAGE_WIDTH else row.message[: MESSAGE_WIDTH - 3] + "..."
-            lines.append(f"  {row.score:.3f} {row.severity:<7} {row.check:<24} {where}{ann}: {msg}")
+        for finding in findings.head(top).to_dict("records"):
+            where = finding["file_name"] or "(dataset)"
+            ann = f" ann {finding['annotation_id']}" if not pd.isna(finding["annotation_id"]) else ""
+            message: str = finding["message"]
+            msg = message if len(message) <= MESSAGE_WIDTH else message[: MESSAGE_WIDTH - 3] + "..."
+            lines.append(f"  {finding['score']:.3f} {finding['severity']:<7} {finding['check']:<24} {where}{ann}: {msg}")
     return "\n".join(lines)
 
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.layout import INSTANCES_FILE, META_FILE, RESULTS_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SIDES = ("A", "B")
 
@@ -85,10 +88,18 @@ def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str,
     from segpipe.reports.data import read_table
     from segpipe.reports.records import read_records
 
-    found = [read_records(p) for p in (a, b)]
-    if found[0] is None or found[1] is None or found[0][0] != found[1][0]:
+    found_a, found_b = read_records(a), read_records(b)
+    if found_a is None or found_b is None or found_a[0] != found_b[0]:
         raise EvaluationError(b, "", "A and B are not reports of the same kind of evaluation: nothing to compare")
-    tables = {side: {name: read_table(p, name) for name in ("summary", "per_class", "per_image")} for side, p in zip(SIDES, (a, b))}
+    found = (found_a, found_b)
+
+    def required_table(directory: Path, name: str) -> pd.DataFrame:
+        table = read_table(directory, name)
+        if table is None:
+            raise EvaluationError(directory, name, f"no {name}.parquet or {name}.csv in this report: run the evaluation again")
+        return table
+
+    tables = {side: {name: required_table(p, name) for name in ("summary", "per_class", "per_image")} for side, p in zip(SIDES, (a, b))}
     if found[0][0] == "instance":
         stats = [f[1] for f in found]
         for side, st in zip(SIDES, stats):
@@ -106,7 +117,8 @@ def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str,
     return "semantic", {"compare": result, **tables}
 
 
-def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, options: dict[str, Any], boundary_ratio: float | None) -> tuple[str, dict[str, Any]]:
+def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, options: dict[str, Any],
+             boundary_ratio: float | None) -> tuple[str, dict[str, Any]]:
     from segpipe.evaluators import comparison
 
     reports = [report_records_dir(p) for p in (a, b)]

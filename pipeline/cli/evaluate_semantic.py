@@ -18,8 +18,8 @@ from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from segpipe.evaluators.semantic_tables import SemanticReport
 from segpipe.converters.dataset_layout import class_names_option, is_existing_file, read_class_names_file
-from segpipe.layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
-from segpipe.reports.tables import REPORT_HEADER_FILE, format_tables, write_report_dir
+from segpipe.layout import REPORT_HEADER_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.reports.tables import format_tables, write_report_dir
 
 CLASSES_FILE_NAME = SEMANTIC_CLASSES_FILE  # what `segpipe convert` writes beside the semantic maps
 HEADER_FILE_NAME = REPORT_HEADER_FILE

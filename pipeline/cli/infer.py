@@ -33,9 +33,11 @@ MODEL_CHOICES: tuple[str, ...] = (
 
 @click.command("infer")
 @click.option("--model", "model_name", required=True, type=click.Choice(MODEL_CHOICES), help="Architecture (built with weights=None; nothing is downloaded).")
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="state_dict checkpoint (or TorchScript file for --model torchscript).")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="state_dict checkpoint (or TorchScript file for --model torchscript).")
 @click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Dataset dir written by `segpipe convert`.")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Predictions dir (results.json, semantic/, inference_report.csv, meta.json).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Predictions dir (results.json, semantic/, inference_report.csv, meta.json).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (instance: including background).")
 @click.option("--classes", default=None, help="Output class names in order: comma-separated, or a file with one per line.")
 @click.option("--class-table", type=click.Choice(CLASS_TABLE_CHOICES), default=None,

@@ -1,4 +1,4 @@
-"""Re-create the demo checkpoints shipped in pipeline/demo/weights/ (issue 5, "The embedded default").
+"""Re-create the demo checkpoints shipped in pipeline/demo/weights/ (the default models of `segpipe demo`).
 
 A tiny U-Net (depth 2, base width 8: about 30 k parameters, ~130 KB on disk) is trained on the embedded
 sample (segpipe.demo.sample, 24 images) for background/pet segmentation, and saved after a few epochs each, so

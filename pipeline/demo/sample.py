@@ -1,4 +1,4 @@
-"""The embedded sample: a small, deterministic dataset in the Oxford-IIIT Pet layout (issue 2).
+"""The embedded sample: a small, deterministic dataset in the Oxford-IIIT Pet layout (https://www.robots.ox.ac.uk/~vgg/data/pets/).
 
 Every file is generated from a numpy Generator seeded by `seed` and encoded by cv2 at fixed settings, so
 the same call writes byte-identical files. Each pet is a warm, striped or spotted blob on a cool, cluttered
@@ -67,7 +67,8 @@ def _pet_layer(rng: np.random.Generator, h: int, w: int, *, cat: bool) -> np.nda
     else:
         texture = np.sin(xx / rng.uniform(3, 6)) * np.sin(yy / rng.uniform(3, 6))
     img = base + 35.0 * texture[..., None] * np.array([0.4, 0.8, 1.0], dtype=np.float32)
-    return img + rng.normal(0.0, 6.0, size=img.shape)
+    noisy: np.ndarray = img + rng.normal(0.0, 6.0, size=img.shape)
+    return noisy
 
 
 def render_pet(rng: np.random.Generator, *, width: int, height: int, cat: bool) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:

@@ -2,7 +2,7 @@
 
 `torch.load(weights_only=True)` only rebuilds tensors and plain containers: a pickle that would import or
 call arbitrary code is refused before any of it runs. `trust=True` (`--trust-checkpoint`) lifts that for
-files the user vouches for, with a loud warning (issue 4, "Checkpoints").
+files the user vouches for, with a loud warning (https://pytorch.org/docs/stable/generated/torch.load.html).
 """
 
 from __future__ import annotations

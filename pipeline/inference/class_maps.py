@@ -114,7 +114,8 @@ def class_mapping_compute(
     else:
         outputs = tuple(names) if names is not None else tuple(dataset.semantic_classes)
         if num_classes is not None and num_classes != len(outputs):
-            raise InferenceError(source, "num_classes", f"{num_classes} outputs but {len(outputs)} class names {list(outputs)[:30]}; give --classes in output order")
+            raise InferenceError(source, "num_classes",
+                f"{num_classes} outputs but {len(outputs)} class names {list(outputs)[:30]}; give --classes in output order")
         dataset_names = list(dataset.semantic_classes)
         lookup = {name: i for i, name in enumerate(dataset.semantic_classes)}
     unknown_keys = sorted(set(cmap) - set(outputs))

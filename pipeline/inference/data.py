@@ -91,7 +91,7 @@ def resized_size(*, width: int, height: int, short_side: int | None) -> tuple[in
 
 def batches_plan(*, images: Sequence[ImageEntry], task: str, batch_size: int, short_side: int | None) -> list[list[ImageEntry]]:
     """Deterministic batches. Semantic: only images of one (resized) size share a batch, because padding
-    changes the output of global-pooling heads (issue 4). Instance: within one aspect-ratio bin, sorted by ratio."""
+    changes the output of global-pooling heads. Instance: within one aspect-ratio bin, sorted by ratio."""
     if task == "semantic":
         def key(e: ImageEntry) -> tuple[Any, ...]:
             w, h = resized_size(width=e.width, height=e.height, short_side=short_side)
@@ -188,7 +188,7 @@ class ImageDataset:
             image = decode_image(entry.path)
         except FileNotFoundError as err:
             return Sample(entry, None, f"image file not found: {err.filename}", "missing_image")
-        except Exception as err:  # any decoder failure is a report row (issue 4: never a crash)
+        except Exception as err:  # any decoder failure is a report row, never a crash of the dataset
             return Sample(entry, None, f"unreadable image: {type(err).__name__}: {err}", "unreadable_image")
         if image.size != (entry.width, entry.height):
             return Sample(entry, None, f"image is {image.width}x{image.height} but instances.json says {entry.width}x{entry.height}",

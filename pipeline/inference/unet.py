@@ -53,7 +53,8 @@ class Up(nn.Module):
         dx = skip.shape[-1] - x.shape[-1]
         if dy or dx:  # odd input sizes: floor-division in the pooling loses a row/column
             x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
-        return self.conv(torch.cat([skip, x], dim=1))
+        out: torch.Tensor = self.conv(torch.cat([skip, x], dim=1))
+        return out
 
 
 class UNet(nn.Module):
@@ -96,4 +97,5 @@ class UNet(nn.Module):
         y = skips.pop()
         for up in self.ups:
             y = up(y, skips.pop())
-        return self.head(y)
+        logits: torch.Tensor = self.head(y)
+        return logits

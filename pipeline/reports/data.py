@@ -16,7 +16,7 @@ import pandas as pd
 
 from segpipe.reports.plots import natural_key
 
-# header.json keys shown first, in this order; any other keys follow sorted (issue 7: dataset, sha256, model).
+# header.json keys shown first, in this order; any other keys follow sorted.
 HEADER_ORDER: tuple[str, ...] = ("command", "dataset", "gt", "predictions", "pred", "checkpoint", "checkpoint_sha256", "sha256",
                                   "model", "task", "evaluation", "iou_type", "area", "n_images", "n_results")
 INPUT_DATE_KEYS: tuple[str, ...] = ("inputs_date", "inputs_mtime", "input_mtime", "inputs_modified")
@@ -54,7 +54,8 @@ def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON: {err}") from err
 
@@ -86,7 +87,8 @@ def tidy_pr_curves(table: pd.DataFrame | None) -> pd.DataFrame:
         "precision": pd.to_numeric(table[cols["precision"]], errors="coerce"),
     })
     out.loc[out["precision"] < 0, "precision"] = np.nan
-    return out[np.isfinite(out["iou"])].reset_index(drop=True)
+    finite: pd.DataFrame = out[np.isfinite(out["iou"])].reset_index(drop=True)
+    return finite
 
 
 def tidy_confusion(table: pd.DataFrame | None, *, class_names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
@@ -118,7 +120,9 @@ def worst_instance_images(per_image: pd.DataFrame | None, *, n: int) -> pd.DataF
     if per_image is None or per_image.empty or n <= 0:
         return pd.DataFrame()
     t = per_image.copy()
-    t["errors"] = pd.to_numeric(t.get("fp", 0), errors="coerce").fillna(0) + pd.to_numeric(t.get("fn", 0), errors="coerce").fillna(0)
+    # A missing fp/fn column counts as 0 errors (pd.to_numeric of a scalar default would have no .fillna).
+    fp, fn = (pd.to_numeric(t[c], errors="coerce").fillna(0) if c in t else pd.Series(0, index=t.index) for c in ("fp", "fn"))
+    t["errors"] = fp + fn
     iou_col = find_column(t, "mean_iou")
     t["_iou"] = pd.to_numeric(t[iou_col], errors="coerce").fillna(-1.0) if iou_col else -1.0
     id_col = "image_id" if "image_id" in t.columns else t.columns[0]

@@ -2,7 +2,7 @@
 
 A `GallerySource` says where images, ground truth and predictions live; its absolute paths are saved beside
 the report (`report_inputs.json`) so `segpipe report REPORT_DIR` can redraw the gallery without recomputing.
-Thumbnails are small JPEG data URIs so a 24-image gallery costs well under a megabyte (issue 7).
+Thumbnails are small JPEG data URIs so a 24-image gallery costs well under a megabyte.
 """
 
 from __future__ import annotations
@@ -99,13 +99,15 @@ class GallerySource:
     def coco(self) -> dict[str, Any]:
         if self.gt_coco is None or not self.gt_coco.is_file():
             return {"images": [], "annotations": [], "categories": []}
-        return json.loads(self.gt_coco.read_text(encoding="utf-8"))
+        coco: dict[str, Any] = json.loads(self.gt_coco.read_text(encoding="utf-8"))
+        return coco
 
     @cached_property
     def detections(self) -> list[dict[str, Any]]:
         if self.results is None or not self.results.is_file():
             return []
-        return json.loads(self.results.read_text(encoding="utf-8"))
+        detections: list[dict[str, Any]] = json.loads(self.results.read_text(encoding="utf-8"))
+        return detections
 
     @cached_property
     def category_names(self) -> dict[int, str]:

@@ -1,6 +1,6 @@
 """Self-contained HTML pages over saved report tables: evaluate (instances, semantic), leaderboard, audit.
 
-The CSV/Parquet tables are the source of truth; these pages are their face (issue 7). Each render function
+The CSV/Parquet tables are the source of truth; these pages are their face. Each render function
 reads only files in its directory (plus the image source named in `report_inputs.json`), writes one HTML
 file atomically and returns its path. Equal inputs give byte-identical pages: no run time, no random ids.
 """
@@ -158,7 +158,8 @@ def _evaluate_gallery(worst: pd.DataFrame, *, kind: str, gallery: GallerySource 
             image_id = int(row["image_id"])
             thumb = instance_thumbnail(gallery, image_id=image_id, colours=colours)
             anns = gallery.annotations_by_image.get(image_id, []) + gallery.detections_by_image.get(image_id, [])
-            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}
+            # Raw JSON ids: a missing or non-int id simply finds no name.
+            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}  # type: ignore[arg-type]
             caption = f"{row.get('file_name', image_id)}: tp {row.get('tp', '?')}, fp {row.get('fp', '?')}, fn {row.get('fn', '?')}"
         else:
             file = str(row.get("file", row.get("file_name", "")))
@@ -324,7 +325,8 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
             thumb = instance_thumbnail(gallery, image_id=int(row["image_id"]), colours=colours, highlight=ann,
                                        highlight_box=flagged_prediction_box(str(row.get("message", ""))))
             anns = gallery.annotations_by_image.get(int(row["image_id"]), []) + gallery.detections_by_image.get(int(row["image_id"]), [])
-            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}
+            # Raw JSON ids: a missing or non-int id simply finds no name.
+            used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}  # type: ignore[arg-type]
             where = f"{row.get('file_name', row['image_id'])}" + (f", annotation {ann}" if ann is not None else "")
             caption = f"{row['check']}: {where}. {row.get('message', '')}"
             items.append({"uri": thumb.uri, "width": thumb.width, "height": thumb.height, "alt": caption, "caption": caption,

@@ -77,7 +77,7 @@ def annotation_mask(ann: Mapping[str, Any], *, height: int, width: int) -> np.nd
 
     Raises BadGeometry for a segmentation that cannot be decoded (wrong types, bad RLE string, far-off points)."""
     from pycocotools import mask as mask_utils
-    from segpipe.evaluators.audit_format import rle_totals
+    from segpipe.evaluators.rle_strings import rle_totals
 
     seg = ann.get("segmentation")
     if not seg:
@@ -115,7 +115,8 @@ def annotation_mask(ann: Mapping[str, Any], *, height: int, width: int) -> np.nd
         raise
     except Exception as err:  # pycocotools raises bare Exception ("input type is not supported") besides ValueError
         raise BadGeometry(f"{type(err).__name__}: {err}") from err
-    return mask.astype(bool)
+    binary: np.ndarray = mask.astype(bool)
+    return binary
 
 
 def parse_bbox(value: Any, *, limit: float) -> tuple[float, float, float, float] | None:

@@ -1,7 +1,7 @@
 """Report figures: matplotlib (Agg) drawings returned as PNG data URIs, byte-identical for equal inputs.
 
 Every function takes tidy pandas tables and returns a `data:image/png;base64,...` string (or None when there
-is nothing to draw), so the HTML page stays one self-contained file (issue 7).
+is nothing to draw), so the HTML page stays one self-contained file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import matplotlib
 matplotlib.use("Agg")  # no display, no GUI toolkit: reports render on headless machines
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.typing import LineStyleType  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -25,7 +28,7 @@ RGB = tuple[int, int, int]
 _PNG_METADATA: Mapping[str, None] = {"Software": None}
 _DPI = 96
 MIN_PR_FIGURE_WIDTH_IN = 5.6  # the PR legend's width at fontsize 8, plus margins
-_PR_IOUS: tuple[tuple[float, str, str], ...] = ((0.5, "IoU 0.50", "-"), (0.75, "IoU 0.75", "--"))
+_PR_IOUS: tuple[tuple[float, str, LineStyleType], ...] = ((0.5, "IoU 0.50", "-"), (0.75, "IoU 0.75", "--"))
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
@@ -38,7 +41,7 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((1, int(p)) if p.isdigit() else (0, p.lower()) for p in parts if p != "")
 
 
-def figure_to_data_uri(fig: plt.Figure, *, tight: bool = True) -> str:
+def figure_to_data_uri(fig: Figure, *, tight: bool = True) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI, metadata=dict(_PNG_METADATA), bbox_inches="tight" if tight else None, pad_inches=0.1)
     plt.close(fig)
@@ -137,8 +140,8 @@ def plot_pr_curves(curves: pd.DataFrame, *, colours: Mapping[str, RGB], columns:
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.axis("off")
-    handles = [plt.Line2D([], [], color="#333333", linestyle=s, label=nm) for _, nm, s in _PR_IOUS]
-    handles.append(plt.Line2D([], [], color="none", label="x: recall, y: precision (0 to 1)"))
+    handles = [Line2D([], [], color="#333333", linestyle=s, label=nm) for _, nm, s in _PR_IOUS]
+    handles.append(Line2D([], [], color="none", label="x: recall, y: precision (0 to 1)"))
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.0))
     return figure_to_data_uri(fig, tight=False)
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.layout import REPORT_HEADER_FILE  # noqa: F401  (re-exported for the report writers)
+from segpipe.layout import REPORT_HEADER_FILE as REPORT_HEADER_FILE  # re-exported for the report writers
 
 
 # A spreadsheet opening a CSV runs a cell that starts with one of these as a formula (`=HYPERLINK(...)` in a

@@ -1,4 +1,4 @@
-"""LabelImg / VOC XML -> COCO: conventions, lookup, ids, determinism, pycocotools round trip (issue 2)."""
+"""LabelImg / VOC XML -> COCO: conventions, lookup, ids, determinism, pycocotools round trip."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def write_image(path: Path, *, width: int, height: int, fmt: str = "JPEG", exif_
     return path
 
 
-def write_pair(folder: Path, stem: str, *, width: int = 40, height: int = 30, ext: str = ".jpg", objects: Sequence[dict[str, Any]] = ({"name": "cat", "box": (1, 2, 11, 22)},)) -> None:
+def write_pair(folder: Path, stem: str, *, width: int = 40, height: int = 30, ext: str = ".jpg", objects: Sequence[dict[str, Any]] = ({"name": "cat",
+    "box": (1, 2, 11, 22)},)) -> None:
     write_image(folder / f"{stem}{ext}", width=width, height=height, fmt="PNG" if ext.lower() == ".png" else "JPEG")
     (folder / f"{stem}.xml").write_bytes(labelimg_xml(filename=f"{stem}{ext}", width=width, height=height, objects=objects))
 
@@ -98,7 +99,8 @@ def test_parse_ignores_parts_and_tag_order() -> None:
 
 
 def test_boxes_pixel_corner_by_default_and_one_based_on_request() -> None:
-    doc = VocDocument(filename=None, size=None, objects=(VocObject(name="cat", xmin=1, ymin=2, xmax=3, ymax=4, difficult=True, truncated=False, occluded=None, pose="Frontal"),))
+    doc = VocDocument(filename=None, size=None, objects=(VocObject(name="cat", xmin=1, ymin=2, xmax=3, ymax=4, difficult=True, truncated=False,
+        occluded=None, pose="Frontal"),))
     corner, findings = voc_objects_to_annotations(doc, width=20, height=10, one_based=False, path="a.xml")
     assert findings == []
     assert corner[0].bbox == (1.0, 2.0, 2.0, 2.0) and corner[0].area == 4.0

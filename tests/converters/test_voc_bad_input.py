@@ -58,7 +58,8 @@ def test_bad_documents_become_rows_and_good_ones_convert(tmp_path: Path) -> None
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET, encoding="utf-8")
     write_pair(src, "good")
-    for stem, data in [("laughs", BILLION_LAUGHS), ("xxe", external_entity_xml(secret)), ("truncated", labelimg_xml(filename="truncated.jpg", width=40, height=30, objects=[{"name": "cat", "box": (1, 1, 5, 5)}])[:150])]:
+    for stem, data in [("laughs", BILLION_LAUGHS), ("xxe", external_entity_xml(secret)), ("truncated", labelimg_xml(filename="truncated.jpg", width=40,
+        height=30, objects=[{"name": "cat", "box": (1, 1, 5, 5)}])[:150])]:
         write_image(src / f"{stem}.jpg", width=40, height=30)
         (src / f"{stem}.xml").write_bytes(data)
     report = convert_voc(src, out, workers=1)
@@ -239,7 +240,8 @@ def test_utf16_documents_take_the_defusedxml_path(tmp_path: Path) -> None:
 
 
 def test_declared_latin1_and_doctype_text_in_a_comment() -> None:
-    latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?><annotation><object><name>café</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>'.encode("latin-1")
+    latin1 = ('<?xml version="1.0" encoding="ISO-8859-1"?><annotation><object><name>café</name>'
+              '<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>').encode("latin-1")
     assert parse_voc_xml(latin1, path="l1.xml").objects[0].name == "café"
     commented = b"<annotation><!-- no <!DOCTYPE here, only text --><filename>a.jpg</filename></annotation>"
     assert parse_voc_xml(commented, path="c.xml").filename == "a.jpg"

@@ -1,4 +1,4 @@
-"""A small run of benchmarks/audit_recall.py: injected label errors must be found (issue 6, "Must be measured")."""
+"""A small run of benchmarks/audit_recall.py: injected label errors must be found."""
 
 from __future__ import annotations
 

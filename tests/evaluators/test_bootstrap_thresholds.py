@@ -146,8 +146,9 @@ def test_deltas_and_intervals_agree_with_hotcoco_compare(tmp_path: Any) -> None:
 
 
 def test_f1_optimum_agrees_with_faster_coco_eval(tmp_path: Any) -> None:
-    """faster-coco-eval (when installed; 1.8 reads precision from the actual detections since its issue #73):
-    the same precision and recall at the F1-optimal threshold on the case above."""
+    """faster-coco-eval (when installed; 1.8 reads precision from the actual detections,
+    https://github.com/MiXaiLL76/faster_coco_eval/issues/73): the same precision and recall at the F1-optimal
+    threshold on the case above."""
     fce = pytest.importorskip("faster_coco_eval")
     import json
 

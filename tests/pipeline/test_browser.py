@@ -1,4 +1,4 @@
-"""The report pages in a real browser: headless Debian Chromium driven over the DevTools protocol (issue 7).
+"""The report pages in a real browser: headless Debian Chromium driven over the DevTools protocol.
 
 The DevTools client is stdlib-only: Chromium's `--remote-debugging-pipe` speaks CDP as NUL-terminated
 JSON on file descriptors 3 (commands in) and 4 (replies and events out), so no websocket package is needed.

@@ -133,7 +133,7 @@ def test_cli_accepts_dataset_and_prediction_dirs_with_semantic_subfolders(dirs: 
 
 
 def test_semantic_command_does_not_import_torch() -> None:
-    # design.md, "Performance habits": evaluation start-up must not pay for torch/torchvision.
+    # Evaluation start-up must not pay for importing torch/torchvision (seconds, for nothing it uses).
     code = ("import sys; from segpipe.cli import main; main.get_command(None, 'evaluate').get_command(None, 'semantic'); "
             "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

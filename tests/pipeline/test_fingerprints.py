@@ -1,4 +1,4 @@
-"""Fingerprints, shard plans and the shard merge (issue 5, "Caching by content, not by existence")."""
+"""Fingerprints, shard plans and the shard merge: caching by content, not by existence."""
 
 from __future__ import annotations
 

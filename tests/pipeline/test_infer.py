@@ -154,6 +154,7 @@ def test_resize_runs_small_and_writes_native_size(dataset: Path, lraspp: tuple[P
     run_inference(model="lraspp_mobilenet_v3_large", checkpoint=ckpt, dataset=dataset, out=tmp_path, resize=24, workers=0)
     for name, w, h in SPECS:
         png = read_png(tmp_path / "semantic" / f"{Path(name).stem}.png")
+        assert png.shape == (h, w)
         np.testing.assert_array_equal(png, reference_argmax(model, dataset / "img" / name, resize=24))
 
 

@@ -1,4 +1,4 @@
-"""HTML report pages built from synthetic but realistic report tables (issue 7).
+"""HTML report pages built from synthetic but realistic report tables.
 
 The builders here (`make_*`) are shared with test_browser.py: a tiny COCO dataset with real JPEGs, RLE
 masks and detections; the tables the evaluate/run/audit commands write beside it.
@@ -345,7 +345,7 @@ def test_unreadable_image_becomes_placeholder(tmp_path: Path) -> None:
 
 
 def test_thousand_image_report_with_80_classes_stays_small(tmp_path: Path) -> None:
-    """Issue 7's size target: a 1,000-image evaluation, 80 classes, a 24-image gallery of 640x480 photos."""
+    """The page size target: a 1,000-image evaluation, 80 classes, a 24-image gallery of 640x480 photos."""
     categories = tuple(f"class_{k:02d}" for k in range(79)) + ("horse",)
     source = make_instance_dataset(tmp_path / "ds", n_images=24)
     rng = np.random.default_rng(0)

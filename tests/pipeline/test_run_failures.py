@@ -1,4 +1,4 @@
-"""A failing checkpoint and a killed run (issue 5, properties 4 and 5)."""
+"""A failing checkpoint does not stop the others; a killed run resumes without redoing finished work."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`segpipe run` reruns only what changed (issue 5, properties 1-3)."""
+"""`segpipe run` reruns only what changed: nothing, one checkpoint, one annotation file."""
 
 from __future__ import annotations
 

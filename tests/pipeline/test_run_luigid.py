@@ -1,4 +1,4 @@
-"""Two workers, one real luigid, one shared cache (issue 5, property 6): how users scale out."""
+"""Two workers, one real luigid, one shared cache: how users scale out."""
 
 from __future__ import annotations
 
