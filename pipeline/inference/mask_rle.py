@@ -82,7 +82,8 @@ def compress_counts(counts: np.ndarray) -> str:
     first = np.cumsum(n) - n
     pos = np.arange(owner.size, dtype=np.int64) - first[owner]
     chars = ((x[owner] >> (5 * pos)) & 0x1F) | np.where(pos < n[owner] - 1, 0x20, 0)
-    return (chars + 48).astype(np.uint8).tobytes().decode("ascii")
+    text: str = (chars + 48).astype(np.uint8).tobytes().decode("ascii")
+    return text
 
 
 def encode_crop(crop: MaskCrop, *, height: int, width: int, full_mask_below: int | None = None) -> dict[str, Any]:
@@ -102,7 +103,8 @@ def encode_crop(crop: MaskCrop, *, height: int, width: int, full_mask_below: int
             raise ValueError(f"crop {h}x{w} at ({crop.top}, {crop.left}) is outside the {height}x{width} image")
         full = np.zeros((height, width), dtype=np.uint8, order="F")
         full[crop.top:crop.top + h, crop.left:crop.left + w] = crop.pixels
-        return {"size": [int(height), int(width)], "counts": mask_utils.encode(full)["counts"].decode("ascii")}
+        counts: bytes = mask_utils.encode(full)["counts"]
+        return {"size": [int(height), int(width)], "counts": counts.decode("ascii")}
     return {"size": [int(height), int(width)], "counts": compress_counts(crop_counts(crop, height=height, width=width))}
 
 
@@ -119,8 +121,8 @@ def crops_from_masks(masks: Any) -> list[MaskCrop]:
     for r, c in zip(rows, cols):
         ys, xs = np.flatnonzero(r), np.flatnonzero(c)
         bounds.append((0, 0, 0, 0) if ys.size == 0 else (int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1))
-    flat = torch.cat([masks[i, y0:y1, x0:x1].reshape(-1) for i, (y0, y1, x0, x1) in enumerate(bounds)])
-    flat = flat.to(torch.uint8).cpu().numpy()
+    pieces = torch.cat([masks[i, y0:y1, x0:x1].reshape(-1) for i, (y0, y1, x0, x1) in enumerate(bounds)])
+    flat: np.ndarray = pieces.to(torch.uint8).cpu().numpy()
     crops, at = [], 0
     for y0, y1, x0, x1 in bounds:
         size = (y1 - y0) * (x1 - x0)
