@@ -4,17 +4,19 @@
     .venv/bin/python benchmarks/eval_dense.py --quick         # 2 images, 3,000 detections each, 1 repeat
     .venv/bin/python benchmarks/eval_dense.py --images 8 --per-image 9000 --repeats 5
 
-Data: images of 480x640, 80 classes (`--classes`), `--gt-per-image` RLE ellipse GT objects per image (a crowded scene), and a dense detector's output:
-`--per-image` detections per image (compressed RLE masks, with boxes), most of them low-score noise, as a
-model with no score threshold and no per-image cap writes. Printed for segm and bbox: median peak RSS and CPU
+Data: images of 480x640, 80 classes (`--classes`), `--gt-per-image` RLE ellipse GT objects per image (a
+crowded scene), and a dense detector's output: `--per-image` detections per image (compressed RLE masks, with
+boxes), most of them low-score noise, as a model with no score threshold and no per-image cap writes. Printed for segm and bbox: median peak RSS and CPU
 of segpipe's CLI (--no-html) and of a plain pycocotools script (COCO(), loadRes, evaluate, accumulate,
 summarize) reading the same files, the ratio of peak RSS to pycocotools', and whether the 12 stats are equal.
+segpipe's limit on detections per image (SEGPIPE_MAX_DETECTIONS_PER_IMAGE) is raised to `--per-image` here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +29,7 @@ from pycocotools import mask as mask_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval_instances import COCOEVAL_SCRIPT, _segpipe_stats  # noqa: E402  (benchmarks/ is the script's own folder)
 from process_runs import SEGPIPE, medians, start_spawner  # noqa: E402
+from segpipe.evaluators.coco_results import MAX_DETECTIONS_PER_IMAGE_DEFAULT, MAX_DETECTIONS_PER_IMAGE_ENV  # noqa: E402
 
 HEIGHT, WIDTH = 480, 640
 _SHAPES = 64  # distinct masks per image; detections reuse them with jitter-free copies (the JSON holds each)
@@ -75,6 +78,9 @@ def main() -> None:
     per_image = args.per_image or (3000 if args.quick else 12_756)
     gt_per_image = args.gt_per_image or (100 if args.quick else 500)
     repeats = args.repeats or (1 if args.quick else 3)
+    # The memory case is above segpipe's default limit on detections per image: raised for the commands run here
+    # (the spawner passes its environment on).
+    os.environ[MAX_DETECTIONS_PER_IMAGE_ENV] = str(max(per_image, MAX_DETECTIONS_PER_IMAGE_DEFAULT))
     start_spawner()
     with tempfile.TemporaryDirectory(prefix="segpipe-dense-") as tmp:
         root = Path(tmp)
