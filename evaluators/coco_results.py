@@ -11,12 +11,17 @@ import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence, TypeGuard
 
+from segpipe.converters.images import configured_limit
 from segpipe.evaluators.rle_strings import INVALID_RLE, compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.polygon_bounds import polygon_extent_problem
 
 RESULTS_PATH = "results"
+# Detections per image, far above any real model (torchvision's detectors keep 100, Detectron2's 100, an
+# unthresholded YOLO export a few thousand); COCOeval scores only the best 100 per image and category anyway.
+MAX_DETECTIONS_PER_IMAGE_DEFAULT = 10_000
+MAX_DETECTIONS_PER_IMAGE_ENV = "SEGPIPE_MAX_DETECTIONS_PER_IMAGE"
 IOU_TYPES = ("segm", "bbox")
 EXAMPLES_SHOWN = 3
 _CORRUPT = "RLE counts string is corrupt (a character outside the RLE alphabet, a cut-off run or a negative run)"
@@ -152,6 +157,7 @@ def validate_results(
         else:
             bad[problem[0]].append(f"results[{i}]: {problem[1]}")
     warnings: list[str] = []
+    kept, capped = cap_detections_per_image(kept, truth=truth, drop=drop_invalid, path=path)
     if not results:
         warnings.append(f"{path}: the results list is empty: every category with ground truth scores 0")
     if bad:
@@ -164,4 +170,44 @@ def validate_results(
         if not drop_invalid:
             raise EvaluationError(path, "results", summary + " (use --drop-invalid to leave them out and report them)")
         warnings.append(f"{path}: dropped {summary}")
+    if capped:
+        warnings.append(capped)
     return kept, warnings
+
+
+def max_detections_per_image() -> int:
+    """The limit on valid detections per image: SEGPIPE_MAX_DETECTIONS_PER_IMAGE, else 10,000."""
+    try:
+        return configured_limit(MAX_DETECTIONS_PER_IMAGE_ENV, MAX_DETECTIONS_PER_IMAGE_DEFAULT)
+    except ValueError as err:
+        raise EvaluationError("environment", MAX_DETECTIONS_PER_IMAGE_ENV, str(err).split(": ", 1)[-1]) from None
+
+
+def cap_detections_per_image(
+    kept: list[Mapping[str, Any]], *, truth: GroundTruth, drop: bool, path: str = RESULTS_PATH
+) -> tuple[list[Mapping[str, Any]], str | None]:
+    """`kept` when no image has more detections than the limit; else an EvaluationError naming the images, or,
+    with `drop`, each such image's best `limit` by score (ties: file order, as COCOeval's stable sort) and a
+    warning with the counts. Dropping only the lowest scores leaves the numbers as pycocotools' on the whole
+    file unless a category of that image is left with fewer than 100 detections."""
+    limit = max_detections_per_image()
+    per_image: dict[int, list[int]] = defaultdict(list)
+    for i, result in enumerate(kept):
+        per_image[result["image_id"]].append(i)
+    over = sorted(image_id for image_id, rows in per_image.items() if len(rows) > limit)
+    if not over:
+        return kept, None
+    examples = "; ".join(f"image_id {i} ({truth.images[i].file_name}): {len(per_image[i])}" for i in over[:EXAMPLES_SHOWN])
+    what = f"{len(over)} image(s) with more than {limit} detections (e.g. {examples})"
+    if not drop:
+        raise EvaluationError(path, "results", f"{what}: over the limit per image; COCOeval scores only the best 100 "
+                              "per image and category: cap the model's output (e.g. torchvision's box_detections_per_img), "
+                              f"raise the limit with {MAX_DETECTIONS_PER_IMAGE_ENV}, or use --drop-invalid to keep the "
+                              f"best {limit} by score of each such image")
+    dropped: set[int] = set()
+    for image_id in over:
+        ranked = sorted(per_image[image_id], key=lambda i: -kept[i]["score"])  # stable: file order on ties
+        dropped.update(ranked[limit:])
+    return [r for i, r in enumerate(kept) if i not in dropped], (
+        f"{path}: dropped the {len(dropped)} lowest-scoring detections of {what}, over the limit per image "
+        f"({MAX_DETECTIONS_PER_IMAGE_ENV})")

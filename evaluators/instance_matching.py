@@ -22,7 +22,7 @@ T = len(IOU_THRESHOLDS)
 _THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
 _AREA_LO = np.array([lo for lo, _ in AREA_RANGES])
 _AREA_HI = np.array([hi for _, hi in AREA_RANGES])
-# Cap on the [P, A, T, G] working arrays of one batch (elements), to bound memory.
+# Cap on the working arrays of one batch (elements per array), to bound memory.
 _BATCH_ELEMENTS = 1 << 22
 
 
@@ -69,8 +69,10 @@ def match_pairs(pairs: list[PairInput]) -> list[PairMatches]:
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, x in enumerate(pairs):
         by_shape.setdefault(x.ious.shape, []).append(i)
-    for (_, g), members in sorted(by_shape.items()):
-        size = max(1, _BATCH_ELEMENTS // (A * T * g))
+    for (d, g), members in sorted(by_shape.items()):
+        # [P, A, T, G] per step and [P, D, A, T] for the results: with dense detections (D = 100) and few GTs
+        # the second dominates, so both count towards the cap.
+        size = max(1, _BATCH_ELEMENTS // (A * T * (g + d)))
         for start in range(0, len(members), size):
             batch = members[start : start + size]
             for i, res in zip(batch, _match_batch([pairs[i] for i in batch])):

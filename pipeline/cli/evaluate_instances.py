@@ -6,6 +6,7 @@ and csv), each table with a .parquet twin, and header.json (inputs, iou type, th
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,16 @@ CONVENTIONS = (
     "per_image: IoU 0.5, area 'all', maxDets 100; mean_iou over the true positives. "
     "pr_curves: precision at the 101 recall thresholds, area 'all', maxDets 100."
 )
+
+
+def located_warning(warning: str, *, gt_path: Path, pred_path: Path) -> str:
+    """A warning about the in-memory "ground truth" / "results" names the file it came from."""
+    from segpipe.evaluators.coco_results import RESULTS_PATH
+
+    for name, path in ((GT_PATH, gt_path), (RESULTS_PATH, pred_path)):
+        if warning.startswith(f"{name}: "):
+            return f"{path}{warning[len(name):]}"
+    return warning
 
 
 def write_instance_report(report: InstanceReport, out: Path, *, header: dict[str, Any]) -> None:
@@ -96,6 +107,8 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
         # evaluators name in-memory inputs "ground truth" / "results"; here they are files
         path = {GT_PATH: str(gt_path), RESULTS_PATH: str(pred_path)}.get(err.path, err.path)
         raise click.ClickException(str(EvaluationError(path, err.field, err.reason))) from err
+    stats = dataclasses.replace(stats, warnings=tuple(located_warning(w, gt_path=gt_path, pred_path=pred_path)
+                                                      for w in stats.warnings))
     header = {
         "command": "evaluate instances", "gt": str(gt_path.resolve()), "pred": str(pred_path.resolve()),
         "n_images": int(len(stats.image_ids)), "n_results": len(results) if isinstance(results, list) else 0,
