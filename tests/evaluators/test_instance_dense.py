@@ -102,7 +102,7 @@ with contextlib.redirect_stdout(io.StringIO()):
 def _peak_mb(code: str, *args: str, env: dict[str, str]) -> float:
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = next(l for l in proc.stderr.splitlines() if l.startswith("VmHWM"))
+    line = next(row for row in proc.stderr.splitlines() if row.startswith("VmHWM"))
     return int(line.split()[1]) / 1024
 
 
