@@ -1,4 +1,4 @@
-"""Content fingerprints for the cached pipeline (issue 5, "Caching by content, not by existence").
+"""Content fingerprints for the cached pipeline.
 
 Luigi's `complete()` only asks whether outputs exist, so a changed input would never rerun. Instead the
 driver fingerprints every input once, up front, and the fingerprints become significant task parameters

@@ -14,11 +14,9 @@ segpipe.converters.atomic_write (which keeps the extension) or an explicit forma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-from functools import cached_property
 import shutil
 import socket
 import time
@@ -35,40 +33,6 @@ from segpipe.converters.atomic_write import atomic_write_text, temporary_sibling
 
 MARKER_NAME = "_DONE.json"
 INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256]} of every file of the entry
-PAYLOAD_DIR = "payloads"
-PAYLOAD_REF = "@"  # a payload parameter starting with this names a file under CACHE/, not inline JSON
-
-
-def store_payload(cache: str | os.PathLike[str], data: Mapping[str, Any]) -> str:
-    """Write a task payload once, content-addressed under CACHE/payloads/, and return its reference.
-
-    Payloads nest (a report's names its shards', which name the merge's): inline, their size grows with
-    shards x shards and every level is sent to luigid. By reference each level stays a few hundred bytes.
-    """
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    name = f"{PAYLOAD_DIR}/{hashlib.sha256(text.encode('utf-8')).hexdigest()}.json"
-    path = Path(cache) / name
-    # The name is the content's digest, so a damaged payload (truncated, edited) is simply written again.
-    try:
-        intact = path.read_bytes() == text.encode("utf-8")
-    except OSError:
-        intact = False
-    if not intact:
-        atomic_write_text(path, text)
-    return PAYLOAD_REF + name
-
-
-def read_payload(cache: str | os.PathLike[str], reference: str) -> dict[str, Any]:
-    """The payload behind a `store_payload` reference; a damaged file is named in the error."""
-    path = Path(cache) / reference[len(PAYLOAD_REF):]
-    try:
-        text = path.read_text(encoding="utf-8")
-        if hashlib.sha256(text.encode("utf-8")).hexdigest() != path.stem:
-            raise ValueError("content does not match its sha256 name")
-        payload: dict[str, Any] = json.loads(text)
-        return payload
-    except (OSError, ValueError) as err:
-        raise RuntimeError(f"{path}: damaged task payload ({err}); run `segpipe run` again to rewrite it") from err
 
 
 class MarkerTarget(luigi.Target):
@@ -134,34 +98,27 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 class CachedTask(luigi.Task):
-    """A task whose identity is a content key and whose output is `CACHE/<kind>/<subdir>/`.
+    """A task whose output is `CACHE/<kind>/<subdir()>/`, a directory with a completion marker.
 
-    `key` is the only significant parameter: it already hashes every upstream key, option and version
-    (segpipe.cache.fingerprints), so it is what lands in `task_id`. `cache` and `payload` (canonical JSON with
-    whatever `requires()`/`run()` need: paths, names, upstream payloads) are insignificant: moving the
-    cache or renaming a checkpoint file does not change what the task computes.
+    Subclasses declare typed parameters: the significant ones are the content keys and the few values that
+    say what the task is (checkpoint name, group index), so they land in `task_id` and luigid's
+    visualiser shows them; `subdir()` derives the output folder from them alone, so `output()` and
+    `requires()` never read a file (and `complete()` reads only the entry's own marker). `cache` is
+    insignificant: moving the cache does not change what the task computes.
 
-    Subclasses implement `compute()`. `run()` re-checks the marker first: with several workers on one
+    Subclasses implement `compute()`. `run()` re-checks completeness first: with several workers on one
     luigid a task can be handed out again just after another worker finished it, and the content key
     makes the finished output valid for everyone.
     """
 
     kind: str = "task"
-    key = luigi.Parameter()
+    # Written to the execution log under this name: "task" for steps that compute something, "group" for
+    # pure scheduling units (whose work is logged per shard instead).
+    log_as: str = "task"
     cache = luigi.Parameter(significant=False)
-    payload = luigi.Parameter(significant=False, default="{}")
-
-    @cached_property
-    def data(self) -> dict[str, Any]:
-        """The payload (inline JSON or a `store_payload` reference), parsed once per task instance."""
-        text = str(self.payload)
-        if text.startswith(PAYLOAD_REF):
-            return read_payload(str(self.cache), text)
-        inline: dict[str, Any] = json.loads(text)
-        return inline
 
     def subdir(self) -> str:
-        return str(self.key)
+        raise NotImplementedError
 
     def output(self) -> MarkerTarget:
         return MarkerTarget(Path(str(self.cache)) / self.kind / self.subdir())
@@ -173,9 +130,9 @@ class CachedTask(luigi.Task):
         cache = Path(str(self.cache))
         with entry_lock(entry_lock_path(cache, f"{self.kind}/{self.subdir()}")):
             # Checked again under the lock: another run (or luigid worker) may have finished it while we waited.
-            if self.output().exists():
+            if self.complete():
                 return
-            log_execution(cache, task_id=self.task_id)
+            log_execution(cache, task_id=self.task_id, kind=self.log_as)
             self.compute()
 
     def on_failure(self, exception: BaseException) -> str:
@@ -195,10 +152,12 @@ class CachedTask(luigi.Task):
         return prepare_directory(target)
 
     def finish(self, **extra: Any) -> None:
-        write_marker(self.output(), {"key": str(self.key), "kind": self.kind, **extra})
+        params = {k: v for k, v in self.to_str_params(only_significant=True).items()}
+        write_marker(self.output(), {"task": self.task_family, "params": params, "kind": self.kind, **extra})
 
 
 EXECUTION_LOG = "executions.jsonl"
+GROUP_LOG = "groups.jsonl"
 
 
 # Set by the driver for the length of one `segpipe run` (inherited by forked Luigi workers), so that the
@@ -221,12 +180,13 @@ def execution_run_id() -> Iterator[str]:
             os.environ[RUN_ID_ENV] = previous
 
 
-def log_execution(cache: Path, *, task_id: str) -> None:
-    """Append one line per task actually executed (O_APPEND: concurrent workers do not interleave lines)."""
-    path = cache / "log" / EXECUTION_LOG
+def log_execution(cache: Path, *, task_id: str, kind: str = "task") -> None:
+    """Append one line per task or shard actually computed (O_APPEND: concurrent workers do not interleave
+    lines). Scheduling groups go to their own log: the execution log lists work, one line per unit."""
+    path = cache / "log" / (EXECUTION_LOG if kind != "group" else GROUP_LOG)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"task_id": task_id, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
-                       "run": os.environ.get(RUN_ID_ENV, "")}) + "\n"
+    line = json.dumps({"task_id": task_id, "kind": kind, "pid": os.getpid(), "host": socket.gethostname(),
+                       "time": time.time(), "run": os.environ.get(RUN_ID_ENV, "")}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode("utf-8"))
@@ -234,9 +194,9 @@ def log_execution(cache: Path, *, task_id: str) -> None:
         os.close(fd)
 
 
-def read_executions(cache: Path) -> list[dict[str, Any]]:
+def read_executions(cache: Path, *, log: str = EXECUTION_LOG) -> list[dict[str, Any]]:
     """The log's records; a damaged line (a crash mid-write, an edit) is skipped and logged, never fatal."""
-    path = cache / "log" / EXECUTION_LOG
+    path = cache / "log" / log
     if not path.is_file():
         return []
     records: list[dict[str, Any]] = []

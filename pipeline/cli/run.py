@@ -31,7 +31,8 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
     import pandas as pd
 
     click.echo(f"ran: {len(outcome.ran)} task(s) ({family_counts(outcome.ran)})")
-    click.echo(f"from cache: {len(outcome.cached)} task(s) ({family_counts(outcome.cached)})")
+    click.echo(f"from cache: {len(outcome.cached)} task(s) ({family_counts(outcome.cached)})"
+               + (f", {len(outcome.reused)} shard(s) inside the groups that ran" if outcome.reused else ""))
     if outcome.by_others:
         click.echo(f"run by other workers: {len(outcome.by_others)} task(s) ({family_counts(outcome.by_others)})")
     if outcome.failed:

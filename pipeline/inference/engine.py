@@ -108,73 +108,114 @@ def run_inference(
     `checkpoint_sha256`, when the caller already hashed the file, saves reading it again. The model's classes are
     `classes`, else the built-in `class_table`, else the model card's; `class_map` (else the card's) maps them
     onto the dataset's (segpipe.inference.class_maps)."""
-    import torch
-
-    if precision not in PRECISIONS:
-        raise InferenceError("--precision", "precision", f"must be one of {PRECISIONS}, got {precision!r}")
-    if batch_size < 1 or shard_size < 1 or (resize is not None and resize < 1):
-        raise InferenceError("--batch-size", "batch_size", "batch size, shard size and resize must be positive")
-    checkpoint, out = Path(checkpoint), Path(out)
-    if not checkpoint.is_file():
-        raise InferenceError(checkpoint, "", "checkpoint file not found")
-    spec = model_spec(model)
-    card = read_model_card(checkpoint)
-    task = (card.task or SEMANTIC) if spec.name == TORCHSCRIPT else spec.task
-    info = read_dataset(dataset, image_ids=image_ids)
-    if out.resolve() == info.root.resolve():  # a fresh plan clears OUT/semantic/*.png: never the ground truth
-        raise InferenceError(out, "-o", "the predictions dir must not be the dataset dir")
-    # Class names map onto the dataset before any image is read (issue 4): an unknown name stops here.
-    names, source = model_class_names(classes=classes, class_table=class_table, card=card)
-    cmap = class_map_option(class_map, source="--class-map") if class_map is not None else card.class_map
-    mapping = class_mapping_compute(task=task, names=names, num_classes=num_classes if num_classes is not None else card.num_classes,
-                                    dataset=info, source=source, class_map=cmap,
-                                    class_map_source="--class-map" if class_map is not None else str(card.path))
-    if task == SEMANTIC:
-        check_semantic_outputs(info.images, mapping=mapping, dataset=info.root)
-    resize = resize if resize is not None else card.resize
-    mean, std = card.mean or IMAGENET_MEAN, card.std or IMAGENET_STD
-    dev = resolve_device(device)
-    sha = checkpoint_sha256 or file_sha256(checkpoint)
-    net = load_model(name=spec.name, task=task, checkpoint=checkpoint, card=card, n_outputs=len(mapping.targets),
-                     trust=trust_checkpoint, resize=resize, mean=mean, std=std, score_threshold=score_threshold)
-    predictor = DevicePredictor(model=net, task=task, device=dev, precision=precision, mean=mean, std=std, mapping=mapping,
-                                score_threshold=score_threshold)
-
-    batches = batches_plan(images=info.images, task=task, batch_size=batch_size, short_side=resize)
-    shards = shards_plan(batches, shard_size=shard_size)
-    settings = {"model": spec.name, "sha256": sha, "task": task, "targets": list(mapping.targets), "resize": resize,
-                "mean": list(mean), "std": list(std), "precision": precision, "device_type": dev.type,
-                "score_threshold": score_threshold, "outputs": list(mapping.output_names),
-                "kept_outputs": [int(k) for k in mapping.kept]}
-    fingerprint = plan_fingerprint(settings, [[e.image_id for b in shard for e in b] for shard in shards])
-    out = prepare_out_dir(out)
-    if read_plan_fingerprint(out) != fingerprint:
-        start_fresh_plan(out, fingerprint=fingerprint, n_shards=len(shards))
-    pending = [i for i in range(len(shards)) if shard_needs_run(shard_path(out, i))]
-    n_resumed = sum(len(b) for i in range(len(shards)) if i not in pending for b in shards[i])
-
-    categories = {t: c for t, c in zip(mapping.targets, mapping.component_categories) if c is not None}
-    started = time.perf_counter()
-    processed_now, limit = _stream(
-        predictor, out=out, shards=shards, pending=pending, short_side=resize if task == SEMANTIC else None,
-        workers=workers, batch_size=batch_size, categories=categories, score_threshold=score_threshold, progress=progress,
+    session = InferenceSession(
+        model=model, checkpoint=checkpoint, num_classes=num_classes, classes=classes, device=device, batch_size=batch_size,
+        precision=precision, score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
+        workers=workers, shard_size=shard_size, checkpoint_sha256=checkpoint_sha256, class_table=class_table, class_map=class_map,
     )
-    elapsed = time.perf_counter() - started
-    ips = processed_now / elapsed if processed_now and elapsed > 0 else None
-    unmapped = [n for n, t, c, k in zip(mapping.output_names, mapping.targets, mapping.component_categories, mapping.kept) if k and t != 0 and c is None]
-    meta = {**settings, "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": sha, "device": str(dev),
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "images_per_second": ips, "images_this_run": processed_now, "seconds": elapsed, "batch_size": batch_size,
-            "final_batch_size": limit, "dataset": str(info.root.resolve()), "n_images": len(info.images),
-            "unmapped_component_classes": unmapped if task == SEMANTIC else [],
-            "dropped_model_classes": list(dict.fromkeys(mapping.dropped)), "n_dropped_model_outputs": len(mapping.dropped),
-            "class_map": dict(sorted(cmap.items())) if cmap else None, "scoring": mapping.scoring,
-            "empty_results_reason": None if task == INSTANCE or categories else mapping.scoring.split("; ")[-1],
-            "torch": torch.__version__, "model_card": str(card.path) if card.path else None}
-    n_processed, n_skipped = write_final_outputs(out, n_shards=len(shards), meta=meta)
-    return InferenceSummary(out=out, task=task, n_images=len(info.images), n_processed=n_processed, n_skipped=n_skipped,
-                            images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha,
-                            dropped=mapping.dropped, scoring=mapping.scoring, n_resumed=n_resumed)
+    return session.run(dataset=dataset, out=out, image_ids=image_ids, progress=progress)
+
+
+class InferenceSession:
+    """One checkpoint, run over several datasets (the shards of a `segpipe run` task): the model is loaded at
+    the first `run()` and reused while the class mapping stays the same."""
+
+    def __init__(
+        self, *, model: str, checkpoint: Path, num_classes: int | None = None, classes: Sequence[str] | None = None,
+        device: str = "auto", batch_size: int = 4, precision: str = "fp32", score_threshold: float = 0.05,
+        resize: int | None = None, trust_checkpoint: bool = False, workers: int | None = None,
+        shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, class_table: str | None = None,
+        class_map: Mapping[str, str] | str | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise InferenceError("--precision", "precision", f"must be one of {PRECISIONS}, got {precision!r}")
+        if batch_size < 1 or shard_size < 1 or (resize is not None and resize < 1):
+            raise InferenceError("--batch-size", "batch_size", "batch size, shard size and resize must be positive")
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():
+            raise InferenceError(self.checkpoint, "", "checkpoint file not found")
+        self.spec = model_spec(model)
+        self.card = read_model_card(self.checkpoint)
+        self.task = (self.card.task or SEMANTIC) if self.spec.name == TORCHSCRIPT else self.spec.task
+        self.names, self.names_source = model_class_names(classes=classes, class_table=class_table, card=self.card)
+        self.class_map = class_map
+        self.cmap = class_map_option(class_map, source="--class-map") if class_map is not None else self.card.class_map
+        self.num_classes, self.device = num_classes, device
+        self.batch_size, self.precision, self.score_threshold = batch_size, precision, score_threshold
+        self.resize = resize if resize is not None else self.card.resize
+        self.trust, self.workers, self.shard_size = trust_checkpoint, workers, shard_size
+        self.sha = checkpoint_sha256
+        self._loaded: tuple[Any, DevicePredictor] | None = None  # (mapping key, predictor)
+
+    def _predictor(self, mapping: Any, dev: Any) -> DevicePredictor:
+        mean, std = self.card.mean or IMAGENET_MEAN, self.card.std or IMAGENET_STD
+        key = (tuple(mapping.targets), tuple(mapping.output_names), tuple(mapping.component_categories), tuple(mapping.kept))
+        if self._loaded is None or self._loaded[0] != key:
+            net = load_model(name=self.spec.name, task=self.task, checkpoint=self.checkpoint, card=self.card,
+                             n_outputs=len(mapping.targets), trust=self.trust, resize=self.resize, mean=mean, std=std,
+                             score_threshold=self.score_threshold)
+            self._loaded = (key, DevicePredictor(model=net, task=self.task, device=dev, precision=self.precision, mean=mean,
+                                                 std=std, mapping=mapping, score_threshold=self.score_threshold))
+        return self._loaded[1]
+
+    def run(self, *, dataset: Path, out: Path, image_ids: Sequence[int] | None = None,
+            progress: bool | Callable[[int, int], object] = False) -> InferenceSummary:
+        import torch
+
+        checkpoint, out, task, card, cmap = self.checkpoint, Path(out), self.task, self.card, self.cmap
+        info = read_dataset(dataset, image_ids=image_ids)
+        if out.resolve() == info.root.resolve():  # a fresh plan clears OUT/semantic/*.png: never the ground truth
+            raise InferenceError(out, "-o", "the predictions dir must not be the dataset dir")
+        # Class names map onto the dataset before any image is read (issue 4): an unknown name stops here.
+        mapping = class_mapping_compute(task=task, names=self.names,
+                                        num_classes=self.num_classes if self.num_classes is not None else card.num_classes,
+                                        dataset=info, source=self.names_source, class_map=cmap,
+                                        class_map_source="--class-map" if self.class_map is not None else str(card.path))
+        if task == SEMANTIC:
+            check_semantic_outputs(info.images, mapping=mapping, dataset=info.root)
+        resize, precision, batch_size, score_threshold = self.resize, self.precision, self.batch_size, self.score_threshold
+        mean, std = card.mean or IMAGENET_MEAN, card.std or IMAGENET_STD
+        dev = resolve_device(self.device)
+        if self.sha is None:
+            self.sha = file_sha256(checkpoint)
+        sha = self.sha
+        predictor = self._predictor(mapping, dev)
+
+        batches = batches_plan(images=info.images, task=task, batch_size=batch_size, short_side=resize)
+        shards = shards_plan(batches, shard_size=self.shard_size)
+        settings = {"model": self.spec.name, "sha256": sha, "task": task, "targets": list(mapping.targets), "resize": resize,
+                    "mean": list(mean), "std": list(std), "precision": precision, "device_type": dev.type,
+                    "score_threshold": score_threshold, "outputs": list(mapping.output_names),
+                    "kept_outputs": [int(k) for k in mapping.kept]}
+        fingerprint = plan_fingerprint(settings, [[e.image_id for b in shard for e in b] for shard in shards])
+        out = prepare_out_dir(out)
+        if read_plan_fingerprint(out) != fingerprint:
+            start_fresh_plan(out, fingerprint=fingerprint, n_shards=len(shards))
+        pending = [i for i in range(len(shards)) if shard_needs_run(shard_path(out, i))]
+        n_resumed = sum(len(b) for i in range(len(shards)) if i not in pending for b in shards[i])
+
+        categories = {t: c for t, c in zip(mapping.targets, mapping.component_categories) if c is not None}
+        started = time.perf_counter()
+        processed_now, limit = _stream(
+            predictor, out=out, shards=shards, pending=pending, short_side=resize if task == SEMANTIC else None,
+            workers=self.workers, batch_size=batch_size, categories=categories, score_threshold=score_threshold, progress=progress,
+        )
+        elapsed = time.perf_counter() - started
+        ips = processed_now / elapsed if processed_now and elapsed > 0 else None
+        unmapped = [n for n, t, c, k in zip(mapping.output_names, mapping.targets, mapping.component_categories, mapping.kept) if k and t != 0 and c is None]
+        meta = {**settings, "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": sha, "device": str(dev),
+                "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                "images_per_second": ips, "images_this_run": processed_now, "seconds": elapsed, "batch_size": batch_size,
+                "final_batch_size": limit, "dataset": str(info.root.resolve()), "n_images": len(info.images),
+                "unmapped_component_classes": unmapped if task == SEMANTIC else [],
+                "dropped_model_classes": list(dict.fromkeys(mapping.dropped)), "n_dropped_model_outputs": len(mapping.dropped),
+                "class_map": dict(sorted(cmap.items())) if cmap else None, "scoring": mapping.scoring,
+                "empty_results_reason": None if task == INSTANCE or categories else mapping.scoring.split("; ")[-1],
+                "torch": torch.__version__, "model_card": str(card.path) if card.path else None}
+        n_processed, n_skipped = write_final_outputs(out, n_shards=len(shards), meta=meta)
+        return InferenceSummary(out=out, task=task, n_images=len(info.images), n_processed=n_processed, n_skipped=n_skipped,
+                                images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha,
+                                dropped=mapping.dropped, scoring=mapping.scoring, n_resumed=n_resumed)
 
 
 def model_class_names(*, classes: Sequence[str] | None, class_table: str | None, card: ModelCard) -> tuple[Sequence[str] | None, str]:

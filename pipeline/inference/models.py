@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segpipe.inference.checkpoints import InferenceError, check_archive_inflation, require_torchscript_trust
-from segpipe.inference.unet import DEFAULT_BASE_WIDTH, DEFAULT_DEPTH
 
 SEMANTIC = "semantic"
 INSTANCE = "instance"
@@ -47,7 +46,9 @@ def _tv_maskrcnn(fn_name: str) -> Callable[..., Any]:
 
 
 def _unet(*, num_classes: int, unet_depth: int | None = None, unet_width: int | None = None, unet_bilinear: bool | None = None, **_: Any) -> Any:
-    from segpipe.inference.unet import UNet
+    # Imported here, like torchvision above: the registry (names -> task) stays importable without torch,
+    # so `segpipe run` can key inference on what a model reads without importing torch on a cached rerun.
+    from segpipe.inference.unet import DEFAULT_BASE_WIDTH, DEFAULT_DEPTH, UNet
 
     return UNet(
         num_classes=num_classes,

@@ -24,21 +24,20 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
-from segpipe.cache.targets import RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions, store_payload
+from segpipe.cache.targets import GROUP_LOG, RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions
 from segpipe.cache.fingerprints import (
-    STAT_CACHE_FILE, StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, latest_mtime,
-    manifest_key, options_key, package_version,
+    STAT_CACHE_FILE, StatCache, build_manifest, checkpoint_fingerprint, combine_keys, latest_mtime, options_key,
+    package_version,
 )
 from segpipe.runner.config import RunSettings
 from segpipe.runner.publish import publish_outputs
-from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, write_plan
+from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
 from segpipe.tasks.stages import INFER_SPEED_OPTIONS
-from segpipe.tasks.convert import ConvertMerge, spec_to_json
-from segpipe.tasks.evaluate import LEADERBOARD_FORMAT, STATS_FORMAT, EvalReport, Leaderboard
-from segpipe.tasks.infer import ImageIndex
+from segpipe.tasks.convert import ConvertMerge, GroupTask, convert_unit_keys, group_digest, spec_to_json
+from segpipe.tasks.evaluate import CheckpointTask, read_gt_keys, read_label_space
+from segpipe.tasks.report import EvalReport, Leaderboard, leaderboard_key
 
 EXIT_TASKS_FAILED = 5
 EXIT_SCHEDULING_FAILED = 6
@@ -50,8 +49,10 @@ OTHER_WORKER_POLL_S = 0.5
 
 @dataclass
 class RunOutcome:
-    ran: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)  # tasks and shards computed by this run (readable ids)
+    cached: list[str] = field(default_factory=list)  # tasks whose output was complete before the run
+    reused: list[str] = field(default_factory=list)  # shards found in the cache by the groups that ran
+    groups: list[str] = field(default_factory=list)  # scheduling groups this run executed
     by_others: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # task_id -> reason
     failed_checkpoints: dict[str, str] = field(default_factory=dict)
@@ -82,59 +83,40 @@ def checkpoint_names(paths: list[Path]) -> list[str]:
     return [p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}-{p.stem}" for p in paths]
 
 
-def _payload(data: dict[str, Any], *, cache: str) -> str:
-    return store_payload(cache, data)
-
-
 def build_convert_tasks(*, spec: DatasetSpec, plan: ShardPlan, settings: RunSettings, version: str, cache: str) -> ConvertMerge:
+    """The conversion graph: one ConvertGroup per scheduling group, one ConvertMerge. Writes the plan file."""
     plan_json = plan_to_json(plan, spec_json=spec_to_json(spec))
-    plan_path = str(write_plan(plan_json, cache=Path(cache), key=options_key(plan_json)))
-    opts = {"format": spec.format, **dict(settings.convert)}
-    base = [version, options_key(opts), manifest_key(plan.globals)]
-    shards = []
-    for shard in plan.shards:
-        key = combine_keys("convert-shard", *base, manifest_key(shard.entries))
-        shards.append([key, _payload({"plan": plan_path, "shard": shard.index, "options": dict(settings.convert)}, cache=cache)])
-    merge_key = combine_keys("convert-merge", version, *[k for k, _ in shards])
-    return ConvertMerge(key=merge_key, cache=cache, payload=_payload({"plan": plan_path, "shards": shards}, cache=cache))
+    plan_id = write_plan(plan_json, cache=Path(cache))
+    options = dict(settings.convert)
+    keys = convert_unit_keys(plan_json, version=version, options=options)
+    groups = [group_digest("convert-group", [keys[p] for p in g]) for g in plan_json["groups"]]  # type: ignore[attr-defined]
+    digest = combine_keys("convert-merge", version, options_key({"format": spec.format, **options}), *keys)
+    return ConvertMerge(cache=cache, digest=digest, groups=groups, plan=plan_id, options=options, version=version)
 
 
-def read_label_space(merged_dir: Path) -> dict[str, Any]:
-    coco = json.loads((merged_dir / INSTANCES_FILE).read_bytes())
-    categories = [{"name": c["name"], "supercategory": c.get("supercategory", "")} for c in sorted(coco["categories"], key=lambda c: int(c["id"]))]
-    classes_file = merged_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
-    semantic = read_class_names_file(classes_file) if classes_file.is_file() else None
-    return {"categories": categories, "semantic_classes": semantic}
-
-
-def build_checkpoint_tasks(
-    *, ckpt: CheckpointInput, merge: ConvertMerge, index: ImageIndex, plan: ShardPlan, settings: RunSettings, version: str,
-    inputs_date: str | None = None,
-) -> EvalReport:
-    plan_path = merge.data["plan"]
+def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settings: RunSettings, version: str,
+                           inputs_date: str | None = None) -> EvalReport:
+    """One EvalReport over the checkpoint's EvalGroups. Needs the merged dataset (label space, per-shard
+    ground-truth digests): it is built after the conversion phase."""
+    merged = merge.output().directory
     options = {k: v for k, v in settings.infer.items() if k not in INFER_SPEED_OPTIONS}
-    infer_opts = {"model": settings.model, **options}
-    opts_key = options_key(infer_opts)
-    shards = []
-    for shard in plan.shards:
-        if not shard.images:
-            continue
-        ikey = combine_keys("infer", version, str(index.key), ckpt.key, opts_key, manifest_key(shard.images))
-        infer = {"index": [index.key, index.payload], "model": settings.model, "checkpoint": str(ckpt.path),
-                 "checkpoint_sha256": ckpt.sha256, "checkpoint_name": ckpt.name, "options": options, "plan": plan_path, "shard": shard.index,
-                 "loader_workers": settings.infer.get("loader_workers"), "devices": list(settings.devices),
-                 "path_parts": [ckpt.key[:16], str(index.key), opts_key]}
-        ekey = combine_keys("eval-shard", version, f"stats-{STATS_FORMAT}", str(merge.key), ikey, settings.iou_type)
-        shards.append([ekey, _payload({"merge": [merge.key, merge.payload], "infer": [ikey, _payload(infer, cache=merge.cache)],
-                                       "plan": plan_path, "shard": shard.index, "iou_type": settings.iou_type,
-                                       "checkpoint_name": ckpt.name}, cache=merge.cache)])
-    header = {"checkpoint": ckpt.name, "sha256": ckpt.sha256, "model": settings.model, "dataset_key": str(merge.key),
-              "images_key": str(index.key), "segpipe": version}
-    key = combine_keys("eval-report", version, options_key(header), settings.iou_type, str(settings.html), *[k for k, _ in shards])
-    # Outside the key: touching a file changes its date, not what the report computes.
-    return EvalReport(key=key, cache=merge.cache, payload=_payload(
-        {"shards": shards, "header": header, "iou_type": settings.iou_type, "checkpoint_name": ckpt.name, "html": settings.html,
-         "inputs_date": inputs_date}, cache=merge.cache))
+    params: dict[str, Any] = dict(
+        cache=merge.cache, checkpoint=ckpt.name, checkpoint_digest=ckpt.key, model=settings.model,
+        options_digest=options_key({"model": settings.model, **options}), iou_type=settings.iou_type,
+        checkpoint_path=str(ckpt.path), checkpoint_sha256=ckpt.sha256, options=options,
+        loader_workers=settings.infer.get("loader_workers"),
+        labels_digest=options_key(stages.inference_label_space(read_label_space(merged), task=stages.model_task(model=settings.model, checkpoint=ckpt.path))),
+        plan=merge.plan, version=version, merge_digest=merge.digest, convert_groups=merge.groups, convert_options=merge.options,
+        devices=list(settings.devices),
+    )
+    probe = EvalReport(**params, digest="", groups=[], html=settings.html)
+    plan = read_plan(str(merge.cache), str(merge.plan))
+    gt_keys = read_gt_keys(merged)
+    groups = [group_digest("eval-group", [e.key for _, _, e in probe.shard_units(g, gt_keys=gt_keys)]) for g in plan["groups"]]
+    digest = combine_keys("eval-report", version, ckpt.name, ckpt.sha256, str(merge.digest), str(plan["images_key"]),
+                          settings.iou_type, str(settings.html), *groups)
+    # `inputs_date` stays outside the key: touching a file changes its date, not what the report computes.
+    return EvalReport(**params, digest=digest, groups=groups, html=settings.html, inputs_date=inputs_date)
 
 
 # In-process Luigi defaults (no global config files needed); a user's luigi.cfg still wins.
@@ -179,31 +161,40 @@ def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
 def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOutcome) -> None:
     """Build `tasks` until each is done or failed (another worker on luigid may still hold some)."""
     first = True
+    cache = Path(settings.cache)
     while True:
         result = _luigi_build(tasks, settings=settings)
         summary = _summary_dict(result.worker)
-        # Luigi counts a task as completed here even when its run() found another worker's marker and returned:
-        # the execution log, tagged with this run's id, says which ones this run really executed.
+        # Luigi counts a task as completed here even when its run() found another worker's output and returned:
+        # the execution logs, tagged with this run's id, say what this run really computed (tasks and shards).
         run_id = os.environ.get(RUN_ID_ENV, "")
-        executed = {e["task_id"] for e in read_executions(Path(settings.cache)) if e.get("run") == run_id}
-        for task in sorted(summary.get("completed", set()), key=str):
-            bucket = outcome.ran if task.task_id in executed else outcome.by_others
-            if task.task_id not in bucket:
-                bucket.append(task.task_id)
+        entries = [e for e in read_executions(cache) if e.get("run") == run_id]
+        executed = [e["task_id"] for e in entries]
+        groups = [e["task_id"] for e in read_executions(cache, log=GROUP_LOG) if e.get("run") == run_id]
+        completed = sorted(summary.get("completed", set()), key=str)
+        done_ids = {t.task_id for t in completed}
+        # A task logs its execution before computing (so that a double run shows), a shard once it is done:
+        # a task that failed did not run to the end and is not listed.
+        _extend(outcome.ran, [e["task_id"] for e in entries if e.get("kind") == "unit" or e["task_id"] in done_ids])
+        _extend(outcome.groups, [g for g in groups if g in done_ids])
+        for task in completed:
+            if task.task_id not in executed and task.task_id not in groups:
+                _extend(outcome.by_others, [task.task_id])
+            elif isinstance(task, GroupTask) and task.output().exists():
+                _extend(outcome.reused, [str(u) for u in task.output().read_marker().get("reused", [])])
         if first:
-            # Luigi does not descend into complete tasks: their whole upstream came from the cache too.
-            outcome.cached.extend(t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
-                                  if t.task_id not in outcome.cached and t.task_id not in outcome.ran)
+            # Luigi does not descend into complete tasks; list those whose output is really there.
+            _extend(outcome.cached, [t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
+                                     if t.task_id not in outcome.ran and t.complete()])
             first = False
         for task in sorted(summary.get("failed", set()), key=str):
-            path = failure_path(Path(settings.cache), task_id=task.task_id)
+            path = failure_path(cache, task_id=task.task_id)
             reason = path.read_text(encoding="utf-8").strip() if path.is_file() else "failed"
             outcome.failed[task.task_id] = reason
-            name = task.data.get("checkpoint_name") if isinstance(task, CachedTask) else None
-            if name:
-                outcome.failed_checkpoints.setdefault(str(name), f"{task.task_family}: {reason}")
+            if isinstance(task, CheckpointTask):
+                outcome.failed_checkpoints.setdefault(str(task.checkpoint), f"{task.task_family}: {reason}")
         others = summary.get("run_by_other_worker", set())
-        outcome.by_others.extend(t.task_id for t in sorted(others, key=str) if t.task_id not in outcome.by_others)
+        _extend(outcome.by_others, [t.task_id for t in sorted(others, key=str)])
         done = all(t.complete() for t in tasks)
         if done or not others:
             # Statuses while another worker still held our goals say nothing; the final one counts.
@@ -211,6 +202,12 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
                 outcome.statuses.append(result.status.name)
             return
         time.sleep(OTHER_WORKER_POLL_S)
+
+
+def _extend(bucket: list[str], items: Iterable[str]) -> None:
+    for item in items:
+        if item not in bucket:
+            bucket.append(item)
 
 
 def run_pipeline(settings: RunSettings) -> RunOutcome:
@@ -242,14 +239,20 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
         checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha,
                                            key=checkpoint_fingerprint(path, card=card, stat_cache=stat_cache)))
     stat_cache.save()
+    return run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=version, outcome=outcome)
 
+
+def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, checkpoints: list[CheckpointInput], version: str,
+              outcome: RunOutcome) -> RunOutcome:
+    """The three phases over a fingerprinted dataset (`plan`) and checkpoints; publishes into OUT."""
+    cache = settings.cache
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=version, cache=str(cache))
     phase1: list[CachedTask] = [merge]
     audit_task = None
     if settings.audit:
         from segpipe.tasks.audit import build_audit_task
 
-        audit_task = build_audit_task(merge=merge, version=version, html=settings.html)
+        audit_task = build_audit_task(merge=merge, html=settings.html)
         phase1.append(audit_task)
     run_phase(phase1, settings=settings, outcome=outcome)
     if not merge.complete():
@@ -257,33 +260,27 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
         _write_run_log(settings=settings, outcome=outcome)
         return outcome
 
-    label_space = read_label_space(merge.output().directory)
-    index_key = combine_keys("images", version, plan.images_key(), options_key(label_space))
-    index = ImageIndex(key=index_key, cache=str(cache), payload=_payload(
-        {"image_root": str(spec.image_root().resolve()), "plan": merge.data["plan"], "label_space": label_space}, cache=str(cache)))
     dataset_mtime = latest_mtime(spec.roots().values(), exclude=[settings.out, cache])
-    reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, index=index, plan=plan, settings=settings, version=version,
+    reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, settings=settings, version=version,
                                               inputs_date=_inputs_date(dataset_mtime, c.path))
                for c in checkpoints}
     run_phase(list(reports.values()), settings=settings, outcome=outcome)
 
-    rows = []
+    rows: list[list[str]] = []
     for ckpt in checkpoints:
         report = reports[ckpt.name]
         if report.complete():
-            rows.append({"checkpoint": ckpt.name, "sha256": ckpt.sha256, "report": [report.key, report.payload]})
+            rows.append([ckpt.name, ckpt.sha256, report.subdir(), ""])
         else:
             reason = outcome.failed_checkpoints.setdefault(ckpt.name, "not completed (see the luigi summary above)")
-            rows.append({"checkpoint": ckpt.name, "sha256": ckpt.sha256, "report": None, "error": reason})
-    lb_key = combine_keys("leaderboard", LEADERBOARD_FORMAT, version, *[
-        canonical_json([r["checkpoint"], r["sha256"], r["report"][0] if r["report"] else r["error"]]) for r in rows])
-    leaderboard = Leaderboard(key=lb_key, cache=str(cache), payload=_payload({"rows": rows}, cache=str(cache)))
+            rows.append([ckpt.name, ckpt.sha256, "", reason])
+    leaderboard = Leaderboard(cache=str(cache), digest=leaderboard_key(rows, version=version), rows=rows)
     run_phase([leaderboard], settings=settings, outcome=outcome)
 
     if leaderboard.complete():
         outcome.leaderboard, changed = publish_outputs(
             out=settings.out, leaderboard_dir=leaderboard.output().directory,
-            reports={r["checkpoint"]: reports[r["checkpoint"]].output().directory for r in rows if r["report"]},
+            reports={r[0]: reports[r[0]].output().directory for r in rows if r[2]},
             merged_dir=merge.output().directory, audit_dir=audit_task.output().directory if audit_task is not None and audit_task.complete() else None,
         )
         outcome.published = changed
@@ -319,6 +316,7 @@ def _exit_code(outcome: RunOutcome) -> int:
 
 
 def _write_run_log(*, settings: RunSettings, outcome: RunOutcome) -> None:
-    log = {"ran": outcome.ran, "cached": outcome.cached, "run_by_other_workers": outcome.by_others,
+    log = {"ran": outcome.ran, "cached": outcome.cached, "reused": outcome.reused, "groups": outcome.groups,
+           "run_by_other_workers": outcome.by_others,
            "failed": outcome.failed, "failed_checkpoints": outcome.failed_checkpoints, "exit_code": outcome.exit_code}
     atomic_write_text(settings.out / RUN_LOG_FILE, json.dumps(log, indent=1, sort_keys=True) + "\n")

@@ -1,4 +1,4 @@
-"""Copying a run's results from the cache into OUT (issue 5, "Outputs").
+"""Copying a run's results from the cache into OUT.
 
 OUT/leaderboard.csv (+ .parquet, + leaderboard.html unless --no-html),
 OUT/per_class_by_checkpoint.csv, OUT/checkpoints/<name>/<evaluation>/ (the evaluate reports),

@@ -1,4 +1,4 @@
-"""Where a dataset's files live per format, and how they are cut into shards (issue 5).
+"""Where a dataset's files live per format, and how they are cut into shards.
 
 A dataset is a set of labelled roots (the Oxford-IIIT Pet root; or a VOC/trimap source folder, an image
 folder, a classes or list file). Each file is one of:
@@ -7,23 +7,34 @@ folder, a classes or list file). Each file is one of:
 - an *annotation* of one image stem (an XML, a trimap);
 - a *global* file (list.txt, split lists, a classes file): every conversion shard depends on it.
 
-Shards are runs of consecutive stems in sorted order, `shard_size` stems each: one Luigi task per shard,
-never per image (Luigi's scheduler is quadratic in pending tasks, design.md "Performance habits").
+A stem goes to the shard given by a hash of the stem (`shard_of`), among a power-of-two number of
+shards chosen from the dataset size (about `shard_size` stems each). Cutting by position in the sorted
+list would shift every boundary when one image is added or removed, rerunning every shard; by hash, an
+added, removed or edited image changes only its own shard (until the dataset doubles or halves in size).
+Shards are gathered into at most `MAX_GROUPS` groups (shard index modulo the group count): a group is
+the unit Luigi schedules, because Luigi's scheduler cost grows faster than linearly with the number of
+pending tasks (https://github.com/spotify/luigi/issues/1492), while a shard is the unit of caching.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from segpipe.converters.images import is_image_name, is_utf8_name
-from segpipe.cache.fingerprints import ManifestEntry, manifest_key
+from segpipe.cache.fingerprints import ManifestEntry, combine_keys, manifest_key
 from segpipe.runner.formats import ADAPTERS
 
 FORMATS: tuple[str, ...] = ("oxford-pet", "voc", "trimap", *ADAPTERS)
 DEFAULT_SHARD_SIZE = 256
+# Upper bound on scheduling groups per checkpoint: Luigi tasks per run stay a few hundred at most however
+# many images there are (a power of two, so that groups are unions of whole hash shards).
+MAX_GROUPS = 32
 # Oxford-IIIT Pet split files: a shard gets only its own lines (header lines kept), so `--split` does not
 # report every other shard's images as missing. list.txt stays whole: it declares the categories (all
 # listed breeds, in CLASS-ID order), which must be the same in every shard.
@@ -79,8 +90,10 @@ def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
     path = entry.path
     if not is_utf8_name(path):  # never an image to infer on; the converter refuses it with a row
         return "global", ""
-    name = PurePosixPath(path).name
-    stem = PurePosixPath(path).stem
+    # String operations, not PurePosixPath: this runs for every file of the dataset on every run.
+    name = path.rpartition("/")[2]
+    dot = name.rfind(".")
+    stem = name[:dot] if 0 < dot < len(name) - 1 else name  # as PurePosixPath.stem
     if path.startswith(spec.image_prefix()) and is_image_name(name):
         return "image", stem
     if spec.format == "oxford-pet":
@@ -111,6 +124,14 @@ class Shard:
         prefix = spec.image_prefix()
         return tuple(sorted(e.path[len(prefix):] for e in self.images))
 
+    def key(self) -> str:
+        """Content key of the shard's files (images and annotations)."""
+        return manifest_key(self.entries)
+
+    def images_key(self) -> str:
+        """Content key of the shard's images alone: what inference depends on."""
+        return manifest_key(self.images)
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -118,6 +139,7 @@ class ShardPlan:
     shards: tuple[Shard, ...]
     globals: tuple[ManifestEntry, ...]
     images: tuple[ManifestEntry, ...]
+    n_groups: int = 1
 
     def images_key(self) -> str:
         return manifest_key(self.images)
@@ -126,32 +148,76 @@ class ShardPlan:
         prefix = self.spec.image_prefix()
         return tuple(sorted(e.path[len(prefix):] for e in self.images))
 
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """Shard positions (in `shards`) of each scheduling group; groups without shards are left out."""
+        found: dict[int, list[int]] = {}
+        for position, shard in enumerate(self.shards):
+            found.setdefault(shard.index % self.n_groups, []).append(position)
+        return tuple(tuple(found[g]) for g in sorted(found))
 
-def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard_size: int) -> ShardPlan:
-    """Cut the manifest into shards of `shard_size` stems (sorted), plus the global files."""
+
+def shard_of(stem: str, *, n_shards: int) -> int:
+    """The shard of a stem: a hash of its name (sha256, so independent of PYTHONHASHSEED) modulo n_shards.
+
+    >>> shard_of("Abyssinian_1", n_shards=1)
+    0
+    >>> shard_of("Abyssinian_1", n_shards=8) == shard_of("Abyssinian_1", n_shards=8)
+    True
+    """
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % n_shards
+
+
+def shard_count(n_stems: int, *, shard_size: int) -> int:
+    """The power of two nearest above n_stems / shard_size: it changes only when the dataset doubles or
+    halves, so adding or removing a few images never moves the others between shards.
+
+    >>> [shard_count(n, shard_size=256) for n in (0, 256, 257, 2000, 100_000)]
+    [1, 1, 2, 8, 512]
+    """
+    needed = max(1, -(-n_stems // shard_size))
+    return 1 << (needed - 1).bit_length()
+
+
+def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard_size: int, max_groups: int = MAX_GROUPS) -> ShardPlan:
+    """Cut the manifest into hash shards of about `shard_size` stems, plus the global files.
+
+    Empty shards are left out; a shard keeps its hash index, so shard positions may skip numbers.
+    """
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     by_stem: dict[str, list[ManifestEntry]] = {}
     globals_: list[ManifestEntry] = []
+    image_entries: set[ManifestEntry] = set()
+    annotated: set[str] = set()
     for entry in manifest:
         role, stem = classify(entry, spec=spec)
         if role == "global":
             globals_.append(entry)
         else:
             by_stem.setdefault(stem, []).append(entry)
+            if role == "image":
+                image_entries.add(entry)
+            else:
+                annotated.add(stem)
     stems = sorted(by_stem)
-    if spec.format in ADAPTERS and ADAPTERS[spec.format].annotated_only:
-        stems = [s for s in stems if any(classify(e, spec=spec)[0] == "annotation" for e in by_stem[s])]
-    if spec.format in ADAPTERS and ADAPTERS[spec.format].single_shard:
-        shard_size = max(1, len(stems))
+    adapter = ADAPTERS.get(spec.format)
+    if adapter is not None and adapter.annotated_only:
+        stems = [s for s in stems if s in annotated]
+    # One file annotating every image (CVAT) makes one shard: editing it changes every image's annotation.
+    n_shards = 1 if adapter is not None and adapter.single_shard else shard_count(len(stems), shard_size=shard_size)
+    buckets: dict[int, list[str]] = {}
+    for stem in stems:
+        buckets.setdefault(shard_of(stem, n_shards=n_shards), []).append(stem)
     shards: list[Shard] = []
-    for i in range(0, len(stems), shard_size):
-        chunk = tuple(stems[i : i + shard_size])
+    for index in sorted(buckets):
+        chunk = tuple(buckets[index])
         entries = tuple(sorted(e for s in chunk for e in by_stem[s]))
-        images = tuple(e for e in entries if classify(e, spec=spec)[0] == "image")
-        shards.append(Shard(index=len(shards), stems=chunk, entries=entries, images=images))
+        images = tuple(e for e in entries if e in image_entries)
+        shards.append(Shard(index=index, stems=chunk, entries=entries, images=images))
     all_images = tuple(e for s in shards for e in s.images)
-    return ShardPlan(spec=spec, shards=tuple(shards), globals=tuple(globals_), images=tuple(sorted(all_images)))
+    return ShardPlan(spec=spec, shards=tuple(shards), globals=tuple(globals_), images=tuple(sorted(all_images)),
+                     n_groups=min(n_shards, max_groups))
 
 
 def _filter_pet_list(text: str, *, stems: frozenset[str]) -> str:
@@ -200,38 +266,53 @@ PLANS_DIR = "plans"
 
 
 def plan_to_json(plan: ShardPlan, *, spec_json: dict[str, object]) -> dict[str, object]:
-    """Everything the tasks read about the dataset's files, as JSON (stored once per plan, by content)."""
+    """What the tasks read about the dataset's files (stored once per plan, by content; never read in
+    requires() or complete(), only in run()). Shards are listed by position; `groups` gives each
+    scheduling group's shard positions."""
     return {
         "spec": spec_json,
         "globals": [[e.path, e.size, e.sha256] for e in plan.globals],
         "image_names": list(plan.image_names()),
+        "images_key": plan.images_key(),
+        "groups": [list(g) for g in plan.groups()],
         "shards": [
             {"index": s.index, "stems": list(s.stems), "entries": [[e.path, e.size, e.sha256] for e in s.entries],
-             "image_names": list(s.image_names(spec=plan.spec))}
+             "image_names": list(s.image_names(spec=plan.spec)), "key": s.key(), "images_key": s.images_key()}
             for s in plan.shards
         ],
     }
 
 
-def write_plan(plan_json: dict[str, object], *, cache: Path, key: str) -> Path:
-    """CACHE/plans/<key>.json, written once (its name is the hash of its content).
+def plan_key(plan_json: dict[str, object]) -> str:
+    """The plan's content key (its file name under CACHE/plans/)."""
+    return combine_keys("plan", json.dumps(plan_json, sort_keys=True, separators=(",", ":")))
 
-    Tasks carry this path instead of the file lists themselves: a payload of every downstream task that
-    embedded the dataset's file list would grow with images x checkpoints x shards (and travel to luigid).
-    """
-    import json
 
+def write_plan(plan_json: dict[str, object], *, cache: Path) -> str:
+    """CACHE/plans/<key>.json, written when missing (its name is the hash of its content); returns the key."""
     from segpipe.converters.atomic_write import atomic_write_text
 
-    path = cache / PLANS_DIR / f"{key}.json"
-    if not path.is_file():
-        atomic_write_text(path, json.dumps(plan_json, sort_keys=True, separators=(",", ":")) + "\n")
-    return path
+    key = plan_key(plan_json)
+    path = plan_path(cache, key)
+    text = json.dumps(plan_json, sort_keys=True, separators=(",", ":")) + "\n"
+    # The name is the content's digest, so a damaged plan (truncated, edited) is simply written again.
+    try:
+        intact = path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        intact = False
+    if not intact:
+        atomic_write_text(path, text)
+    return key
+
+
+def plan_path(cache: Path, key: str) -> Path:
+    return Path(cache) / PLANS_DIR / f"{key}.json"
 
 
 @functools.lru_cache(maxsize=8)
-def read_plan(path: str) -> dict[str, object]:
+def read_plan(cache: str, key: str) -> dict[str, Any]:
     """The plan a task belongs to (read in run(), never in requires()/complete(); cached per process)."""
-    import json
-
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    path = plan_path(Path(cache), key)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the shard plan of this run is gone (the cache was cleared while it ran): run again")
+    return dict(json.loads(path.read_text(encoding="utf-8")))

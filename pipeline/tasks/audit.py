@@ -1,24 +1,32 @@
-"""`segpipe run --audit`: the label audit of the converted dataset as a cached task (issue 6's
-audit_dataset, called through segpipe.tasks.stages). Its key is the merged dataset's key: touching one
-annotation re-audits, a new checkpoint does not."""
+"""`segpipe run --audit`: the label audit of the converted dataset as a cached task (the same audit as
+`segpipe audit DATASET_DIR`, called through segpipe.tasks.stages). Its key is the merged dataset's
+digest: touching one annotation re-audits, a new checkpoint does not."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import luigi
 
-from segpipe.tasks import stages
-from segpipe.cache.targets import CachedTask, store_payload
-from segpipe.cache.fingerprints import combine_keys
+from segpipe.cache.targets import CachedTask
 from segpipe.reports.tables import write_table
+from segpipe.tasks import stages
 from segpipe.tasks.convert import ConvertMerge
 
 
 class AuditTask(CachedTask):
     kind = "audit"
+    merge_digest = luigi.Parameter()
+    html = luigi.BoolParameter(default=True)
+    convert_groups = luigi.ListParameter(significant=False)
+    plan = luigi.Parameter(significant=False)
+    convert_options = luigi.DictParameter(significant=False, default={})
+    version = luigi.Parameter(significant=False)
+
+    def subdir(self) -> str:
+        return f"{self.merge_digest}-{'html' if self.html else 'tables'}"
 
     def requires(self) -> ConvertMerge:
-        key, payload = self.data["merge"]
-        return ConvertMerge(key=key, cache=self.cache, payload=payload)
+        return ConvertMerge(cache=self.cache, digest=self.merge_digest, groups=self.convert_groups, plan=self.plan,
+                            options=self.convert_options, version=self.version)
 
     def compute(self) -> None:
         merged = self.requires().output().directory
@@ -26,15 +34,11 @@ class AuditTask(CachedTask):
         out = self.fresh_directory()
         write_table(out, "findings", result.findings)
         write_table(out, "summary", result.summary)
-        if self.data.get("html", True):
+        if self.html:
             stages.render_audit_html(audit_dir=out, dataset_dir=merged)
         self.finish(findings=int(len(result.findings)))
 
 
-def build_audit_task(*, merge: ConvertMerge, version: str, html: bool) -> AuditTask:
-    key = combine_keys("audit", version, str(merge.key), str(html))
-    return AuditTask(key=key, cache=merge.cache, payload=store_payload(merge.cache, {"merge": [merge.key, merge.payload], "html": html}))
-
-
-def audit_dir(task: AuditTask) -> Path:
-    return task.output().directory
+def build_audit_task(*, merge: ConvertMerge, html: bool) -> AuditTask:
+    return AuditTask(cache=merge.cache, merge_digest=merge.digest, html=html, convert_groups=merge.groups, plan=merge.plan,
+                     convert_options=merge.options, version=merge.version)

@@ -1,4 +1,4 @@
-"""Conversion as Luigi tasks: one task per shard of image stems, then one merge (issue 5).
+"""Conversion as Luigi tasks: groups of shards (each shard cached by its content), then one merge.
 
 Editing one annotation file changes one shard's key, so only that shard converts again; the merge
 re-assembles the COCO file from every shard's output (cheap), with ids re-assigned by the project's
@@ -9,6 +9,7 @@ order consistent with every shard (declared order when shards agree, else sorted
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -16,13 +17,20 @@ from typing import Any, Mapping, Sequence
 
 from segpipe.converters.coco import dumps_coco
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import DATASET_META_FILE, HEADS_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.converters.dataset_layout import (
+    DATASET_META_FILE, HEADS_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file,
+)
 from segpipe.converters.report import REPORT_FILE_NAME, Finding, format_report_csv
+import luigi
+
 from segpipe.tasks import stages
-from segpipe.cache.targets import CachedTask, link_or_copy
-from segpipe.cache.fingerprints import ManifestEntry
+from segpipe.cache.targets import CachedTask, MarkerTarget, link_or_copy
+from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, combine_keys, manifest_key, options_key
 from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
 from segpipe.runner.shards import DatasetSpec, Shard, materialize_shard_source, read_plan
+from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory, units_exist
+
+CONVERT_UNITS = "convert/shards"
 
 SHARD_DATASET = "dataset"
 SHARD_VIEW = "view"
@@ -47,46 +55,110 @@ def entries_from_json(rows: Sequence[Sequence[Any]]) -> tuple[ManifestEntry, ...
     return tuple(ManifestEntry(path=str(p), size=int(s), sha256=str(h)) for p, s, h in rows)
 
 
-class ConvertShard(CachedTask):
-    """Convert the annotations of one shard of stems (plus the global files) into a dataset dir."""
+GT_DIR = "gt"
+GT_INDEX_FILE = "gt_index.json"
 
-    kind = "convert/shards"
+
+def convert_unit_keys(plan: Mapping[str, Any], *, version: str, options: Mapping[str, Any]) -> list[str]:
+    """Content key of each shard's conversion (by shard position): its files, the global files, the
+    format and options, the package version. Pure; the driver and the tasks both use it."""
+    spec = plan["spec"]
+    base = [version, options_key({"format": spec["format"], **dict(options)}), manifest_key(entries_from_json(plan["globals"]))]
+    return [combine_keys("convert-shard", *base, str(shard["key"])) for shard in plan["shards"]]
+
+
+def group_digest(kind: str, keys: Sequence[str]) -> str:
+    return combine_keys(kind, *keys)
+
+
+class GroupTask(CachedTask):
+    """A scheduling unit over several content-addressed shard units (segpipe.tasks.units).
+
+    Its marker lists the unit folders it vouches for, and `complete()` checks that they are all still
+    there: deleting a shard folder from the cache makes the group run again and recompute just that shard.
+    """
+
+    log_as = "group"
+    group = luigi.IntParameter()
+    digest = luigi.Parameter()
 
     def subdir(self) -> str:
-        return f"{int(self.data['shard']):05d}-{self.key}"
+        return f"g{int(self.group):03d}-{self.digest}"
+
+    def complete(self) -> bool:
+        target = self.output()
+        if not target.exists():
+            return False
+        try:
+            units = target.read_marker().get("units", [])
+        except (OSError, ValueError):
+            return False
+        return all(units_exist(Path(str(self.cache)), units))
+
+
+class ConvertGroup(GroupTask):
+    """Convert the annotations of a group of shards, each shard into its own content-addressed folder."""
+
+    kind = "convert/groups"
+    plan = luigi.Parameter(significant=False)
+    options = luigi.DictParameter(significant=False, default={})
+    version = luigi.Parameter(significant=False)
 
     def compute(self) -> None:
-        data = self.data
-        plan = read_plan(data["plan"])
+        cache = Path(str(self.cache))
+        plan = read_plan(str(cache), str(self.plan))
         spec = spec_from_json(plan["spec"])
-        item = plan["shards"][int(data["shard"])]
-        shard = Shard(index=int(item["index"]), stems=tuple(item["stems"]), entries=entries_from_json(item["entries"]), images=())
-        directory = self.fresh_directory()
-        inputs = fingerprinted_files(spec.roots(), [*item["entries"], *plan["globals"]])
-        with inputs_unchanged(inputs, cache=Path(str(self.cache))):
-            view = materialize_shard_source(
-                spec=spec, shard=shard, globals_=entries_from_json(plan["globals"]), dest=directory / SHARD_VIEW
-            )
-            stages.convert_dataset(spec=view, out=directory / SHARD_DATASET, options=data["options"])
-        self.finish(view={str(directory / SHARD_VIEW / label): str(root) for label, root in spec.roots().items()})
+        keys = convert_unit_keys(plan, version=str(self.version), options=dict(self.options))
+        globals_ = entries_from_json(plan["globals"])
+        done = UnitLog()
+        for position in plan["groups"][int(self.group)]:
+            item = plan["shards"][position]
+            shard = Shard(index=int(item["index"]), stems=tuple(item["stems"]), entries=entries_from_json(item["entries"]), images=())
+
+            def convert(directory: Path, shard: Shard = shard, item: Mapping[str, Any] = item) -> dict[str, Any]:
+                # The files this shard reads must be what its key fingerprinted (segpipe.cache.input_check).
+                inputs = fingerprinted_files(spec.roots(), [*item["entries"], *plan["globals"]])
+                with inputs_unchanged(inputs, cache=cache):
+                    view = materialize_shard_source(spec=spec, shard=shard, globals_=globals_, dest=directory / SHARD_VIEW)
+                    stages.convert_dataset(spec=view, out=directory / SHARD_DATASET, options=dict(self.options))
+                return {"view": {str(directory / SHARD_VIEW / label): str(root) for label, root in spec.roots().items()}}
+
+            done.add(ensure_unit(cache, Unit("ConvertShard", CONVERT_UNITS, keys[position], f"s{shard.index:05d}"), convert))
+        self.fresh_directory()
+        self.finish(**done.marker())
 
 
 class ConvertMerge(CachedTask):
-    """Merge every shard's dataset dir into one converted dataset dir (instances.json, semantic/, ...)."""
+    """Merge every shard's dataset dir into one converted dataset dir (instances.json, semantic/, ...),
+    plus each shard's own ground truth (gt/<digest>.json, categories numbered as in the merged file) and
+    gt_index.json, the digest of each shard's ground truth: what evaluation shards are keyed on."""
 
     kind = "convert/merged"
+    digest = luigi.Parameter()
+    groups = luigi.ListParameter(significant=False)  # the ConvertGroup digests, by group
+    plan = luigi.Parameter(significant=False)
+    options = luigi.DictParameter(significant=False, default={})
+    version = luigi.Parameter(significant=False)
 
-    def requires(self) -> list[ConvertShard]:
-        return [ConvertShard(key=k, cache=self.cache, payload=p) for k, p in self.data["shards"]]
+    def subdir(self) -> str:
+        return str(self.digest)
+
+    def requires(self) -> list[ConvertGroup]:
+        return [ConvertGroup(cache=self.cache, group=i, digest=d, plan=self.plan, options=self.options, version=self.version)
+                for i, d in enumerate(self.groups)]
 
     def compute(self) -> None:
-        spec = spec_from_json(read_plan(self.data["plan"])["spec"])
+        cache = Path(str(self.cache))
+        plan = read_plan(str(cache), str(self.plan))
+        spec = spec_from_json(plan["spec"])
+        keys = convert_unit_keys(plan, version=str(self.version), options=dict(self.options))
+        shard_dirs = [unit_directory(cache, CONVERT_UNITS, k) for k in keys]
+        views = [MarkerTarget(d).read_marker().get("view", {}) for d in shard_dirs]
         out = self.fresh_directory()
-        shard_dirs = [t.output().directory for t in self.requires()]
-        views = [t.output().read_marker().get("view", {}) for t in self.requires()]
         datasets = [d / SHARD_DATASET for d in shard_dirs]
-        coco_parts = [json.loads((d / INSTANCES_FILE).read_bytes()) for d in datasets if (d / INSTANCES_FILE).is_file()]
-        atomic_write_bytes(out / INSTANCES_FILE, dumps_coco(merge_coco(coco_parts)))
+        coco_parts = [json.loads((d / INSTANCES_FILE).read_bytes()) if (d / INSTANCES_FILE).is_file() else None for d in datasets]
+        merged = merge_coco([p for p in coco_parts if p is not None])
+        atomic_write_bytes(out / INSTANCES_FILE, dumps_coco(merged))
         heads = [json.loads((d / HEADS_FILE).read_bytes()) for d in datasets if (d / HEADS_FILE).is_file()]
         if heads:
             atomic_write_bytes(out / HEADS_FILE, dumps_coco(merge_coco(heads)))
@@ -97,7 +169,44 @@ class ConvertMerge(CachedTask):
             meta = json.loads(_unview((datasets[0] / DATASET_META_FILE).read_text(encoding="utf-8"), view=views[0], as_json=True))
         meta = {**meta, "format": spec.format, "image_root": str(spec.image_root().resolve())}
         atomic_write_text(out / DATASET_META_FILE, json.dumps(meta, sort_keys=True, indent=2) + "\n")
+        index = [_write_shard_gt(part=part, categories=merged["categories"], stems=plan["shards"][i]["stems"], merged=out)
+                 for i, part in enumerate(coco_parts)]
+        atomic_write_text(out / GT_INDEX_FILE, json.dumps({"shards": index, "labels": label_space(out, categories=merged["categories"])}, sort_keys=True) + "\n")
         self.finish(shards=len(shard_dirs))
+
+
+def label_space(merged: Path, *, categories: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Category names (in id order) and semantic classes of a converted dataset dir."""
+    categories = [{"name": c["name"], "supercategory": c.get("supercategory", "")} for c in sorted(categories, key=lambda c: int(c["id"]))]
+    classes_file = merged / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
+    semantic = read_class_names_file(classes_file) if classes_file.is_file() else None
+    return {"categories": categories, "semantic_classes": semantic}
+
+
+def shard_ground_truth(part: Mapping[str, Any] | None, *, categories: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One shard's COCO with the merged file's categories (ids by name); image and annotation ids stay the
+    shard's own (by sorted file name), so the shard's bytes do not depend on any other shard. Pure."""
+    if part is None:
+        return {"images": [], "annotations": [], "categories": [dict(c) for c in categories]}
+    new_id = {str(c["name"]): int(c["id"]) for c in categories}
+    old_name = {int(c["id"]): str(c["name"]) for c in part.get("categories", [])}
+    anns = [{**a, "category_id": new_id[old_name[int(a["category_id"])]]} for a in part.get("annotations", [])]
+    return {**part, "annotations": anns, "categories": [dict(c) for c in categories]}
+
+
+def _write_shard_gt(*, part: Mapping[str, Any] | None, categories: Sequence[Mapping[str, Any]], stems: Sequence[str], merged: Path) -> str:
+    """Write gt/<digest>.json for one shard; the digest also covers its semantic maps and the class list."""
+    data = dumps_coco(shard_ground_truth(part, categories=categories))
+    digest = hashlib.sha256(data)
+    classes = merged / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
+    digest.update(classes.read_bytes() if classes.is_file() else b"")
+    for stem in sorted(stems):
+        png = merged / SEMANTIC_DIR / f"{stem}.png"
+        if png.is_file():
+            digest.update(f"\0{stem}\0".encode("utf-8", "surrogateescape") + png.read_bytes())
+    key = digest.hexdigest()[:KEY_LENGTH]
+    atomic_write_bytes(merged / GT_DIR / f"{key}.json", data)
+    return key
 
 
 def merge_category_order(parts: Sequence[Sequence[str]]) -> list[str]:

@@ -1,33 +1,40 @@
-"""Evaluation as Luigi tasks: additive statistics per shard, one report per checkpoint, a leaderboard.
+"""Inference + evaluation as Luigi tasks: one task per checkpoint per group of shards.
 
 Per-shard statistics (instance match records, confusion matrices) are additive, so the report of a
-checkpoint is the merge of its shards' statistics (design.md, torchmetrics style). Predictions are
-matched to the ground truth by image file name: inference numbers images in its own image index, which
-knows nothing of annotations (issue 5, property 2).
+checkpoint is the merge of its shards' statistics (torchmetrics style). Each evaluation shard reads and is
+keyed on its own ground truth only (the merge writes one file per shard), so one edited annotation
+reruns one evaluation shard per checkpoint. Predictions are matched to the ground truth by image file
+name: inference numbers images in its own shard index, which knows nothing of annotations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import math
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Sequence
 
+import luigi
 import numpy as np
-import pandas as pd
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, read_class_names_file
+from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.layout import RESULTS_FILE
-from segpipe.tasks import stages
+from segpipe.cache.fingerprints import combine_keys
+from segpipe.cache.input_check import Expected, inputs_unchanged
 from segpipe.cache.targets import CachedTask
+from segpipe.runner.gpu_slots import gpu_slot
+from segpipe.runner.progress import image_progress
 from segpipe.runner.shards import read_plan
-from segpipe.reports.tables import write_table
-from segpipe.tasks.convert import ConvertMerge
-from segpipe.tasks.infer import INDEX_DATASET, PRED_DIR, InferShard
+from segpipe.tasks import stages
+from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, spec_from_json
+from segpipe.tasks.infer import INDEX_DATASET, PRED_DIR, infer_unit_key, infer_unit_kind, write_shard_index
+from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory
+
+EVAL_UNITS = "eval/shards"
 
 # Shard statistics are data only (numpy arrays without pickles + JSON): the cache may be on a shared file
 # system, and loading a pickle from it would run whatever code anyone who can write there put in it.
@@ -40,7 +47,6 @@ SUMMARY_FILE = "summary.json"
 PER_CLASS_LONG = "per_class_long.csv"
 REPORT_DIR = "report"
 SEMANTIC_EVAL = "semantic"
-LONG_COLUMNS = ["checkpoint", "evaluation", "category", "metric", "value"]
 # Part of the leaderboard's key: bump when the leaderboard's files change, so cached leaderboards are redone.
 LEADERBOARD_FORMAT = "leaderboard-2 (intervals, best, comparison)"
 
@@ -55,45 +61,145 @@ def remap_results(*, results: list[dict[str, Any]], index_names: dict[int, str],
     return out
 
 
-class EvalShard(CachedTask):
-    """Additive evaluation statistics of one checkpoint on one shard."""
+def eval_unit_key(*, version: str, infer_key: str, gt_key: str, iou_type: str) -> str:
+    return combine_keys("eval-shard", version, f"stats-{STATS_FORMAT}", infer_key, gt_key, iou_type)
 
-    kind = "eval/shards"
 
-    def requires(self) -> dict[str, Any]:
-        (mkey, mpayload), (ikey, ipayload) = self.data["merge"], self.data["infer"]
-        return {"gt": ConvertMerge(key=mkey, cache=self.cache, payload=mpayload),
-                "pred": InferShard(key=ikey, cache=self.cache, payload=ipayload)}
+def read_label_space(merged_dir: Path) -> dict[str, Any]:
+    """Category names and semantic classes of the merged dataset (what maps model outputs to ids), as the
+    merge recorded them beside the per-shard ground truth: a small file, not the whole instances.json."""
+    return dict(json.loads((merged_dir / GT_INDEX_FILE).read_text(encoding="utf-8"))["labels"])
+
+
+class CheckpointTask(CachedTask):
+    """Parameters shared by a checkpoint's tasks: what it is (name, digest, model, options digest, IoU type)
+    as significant parameters; where things are (paths, the plan, the conversion's groups) as insignificant
+    ones, from which `requires()` rebuilds the conversion tasks."""
+
+    checkpoint = luigi.Parameter()
+    checkpoint_digest = luigi.Parameter()
+    model = luigi.Parameter()
+    options_digest = luigi.Parameter()
+    iou_type = luigi.Parameter()
+    checkpoint_path = luigi.Parameter(significant=False)
+    checkpoint_sha256 = luigi.Parameter(significant=False)
+    options = luigi.DictParameter(significant=False, default={})
+    loader_workers = luigi.OptionalIntParameter(significant=False, default=None)
+    labels_digest = luigi.Parameter(significant=False)
+    plan = luigi.Parameter(significant=False)
+    version = luigi.Parameter(significant=False)
+    merge_digest = luigi.Parameter(significant=False)
+    convert_groups = luigi.ListParameter(significant=False)
+    convert_options = luigi.DictParameter(significant=False, default={})
+    # GPU indices (`--devices`): an inference takes a free one; the key says only "cuda", as the outputs do
+    # not depend on which GPU ran them.
+    devices = luigi.ListParameter(significant=False, default=[])
+
+    def merge_task(self) -> ConvertMerge:
+        return ConvertMerge(cache=self.cache, digest=self.merge_digest, groups=self.convert_groups, plan=self.plan,
+                            options=self.convert_options, version=self.version)
+
+    def shard_units(self, positions: Sequence[int], *, gt_keys: Sequence[str]) -> list[tuple[int, Unit, Unit]]:
+        """(position, inference unit, evaluation unit) of each shard position. Pure given the plan."""
+        plan = read_plan(str(self.cache), str(self.plan))
+        kind = infer_unit_kind(checkpoint_digest=str(self.checkpoint_digest), options_digest=str(self.options_digest))
+        out = []
+        for position in positions:
+            shard = plan["shards"][position]
+            ikey = infer_unit_key(version=str(self.version), checkpoint_digest=str(self.checkpoint_digest),
+                                  options_digest=str(self.options_digest), labels_digest=str(self.labels_digest),
+                                  images_key=str(shard["images_key"]))
+            ekey = eval_unit_key(version=str(self.version), infer_key=ikey, gt_key=gt_keys[position], iou_type=str(self.iou_type))
+            label = f"{self.checkpoint}_s{int(shard['index']):05d}"
+            out.append((position, Unit("InferShard", kind, ikey, label), Unit("EvalShard", EVAL_UNITS, ekey, label)))
+        return out
+
+
+def read_gt_keys(merged_dir: Path) -> list[str]:
+    """Each shard's ground-truth digest (by shard position), as the merge wrote them."""
+    return [str(k) for k in json.loads((merged_dir / GT_INDEX_FILE).read_text(encoding="utf-8"))["shards"]]
+
+
+class EvalGroup(GroupTask, CheckpointTask):
+    """Inference and evaluation statistics of one checkpoint on one group of shards. The model is loaded
+    once (only if some shard's inference is missing) and each shard is cached on its own."""
+
+    kind = "eval/groups"
+
+    def requires(self) -> ConvertMerge:
+        return self.merge_task()
 
     def compute(self) -> None:
-        data = self.data
-        gt_dir = self.requires()["gt"].output().directory
-        infer = self.requires()["pred"]
-        pred_dir = infer.output().directory / PRED_DIR
-        gt = json.loads((gt_dir / INSTANCES_FILE).read_bytes())
-        gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
-        names = [n for n in read_plan(data["plan"])["shards"][int(data["shard"])]["image_names"] if n in gt_ids]
-        stats: dict[str, Any] = {}
-        results_path = pred_dir / RESULTS_FILE
-        # A semantic model's results.json holds connected components at best: it is scored as semantic
-        # segmentation, and instance metrics are for instance models.
-        task = stages.inference_task(pred_dir)
-        if results_path.is_file() and task in ("instance", None):
-            index = json.loads((infer.requires().output().directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())
-            index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
-            results = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
-            stats[INSTANCE_EVAL] = stages.instance_shard_stats(
-                gt=gt, results=results, iou_type=data["iou_type"], image_ids=[gt_ids[n] for n in names]
-            )
-        classes_file = gt_dir / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
-        if classes_file.is_file() and (pred_dir / SEMANTIC_DIR).is_dir() and task in ("semantic", None):
-            stats[SEMANTIC_EVAL] = _semantic_shard(
-                names=names, gt_dir=gt_dir / SEMANTIC_DIR, pred_dir=pred_dir / SEMANTIC_DIR,
-                class_names=read_class_names_file(classes_file),
-            )
-        directory = self.fresh_directory()
-        write_shard_stats(directory, stats=stats)
-        self.finish(images=len(names), evaluations=sorted(stats))
+        cache = Path(str(self.cache))
+        merged = self.requires().output().directory
+        plan = read_plan(str(cache), str(self.plan))
+        label_space = stages.inference_label_space(
+            read_label_space(merged), task=stages.model_task(model=str(self.model), checkpoint=Path(str(self.checkpoint_path))))
+        image_root = spec_from_json(plan["spec"]).image_root().resolve()
+        gt_index = read_gt_keys(merged)
+        session: list[Any] = []  # loaded at the first shard that needs inference
+        prefix = spec_from_json(plan["spec"]).image_prefix()
+        checkpoint = Path(str(self.checkpoint_path))
+
+        def infer(directory: Path, position: int) -> dict[str, Any]:
+            shard = plan["shards"][position]
+            n = write_shard_index(directory=directory, image_root=image_root, names=shard["image_names"], label_space=label_space)
+            indexed = {str(im["file_name"]) for im in json.loads((directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())["images"]}
+            # The images this shard reads, and the checkpoint, must be what the key fingerprinted.
+            inputs: list[Expected] = [(image_root / str(path)[len(prefix):], int(size), str(sha)) for path, size, sha in shard["entries"]
+                                      if str(path).startswith(prefix) and str(path)[len(prefix):] in indexed]
+            inputs.append((checkpoint, None, str(self.checkpoint_sha256)))
+            with inputs_unchanged(inputs, cache=cache):
+                if n:
+                    if not session:
+                        options = dict(self.options)
+                        if self.devices:  # hold one free GPU of `--devices` for the rest of this group
+                            gpu = stack.enter_context(gpu_slot(cache, list(self.devices)))
+                            options["device"] = f"cuda:{gpu}"
+                        session.append(stages.inference_session(
+                            model=str(self.model), checkpoint=checkpoint, options=options,
+                            loader_workers=self.loader_workers, checkpoint_sha256=str(self.checkpoint_sha256)))
+                    session[0].run(dataset=directory / INDEX_DATASET, out=directory / PRED_DIR, progress=image_progress())
+                else:
+                    (directory / PRED_DIR).mkdir(parents=True, exist_ok=True)
+            return {"images": n}
+
+        done = UnitLog()
+        with contextlib.ExitStack() as stack:
+            for position, iunit, eunit in self.shard_units(plan["groups"][int(self.group)], gt_keys=gt_index):
+                done.add(ensure_unit(cache, iunit, lambda d, p=position: infer(d, p)))
+                idir = unit_directory(cache, iunit.kind, iunit.key)
+                done.add(ensure_unit(cache, eunit, lambda d, p=position, i=idir: evaluate_shard(
+                    directory=d, infer_dir=i, merged=merged, gt_key=gt_index[p], iou_type=str(self.iou_type))))
+        self.fresh_directory()
+        self.finish(**done.marker())
+
+
+def evaluate_shard(*, directory: Path, infer_dir: Path, merged: Path, gt_key: str, iou_type: str) -> dict[str, Any]:
+    """Additive statistics of one shard: its own ground truth (gt/<key>.json, shard-local image ids) against
+    its own predictions, matched by file name. Writes stats.npz + stats.json into `directory`."""
+    pred_dir = infer_dir / PRED_DIR
+    gt = json.loads((merged / GT_DIR / f"{gt_key}.json").read_bytes())
+    gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
+    names = sorted(gt_ids)
+    stats: dict[str, Any] = {}
+    results_path = pred_dir / RESULTS_FILE
+    # A semantic model's results.json holds connected components at best: it is scored as semantic
+    # segmentation, and instance metrics are for instance models.
+    task = stages.inference_task(pred_dir)
+    if results_path.is_file() and task in ("instance", None):
+        index = json.loads((infer_dir / INDEX_DATASET / INSTANCES_FILE).read_bytes())
+        index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
+        results = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
+        stats[INSTANCE_EVAL] = stages.instance_shard_stats(gt=gt, results=results, iou_type=iou_type, image_ids=[gt_ids[n] for n in names])
+    classes_file = merged / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
+    if classes_file.is_file() and (pred_dir / SEMANTIC_DIR).is_dir() and task in ("semantic", None):
+        stats[SEMANTIC_EVAL] = _semantic_shard(
+            names=names, gt_dir=merged / SEMANTIC_DIR, pred_dir=pred_dir / SEMANTIC_DIR,
+            class_names=read_class_names_file(classes_file),
+        )
+    write_shard_stats(directory, stats=stats)
+    return {"images": len(names), "evaluations": sorted(stats)}
 
 
 def _semantic_shard(*, names: list[str], gt_dir: Path, pred_dir: Path, class_names: list[str]) -> dict[str, Any]:
@@ -192,182 +298,4 @@ def read_shard_stats(directory: Path) -> dict[str, Any]:
         raise EvaluationError(path, "", f"not readable shard statistics: {type(err).__name__}: {err}") from err
     return shard_stats_from_arrays(arrays, meta, path=str(path))
 
-
-class EvalReport(CachedTask):
-    """One checkpoint's reports: the merge of its shards' statistics, written as tables (+ HTML)."""
-
-    kind = "eval/reports"
-
-    def requires(self) -> list[EvalShard]:
-        return [EvalShard(key=k, cache=self.cache, payload=p) for k, p in self.data["shards"]]
-
-    def compute(self) -> None:
-        data = self.data
-        parts = [read_shard_stats(t.output().directory) for t in self.requires()]
-        out = self.fresh_directory()
-        header = {**data["header"], **_inference_classes(self.requires())}
-        if data.get("inputs_date"):  # the user's inputs' date, not the cache files' (those change with every clean run)
-            header["inputs_date"] = data["inputs_date"]
-        summaries: dict[str, list[list[Any]]] = {}
-        long_rows: list[pd.DataFrame] = []
-        if parts and all(INSTANCE_EVAL in p for p in parts):
-            name = data["iou_type"]
-            report = stages.instance_report(stats=[p[INSTANCE_EVAL] for p in parts])
-            stages.write_instance_report(report=report, out=out / REPORT_DIR / name,
-                                         header={**header, "evaluation": name, "task": "instances"})
-            stages.write_report_records(out / REPORT_DIR / name, instance=[p[INSTANCE_EVAL] for p in parts])
-            summaries[name] = _summary_dict(report.summary)
-            long_rows.append(_per_class_long(report.per_class, evaluation=name))
-        if parts and all(SEMANTIC_EVAL in p for p in parts):
-            report = _semantic_merge([p[SEMANTIC_EVAL] for p in parts])
-            stages.write_semantic_report(report=report, out=out / REPORT_DIR / SEMANTIC_EVAL,
-                                         header={**header, "evaluation": SEMANTIC_EVAL, "task": "semantic"})
-            stages.write_report_records(out / REPORT_DIR / SEMANTIC_EVAL, semantic=[p[SEMANTIC_EVAL] for p in parts])
-            summaries[SEMANTIC_EVAL] = _summary_dict(report.summary)
-            long_rows.append(_per_class_long(report.per_class, evaluation=SEMANTIC_EVAL))
-        if not summaries:
-            raise RuntimeError(f"checkpoint {header.get('checkpoint')}: inference produced nothing to evaluate")
-        if data.get("html", True):
-            gt_dir = self.requires()[0].requires()["gt"].output().directory if self.requires() else None
-            for evaluation in sorted(summaries):
-                report_dir = out / REPORT_DIR / evaluation
-                gallery = None if gt_dir is None else _gallery_inputs(
-                    shards=self.requires(), evaluation=evaluation, report_dir=report_dir, gt_dir=gt_dir)
-                stages.render_evaluate_html(report_dir=report_dir, gallery=gallery)
-        long_table = pd.concat(long_rows, ignore_index=True)
-        atomic_write_text(out / PER_CLASS_LONG, long_table.to_csv(index=False, lineterminator="\n"))
-        atomic_write_text(out / SUMMARY_FILE, json.dumps(summaries, sort_keys=True, indent=1) + "\n")
-        self.finish(evaluations=sorted(summaries))
-
-
-def _inference_classes(shards: list[EvalShard]) -> dict[str, Any]:
-    """How the model's classes met the dataset's (the same in every shard): dropped classes and what is scored."""
-    for shard in shards:
-        meta = shard.requires()["pred"].output().directory / PRED_DIR / "meta.json"
-        if meta.is_file():
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            return {k: data[k] for k in ("dropped_model_classes", "n_dropped_model_outputs", "scoring") if k in data}
-    return {}
-
-
-GALLERY_DIR = "gallery"
-GALLERY_SIZE = 24  # segpipe.reports.html's default number of worst images
-
-
-def _gallery_inputs(*, shards: list[EvalShard], evaluation: str, report_dir: Path, gt_dir: Path) -> Any:
-    """The worst images' predictions gathered from the inference shards into REPORT/gallery/, so the page
-    can draw GT and prediction side by side (a bounded copy: GALLERY_SIZE images, whatever the dataset size)."""
-    from segpipe.reports import data as report_data
-    from segpipe.reports.gallery import GallerySource
-
-    infer_dirs = [s.requires()["pred"].output().directory / PRED_DIR for s in shards]
-    gallery = report_dir / GALLERY_DIR
-    per_image = report_data.read_table(report_dir, "per_image")
-    common = {"image_root": DatasetDir(gt_dir).image_root, "gt_coco": gt_dir / INSTANCES_FILE}
-    if evaluation == SEMANTIC_EVAL:
-        worst = report_data.worst_semantic_images(per_image, n=GALLERY_SIZE)
-        names = [str(f) for f in worst.get("file", [])]
-        for name in names:
-            source = next((d / SEMANTIC_DIR / name for d in infer_dirs if (d / SEMANTIC_DIR / name).is_file()), None)
-            if source is not None:
-                atomic_write_bytes(gallery / SEMANTIC_DIR / name, source.read_bytes())
-        return GallerySource(**common, gt_semantic_dir=gt_dir / SEMANTIC_DIR, pred_semantic_dir=gallery / SEMANTIC_DIR)
-    gt = json.loads((gt_dir / INSTANCES_FILE).read_bytes())
-    gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
-    wanted = {int(i) for i in report_data.worst_instance_images(per_image, n=GALLERY_SIZE).get("image_id", [])}
-    picked: list[dict[str, Any]] = []
-    index_names: dict[int, str] | None = None  # every inference shard of a checkpoint shares one image index
-    for shard in shards:
-        infer = shard.requires()["pred"]
-        results_path = infer.output().directory / PRED_DIR / RESULTS_FILE
-        if not results_path.is_file():
-            continue
-        if index_names is None:
-            index = json.loads((infer.requires().output().directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())
-            index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
-        remapped = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
-        picked.extend(r for r in remapped if int(r["image_id"]) in wanted)
-    picked.sort(key=lambda r: (int(r["image_id"]), -float(r.get("score", 0.0))))
-    atomic_write_text(gallery / RESULTS_FILE, json.dumps(picked, sort_keys=True) + "\n")
-    return GallerySource(**common, results=gallery / RESULTS_FILE)
-
-
-def _semantic_merge(shards: list[dict[str, Any]]) -> Any:
-    """One semantic report from per-shard confusions (summed), per-image rows and notes."""
-    per_image = pd.DataFrame([r for s in shards for r in s["per_image"]])
-    if not per_image.empty:
-        per_image = per_image.sort_values("file", kind="stable").reset_index(drop=True)
-    notes = pd.DataFrame([r for s in shards for r in s["notes"]], columns=stages.semantic_notes_columns())
-    return stages.semantic_report(
-        confusion=np.add.reduce([s["confusion"] for s in shards]), class_names=shards[0]["class_names"],
-        per_image=per_image if not per_image.empty else None, notes=notes,
-    )
-
-
-def _summary_dict(summary: pd.DataFrame) -> list[list[Any]]:
-    """(metric, value) pairs in the evaluator's order (JSON objects would get their keys sorted)."""
-    return [[str(m), float(v)] for m, v in zip(summary["metric"], summary["value"])]
-
-
-def _per_class_long(per_class: pd.DataFrame, *, evaluation: str) -> pd.DataFrame:
-    """Per-class table -> rows (evaluation, category, metric, value); the first text column names the class."""
-    label = next(c for c in per_class.columns if not pd.api.types.is_numeric_dtype(per_class[c]))
-    # Ids (category_id) are not metrics.
-    numeric = [c for c in per_class.columns
-               if c != label and not str(c).endswith("_id") and pd.api.types.is_numeric_dtype(per_class[c])]
-    long = per_class.melt(id_vars=[label], value_vars=numeric, var_name="metric", value_name="value")
-    long = long.rename(columns={label: "category"})
-    long.insert(0, "evaluation", evaluation)
-    return long[["evaluation", "category", "metric", "value"]]
-
-
-def leaderboard_compute(*, rows: list[dict[str, Any]], summaries: dict[str, dict[str, list[list[Any]]]]) -> pd.DataFrame:
-    """One row per checkpoint, sorted by AP (instance) or mIoU (semantic), failed checkpoints last. Pure."""
-    records = []
-    for row in rows:
-        record: dict[str, Any] = {"checkpoint": row["checkpoint"], "sha256": row["sha256"],
-                                  "status": "failed" if row.get("error") else "ok", "error": row.get("error") or ""}
-        for evaluation, metrics in sorted(summaries.get(row["checkpoint"], {}).items()):
-            record.update({str(m): v for m, v in metrics})
-        records.append(record)
-    table = pd.DataFrame(records)
-    sort_metric = next((m for m in ("AP", "mIoU") if m in table.columns), None)
-    key = table[sort_metric].map(lambda v: -v if isinstance(v, float) and not math.isnan(v) else math.inf) if sort_metric else 0
-    table = table.assign(_failed=table["status"] == "failed", _key=key)
-    table = table.sort_values(["_failed", "_key", "checkpoint"], kind="stable").drop(columns=["_failed", "_key"])
-    return table.reset_index(drop=True)
-
-
-class Leaderboard(CachedTask):
-    """leaderboard.csv and per_class_by_checkpoint.csv for every checkpoint of the run."""
-
-    kind = "leaderboard"
-
-    def requires(self) -> list[EvalReport]:
-        return [EvalReport(key=r["report"][0], cache=self.cache, payload=r["report"][1]) for r in self.data["rows"] if r.get("report")]
-
-    def compute(self) -> None:
-        from segpipe.tasks.leaderboard_stats import with_intervals
-
-        rows = self.data["rows"]
-        summaries: dict[str, dict[str, list[list[Any]]]] = {}
-        report_dirs: dict[str, Path] = {}
-        long_tables: list[pd.DataFrame] = []
-        for row in rows:
-            if not row.get("report"):
-                continue
-            report_dir = EvalReport(key=row["report"][0], cache=self.cache, payload=row["report"][1]).output().directory
-            summaries[row["checkpoint"]] = json.loads((report_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-            report_dirs[row["checkpoint"]] = report_dir / REPORT_DIR
-            long = pd.read_csv(io.StringIO((report_dir / PER_CLASS_LONG).read_text(encoding="utf-8")), keep_default_na=False, na_values=[""])
-            long.insert(0, "checkpoint", row["checkpoint"])
-            long_tables.append(long)
-        out = self.fresh_directory()
-        table = leaderboard_compute(rows=rows, summaries=summaries)
-        table = with_intervals(table, report_dirs=report_dirs, out=out)  # intervals, best.json, comparison/
-        write_table(out, "leaderboard", table)
-        long = pd.concat(long_tables, ignore_index=True) if long_tables else pd.DataFrame(columns=LONG_COLUMNS)
-        long = long.sort_values(["checkpoint", "evaluation"], kind="stable").reset_index(drop=True)
-        write_table(out, "per_class_by_checkpoint", long[LONG_COLUMNS])
-        self.finish(checkpoints=len(rows))
 

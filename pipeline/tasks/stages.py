@@ -2,7 +2,7 @@
 report writers, audit, HTML). If one of their signatures drifts, this file is the only one to fix.
 
 Imports happen inside the functions: the Luigi task modules import this module, and a cached rerun must
-not pay for torch/torchvision (issue 5, property 1). Only `infer_shard` reaches torch.
+not pay for torch/torchvision. Only `inference_session` reaches torch.
 """
 
 from __future__ import annotations
@@ -61,20 +61,41 @@ def model_card_of(checkpoint: Path) -> Path | None:
     return model_card_path(checkpoint)
 
 
-def infer_shard(
-    *, model: str, checkpoint: Path, dataset: Path, out: Path, image_ids: Sequence[int], options: Mapping[str, Any],
-    loader_workers: int | None, checkpoint_sha256: str | None = None,
+def inference_session(
+    *, model: str, checkpoint: Path, options: Mapping[str, Any], loader_workers: int | None, checkpoint_sha256: str | None = None,
 ) -> Any:
-    """Inference over one shard of image ids; torch is imported here and only here. `checkpoint_sha256` is the
-    driver's digest of the checkpoint, so a shard does not read and hash the whole file again."""
-    from segpipe.inference.engine import run_inference
-    from segpipe.runner.progress import image_progress
+    """A checkpoint loaded once for several shards (segpipe.inference.engine.InferenceSession); torch is
+    imported here and only here. `checkpoint_sha256` is the driver's digest of the checkpoint, so the file
+    is not read and hashed again."""
+    from segpipe.inference.engine import InferenceSession
 
     kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
-    return run_inference(
-        model=model, checkpoint=checkpoint, dataset=dataset, out=out, image_ids=list(image_ids), progress=image_progress(),
-        workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs,
-    )
+    return InferenceSession(model=model, checkpoint=checkpoint, workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs)
+
+
+def model_task(*, model: str, checkpoint: Path) -> str | None:
+    """"semantic" or "instance" for a model name (a TorchScript file's model card says which), without
+    importing torch; None for an unknown name (the inference task then fails with the engine's message)."""
+    from segpipe.inference.checkpoints import InferenceError, read_model_card
+    from segpipe.inference.models import SEMANTIC, TORCHSCRIPT, model_spec
+
+    try:
+        spec = model_spec(model)
+        return (read_model_card(checkpoint).task or SEMANTIC) if spec.name == TORCHSCRIPT else spec.task
+    except InferenceError:
+        return None
+
+
+def inference_label_space(label_space: Mapping[str, Any], *, task: str | None) -> dict[str, Any]:
+    """The part of a dataset's label space a model's outputs are mapped onto, hence what its inference is
+    keyed on: a semantic model's classes map onto the semantic classes (its connected-component results
+    are not scored by `segpipe run`, so the category list, e.g. `--categories breed|species`, does not
+    matter to it); an instance model's classes map onto the categories."""
+    if task == "semantic":
+        return {"categories": [], "semantic_classes": label_space.get("semantic_classes")}
+    if task == "instance":
+        return {"categories": list(label_space.get("categories", [])), "semantic_classes": None}
+    return dict(label_space)
 
 
 def inference_task(pred_dir: Path) -> str | None:

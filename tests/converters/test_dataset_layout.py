@@ -77,7 +77,7 @@ def test_one_classes_reader_for_every_command(tmp_path: Path) -> None:
     from segpipe.cli.evaluate_semantic import read_class_names
     from segpipe.converters.dataset_layout import class_names_option, read_class_names_file
     from segpipe.inference.data import parse_class_names as infer_classes
-    from segpipe.runner.driver import read_label_space
+    from segpipe.tasks.convert import label_space  # what `segpipe run` records of a converted dataset dir
 
     (tmp_path / "semantic").mkdir()
     classes = tmp_path / "semantic" / "classes.txt"
@@ -87,7 +87,7 @@ def test_one_classes_reader_for_every_command(tmp_path: Path) -> None:
     assert read_class_names_file(classes) == expected
     assert read_class_names(None, gt_dir=tmp_path / "semantic") == expected
     assert list(infer_classes(str(classes))) == expected
-    assert read_label_space(tmp_path)["semantic_classes"] == expected
+    assert label_space(tmp_path, categories=[])["semantic_classes"] == expected
     many = [f"class_{i:03d}" for i in range(150)]
     assert class_names_option(",".join(many)) == many
     assert list(infer_classes(", ".join(many))) == many

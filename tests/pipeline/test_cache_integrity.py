@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import luigi
 import pytest
 from PIL import Image
 
@@ -28,6 +29,10 @@ class SlowTask(CachedTask):
     """Writes its files one by one, slowly, each stamped with the writing process."""
 
     kind = "slow"
+    key = luigi.Parameter()
+
+    def subdir(self) -> str:
+        return str(self.key)
 
     def compute(self) -> None:
         out = self.fresh_directory()
@@ -133,8 +138,8 @@ def test_damaged_cache_entries_are_recomputed_not_trusted(world: Path, tmp_path:
     with open(cache / "log" / EXECUTION_LOG, "ab") as fh:
         fh.write(b"not json\n")
     (cache / "fingerprints" / STAT_CACHE_FILE).write_text("[")
-    payload = sorted((cache / "payloads").glob("*.json"))[0]
-    payload.write_bytes(payload.read_bytes()[:10])
+    plan = sorted((cache / "plans").glob("*.json"))[0]  # the shard plan (file lists by shard), truncated
+    plan.write_bytes(plan.read_bytes()[:10])
 
     outcome = run_pipeline(settings)
     assert outcome.exit_code == 0, outcome.failed

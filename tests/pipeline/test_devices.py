@@ -97,7 +97,7 @@ def test_run_with_devices_gives_every_inference_task_a_gpu_slot(tmp_path: Path, 
     from segpipe.runner.driver import run_pipeline
     from segpipe.tasks import stages
 
-    real = stages.infer_shard
+    real = stages.inference_session  # called once per inference task (a group of shards): the model loads once
     log = tmp_path / "asked.txt"
 
     def record(**kw: Any) -> Any:
@@ -105,7 +105,7 @@ def test_run_with_devices_gives_every_inference_task_a_gpu_slot(tmp_path: Path, 
             f.write(kw["options"]["device"] + "\n")
         return real(**{**kw, "options": {**kw["options"], "device": "cpu"}})
 
-    monkeypatch.setattr(stages, "infer_shard", record)
+    monkeypatch.setattr(stages, "inference_session", record)
     dataset = make_dataset(tmp_path / "pets", n_images=6)
     make_checkpoint(tmp_path / "ckpts" / "a.pt", seed=0)
     settings = settings_for(tmp_path, dataset=dataset, ckpts=tmp_path / "ckpts", shard_size=2, devices=(0, 1),
@@ -113,7 +113,8 @@ def test_run_with_devices_gives_every_inference_task_a_gpu_slot(tmp_path: Path, 
     outcome = run_pipeline(settings)
     assert outcome.exit_code == 0, outcome.failed
     asked = log.read_text().split()
-    assert len(asked) == 3 and set(asked) <= {"cuda:0", "cuda:1"}
+    inference_tasks = [t for t in outcome.groups if t.startswith("EvalGroup_")]
+    assert len(asked) == len(inference_tasks) >= 2 and set(asked) <= {"cuda:0", "cuda:1"}
     assert sorted(p.name.split("-gpu")[1] for p in (settings.cache / "gpu-slots").iterdir()) == ["0.lock", "1.lock"]
 
 

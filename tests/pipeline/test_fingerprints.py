@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from segpipe.cache.targets import MarkerTarget, prepare_directory, write_marker
 from segpipe.cache.fingerprints import (
     StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key, options_key,
 )
-from segpipe.runner.shards import DatasetSpec, plan_shards
+from segpipe.runner.shards import DatasetSpec, plan_shards, shard_of
+from segpipe.converters.coco import dumps_coco
 from segpipe.tasks.convert import merge_category_order, merge_coco
 from tests.pipeline.pipeline_fixtures import make_dataset
 
@@ -97,7 +99,10 @@ def test_shards_cut_by_stem_and_images_key_ignores_annotations(tmp_path: Path) -
     spec = DatasetSpec(format="oxford-pet", root=root)
     manifest = build_manifest(spec.roots(), stat_cache=StatCache(None))
     plan = plan_shards(manifest, spec=spec, shard_size=4)
-    assert [len(s.stems) for s in plan.shards] == [4, 4, 2]
+    # 10 stems / 4 per shard -> the next power of two, 4 hash shards; every stem in the shard its hash names.
+    assert [s.index for s in plan.shards] == [0, 1, 2, 3]
+    assert sorted(st for s in plan.shards for st in s.stems) == sorted(p.stem for p in (root / "images").iterdir())
+    assert all(shard_of(st, n_shards=4) == s.index for s in plan.shards for st in s.stems)
     assert all(len(s.images) == len(s.stems) for s in plan.shards)
     assert sorted(e.path.rsplit("/", 1)[1] for e in plan.globals) == ["list.txt", "test.txt", "trainval.txt"]
     # One trimap edited: exactly one shard's key changes, the images' keys do not.
@@ -109,6 +114,29 @@ def test_shards_cut_by_stem_and_images_key_ignores_annotations(tmp_path: Path) -
     assert changed == [1]
     assert plan2.images_key() == plan.images_key()
     assert [manifest_key(s.images) for s in plan2.shards] == [manifest_key(s.images) for s in plan.shards]
+
+
+def test_adding_or_removing_an_image_changes_only_its_own_shard(tmp_path: Path) -> None:
+    """Shards by hash of the stem: one image more or less leaves every other shard's files (and keys) alone."""
+    root = make_dataset(tmp_path / "pets", n_images=12)
+    spec = DatasetSpec(format="oxford-pet", root=root)
+
+    def keys() -> dict[int, str]:
+        plan = plan_shards(build_manifest(spec.roots(), stat_cache=StatCache(None)), spec=spec, shard_size=4)
+        return {s.index: s.key() for s in plan.shards}
+
+    before = keys()
+    stem = sorted(p.stem for p in (root / "images").iterdir())[5]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in [root / "images" / f"{stem}.jpg", *(root / "annotations").rglob(f"{stem}.*")]:
+        path.rename(moved / path.name)
+    removed = keys()
+    assert len(removed) == len(before) == 4
+    assert [i for i in before if before[i] != removed[i]] == [shard_of(stem, n_shards=4)]
+    (moved / f"{stem}.jpg").rename(root / "images" / f"copy_{stem}.jpg")  # a new image (no annotation)
+    added = keys()
+    assert [i for i in before if removed[i] != added[i]] == [shard_of(f"copy_{stem}", n_shards=4)]
 
 
 def test_shard_size_must_be_positive(tmp_path: Path) -> None:
@@ -165,7 +193,7 @@ def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, opti
     spec, convert_whole = _spec_and_whole(fmt, root, options)
     convert_whole(tmp_path / "whole")  # type: ignore[operator]
     plan = plan_shards(build_manifest(spec.roots(), stat_cache=StatCache(None)), spec=spec, shard_size=4)
-    assert len(plan.shards) == 3
+    assert len(plan.shards) == 4 and len(plan.groups()) == 4
     settings = RunSettings(dataset=spec.root, format=fmt, model="unet", checkpoints=(), out=tmp_path / "out",
                            cache_dir=tmp_path / "cache", convert=options)
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=package_version(), cache=str(tmp_path / "cache"))
@@ -175,9 +203,19 @@ def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, opti
     merged, whole = merge.output().directory, tmp_path / "whole"
     names = sorted(p.relative_to(whole).as_posix() for p in whole.rglob("*") if p.is_file())
     assert "instances.json" in names and "conversion_report.csv" in names
-    assert sorted(p.relative_to(merged).as_posix() for p in merged.rglob("*") if p.is_file() and p.name != "_DONE.json") == names
+    # Beside the whole conversion's files, the merge writes each shard's own ground truth (gt/, gt_index.json).
+    extra = ("_DONE.json", "gt_index.json")
+    assert sorted(p.relative_to(merged).as_posix() for p in merged.rglob("*")
+                  if p.is_file() and p.name not in extra and p.parent.name != "gt") == names
     for name in names:
         assert (merged / name).read_bytes() == (whole / name).read_bytes(), name
+    # The shards' ground truths re-merged give the whole one back: same images, same annotations, same categories.
+    shard_keys = json.loads((merged / "gt_index.json").read_text())["shards"]
+    assert len(shard_keys) == len(plan.shards)
+    parts = [json.loads((merged / "gt" / f"{k}.json").read_text()) for k in shard_keys]
+    whole_coco = json.loads((whole / "instances.json").read_text())
+    assert all(p["categories"] == whole_coco["categories"] for p in parts)
+    assert json.loads(dumps_coco(merge_coco(parts))) == whole_coco
 
 
 def test_marker_target_exists_only_after_the_marker(tmp_path: Path) -> None:

@@ -35,7 +35,9 @@ def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, make
     spec = DatasetSpec(format=fmt, root=root)
     _whole(fmt, root)(tmp_path / "whole")
     plan = plan_shards(build_manifest(spec.roots(), stat_cache=StatCache(None)), spec=spec, shard_size=1)
-    assert (len(plan.shards) == 1) == (fmt == "cvat"), "one shard only where one file annotates every image"
+    # One hash shard only where one file annotates every image (else one per image here, shard size 1;
+    # two stems may still hash into the same shard).
+    assert (plan.n_groups == 1) == (fmt == "cvat"), "one shard only where one file annotates every image"
     assert "unlabelled.jpg" not in plan.image_names()
     settings = RunSettings(dataset=root, format=fmt, model="unet", checkpoints=(), out=tmp_path / "out", cache_dir=tmp_path / "cache")
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=package_version(), cache=str(tmp_path / "cache"))
@@ -45,9 +47,15 @@ def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, make
     merged, whole = merge.output().directory, tmp_path / "whole"
     names = sorted(p.relative_to(whole).as_posix() for p in whole.rglob("*") if p.is_file())
     assert "instances.json" in names
-    assert sorted(p.relative_to(merged).as_posix() for p in merged.rglob("*") if p.is_file() and p.name != "_DONE.json") == names
+    # Beside the whole conversion's files, the merge writes each shard's own ground truth (gt/, gt_index.json).
+    assert sorted(p.relative_to(merged).as_posix() for p in merged.rglob("*")
+                  if p.is_file() and p.name not in ("_DONE.json", "gt_index.json") and p.parent.name != "gt") == names
     for name in names:
         assert (merged / name).read_bytes() == (whole / name).read_bytes(), name
+    shard_gt = [json.loads((merged / "gt" / f"{k}.json").read_text()) for k in json.loads((merged / "gt_index.json").read_text())["shards"]]
+    whole_coco = json.loads((whole / "instances.json").read_text())
+    assert sorted(im["file_name"] for part in shard_gt for im in part["images"]) == sorted(im["file_name"] for im in whole_coco["images"])
+    assert all(part["categories"] == whole_coco["categories"] for part in shard_gt)
     gt_names = {im["file_name"] for im in json.loads((whole / "instances.json").read_text())["images"]}
     assert gt_names <= set(plan.image_names()), "COCO file names are relative to the image root the runner infers on"
 

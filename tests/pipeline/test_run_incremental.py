@@ -51,9 +51,13 @@ def _copy_world(first_run: dict[str, object], dest: Path) -> tuple[Path, object]
 def test_first_run_runs_every_stage_in_shards(first_run: dict[str, object]) -> None:
     outcome = first_run["outcome"]
     ran = families(outcome.ran)
-    assert ran.count("ConvertShard") == 2 and ran.count("ConvertMerge") == 1 and ran.count("ImageIndex") == 1
+    assert ran.count("ConvertShard") == 2 and ran.count("ConvertMerge") == 1
     assert ran.count("InferShard") == 4 and ran.count("EvalShard") == 4 and ran.count("EvalReport") == 2
     assert ran.count("Leaderboard") == 1
+    # Shards are cached units inside scheduling groups: one ConvertGroup per group, one EvalGroup per
+    # checkpoint per group (here one shard per group).
+    groups = families(outcome.groups)
+    assert groups == sorted(["ConvertGroup"] * 2 + ["EvalGroup"] * 4)
     out = first_run["settings"].out
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.columns[:4]) == ["checkpoint", "sha256", "status", "error"]
@@ -74,7 +78,7 @@ def test_leaderboard_miou_matches_an_independent_numpy_computation(first_run: di
     merged = next((cache / "convert" / "merged").iterdir())
     board = pd.read_csv(out / "leaderboard.csv").set_index("checkpoint")
     for name in ("m0", "m1"):
-        shard_dirs = [m.parent for m in sorted(cache.glob("infer/*/*/*/shard-*/pred/meta.json"))
+        shard_dirs = [m.parent for m in sorted(cache.glob("infer/*/*/*/pred/meta.json"))
                       if json.loads(m.read_text())["checkpoint_sha256"] == board.loc[name, "sha256"]]
         assert len(shard_dirs) == 2
         conf = np.zeros((2, 2), dtype=np.int64)
@@ -137,8 +141,9 @@ def test_touching_one_annotation_reruns_its_shard_merge_and_evaluations_only(fir
     outcome = run_pipeline(settings)
     assert outcome.exit_code == 0, outcome.failed
     ran = families(outcome.ran)
-    assert "InferShard" not in ran and "ImageIndex" not in ran
-    assert ran == sorted(["ConvertShard", "ConvertMerge", *["EvalShard"] * 4, "EvalReport", "EvalReport", "Leaderboard"])
+    assert "InferShard" not in ran
+    # The evaluation shards read and are keyed on their own ground truth: one per checkpoint reruns.
+    assert ran == sorted(["ConvertShard", "ConvertMerge", *["EvalShard"] * 2, "EvalReport", "EvalReport", "Leaderboard"])
 
 
 def test_adding_a_checkpoint_runs_only_its_inference_and_evaluation(first_run: dict[str, object], tmp_path: Path) -> None:
@@ -215,14 +220,14 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from segpipe.cache.fingerprints import package_version
+    from segpipe.cache.fingerprints import StatCache, build_manifest, package_version
+    from segpipe.cache.targets import write_marker, MarkerTarget
     from segpipe.runner.driver import (
         CheckpointInput, RunOutcome, build_checkpoint_tasks, build_convert_tasks, read_label_space, run_phase,
     )
-    from segpipe.runner.shards import DatasetSpec, plan_shards
-    from segpipe.cache.fingerprints import StatCache, build_manifest, combine_keys, options_key
-    from segpipe.tasks.infer import ImageIndex
-    from segpipe.cache.targets import write_marker
+    from segpipe.runner.shards import DatasetSpec, plan_shards, read_plan
+    from segpipe.tasks.evaluate import read_gt_keys
+    from segpipe.tasks.infer import write_shard_index
 
     dataset = make_dataset(tmp_path / "pets", n_images=6)
     ckpt = tmp_path / "ckpts" / "det.pt"
@@ -233,35 +238,36 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     version, cache = package_version(), str(tmp_path / "cache")
     spec = DatasetSpec(format="oxford-pet", root=dataset.resolve())
     plan = plan_shards(build_manifest(spec.roots(), stat_cache=StatCache(None)), spec=spec, shard_size=4)
+    assert len(plan.shards) == 2
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=version, cache=cache)
     run_phase([merge], settings=settings, outcome=RunOutcome())
-    label_space = read_label_space(merge.output().directory)
-    index = ImageIndex(key=combine_keys("images", version, plan.images_key(), options_key(label_space)), cache=cache,
-                       payload=json.dumps({"image_root": str(spec.image_root()), "plan": merge.data["plan"], "label_space": label_space}))
-    run_phase([index], settings=settings, outcome=RunOutcome())
+    merged = merge.output().directory
+    label_space = read_label_space(merged)
     sha = __import__("hashlib").sha256(ckpt.read_bytes()).hexdigest()
-    report = build_checkpoint_tasks(ckpt=CheckpointInput(name="det", path=ckpt, sha256=sha, key=sha), merge=merge, index=index,
-                                    plan=plan, settings=settings, version=version)
-    gt = json.loads((merge.output().directory / "instances.json").read_text())
-    index_ids = {im["file_name"]: im["id"] for im in json.loads((index.output().directory / "dataset" / "instances.json").read_text())["images"]}
+    report = build_checkpoint_tasks(ckpt=CheckpointInput(name="det", path=ckpt, sha256=sha, key=sha), merge=merge,
+                                    settings=settings, version=version)
+    gt = json.loads((merged / "instances.json").read_text())
     gt_names = {im["id"]: im["file_name"] for im in gt["images"]}
+    plan_json = read_plan(cache, merge.plan)
     rng = np.random.default_rng(0)
     all_results = []
-    for eval_shard in report.requires():
-        infer = eval_shard.requires()["pred"]
-        names = set(json.loads(Path(infer.data["plan"]).read_text())["shards"][infer.data["shard"]]["image_names"])
+    for position, infer_unit, _ in report.shard_units(range(len(plan_json["shards"])), gt_keys=read_gt_keys(merged)):
+        names = plan_json["shards"][position]["image_names"]
+        unit_dir = tmp_path / "cache" / infer_unit.kind / infer_unit.key
+        write_shard_index(directory=unit_dir, image_root=spec.image_root(), names=names, label_space=label_space)
+        index_ids = {im["file_name"]: im["id"] for im in json.loads((unit_dir / "index" / "instances.json").read_text())["images"]}
         results = []
-        for k, ann in enumerate(a for a in gt["annotations"] if gt_names[a["image_id"]] in names):
+        for k, ann in enumerate(a for a in gt["annotations"] if gt_names[a["image_id"]] in set(names)):
             if k % 3 == 2:
                 continue  # a missed pet
             cat = ann["category_id"] if k % 4 else (ann["category_id"] % len(gt["categories"])) + 1  # some wrong classes
             results.append({"image_id": index_ids[gt_names[ann["image_id"]]], "category_id": cat,
                             "segmentation": ann["segmentation"], "bbox": ann["bbox"], "score": float(rng.uniform(0.1, 1))})
-        pred = infer.output().directory / "pred"
+        pred = unit_dir / "pred"
         pred.mkdir(parents=True)
         (pred / "results.json").write_text(json.dumps(results))
         (pred / "meta.json").write_text(json.dumps({"task": "instance"}))
-        write_marker(infer.output(), {"key": infer.key, "planted": True})
+        write_marker(MarkerTarget(unit_dir), {"planted": True})
         ids = {v: k for k, v in index_ids.items()}
         gt_ids = {v: k for k, v in gt_names.items()}
         all_results += [{**r, "image_id": gt_ids[ids[r["image_id"]]]} for r in results]
