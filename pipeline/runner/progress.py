@@ -32,8 +32,8 @@ from luigi.event import Event
 
 # Human names of the pipeline's task families; an unknown family is shown as is.
 STAGES: dict[str, str] = {
-    "ConvertShard": "convert shard", "ConvertMerge": "convert merge", "AuditTask": "audit", "ImageIndex": "image index",
-    "InferShard": "infer", "EvalShard": "evaluate shard", "EvalReport": "report", "Leaderboard": "leaderboard",
+    "ConvertGroup": "convert", "ConvertMerge": "convert merge", "AuditTask": "audit",
+    "EvalGroup": "infer+evaluate", "EvalReport": "report", "Leaderboard": "leaderboard",
 }
 # The scheduler is told about a task's per-image progress at most this often (each call is an RPC to luigid).
 STATUS_INTERVAL_S = 1.0
@@ -41,14 +41,15 @@ _STOP = "stop"
 
 
 def describe(task: luigi.Task) -> dict[str, Any]:
-    """What a person needs to recognise a task: its stage and, where it has them, checkpoint and shard."""
-    data = getattr(task, "data", None)
-    data = data if isinstance(data, dict) else {}
+    """What a person needs to recognise a task: its stage and, where it has them, checkpoint and group of
+    shards (typed task parameters, segpipe.tasks)."""
     info: dict[str, Any] = {"stage": STAGES.get(task.task_family, task.task_family)}
-    if data.get("checkpoint_name"):
-        info["checkpoint"] = str(data["checkpoint_name"])
-    if data.get("shard") is not None:
-        info["shard"] = int(data["shard"])
+    checkpoint = getattr(task, "checkpoint", None)
+    if isinstance(checkpoint, str) and checkpoint:
+        info["checkpoint"] = checkpoint
+    group = getattr(task, "group", None)
+    if isinstance(group, int):
+        info["group"] = group
     return info
 
 
@@ -236,7 +237,7 @@ class RunProgress:
 def format_line(record: dict[str, Any]) -> str:
     """'[ 3/14] ran     infer checkpoint=unet_e03 shard=2  12.3s  | 11 left, ETA 2m10s'"""
     width = len(str(record["total"]))
-    what = " ".join([record["stage"], *(f"{k}={record[k]}" for k in ("checkpoint", "shard") if k in record)])
+    what = " ".join([record["stage"], *(f"{k}={record[k]}" for k in ("checkpoint", "group", "shard") if k in record)])
     took = f"  {format_seconds(record['seconds'])}" if record.get("seconds") is not None else ""
     left = record["total"] - record["done"]
     eta = "" if record.get("eta_seconds") is None or not left else f", ETA {format_seconds(record['eta_seconds'])}"
@@ -269,6 +270,8 @@ def image_progress() -> Callable[[int, int], None]:
                 label = " ".join(str(v) for v in describe(task).values()) if task is not None else ""
                 _CURRENT["bar"] = tqdm(total=total, desc=label, unit="img", leave=False)
             bar = _CURRENT["bar"]
+            if bar.total != total:  # a task looping over several shards learns its total as it goes
+                bar.total = total
             bar.update(done - bar.n)
         now = time.monotonic()
         if task is not None and (now - last[0] >= STATUS_INTERVAL_S or done >= total):

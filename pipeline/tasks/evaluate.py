@@ -138,6 +138,7 @@ class EvalGroup(GroupTask, CheckpointTask):
         image_root = spec_from_json(plan["spec"]).image_root().resolve()
         gt_index = read_gt_keys(merged)
         session: list[Any] = []  # loaded at the first shard that needs inference
+        progress, done_images = image_progress(), [0]  # one bar and one luigid status for the whole group
         prefix = spec_from_json(plan["spec"]).image_prefix()
         checkpoint = Path(str(self.checkpoint_path))
 
@@ -159,7 +160,10 @@ class EvalGroup(GroupTask, CheckpointTask):
                         session.append(stages.inference_session(
                             model=str(self.model), checkpoint=checkpoint, options=options,
                             loader_workers=self.loader_workers, checkpoint_sha256=str(self.checkpoint_sha256)))
-                    session[0].run(dataset=directory / INDEX_DATASET, out=directory / PRED_DIR, progress=image_progress())
+                    base = done_images[0]
+                    session[0].run(dataset=directory / INDEX_DATASET, out=directory / PRED_DIR,
+                                   progress=lambda d, t: progress(base + d, base + t))
+                    done_images[0] += n
                 else:
                     (directory / PRED_DIR).mkdir(parents=True, exist_ok=True)
             return {"images": n}

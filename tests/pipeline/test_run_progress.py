@@ -118,11 +118,11 @@ def test_run_prints_progress_and_one_line_for_a_broken_checkpoint(tmp_path: Path
     # the progress line and the run's summary line; both say broken, neither suggests unsafe loading
     assert len(broken) == 2, proc.stderr
     assert all("broken checkpoint" in ln and "JSON file" in ln and "pass --trust-checkpoint" not in ln for ln in broken)
-    assert any("infer checkpoint=good shard=1" in ln and " ran " in ln for ln in proc.stderr.splitlines())
+    assert any("infer+evaluate checkpoint=good group=1" in ln and " ran " in ln for ln in proc.stderr.splitlines())
     assert "task(s) not run" in proc.stderr
     records = [json.loads(x) for x in log.read_text().splitlines()]
     assert {r["event"] for r in records} == {"ran", "failed", "not_run"}
-    assert sum(r["event"] == "failed" for r in records) == 2  # both shards of the bad checkpoint, in the log
+    assert sum(r["event"] == "failed" for r in records) == 2  # both inference tasks (groups) of the bad checkpoint, in the log
     board = pd.read_csv(settings.out / "leaderboard.csv", keep_default_na=False).set_index("checkpoint")
     assert board.loc["bad", "status"] == "failed" and "broken checkpoint" in board.loc["bad", "error"]
 
