@@ -36,7 +36,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def _confusions(out: Path, sha256: str) -> np.ndarray:
     cache = out / ".cache"
     merged = next((cache / "convert" / "merged").iterdir())
-    shard_dirs = [m.parent for m in sorted(cache.glob("infer/*/*/*/shard-*/pred/meta.json"))
+    shard_dirs = [m.parent for m in sorted(cache.glob("infer/*/*/*/pred/meta.json"))
                   if json.loads(m.read_text())["checkpoint_sha256"] == sha256]
     mats = []
     for gt_path in sorted((merged / "semantic").glob("*.png")):
