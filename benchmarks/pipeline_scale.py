@@ -79,7 +79,7 @@ def _no_input_check(files: Any, *, cache: Path) -> Iterator[None]:
 
 
 class _StubSession:
-    def run(self, *, dataset: Path, out: Path) -> None:
+    def run(self, *, dataset: Path, out: Path, progress: Any = None) -> None:
         n = len((dataset / "images.txt").read_text(encoding="utf-8").splitlines())
         seconds = n * STUB["ms_per_image"] / 1000
         time.sleep(seconds)
