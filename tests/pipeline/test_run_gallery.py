@@ -13,7 +13,7 @@ def test_demo_reports_show_the_worst_images_with_predictions(tmp_path: Path) -> 
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "ran    infer checkpoint=unet_e01 shard=0" in result.output  # progress lines while it works
+    assert "ran    infer+evaluate checkpoint=unet_e01 group=0" in result.output  # progress lines while it works
     report = out / "checkpoints" / "unet_e01" / "semantic"
     gallery = sorted(p.name for p in (report / "gallery" / "semantic").glob("*.png"))
     per_image = (report / "per_image.csv").read_text().splitlines()[1:]
