@@ -186,7 +186,7 @@ def _segpipe(args: list[str]) -> None:
 def _predictions(run_dir: Path) -> dict[tuple[str, str], Path]:
     """(checkpoint key, PNG name) -> predicted label map, from the run's inference cache."""
     found = {}
-    for png in (run_dir / ".cache" / "infer").glob("*/*/*/*/pred/semantic/*.png"):
+    for png in (run_dir / ".cache" / "infer").glob("*/*/*/pred/semantic/*.png"):
         found[(png.relative_to(run_dir / ".cache" / "infer").parts[0], png.name)] = png
     return found
 

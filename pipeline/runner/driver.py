@@ -185,7 +185,7 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
         if first:
             # Luigi does not descend into complete tasks; list those whose output is really there.
             _extend(outcome.cached, [t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
-                                     if t.task_id not in outcome.ran and t.complete()])
+                                     if t.task_id not in outcome.ran and t.task_id not in outcome.groups and t.complete()])
             first = False
         for task in sorted(summary.get("failed", set()), key=str):
             path = failure_path(cache, task_id=task.task_id)
