@@ -166,7 +166,7 @@ class InferenceSession:
         info = read_dataset(dataset, image_ids=image_ids)
         if out.resolve() == info.root.resolve():  # a fresh plan clears OUT/semantic/*.png: never the ground truth
             raise InferenceError(out, "-o", "the predictions dir must not be the dataset dir")
-        # Class names map onto the dataset before any image is read (issue 4): an unknown name stops here.
+        # Class names map onto the dataset before any image is read: an unknown name stops here.
         mapping = class_mapping_compute(task=task, names=self.names,
                                         num_classes=self.num_classes if self.num_classes is not None else card.num_classes,
                                         dataset=info, source=self.names_source, class_map=cmap,
