@@ -88,7 +88,8 @@ class InstanceStats:
             raise EvaluationError(path, "category_ids", "expected a list of integers")
         if meta.get("iou_type") not in ("segm", "bbox"):
             raise EvaluationError(path, "iou_type", f"expected 'segm' or 'bbox', got {meta.get('iou_type')!r}")
-        return InstanceStats(iou_type=str(meta["iou_type"]), category_ids=tuple(ids), **text_lists, **checked)
+        fields: dict[str, Any] = {**text_lists, **checked}  # names checked above, one per dataclass field
+        return InstanceStats(iou_type=str(meta["iou_type"]), category_ids=tuple(ids), **fields)
 
     @staticmethod
     def merge(a: "InstanceStats", b: "InstanceStats") -> "InstanceStats":

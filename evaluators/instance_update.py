@@ -31,13 +31,17 @@ _WHOLE_IMAGE_IOU_CELLS = 1 << 16
 
 def to_rle(segm: Any, *, image: GtImage) -> dict[str, Any]:
     """COCO.annToRLE: polygons merged, uncompressed RLE compressed, compressed RLE as is."""
+    rle: dict[str, Any]  # pycocotools is untyped
     if isinstance(segm, list):
         if not segm:  # pycocotools crashes on []: an empty polygon list is an empty mask
-            return mask_utils.encode(np.zeros((image.height, image.width, 1), dtype=np.uint8, order="F"))[0]
-        return mask_utils.merge(mask_utils.frPyObjects(segm, image.height, image.width))
-    if isinstance(segm["counts"], list):
-        return mask_utils.frPyObjects(segm, image.height, image.width)
-    return segm
+            rle = mask_utils.encode(np.zeros((image.height, image.width, 1), dtype=np.uint8, order="F"))[0]
+        else:
+            rle = mask_utils.merge(mask_utils.frPyObjects(segm, image.height, image.width))
+    elif isinstance(segm["counts"], list):
+        rle = mask_utils.frPyObjects(segm, image.height, image.width)
+    else:
+        rle = segm
+    return rle
 
 
 def gt_counts_totals(truth: GroundTruth, image_ids: Sequence[int]) -> dict[int, int]:
@@ -165,7 +169,7 @@ class _Collector:
         self.det_rows.extend((image_id, cat, float(d["score"])) for d, cat in zip(dets, _repeat_cats(blocks, 1)))
         self.det_rank.extend(i - d0 for _, d0, d1, _, _ in blocks for i in range(d0, d1))
         self.gt_rows.extend((image_id, cat) for cat in _repeat_cats(blocks, 3))
-        for (cat, d0, d1, g0, g1), ious in zip(blocks, pair_ious, strict=True):
+        for (_cat, d0, d1, g0, g1), ious in zip(blocks, pair_ious, strict=True):
             if ious is not None:
                 self.pairs.append(PairInput(
                     ious=ious, gt_ignored=gt_ig[g0:g1], gt_crowd=crowd[g0:g1],

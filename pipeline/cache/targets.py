@@ -130,7 +130,7 @@ class CachedTask(luigi.Task):
         cache = Path(str(self.cache))
         with entry_lock(entry_lock_path(cache, f"{self.kind}/{self.subdir()}")):
             # Checked again under the lock: another run (or luigid worker) may have finished it while we waited.
-            if self.complete():
+            if self.complete():  # type: ignore[no-untyped-call]  # luigi's API is unannotated
                 return
             log_execution(cache, task_id=self.task_id, kind=self.log_as)
             self.compute()
@@ -152,7 +152,7 @@ class CachedTask(luigi.Task):
         return prepare_directory(target)
 
     def finish(self, **extra: Any) -> None:
-        params = {k: v for k, v in self.to_str_params(only_significant=True).items()}
+        params = {k: v for k, v in self.to_str_params(only_significant=True).items()}  # type: ignore[no-untyped-call]  # luigi's API is unannotated
         write_marker(self.output(), {"task": self.task_family, "params": params, "kind": self.kind, **extra})
 
 

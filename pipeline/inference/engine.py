@@ -26,9 +26,9 @@ from segpipe.inference.checkpoints import (
 from segpipe.cache.fingerprints import file_sha256
 from segpipe.inference.architectures import architecture_hint
 from segpipe.inference.predictor import DevicePredictor, resolve_device, run_with_oom_backoff  # noqa: F401 (re-exported)
-from segpipe.inference.class_maps import class_map_option, class_table as table_of
+from segpipe.inference.class_maps import class_map_option, class_mapping_compute, class_table as table_of
 from segpipe.inference.data import (
-    ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs, class_mapping_compute,
+    ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs,
     collate_samples, read_dataset, shards_plan,
 )
 from segpipe.inference.outputs import (
@@ -253,8 +253,9 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
     position = {e.image_id: k for k, e in enumerate(entries)}
     batch_shard = [(i, [position[e.image_id] for e in b]) for i in pending for b in shards[i]]
     n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
+    dataset: Any = ImageDataset(entries, short_side=short_side)  # a map-style dataset; torch's generics do not say so
     loader = torch.utils.data.DataLoader(
-        ImageDataset(entries, short_side=short_side), batch_sampler=PlannedBatches([b for _, b in batch_shard]),
+        dataset, batch_sampler=PlannedBatches([b for _, b in batch_shard]),
         collate_fn=collate_samples, num_workers=n_workers, pin_memory=predictor.device.type == "cuda",
     )
     on_oom = torch.cuda.empty_cache if predictor.device.type == "cuda" else (lambda: None)
@@ -287,7 +288,8 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
     return processed, limit
 
 
-def _encode_batch(out: Path, preds: list[Any], skipped: list[SkippedImage], categories: dict[int, int], score_threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _encode_batch(out: Path, preds: list[Any], skipped: list[SkippedImage], categories: dict[int, int],
+                  score_threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     results: list[dict[str, Any]] = []
     for pred in preds:
         if isinstance(pred, SemanticPrediction):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from segpipe.inference.checkpoints import InferenceError, check_archive_inflation, require_torchscript_trust
 
@@ -111,19 +111,19 @@ def load_torchscript(path: str | os.PathLike[str], *, trust: bool = False) -> An
     require_torchscript_trust(path, trust=trust)
     check_archive_inflation(Path(path))
     try:
-        return torch.jit.load(str(Path(path)), map_location="cpu").eval()
+        return torch.jit.load(str(Path(path)), map_location="cpu").eval()  # type: ignore[no-untyped-call]  # torch.jit is unannotated
     except (RuntimeError, ValueError, OSError) as err:
         raise InferenceError(path, "", f"not a loadable TorchScript file: {err}") from err
 
 
-def set_native_resolution(model: Any, *, resize: int | None, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+def set_native_resolution(model: Any, *, resize: int | None, mean: Sequence[float], std: Sequence[float]) -> None:
     """Make a torchvision Mask R-CNN see images at their native size (or short side `resize`) with the card's
     mean/std. Its built-in transform would otherwise rescale every image to 800 px (issue 4, "Preprocessing").
     Mutates `model`, which this module just built."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    class NativeSizeTransform(GeneralizedRCNNTransform):
-        def resize(self, image: Any, target: Any = None) -> Any:  # type: ignore[override]
+    class NativeSizeTransform(GeneralizedRCNNTransform):  # type: ignore[misc]  # torchvision's class is untyped (Any)
+        def resize(self, image: Any, target: Any = None) -> Any:
             return image, target
 
     old = model.transform

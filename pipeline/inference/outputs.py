@@ -143,7 +143,8 @@ def write_shard(path: Path, *, results: Sequence[Mapping[str, Any]], skipped: Se
 
 
 def read_shard(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    shard: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return shard
 
 
 def shard_path(out: Path, index: int) -> Path:
@@ -187,7 +188,8 @@ def write_final_outputs(out: Path, *, n_shards: int, meta: Mapping[str, Any]) ->
         skipped.extend(shard["skipped"])
         processed += len(shard["image_ids"]) - len(shard["skipped"])
     atomic_write_bytes(out / RESULTS_FILE, dumps_results(results))
-    table = pd.DataFrame(sorted(skipped, key=lambda r: r["image_id"]), columns=list(REPORT_COLUMNS))
+    rows: list[dict[str, Any]] = sorted(skipped, key=lambda r: r["image_id"])
+    table = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
     write_table(out, Path(REPORT_FILE).stem, table, parquet=False)
     full_meta = {**meta, "images_processed": processed, "images_skipped": len(skipped), "n_results": len(results)}
     atomic_write_text(out / META_FILE, json.dumps(full_meta, sort_keys=True, indent=2) + "\n")

@@ -117,7 +117,7 @@ class RunProgress:
             if t.task_id not in seen:
                 seen.add(t.task_id)
                 self._put("cached", t)
-                stack.extend(luigi.task.flatten(t.requires()))
+                stack.extend(luigi.task.flatten(t.requires()))  # type: ignore[no-untyped-call]  # luigi's API is unannotated
 
     def _on_start(self, task: luigi.Task) -> None:
         _CURRENT["task"], _CURRENT["bars"] = task, self.bars
@@ -218,14 +218,18 @@ class RunProgress:
                           (Event.FAILURE, self._on_failure), (Event.PROCESS_FAILURE, self._on_failure),
                           (Event.TIMEOUT, self._on_failure)]
         for event, handler in self._handlers:
-            luigi.Task.event_handler(event)(handler)
+            luigi.Task.event_handler(event)(handler)  # type: ignore[no-untyped-call]  # luigi's API is unannotated
         self._thread = threading.Thread(target=self._drain, name="segpipe-progress", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for event, handler in self._handlers:
-            luigi.Task.remove_event_handler(event, handler)
+            luigi.Task.remove_event_handler(event, handler)  # type: ignore[no-untyped-call]  # luigi's API is unannotated
+        # A forked worker's last events reach the shared pipe when its queue's feeder thread is flushed, at the
+        # latest when the worker exits: wait for the workers, so the stop marker is written after their events.
+        for child in multiprocessing.active_children():
+            child.join(timeout=10)
         self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join()
