@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import luigi
 from luigi.execution_summary import LuigiStatusCode, _summary_dict
@@ -35,7 +35,7 @@ from segpipe.runner.config import RunSettings
 from segpipe.runner.publish import publish_outputs
 from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
 from segpipe.tasks.stages import INFER_SPEED_OPTIONS
-from segpipe.tasks.convert import ConvertMerge, GroupTask, convert_unit_keys, group_digest, spec_to_json
+from segpipe.tasks.convert import ConvertMerge, GroupTask, convert_unit_keys, group_digest, new_task, spec_to_json
 from segpipe.tasks.evaluate import CheckpointTask, read_gt_keys, read_label_space
 from segpipe.tasks.report import EvalReport, Leaderboard, leaderboard_key
 
@@ -91,7 +91,7 @@ def build_convert_tasks(*, spec: DatasetSpec, plan: ShardPlan, settings: RunSett
     keys = convert_unit_keys(plan_json, version=version, options=options)
     groups = [group_digest("convert-group", [keys[p] for p in g]) for g in plan_json["groups"]]  # type: ignore[attr-defined]
     digest = combine_keys("convert-merge", version, options_key({"format": spec.format, **options}), *keys)
-    return ConvertMerge(cache=cache, digest=digest, groups=groups, plan=plan_id, options=options, version=version)
+    return new_task(ConvertMerge, cache=cache, digest=digest, groups=groups, plan=plan_id, options=options, version=version)
 
 
 def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settings: RunSettings, version: str,
@@ -109,14 +109,14 @@ def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settin
         plan=merge.plan, version=version, merge_digest=merge.digest, convert_groups=merge.groups, convert_options=merge.options,
         devices=list(settings.devices),
     )
-    probe = EvalReport(**params, digest="", groups=[], html=settings.html)
+    probe = new_task(EvalReport, **params, digest="", groups=[], html=settings.html)
     plan = read_plan(str(merge.cache), str(merge.plan))
     gt_keys = read_gt_keys(merged)
     groups = [group_digest("eval-group", [e.key for _, _, e in probe.shard_units(g, gt_keys=gt_keys)]) for g in plan["groups"]]
     digest = combine_keys("eval-report", version, ckpt.name, ckpt.sha256, str(merge.digest), str(plan["images_key"]),
                           settings.iou_type, str(settings.html), *groups)
     # `inputs_date` stays outside the key: touching a file changes its date, not what the report computes.
-    return EvalReport(**params, digest=digest, groups=groups, html=settings.html, inputs_date=inputs_date)
+    return new_task(EvalReport, **params, digest=digest, groups=groups, html=settings.html, inputs_date=inputs_date)
 
 
 # In-process Luigi defaults (no global config files needed); a user's luigi.cfg still wins.
@@ -127,7 +127,7 @@ LUIGI_DEFAULTS: dict[tuple[str, str], str] = {
 
 
 def configure_luigi() -> None:
-    config = luigi.configuration.get_config()
+    config = luigi.configuration.get_config()  # type: ignore[no-untyped-call]  # luigi's config API is unannotated
     for (section, option), value in LUIGI_DEFAULTS.items():
         if not config.has_option(section, option):
             if not config.has_section(section):
@@ -135,14 +135,20 @@ def configure_luigi() -> None:
             config.set(section, option, value)
 
 
-def _luigi_build(tasks: list[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
+def _luigi_build(tasks: Sequence[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
     configure_luigi()
     kwargs: dict[str, Any] = {"workers": max(settings.workers, len(settings.devices)), "detailed_summary": True, "log_level": "WARNING"}
     if settings.scheduler_url:
         kwargs["scheduler_url"] = settings.scheduler_url
     else:
         kwargs["local_scheduler"] = True
-    return luigi.build(tasks, **kwargs)
+    # luigi.build is unannotated; with detailed_summary=True it returns a LuigiRunResult.
+    result: luigi.execution_summary.LuigiRunResult = luigi.build(list(tasks), **kwargs)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _is_complete(task: luigi.Task) -> bool:
+    return bool(task.complete())  # type: ignore[no-untyped-call]  # luigi.Task.complete is unannotated
 
 
 def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
@@ -154,7 +160,9 @@ def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
         if task.task_id in seen:
             continue
         seen[task.task_id] = task
-        stack.extend(luigi.task.flatten(task.requires()))
+        # luigi.task.flatten and Task.requires are unannotated: flatten lists the tasks a requires() returns.
+        required: list[luigi.Task] = luigi.task.flatten(task.requires())  # type: ignore[no-untyped-call]
+        stack.extend(required)
     return [seen[k] for k in sorted(seen)]
 
 
@@ -164,7 +172,7 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
     cache = Path(settings.cache)
     while True:
         result = _luigi_build(tasks, settings=settings)
-        summary = _summary_dict(result.worker)
+        summary: dict[str, Any] = _summary_dict(result.worker)  # type: ignore[no-untyped-call]  # luigi's summary API is unannotated
         # Luigi counts a task as completed here even when its run() found another worker's output and returned:
         # the execution logs, tagged with this run's id, say what this run really computed (tasks and shards).
         run_id = os.environ.get(RUN_ID_ENV, "")
@@ -185,7 +193,7 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
         if first:
             # Luigi does not descend into complete tasks; list those whose output is really there.
             _extend(outcome.cached, [t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
-                                     if t.task_id not in outcome.ran and t.task_id not in outcome.groups and t.complete()])
+                                     if t.task_id not in outcome.ran and t.task_id not in outcome.groups and _is_complete(t)])
             first = False
         for task in sorted(summary.get("failed", set()), key=str):
             path = failure_path(cache, task_id=task.task_id)
@@ -195,7 +203,7 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
                 outcome.failed_checkpoints.setdefault(str(task.checkpoint), f"{task.task_family}: {reason}")
         others = summary.get("run_by_other_worker", set())
         _extend(outcome.by_others, [t.task_id for t in sorted(others, key=str)])
-        done = all(t.complete() for t in tasks)
+        done = all(_is_complete(t) for t in tasks)
         if done or not others:
             # Statuses while another worker still held our goals say nothing; the final one counts.
             if not done:
@@ -255,7 +263,7 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
         audit_task = build_audit_task(merge=merge, html=settings.html)
         phase1.append(audit_task)
     run_phase(phase1, settings=settings, outcome=outcome)
-    if not merge.complete():
+    if not _is_complete(merge):
         outcome.exit_code = EXIT_TASKS_FAILED
         _write_run_log(settings=settings, outcome=outcome)
         return outcome
@@ -269,19 +277,19 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
     rows: list[list[str]] = []
     for ckpt in checkpoints:
         report = reports[ckpt.name]
-        if report.complete():
+        if _is_complete(report):
             rows.append([ckpt.name, ckpt.sha256, report.subdir(), ""])
         else:
             reason = outcome.failed_checkpoints.setdefault(ckpt.name, "not completed (see the luigi summary above)")
             rows.append([ckpt.name, ckpt.sha256, "", reason])
-    leaderboard = Leaderboard(cache=str(cache), digest=leaderboard_key(rows, version=version), rows=rows)
+    leaderboard = new_task(Leaderboard, cache=str(cache), digest=leaderboard_key(rows, version=version), rows=rows)
     run_phase([leaderboard], settings=settings, outcome=outcome)
 
-    if leaderboard.complete():
+    if _is_complete(leaderboard):
         outcome.leaderboard, changed = publish_outputs(
             out=settings.out, leaderboard_dir=leaderboard.output().directory,
             reports={r[0]: reports[r[0]].output().directory for r in rows if r[2]},
-            merged_dir=merge.output().directory, audit_dir=audit_task.output().directory if audit_task is not None and audit_task.complete() else None,
+            merged_dir=merge.output().directory, audit_dir=audit_task.output().directory if audit_task is not None and _is_complete(audit_task) else None,
         )
         outcome.published = changed
         if settings.html and (changed or not (settings.out / "leaderboard.html").is_file()):

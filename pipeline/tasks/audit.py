@@ -4,12 +4,14 @@ digest: touching one annotation re-audits, a new checkpoint does not."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import luigi
 
 from segpipe.cache.targets import CachedTask
 from segpipe.reports.tables import write_table
 from segpipe.tasks import stages
-from segpipe.tasks.convert import ConvertMerge
+from segpipe.tasks.convert import ConvertMerge, new_task
 
 
 class AuditTask(CachedTask):
@@ -18,15 +20,15 @@ class AuditTask(CachedTask):
     html = luigi.BoolParameter(default=True)
     convert_groups = luigi.ListParameter(significant=False)
     plan = luigi.Parameter(significant=False)
-    convert_options = luigi.DictParameter(significant=False, default={})
+    convert_options = luigi.DictParameter[dict[str, Any]](significant=False, default={})
     version = luigi.Parameter(significant=False)
 
     def subdir(self) -> str:
         return f"{self.merge_digest}-{'html' if self.html else 'tables'}"
 
     def requires(self) -> ConvertMerge:
-        return ConvertMerge(cache=self.cache, digest=self.merge_digest, groups=self.convert_groups, plan=self.plan,
-                            options=self.convert_options, version=self.version)
+        return new_task(ConvertMerge, cache=self.cache, digest=self.merge_digest, groups=self.convert_groups, plan=self.plan,
+                        options=self.convert_options, version=self.version)
 
     def compute(self) -> None:
         merged = self.requires().output().directory
@@ -40,5 +42,5 @@ class AuditTask(CachedTask):
 
 
 def build_audit_task(*, merge: ConvertMerge, html: bool) -> AuditTask:
-    return AuditTask(cache=merge.cache, merge_digest=merge.digest, html=html, convert_groups=merge.groups, plan=merge.plan,
-                     convert_options=merge.options, version=merge.version)
+    return new_task(AuditTask, cache=merge.cache, merge_digest=merge.digest, html=html, convert_groups=merge.groups, plan=merge.plan,
+                    convert_options=merge.options, version=merge.version)

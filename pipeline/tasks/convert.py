@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from segpipe.converters.coco import dumps_coco
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
@@ -71,6 +71,17 @@ def group_digest(kind: str, keys: Sequence[str]) -> str:
     return combine_keys(kind, *keys)
 
 
+TaskT = TypeVar("TaskT", bound=CachedTask)
+
+
+def new_task(cls: type[TaskT], **params: Any) -> TaskT:
+    """`cls(**params)`. Luigi takes a task's parameters as keyword arguments and checks them itself (an unknown
+    or missing one raises); mypy sees no constructor for them (luigi.Task's is unannotated, and its
+    dataclass_transform counts only annotated class attributes), so the class is called as a plain factory."""
+    factory: Callable[..., TaskT] = cls
+    return factory(**params)
+
+
 class GroupTask(CachedTask):
     """A scheduling unit over several content-addressed shard units (segpipe.tasks.units).
 
@@ -101,7 +112,7 @@ class ConvertGroup(GroupTask):
 
     kind = "convert/groups"
     plan = luigi.Parameter(significant=False)
-    options = luigi.DictParameter(significant=False, default={})
+    options = luigi.DictParameter[dict[str, Any]](significant=False, default={})
     version = luigi.Parameter(significant=False)
 
     def compute(self) -> None:
@@ -137,14 +148,14 @@ class ConvertMerge(CachedTask):
     digest = luigi.Parameter()
     groups = luigi.ListParameter(significant=False)  # the ConvertGroup digests, by group
     plan = luigi.Parameter(significant=False)
-    options = luigi.DictParameter(significant=False, default={})
+    options = luigi.DictParameter[dict[str, Any]](significant=False, default={})
     version = luigi.Parameter(significant=False)
 
     def subdir(self) -> str:
         return str(self.digest)
 
     def requires(self) -> list[ConvertGroup]:
-        return [ConvertGroup(cache=self.cache, group=i, digest=d, plan=self.plan, options=self.options, version=self.version)
+        return [new_task(ConvertGroup, cache=self.cache, group=i, digest=d, plan=self.plan, options=self.options, version=self.version)
                 for i, d in enumerate(self.groups)]
 
     def compute(self) -> None:
@@ -171,7 +182,8 @@ class ConvertMerge(CachedTask):
         atomic_write_text(out / DATASET_META_FILE, json.dumps(meta, sort_keys=True, indent=2) + "\n")
         index = [_write_shard_gt(part=part, categories=merged["categories"], stems=plan["shards"][i]["stems"], merged=out)
                  for i, part in enumerate(coco_parts)]
-        atomic_write_text(out / GT_INDEX_FILE, json.dumps({"shards": index, "labels": label_space(out, categories=merged["categories"])}, sort_keys=True) + "\n")
+        gt_index = {"shards": index, "labels": label_space(out, categories=merged["categories"])}
+        atomic_write_text(out / GT_INDEX_FILE, json.dumps(gt_index, sort_keys=True) + "\n")
         self.finish(shards=len(shard_dirs))
 
 

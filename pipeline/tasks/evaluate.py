@@ -10,6 +10,7 @@ name: inference numbers images in its own shard index, which knows nothing of an
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import zipfile
@@ -30,7 +31,7 @@ from segpipe.runner.gpu_slots import gpu_slot
 from segpipe.runner.progress import image_progress
 from segpipe.runner.shards import read_plan
 from segpipe.tasks import stages
-from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, spec_from_json
+from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, new_task, spec_from_json
 from segpipe.tasks.infer import INDEX_DATASET, PRED_DIR, infer_unit_key, infer_unit_kind, write_shard_index
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory
 
@@ -83,21 +84,21 @@ class CheckpointTask(CachedTask):
     iou_type = luigi.Parameter()
     checkpoint_path = luigi.Parameter(significant=False)
     checkpoint_sha256 = luigi.Parameter(significant=False)
-    options = luigi.DictParameter(significant=False, default={})
+    options = luigi.DictParameter[dict[str, Any]](significant=False, default={})
     loader_workers = luigi.OptionalIntParameter(significant=False, default=None)
     labels_digest = luigi.Parameter(significant=False)
     plan = luigi.Parameter(significant=False)
     version = luigi.Parameter(significant=False)
     merge_digest = luigi.Parameter(significant=False)
     convert_groups = luigi.ListParameter(significant=False)
-    convert_options = luigi.DictParameter(significant=False, default={})
+    convert_options = luigi.DictParameter[dict[str, Any]](significant=False, default={})
     # GPU indices (`--devices`): an inference takes a free one; the key says only "cuda", as the outputs do
     # not depend on which GPU ran them.
-    devices = luigi.ListParameter(significant=False, default=[])
+    devices = luigi.ListParameter(significant=False, default=())
 
     def merge_task(self) -> ConvertMerge:
-        return ConvertMerge(cache=self.cache, digest=self.merge_digest, groups=self.convert_groups, plan=self.plan,
-                            options=self.convert_options, version=self.version)
+        return new_task(ConvertMerge, cache=self.cache, digest=self.merge_digest, groups=self.convert_groups, plan=self.plan,
+                        options=self.convert_options, version=self.version)
 
     def shard_units(self, positions: Sequence[int], *, gt_keys: Sequence[str]) -> list[tuple[int, Unit, Unit]]:
         """(position, inference unit, evaluation unit) of each shard position. Pure given the plan."""
@@ -171,10 +172,13 @@ class EvalGroup(GroupTask, CheckpointTask):
         done = UnitLog()
         with contextlib.ExitStack() as stack:
             for position, iunit, eunit in self.shard_units(plan["groups"][int(self.group)], gt_keys=gt_index):
-                done.add(ensure_unit(cache, iunit, lambda d, p=position: infer(d, p)))
+                done.add(ensure_unit(cache, iunit, functools.partial(infer, position=position)))
                 idir = unit_directory(cache, iunit.kind, iunit.key)
-                done.add(ensure_unit(cache, eunit, lambda d, p=position, i=idir: evaluate_shard(
-                    directory=d, infer_dir=i, merged=merged, gt_key=gt_index[p], iou_type=str(self.iou_type))))
+
+                def evaluate(d: Path, p: int = position, i: Path = idir) -> dict[str, Any]:  # bound now, not at call time
+                    return evaluate_shard(directory=d, infer_dir=i, merged=merged, gt_key=gt_index[p], iou_type=str(self.iou_type))
+
+                done.add(ensure_unit(cache, eunit, evaluate))
         self.fresh_directory()
         self.finish(**done.marker())
 
@@ -280,7 +284,7 @@ def shard_stats_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any],
 def write_shard_stats(directory: Path, *, stats: dict[str, Any]) -> None:
     arrays, meta = shard_stats_to_arrays(stats)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=True, **arrays)  # numpy's default, named so that `arrays` cannot be taken for it
     atomic_write_bytes(directory / STATS_ARRAYS, buffer.getvalue())
     # Key order kept: per-image rows become table columns in this order.
     atomic_write_text(directory / STATS_META, json.dumps(meta) + "\n")

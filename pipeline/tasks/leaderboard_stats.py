@@ -144,8 +144,14 @@ def _delta_tables(kind: str, a: Path, b: Path) -> dict[str, pd.DataFrame]:
     else:
         a, b = next(p for p in sorted(a.iterdir()) if p.name in ("segm", "bbox")), next(p for p in sorted(b.iterdir()) if p.name in ("segm", "bbox"))
         key, image_key, metrics, rank = "category", "file_name", ("f1", "tp", "fp", "fn", "mean_iou"), "f1"
-    pa, pb = read_table(a, "per_image"), read_table(b, "per_image")
+    def table(directory: Path, name: str) -> pd.DataFrame:
+        found = read_table(directory, name)
+        if found is None:  # every finished report writes both tables
+            raise FileNotFoundError(f"{directory}: no {name} table")
+        return found
+
+    pa, pb = table(a, "per_image"), table(b, "per_image")
     if kind == "instance":
         pa, pb = instance_image_scores(pa), instance_image_scores(pb)
-    return {"per_class_delta": per_class_deltas(read_table(a, "per_class"), read_table(b, "per_class"), key=key),
+    return {"per_class_delta": per_class_deltas(table(a, "per_class"), table(b, "per_class"), key=key),
             "per_image_delta": per_image_deltas(pa, pb, key=image_key, metrics=metrics, rank_by=rank)}

@@ -40,7 +40,7 @@ def renumber_instance_stats(parts: Sequence[Any]) -> list[Any]:
     for p in parts:
         local = {int(i): global_id[n] for i, n in zip(p.image_ids, p.file_names)}
 
-        def renumber(ids: np.ndarray) -> np.ndarray:
+        def renumber(ids: np.ndarray, local: dict[int, int] = local) -> np.ndarray:  # bound now, not at call time
             return np.asarray([local[int(i)] for i in ids], dtype=np.int64)
 
         out.append(replace(p, image_ids=renumber(p.image_ids), det_image=renumber(p.det_image), gt_image=renumber(p.gt_image)))
@@ -60,7 +60,9 @@ class EvalReport(CheckpointTask):
         return f"{self.checkpoint}-{self.digest}"
 
     def requires(self) -> dict[str, Any]:
-        return {"groups": [self.clone(EvalGroup, group=i, digest=d) for i, d in enumerate(self.groups)], "gt": self.merge_task()}
+        # luigi's Task.clone is unannotated: it copies this task's parameters that EvalGroup shares.
+        groups = [self.clone(EvalGroup, group=i, digest=d) for i, d in enumerate(self.groups)]  # type: ignore[no-untyped-call]
+        return {"groups": groups, "gt": self.merge_task()}
 
     def shard_dirs(self) -> list[tuple[Path, Path]]:
         """(inference unit dir, evaluation unit dir) of every shard, in shard order."""
@@ -134,7 +136,7 @@ def _gallery_inputs(*, infer_dirs: list[Path], evaluation: str, report_dir: Path
 
     gallery = report_dir / GALLERY_DIR
     per_image = report_data.read_table(report_dir, "per_image")
-    common = {"image_root": DatasetDir(gt_dir).image_root, "gt_coco": gt_dir / INSTANCES_FILE}
+    image_root, gt_coco = DatasetDir(gt_dir).image_root, gt_dir / INSTANCES_FILE
     if evaluation == SEMANTIC_EVAL:
         worst = report_data.worst_semantic_images(per_image, n=GALLERY_SIZE)
         names = [str(f) for f in worst.get("file", [])]
@@ -142,7 +144,7 @@ def _gallery_inputs(*, infer_dirs: list[Path], evaluation: str, report_dir: Path
             source = next((d / PRED_DIR / SEMANTIC_DIR / name for d in infer_dirs if (d / PRED_DIR / SEMANTIC_DIR / name).is_file()), None)
             if source is not None:
                 atomic_write_bytes(gallery / SEMANTIC_DIR / name, source.read_bytes())
-        return GallerySource(**common, gt_semantic_dir=gt_dir / SEMANTIC_DIR, pred_semantic_dir=gallery / SEMANTIC_DIR)
+        return GallerySource(image_root=image_root, gt_coco=gt_coco, gt_semantic_dir=gt_dir / SEMANTIC_DIR, pred_semantic_dir=gallery / SEMANTIC_DIR)
     gt = json.loads((gt_dir / INSTANCES_FILE).read_bytes())
     gt_ids = {str(im["file_name"]): int(im["id"]) for im in gt["images"]}
     wanted = {int(i) for i in report_data.worst_instance_images(per_image, n=GALLERY_SIZE).get("image_id", [])}
@@ -157,7 +159,7 @@ def _gallery_inputs(*, infer_dirs: list[Path], evaluation: str, report_dir: Path
         picked.extend(r for r in remapped if int(r["image_id"]) in wanted)
     picked.sort(key=lambda r: (int(r["image_id"]), -float(r.get("score", 0.0))))
     atomic_write_text(gallery / RESULTS_FILE, json.dumps(picked, sort_keys=True) + "\n")
-    return GallerySource(**common, results=gallery / RESULTS_FILE)
+    return GallerySource(image_root=image_root, gt_coco=gt_coco, results=gallery / RESULTS_FILE)
 
 
 def _semantic_merge(shards: list[dict[str, Any]]) -> Any:
@@ -195,7 +197,7 @@ def leaderboard_compute(*, rows: list[dict[str, Any]], summaries: dict[str, dict
     for row in rows:
         record: dict[str, Any] = {"checkpoint": row["checkpoint"], "sha256": row["sha256"],
                                   "status": "failed" if row.get("error") else "ok", "error": row.get("error") or ""}
-        for evaluation, metrics in sorted(summaries.get(row["checkpoint"], {}).items()):
+        for _evaluation, metrics in sorted(summaries.get(row["checkpoint"], {}).items()):
             record.update({str(m): v for m, v in metrics})
         records.append(record)
     table = pd.DataFrame(records)

@@ -105,13 +105,14 @@ def inference_task(pred_dir: Path) -> str | None:
     meta = pred_dir / META_FILE
     if not meta.is_file():
         return None
-    return json.loads(meta.read_text(encoding="utf-8")).get("task")
+    task = json.loads(meta.read_text(encoding="utf-8")).get("task")
+    return None if task is None else str(task)
 
 
-def instance_shard_stats(*, gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, image_ids: Sequence[int]) -> Any:
+def instance_shard_stats(*, gt: dict[str, Any], results: Sequence[Mapping[str, Any]], iou_type: str, image_ids: Sequence[int]) -> Any:
     from segpipe.evaluators.instance import instance_update
 
-    return instance_update(gt, results, iou_type=iou_type, image_ids=list(image_ids))
+    return instance_update(gt, list(results), iou_type=iou_type, image_ids=list(image_ids))
 
 
 def instance_report(*, stats: Sequence[Any]) -> Any:
@@ -135,7 +136,7 @@ def semantic_per_image_row(*, confusion: np.ndarray, file: str, missing: bool) -
     return per_image_row(confusion, file=file, prediction=MISSING_PREDICTION if missing else PREDICTION_FOUND)
 
 
-def semantic_report(*, confusion: np.ndarray, class_names: Sequence[str], per_image: pd.DataFrame, notes: pd.DataFrame) -> Any:
+def semantic_report(*, confusion: np.ndarray, class_names: Sequence[str], per_image: pd.DataFrame | None, notes: pd.DataFrame) -> Any:
     from segpipe.evaluators.semantic_tables import semantic_compute
 
     return semantic_compute(confusion, class_names=list(class_names), per_image=per_image, notes=notes)
