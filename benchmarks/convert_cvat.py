@@ -7,7 +7,6 @@ and globox (`AnnotationSet.from_cvat` + `save_coco`, boxes only) when installed.
 
 from __future__ import annotations
 
-import argparse
 import io
 import random
 import shutil
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from benchmarks.timing import compare  # noqa: E402
+from benchmarks.timing import compare, size_args  # noqa: E402
 from segpipe.converters.cvat import convert_cvat  # noqa: E402
 
 WIDTH, HEIGHT = 64, 48
@@ -67,18 +66,13 @@ def bare_parse(xml: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("-n", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    n = args.n or (200 if args.quick else 3000)
+    n, repeats = size_args(__doc__, full=3000, quick=200)
     tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-cvat-"))
     try:
         mixed = generate(tmp / "mixed", n=n, masks=True)
         print("boxes, polygons and masks:")
         compare({"bare defusedxml parse": lambda: bare_parse(mixed), "segpipe convert cvat": lambda: convert_cvat(mixed, tmp / "out")},
-                repeats=args.repeats, n=n, unit="images")
+                repeats=repeats, n=n, unit="images")
         boxes = generate(tmp / "boxes", n=n, masks=False)
         entries = {"bare defusedxml parse": lambda: bare_parse(boxes), "segpipe convert cvat": lambda: convert_cvat(boxes, tmp / "out")}
         try:
@@ -88,7 +82,7 @@ def main() -> None:
         except ImportError:
             print("globox not installed: skipped")
         print("boxes only:")
-        compare(entries, repeats=args.repeats, n=n, unit="images")
+        compare(entries, repeats=repeats, n=n, unit="images")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

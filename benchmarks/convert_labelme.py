@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from benchmarks.timing import compare  # noqa: E402
+from benchmarks.timing import compare, size_args  # noqa: E402
 from segpipe.converters.labelme import convert_labelme  # noqa: E402
 
 WIDTH, HEIGHT = 64, 48
@@ -58,12 +57,7 @@ def bare_parse(paths: list[Path]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("-n", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    n = args.n or (200 if args.quick else 3000)
+    n, repeats = size_args(__doc__, full=3000, quick=200)
     tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-labelme-"))
     try:
         files = generate(tmp / "ds", n=n)
@@ -75,7 +69,7 @@ def main() -> None:
                 tmp / "ds", include_poly=True).save_coco(tmp / "globox.json", auto_ids=True)
         except ImportError:
             print("globox not installed: skipped")
-        compare(entries, repeats=args.repeats, n=n, unit="images")
+        compare(entries, repeats=repeats, n=n, unit="images")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

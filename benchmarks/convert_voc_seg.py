@@ -11,7 +11,6 @@ cross-checks the XML.
 
 from __future__ import annotations
 
-import argparse
 import io
 import random
 import shutil
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.timing import compare  # noqa: E402
+from benchmarks.timing import compare, size_args  # noqa: E402
 from segpipe.converters.voc_segmentation import VOC_CLASSES, convert_voc_segmentation  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120
@@ -75,18 +74,13 @@ def bare_decode(pairs: list[tuple[Path, Path]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("-n", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    n = args.n or (150 if args.quick else 2000)
+    n, repeats = size_args(__doc__, full=2000, quick=150)
     tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-vocseg-"))
     try:
         pairs = generate(tmp / "voc", n=n)
         compare({"bare PIL decode loop": lambda: bare_decode(pairs),
                  "segpipe convert voc-seg": lambda: convert_voc_segmentation(tmp / "voc", tmp / "out")},
-                repeats=args.repeats, n=n, unit="images")
+                repeats=repeats, n=n, unit="images")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

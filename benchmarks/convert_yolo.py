@@ -11,7 +11,6 @@ headers, polygon rasterisation + RLE, COCO assembly, JSON and report writing) ov
 
 from __future__ import annotations
 
-import argparse
 import io
 import random
 import shutil
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from benchmarks.timing import compare  # noqa: E402
+from benchmarks.timing import compare, size_args  # noqa: E402
 from segpipe.converters.yolo import convert_yolo  # noqa: E402
 
 WIDTH, HEIGHT = 64, 48
@@ -61,18 +60,13 @@ def bare_parse(paths: list[Path]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("-n", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    n = args.n or (300 if args.quick else 5000)
+    n, repeats = size_args(__doc__, full=5000, quick=300)
     tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-yolo-"))
     try:
         mixed = generate(tmp / "mixed", n=n, polygons=True)
         print("boxes and polygons:")
         compare({"bare parse loop": lambda: bare_parse(mixed), "segpipe convert yolo": lambda: convert_yolo(tmp / "mixed", tmp / "out")},
-                repeats=args.repeats, n=n, unit="images")
+                repeats=repeats, n=n, unit="images")
         boxes = generate(tmp / "boxes", n=n, polygons=False)
         entries = {"bare parse loop": lambda: bare_parse(boxes), "segpipe convert yolo": lambda: convert_yolo(tmp / "boxes", tmp / "out")}
         try:
@@ -84,7 +78,7 @@ def main() -> None:
         except ImportError:
             print("globox not installed: skipped")
         print("boxes only:")
-        compare(entries, repeats=args.repeats, n=n, unit="images")
+        compare(entries, repeats=repeats, n=n, unit="images")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

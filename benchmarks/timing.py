@@ -47,3 +47,15 @@ def compare(entries: dict[str, Callable[[], object]], *, repeats: int, n: int, u
         ratio = "" if name == anchor else f"  {wall[name] / wall[anchor]:6.2f}x the {anchor}"
         print(f"{name:<34s}: {wall[name]:7.3f} s wall {cpu[name]:7.3f} s CPU {n / wall[name]:8.0f} {unit}/s{ratio}")
     return wall
+
+
+def size_args(doc: str | None, *, full: int, quick: int) -> tuple[int, int]:
+    """The format benchmarks' command line (`--quick`, `-n`, `--repeats`): returns (images, repeats)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"{quick} images instead of {full}")
+    parser.add_argument("-n", type=int, default=None, help="number of images")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (medians are printed)")
+    args = parser.parse_args()
+    return args.n or (quick if args.quick else full), args.repeats
