@@ -61,7 +61,7 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
     from the last finished shard; a rerun retries every image skipped before. Exit code 3 when some images
     were skipped (see inference_report.csv).
     """
-    from segpipe.inference.checkpoints import InferenceError, UntrustedCheckpointWarning
+    from segpipe.inference.checkpoints import OPTIONS, InferenceError, UntrustedCheckpointWarning
     from segpipe.inference.data import parse_class_names
     from segpipe.inference.engine import run_inference
 
@@ -76,6 +76,8 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
             )
         except InferenceError as err:
             _echo_warnings(caught)
+            if err.path == OPTIONS:  # an option's value: say it with its flag
+                raise click.BadParameter(err.reason, param_hint=f"--{err.field.replace('_', '-')}") from err
             raise click.ClickException(str(err)) from err
     _echo_warnings(caught)
     speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "no image predicted"

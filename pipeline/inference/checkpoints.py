@@ -35,8 +35,14 @@ CHECKPOINT_MAX_INFLATION = 8
 CHECKPOINT_INFLATE_FLOOR = 64 * 1024 * 1024
 
 
+# The `path` of an InferenceError about an option of run_inference (not a file): its `field` is the option's
+# name, which the command line turns into its flag (`device` -> `--device`).
+OPTIONS = "inference options"
+
+
 class InferenceError(SegpipeError):
-    """A problem with an inference input (checkpoint, model card, class list, dataset), located by path and field."""
+    """A problem with an inference input (checkpoint, model card, class list, dataset, or an option when `path`
+    is OPTIONS), located by path and field."""
 
 
 class UntrustedCheckpointWarning(UserWarning):

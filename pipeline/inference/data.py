@@ -77,7 +77,7 @@ def parse_class_names(value: str | None) -> tuple[str, ...] | None:
     try:
         return tuple(class_names_option(value))
     except (OSError, UnicodeDecodeError) as err:
-        raise InferenceError(value, "--classes", f"unreadable classes file: {err}") from err
+        raise InferenceError(value, "classes", f"unreadable classes file: {err}") from err
 
 
 def resized_size(*, width: int, height: int, short_side: int | None) -> tuple[int, int]:

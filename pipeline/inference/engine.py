@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from segpipe.inference.checkpoints import (
+    OPTIONS,
     IMAGENET_MEAN, IMAGENET_STD, InferenceError, ModelCard, load_state_dict_into, parse_state_dict, read_checkpoint,
     read_model_card,
 )
@@ -128,9 +129,9 @@ class InferenceSession:
         class_map: Mapping[str, str] | str | None = None,
     ) -> None:
         if precision not in PRECISIONS:
-            raise InferenceError("--precision", "precision", f"must be one of {PRECISIONS}, got {precision!r}")
+            raise InferenceError(OPTIONS, "precision", f"must be one of {PRECISIONS}, got {precision!r}")
         if batch_size < 1 or shard_size < 1 or (resize is not None and resize < 1):
-            raise InferenceError("--batch-size", "batch_size", "batch size, shard size and resize must be positive")
+            raise InferenceError(OPTIONS, "batch_size", "batch size, shard size and resize must be positive")
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise InferenceError(self.checkpoint, "", "checkpoint file not found")
@@ -221,7 +222,7 @@ class InferenceSession:
 def model_class_names(*, classes: Sequence[str] | None, class_table: str | None, card: ModelCard) -> tuple[Sequence[str] | None, str]:
     """The model's output class names and where they come from: options first, then the model card."""
     if classes is not None and class_table is not None:
-        raise InferenceError("--classes", "classes", "give either --classes or --class-table, not both")
+        raise InferenceError(OPTIONS, "classes", "give either the class names or a class table, not both")
     if classes is not None:
         return classes, "--classes"
     if class_table is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from segpipe.inference.checkpoints import InferenceError, check_archive_inflation, require_torchscript_trust
+from segpipe.inference.checkpoints import InferenceError, OPTIONS, check_archive_inflation, require_torchscript_trust
 
 SEMANTIC = "semantic"
 INSTANCE = "instance"
@@ -78,7 +78,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 def model_spec(name: str) -> ModelSpec:
     if name not in MODELS:
-        raise InferenceError("--model", "name", f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+        raise InferenceError(OPTIONS, "model", f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     return MODELS[name]
 
 
@@ -93,7 +93,7 @@ def build_model(
     """An untrained model (random init, no download) in eval mode."""
     spec = model_spec(name)
     if spec.builder is None:
-        raise InferenceError("--model", "name", "torchscript models are loaded with load_torchscript(), not built")
+        raise InferenceError(OPTIONS, "model", "torchscript models are loaded with load_torchscript(), not built")
     model = spec.builder(num_classes=num_classes, unet_depth=unet_depth, unet_width=unet_width, unet_bilinear=unet_bilinear)
     return model.eval()
 

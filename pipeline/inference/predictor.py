@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Sequence
 
-from segpipe.inference.checkpoints import InferenceError
+from segpipe.inference.checkpoints import InferenceError, OPTIONS
 from segpipe.inference.class_maps import ClassMapping
 from segpipe.inference.data import Sample
 from segpipe.inference.devices import DeviceError, parse_device
@@ -22,14 +22,14 @@ def resolve_device(device: str) -> Any:
     try:
         device = parse_device(device)
     except DeviceError as err:
-        raise InferenceError("--device", "device", str(err)) from err
+        raise InferenceError(OPTIONS, "device", str(err)) from err
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= count:
-            raise InferenceError("--device", "device", f"{device} requested but torch sees {count} CUDA device(s) on this host; "
+            raise InferenceError(OPTIONS, "device", f"{device} requested but torch sees {count} CUDA device(s) on this host; "
                                  f"use --device cpu, or an index below {count}")
     return torch.device(device)
 
@@ -104,7 +104,7 @@ class DevicePredictor:
             out = self.model(x)
         logits = (out["out"] if isinstance(out, dict) else out).float()
         if logits.ndim != 4 or logits.shape[1] != self.n_outputs:
-            raise InferenceError("--model", "output", f"model gives shape {tuple(logits.shape)}, expected {self.n_outputs} class channels")
+            raise InferenceError(OPTIONS, "model", f"model gives shape {tuple(logits.shape)}, expected {self.n_outputs} class channels")
         if self.drop_logits is not None:
             logits = logits.masked_fill(self.drop_logits, float("-inf"))
         index = logits.argmax(dim=1)

@@ -133,3 +133,23 @@ def test_run_on_the_gpus_of_this_host(tmp_path: Path) -> None:
     assert outcome.exit_code == 0, outcome.failed
     metas = [json.loads(p.read_text()) for p in (settings.cache / "infer").rglob("meta.json")]
     assert metas and {m["device"] for m in metas} <= {f"cuda:{g}" for g in gpus}
+
+
+def test_option_errors_name_the_option_not_a_flag_and_the_cli_says_the_flag(tmp_path: Path) -> None:
+    """Library errors about an option carry the option's name as their field; only the CLI speaks of flags."""
+    from segpipe.inference.checkpoints import OPTIONS, InferenceError
+    from segpipe.inference.predictor import resolve_device
+
+    with pytest.raises(InferenceError) as info:
+        resolve_device("cuda:99")
+    assert (info.value.path, info.value.field) == (OPTIONS, "device")
+    assert "--" not in info.value.path
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    (dataset / "instances.json").write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "pet"}]}')
+    checkpoint = tmp_path / "m.pt"
+    checkpoint.write_bytes(b"")
+    result = CliRunner().invoke(main, ["infer", "--model", "unet", "--checkpoint", str(checkpoint), "--dataset", str(dataset),
+                                       "-o", str(tmp_path / "out"), "--precision", "fp32", "--batch-size", "1", "--device", "cuda:99"])
+    assert result.exit_code == 2, result.output
+    assert "--device" in result.output and "cuda:99" in result.output
