@@ -23,7 +23,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import luigi
 
@@ -216,3 +216,14 @@ def read_executions(cache: Path, *, log: str = EXECUTION_LOG) -> list[dict[str, 
 
 def failure_path(cache: Path, *, task_id: str) -> Path:
     return cache / "failures" / f"{task_id}.txt"
+
+
+TaskT = TypeVar("TaskT", bound=CachedTask)
+
+
+def new_task(cls: type[TaskT], **params: Any) -> TaskT:
+    """`cls(**params)`. Luigi takes a task's parameters as keyword arguments and checks them itself (an unknown
+    or missing one raises); mypy sees no constructor for them (luigi.Task's is unannotated, and its
+    dataclass_transform counts only annotated class attributes), so the class is called as a plain factory."""
+    factory: Callable[..., TaskT] = cls
+    return factory(**params)

@@ -26,7 +26,7 @@ from luigi.execution_summary import LuigiStatusCode, _summary_dict
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
-from segpipe.cache.targets import GROUP_LOG, RUN_ID_ENV, CachedTask, execution_run_id, failure_path, read_executions
+from segpipe.cache.targets import GROUP_LOG, RUN_ID_ENV, CachedTask, execution_run_id, failure_path, new_task, read_executions
 from segpipe.cache.fingerprints import (
     STAT_CACHE_FILE, StatCache, build_manifest, checkpoint_fingerprint, combine_keys, latest_mtime, options_key,
     package_version,
@@ -35,7 +35,7 @@ from segpipe.runner.config import RunSettings
 from segpipe.runner.publish import publish_outputs
 from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
 from segpipe.tasks.stages import INFER_SPEED_OPTIONS
-from segpipe.tasks.convert import ConvertMerge, GroupTask, convert_unit_keys, group_digest, new_task, spec_to_json
+from segpipe.tasks.convert import ConvertMerge, GroupTask, convert_unit_keys, group_digest, spec_to_json
 from segpipe.tasks.evaluate import CheckpointTask, read_gt_keys, read_label_space
 from segpipe.tasks.report import EvalReport, Leaderboard, leaderboard_key
 

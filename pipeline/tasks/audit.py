@@ -8,10 +8,10 @@ from typing import Any
 
 import luigi
 
-from segpipe.cache.targets import CachedTask
+from segpipe.cache.targets import CachedTask, new_task
 from segpipe.reports.tables import write_table
 from segpipe.tasks import stages
-from segpipe.tasks.convert import ConvertMerge, new_task
+from segpipe.tasks.convert import ConvertMerge
 
 
 class AuditTask(CachedTask):

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Mapping, Sequence
 
 from segpipe.converters.coco import dumps_coco
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
@@ -24,7 +24,7 @@ from segpipe.converters.report import REPORT_FILE_NAME, Finding, format_report_c
 import luigi
 
 from segpipe.tasks import stages
-from segpipe.cache.targets import CachedTask, MarkerTarget, link_or_copy
+from segpipe.cache.targets import CachedTask, MarkerTarget, link_or_copy, new_task
 from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, combine_keys, manifest_key, options_key
 from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
 from segpipe.runner.shards import DatasetSpec, Shard, materialize_shard_source, read_plan
@@ -69,17 +69,6 @@ def convert_unit_keys(plan: Mapping[str, Any], *, version: str, options: Mapping
 
 def group_digest(kind: str, keys: Sequence[str]) -> str:
     return combine_keys(kind, *keys)
-
-
-TaskT = TypeVar("TaskT", bound=CachedTask)
-
-
-def new_task(cls: type[TaskT], **params: Any) -> TaskT:
-    """`cls(**params)`. Luigi takes a task's parameters as keyword arguments and checks them itself (an unknown
-    or missing one raises); mypy sees no constructor for them (luigi.Task's is unannotated, and its
-    dataclass_transform counts only annotated class attributes), so the class is called as a plain factory."""
-    factory: Callable[..., TaskT] = cls
-    return factory(**params)
 
 
 class GroupTask(CachedTask):

@@ -26,12 +26,12 @@ from segpipe.evaluators.errors import EvaluationError
 from segpipe.layout import RESULTS_FILE
 from segpipe.cache.fingerprints import combine_keys
 from segpipe.cache.input_check import Expected, inputs_unchanged
-from segpipe.cache.targets import CachedTask
+from segpipe.cache.targets import CachedTask, new_task
 from segpipe.runner.gpu_slots import gpu_slot
 from segpipe.runner.progress import image_progress
 from segpipe.runner.shards import read_plan
 from segpipe.tasks import stages
-from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, new_task, spec_from_json
+from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, spec_from_json
 from segpipe.tasks.infer import INDEX_DATASET, PRED_DIR, infer_unit_key, infer_unit_kind, write_shard_index
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory
 
