@@ -1,23 +1,32 @@
-"""The common end of every folder converter: per-file outcomes in, OUT/instances.json, dataset.json and
-conversion_report.csv out, with `--strict` handled once.
+"""The common end of every converter: per-file outcomes in, a `Conversion` (the COCO dict, label maps,
+findings, in memory) out, with `--strict` handled once; `write_conversion_dir` is the one writer of a
+converted dataset dir (OUT/instances.json, semantic/, dataset.json, conversion_report.csv).
 
-Each format module supplies the per-file work (pure `parse_*` plus a read of the image header); this
-module gathers the outcomes, orders the categories and writes the outputs atomically.
+Each format module supplies the per-file work (pure `parse_*` plus a read of the image header) as a
+`*_conversion` function over the files it is given; its `convert_*` is `write_conversion_dir` over it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco
-from segpipe.converters.dataset_layout import INSTANCES_FILE, discard_outputs, write_dataset_meta
+from segpipe.converters.dataset_layout import (
+    HEADS_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
+)
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import read_image_size
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, display_path, write_report
+
+# Where images embedded in annotation files (LabelMe's imageData) are written: OUT/images/<file_name>.
+EMBEDDED_IMAGES_DIR = "images"
+WRITER_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -34,12 +43,12 @@ def row(file: str | os.PathLike[str], severity: str, code: str, message: str) ->
     return Finding(file=display_path(file), severity=severity, code=code, message=display_path(message))  # type: ignore[arg-type]
 
 
-def image_size(image: str | os.PathLike[str], *, annotation: str | os.PathLike[str], declared: tuple[int, int] | None) -> tuple[tuple[int, int] | None,
-    list[Finding]]:
-    """(width, height) from the image header, or None with an error row; a warning when the annotation
-    file declares another size (the image's wins, as for VOC)."""
+def image_size(image: str | os.PathLike[str], *, annotation: str | os.PathLike[str], declared: tuple[int, int] | None,
+               data: bytes | None = None) -> tuple[tuple[int, int] | None, list[Finding]]:
+    """(width, height) from the image header (of `data` when the image is held in memory), or None with an
+    error row; a warning when the annotation file declares another size (the image's wins, as for VOC)."""
     try:
-        width, height = read_image_size(image)
+        width, height = read_image_size(image, data=data)
     except AnnotationError as err:
         return None, [row(image, "error", err.code, f"{err.reason}; {os.path.basename(os.fspath(annotation))} is skipped")]
     if declared is not None and tuple(declared) != (width, height):
@@ -53,9 +62,9 @@ def path_inside(root: Path, rel: str) -> Path | None:
     """`root / rel` for a path read from an annotation file, or None when it would leave `root`: absolute, a
     `..` part (either slash), or a folder that resolves (symlinks followed) outside `root`.
 
-    The file itself may be a symlink: `segpipe run` converts shard views whose images are symlinks to the
-    dataset, and a link the user placed among their own files is theirs to place. A folder link out of the
-    root is refused, so an annotation cannot reach, say, /etc through `link/passwd`.
+    The file itself may be a symlink: a link the user placed among their own files is theirs to place
+    (datasets are often symlink farms into a shared image store). A folder link out of the root is refused,
+    so an annotation cannot reach, say, /etc through `link/passwd`.
 
     >>> path_inside(Path("/data"), "../etc/passwd") is None, path_inside(Path("/data"), "a/b.jpg")
     (True, PosixPath('/data/a/b.jpg'))
@@ -102,26 +111,80 @@ def categories_for(declared: Sequence[str] | None, names: Iterable[str]) -> list
     return [CategoryRecord(name=n) for n in ordered]
 
 
-def write_conversion(out: Path, *, report: ConversionReport, format: str, image_root: Path, options: Mapping[str, Any],
-                     build: Callable[[], dict[str, Any] | None]) -> ConversionReport:
-    """Run `build` (returns the COCO dict, or None when nothing can be converted: the report says why) and
-    write OUT's files. Under --strict the first error row raises StrictModeError after the report so far is
-    written and OUT's converted outputs are removed, so no earlier run's output passes for this one's."""
-    out = Path(out)
+@dataclass
+class ConversionOutputs:
+    """What a conversion produces besides instances.json, held in memory until a writer puts it in OUT."""
+
+    label_maps: dict[str, bytes] = field(default_factory=dict)  # "<stem>.png" -> single-channel PNG bytes
+    semantic_classes: tuple[str, ...] | None = None  # semantic/classes.txt, in index order
+    heads: dict[str, Any] | None = None  # heads.json (Oxford-IIIT Pet head boxes)
+    images: dict[str, bytes] = field(default_factory=dict)  # images the annotations embed, by file_name under OUT/images/
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One conversion, in memory: the COCO dict (None when nothing could be converted: the findings say
+    why), the label maps and other outputs, the findings (conversion report rows) and dataset.json's
+    content. `aborted` is set when `strict` stopped at the first error row: the findings are those so far,
+    and nothing else of it is to be written."""
+
+    format: str
+    image_root: Path | None  # None: the embedded images, written under OUT/images/
+    options: dict[str, Any]
+    coco: dict[str, Any] | None
+    findings: tuple[Finding, ...]
+    outputs: ConversionOutputs = field(default_factory=ConversionOutputs)
+    aborted: StrictModeError | None = None
+
+    def report(self) -> ConversionReport:
+        return ConversionReport(findings=list(self.findings))
+
+
+def run_conversion(*, report: ConversionReport, format: str, image_root: Path | None, options: Mapping[str, Any],
+                   build: Callable[[ConversionOutputs], dict[str, Any] | None]) -> Conversion:
+    """Run `build` (fills the outputs, returns the COCO dict or None) into a Conversion; a --strict stop
+    becomes `aborted`, so a caller holding several conversions decides what to do with it."""
     _folder_inside.cache_clear()  # folder checks are cached within one conversion only: a folder may become a link later
+    outputs = ConversionOutputs()
     try:
-        coco = build()
-    except StrictModeError:
-        write_report(out / REPORT_FILE_NAME, report.findings)
+        coco = build(outputs)
+    except StrictModeError as stop:
+        return Conversion(format=format, image_root=image_root, options=dict(options), coco=None, findings=tuple(report.findings), aborted=stop)
+    return Conversion(format=format, image_root=image_root, options=dict(options), coco=coco, findings=tuple(report.findings), outputs=outputs)
+
+
+def write_conversion_dir(out: Path, conversion: Conversion) -> ConversionReport:
+    """Write a Conversion as a converted dataset dir: instances.json, heads.json, semantic/ (stale maps of an
+    earlier run removed), images/, dataset.json, conversion_report.csv. An aborted (--strict) conversion
+    writes its report so far, removes OUT's converted outputs so that no earlier run's output passes for
+    this one's, and raises its StrictModeError."""
+    out = Path(out)
+    if conversion.aborted is not None:
+        write_report(out / REPORT_FILE_NAME, conversion.findings)
         discard_outputs(out)
-        raise
-    if coco is None:
+        raise conversion.aborted
+    outputs = conversion.outputs
+    for name, data in sorted(outputs.images.items()):
+        atomic_write_bytes(out / EMBEDDED_IMAGES_DIR / name, data)
+    if outputs.semantic_classes is not None:
+        semantic = out / SEMANTIC_DIR
+        semantic.mkdir(parents=True, exist_ok=True)
+        # Every atomic write fsyncs: threads overlap those disk waits.
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
+            for future in [writers.submit(atomic_write_bytes, semantic / name, data) for name, data in sorted(outputs.label_maps.items())]:
+                future.result()  # a failed write of our own output is not bad input: let it raise
+        remove_stale_semantic_maps(semantic, keep=set(outputs.label_maps))
+        atomic_write_text(semantic / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in outputs.semantic_classes))
+    if conversion.coco is None:
         discard_outputs(out)
     else:
-        write_coco(out / INSTANCES_FILE, coco)
-    write_dataset_meta(out, format=format, image_root=image_root, options=dict(options))
-    write_report(out / REPORT_FILE_NAME, report.findings)
-    return report
+        write_coco(out / INSTANCES_FILE, conversion.coco)
+        if outputs.heads is not None:
+            write_coco(out / HEADS_FILE, outputs.heads)
+    image_root = out / EMBEDDED_IMAGES_DIR if conversion.image_root is None else conversion.image_root
+    write_dataset_meta(out, format=conversion.format, image_root=image_root, options=conversion.options)
+    write_report(out / REPORT_FILE_NAME, conversion.findings)
+    return conversion.report()
 
 
 def assemble(records: Sequence[ImageRecord], *, categories: Sequence[CategoryRecord]) -> dict[str, Any]:

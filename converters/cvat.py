@@ -15,15 +15,17 @@ declared in `<meta>`, in their order. The XML is parsed by defusedxml with DTDs 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from xml.etree.ElementTree import Element, ParseError
 
 import numpy as np
 
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
 from segpipe.converters.conversion_output import (
-    FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion,
+    FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, Conversion, ConversionOutputs,
+    run_conversion, write_conversion_dir,
 )
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import read_input_bytes
@@ -160,7 +162,14 @@ def _declared_size(image: Element) -> tuple[int, int] | None:
 
 def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
     """A CVAT for images 1.1 XML (`src` itself, or SRC/annotations.xml) -> OUT/instances.json (+ dataset.json, report)."""
-    src, out = Path(src), Path(out)
+    return write_conversion_dir(Path(out), cvat_conversion(src, images=images, rectangle_segmentation=rectangle_segmentation, strict=strict))
+
+
+def cvat_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, images: Path | None = None,
+                    rectangle_segmentation: bool = False, strict: bool = False) -> Conversion:
+    """A CVAT XML's images in memory: COCO dict and findings. `files` (a shard's list) changes nothing: the
+    one XML names every image, so `segpipe run` converts a CVAT dataset as one shard holding all its files."""
+    src = Path(src)
     xml = src / DEFAULT_XML if src.is_dir() else src
     folder = xml.parent
     image_root = Path(images) if images is not None else (folder / "images" if (folder / "images").is_dir() else folder)
@@ -193,7 +202,7 @@ def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_
         return FileOutcome(ImageRecord(file_name=Path(name).as_posix(), width=size[0], height=size[1], annotations=tuple(records), extra=extra),
             tuple(findings))
 
-    def build() -> dict[str, Any] | None:
+    def build(outputs: ConversionOutputs) -> dict[str, Any] | None:
         try:
             root = parse_cvat_root(read_input_bytes(xml), path=str(xml))
         except AnnotationError as err:
@@ -210,4 +219,4 @@ def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_
         return assemble(records, categories=categories_for(names or None, labels))
 
     options = {"source": str(xml.resolve()), "rectangle_segmentation": rectangle_segmentation}
-    return write_conversion(out, report=report, format=CVAT_FORMAT, image_root=image_root, options=options, build=build)
+    return run_conversion(report=report, format=CVAT_FORMAT, image_root=image_root, options=options, build=build)

@@ -6,6 +6,7 @@ files named `.jpg`, and `.mat` files in `images/` (skipped because their extensi
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -173,20 +174,21 @@ def index_images(roots: Iterable[str | os.PathLike[str]], *, recursive: bool = T
     return ImageIndex(by_stem={k: tuple(sorted(v)) for k, v in found.items()})
 
 
-def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) as displayed, i.e. after EXIF orientation; reads the header only.
+def read_image_size(path: str | os.PathLike[str], *, data: bytes | None = None) -> tuple[int, int]:
+    """(width, height) as displayed, i.e. after EXIF orientation; reads the header only (of `data`, the
+    image's bytes held in memory, when given: `path` then only names it in errors).
 
     Raises AnnotationError(code="unreadable_image") for missing, empty or undecodable files.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        if data is None and os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
             raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
         with warnings.catch_warnings():
             # Pillow warns above its own threshold; our limit (check_pixel_count) decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if data is None else io.BytesIO(data)) as im:
                 width, height = im.size
                 orientation = _orientation(im)
     except FileNotFoundError as err:

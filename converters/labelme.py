@@ -17,27 +17,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TypeGuard
+from typing import Any, Callable, Iterable, Sequence, TypeGuard
 
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_bytes
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
 from segpipe.converters.conversion_output import (
-    FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, write_conversion,
+    EMBEDDED_IMAGES_DIR, Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
+    skipped_for_errors, write_conversion_dir,
 )
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, index_images, is_utf8_name, read_input_bytes, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, is_utf8_name, read_input_bytes
+from segpipe.converters.input_files import input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_polygon, box_record, clip_box, disc_mask, finite, mask_record, polygon_mask
 from segpipe.converters.trimap import sniff_image_format
 from segpipe.converters.voc import read_classes_file
 
 LABELME_FORMAT = "labelme"
-EMBEDDED_IMAGES_DIR = "images"
 AREA_SHAPES: tuple[str, ...] = ("rectangle", "polygon", "circle")
 POINT_SHAPES: tuple[str, ...] = ("point", "points")
 LINE_SHAPES: tuple[str, ...] = ("line", "linestrip")
@@ -190,7 +191,8 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
     return records, findings, sorted({s.label for s in doc.shapes if s.shape_type in AREA_SHAPES})
 
 
-def image_for(doc: LabelmeDocument, *, src: Path, json_rel: str, beside: Sequence[Path]) -> tuple[str | None, list[Finding]]:
+def image_for(doc: LabelmeDocument, *, src: Path, json_rel: str, beside: Sequence[Path],
+              is_file: Callable[[Path], bool] = Path.is_file) -> tuple[str | None, list[Finding]]:
     """The image's path relative to `src`: `imagePath` when it stays inside `src` and exists, else the one
     image named like the JSON in its folder. Never leaves `src`."""
     findings: list[Finding] = []
@@ -200,7 +202,7 @@ def image_for(doc: LabelmeDocument, *, src: Path, json_rel: str, beside: Sequenc
         inside = path_inside(src, joined) if not doc.image_path.startswith(("/", "\\")) else None
         if inside is None:
             findings.append(row(src / json_rel, "warning", "image_path_outside", f"imagePath {doc.image_path!r} leaves the dataset root; not followed"))
-        elif inside.is_file():
+        elif is_file(inside):
             return joined, findings
     candidates = [p for p in beside if p.parent == (src / folder)]
     if candidates:
@@ -211,8 +213,8 @@ def image_for(doc: LabelmeDocument, *, src: Path, json_rel: str, beside: Sequenc
     return None, findings
 
 
-def _embedded(doc: LabelmeDocument, *, out: Path, json_rel: str) -> tuple[str | None, str | None]:
-    """Write `imageData` under OUT/images/, named like the JSON; (relative name, None) or (None, reason)."""
+def _embedded(doc: LabelmeDocument, *, json_rel: str) -> tuple[str | None, bytes | str]:
+    """`imageData`, named like the JSON (its name under OUT/images/): (relative name, bytes) or (None, reason)."""
     if doc.image_data is None:
         return None, "no imageData in the file"
     try:
@@ -223,36 +225,43 @@ def _embedded(doc: LabelmeDocument, *, out: Path, json_rel: str) -> tuple[str | 
     ext = _EXTENSIONS.get(kind or "")
     if ext is None:
         return None, "imageData is not a known image format"
-    rel = posixpath.splitext(json_rel)[0] + ext
-    atomic_write_bytes(out / EMBEDDED_IMAGES_DIR / rel, data)
-    return rel, None
+    return posixpath.splitext(json_rel)[0] + ext, data
 
 
 def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedded_images: bool = False,
                     rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
     """Every `*.json` under `src` -> OUT/instances.json (+ dataset.json, report); images from disk, or from
     `imageData` into OUT/images/ with `embedded_images`."""
-    src, out = Path(src), Path(out)
+    conversion = labelme_conversion(src, classes=classes, embedded_images=embedded_images, rectangle_segmentation=rectangle_segmentation, strict=strict)
+    return write_conversion_dir(Path(out), conversion)
+
+
+def labelme_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None,
+                       embedded_images: bool = False, rectangle_segmentation: bool = False, strict: bool = False) -> Conversion:
+    """The LabelMe JSONs under `src` (only `files` of it when they are listed) in memory: COCO dict, embedded
+    images (with `embedded_images`) and findings."""
+    src, listing = Path(src), input_files(files)
     if not src.is_dir():
         raise AnnotationError(src, "", "source is not a directory", code="missing_source")
     declared = read_classes_file(classes) if classes is not None else None
     allowed = frozenset(declared) if declared is not None else None
-    image_root = out / EMBEDDED_IMAGES_DIR if embedded_images else src
     report = ConversionReport(strict=strict)
 
-    def one(json_rel: str, index: Any, owners: dict[str, str]) -> FileOutcome:
+    def one(json_rel: str, index: Any, owners: dict[str, str], outputs: ConversionOutputs) -> FileOutcome:
         path = src / json_rel
         try:
             doc = parse_labelme_json(read_input_bytes(path), path=str(path))
         except AnnotationError as err:
             return FileOutcome(None, (row(path, "error", err.code, f"{err.field}: {err.reason}" if err.field else err.reason),))
         findings = list(doc.findings)
+        data: bytes | None = None
         if embedded_images:
-            image_rel, reason = _embedded(doc, out=out, json_rel=json_rel)
+            image_rel, embedded = _embedded(doc, json_rel=json_rel)
             if image_rel is None:
-                return FileOutcome(None, (*findings, row(path, "error", "missing_image", f"--embedded-images: {reason}; skipped")), ())
+                return FileOutcome(None, (*findings, row(path, "error", "missing_image", f"embedded images: {embedded!s}; skipped")), ())
+            data = embedded if isinstance(embedded, bytes) else None
         else:
-            image_rel, found = image_for(doc, src=src, json_rel=json_rel, beside=index.candidates(Path(json_rel).stem))
+            image_rel, found = image_for(doc, src=src, json_rel=json_rel, beside=index.candidates(Path(json_rel).stem), is_file=listing.is_file)
             findings.extend(found)
             if image_rel is None:
                 hint = " (the image is embedded as imageData: pass --embedded-images to write it out)" if doc.image_data else ""
@@ -261,7 +270,10 @@ def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedd
             return FileOutcome(None, (*findings, row(path, "error", "duplicate_annotation",
                 f"image {image_rel} is already annotated by {owners[image_rel]}; skipped")))
         owners[image_rel] = json_rel
-        size, found = image_size(image_root / image_rel, annotation=path, declared=doc.size)
+        if data is not None:
+            outputs.images[image_rel] = data
+        image = Path(EMBEDDED_IMAGES_DIR) / image_rel if embedded_images else src / image_rel
+        size, found = image_size(image, annotation=path, declared=doc.size, data=data)
         findings.extend(found)
         if size is None:
             return FileOutcome(None, tuple(findings))
@@ -273,16 +285,16 @@ def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedd
             return FileOutcome(None, (*findings, skipped), tuple(names))
         return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1], annotations=tuple(records)), tuple(findings), tuple(names))
 
-    def build() -> dict[str, Any]:
-        jsons = [p.relative_to(src).as_posix() for p in walk_input_files(src) if p.suffix.lower() == ".json"]
+    def build(outputs: ConversionOutputs) -> dict[str, Any]:
+        jsons = [p.relative_to(src).as_posix() for p in listing.walk(src) if p.suffix.lower() == ".json"]
         for rel in (j for j in jsons if not is_utf8_name(j)):
             report.add(file=src / rel, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
         jsons = [j for j in jsons if is_utf8_name(j)]
-        index = index_images([src])
+        index = listing.index_images([src])
         owners: dict[str, str] = {}
-        records, names = collect((one(j, index, owners) for j in jsons), report=report)
+        records, names = collect((one(j, index, owners, outputs) for j in jsons), report=report)
         return assemble(records, categories=categories_for(declared, names))
 
     options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()),
                "embedded_images": embedded_images, "rectangle_segmentation": rectangle_segmentation}
-    return write_conversion(out, report=report, format=LABELME_FORMAT, image_root=image_root, options=options, build=build)
+    return run_conversion(report=report, format=LABELME_FORMAT, image_root=None if embedded_images else src, options=options, build=build)

@@ -11,15 +11,17 @@ instances.json and heads.json share one image list, hence the same image ids.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
-from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
-from segpipe.converters.dataset_layout import HEADS_FILE, discard_outputs, write_dataset_meta
+from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
+from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, write_conversion_dir
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import read_input_bytes
+from segpipe.converters.input_files import InputFiles, input_files
 from segpipe.converters.pet_list import SPECIES_NAMES, parse_split_names
-from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
+from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.trimap import collect_pairs, convert_pairs, read_categories
 from segpipe.converters.voc_parse import check_size, parse_voc_xml, voc_objects_to_annotations
 
@@ -48,14 +50,15 @@ def parse_head_boxes(data: bytes, *, path: str, width: int, height: int) -> tupl
     return records, findings + more
 
 
-def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: ConversionReport) -> list[ImageRecord]:
+def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: ConversionReport, files: InputFiles | None = None) -> list[ImageRecord]:
     """The same images with their head boxes. Images without a usable XML (missing, unreadable, or with an
     unusable object) get `heads_annotated: false` and no head box."""
+    listing = files or InputFiles()
     out: list[ImageRecord] = []
     for im in images:
         path = xmls / f"{Path(im.file_name).stem}.xml"
         annotations: list[AnnotationRecord] = []
-        annotated = path.is_file()
+        annotated = listing.is_file(path)
         if not annotated:
             report.add(file=path, severity="info", code="no_head_xml", message="no head-box XML for this image (the real dataset has them for trainval only)")
         else:
@@ -97,23 +100,28 @@ def convert_oxford_pet(root: Path, out: Path, *, border: str = "ignore", categor
     """ROOT in the Oxford-IIIT Pet layout -> OUT/instances.json, heads.json, semantic/, dataset.json,
     conversion_report.csv. `split` keeps only the images listed in annotations/<split>.txt. Under `strict`, the
     first error raises StrictModeError after writing the report so far and removing OUT's converted outputs."""
-    root, out = Path(root), Path(out)
+    conversion = oxford_pet_conversion(root, border=border, categories=categories, split=split, strict=strict, workers=workers)
+    return write_conversion_dir(Path(out), conversion)
+
+
+def oxford_pet_conversion(root: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, border: str = "ignore", categories: str = "breed",
+                          split: str | None = None, strict: bool = False, workers: int | None = None) -> Conversion:
+    """The Oxford-IIIT Pet layout under `root` in memory: COCO dict, head boxes, semantic label maps and
+    findings. With `files` listed, only those images are converted, and the split file's lines about other
+    images are not this conversion's business (no missing-trimap row for them)."""
+    root, listing = Path(root), input_files(files)
     report = ConversionReport(strict=strict)
-    try:
-        _convert_layout(root, out, border=border, categories=categories, split=split, report=report, workers=workers)
-    except StrictModeError:
-        write_report(out / REPORT_FILE_NAME, report.findings)
-        discard_outputs(out)
-        raise
-    write_dataset_meta(out, format="oxford-pet", image_root=root / "images",
-                       options={"border": border, "categories": categories, "split": split})
-    write_report(out / REPORT_FILE_NAME, report.findings)
-    return report
+
+    def build(outputs: ConversionOutputs) -> dict[str, Any]:
+        return _convert_layout(root, border=border, categories=categories, split=split, report=report, workers=workers, files=listing, outputs=outputs)
+
+    return run_conversion(report=report, format="oxford-pet", image_root=root / "images",
+                          options={"border": border, "categories": categories, "split": split}, build=build)
 
 
-def _convert_layout(root: Path, out: Path, *, border: str, categories: str, split: str | None, report: ConversionReport,
-                    workers: int | None) -> None:
-    """Write instances.json, semantic/ and heads.json of the layout under `root`."""
+def _convert_layout(root: Path, *, border: str, categories: str, split: str | None, report: ConversionReport,
+                    workers: int | None, files: InputFiles, outputs: ConversionOutputs) -> dict[str, Any]:
+    """The COCO dict of the layout under `root`; label maps and heads.json into `outputs`."""
     images_dir, annotations = root / "images", root / "annotations"
     for needed in (images_dir, annotations / "trimaps"):
         if not needed.is_dir():
@@ -121,15 +129,19 @@ def _convert_layout(root: Path, out: Path, *, border: str, categories: str, spli
     only: set[str] | None = None
     if split is not None:
         only = read_split(root, split, report=report) or set()
+        if files.listed:
+            mine = {p.stem for folder in (images_dir, annotations / "trimaps", annotations / "xmls") for p in files.walk(folder)}
+            only &= mine
         listed_stems = sorted(only)
-    pairs = collect_pairs(annotations / "trimaps", images_dir, report=report, only=only)
+    pairs = collect_pairs(annotations / "trimaps", images_dir, report=report, only=only, files=files)
     if only is not None:
         for stem in listed_stems:
-            if stem not in pairs and not (annotations / "trimaps" / f"{stem}.png").exists():
+            if stem not in pairs and not files.is_file(annotations / "trimaps" / f"{stem}.png"):
                 report.add(file=annotations / f"{split}.txt", severity="error", code="missing_trimap", message=f"{stem}: listed in the split but has no trimap")
     list_file = annotations / "list.txt"
-    cats = read_categories(list_file if list_file.is_file() else None, stems=sorted(pairs), level=categories, report=report,
+    cats = read_categories(list_file if files.is_file(list_file) else None, stems=sorted(pairs), level=categories, report=report,
                            where=list_file)
-    records = convert_pairs(pairs, out, images=images_dir, cats=cats, border=border, report=report, workers=workers)
-    heads = read_head_images(records, xmls=annotations / "xmls", report=report)
-    write_coco(out / HEADS_FILE, assemble_coco(images=heads, categories=HEAD_CATEGORIES))
+    records = convert_pairs(pairs, images=images_dir, cats=cats, border=border, report=report, workers=workers, outputs=outputs)
+    heads = read_head_images(records, xmls=annotations / "xmls", report=report, files=files)
+    outputs.heads = assemble_coco(images=heads, categories=HEAD_CATEGORIES)
+    return assemble_coco(images=records, categories=cats.categories)

@@ -11,25 +11,21 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
-from segpipe.converters.dataset_layout import (
-    SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
-)
+from segpipe.converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation
+from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, write_conversion_dir
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_image_size, read_input_bytes, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_image_size, read_input_bytes
+from segpipe.converters.input_files import InputFiles, input_files
 from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
-from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
+from segpipe.converters.report import ConversionReport, Finding
 from segpipe.layout import IGNORE_INDEX
 
 TRIMAP_PET = 1
@@ -43,8 +39,6 @@ _PNG_PALETTE, _PNG_GRAY = 3, 0
 # Below this many images a pool costs more to start (forkserver + importing cv2/pycocotools, ~0.3-1 s)
 # than it saves (~1-2 ms per image per extra core); measured with benchmarks/convert_trimap.py.
 MIN_IMAGES_FOR_POOL = 400
-WRITER_THREADS = 8
-MAX_PENDING_WRITES = 256  # bounds the encoded PNGs held in memory when the disk is slower than the workers
 
 
 def _lut(border: str, *, pet_only: bool) -> np.ndarray:
@@ -222,14 +216,16 @@ def run_trimap_jobs(jobs: Sequence[TrimapJob], *, workers: int | None) -> Iterat
         yield from pool.imap(process_trimap, jobs, chunksize=chunk)
 
 
-def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only: set[str] | None = None) -> dict[str, tuple[Path, Path]]:
-    """stem -> (trimap, image). Unmatched and ambiguous files become report rows; hidden files (AppleDouble
-    `._*` forks, .DS_Store) are not inputs (segpipe.converters.images.is_hidden_name)."""
+def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only: set[str] | None = None,
+                  files: InputFiles | None = None) -> dict[str, tuple[Path, Path]]:
+    """stem -> (trimap, image), among `files` when listed. Unmatched and ambiguous files become report rows;
+    hidden files (AppleDouble `._*` forks, .DS_Store) are not inputs (segpipe.converters.images.is_hidden_name)."""
+    listing = files or InputFiles()
     found: dict[str, list[Path]] = {}
-    for p in walk_input_files(trimaps):
+    for p in listing.walk(trimaps):
         if p.suffix.lower() == ".png":
             found.setdefault(p.stem, []).append(p)
-    index = index_images([images])
+    index = listing.index_images([images])
     for stem in sorted(s for s in set(found) | set(index.by_stem) if not is_utf8_name(s)):  # refused here, never a crash later
         for p in (*found.pop(stem, ()), *index.by_stem.pop(stem, ())):
             report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
@@ -254,12 +250,11 @@ def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only
     return pairs
 
 
-def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Path, cats: PetCategories, border: str,
-                  report: ConversionReport, workers: int | None) -> list[ImageRecord]:
-    """Run the per-image work and write instances.json + semantic/classes.txt; returns the kept images."""
+def convert_pairs(pairs: dict[str, tuple[Path, Path]], *, images: Path, cats: PetCategories, border: str,
+                  report: ConversionReport, workers: int | None, outputs: ConversionOutputs) -> list[ImageRecord]:
+    """Run the per-image work, the label maps (and class list) into `outputs`; returns the kept images."""
     if border not in BORDER_POLICIES:
         raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")
-    layout = DatasetDir(root=out)
     jobs: list[TrimapJob] = []
     for stem, (trimap, image) in sorted(pairs.items()):
         breed, species = cats.breed_species(stem)
@@ -274,30 +269,18 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
                        "skipped at --categories species; add the image to list.txt")
             continue
         attributes = (("breed", breed),) + ((("species", species),) if species else ())
-        jobs.append(TrimapJob(stem=stem, trimap=trimap, image=image, semantic=layout.semantic / f"{stem}.png",
+        jobs.append(TrimapJob(stem=stem, trimap=trimap, image=image, semantic=Path(f"{stem}.png"),
                               border=border, category=category, attributes=attributes))
-    layout.semantic.mkdir(parents=True, exist_ok=True)
+    outputs.semantic_classes = SEMANTIC_CLASSES
     records: list[ImageRecord] = []
-    written: set[Path] = set()
-    # atomic_write_bytes fsyncs every file; threads overlap that disk wait with the workers' CPU work.
-    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
-        pending: deque[Future[Path]] = deque()
-        for result in run_trimap_jobs(jobs, workers=workers):
-            report.extend(result.findings)
-            if result.semantic_png is not None:
-                written.add(result.semantic)
-                pending.append(writers.submit(atomic_write_bytes, result.semantic, result.semantic_png))
-                while len(pending) > MAX_PENDING_WRITES:
-                    pending.popleft().result()
-            if result.size is not None:
-                anns = (result.annotation,) if result.annotation is not None else ()
-                records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1],
-                    annotations=anns))
-        for future in pending:
-            future.result()  # a failed write of our own output is not bad input: let it raise
-    remove_stale_semantic_maps(layout.semantic, keep={p.name for p in written})
-    write_coco(layout.instances, assemble_coco(images=records, categories=cats.categories))
-    atomic_write_text(out / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in SEMANTIC_CLASSES))
+    for result in run_trimap_jobs(jobs, workers=workers):
+        report.extend(result.findings)
+        if result.semantic_png is not None:
+            outputs.label_maps[result.semantic.name] = result.semantic_png
+        if result.size is not None:
+            anns = (result.annotation,) if result.annotation is not None else ()
+            records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1],
+                annotations=anns))
     return records
 
 
@@ -332,16 +315,21 @@ def convert_trimap(src: Path, out: Path, *, images: Path, list_file: Path | None
     """Trimap PNGs under `src` (matched to images under `images` by stem) -> OUT/instances.json,
     OUT/semantic/<stem>.png + classes.txt, OUT/dataset.json, OUT/conversion_report.csv. Under `strict`, the
     first error raises StrictModeError after writing the report so far and removing OUT's converted outputs."""
-    src, out, images = Path(src), Path(out), Path(images)
+    conversion = trimap_conversion(src, images=images, list_file=list_file, border=border, categories=categories, strict=strict, workers=workers)
+    return write_conversion_dir(Path(out), conversion)
+
+
+def trimap_conversion(src: Path, *, images: Path, files: Iterable[str | os.PathLike[str]] | None = None, list_file: Path | None = None,
+                      border: str = "ignore", categories: str = "breed", strict: bool = False, workers: int | None = None) -> Conversion:
+    """The trimaps under `src` and their images (only `files` of them when they are listed) in memory: COCO
+    dict, semantic label maps and findings."""
+    src, images, listing = Path(src), Path(images), input_files(files)
     report = ConversionReport(strict=strict)
-    try:
-        pairs = collect_pairs(src, images, report=report)
+
+    def build(outputs: ConversionOutputs) -> dict[str, Any]:
+        pairs = collect_pairs(src, images, report=report, files=listing)
         cats = read_categories(list_file, stems=sorted(pairs), level=categories, report=report, where=src)
-        convert_pairs(pairs, out, images=images, cats=cats, border=border, report=report, workers=workers)
-    except StrictModeError:
-        write_report(out / REPORT_FILE_NAME, report.findings)
-        discard_outputs(out)
-        raise
-    write_dataset_meta(out, format="trimap", image_root=images, options={"border": border, "categories": categories})
-    write_report(out / REPORT_FILE_NAME, report.findings)
-    return report
+        records = convert_pairs(pairs, images=images, cats=cats, border=border, report=report, workers=workers, outputs=outputs)
+        return assemble_coco(images=records, categories=cats.categories)
+
+    return run_conversion(report=report, format="trimap", image_root=images, options={"border": border, "categories": categories}, build=build)

@@ -20,19 +20,20 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco, write_coco
-from segpipe.converters.dataset_layout import INSTANCES_FILE, discard_outputs, write_dataset_meta
+from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
+from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, write_conversion_dir
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_image_name, is_utf8_name, read_image_size, read_input_bytes
-from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, Severity, StrictModeError, display_path, write_report
+from segpipe.converters.input_files import InputFiles, input_files
+from segpipe.converters.report import ConversionReport, Finding, Severity, display_path
 from segpipe.converters.shapes import box_polygon
 from segpipe.converters.voc_parse import VocDocument, VocObject, check_filename, check_size, parse_voc_xml, voc_objects_to_annotations
 
 __all__ = [
     "VocDocument", "VocObject", "parse_voc_xml", "voc_objects_to_annotations", "read_classes_file",
-    "check_filename", "check_size", "match_images", "ignore_difficult_boxes", "convert_voc",
+    "check_filename", "check_size", "match_images", "ignore_difficult_boxes", "convert_voc", "voc_conversion",
 ]
 
 VOC_FORMAT = "voc"
@@ -133,8 +134,10 @@ def match_images(*, xmls: Sequence[str], images: Sequence[str], beside: bool, sr
     return image_of, findings
 
 
-def _walk_files(root: Path, *, keep: Callable[[str], bool]) -> list[str]:
-    """Relative POSIX paths of the files under `root` whose name passes `keep`, sorted."""
+def _walk_files(root: Path, *, keep: Callable[[str], bool], files: InputFiles) -> list[str]:
+    """Relative POSIX paths of the files under `root` (among `files` when listed) whose name passes `keep`, sorted."""
+    if files.listed:
+        return sorted(p.relative_to(root).as_posix() for p in files.walk(root) if keep(p.name))
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not is_hidden_name(d))  # as segpipe.converters.images.walk_input_files
@@ -176,7 +179,7 @@ def _category_checker(class_names: tuple[str, ...] | None) -> Callable[[str], st
 
     def category_of(name: str) -> str:
         if name not in allowed:
-            raise AnnotationError("", "name", f"label {name!r} is not in the classes file")
+            raise AnnotationError("declared classes", "name", f"label {name!r} is not in the classes file")
         return name
 
     return category_of
@@ -289,14 +292,14 @@ def _gc_paused() -> Iterator[None]:
 
 def _build_coco(src: Path, image_root: Path, *, beside: bool, class_names: list[str] | None, one_based: bool, ignore_difficult: bool,
                 size_from_xml: bool, rectangle_segmentation: bool,
-                workers: int | None, report: ConversionReport, progress: bool) -> dict[str, Any]:
+                workers: int | None, report: ConversionReport, progress: bool, files: InputFiles) -> dict[str, Any]:
     if image_root == src:  # one walk for both
-        found = _walk_files(src, keep=lambda name: _is_xml_name(name) or is_image_name(name))
+        found = _walk_files(src, keep=lambda name: _is_xml_name(name) or is_image_name(name), files=files)
         xmls = [rel for rel in found if _is_xml_name(rel)]
         images = [rel for rel in found if not _is_xml_name(rel)]
     else:
-        xmls = _walk_files(src, keep=_is_xml_name)
-        images = _walk_files(image_root, keep=is_image_name)
+        xmls = _walk_files(src, keep=_is_xml_name, files=files)
+        images = _walk_files(image_root, keep=is_image_name, files=files)
     # Names that are not UTF-8 are refused here, with a row: reports, Parquet and OpenCV downstream need UTF-8.
     report.extend(_row(file=str(src / rel), severity="error", code="non_utf8_name", message=NON_UTF8_REASON) for rel in xmls if not is_utf8_name(rel))
     report.extend(_row(file=str(image_root / rel), severity="error", code="non_utf8_name", message=NON_UTF8_REASON) for rel in images if not is_utf8_name(rel))
@@ -359,29 +362,45 @@ def convert_voc(
     usage error), and StrictModeError under `strict` after writing the report so far and removing OUT's
     converted outputs (instances.json, heads.json, semantic maps) so that none is mistaken for this run's.
     """
+    conversion = voc_conversion(src, images=images, classes=classes, one_based=one_based, difficult=difficult, strict=strict, workers=workers,
+                                progress=progress, size_from_xml=size_from_xml, rectangle_segmentation=rectangle_segmentation)
+    return write_conversion_dir(Path(out), conversion)
+
+
+def voc_conversion(
+    src: Path,
+    *,
+    files: Iterable[str | os.PathLike[str]] | None = None,
+    images: Path | None = None,
+    classes: Path | None = None,
+    one_based: bool = False,
+    difficult: str = "count",
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    size_from_xml: bool = False,
+    rectangle_segmentation: bool = False,
+) -> Conversion:
+    """The XMLs under `src` and their images (only `files` of them when they are listed) in memory: COCO dict
+    and findings. The options are convert_voc's."""
     if difficult not in DIFFICULT_POLICIES:
         raise ValueError(f"difficult must be one of {DIFFICULT_POLICIES}, got {difficult!r}")
-    src, out = Path(src), Path(out)
+    src, listing = Path(src), input_files(files)
     image_root = Path(images) if images is not None else src
-    for label, folder in (("source", src), ("--images", image_root)):
+    for field, folder in (("", src), ("images", image_root)):
         if not folder.is_dir():
-            raise AnnotationError(folder, "", f"{label} is not a directory", code="missing_source")
+            raise AnnotationError(folder, field, f"{'the image folder' if field else 'the source'} is not a directory", code="missing_source")
     class_names = read_classes_file(classes) if classes is not None else None
     report = ConversionReport(strict=strict)
-    with _gc_paused():
-        try:
-            coco = _build_coco(src, image_root, beside=images is None, class_names=class_names, one_based=one_based,
+
+    def build(outputs: ConversionOutputs) -> dict[str, Any]:
+        with _gc_paused():
+            return _build_coco(src, image_root, beside=images is None, class_names=class_names, one_based=one_based,
                                ignore_difficult=difficult == "ignore", size_from_xml=size_from_xml,
-                               rectangle_segmentation=rectangle_segmentation, workers=workers, report=report, progress=progress)
-        except StrictModeError:
-            write_report(out / REPORT_FILE_NAME, report.findings)
-            discard_outputs(out)
-            raise
-        write_coco(out / INSTANCES_FILE, coco)
+                               rectangle_segmentation=rectangle_segmentation, workers=workers, report=report, progress=progress, files=listing)
+
     options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()),
                "one_based": one_based, "difficult": difficult,
                "size_from_xml": size_from_xml, "rectangle_segmentation": rectangle_segmentation}
-    write_dataset_meta(out, format=VOC_FORMAT, image_root=image_root, options=options)
-    write_report(out / REPORT_FILE_NAME, report.findings)
-    return report
+    return run_conversion(report=report, format=VOC_FORMAT, image_root=image_root, options=options, build=build)
 

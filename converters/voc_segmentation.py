@@ -16,21 +16,22 @@ the object's pixels disagree); the object's XML box and name are compared with t
 from __future__ import annotations
 
 import io
-from concurrent.futures import Future, ThreadPoolExecutor
+import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
-from segpipe.converters.conversion_output import FileOutcome, assemble, categories_for, collect, image_size, row, write_conversion
-from segpipe.converters.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, remove_stale_semantic_maps
+from segpipe.converters.conversion_output import (
+    Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, row, run_conversion, write_conversion_dir,
+)
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_input_bytes, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_input_bytes
+from segpipe.converters.input_files import input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import mask_record
-from segpipe.converters.trimap import WRITER_THREADS, encode_png
+from segpipe.converters.trimap import encode_png
 from segpipe.converters.voc import read_classes_file
 from segpipe.converters.voc_parse import parse_voc_xml
 
@@ -167,19 +168,22 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
     """ROOT's SegmentationClass (+ SegmentationObject, Annotations) PNGs -> OUT/semantic/<stem>.png +
     classes.txt, and OUT/instances.json with one annotation per object of the images that have a
     SegmentationObject PNG (+ dataset.json, report)."""
-    root, out = Path(root), Path(out)
+    return write_conversion_dir(Path(out), voc_segmentation_conversion(root, classes=classes, strict=strict))
+
+
+def voc_segmentation_conversion(root: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None,
+                                strict: bool = False) -> Conversion:
+    """The VOC segmentation PNGs under `root` (only `files` of them when they are listed) in memory: COCO dict,
+    semantic label maps and findings."""
+    root, listing = Path(root), input_files(files)
     seg_class, seg_object, annotations = root / "SegmentationClass", root / "SegmentationObject", root / "Annotations"
     if not seg_class.is_dir():
         raise AnnotationError(seg_class, "", "no SegmentationClass folder (give the VOC root: JPEGImages/, SegmentationClass/, ...)", code="missing_source")
     class_names = read_classes_file(classes) if classes is not None else list(VOC_CLASSES)
     image_root = root / "JPEGImages"
     report = ConversionReport(strict=strict)
-    semantic = out / SEMANTIC_DIR
-    written: set[str] = set()
-    # Every atomic write fsyncs; writer threads overlap that disk wait with decoding (as the trimap converter does).
-    pending: list[Future[Path]] = []
 
-    def one(png: Path, index: Any, writers: ThreadPoolExecutor) -> FileOutcome:
+    def one(png: Path, index: Any, outputs: ConversionOutputs) -> FileOutcome:
         stem = png.stem
         candidates = index.candidates(stem)
         if not candidates:
@@ -190,7 +194,7 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
         object_png = seg_object / png.name
         try:
             class_map = decode_label_png(read_input_bytes(png), path=str(png))
-            object_map = decode_label_png(read_input_bytes(object_png), path=str(object_png)) if object_png.is_file() else None
+            object_map = decode_label_png(read_input_bytes(object_png), path=str(object_png)) if listing.is_file(object_png) else None
             for label, arr in ((png, class_map), (object_png, object_map)):
                 if arr is not None and arr.shape != (size[1], size[0]):
                     raise AnnotationError(label, "size", f"{arr.shape[1]}×{arr.shape[0]} PNG for a {size[0]}×{size[1]} image", code="size_mismatch")
@@ -199,12 +203,11 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
             return FileOutcome(None, (*findings, row(err.path, "error", err.code,
                 f"{err.field}: {err.reason}; skipped" if err.field else f"{err.reason}; skipped")))
         findings.extend(found)
-        pending.append(writers.submit(atomic_write_bytes, semantic / f"{stem}.png", encode_png(class_map)))
-        written.add(f"{stem}.png")
+        outputs.label_maps[f"{stem}.png"] = encode_png(class_map)
         if object_map is None:
             return FileOutcome(None, (*findings, row(png, "info", "semantic_only", "no SegmentationObject PNG: semantic map only, left out of instances.json")))
         xml = annotations / f"{stem}.xml"
-        if xml.is_file():
+        if listing.is_file(xml):
             try:
                 findings.extend(cross_check_xml(objects, xml=read_input_bytes(xml), path=str(xml)))
             except AnnotationError as err:
@@ -214,28 +217,23 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
         file_name = candidates[0].relative_to(image_root).as_posix()
         return FileOutcome(ImageRecord(file_name=file_name, width=size[0], height=size[1], annotations=tuple(r for _, r in objects)), tuple(findings))
 
-    def build() -> dict[str, Any]:
-        semantic.mkdir(parents=True, exist_ok=True)
-        index = index_images([image_root])
+    def build(outputs: ConversionOutputs) -> dict[str, Any]:
+        outputs.semantic_classes = tuple(class_names)
+        index = listing.index_images([image_root])
         pngs = []
-        for p in walk_input_files(seg_class, recursive=False):
+        for p in listing.walk(seg_class, recursive=False):
             if p.suffix.lower() != ".png":
                 continue
             if is_utf8_name(p.name):
                 pngs.append(p)
             else:
                 report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
-        for p in (walk_input_files(seg_object, recursive=False) if seg_object.is_dir() else []):
-            if not (seg_class / p.name).is_file():
+        for p in (listing.walk(seg_object, recursive=False) if seg_object.is_dir() else []):
+            if not listing.is_file(seg_class / p.name):
                 report.add(file=p, severity="error", code="missing_class_png",
                     message="no SegmentationClass PNG of the same name: the objects' classes are unknown; skipped")
-        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
-            records, _ = collect((one(p, index, writers) for p in pngs), report=report)
-            for future in pending:
-                future.result()  # a failed write of our own output is not bad input: let it raise
-        remove_stale_semantic_maps(semantic, keep=written)
-        atomic_write_text(semantic / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in class_names))
+        records, _ = collect((one(p, index, outputs) for p in pngs), report=report)
         return assemble(records, categories=categories_for(class_names[1:], ()))
 
     options = {"source": str(root.resolve()), "classes": None if classes is None else str(Path(classes).resolve())}
-    return write_conversion(out, report=report, format=VOC_SEG_FORMAT, image_root=image_root, options=options, build=build)
+    return run_conversion(report=report, format=VOC_SEG_FORMAT, image_root=image_root, options=options, build=build)

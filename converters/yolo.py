@@ -17,16 +17,19 @@ duplicate names, coordinates outside [0, 1].
 from __future__ import annotations
 
 import math
+import os
 import posixpath
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
 from segpipe.converters.conversion_output import (
-    FileOutcome, assemble, categories_for, collect, image_size, row, skipped_for_errors, write_conversion,
+    Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, row, run_conversion, skipped_for_errors,
+    write_conversion_dir,
 )
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, is_image_name, is_utf8_name, read_input_bytes, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, is_image_name, is_utf8_name, read_input_bytes
+from segpipe.converters.input_files import input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, mask_record, polygon_mask
 
@@ -182,8 +185,8 @@ def find_class_file(src: Path) -> Path:
     for candidate in (*(src / n for n in DATA_YAML_NAMES), src / CLASSES_TXT, src / "labels" / CLASSES_TXT):
         if candidate.is_file():
             return candidate
-    raise AnnotationError(src, "--classes",
-        f"no class names: give --classes (classes.txt or data.yaml) or put {CLASSES_TXT} or data.yaml in the folder", code="missing_classes")
+    raise AnnotationError(src, "classes", f"no class names: name a class file ({CLASSES_TXT} or data.yaml), or put one in the folder",
+                          code="missing_classes")
 
 
 def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: Sequence[str], rectangle_segmentation: bool) -> FileOutcome:
@@ -213,19 +216,26 @@ def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle
     """Every image under `src` with its YOLO label file -> OUT/instances.json (+ dataset.json, report).
 
     Raises AnnotationError before converting when `src` is not a folder or no class-name file is found."""
-    src, out = Path(src), Path(out)
+    conversion = yolo_conversion(src, classes=classes, rectangle_segmentation=rectangle_segmentation, strict=strict)
+    return write_conversion_dir(Path(out), conversion)
+
+
+def yolo_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None, rectangle_segmentation: bool = False,
+                    strict: bool = False) -> Conversion:
+    """The YOLO dataset under `src` (only `files` of it when they are listed) in memory: COCO dict and findings."""
+    src, listing = Path(src), input_files(files)
     if not src.is_dir():
         raise AnnotationError(src, "", "source is not a directory", code="missing_source")
     class_file = Path(classes) if classes is not None else find_class_file(src)
     report = ConversionReport(strict=strict)
 
-    def build() -> dict[str, Any] | None:
+    def build(outputs: ConversionOutputs) -> dict[str, Any] | None:
         names, problems = read_class_names(class_file)
         report.extend(problems)
         if names is None:
             return None
         files = []
-        for p in walk_input_files(src):
+        for p in listing.walk(src):
             rel = p.relative_to(src).as_posix()
             if is_utf8_name(rel):
                 files.append(rel)
@@ -251,4 +261,4 @@ def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle
         return assemble(records, categories=categories_for(names, ()))
 
     options = {"source": str(src.resolve()), "classes": str(class_file.resolve()), "rectangle_segmentation": rectangle_segmentation}
-    return write_conversion(out, report=report, format=YOLO_FORMAT, image_root=src, options=options, build=build)
+    return run_conversion(report=report, format=YOLO_FORMAT, image_root=src, options=options, build=build)

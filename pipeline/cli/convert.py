@@ -48,6 +48,10 @@ _rectangle_option = click.option(
 )
 
 
+# Fields of the converters' errors that are command-line options.
+OPTION_FIELDS: tuple[str, ...] = ("classes", "images", "list_file")
+
+
 def _refuse_wrong_folder(problem: str | None) -> None:
     """A folder that is not what the format expects stops here (usage error, exit 2), before OUT is touched."""
     if problem is not None:
@@ -61,7 +65,9 @@ def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
         click.echo(f"error (--strict): {err}", err=True)
         raise SystemExit(EXIT_STRICT_ABORT) from err
     except AnnotationError as err:
-        # Raised before any file is converted: an option's file (--classes, --list) is unusable.
+        # Raised before any file is converted: the source, or an option's file or folder (--classes, --images), is unusable.
+        if err.field in OPTION_FIELDS:  # the library names the field; the command line says it with its flag
+            raise click.BadParameter(f"{err.path}: {err.reason}", param_hint=f"--{err.field.replace('_', '-')}") from err
         raise click.UsageError(str(err)) from err
     instances = out / INSTANCES_FILE
     counts = ""
