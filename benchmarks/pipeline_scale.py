@@ -35,12 +35,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from segpipe.cache.fingerprints import ManifestEntry, package_version  # noqa: E402
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text  # noqa: E402
-from segpipe.converters.coco import dumps_coco  # noqa: E402
+from segpipe.converters.atomic_write import atomic_write_text  # noqa: E402
+from segpipe.converters.conversion_output import Conversion, ConversionOutputs  # noqa: E402
+from segpipe.inference.images import ImagesInference  # noqa: E402
 from segpipe.runner.config import RunSettings  # noqa: E402
 from segpipe.runner import driver  # noqa: E402
 from segpipe.runner.shards import DatasetSpec, plan_shards  # noqa: E402
-from segpipe.tasks import convert as tasks_convert, evaluate as tasks_evaluate, stages  # noqa: E402
+from segpipe.tasks import convert as tasks_convert, evaluate as tasks_evaluate  # noqa: E402
+from segpipe.tasks.infer import read_unit_images  # noqa: E402
 from segpipe.cache.targets import CachedTask, execution_run_id  # noqa: E402
 from segpipe.tasks.evaluate import SEMANTIC_EVAL, write_shard_stats  # noqa: E402
 
@@ -54,23 +56,13 @@ def _processing_time(task: luigi.Task, seconds: float) -> None:
     PROCESSING["tasks"] += 1
 
 
-def _stub_materialize(*, spec: Any, shard: Any, globals_: Any, dest: Path) -> Any:
-    return shard  # no files to link: the stub converter reads the shard's stems
-
-
-def _stub_convert(*, spec: Any, out: Path, options: Any) -> None:
-    images = [{"id": i, "file_name": f"{stem}.jpg", "width": 8, "height": 8} for i, stem in enumerate(sorted(spec.stems), start=1)]
-    atomic_write_bytes(out / "instances.json", dumps_coco({"images": images, "annotations": [],
-                                                           "categories": [{"id": 1, "name": "pet", "supercategory": "pet"}]}))
-    atomic_write_text(out / "semantic" / "classes.txt", "background\npet\n")
-    atomic_write_text(out / "conversion_report.csv", "file,severity,code,message\n")
-
-
-def _stub_index(*, directory: Path, image_root: Path, names: Any, label_space: Any) -> int:
-    images = [{"id": i, "file_name": n, "width": 8, "height": 8} for i, n in enumerate(sorted(names), start=1)]
-    atomic_write_bytes(directory / "index" / "instances.json", dumps_coco({"images": images, "annotations": [], "categories": []}))
-    atomic_write_text(directory / "index" / "images.txt", "".join(f"{n}\n" for n in names))
-    return len(names)
+def _stub_convert(self: DatasetSpec, *, files: Any, options: Any) -> Conversion:
+    """The shard's images as a COCO dict, from its file list alone (the stand-in dataset has no files)."""
+    stems = sorted(p.stem for p in files if p.parent.name == "images")
+    images = [{"id": i, "file_name": f"{stem}.jpg", "width": 8, "height": 8} for i, stem in enumerate(stems, start=1)]
+    coco = {"images": images, "annotations": [], "categories": [{"id": 1, "name": "pet", "supercategory": "pet"}]}
+    return Conversion(format=self.format, image_root=self.image_root(), options={}, coco=coco, findings=(),
+                      outputs=ConversionOutputs(semantic_classes=("background", "pet")))
 
 
 @contextlib.contextmanager
@@ -78,17 +70,17 @@ def _no_input_check(files: Any, *, cache: Path) -> Iterator[None]:
     yield  # no files exist in the stand-in: nothing to compare with the fingerprints
 
 
-class _StubSession:
-    def run(self, *, dataset: Path, out: Path, progress: Any = None) -> None:
-        n = len((dataset / "images.txt").read_text(encoding="utf-8").splitlines())
-        seconds = n * STUB["ms_per_image"] / 1000
-        time.sleep(seconds)
-        STUB["slept"] += seconds
-        atomic_write_text(out / "meta.json", json.dumps({"task": "semantic", "n_images": n}) + "\n")
+def _stub_infer(session: Any, *, image_root: Path, names: Any, label_space: Any, out: Path, progress: Any = None) -> ImagesInference:
+    n = len(names)
+    seconds = n * STUB["ms_per_image"] / 1000
+    time.sleep(seconds)
+    STUB["slept"] += seconds
+    atomic_write_text(out / "meta.json", json.dumps({"task": "semantic", "n_images": n}) + "\n")
+    return ImagesInference(file_names=tuple(sorted(names)), unreadable=(), summary=None)
 
 
 def _stub_evaluate(*, directory: Path, infer_dir: Path, merged: Path, gt_key: str, iou_type: str) -> dict[str, Any]:
-    n = len((infer_dir / "index" / "images.txt").read_text(encoding="utf-8").splitlines())
+    n = len(read_unit_images(infer_dir))
     confusion = np.array([[40 * n, 3 * n, 0], [2 * n, 20 * n, 0]], dtype=np.int64)
     write_shard_stats(directory, stats={SEMANTIC_EVAL: {"confusion": confusion, "per_image": [], "notes": [],
                                                         "class_names": ["background", "pet"]}})
@@ -96,10 +88,8 @@ def _stub_evaluate(*, directory: Path, infer_dir: Path, merged: Path, gt_key: st
 
 
 def install_stubs() -> None:
-    tasks_convert.materialize_shard_source = _stub_materialize  # type: ignore[assignment]
-    stages.convert_dataset = _stub_convert  # type: ignore[assignment]
-    stages.inference_session = lambda **_: _StubSession()  # type: ignore[assignment]
-    tasks_evaluate.write_shard_index = _stub_index  # type: ignore[assignment]
+    DatasetSpec.convert = _stub_convert  # type: ignore[method-assign]
+    tasks_evaluate.infer_images = _stub_infer  # type: ignore[assignment]
     tasks_evaluate.evaluate_shard = _stub_evaluate  # type: ignore[assignment]
     tasks_evaluate.inputs_unchanged = _no_input_check  # type: ignore[assignment]
     tasks_convert.inputs_unchanged = _no_input_check  # type: ignore[assignment]

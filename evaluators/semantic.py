@@ -14,7 +14,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ __all__ = [
     "IGNORE_INDEX", "UNPREDICTED", "MISSING_PREDICTION", "PREDICTION_WITHOUT_GT", "NOTES_COLUMNS",
     "PER_CLASS_COLUMNS", "PER_IMAGE_COLUMNS", "SUMMARY_METRICS", "ClassScores", "SemanticReport",
     "class_scores", "confusion_update", "unpredicted_update", "per_image_row", "semantic_compute",
-    "LabelMapPair", "label_maps_by_stem", "match_label_maps", "read_label_map", "evaluate_semantic_dirs",
+    "LabelMapPair", "label_maps_by_stem", "match_label_maps", "pair_label_maps", "score_pair", "read_label_map", "evaluate_semantic_dirs",
 ]
 
 LABEL_MAP_SUFFIX = ".png"
@@ -51,15 +51,20 @@ class LabelMapPair:
     pred: Path | None  # None: the prediction is missing
 
 
+def pair_label_maps(gt: Mapping[str, Path], pred: Mapping[str, Path]) -> tuple[list[LabelMapPair], list[str]]:
+    """Pair GT and prediction label maps by stem, sorted (the one pairing rule of `segpipe evaluate semantic`
+    and of `segpipe run`'s shards); also return the names of predictions without GT."""
+    pairs = [LabelMapPair(stem=stem, gt=gt[stem], pred=pred.get(stem)) for stem in sorted(gt)]
+    orphans = sorted(pred[stem].name for stem in pred if stem not in gt)
+    return pairs, orphans
+
+
 def match_label_maps(gt_dir: Path, pred_dir: Path) -> tuple[list[LabelMapPair], list[str]]:
     """Pair GT and prediction PNGs by stem (sorted); also return prediction files without GT."""
     gt = label_maps_by_stem(gt_dir)
     if not gt:
         raise EvaluationError(gt_dir, "", f"no {LABEL_MAP_SUFFIX} label maps in the ground-truth directory")
-    pred = label_maps_by_stem(pred_dir)
-    pairs = [LabelMapPair(stem=stem, gt=gt[stem], pred=pred.get(stem)) for stem in sorted(gt)]
-    orphans = sorted(pred[stem].name for stem in pred if stem not in gt)
-    return pairs, orphans
+    return pair_label_maps(gt, label_maps_by_stem(pred_dir))
 
 
 def evaluate_semantic_dirs(
@@ -87,7 +92,7 @@ def evaluate_semantic_dirs(
 
     def score(pair: LabelMapPair) -> tuple[np.ndarray, dict[str, object]] | EvaluationError:
         try:
-            return _score_pair(pair, num_classes=num_classes, ignore_index=ignore_index)
+            return score_pair(pair, num_classes=num_classes, ignore_index=ignore_index)
         except EvaluationError as err:
             return err
 
@@ -116,7 +121,9 @@ def evaluate_semantic_dirs(
     return semantic_compute(total, class_names=class_names, per_image=per_image, notes=notes)
 
 
-def _score_pair(pair: LabelMapPair, *, num_classes: int, ignore_index: int) -> tuple[np.ndarray, dict[str, object]]:
+def score_pair(pair: LabelMapPair, *, num_classes: int, ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, dict[str, object]]:
+    """One image's confusion matrix and per-image row; a missing prediction counts every labelled GT pixel as
+    a miss. Errors name the file at fault (the GT or the prediction)."""
     gt = read_label_map(pair.gt)
     if pair.pred is None:
         confusion = unpredicted_update(gt, num_classes=num_classes, ignore_index=ignore_index, path=pair.gt)

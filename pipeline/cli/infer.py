@@ -21,7 +21,7 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> st
     try:
         return parse_device(value)
     except DeviceError as err:
-        raise click.BadParameter(str(err).split(": ", 1)[1]) from err
+        raise click.BadParameter(err.reason) from err
 
 
 # Kept in sync with segpipe.inference.models.MODEL_NAMES by a test; listed here so `--help` does not import torch.

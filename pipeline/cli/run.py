@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from segpipe.errors import SegpipeError
+
 _PATH = click.Path(path_type=Path)
 # As segpipe.runner.shards.FORMATS (not imported here: the CLI starts without the runner's imports).
 RUN_FORMATS = ("oxford-pet", "voc", "trimap", "yolo", "labelme", "cvat", "voc-seg")
@@ -155,7 +157,7 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
         with luigi_log(verbose=verbose), RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl,
                                                      workers=settings.workers, bars=not quiet and settings.workers == 1):
             outcome = run_pipeline(settings)
-    except (FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
+    except (SegpipeError, FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
         raise click.UsageError(str(err)) from err
     _echo_outcome(outcome, out=settings.out)
     raise SystemExit(outcome.exit_code)

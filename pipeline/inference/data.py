@@ -212,3 +212,30 @@ class PlannedBatches:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def images_dataset(*, image_root: Path, names: Sequence[str], categories: Sequence[str], semantic_classes: Sequence[str] | None,
+                   ) -> tuple[DatasetInfo, list[tuple[str, str]]]:
+    """What the engine infers on, from image file names under `image_root` and a label space (no dataset
+    dir): sizes from the image headers, ids 1.. by sorted file name, categories 1.. in the given order,
+    semantic classes as given (else background + the categories, as `read_dataset` does). An image whose
+    header cannot be read is left out and returned as (file name, reason), never an error."""
+    from segpipe.converters.errors import AnnotationError
+    from segpipe.converters.images import read_image_size
+
+    readable: list[tuple[str, int, int]] = []
+    unreadable: list[tuple[str, str]] = []
+    for name in sorted(names):
+        path = resolve_image_path(image_root, name)
+        try:
+            if path is None:
+                raise AnnotationError(name, "", f"leaves the image root {image_root}")
+            width, height = read_image_size(path)
+        except AnnotationError as err:
+            unreadable.append((name, str(err)))
+            continue
+        readable.append((name, width, height))
+    images = tuple(ImageEntry(i, name, resolve_image_path(image_root, name), w, h) for i, (name, w, h) in enumerate(readable, start=1))
+    cats = tuple((i, str(n)) for i, n in enumerate(categories, start=1))
+    semantic = tuple(semantic_classes) if semantic_classes else ("background",) + tuple(n for _, n in cats)
+    return DatasetInfo(root=Path(image_root), images=images, categories=cats, semantic_classes=semantic), unreadable

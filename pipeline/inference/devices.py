@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import re
 
+from segpipe.errors import SegpipeError
+
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:(0|[1-9][0-9]*))?)")
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
-class DeviceError(ValueError):
-    """A device name segpipe does not accept; the message says which ones it does."""
+# Where a device name comes from, when the caller does not say (the command line names its own flag).
+OPTIONS_SOURCE = "inference options"
 
 
-def parse_device(value: str, *, field: str = "--device") -> str:
+class DeviceError(SegpipeError, ValueError):
+    """A device name segpipe does not accept; the reason says which ones it does."""
+
+
+def parse_device(value: str, *, field: str = "device", source: str = OPTIONS_SOURCE) -> str:
     """The canonical device name.
 
     >>> parse_device(" CUDA:1 ")
@@ -25,15 +31,15 @@ def parse_device(value: str, *, field: str = "--device") -> str:
     >>> parse_device("gpu")
     Traceback (most recent call last):
     ...
-    segpipe.inference.devices.DeviceError: --device: 'gpu' is not a device; use auto, cpu, cuda or cuda:N
+    segpipe.inference.devices.DeviceError: inference options: device: 'gpu' is not a device; use auto, cpu, cuda or cuda:N
     """
     text = str(value).strip().lower()
     if not DEVICE_PATTERN.fullmatch(text):
-        raise DeviceError(f"{field}: {value!r} is not a device; use {DEVICE_HELP}")
+        raise DeviceError(source, field, f"{value!r} is not a device; use {DEVICE_HELP}")
     return text
 
 
-def parse_devices(value: str | list[int] | tuple[int, ...], *, field: str = "--devices") -> tuple[int, ...]:
+def parse_devices(value: str | list[int] | tuple[int, ...], *, field: str = "devices", source: str = OPTIONS_SOURCE) -> tuple[int, ...]:
     """GPU indices of this host from `0,1`, `cuda:0,cuda:1` or a list of integers; no repeats.
 
     >>> parse_devices("0, cuda:2")
@@ -44,10 +50,10 @@ def parse_devices(value: str | list[int] | tuple[int, ...], *, field: str = "--d
     for item in (i.strip().lower() for i in items):
         number = item[len("cuda:"):] if item.startswith("cuda:") else item
         if not number.isdigit():
-            raise DeviceError(f"{field}: {item!r} is not a GPU index; give indices like 0,1 (or cuda:0,cuda:1)")
+            raise DeviceError(source, field, f"{item!r} is not a GPU index; give indices like 0,1 (or cuda:0,cuda:1)")
         if int(number) in out:
-            raise DeviceError(f"{field}: GPU {int(number)} is listed twice")
+            raise DeviceError(source, field, f"GPU {int(number)} is listed twice")
         out.append(int(number))
     if not out:
-        raise DeviceError(f"{field}: no GPU index given; e.g. --devices 0,1")
+        raise DeviceError(source, field, "no GPU index given; e.g. 0,1")
     return tuple(out)

@@ -29,7 +29,7 @@ from segpipe.inference.architectures import architecture_hint
 from segpipe.inference.predictor import DevicePredictor, resolve_device, run_with_oom_backoff  # noqa: F401 (re-exported)
 from segpipe.inference.class_maps import class_map_option, class_mapping_compute, class_table as table_of
 from segpipe.inference.data import (
-    ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs,
+    DatasetInfo, ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs,
     collate_samples, read_dataset, shards_plan,
 )
 from segpipe.inference.outputs import (
@@ -159,14 +159,16 @@ class InferenceSession:
                                                  std=std, mapping=mapping, score_threshold=self.score_threshold))
         return self._loaded[1]
 
-    def run(self, *, dataset: Path, out: Path, image_ids: Sequence[int] | None = None,
+    def run(self, *, dataset: Path | DatasetInfo, out: Path, image_ids: Sequence[int] | None = None,
             progress: bool | Callable[[int, int], object] = False) -> InferenceSummary:
+        """Predict the images of a converted dataset dir, or of a DatasetInfo built from image files
+        (segpipe.inference.data.images_dataset), into the predictions dir `out`."""
         import torch
 
         checkpoint, out, task, card, cmap = self.checkpoint, Path(out), self.task, self.card, self.cmap
-        info = read_dataset(dataset, image_ids=image_ids)
+        info = dataset if isinstance(dataset, DatasetInfo) else read_dataset(dataset, image_ids=image_ids)
         if out.resolve() == info.root.resolve():  # a fresh plan clears OUT/semantic/*.png: never the ground truth
-            raise InferenceError(out, "-o", "the predictions dir must not be the dataset dir")
+            raise InferenceError(out, "out", "the predictions dir must not be the dataset dir")
         # Class names map onto the dataset before any image is read: an unknown name stops here.
         mapping = class_mapping_compute(task=task, names=self.names,
                                         num_classes=self.num_classes if self.num_classes is not None else card.num_classes,

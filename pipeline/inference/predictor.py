@@ -22,7 +22,7 @@ def resolve_device(device: str) -> Any:
     try:
         device = parse_device(device)
     except DeviceError as err:
-        raise InferenceError(OPTIONS, "device", str(err)) from err
+        raise InferenceError(OPTIONS, "device", err.reason) from err
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from segpipe.errors import SegpipeError
-from segpipe.runner.shards import DEFAULT_SHARD_SIZE, FORMATS
-from segpipe.tasks.stages import CONVERT_OPTIONS, INFER_OPTIONS, INFER_SPEED_OPTIONS
+from segpipe.inference.images import INFER_OPTIONS, INFER_SPEED_OPTIONS
+from segpipe.runner.formats import CONVERT_OPTIONS, FORMATS
+from segpipe.runner.shards import DEFAULT_SHARD_SIZE
 
 IOU_TYPES: tuple[str, ...] = ("segm", "bbox")
 PATH_KEYS: tuple[str, ...] = ("dataset", "out", "cache_dir", "images", "classes", "list_file")
@@ -149,10 +150,10 @@ def _checked_devices(infer: dict[str, Any], devices: Any, *, source: str) -> tup
 
     try:
         if infer.get("device") is not None:
-            infer["device"] = parse_device(infer["device"], field="infer.device")
-        gpus = parse_devices(devices) if devices not in (None, "", (), []) else ()
+            infer["device"] = parse_device(infer["device"], field="infer.device", source=source)
+        gpus = parse_devices(devices, source=source) if devices not in (None, "", (), []) else ()
     except DeviceError as err:
-        raise RunConfigError(source, str(err).split(":", 1)[0].lstrip("-"), str(err).split(": ", 1)[1]) from err
+        raise RunConfigError(source, err.field, err.reason) from err
     if gpus:
         if infer.get("device", "cuda") not in ("auto", "cuda"):
             raise RunConfigError(source, "devices", f"--devices picks the GPU of each task; it cannot be combined with device {infer['device']!r}")

@@ -25,16 +25,16 @@ from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
-from segpipe.tasks import stages
 from segpipe.cache.targets import GROUP_LOG, RUN_ID_ENV, CachedTask, execution_run_id, failure_path, new_task, read_executions
 from segpipe.cache.fingerprints import (
     STAT_CACHE_FILE, StatCache, build_manifest, checkpoint_fingerprint, combine_keys, latest_mtime, options_key,
     package_version,
 )
-from segpipe.runner.config import RunSettings
+from segpipe.runner.config import RunConfigError, RunSettings
 from segpipe.runner.publish import publish_outputs
 from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
-from segpipe.tasks.stages import INFER_SPEED_OPTIONS
+from segpipe.inference.checkpoints import model_card_path
+from segpipe.inference.images import INFER_SPEED_OPTIONS, inference_label_space, model_task
 from segpipe.tasks.convert import ConvertMerge, GroupTask, convert_unit_keys, group_digest, spec_to_json
 from segpipe.tasks.evaluate import CheckpointTask, read_gt_keys, read_label_space
 from segpipe.tasks.report import EvalReport, Leaderboard, leaderboard_key
@@ -105,7 +105,7 @@ def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settin
         options_digest=options_key({"model": settings.model, **options}), iou_type=settings.iou_type,
         checkpoint_path=str(ckpt.path), checkpoint_sha256=ckpt.sha256, options=options,
         loader_workers=settings.infer.get("loader_workers"),
-        labels_digest=options_key(stages.inference_label_space(read_label_space(merged), task=stages.model_task(model=settings.model, checkpoint=ckpt.path))),
+        labels_digest=options_key(inference_label_space(read_label_space(merged), task=model_task(model=settings.model, checkpoint=ckpt.path))),
         plan=merge.plan, version=version, merge_digest=merge.digest, convert_groups=merge.groups, convert_options=merge.options,
         devices=list(settings.devices),
     )
@@ -239,10 +239,10 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
     plan = plan_shards(manifest, spec=spec, shard_size=settings.shard_size)
     paths = expand_checkpoints(settings.checkpoints)
     if not paths:
-        raise ValueError(f"--checkpoints: no checkpoint file matches {', '.join(settings.checkpoints)}")
+        raise RunConfigError(", ".join(settings.checkpoints), "checkpoints", "no checkpoint file matches (give files, folders or glob patterns)")
     checkpoints = []
     for name, path in zip(checkpoint_names(paths), paths):
-        card = stages.model_card_of(path)
+        card = model_card_path(path)
         sha = stat_cache.sha256(path, stat=path.stat())
         checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha,
                                            key=checkpoint_fingerprint(path, card=card, stat_cache=stat_cache)))
@@ -293,7 +293,9 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
         )
         outcome.published = changed
         if settings.html and (changed or not (settings.out / "leaderboard.html").is_file()):
-            stages.render_leaderboard_html(out_dir=settings.out)
+            from segpipe.reports.html import render_leaderboard
+
+            render_leaderboard(settings.out)
     outcome.conversion_errors = _count_conversion_errors(merge.output().directory / REPORT_FILE_NAME)
     outcome.exit_code = _exit_code(outcome)
     _write_run_log(settings=settings, outcome=outcome)
@@ -303,7 +305,7 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
 def _inputs_date(dataset_mtime: float | None, checkpoint: Path) -> str | None:
     from segpipe.reports.data import format_mtime
 
-    card = stages.model_card_of(checkpoint)
+    card = model_card_path(checkpoint)
     times = [t for t in (dataset_mtime, checkpoint.stat().st_mtime, card.stat().st_mtime if card else None) if t is not None]
     return format_mtime(max(times)) if times else None
 

@@ -21,68 +21,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from segpipe.converters.images import is_image_name, is_utf8_name
 from segpipe.cache.fingerprints import ManifestEntry, combine_keys, manifest_key
-from segpipe.runner.formats import ADAPTERS
+from segpipe.errors import SegpipeError
+from segpipe.runner.formats import ADAPTERS, FORMATS as FORMATS, DatasetSpec as DatasetSpec  # re-exported: the plan's readers import them here
 
-FORMATS: tuple[str, ...] = ("oxford-pet", "voc", "trimap", *ADAPTERS)
 DEFAULT_SHARD_SIZE = 256
 # Upper bound on scheduling groups per checkpoint: Luigi tasks per run stay a few hundred at most however
 # many images there are (a power of two, so that groups are unions of whole hash shards).
 MAX_GROUPS = 32
-# Oxford-IIIT Pet split files: a shard gets only its own lines (header lines kept), so `--split` does not
-# report every other shard's images as missing. list.txt stays whole: it declares the categories (all
-# listed breeds, in CLASS-ID order), which must be the same in every shard.
-PET_LIST_FILES: tuple[str, ...] = ("trainval.txt", "test.txt")
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What `segpipe run` was pointed at. `root` is the Oxford-IIIT Pet root or the VOC/trimap source."""
-
-    format: str
-    root: Path
-    images: Path | None = None
-    classes: Path | None = None
-    list_file: Path | None = None
-
-    def roots(self) -> dict[str, Path]:
-        if self.format == "oxford-pet":
-            return {"root": self.root}
-        if self.format not in FORMATS:
-            raise ValueError(f"--format: unknown dataset format {self.format!r} (choose from {', '.join(FORMATS)})")
-        if self.format == "trimap" and self.images is None:
-            raise ValueError("--images: the trimap format needs the image folder")
-        out = {"src": self.root}
-        if self.images is not None and self.images.resolve() != self.root.resolve():
-            out["images"] = self.images
-        if self.classes is not None:
-            out["classes"] = self.classes
-        if self.list_file is not None:
-            out["list"] = self.list_file
-        return out
-
-    def image_prefix(self) -> str:
-        """Manifest prefix of the image root; image file names are relative to it."""
-        if self.format == "oxford-pet":
-            return "root/images/"
-        if "images" in self.roots():
-            return "images/"
-        sub = ADAPTERS[self.format].image_subdir(self.root) if self.format in ADAPTERS else ""
-        return f"src/{sub}/" if sub else "src/"
-
-    def image_root(self) -> Path:
-        if self.format == "oxford-pet":
-            return self.root / "images"
-        if self.images is not None:
-            return self.images
-        sub = ADAPTERS[self.format].image_subdir(self.root) if self.format in ADAPTERS else ""
-        return self.root / sub if sub else self.root
 
 
 def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
@@ -96,20 +47,7 @@ def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
     stem = name[:dot] if 0 < dot < len(name) - 1 else name  # as PurePosixPath.stem
     if path.startswith(spec.image_prefix()) and is_image_name(name):
         return "image", stem
-    if spec.format == "oxford-pet":
-        if path.startswith("root/annotations/trimaps/") and name.lower().endswith(".png"):
-            return "annotation", stem
-        if path.startswith("root/annotations/xmls/") and name.lower().endswith(".xml"):
-            return "annotation", stem
-        return "global", ""
-    if spec.format in ADAPTERS:
-        rel = path[len("src/"):]
-        return ("annotation", stem) if path.startswith("src/") and ADAPTERS[spec.format].is_annotation(rel) else ("global", "")
-    if path.startswith("src/"):
-        wanted = ".xml" if spec.format == "voc" else ".png"
-        if name.lower().endswith(wanted):
-            return "annotation", stem
-    return "global", ""
+    return ("annotation", stem) if spec.is_annotation(path) else ("global", "")
 
 
 @dataclass(frozen=True)
@@ -185,7 +123,7 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
     Empty shards are left out; a shard keeps its hash index, so shard positions may skip numbers.
     """
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        raise SegpipeError("run settings", "shard_size", f"must be >= 1, got {shard_size}")
     by_stem: dict[str, list[ManifestEntry]] = {}
     globals_: list[ManifestEntry] = []
     image_entries: set[ManifestEntry] = set()
@@ -218,48 +156,6 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
     all_images = tuple(e for s in shards for e in s.images)
     return ShardPlan(spec=spec, shards=tuple(shards), globals=tuple(globals_), images=tuple(sorted(all_images)),
                      n_groups=min(n_shards, max_groups))
-
-
-def _filter_pet_list(text: str, *, stems: frozenset[str]) -> str:
-    """Keep header/blank lines and the lines of this shard's images (first token = image stem)."""
-    kept = [
-        line for line in text.splitlines(keepends=True)
-        if not line.strip() or line.lstrip().startswith("#") or line.split()[0] in stems
-    ]
-    return "".join(kept)
-
-
-def materialize_shard_source(*, spec: DatasetSpec, shard: Shard, globals_: tuple[ManifestEntry, ...], dest: Path) -> DatasetSpec:
-    """A view of the dataset holding only this shard's files (symlinks), as a DatasetSpec under `dest`.
-
-    The converters then run unchanged on a shard; the files keep their relative paths, so COCO
-    `file_name`s are the same as for the whole dataset.
-    """
-    roots = spec.roots()
-    stems = frozenset(shard.stems)
-    for entry in (*shard.entries, *globals_):
-        label, _, rel = entry.path.partition("/")
-        source = roots[label] / rel if rel else roots[label]
-        target = dest / label / rel if rel else dest / label / source.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        if spec.format == "oxford-pet" and rel.startswith("annotations/") and PurePosixPath(rel).name in PET_LIST_FILES:
-            target.write_text(_filter_pet_list(source.read_text(encoding="utf-8"), stems=stems), encoding="utf-8")
-        else:
-            os.symlink(source.resolve(), target)
-    if spec.format == "oxford-pet":
-        (dest / "root" / "images").mkdir(parents=True, exist_ok=True)
-        return DatasetSpec(format=spec.format, root=dest / "root")
-    (dest / "src").mkdir(parents=True, exist_ok=True)
-    if "images" in roots:
-        (dest / "images").mkdir(parents=True, exist_ok=True)
-    return DatasetSpec(
-        format=spec.format,
-        root=dest / "src",
-        images=(dest / "images") if "images" in roots else None,
-        classes=(dest / "classes" / roots["classes"].name) if "classes" in roots else None,
-        list_file=(dest / "list" / roots["list"].name) if "list" in roots else None,
-    )
 
 
 PLANS_DIR = "plans"
@@ -314,5 +210,5 @@ def read_plan(cache: str, key: str) -> dict[str, Any]:
     """The plan a task belongs to (read in run(), never in requires()/complete(); cached per process)."""
     path = plan_path(Path(cache), key)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the shard plan of this run is gone (the cache was cleared while it ran): run again")
+        raise SegpipeError(path, "", "the shard plan of this run is gone (the cache was cleared while it ran): run again")
     return dict(json.loads(path.read_text(encoding="utf-8")))

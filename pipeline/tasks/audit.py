@@ -1,5 +1,5 @@
 """`segpipe run --audit`: the label audit of the converted dataset as a cached task (the same audit as
-`segpipe audit DATASET_DIR`, called through segpipe.tasks.stages). Its key is the merged dataset's
+`segpipe audit DATASET_DIR`: carried-in conversion rows and the Oxford-IIIT Pet layout checks). Its key is the merged dataset's
 digest: touching one annotation re-audits, a new checkpoint does not."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import luigi
 
 from segpipe.cache.targets import CachedTask, new_task
 from segpipe.reports.tables import write_table
-from segpipe.tasks import stages
 from segpipe.tasks.convert import ConvertMerge
 
 
@@ -31,13 +30,18 @@ class AuditTask(CachedTask):
                         options=self.convert_options, version=self.version)
 
     def compute(self) -> None:
+        # Imported here, not at the top: a cached rerun imports the task modules and runs none of this.
+        from segpipe.evaluators.audit import audit_path
+        from segpipe.reports.gallery import GallerySource
+        from segpipe.reports.html import render_audit_report
+
         merged = self.requires().output().directory
-        result = stages.audit(dataset_dir=merged)
+        result = audit_path(merged)
         out = self.fresh_directory()
         write_table(out, "findings", result.findings)
         write_table(out, "summary", result.summary)
         if self.html:
-            stages.render_audit_html(audit_dir=out, dataset_dir=merged)
+            render_audit_report(out, gallery=GallerySource.from_dirs(dataset=merged))
         self.finish(findings=int(len(result.findings)))
 
 

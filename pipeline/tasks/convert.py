@@ -23,17 +23,17 @@ from segpipe.converters.dataset_layout import (
 from segpipe.converters.report import REPORT_FILE_NAME, Finding, format_report_csv
 import luigi
 
-from segpipe.tasks import stages
-from segpipe.cache.targets import CachedTask, MarkerTarget, link_or_copy, new_task
+from segpipe.cache.targets import CachedTask, link_or_copy, new_task
 from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, combine_keys, manifest_key, options_key
 from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
-from segpipe.runner.shards import DatasetSpec, Shard, materialize_shard_source, read_plan
+from segpipe.converters.conversion_output import write_conversion_dir
+from segpipe.errors import SegpipeError
+from segpipe.runner.shards import DatasetSpec, read_plan
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory, units_exist
 
 CONVERT_UNITS = "convert/shards"
 
 SHARD_DATASET = "dataset"
-SHARD_VIEW = "view"
 
 
 def spec_to_json(spec: DatasetSpec) -> dict[str, Any]:
@@ -64,7 +64,8 @@ def convert_unit_keys(plan: Mapping[str, Any], *, version: str, options: Mapping
     format and options, the package version. Pure; the driver and the tasks both use it."""
     spec = plan["spec"]
     base = [version, options_key({"format": spec["format"], **dict(options)}), manifest_key(entries_from_json(plan["globals"]))]
-    return [combine_keys("convert-shard", *base, str(shard["key"])) for shard in plan["shards"]]
+    # "files": shards converted from their file lists (earlier shards were converted in symlinked folder views).
+    return [combine_keys("convert-shard/files", *base, str(shard["key"])) for shard in plan["shards"]]
 
 
 def group_digest(kind: str, keys: Sequence[str]) -> str:
@@ -109,21 +110,19 @@ class ConvertGroup(GroupTask):
         plan = read_plan(str(cache), str(self.plan))
         spec = spec_from_json(plan["spec"])
         keys = convert_unit_keys(plan, version=str(self.version), options=dict(self.options))
-        globals_ = entries_from_json(plan["globals"])
         done = UnitLog()
         for position in plan["groups"][int(self.group)]:
             item = plan["shards"][position]
-            shard = Shard(index=int(item["index"]), stems=tuple(item["stems"]), entries=entries_from_json(item["entries"]), images=())
 
-            def convert(directory: Path, shard: Shard = shard, item: Mapping[str, Any] = item) -> dict[str, Any]:
-                # The files this shard reads must be what its key fingerprinted (segpipe.cache.input_check).
+            def convert(directory: Path, item: Mapping[str, Any] = item) -> None:
+                # The shard's own files and the global ones, at their real paths; they must be what its key
+                # fingerprinted (segpipe.cache.input_check).
                 inputs = fingerprinted_files(spec.roots(), [*item["entries"], *plan["globals"]])
                 with inputs_unchanged(inputs, cache=cache):
-                    view = materialize_shard_source(spec=spec, shard=shard, globals_=globals_, dest=directory / SHARD_VIEW)
-                    stages.convert_dataset(spec=view, out=directory / SHARD_DATASET, options=dict(self.options))
-                return {"view": {str(directory / SHARD_VIEW / label): str(root) for label, root in spec.roots().items()}}
+                    conversion = spec.convert(files=[path for path, _, _ in inputs], options=dict(self.options))
+                write_conversion_dir(directory / SHARD_DATASET, conversion)
 
-            done.add(ensure_unit(cache, Unit("ConvertShard", CONVERT_UNITS, keys[position], f"s{shard.index:05d}"), convert))
+            done.add(ensure_unit(cache, Unit("ConvertShard", CONVERT_UNITS, keys[position], f"s{int(item['index']):05d}"), convert))
         self.fresh_directory()
         self.finish(**done.marker())
 
@@ -153,7 +152,6 @@ class ConvertMerge(CachedTask):
         spec = spec_from_json(plan["spec"])
         keys = convert_unit_keys(plan, version=str(self.version), options=dict(self.options))
         shard_dirs = [unit_directory(cache, CONVERT_UNITS, k) for k in keys]
-        views = [MarkerTarget(d).read_marker().get("view", {}) for d in shard_dirs]
         out = self.fresh_directory()
         datasets = [d / SHARD_DATASET for d in shard_dirs]
         coco_parts = [json.loads((d / INSTANCES_FILE).read_bytes()) if (d / INSTANCES_FILE).is_file() else None for d in datasets]
@@ -163,10 +161,10 @@ class ConvertMerge(CachedTask):
         if heads:
             atomic_write_bytes(out / HEADS_FILE, dumps_coco(merge_coco(heads)))
         _merge_semantic(datasets=datasets, out=out / SEMANTIC_DIR)
-        _merge_reports(datasets=datasets, views=views, out=out / REPORT_FILE_NAME)
+        _merge_reports(datasets=datasets, out=out / REPORT_FILE_NAME)
         meta: dict[str, Any] = {}
         if datasets and (datasets[0] / DATASET_META_FILE).is_file():
-            meta = json.loads(_unview((datasets[0] / DATASET_META_FILE).read_text(encoding="utf-8"), view=views[0], as_json=True))
+            meta = json.loads((datasets[0] / DATASET_META_FILE).read_text(encoding="utf-8"))
         meta = {**meta, "format": spec.format, "image_root": str(spec.image_root().resolve())}
         atomic_write_text(out / DATASET_META_FILE, json.dumps(meta, sort_keys=True, indent=2) + "\n")
         index = [_write_shard_gt(part=part, categories=merged["categories"], stems=plan["shards"][i]["stems"], merged=out)
@@ -280,30 +278,20 @@ def _merge_semantic(*, datasets: Sequence[Path], out: Path) -> None:
         if cls.is_file():
             text = cls.read_text(encoding="utf-8")
             if classes is not None and text != classes:
-                raise ValueError(f"{cls}: semantic classes differ between shards")
+                raise SegpipeError(cls, "", "semantic classes differ between shards")
             classes = text
     if classes is not None:
         atomic_write_text(out / SEMANTIC_CLASSES_FILE, classes)
 
 
-def _unview(text: str, *, view: Mapping[str, str], as_json: bool = False) -> str:
-    """Shard-view paths (CACHE/.../view/<label>) back to the dataset's real paths, longest prefix first."""
-    for prefix, real in sorted(view.items(), key=lambda kv: -len(kv[0])):
-        if as_json:
-            prefix, real = json.dumps(prefix)[1:-1], json.dumps(real)[1:-1]
-        text = text.replace(prefix, real)
-    return text
-
-
-def _merge_reports(*, datasets: Sequence[Path], views: Sequence[Mapping[str, str]], out: Path) -> None:
-    """Concatenate shard conversion reports, showing real dataset paths instead of the shard views."""
+def _merge_reports(*, datasets: Sequence[Path], out: Path) -> None:
+    """Concatenate the shards' conversion reports (their rows name the dataset's own files)."""
     findings: list[Finding] = []
-    for d, view in zip(datasets, views):
+    for d in datasets:
         path = d / REPORT_FILE_NAME
         if not path.is_file():
             continue
         for row in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
-            file, message = _unview(row["file"], view=view), _unview(row["message"], view=view)
-            findings.append(Finding(file=file, severity=row["severity"], code=row["code"], message=message))  # type: ignore[arg-type]
+            findings.append(Finding(file=row["file"], severity=row["severity"], code=row["code"], message=row["message"]))  # type: ignore[arg-type]
     # A global file's finding (list.txt, classes file) is reported by every shard: keep it once.
     atomic_write_text(out, format_report_csv(sorted(set(findings))))

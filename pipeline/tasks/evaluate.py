@@ -15,13 +15,13 @@ import io
 import json
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import luigi
 import numpy as np
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
+from segpipe.converters.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.layout import RESULTS_FILE
 from segpipe.cache.fingerprints import combine_keys
@@ -30,9 +30,9 @@ from segpipe.cache.targets import CachedTask, new_task
 from segpipe.runner.gpu_slots import gpu_slot
 from segpipe.runner.progress import image_progress
 from segpipe.runner.shards import read_plan
-from segpipe.tasks import stages
+from segpipe.inference.images import infer_images, inference_label_space, model_task, open_session, predictions_task
 from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, spec_from_json
-from segpipe.tasks.infer import INDEX_DATASET, PRED_DIR, infer_unit_key, infer_unit_kind, write_shard_index
+from segpipe.tasks.infer import PRED_DIR, infer_unit_key, infer_unit_kind, read_unit_images, write_unit_images
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory
 
 EVAL_UNITS = "eval/shards"
@@ -134,8 +134,7 @@ class EvalGroup(GroupTask, CheckpointTask):
         cache = Path(str(self.cache))
         merged = self.requires().output().directory
         plan = read_plan(str(cache), str(self.plan))
-        label_space = stages.inference_label_space(
-            read_label_space(merged), task=stages.model_task(model=str(self.model), checkpoint=Path(str(self.checkpoint_path))))
+        label_space = inference_label_space(read_label_space(merged), task=model_task(model=str(self.model), checkpoint=Path(str(self.checkpoint_path))))
         image_root = spec_from_json(plan["spec"]).image_root().resolve()
         gt_index = read_gt_keys(merged)
         session: list[Any] = []  # loaded at the first shard that needs inference
@@ -143,31 +142,33 @@ class EvalGroup(GroupTask, CheckpointTask):
         prefix = spec_from_json(plan["spec"]).image_prefix()
         checkpoint = Path(str(self.checkpoint_path))
 
+        def loaded() -> Any:  # the checkpoint, loaded at the first shard with an image to predict
+            if not session:
+                options = dict(self.options)
+                if self.devices:  # hold one free GPU of `--devices` for the rest of this group
+                    gpu = stack.enter_context(gpu_slot(cache, list(self.devices)))
+                    options["device"] = f"cuda:{gpu}"
+                session.append(open_session(model=str(self.model), checkpoint=checkpoint, options=options,
+                                            loader_workers=self.loader_workers, checkpoint_sha256=str(self.checkpoint_sha256)))
+            return session[0]
+
         def infer(directory: Path, position: int) -> dict[str, Any]:
             shard = plan["shards"][position]
-            n = write_shard_index(directory=directory, image_root=image_root, names=shard["image_names"], label_space=label_space)
-            indexed = {str(im["file_name"]) for im in json.loads((directory / INDEX_DATASET / INSTANCES_FILE).read_bytes())["images"]}
+            names = [str(n) for n in shard["image_names"]]
+            wanted = set(names)
             # The images this shard reads, and the checkpoint, must be what the key fingerprinted.
             inputs: list[Expected] = [(image_root / str(path)[len(prefix):], int(size), str(sha)) for path, size, sha in shard["entries"]
-                                      if str(path).startswith(prefix) and str(path)[len(prefix):] in indexed]
+                                      if str(path).startswith(prefix) and str(path)[len(prefix):] in wanted]
+            inputs = [item for item in inputs if item[0].is_file()]  # a dangling link is an unreadable image, said so below
             inputs.append((checkpoint, None, str(self.checkpoint_sha256)))
+            base = done_images[0]
             with inputs_unchanged(inputs, cache=cache):
-                if n:
-                    if not session:
-                        options = dict(self.options)
-                        if self.devices:  # hold one free GPU of `--devices` for the rest of this group
-                            gpu = stack.enter_context(gpu_slot(cache, list(self.devices)))
-                            options["device"] = f"cuda:{gpu}"
-                        session.append(stages.inference_session(
-                            model=str(self.model), checkpoint=checkpoint, options=options,
-                            loader_workers=self.loader_workers, checkpoint_sha256=str(self.checkpoint_sha256)))
-                    base = done_images[0]
-                    session[0].run(dataset=directory / INDEX_DATASET, out=directory / PRED_DIR,
-                                   progress=lambda d, t: progress(base + d, base + t))
-                    done_images[0] += n
-                else:
-                    (directory / PRED_DIR).mkdir(parents=True, exist_ok=True)
-            return {"images": n}
+                done = infer_images(loaded, image_root=image_root, names=names, label_space=label_space, out=directory / PRED_DIR,
+                                    progress=lambda d, t: progress(base + d, base + t))
+            (directory / PRED_DIR).mkdir(parents=True, exist_ok=True)
+            write_unit_images(directory, file_names=done.file_names, unreadable=done.unreadable)
+            done_images[0] += len(done.file_names)
+            return {"images": len(done.file_names)}
 
         done = UnitLog()
         with contextlib.ExitStack() as stack:
@@ -194,12 +195,12 @@ def evaluate_shard(*, directory: Path, infer_dir: Path, merged: Path, gt_key: st
     results_path = pred_dir / RESULTS_FILE
     # A semantic model's results.json holds connected components at best: it is scored as semantic
     # segmentation, and instance metrics are for instance models.
-    task = stages.inference_task(pred_dir)
+    task = predictions_task(pred_dir)
     if results_path.is_file() and task in ("instance", None):
-        index = json.loads((infer_dir / INDEX_DATASET / INSTANCES_FILE).read_bytes())
-        index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
-        results = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
-        stats[INSTANCE_EVAL] = stages.instance_shard_stats(gt=gt, results=results, iou_type=iou_type, image_ids=[gt_ids[n] for n in names])
+        from segpipe.evaluators.instance import instance_update
+
+        results = remap_results(results=json.loads(results_path.read_bytes()), index_names=read_unit_images(infer_dir), gt_ids=gt_ids)
+        stats[INSTANCE_EVAL] = instance_update(gt, list[Mapping[str, Any]](results), iou_type=iou_type, image_ids=[gt_ids[n] for n in names])
     classes_file = merged / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE
     if classes_file.is_file() and (pred_dir / SEMANTIC_DIR).is_dir() and task in ("semantic", None):
         stats[SEMANTIC_EVAL] = _semantic_shard(
@@ -211,26 +212,26 @@ def evaluate_shard(*, directory: Path, infer_dir: Path, merged: Path, gt_key: st
 
 
 def _semantic_shard(*, names: list[str], gt_dir: Path, pred_dir: Path, class_names: list[str]) -> dict[str, Any]:
+    """The shard's images scored as `segpipe evaluate semantic` scores a folder (same pairing, same per-image
+    scoring); predictions without GT are not listed (a shard's images without a label map are not scored)."""
+    from segpipe.evaluators.semantic import label_maps_by_stem, pair_label_maps, score_pair
+    from segpipe.evaluators.semantic_tables import MISSING_PREDICTION
+
     n = len(class_names)
+    stems = {PurePosixPath(name).stem for name in names}
+    gt = {stem: gt_dir / f"{stem}.png" for stem in stems if (gt_dir / f"{stem}.png").is_file()}
+    pairs, _ = pair_label_maps(gt, {s: p for s, p in label_maps_by_stem(pred_dir).items() if s in gt})
     confusion = np.zeros((n, n + 1), dtype=np.int64)
     rows: list[dict[str, object]] = []
     notes: list[dict[str, str]] = []
     matrices: list[np.ndarray] = []  # per image, in the order of `rows`: what the leaderboard's bootstrap resamples
-    for name in names:
-        stem = PurePosixPath(name).stem
-        gt_path = gt_dir / f"{stem}.png"
-        if not gt_path.is_file():
-            continue
-        pred_path = pred_dir / f"{stem}.png"
-        pred = stages.read_label_map(pred_path) if pred_path.is_file() else None
-        matrix = stages.semantic_image_confusion(
-            gt=stages.read_label_map(gt_path), pred=pred, num_classes=n, path=str(pred_path)
-        )
+    for pair in pairs:
+        matrix, row = score_pair(pair, num_classes=n)
         confusion += matrix
         matrices.append(matrix)
-        rows.append(stages.semantic_per_image_row(confusion=matrix, file=f"{stem}.png", missing=pred is None))
-        if pred is None:
-            notes.append({"file": f"{stem}.png", "issue": "missing_prediction"})
+        rows.append(row)
+        if pair.pred is None:
+            notes.append({"file": pair.gt.name, "issue": MISSING_PREDICTION})
     per_image_confusion = np.stack(matrices) if matrices else np.zeros((0, n, n + 1), dtype=np.int64)
     return {"confusion": confusion, "per_image": rows, "notes": notes, "class_names": class_names,
             "per_image_confusion": per_image_confusion}

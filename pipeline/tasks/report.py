@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import luigi
 import numpy as np
@@ -19,14 +19,18 @@ from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_tex
 from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_DIR, DatasetDir
 from segpipe.layout import RESULTS_FILE
 from segpipe.reports.tables import write_table
+from segpipe.errors import SegpipeError
+from segpipe.reports import records
 from segpipe.runner.shards import read_plan
-from segpipe.tasks import stages
 from segpipe.tasks.evaluate import (
     INSTANCE_EVAL, LEADERBOARD_FORMAT, PER_CLASS_LONG, REPORT_DIR, SEMANTIC_EVAL, SUMMARY_FILE, CheckpointTask, EvalGroup, read_gt_keys,
     read_shard_stats, remap_results,
 )
-from segpipe.tasks.infer import INDEX_DATASET, PRED_DIR
+from segpipe.tasks.infer import PRED_DIR, read_unit_images
 from segpipe.tasks.units import unit_directory
+
+if TYPE_CHECKING:
+    from segpipe.evaluators.semantic_tables import SemanticReport
 
 LONG_COLUMNS = ["checkpoint", "evaluation", "category", "metric", "value"]
 
@@ -73,6 +77,12 @@ class EvalReport(CheckpointTask):
         return [(unit_directory(cache, i.kind, i.key), unit_directory(cache, e.kind, e.key)) for _, i, e in units]
 
     def compute(self) -> None:
+        # Imported here, not at the top: a cached rerun imports the task modules and runs none of this.
+        from segpipe.cli.evaluate_instances import write_instance_report
+        from segpipe.cli.evaluate_semantic import write_semantic_report
+        from segpipe.evaluators.instance import InstanceStats, instance_compute
+        from segpipe.reports.html import render_evaluate_report
+
         shard_dirs = self.shard_dirs()
         parts = [read_shard_stats(e) for _, e in shard_dirs]
         plan = read_plan(str(self.cache), str(self.plan))
@@ -87,27 +97,26 @@ class EvalReport(CheckpointTask):
         if parts and all(INSTANCE_EVAL in p for p in parts):
             name = str(self.iou_type)
             instance = renumber_instance_stats([p[INSTANCE_EVAL] for p in parts])
-            report = stages.instance_report(stats=instance)
-            stages.write_instance_report(report=report, out=out / REPORT_DIR / name,
-                                         header={**header, "evaluation": name, "task": "instances"})
-            stages.write_report_records(out / REPORT_DIR / name, instance=instance)
+            merged_stats = InstanceStats.merge_all(list(instance))
+            report = instance_compute(merged_stats)
+            write_instance_report(report, out / REPORT_DIR / name, header={**header, "evaluation": name, "task": "instances"})
+            records.write_instance_records(out / REPORT_DIR / name, stats=merged_stats)
             summaries[name] = _summary_dict(report.summary)
             long_rows.append(_per_class_long(report.per_class, evaluation=name))
         if parts and all(SEMANTIC_EVAL in p for p in parts):
-            report = _semantic_merge([p[SEMANTIC_EVAL] for p in parts])
-            stages.write_semantic_report(report=report, out=out / REPORT_DIR / SEMANTIC_EVAL,
-                                         header={**header, "evaluation": SEMANTIC_EVAL, "task": "semantic"})
-            stages.write_report_records(out / REPORT_DIR / SEMANTIC_EVAL, semantic=[p[SEMANTIC_EVAL] for p in parts])
-            summaries[SEMANTIC_EVAL] = _summary_dict(report.summary)
-            long_rows.append(_per_class_long(report.per_class, evaluation=SEMANTIC_EVAL))
+            semantic = _semantic_merge([p[SEMANTIC_EVAL] for p in parts])
+            write_semantic_report(semantic, out / REPORT_DIR / SEMANTIC_EVAL, header={**header, "evaluation": SEMANTIC_EVAL, "task": "semantic"})
+            _write_semantic_records(out / REPORT_DIR / SEMANTIC_EVAL, shards=[p[SEMANTIC_EVAL] for p in parts])
+            summaries[SEMANTIC_EVAL] = _summary_dict(semantic.summary)
+            long_rows.append(_per_class_long(semantic.per_class, evaluation=SEMANTIC_EVAL))
         if not summaries:
-            raise RuntimeError(f"checkpoint {header.get('checkpoint')}: inference produced nothing to evaluate")
+            raise SegpipeError(str(self.checkpoint_path), "predictions", "inference produced nothing to evaluate (no results.json, no semantic maps)")
         if self.html:
             gt_dir = self.merge_task().output().directory
             for evaluation in sorted(summaries):
                 report_dir = out / REPORT_DIR / evaluation
                 gallery = _gallery_inputs(infer_dirs=[i for i, _ in shard_dirs], evaluation=evaluation, report_dir=report_dir, gt_dir=gt_dir)
-                stages.render_evaluate_html(report_dir=report_dir, gallery=gallery)
+                render_evaluate_report(report_dir, gallery=gallery)
         long_table = pd.concat(long_rows, ignore_index=True)
         atomic_write_text(out / PER_CLASS_LONG, long_table.to_csv(index=False, lineterminator="\n"))
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summaries, sort_keys=True, indent=1) + "\n")
@@ -153,25 +162,30 @@ def _gallery_inputs(*, infer_dirs: list[Path], evaluation: str, report_dir: Path
         results_path = infer_dir / PRED_DIR / RESULTS_FILE
         if not results_path.is_file():
             continue
-        index = json.loads((infer_dir / INDEX_DATASET / INSTANCES_FILE).read_bytes())
-        index_names = {int(im["id"]): str(im["file_name"]) for im in index["images"]}
-        remapped = remap_results(results=json.loads(results_path.read_bytes()), index_names=index_names, gt_ids=gt_ids)
+        remapped = remap_results(results=json.loads(results_path.read_bytes()), index_names=read_unit_images(infer_dir), gt_ids=gt_ids)
         picked.extend(r for r in remapped if int(r["image_id"]) in wanted)
     picked.sort(key=lambda r: (int(r["image_id"]), -float(r.get("score", 0.0))))
     atomic_write_text(gallery / RESULTS_FILE, json.dumps(picked, sort_keys=True) + "\n")
     return GallerySource(image_root=image_root, gt_coco=gt_coco, results=gallery / RESULTS_FILE)
 
 
-def _semantic_merge(shards: list[dict[str, Any]]) -> Any:
+def _semantic_merge(shards: list[dict[str, Any]]) -> SemanticReport:
     """One semantic report from per-shard confusions (summed), per-image rows and notes."""
+    from segpipe.evaluators.semantic_tables import NOTES_COLUMNS, semantic_compute
+
     per_image = pd.DataFrame([r for s in shards for r in s["per_image"]])
     if not per_image.empty:
         per_image = per_image.sort_values("file", kind="stable").reset_index(drop=True)
-    notes = pd.DataFrame([r for s in shards for r in s["notes"]], columns=stages.semantic_notes_columns())
-    return stages.semantic_report(
-        confusion=np.add.reduce([s["confusion"] for s in shards]), class_names=shards[0]["class_names"],
-        per_image=per_image if not per_image.empty else None, notes=notes,
-    )
+    notes = pd.DataFrame([r for s in shards for r in s["notes"]], columns=list(NOTES_COLUMNS))
+    return semantic_compute(np.add.reduce([s["confusion"] for s in shards]), class_names=list(shards[0]["class_names"]),
+                            per_image=per_image if not per_image.empty else None, notes=notes)
+
+
+def _write_semantic_records(out: Path, *, shards: Sequence[Mapping[str, Any]]) -> None:
+    """The per-image confusions of the semantic shards beside the report (nothing when a shard lacks them)."""
+    found = records.semantic_records_from_shards(shards)
+    if found is not None:
+        records.write_semantic_records(out, files=found[0], confusions=found[1], class_names=shards[0]["class_names"])
 
 
 def _summary_dict(summary: pd.DataFrame) -> list[list[Any]]:

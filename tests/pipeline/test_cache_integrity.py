@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -159,27 +160,27 @@ def _edit_trimap(path: Path) -> None:
 
 def test_an_input_edited_during_a_task_and_restored_is_not_published(
         world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from segpipe.tasks import stages
+    from segpipe.runner.formats import DatasetSpec
 
     for name in ("pets", "ckpts"):
         shutil.copytree(world / name, tmp_path / name)
     trimap = sorted((tmp_path / "pets" / "annotations" / "trimaps").glob("*.png"))[0]
     original = trimap.read_bytes()
-    convert = stages.convert_dataset
+    convert = DatasetSpec.convert
 
-    def convert_while_someone_edits(**kwargs: object) -> object:
+    def convert_while_someone_edits(self: DatasetSpec, **kwargs: Any) -> Any:
         _edit_trimap(trimap)  # the task reads the edited file...
         try:
-            return convert(**kwargs)
+            return convert(self, **kwargs)
         finally:
             trimap.write_bytes(original)  # ...which is back to its fingerprinted content when the task ends
 
-    monkeypatch.setattr(stages, "convert_dataset", convert_while_someone_edits)
+    monkeypatch.setattr(DatasetSpec, "convert", convert_while_someone_edits)
     settings = settings_for(tmp_path, dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
     outcome = run_pipeline(settings)
     assert outcome.exit_code != 0
     assert any(f"{trimap}: modified while this task read it" in reason for reason in outcome.failed.values()), outcome.failed
-    monkeypatch.setattr(stages, "convert_dataset", convert)
+    monkeypatch.setattr(DatasetSpec, "convert", convert)
     assert run_pipeline(settings).exit_code == 0
     clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
     assert run_pipeline(clean).exit_code == 0

@@ -95,9 +95,9 @@ def test_run_with_devices_gives_every_inference_task_a_gpu_slot(tmp_path: Path, 
     """On a CPU-only host the shards record the GPU they were given, then run on the CPU. Two GPUs: two
     worker processes (forked by luigi, so the record is a file)."""
     from segpipe.runner.driver import run_pipeline
-    from segpipe.tasks import stages
+    from segpipe.tasks import evaluate
 
-    real = stages.inference_session  # called once per inference task (a group of shards): the model loads once
+    real = evaluate.open_session  # called once per inference task (a group of shards): the model loads once
     log = tmp_path / "asked.txt"
 
     def record(**kw: Any) -> Any:
@@ -105,7 +105,7 @@ def test_run_with_devices_gives_every_inference_task_a_gpu_slot(tmp_path: Path, 
             f.write(kw["options"]["device"] + "\n")
         return real(**{**kw, "options": {**kw["options"], "device": "cpu"}})
 
-    monkeypatch.setattr(stages, "inference_session", record)
+    monkeypatch.setattr(evaluate, "open_session", record)
     dataset = make_dataset(tmp_path / "pets", n_images=6)
     make_checkpoint(tmp_path / "ckpts" / "a.pt", seed=0)
     settings = settings_for(tmp_path, dataset=dataset, ckpts=tmp_path / "ckpts", shard_size=2, devices=(0, 1),

@@ -17,6 +17,7 @@ from segpipe.runner.shards import DatasetSpec, plan_shards, shard_of
 from segpipe.converters.coco import dumps_coco
 from segpipe.tasks.convert import merge_category_order, merge_coco
 from tests.pipeline.pipeline_fixtures import make_dataset
+from segpipe.errors import SegpipeError
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -140,7 +141,7 @@ def test_adding_or_removing_an_image_changes_only_its_own_shard(tmp_path: Path) 
 
 
 def test_shard_size_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="shard-size"):
+    with pytest.raises(SegpipeError, match="shard_size"):
         plan_shards((), spec=DatasetSpec(format="oxford-pet", root=tmp_path), shard_size=0)
 
 

@@ -16,9 +16,9 @@ from tests.converters import test_cvat, test_labelme, test_voc_segmentation, tes
 
 
 def _whole(fmt: str, root: Path) -> Callable[[Path], Any]:
-    from segpipe.tasks.stages import convert_dataset
+    from segpipe.converters.conversion_output import write_conversion_dir
 
-    return lambda out: convert_dataset(spec=DatasetSpec(format=fmt, root=root), out=out, options={})
+    return lambda out: write_conversion_dir(out, DatasetSpec(format=fmt, root=root).convert(files=None, options={}))
 
 
 @pytest.mark.parametrize(("fmt", "make"), [

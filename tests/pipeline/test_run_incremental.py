@@ -227,7 +227,8 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     )
     from segpipe.runner.shards import DatasetSpec, plan_shards, read_plan
     from segpipe.tasks.evaluate import read_gt_keys
-    from segpipe.tasks.infer import write_shard_index
+    from segpipe.inference.data import images_dataset
+    from segpipe.tasks.infer import write_unit_images
 
     dataset = make_dataset(tmp_path / "pets", n_images=6)
     ckpt = tmp_path / "ckpts" / "det.pt"
@@ -254,8 +255,11 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     for position, infer_unit, _ in report.shard_units(range(len(plan_json["shards"])), gt_keys=read_gt_keys(merged)):
         names = plan_json["shards"][position]["image_names"]
         unit_dir = tmp_path / "cache" / infer_unit.kind / infer_unit.key
-        write_shard_index(directory=unit_dir, image_root=spec.image_root(), names=names, label_space=label_space)
-        index_ids = {im["file_name"]: im["id"] for im in json.loads((unit_dir / "index" / "instances.json").read_text())["images"]}
+        # What the shard's inference records: its images (ids by sorted file name), as infer_images gives them.
+        info, unreadable = images_dataset(image_root=spec.image_root(), names=names, categories=[c["name"] for c in label_space["categories"]],
+                                          semantic_classes=label_space["semantic_classes"])
+        write_unit_images(unit_dir, file_names=[e.file_name for e in info.images], unreadable=unreadable)
+        index_ids = {e.file_name: e.image_id for e in info.images}
         results = []
         for k, ann in enumerate(a for a in gt["annotations"] if gt_names[a["image_id"]] in set(names)):
             if k % 3 == 2:

@@ -1,0 +1,118 @@
+"""Inference over a list of image files and a label space, without a converted dataset dir: what each
+inference shard of `segpipe run` does.
+
+Inference depends on the images and the checkpoint only, never on annotations: editing an XML or a trimap
+must not rerun it. So a shard infers on *its own* image files (sizes from their headers, ids 1.. by sorted
+file name, unreadable images listed rather than fatal) mapped onto the dataset's label space (category
+names and semantic classes: what maps model outputs to dataset ids).
+
+Nothing here imports torch at import time: the task graph imports this module, and a cached rerun must
+not pay for torch (the engine is imported where a model runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from segpipe.layout import META_FILE
+
+if TYPE_CHECKING:
+    from segpipe.inference.engine import InferenceSession, InferenceSummary
+
+# Inference options of a run (run.toml / the command line), forwarded to InferenceSession; all of them are
+# part of the inference key.
+INFER_OPTIONS: tuple[str, ...] = (
+    "num_classes", "classes", "class_table", "class_map", "device", "batch_size", "precision", "score_threshold", "resize",
+    "trust_checkpoint",
+)
+# Options that change how fast inference runs, never what it outputs: left out of the inference key.
+INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)
+# The process that imported this module: Luigi's worker processes (`--workers 2`) are forks of it.
+_IMPORTED_IN = os.getpid()
+
+
+@dataclass(frozen=True)
+class ImagesInference:
+    """What `infer_images` did: the predicted images' file names in id order (id = position + 1, the ids
+    of the results), the images left out as (file name, reason), the engine's summary (None when no image
+    was readable: nothing ran)."""
+
+    file_names: tuple[str, ...]
+    unreadable: tuple[tuple[str, str], ...]
+    summary: InferenceSummary | None
+
+
+def open_session(*, model: str, checkpoint: Path, options: Mapping[str, Any], loader_workers: int | None,
+                 checkpoint_sha256: str | None = None) -> InferenceSession:
+    """A checkpoint loaded once for several image lists; `checkpoint_sha256` is the caller's digest of the
+    checkpoint, so the file is not read and hashed again. Imports torch."""
+    from segpipe.inference.engine import InferenceSession
+
+    _single_threaded_torch_after_fork()
+    kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
+    return InferenceSession(model=model, checkpoint=checkpoint, workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs)
+
+
+def _single_threaded_torch_after_fork() -> None:
+    """In a fork of a process that had already imported torch (and may have run its OpenMP thread pool), run
+    torch on one thread: GNU OpenMP's pool does not survive fork, and the child's first parallel operation
+    would wait forever (https://github.com/pytorch/pytorch/issues/17199). `segpipe run` itself never imports
+    torch before forking its workers; a Python session that ran inference before `segpipe.run(workers=2)` does."""
+    torch = sys.modules.get("torch")
+    if torch is not None and os.getpid() != _IMPORTED_IN:
+        torch.set_num_threads(1)
+
+
+def infer_images(session: Callable[[], InferenceSession], *, image_root: Path, names: Sequence[str], label_space: Mapping[str, Any], out: Path,
+                 progress: bool | Callable[[int, int], object] = False) -> ImagesInference:
+    """Predict the images `names` (file names under `image_root`) into the predictions dir `out` (results.json
+    with image ids by sorted file name, semantic/<stem>.png, meta.json), the model's classes mapped onto
+    `label_space` ({"categories": [{"name", ...}], "semantic_classes": [...] or None}). `session` gives the
+    loaded checkpoint (see `open_session`); it is called only when some image is readable."""
+    from segpipe.inference.data import images_dataset
+
+    info, unreadable = images_dataset(
+        image_root=image_root, names=names, categories=[str(c["name"]) for c in label_space.get("categories", [])],
+        semantic_classes=label_space.get("semantic_classes"),
+    )
+    summary = session().run(dataset=info, out=out, progress=progress) if info.images else None
+    return ImagesInference(file_names=tuple(e.file_name for e in info.images), unreadable=tuple(unreadable), summary=summary)
+
+
+def model_task(*, model: str, checkpoint: Path) -> str | None:
+    """"semantic" or "instance" for a model name (a TorchScript file's model card says which), without
+    importing torch; None for an unknown name (inference then fails with the engine's message)."""
+    from segpipe.inference.checkpoints import InferenceError, read_model_card
+    from segpipe.inference.models import SEMANTIC, TORCHSCRIPT, model_spec
+
+    try:
+        spec = model_spec(model)
+        return (read_model_card(checkpoint).task or SEMANTIC) if spec.name == TORCHSCRIPT else spec.task
+    except InferenceError:
+        return None
+
+
+def inference_label_space(label_space: Mapping[str, Any], *, task: str | None) -> dict[str, Any]:
+    """The part of a dataset's label space a model's outputs are mapped onto, hence what its inference is
+    keyed on: a semantic model's classes map onto the semantic classes (its connected-component results
+    are not scored by `segpipe run`, so the category list, e.g. `--categories breed|species`, does not
+    matter to it); an instance model's classes map onto the categories."""
+    if task == "semantic":
+        return {"categories": [], "semantic_classes": label_space.get("semantic_classes")}
+    if task == "instance":
+        return {"categories": list(label_space.get("categories", [])), "semantic_classes": None}
+    return dict(label_space)
+
+
+def predictions_task(pred_dir: Path) -> str | None:
+    """"semantic" or "instance", as the engine recorded it in the predictions' meta.json (None when absent)."""
+    meta = pred_dir / META_FILE
+    if not meta.is_file():
+        return None
+    task = json.loads(meta.read_text(encoding="utf-8")).get("task")
+    return None if task is None else str(task)
