@@ -82,7 +82,7 @@ def boundary_iou_dirs(gt_dir: Path, pred_dir: Path, *, class_names: Sequence[str
     from segpipe.evaluators.semantic import label_maps_by_stem, read_label_map
 
     if not 0 < dilation_ratio < 1:
-        raise EvaluationError("--boundary-iou", "dilation_ratio", f"must be between 0 and 1, got {dilation_ratio}")
+        raise EvaluationError("boundary IoU options", "dilation_ratio", f"must be between 0 and 1, got {dilation_ratio}")
     gt_maps, pred_maps = label_maps_by_stem(gt_dir), label_maps_by_stem(pred_dir)
     total = np.zeros((len(class_names), 2), dtype=np.int64)
     widths = set()

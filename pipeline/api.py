@@ -65,7 +65,9 @@ def convert(fmt: str, src: PathLike, out: PathLike, **options: Any) -> pd.DataFr
 
     converters = _converters()
     if fmt not in converters:
-        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(sorted(converters))}")
+        from segpipe.errors import SegpipeError
+
+        raise SegpipeError(Path(src), "format", f"unknown format {fmt!r}; known: {', '.join(sorted(converters))}")
     converters[fmt](Path(src), Path(out), **options)
     return pd.read_csv(Path(out) / REPORT_FILE_NAME, dtype=str, keep_default_na=False)
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.images import is_hidden_name
+from segpipe.errors import SegpipeError
 
 HASH_CHUNK = 1 << 20
 KEY_LENGTH = 16  # hex digits kept in keys and directory names: 64 bits, collisions are not a concern here
@@ -183,7 +184,7 @@ def build_manifest(
         elif root.is_dir():
             files = [(f"{label}/{p.relative_to(root).as_posix()}", p) for p in _walk_files(root, exclude=exclude)]
         else:
-            raise FileNotFoundError(f"{given}: dataset input {label!r} does not exist")
+            raise SegpipeError(given, label, "this dataset input does not exist")
         for rel, path in files:
             st = path.stat()
             entries.append(ManifestEntry(path=rel, size=st.st_size, sha256=stat_cache.sha256(path, stat=st)))

@@ -14,17 +14,22 @@ Either failure refuses the task (no completion marker): the next run fingerprint
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache
+from segpipe.errors import SegpipeError
 
 Expected = tuple[Path, "int | None", str]  # (path, size or None when not recorded, sha256) as fingerprinted by the driver
 
 
-class InputChangedError(RuntimeError):
+class InputChangedError(SegpipeError, RuntimeError):
     """An input file differs from its fingerprint, or changed while a task read it."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(path, "", reason)
 
 
 def fingerprinted_files(roots: Mapping[str, Path], rows: Sequence[Sequence[object]]) -> list[Expected]:
@@ -53,9 +58,9 @@ def inputs_unchanged(files: Sequence[Expected], *, cache: Path) -> Iterator[None
             st = resolved.stat()
             same = (size is None or st.st_size == size) and stat_cache.sha256(resolved, stat=st) == sha
         except OSError as err:
-            raise InputChangedError(f"{path}: unreadable since this run fingerprinted it ({err}); run again") from err
+            raise InputChangedError(path, f"unreadable since this run fingerprinted it ({err}); run again") from err
         if not same:
-            raise InputChangedError(f"{path}: changed since this run fingerprinted it; run again to use the new content")
+            raise InputChangedError(path, "changed since this run fingerprinted it; run again to use the new content")
     yield
     for path in before:
         try:
@@ -64,6 +69,5 @@ def inputs_unchanged(files: Sequence[Expected], *, cache: Path) -> Iterator[None
             now = None
         if now != before[path]:
             raise InputChangedError(
-                f"{path}: modified while this task read it, so its result was not kept; run again "
-                f"(a file must not change during a run)")
+                path, "modified while this task read it, so its result was not kept; run again (a file must not change during a run)")
 

@@ -125,7 +125,7 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
     if reports[0] is not None and reports[1] is not None:
         return _compare_reports(reports[0], reports[1], options=options)
     if dataset is None:
-        raise EvaluationError("--dataset", "", "prediction folders need the dataset they were predicted on")
+        raise click.UsageError("prediction folders need the dataset they were predicted on: give --dataset")
     kinds = {prediction_kind(a), prediction_kind(b)}
     if len(kinds) != 1:
         raise EvaluationError(b, "", "A holds instance results and B semantic label maps (or the reverse): nothing to compare")

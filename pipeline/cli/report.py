@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from segpipe.errors import SegpipeError
+
 
 def detect_report_kind(directory: Path, saved_kind: str | None) -> str:
     """'evaluate', 'leaderboard' or 'audit': the kind saved in report_inputs.json, else by the tables present."""
@@ -51,6 +53,6 @@ def report(report_dir: Path, n_worst: int | None, top: int | None, no_gallery: b
         else:
             page = render_evaluate_report(report_dir, gallery=gallery, progress=progress,
                                           n_worst=n_worst if n_worst is not None else int(options.get("n_worst", 24)))
-    except (FileNotFoundError, ValueError) as err:
+    except (SegpipeError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"wrote {page} ({page.stat().st_size / 1e6:.2f} MB, {kind} page)")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from segpipe.reports.plots import natural_key
+from segpipe.errors import SegpipeError
 
 # header.json keys shown first, in this order; any other keys follow sorted.
 HEADER_ORDER: tuple[str, ...] = ("command", "dataset", "gt", "predictions", "pred", "checkpoint", "checkpoint_sha256", "sha256",
@@ -37,6 +38,14 @@ def find_column(table: pd.DataFrame, role: str) -> str | None:
     return next((lower[a] for a in _ALIASES[role] if a in lower), None)
 
 
+class ReportError(SegpipeError, ValueError):
+    """A report folder or table the pages cannot be made from, naming the file (or table) and the column."""
+
+
+class MissingReportFile(ReportError, FileNotFoundError):
+    """A folder without the table its page is made from."""
+
+
 def read_table(directory: Path, name: str) -> pd.DataFrame | None:
     """NAME.parquet if present (exact dtypes), else NAME.csv, else None."""
     pq, csv = directory / f"{name}.parquet", directory / f"{name}.csv"
@@ -46,7 +55,7 @@ def read_table(directory: Path, name: str) -> pd.DataFrame | None:
         if csv.is_file():
             return pd.read_csv(csv)
     except Exception as err:
-        raise ValueError(f"{pq if pq.is_file() else csv}: cannot read table: {err}") from err
+        raise ReportError(pq if pq.is_file() else csv, "", f"cannot read the table: {err}") from err
     return None
 
 
@@ -57,7 +66,7 @@ def read_json(path: Path) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from err
+        raise ReportError(path, "", f"not valid JSON: {err}") from err
 
 
 def _iou_value(v: Any) -> float:
@@ -79,7 +88,7 @@ def tidy_pr_curves(table: pd.DataFrame | None) -> pd.DataFrame:
         return empty
     cols = {role: find_column(table, role) for role in ("category", "iou", "recall", "precision")}
     if any(c is None for c in cols.values()):
-        raise ValueError(f"pr_curves: expected columns category, iou, recall, precision; got {list(table.columns)}")
+        raise ReportError("pr_curves", "columns", f"expected category, iou, recall, precision; got {list(table.columns)}")
     out = pd.DataFrame({
         "category": table[cols["category"]].astype(str),
         "iou": [_iou_value(v) for v in table[cols["iou"]]],
@@ -109,7 +118,7 @@ def tidy_confusion(table: pd.DataFrame | None, *, class_names: Sequence[str] | N
     rows = [str(v) for v in table[labels[0]]] if labels else [str(c) for c in numeric[: len(table)]]
     columns = [str(c) for c in numeric]
     if matrix.shape[1] < matrix.shape[0]:
-        raise ValueError(f"confusion: expected one column per class, got {matrix.shape} (columns {list(table.columns)})")
+        raise ReportError("confusion", "columns", f"expected one column per class, got {matrix.shape} (columns {list(table.columns)})")
     # Extra columns (e.g. "(no prediction)") are kept only where they count something.
     keep = [j for j in range(matrix.shape[1]) if j < matrix.shape[0] or matrix[:, j].any()]
     return matrix[:, keep], rows, [columns[j] for j in keep]

@@ -96,7 +96,7 @@ def render_evaluate_report(report_dir: Path, *, gallery: GallerySource | None = 
     report_dir = Path(report_dir)
     summary, per_class = rd.read_table(report_dir, "summary"), rd.read_table(report_dir, "per_class")
     if summary is None and per_class is None:
-        raise FileNotFoundError(f"{report_dir}: no summary.csv or per_class.csv to render")
+        raise rd.MissingReportFile(report_dir, "", "no summary.csv or per_class.csv to render: not a report folder")
     header = rd.read_json(report_dir / REPORT_HEADER_FILE)
     if gallery is None:
         # The evaluate commands record their inputs (gt, pred) in header.json: draw from those when they exist.
@@ -224,9 +224,9 @@ def render_leaderboard(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     board = rd.read_table(out_dir, "leaderboard")
     if board is None:
-        raise FileNotFoundError(f"{out_dir}: no leaderboard.csv to render")
+        raise rd.MissingReportFile(out_dir, "", "no leaderboard.csv to render: not a `segpipe run` output folder")
     if "checkpoint" not in board.columns:
-        raise ValueError(f"{out_dir / 'leaderboard.csv'}: missing column 'checkpoint'")
+        raise rd.ReportError(out_dir / "leaderboard.csv", "checkpoint", "missing column")
     board = rd.order_checkpoints(board)
     model = rd.table_model(board, digits=4)
     # The report link goes right after the checkpoint name, and the hash is shortened (full value on hover
@@ -297,10 +297,10 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
     audit_dir = Path(audit_dir)
     findings = rd.read_table(audit_dir, "findings")
     if findings is None:
-        raise FileNotFoundError(f"{audit_dir}: no findings.csv to render")
+        raise rd.MissingReportFile(audit_dir, "", "no findings.csv to render: not an audit folder")
     for col in ("check", "severity"):
         if col not in findings.columns:
-            raise ValueError(f"{audit_dir / 'findings.csv'}: missing column {col!r}")
+            raise rd.ReportError(audit_dir / "findings.csv", col, "missing column")
     ranked = rank_findings(findings)
     counts = (ranked.groupby(["check", "severity"], sort=True).size().rename("findings").reset_index()
               if not ranked.empty else pd.DataFrame(columns=["check", "severity", "findings"]))
