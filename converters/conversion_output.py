@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco
@@ -27,6 +29,7 @@ from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Findin
 # Where images embedded in annotation files (LabelMe's imageData) are written: OUT/images/<file_name>.
 EMBEDDED_IMAGES_DIR = "images"
 WRITER_THREADS = 8
+MAX_PENDING_WRITES = 256  # encoded label maps waiting for the disk, at most
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,40 @@ class ConversionOutputs:
     semantic_classes: tuple[str, ...] | None = None  # semantic/classes.txt, in index order
     heads: dict[str, Any] | None = None  # heads.json (Oxford-IIIT Pet head boxes)
     images: dict[str, bytes] = field(default_factory=dict)  # images the annotations embed, by file_name under OUT/images/
+    # Set by a writer (see `streamed_label_maps`): label maps go to it as they are made instead of into
+    # `label_maps`, so a large dataset's maps are never all in memory and their writes overlap the work.
+    stream: Callable[[str, bytes], None] | None = None
+    streamed: set[str] = field(default_factory=set)
+
+    def add_label_map(self, name: str, data: bytes) -> None:
+        if self.stream is None:
+            self.label_maps[name] = data
+        else:
+            self.stream(name, data)
+            self.streamed.add(name)
+
+    def label_map_names(self) -> set[str]:
+        return set(self.label_maps) | self.streamed
+
+
+@contextmanager
+def streamed_label_maps(out: Path) -> Iterator[ConversionOutputs]:
+    """Outputs whose label maps are written to OUT/semantic/ as the conversion makes them: writer threads
+    overlap the fsync of each atomic write with the conversion's CPU work, and at most MAX_PENDING_WRITES
+    encoded maps wait in memory when the disk is slower than the conversion."""
+    semantic = Path(out) / SEMANTIC_DIR
+    pending: deque[Future[Path]] = deque()
+    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
+        def write(name: str, data: bytes) -> None:
+            if not pending:
+                semantic.mkdir(parents=True, exist_ok=True)
+            pending.append(writers.submit(atomic_write_bytes, semantic / name, data))
+            while len(pending) > MAX_PENDING_WRITES:
+                pending.popleft().result()  # a failed write of our own output is not bad input: let it raise
+
+        yield ConversionOutputs(stream=write)
+        for future in pending:
+            future.result()
 
 
 @dataclass(frozen=True)
@@ -141,11 +178,12 @@ class Conversion:
 
 
 def run_conversion(*, report: ConversionReport, format: str, image_root: Path | None, options: Mapping[str, Any],
-                   build: Callable[[ConversionOutputs], dict[str, Any] | None]) -> Conversion:
+                   build: Callable[[ConversionOutputs], dict[str, Any] | None], outputs: ConversionOutputs | None = None) -> Conversion:
     """Run `build` (fills the outputs, returns the COCO dict or None) into a Conversion; a --strict stop
-    becomes `aborted`, so a caller holding several conversions decides what to do with it."""
+    becomes `aborted`, so a caller holding several conversions decides what to do with it. `outputs`: where
+    label maps go (in memory by default)."""
     _folder_inside.cache_clear()  # folder checks are cached within one conversion only: a folder may become a link later
-    outputs = ConversionOutputs()
+    outputs = ConversionOutputs() if outputs is None else outputs
     try:
         coco = build(outputs)
     except StrictModeError as stop:
@@ -173,7 +211,7 @@ def write_conversion_dir(out: Path, conversion: Conversion) -> ConversionReport:
         with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
             for future in [writers.submit(atomic_write_bytes, semantic / name, data) for name, data in sorted(outputs.label_maps.items())]:
                 future.result()  # a failed write of our own output is not bad input: let it raise
-        remove_stale_semantic_maps(semantic, keep=set(outputs.label_maps))
+        remove_stale_semantic_maps(semantic, keep=outputs.label_map_names())
         atomic_write_text(semantic / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in outputs.semantic_classes))
     if conversion.coco is None:
         discard_outputs(out)

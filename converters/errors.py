@@ -17,3 +17,19 @@ class AnnotationError(SegpipeError):
     def __init__(self, path: str | os.PathLike[str], field: str, reason: str, *, code: str = "invalid") -> None:
         super().__init__(path, field, reason)
         self.code = code
+
+
+# What an option error names as its path: the options of a conversion, not a file.
+CONVERSION_OPTIONS = "conversion options"
+
+
+class OptionError(AnnotationError, ValueError):
+    """A converter option outside its choices (a Python caller's mistake: the command line offers only the
+    choices). Also a ValueError, as Python's own argument errors are.
+
+    >>> str(OptionError("border", "must be one of ('ignore',), got 'x'"))
+    "conversion options: border: must be one of ('ignore',), got 'x'"
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(CONVERSION_OPTIONS, field, reason, code="invalid_option")

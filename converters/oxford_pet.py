@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
-from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, write_conversion_dir
-from segpipe.converters.errors import AnnotationError
+from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, streamed_label_maps, write_conversion_dir
+from segpipe.converters.errors import AnnotationError, OptionError
 from segpipe.converters.images import read_input_bytes
 from segpipe.converters.input_files import InputFiles, input_files
 from segpipe.converters.pet_list import SPECIES_NAMES, parse_split_names
@@ -86,7 +86,7 @@ def read_head_images(images: Sequence[ImageRecord], *, xmls: Path, report: Conve
 def read_split(root: Path, split: str, *, report: ConversionReport) -> set[str] | None:
     """Stems of annotations/<split>.txt; None (and an error row) when it cannot be read."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise OptionError("split", f"must be one of {SPLITS}, got {split!r}")
     path = root / "annotations" / f"{split}.txt"
     try:
         return set(parse_split_names(path.read_text(encoding="utf-8")))
@@ -100,15 +100,18 @@ def convert_oxford_pet(root: Path, out: Path, *, border: str = "ignore", categor
     """ROOT in the Oxford-IIIT Pet layout -> OUT/instances.json, heads.json, semantic/, dataset.json,
     conversion_report.csv. `split` keeps only the images listed in annotations/<split>.txt. Under `strict`, the
     first error raises StrictModeError after writing the report so far and removing OUT's converted outputs."""
-    conversion = oxford_pet_conversion(root, border=border, categories=categories, split=split, strict=strict, workers=workers)
+    with streamed_label_maps(Path(out)) as outputs:
+        conversion = oxford_pet_conversion(root, border=border, categories=categories, split=split, strict=strict, workers=workers, outputs=outputs)
     return write_conversion_dir(Path(out), conversion)
 
 
 def oxford_pet_conversion(root: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, border: str = "ignore", categories: str = "breed",
-                          split: str | None = None, strict: bool = False, workers: int | None = None) -> Conversion:
+                          split: str | None = None, strict: bool = False, workers: int | None = None,
+                          outputs: ConversionOutputs | None = None) -> Conversion:
     """The Oxford-IIIT Pet layout under `root` in memory: COCO dict, head boxes, semantic label maps and
     findings. With `files` listed, only those images are converted, and the split file's lines about other
-    images are not this conversion's business (no missing-trimap row for them)."""
+    images are not this conversion's business (no missing-trimap row for them). `outputs`: where the label
+    maps go (in memory by default)."""
     root, listing = Path(root), input_files(files)
     report = ConversionReport(strict=strict)
 
@@ -116,7 +119,7 @@ def oxford_pet_conversion(root: Path, *, files: Iterable[str | os.PathLike[str]]
         return _convert_layout(root, border=border, categories=categories, split=split, report=report, workers=workers, files=listing, outputs=outputs)
 
     return run_conversion(report=report, format="oxford-pet", image_root=root / "images",
-                          options={"border": border, "categories": categories, "split": split}, build=build)
+                          options={"border": border, "categories": categories, "split": split}, build=build, outputs=outputs)
 
 
 def _convert_layout(root: Path, *, border: str, categories: str, split: str | None, report: ConversionReport,

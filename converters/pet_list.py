@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from segpipe.converters.coco import CategoryRecord
-from segpipe.converters.errors import AnnotationError
+from segpipe.converters.errors import AnnotationError, OptionError
 
 SPECIES_NAMES: Mapping[int, str] = {1: "cat", 2: "dog"}
 CATEGORY_LEVELS: tuple[str, ...] = ("breed", "species", "pet")
@@ -161,7 +161,7 @@ def pet_categories(entries: Sequence[PetListEntry] | None, *, stems: Sequence[st
     claim one CLASS-ID or one breed has two CLASS-IDs / species in the list.
     """
     if level not in CATEGORY_LEVELS:
-        raise ValueError(f"categories must be one of {CATEGORY_LEVELS}, got {level!r}")
+        raise OptionError("categories", f"must be one of {CATEGORY_LEVELS}, got {level!r}")
     by_stem = {e.image: e for e in entries or ()}
     if level == "species":
         cats = tuple(CategoryRecord(name=name, supercategory="animal") for _, name in sorted(SPECIES_NAMES.items()))

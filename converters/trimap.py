@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from segpipe.converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation
-from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, write_conversion_dir
-from segpipe.converters.errors import AnnotationError
+from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, streamed_label_maps, write_conversion_dir
+from segpipe.converters.errors import AnnotationError, OptionError
 from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_image_size, read_input_bytes
 from segpipe.converters.input_files import InputFiles, input_files
 from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
@@ -62,7 +62,7 @@ def parse_trimap(trimap: np.ndarray, *, border: str, path: str) -> tuple[np.ndar
     ([[1, 0, 255]], [[True, False, False]])
     """
     if border not in BORDER_POLICIES:
-        raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")
+        raise OptionError("border", f"must be one of {BORDER_POLICIES}, got {border!r}")
     if trimap.ndim != 2 or trimap.size == 0:
         raise AnnotationError(path, "channels", f"expected a single-channel trimap, got shape {trimap.shape}", code="bad_trimap_channels")
     if trimap.dtype.kind not in "ui":
@@ -254,7 +254,7 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], *, images: Path, cats: Pe
                   report: ConversionReport, workers: int | None, outputs: ConversionOutputs) -> list[ImageRecord]:
     """Run the per-image work, the label maps (and class list) into `outputs`; returns the kept images."""
     if border not in BORDER_POLICIES:
-        raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")
+        raise OptionError("border", f"must be one of {BORDER_POLICIES}, got {border!r}")
     jobs: list[TrimapJob] = []
     for stem, (trimap, image) in sorted(pairs.items()):
         breed, species = cats.breed_species(stem)
@@ -276,7 +276,7 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], *, images: Path, cats: Pe
     for result in run_trimap_jobs(jobs, workers=workers):
         report.extend(result.findings)
         if result.semantic_png is not None:
-            outputs.label_maps[result.semantic.name] = result.semantic_png
+            outputs.add_label_map(result.semantic.name, result.semantic_png)
         if result.size is not None:
             anns = (result.annotation,) if result.annotation is not None else ()
             records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1],
@@ -315,14 +315,17 @@ def convert_trimap(src: Path, out: Path, *, images: Path, list_file: Path | None
     """Trimap PNGs under `src` (matched to images under `images` by stem) -> OUT/instances.json,
     OUT/semantic/<stem>.png + classes.txt, OUT/dataset.json, OUT/conversion_report.csv. Under `strict`, the
     first error raises StrictModeError after writing the report so far and removing OUT's converted outputs."""
-    conversion = trimap_conversion(src, images=images, list_file=list_file, border=border, categories=categories, strict=strict, workers=workers)
+    with streamed_label_maps(Path(out)) as outputs:
+        conversion = trimap_conversion(src, images=images, list_file=list_file, border=border, categories=categories, strict=strict,
+                                       workers=workers, outputs=outputs)
     return write_conversion_dir(Path(out), conversion)
 
 
 def trimap_conversion(src: Path, *, images: Path, files: Iterable[str | os.PathLike[str]] | None = None, list_file: Path | None = None,
-                      border: str = "ignore", categories: str = "breed", strict: bool = False, workers: int | None = None) -> Conversion:
+                      border: str = "ignore", categories: str = "breed", strict: bool = False, workers: int | None = None,
+                      outputs: ConversionOutputs | None = None) -> Conversion:
     """The trimaps under `src` and their images (only `files` of them when they are listed) in memory: COCO
-    dict, semantic label maps and findings."""
+    dict, semantic label maps and findings. `outputs`: where the label maps go (in memory by default)."""
     src, images, listing = Path(src), Path(images), input_files(files)
     report = ConversionReport(strict=strict)
 
@@ -332,4 +335,5 @@ def trimap_conversion(src: Path, *, images: Path, files: Iterable[str | os.PathL
         records = convert_pairs(pairs, images=images, cats=cats, border=border, report=report, workers=workers, outputs=outputs)
         return assemble_coco(images=records, categories=cats.categories)
 
-    return run_conversion(report=report, format="trimap", image_root=images, options={"border": border, "categories": categories}, build=build)
+    return run_conversion(report=report, format="trimap", image_root=images, options={"border": border, "categories": categories}, build=build,
+                          outputs=outputs)

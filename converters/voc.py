@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
 from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, write_conversion_dir
-from segpipe.converters.errors import AnnotationError
+from segpipe.converters.errors import AnnotationError, OptionError
 from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_image_name, is_utf8_name, read_image_size, read_input_bytes
 from segpipe.converters.input_files import InputFiles, input_files
 from segpipe.converters.report import ConversionReport, Finding, Severity, display_path
@@ -384,7 +384,7 @@ def voc_conversion(
     """The XMLs under `src` and their images (only `files` of them when they are listed) in memory: COCO dict
     and findings. The options are convert_voc's."""
     if difficult not in DIFFICULT_POLICIES:
-        raise ValueError(f"difficult must be one of {DIFFICULT_POLICIES}, got {difficult!r}")
+        raise OptionError("difficult", f"must be one of {DIFFICULT_POLICIES}, got {difficult!r}")
     src, listing = Path(src), input_files(files)
     image_root = Path(images) if images is not None else src
     for field, folder in (("", src), ("images", image_root)):

@@ -24,7 +24,8 @@ import numpy as np
 
 from segpipe.converters.coco import AnnotationRecord, ImageRecord
 from segpipe.converters.conversion_output import (
-    Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, row, run_conversion, write_conversion_dir,
+    Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, row, run_conversion, streamed_label_maps,
+    write_conversion_dir,
 )
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_input_bytes
@@ -168,13 +169,15 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
     """ROOT's SegmentationClass (+ SegmentationObject, Annotations) PNGs -> OUT/semantic/<stem>.png +
     classes.txt, and OUT/instances.json with one annotation per object of the images that have a
     SegmentationObject PNG (+ dataset.json, report)."""
-    return write_conversion_dir(Path(out), voc_segmentation_conversion(root, classes=classes, strict=strict))
+    with streamed_label_maps(Path(out)) as outputs:
+        conversion = voc_segmentation_conversion(root, classes=classes, strict=strict, outputs=outputs)
+    return write_conversion_dir(Path(out), conversion)
 
 
 def voc_segmentation_conversion(root: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None,
-                                strict: bool = False) -> Conversion:
+                                strict: bool = False, outputs: ConversionOutputs | None = None) -> Conversion:
     """The VOC segmentation PNGs under `root` (only `files` of them when they are listed) in memory: COCO dict,
-    semantic label maps and findings."""
+    semantic label maps and findings. `outputs`: where the label maps go (in memory by default)."""
     root, listing = Path(root), input_files(files)
     seg_class, seg_object, annotations = root / "SegmentationClass", root / "SegmentationObject", root / "Annotations"
     if not seg_class.is_dir():
@@ -203,7 +206,7 @@ def voc_segmentation_conversion(root: Path, *, files: Iterable[str | os.PathLike
             return FileOutcome(None, (*findings, row(err.path, "error", err.code,
                 f"{err.field}: {err.reason}; skipped" if err.field else f"{err.reason}; skipped")))
         findings.extend(found)
-        outputs.label_maps[f"{stem}.png"] = encode_png(class_map)
+        outputs.add_label_map(f"{stem}.png", encode_png(class_map))
         if object_map is None:
             return FileOutcome(None, (*findings, row(png, "info", "semantic_only", "no SegmentationObject PNG: semantic map only, left out of instances.json")))
         xml = annotations / f"{stem}.xml"
@@ -236,4 +239,4 @@ def voc_segmentation_conversion(root: Path, *, files: Iterable[str | os.PathLike
         return assemble(records, categories=categories_for(class_names[1:], ()))
 
     options = {"source": str(root.resolve()), "classes": None if classes is None else str(Path(classes).resolve())}
-    return run_conversion(report=report, format=VOC_SEG_FORMAT, image_root=image_root, options=options, build=build)
+    return run_conversion(report=report, format=VOC_SEG_FORMAT, image_root=image_root, options=options, build=build, outputs=outputs)

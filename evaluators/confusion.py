@@ -17,7 +17,7 @@ import os
 
 import cv2
 import numpy as np
-from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.errors import ArgumentError, EvaluationError
 from segpipe.layout import IGNORE_INDEX as IGNORE_INDEX  # re-exported for the evaluators
 
 UNPREDICTED = "(no prediction)"  # label of the confusion matrix's last column
@@ -82,11 +82,11 @@ def unpredicted_update(
 
 
 def check_confusion_arguments(*, num_classes: int, ignore_index: int) -> None:
-    """ValueError unless there is at least one class and `ignore_index` is not one of them."""
+    """ArgumentError (a ValueError) unless there is at least one class and `ignore_index` is not one of them."""
     if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        raise ArgumentError("num_classes", f"must be at least 1, got {num_classes}")
     if 0 <= ignore_index < num_classes:
-        raise ValueError(f"ignore_index {ignore_index} is a class index (0..{num_classes - 1})")
+        raise ArgumentError("ignore_index", f"{ignore_index} is a class index (0..{num_classes - 1})")
 
 
 def _confusion_u8(

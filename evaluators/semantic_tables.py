@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from segpipe.evaluators.confusion import UNPREDICTED
+from segpipe.evaluators.errors import ArgumentError
 
 SUMMARY_METRICS: tuple[str, ...] = (
     "mIoU", "mDice", "aAcc", "mAcc", "mPrecision", "fwIoU", "mIoU_per_image", "mDice_per_image",
@@ -105,7 +106,7 @@ def semantic_compute(
     matrix = _as_confusion(confusion)
     names = check_class_names(class_names)
     if len(names) != matrix.shape[0]:
-        raise ValueError(f"{len(names)} class names for a confusion matrix of {matrix.shape[0]} classes")
+        raise ArgumentError("class_names", f"{len(names)} class names for a confusion matrix of {matrix.shape[0]} classes")
     scores = class_scores(matrix)
     per_image = _per_image_table(per_image)
     notes = pd.DataFrame(columns=list(NOTES_COLUMNS)) if notes is None else notes.reset_index(drop=True)
@@ -136,10 +137,10 @@ def semantic_compute(
 
 
 def check_class_names(class_names: Sequence[str]) -> list[str]:
-    """The names as strings; ValueError when empty, repeated, or clashing with confusion.csv's labels."""
+    """The names as strings; ArgumentError (a ValueError) when empty, repeated, or clashing with confusion.csv's labels."""
     names = [str(name) for name in class_names]
     if not names or len(set(names)) != len(names) or CONFUSION_LABEL_COLUMN in names or UNPREDICTED in names:
-        raise ValueError(f"class names must be unique, at least one, and not {CONFUSION_LABEL_COLUMN!r} "
+        raise ArgumentError("class_names", f"class names must be unique, at least one, and not {CONFUSION_LABEL_COLUMN!r} "
                          f"or {UNPREDICTED!r}: {names}")
     return names
 

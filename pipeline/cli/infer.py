@@ -62,6 +62,7 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
     were skipped (see inference_report.csv).
     """
     from segpipe.inference.checkpoints import OPTIONS, InferenceError, UntrustedCheckpointWarning
+    from segpipe.inference.class_maps import CLASS_OPTIONS
     from segpipe.inference.data import parse_class_names
     from segpipe.inference.engine import run_inference
 
@@ -76,8 +77,11 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
             )
         except InferenceError as err:
             _echo_warnings(caught)
+            flag = f"--{err.field.split('.')[0].replace('_', '-')}"
             if err.path == OPTIONS:  # an option's value: say it with its flag
-                raise click.BadParameter(err.reason, param_hint=f"--{err.field.replace('_', '-')}") from err
+                raise click.BadParameter(err.reason, param_hint=flag) from err
+            if err.path == CLASS_OPTIONS:  # class options that do not fit this model or dataset: an input mismatch, exit 1
+                raise click.ClickException(f"{flag}: {err.field}: {err.reason}") from err
             raise click.ClickException(str(err)) from err
     _echo_warnings(caught)
     speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "no image predicted"

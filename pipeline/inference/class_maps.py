@@ -25,6 +25,9 @@ from segpipe.inference.class_tables import CLASS_TABLE_NAMES, CLASS_TABLES, PLAC
 # The COCO convention: label 0 of a detector is background and is never predicted.
 BACKGROUND_NAMES: frozenset[str] = frozenset({"__background__", "background"})
 DROP_TARGETS: frozenset[str] = frozenset({"", "-"})  # `name=` / `name=-` in a class map: drop the model class
+# The path of errors about the class options (class names, class table, class map) given to inference rather
+# than read from a file: values that do not fit the model or the dataset (the CLI names the flag).
+CLASS_OPTIONS = "inference class options"
 MAP_EXAMPLE = "--class-map 'cat=pet,dog=pet,person='"
 
 
@@ -53,7 +56,7 @@ def class_table(name: str, *, source: str, field: str = "class_table") -> tuple[
 def parse_class_map_text(text: str, *, source: str) -> dict[str, str]:
     """`cat=pet, dog=pet, person=` (or one `model = dataset` a line, `#` comments) -> {model: dataset}.
 
-    >>> parse_class_map_text("cat=pet, dog = pet, person=", source="--class-map")
+    >>> parse_class_map_text("cat=pet, dog = pet, person=", source=CLASS_OPTIONS)
     {'cat': 'pet', 'dog': 'pet', 'person': ''}
     """
     lines = text.splitlines() if "\n" in text.strip() else text.split(",")
@@ -98,7 +101,7 @@ def _resolve(name: str, *, class_map: Mapping[str, str]) -> str | None:
 
 def class_mapping_compute(
     *, task: str, names: Sequence[str] | None, num_classes: int | None, dataset: Any, source: str,
-    class_map: Mapping[str, str] | None = None, class_map_source: str = "--class-map",
+    class_map: Mapping[str, str] | None = None, class_map_source: str = CLASS_OPTIONS,
 ) -> ClassMapping:
     """Map the model's output classes onto the dataset (before any image is read)."""
     cmap = dict(class_map or {})

@@ -27,7 +27,7 @@ from segpipe.inference.checkpoints import (
 from segpipe.cache.fingerprints import file_sha256
 from segpipe.inference.architectures import architecture_hint
 from segpipe.inference.predictor import DevicePredictor, resolve_device, run_with_oom_backoff  # noqa: F401 (re-exported)
-from segpipe.inference.class_maps import class_map_option, class_mapping_compute, class_table as table_of
+from segpipe.inference.class_maps import CLASS_OPTIONS, class_map_option, class_mapping_compute, class_table as table_of
 from segpipe.inference.data import (
     DatasetInfo, ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs,
     collate_samples, read_dataset, shards_plan,
@@ -140,7 +140,7 @@ class InferenceSession:
         self.task = (self.card.task or SEMANTIC) if self.spec.name == TORCHSCRIPT else self.spec.task
         self.names, self.names_source = model_class_names(classes=classes, class_table=class_table, card=self.card)
         self.class_map = class_map
-        self.cmap = class_map_option(class_map, source="--class-map") if class_map is not None else self.card.class_map
+        self.cmap = class_map_option(class_map, source=CLASS_OPTIONS) if class_map is not None else self.card.class_map
         self.num_classes, self.device = num_classes, device
         self.batch_size, self.precision, self.score_threshold = batch_size, precision, score_threshold
         self.resize = resize if resize is not None else self.card.resize
@@ -173,7 +173,7 @@ class InferenceSession:
         mapping = class_mapping_compute(task=task, names=self.names,
                                         num_classes=self.num_classes if self.num_classes is not None else card.num_classes,
                                         dataset=info, source=self.names_source, class_map=cmap,
-                                        class_map_source="--class-map" if self.class_map is not None else str(card.path))
+                                        class_map_source=CLASS_OPTIONS if self.class_map is not None else str(card.path))
         if task == SEMANTIC:
             check_semantic_outputs(info.images, mapping=mapping, dataset=info.root)
         resize, precision, batch_size, score_threshold = self.resize, self.precision, self.batch_size, self.score_threshold
@@ -226,12 +226,12 @@ def model_class_names(*, classes: Sequence[str] | None, class_table: str | None,
     if classes is not None and class_table is not None:
         raise InferenceError(OPTIONS, "classes", "give either the class names or a class table, not both")
     if classes is not None:
-        return classes, "--classes"
+        return classes, CLASS_OPTIONS
     if class_table is not None:
-        return table_of(class_table, source="--class-table", field="class_table"), "--class-table"
+        return table_of(class_table, source=CLASS_OPTIONS, field="class_table"), CLASS_OPTIONS
     if card.class_table is not None:
         return table_of(card.class_table, source=str(card.path)), str(card.path)
-    return card.class_names, str(card.path or "--classes")
+    return card.class_names, str(card.path) if card.path else CLASS_OPTIONS
 
 
 def shard_needs_run(path: Path) -> bool:
