@@ -44,7 +44,7 @@ def compare(entries: dict[str, Callable[[], object]], *, repeats: int, n: int, u
         if name in failed:
             print(f"{name:<34s}: failed ({failed[name]})")
             continue
-        ratio = "" if name == anchor else f"  {wall[name] / wall[anchor]:6.2f}x the {anchor}"
+        ratio = "" if name == anchor else f"  {wall[name] / wall[anchor]:6.2f}x wall, {cpu[name] / cpu[anchor]:5.2f}x CPU of the {anchor}"
         print(f"{name:<34s}: {wall[name]:7.3f} s wall {cpu[name]:7.3f} s CPU {n / wall[name]:8.0f} {unit}/s{ratio}")
     return wall
 

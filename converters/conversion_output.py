@@ -119,6 +119,7 @@ def write_conversion(out: Path, *, report: ConversionReport, format: str, image_
         discard_outputs(out)
     else:
         write_coco(out / INSTANCES_FILE, coco)
+        report.note_written(coco)
     write_dataset_meta(out, format=format, image_root=image_root, options=dict(options))
     write_report(out / REPORT_FILE_NAME, report.findings)
     return report

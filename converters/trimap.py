@@ -296,7 +296,9 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
         for future in pending:
             future.result()  # a failed write of our own output is not bad input: let it raise
     remove_stale_semantic_maps(layout.semantic, keep={p.name for p in written})
-    write_coco(layout.instances, assemble_coco(images=records, categories=cats.categories))
+    coco = assemble_coco(images=records, categories=cats.categories)
+    write_coco(layout.instances, coco)
+    report.note_written(coco)
     atomic_write_text(out / SEMANTIC_DIR / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in SEMANTIC_CLASSES))
     return records
 

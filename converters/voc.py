@@ -378,6 +378,7 @@ def convert_voc(
             discard_outputs(out)
             raise
         write_coco(out / INSTANCES_FILE, coco)
+    report.note_written(coco)
     options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()),
                "one_based": one_based, "difficult": difficult,
                "size_from_xml": size_from_xml, "rectangle_segmentation": rectangle_segmentation}

@@ -7,7 +7,6 @@ report has no error row, 3 when some inputs were skipped as errors (the good one
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +14,6 @@ import click
 
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.report import EXIT_STRICT_ABORT, REPORT_FILE_NAME, ConversionReport, StrictModeError
-from segpipe.layout import INSTANCES_FILE
 
 BORDER_CHOICES = ("ignore", "foreground", "background")
 CATEGORY_CHOICES = ("breed", "species", "pet")
@@ -63,14 +61,9 @@ def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
     except AnnotationError as err:
         # Raised before any file is converted: an option's file (--classes, --list) is unusable.
         raise click.UsageError(str(err)) from err
-    instances = out / INSTANCES_FILE
     counts = ""
-    if instances.is_file():
-        data = json.loads(instances.read_bytes())
-        counts = (
-            f"{len(data.get('images', []))} images, {len(data.get('annotations', []))} annotations, "
-            f"{len(data.get('categories', []))} categories"
-        )
+    if report.written is not None:
+        counts = f"{report.written[0]} images, {report.written[1]} annotations, {report.written[2]} categories"
     click.echo(report.summary_line(what=f"converted {counts} -> {out}") + f" ({out / REPORT_FILE_NAME})")
     raise SystemExit(report.exit_code())
 

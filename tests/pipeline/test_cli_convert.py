@@ -31,6 +31,23 @@ def test_oxford_pet_converts_the_sample_cleanly(sample_root: Path, tmp_path: Pat
     assert (out / "heads.json").is_file() and (out / "semantic" / "classes.txt").read_text().split() == ["background", "pet"]
 
 
+def test_summary_line_counts_what_instances_json_holds(sample_root: Path, tmp_path: Path) -> None:
+    """The counts come from the conversion in memory (the file is not parsed again); they must agree with it."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["convert", "oxford-pet", str(sample_root), "-o", str(out), "--categories", "species"])
+    coco = json.loads((out / "instances.json").read_text())
+    counts = f"{len(coco['images'])} images, {len(coco['annotations'])} annotations, {len(coco['categories'])} categories"
+    assert f"converted {counts} -> {out}" in result.output
+    xmls = tmp_path / "xmls"
+    xmls.mkdir()
+    for p in sorted((sample_root / "annotations" / "xmls").glob("*.xml"))[:5]:
+        (xmls / p.name).write_bytes(p.read_bytes())
+    voc = CliRunner().invoke(main, ["convert", "voc", str(xmls), "--images", str(sample_root / "images"), "-o", str(tmp_path / "voc")])
+    coco = json.loads((tmp_path / "voc" / "instances.json").read_text())
+    assert len(coco["images"]) == 5
+    assert f"converted 5 images, {len(coco['annotations'])} annotations, {len(coco['categories'])} categories" in voc.output
+
+
 def test_bad_trimap_gives_exit_3_and_strict_gives_exit_4(sample_root: Path, tmp_path: Path) -> None:
     src = tmp_path / "trimaps"
     src.mkdir()
