@@ -182,17 +182,32 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
 
     Raises AnnotationError(code="unreadable_image") for missing, empty or undecodable files.
     """
+    return read_image_header(path)[0]
+
+
+def _read_head(path: str | os.PathLike[str]) -> bytes:
+    """The first HEAD_BYTES of a regular file; one open and one fstat (O_NONBLOCK: a FIFO must not block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
+        return os.read(fd, HEAD_BYTES)
+    finally:
+        os.close(fd)
+
+
+def read_image_header(path: str | os.PathLike[str]) -> tuple[tuple[int, int], bytes]:
+    """(width, height) as displayed, and the file's first bytes (up to 64 KiB), for callers that also
+    recognise the format by content: one read serves both. Raises as `read_image_size`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
-            raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
-        with open(path, "rb") as fh:
-            plain = plain_jpeg_size(fh.read(HEAD_BYTES))
+        head = _read_head(path)
+        plain = plain_jpeg_size(head)
         # Above Pillow's own bomb threshold, Pillow's refusal and its message stay the answer.
         if plain is not None and (Image.MAX_IMAGE_PIXELS is None or plain[0] * plain[1] <= Image.MAX_IMAGE_PIXELS):
             check_pixel_count(path, width=plain[0], height=plain[1])
-            return plain  # no EXIF segment, hence no orientation to apply
+            return plain, head  # no EXIF segment, hence no orientation to apply
         with warnings.catch_warnings():
             # Pillow warns above its own threshold; our limit (check_pixel_count) decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -208,7 +223,7 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     check_pixel_count(path, width=int(width), height=int(height))
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
-    return int(width), int(height)
+    return (int(width), int(height)), head
 
 
 def _orientation(im: Any) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,7 +25,7 @@ from segpipe.converters.dataset_layout import (
     SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, DatasetDir, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
 )
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_image_size, read_input_bytes, walk_input_files
+from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_image_header, read_input_bytes, walk_input_files
 from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, write_report
 from segpipe.layout import IGNORE_INDEX
@@ -43,8 +41,6 @@ _PNG_PALETTE, _PNG_GRAY = 3, 0
 # Below this many images a pool costs more to start (forkserver + importing cv2/pycocotools, ~0.3-1 s)
 # than it saves (~1-2 ms per image per extra core); measured with benchmarks/convert_trimap.py.
 MIN_IMAGES_FOR_POOL = 400
-WRITER_THREADS = 8
-MAX_PENDING_WRITES = 256  # bounds the encoded PNGs held in memory when the disk is slower than the workers
 
 
 def _lut(border: str, *, pet_only: bool) -> np.ndarray:
@@ -167,9 +163,8 @@ def process_trimap(job: TrimapJob) -> TrimapResult:
         return TrimapResult(stem=job.stem, image=job.image, size=None, annotation=None, findings=tuple(findings), semantic=job.semantic)
 
     try:
-        width, height = read_image_size(job.image)
-        with open(job.image, "rb") as fh:
-            found = sniff_image_format(fh.read(8))
+        (width, height), head = read_image_header(job.image)
+        found = sniff_image_format(head)
         expected = _EXTENSION_FORMAT.get(job.image.suffix.lower())
         if found and expected and found != expected:
             findings.append(Finding(file=str(job.image), severity="warning", code="content_mismatch",
@@ -279,22 +274,19 @@ def convert_pairs(pairs: dict[str, tuple[Path, Path]], out: Path, *, images: Pat
     layout.semantic.mkdir(parents=True, exist_ok=True)
     records: list[ImageRecord] = []
     written: set[Path] = set()
-    # atomic_write_bytes fsyncs every file; threads overlap that disk wait with the workers' CPU work.
-    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
-        pending: deque[Future[Path]] = deque()
-        for result in run_trimap_jobs(jobs, workers=workers):
-            report.extend(result.findings)
-            if result.semantic_png is not None:
-                written.add(result.semantic)
-                pending.append(writers.submit(atomic_write_bytes, result.semantic, result.semantic_png))
-                while len(pending) > MAX_PENDING_WRITES:
-                    pending.popleft().result()
-            if result.size is not None:
-                anns = (result.annotation,) if result.annotation is not None else ()
-                records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1],
-                    annotations=anns))
-        for future in pending:
-            future.result()  # a failed write of our own output is not bad input: let it raise
+    for result in run_trimap_jobs(jobs, workers=workers):
+        report.extend(result.findings)
+        if result.semantic_png is not None:
+            written.add(result.semantic)
+            # Renamed into place (a kill never leaves half a map) but not fsynced one by one: a flush per map
+            # was a third of the conversion. A map lost to a power cut is caught later: `segpipe run` checks
+            # every small output's sha256 against its completion marker before trusting a cached conversion.
+            # A failed write of our own output is not bad input: it raises.
+            atomic_write_bytes(result.semantic, result.semantic_png, durable=False)
+        if result.size is not None:
+            anns = (result.annotation,) if result.annotation is not None else ()
+            records.append(ImageRecord(file_name=result.image.relative_to(images).as_posix(), width=result.size[0], height=result.size[1],
+                annotations=anns))
     remove_stale_semantic_maps(layout.semantic, keep={p.name for p in written})
     coco = assemble_coco(images=records, categories=cats.categories)
     write_coco(layout.instances, coco)

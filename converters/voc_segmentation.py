@@ -30,11 +30,12 @@ from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, index_images, is_utf8_name, read_input_bytes, walk_input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import mask_record
-from segpipe.converters.trimap import WRITER_THREADS, encode_png
+from segpipe.converters.trimap import encode_png
 from segpipe.converters.voc import read_classes_file
 from segpipe.converters.voc_parse import parse_voc_xml
 
 VOC_SEG_FORMAT = "voc-seg"
+WRITER_THREADS = 8
 VOID_INDEX = 255
 BACKGROUND_INDEX = 0
 # Boxes whose IoU with their object's mask box is below this get a warning row: VOC boxes are drawn by hand
@@ -176,7 +177,8 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
     report = ConversionReport(strict=strict)
     semantic = out / SEMANTIC_DIR
     written: set[str] = set()
-    # Every atomic write fsyncs; writer threads overlap that disk wait with decoding (as the trimap converter does).
+    # Writer threads overlap the writes with decoding. Maps are renamed into place but not fsynced one by one, as
+    # in the trimap converter (segpipe.converters.trimap.convert_pairs says why).
     pending: list[Future[Path]] = []
 
     def one(png: Path, index: Any, writers: ThreadPoolExecutor) -> FileOutcome:
@@ -199,7 +201,7 @@ def convert_voc_segmentation(root: Path, out: Path, *, classes: Path | None = No
             return FileOutcome(None, (*findings, row(err.path, "error", err.code,
                 f"{err.field}: {err.reason}; skipped" if err.field else f"{err.reason}; skipped")))
         findings.extend(found)
-        pending.append(writers.submit(atomic_write_bytes, semantic / f"{stem}.png", encode_png(class_map)))
+        pending.append(writers.submit(atomic_write_bytes, semantic / f"{stem}.png", encode_png(class_map), durable=False))
         written.add(f"{stem}.png")
         if object_map is None:
             return FileOutcome(None, (*findings, row(png, "info", "semantic_only", "no SegmentationObject PNG: semantic map only, left out of instances.json")))
