@@ -8,7 +8,8 @@ The anchor, "bare loop", is a short single-process script producing the same out
 trimap, a lookup table to the semantic map and the pet mask, pycocotools RLE of the mask, `cv2.imwrite`
 of the map, and one `json.dump` of the COCO file. segpipe also reads each image's header (size check),
 checks values and channels, writes atomically and reports findings. globox reads no masks, so it has no
-line here. `convert_trimap` is timed in one process (workers=1) and with its process pool, and the CLI in a
+line here. `convert_oxford_pet` converts the same files laid out as Oxford-IIIT Pet, plus one head-box XML per
+image (which the bare loop does not read). `convert_trimap` is timed in one process (workers=1) and with its process pool, and the CLI in a
 fresh process (start-up and imports included). Figures are medians of interleaved repeats; CPU seconds
 include the CLI's process; the pool's workers are forked by a forkserver, whose CPU getrusage cannot see
 (printed n/a), so the pool is judged by wall time.
@@ -31,15 +32,19 @@ from pycocotools import mask as mask_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import compare  # noqa: E402
+from segpipe.converters.oxford_pet import convert_oxford_pet  # noqa: E402
 from segpipe.converters.trimap import MIN_IMAGES_FOR_POOL, convert_trimap  # noqa: E402
 
 WIDTH, HEIGHT = 500, 375
+HEAD_XML = ("<annotation><filename>{stem}.jpg</filename><size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+            "<object><name>dog</name><pose>Frontal</pose><truncated>0</truncated><difficult>0</difficult>"
+            "<bndbox><xmin>180</xmin><ymin>100</ymin><xmax>320</xmax><ymax>230</ymax></bndbox></object></annotation>")
 PROTOTYPES = 32  # distinct pets; the rest are byte copies under other names (generation stays quick)
 
 
 def make_dataset(root: Path, *, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    (root / "trimaps").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
     (root / "images").mkdir(parents=True)
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
     protos = []
@@ -52,10 +57,12 @@ def make_dataset(root: Path, *, n: int, seed: int = 0) -> None:
         image = rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
         image = cv2.GaussianBlur(image, (0, 0), 3)
         protos.append((cv2.imencode(".png", trimap)[1].tobytes(), cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()))
+    (root / "annotations" / "xmls").mkdir(parents=True)
     for i in range(n):
         png, jpg = protos[i % len(protos)]
-        (root / "trimaps" / f"pet_{i:05d}.png").write_bytes(png)
+        (root / "annotations" / "trimaps" / f"pet_{i:05d}.png").write_bytes(png)
         (root / "images" / f"pet_{i:05d}.jpg").write_bytes(jpg)
+        (root / "annotations" / "xmls" / f"pet_{i:05d}.xml").write_text(HEAD_XML.format(stem=f"pet_{i:05d}", w=WIDTH, h=HEIGHT), encoding="utf-8")
 
 
 def bare_loop(root: Path, out: Path) -> None:
@@ -64,7 +71,7 @@ def bare_loop(root: Path, out: Path) -> None:
     pet_lut = np.array([0, 1, 0, 0] + [0] * 252, np.uint8)
     (out / "semantic").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for i, path in enumerate(sorted((root / "trimaps").iterdir()), start=1):
+    for i, path in enumerate(sorted((root / "annotations" / "trimaps").iterdir()), start=1):
         trimap = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         cv2.imwrite(str(out / "semantic" / path.name), cv2.LUT(trimap, semantic_lut))
         rle = mask_utils.encode(np.asfortranarray(cv2.LUT(trimap, pet_lut)))
@@ -76,14 +83,20 @@ def bare_loop(root: Path, out: Path) -> None:
 
 
 def conversion(root: Path, out: Path, *, workers: int | None) -> None:
-    report = convert_trimap(root / "trimaps", out, images=root / "images", workers=workers)
+    report = convert_trimap(root / "annotations" / "trimaps", out, images=root / "images", workers=workers)
+    if report.has_errors:
+        raise RuntimeError(f"benchmark data gave error rows: {report.findings[:3]}")
+
+
+def oxford_pet(root: Path, out: Path) -> None:
+    report = convert_oxford_pet(root, out, workers=1)
     if report.has_errors:
         raise RuntimeError(f"benchmark data gave error rows: {report.findings[:3]}")
 
 
 def cli(root: Path, out: Path) -> None:
     exe = Path(sys.executable).with_name("segpipe")
-    subprocess.run([str(exe), "convert", "trimap", str(root / "trimaps"), "--images", str(root / "images"), "-o", str(out), "--workers", "1"],
+    subprocess.run([str(exe), "convert", "trimap", str(root / "annotations" / "trimaps"), "--images", str(root / "images"), "-o", str(out), "--workers", "1"],
                    check=True, stdout=subprocess.DEVNULL)
 
 
@@ -98,6 +111,7 @@ def run_size(tmp: Path, *, n: int, repeats: int, workers: int) -> None:
         "segpipe convert_trimap workers=1": lambda: conversion(data, tmp / "serial", workers=1),
         pooled: lambda: conversion(data, tmp / "pool", workers=workers),
         "segpipe convert trimap --workers 1 (CLI)": lambda: cli(data, tmp / "cli"),
+        "segpipe convert_oxford_pet workers=1": lambda: oxford_pet(data, tmp / "pet"),
     }, repeats=repeats, n=n, unit="images", cpu_unseen=frozenset({pooled} if workers > 1 and n >= MIN_IMAGES_FOR_POOL else ()))
     if n < MIN_IMAGES_FOR_POOL:
         print(f"(fewer than {MIN_IMAGES_FOR_POOL} images: convert_trimap runs in-process whatever workers says)")
