@@ -4,7 +4,8 @@ A label map written by OpenCV (`cv2.imwrite`, segpipe's own outputs and most tra
 greyscale PNG whose rows all use the "Sub" filter, or none. Decoding it is one zlib inflate and, per row, a
 running sum of bytes modulo 256 (PNG specification, filter type 1: https://www.w3.org/TR/png/#9Filter-types).
 libpng does the same through a call per row; here the inflate is one `zlib.decompress` and the running sums of
-all rows come from one `cv2.integral` (both release the GIL, so decoding threads scale). Every other file
+all rows come from one `cv2.integral` into work arrays the thread reuses (both release the GIL, so decoding
+threads scale). Every other file
 (colour, palette, other depths, interlacing, the Up/Average/Paeth filters, unknown chunks, a bad checksum,
 anything unusual) returns None and the caller decodes it as before, so results never differ from libpng's.
 Chunk layout: https://www.w3.org/TR/png/#5Chunk-layout.
@@ -12,6 +13,7 @@ Chunk layout: https://www.w3.org/TR/png/#5Chunk-layout.
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 import cv2
@@ -25,6 +27,8 @@ _FILTER_NONE, _FILTER_SUB = 0, 1
 _INERT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"tIME", b"pHYs"})
 # cv2.integral sums in int32: exact while 255 * width * height stays below 2**31.
 _MAX_PIXELS = (2**31 - 1) // 255
+_SCRATCH_MAX_PIXELS = 4_000_000  # a thread keeps its work arrays (8 bytes a pixel) for maps up to this size
+_THREAD_SCRATCH = threading.local()
 
 
 def decode_grey_png(data: bytes) -> np.ndarray | None:
@@ -70,6 +74,18 @@ def decode_grey_png(data: bytes) -> np.ndarray | None:
     return None
 
 
+def _scratch(*, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """int32 work arrays for one decode, reused by the calling thread for maps of the same size: fresh
+    megabyte-sized arrays cost a page fault per 4 KiB, which made the decode slower than libpng's."""
+    if height * width > _SCRATCH_MAX_PIXELS:
+        return np.empty((height + 1, width + 1), np.int32), np.empty((height, width), np.int32)
+    held: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = getattr(_THREAD_SCRATCH, "arrays", None)
+    if held is None or held[0] != (height, width):
+        held = (height, width), np.empty((height + 1, width + 1), np.int32), np.empty((height, width), np.int32)
+        _THREAD_SCRATCH.arrays = held
+    return held[1], held[2]
+
+
 def _unfilter(compressed: bytes, *, width: int, height: int) -> np.ndarray | None:
     if width == 0 or height == 0 or width * height > _MAX_PIXELS:
         return None
@@ -90,8 +106,10 @@ def _unfilter(compressed: bytes, *, width: int, height: int) -> np.ndarray | Non
     if not sub.any():
         return pixels.copy()
     # Row-wise running sums: the integral image minus itself one row up; the uint8 cast keeps them modulo 256.
-    integral = cv2.integral(np.ascontiguousarray(pixels), sdepth=cv2.CV_32S)
-    summed = cv2.subtract(integral[1:, 1:], integral[:-1, 1:]).astype(np.uint8)
+    integral, difference = _scratch(height=height, width=width)
+    cv2.integral(pixels, sum=integral, sdepth=cv2.CV_32S)
+    np.subtract(integral[1:, 1:], integral[:-1, 1:], out=difference)
+    summed = difference.astype(np.uint8)
     if sub.all():
         return summed
     return np.where(sub[:, None], summed, pixels)
