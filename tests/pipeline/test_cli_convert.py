@@ -82,6 +82,19 @@ def test_convert_does_not_import_torch(sample_root: Path, tmp_path: Path) -> Non
     subprocess.run([sys.executable, "-c", code, str(sample_root), str(tmp_path / "o")], check=True)
 
 
+def test_box_only_voc_conversion_does_not_import_numpy(sample_root: Path, tmp_path: Path) -> None:
+    """numpy's import is a tenth of a second of start-up that box-only formats never need."""
+    code = (
+        "import sys\nfrom segpipe.cli import main\n"
+        "try:\n    main(['convert', 'voc', sys.argv[1], '--images', sys.argv[2], '-o', sys.argv[3]])\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'cv2', 'torch', 'pandas'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(sample_root / "annotations" / "xmls"), str(sample_root / "images"),
+                    str(tmp_path / "o")], check=True)
+
+
 def test_unusable_classes_file_is_a_usage_error(tmp_path: Path) -> None:
     src = tmp_path / "xmls"
     src.mkdir()
