@@ -107,7 +107,7 @@ def _unfilter(compressed: bytes, *, width: int, height: int) -> np.ndarray | Non
         return pixels.copy()
     # Row-wise running sums: the integral image minus itself one row up; the uint8 cast keeps them modulo 256.
     integral, difference = _scratch(height=height, width=width)
-    cv2.integral(pixels, sum=integral, sdepth=cv2.CV_32S)
+    integral = cv2.integral(pixels, sum=integral, sdepth=cv2.CV_32S)  # fills `integral` (the result is that array)
     np.subtract(integral[1:, 1:], integral[:-1, 1:], out=difference)
     summed = difference.astype(np.uint8)
     if sub.all():
