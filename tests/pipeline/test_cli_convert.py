@@ -103,3 +103,12 @@ def test_unusable_classes_file_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["convert", "voc", str(src), "-o", str(tmp_path / "o"), "--classes", str(classes)])
     assert result.exit_code == 2, result.output
     assert "classes.txt" in result.output
+
+
+def test_convert_pads_glibcs_heap_top_where_there_is_glibc() -> None:
+    """mallopt(M_TOP_PAD) is glibc's; elsewhere the call is skipped and conversion runs as it is."""
+    import platform
+
+    from segpipe.cli.convert import pad_heap_top
+
+    assert pad_heap_top() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
