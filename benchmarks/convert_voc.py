@@ -1,26 +1,29 @@
-"""Benchmark `convert_voc` against a bare defusedxml parse loop over the same files.
+"""Benchmark `segpipe convert voc` against a bare loop doing the same job by hand, and against globox.
 
-    .venv/bin/python benchmarks/convert_voc.py            # 10,000 LabelImg XMLs, 1-8 boxes each
-    .venv/bin/python benchmarks/convert_voc.py --quick    # 500 XMLs, smoke run
+    .venv/bin/python benchmarks/convert_voc.py                 # 2,000 and 8,000 LabelImg XMLs, 1-8 boxes each
+    .venv/bin/python benchmarks/convert_voc.py --quick         # 300 XMLs, smoke run
+    .venv/bin/python benchmarks/convert_voc.py --sizes 10000   # other sizes
 
-Every XML has a tiny JPEG (64×48, ~0.7 kB) beside it, so the conversion pays for what it really does per
-file: find the image by stem, read its header for the size (EXIF applied), and check the boxes against
-it. The anchor only reads and parses each XML (`open().read()` + `defusedxml.ElementTree.fromstring`),
-so the ratio is the whole cost of conversion (walk, image headers, COCO assembly, JSON and report
-writing) over parsing alone. Times are medians of `--repeats` interleaved runs with a warm page cache;
-CPU seconds (this process plus the pool's workers) are printed beside wall time because a shared
-machine's load changes the wall-clock figures of the process pool most.
+Every XML has a tiny JPEG (64×48, ~0.7 kB) beside it. The anchor, "bare loop", is what a short script does
+for the same output: walk the folder, parse each XML with defusedxml, read the image's size from its header
+with Pillow, build the COCO dicts and `json.dump` them once. segpipe does more per file (checks every
+box and tag, reports findings, EXIF orientation, atomic writes of three files). globox (if installed,
+`pip install globox`) reads the XMLs (taking the size from `<size>`, not the image) and writes COCO.
+`segpipe convert voc` is timed both in-process (`convert_voc`) and as the CLI in a fresh process, whose
+figure includes interpreter start-up and imports. Times are medians of `--repeats` interleaved runs with a
+warm page cache; CPU seconds include child processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
+import json
 import os
 import random
-import resource
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from defusedxml.ElementTree import fromstring  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.timing import compare  # noqa: E402
 from segpipe.converters.voc import convert_voc  # noqa: E402
 
 WIDTH, HEIGHT = 64, 48
@@ -73,69 +77,88 @@ def generate(root: Path, *, n: int, seed: int = 0) -> list[Path]:
     return sorted(paths)
 
 
-def bare_parse(paths: list[Path]) -> None:
-    for p in paths:
-        with open(p, "rb") as fh:
-            fromstring(fh.read())
+def bare_loop(src: Path, out: Path) -> None:
+    """Parse every XML (defusedxml), read its image's header (Pillow), write one COCO JSON."""
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
+    categories: dict[str, int] = {}
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".xml"):
+                continue
+            xml = os.path.join(dirpath, name)
+            with open(xml, "rb") as fh:
+                root = fromstring(fh.read())
+            image = xml[:-4] + ".jpg"
+            with Image.open(image) as im:
+                width, height = im.size
+            image_id = len(images) + 1
+            images.append({"id": image_id, "file_name": os.path.relpath(image, src), "width": width, "height": height})
+            for obj in root.iter("object"):
+                box = obj.find("bndbox")
+                x0, y0, x1, y1 = (float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr]
+                label = obj.findtext("name") or ""
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": categories.setdefault(label, len(categories) + 1),
+                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "instances.json", "w", encoding="utf-8") as fh:
+        json.dump({"images": images, "annotations": annotations,
+                   "categories": [{"id": i, "name": n} for n, i in categories.items()]}, fh)
 
 
-def cpu_seconds() -> float:
-    """User + system CPU of this process and its finished children (the pool's workers)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+def globox_loop(src: Path, out: Path) -> None:
+    import globox
+
+    out.mkdir(parents=True, exist_ok=True)
+    globox.AnnotationSet.from_pascal_voc(src, recursive=True).save_coco(out / "instances.json", auto_ids=True)
 
 
-def measure(fn: Callable[[], object]) -> tuple[float, float]:
-    wall0, cpu0 = time.perf_counter(), cpu_seconds()
-    fn()
-    return time.perf_counter() - wall0, cpu_seconds() - cpu0
+def cli(src: Path, out: Path) -> None:
+    exe = Path(sys.executable).with_name("segpipe")
+    subprocess.run([str(exe), "convert", "voc", str(src), "-o", str(out), "--workers", "1"], check=True, stdout=subprocess.DEVNULL)
+
+
+def run_size(root: Path, *, n: int, repeats: int, workers: int) -> None:
+    t0 = time.perf_counter()
+    src = root / f"src{n}"
+    generate(src, n=n)
+    print(f"\n{n} LabelImg XMLs + {WIDTH}×{HEIGHT} JPEGs generated in {time.perf_counter() - t0:.1f} s")
+    bare_loop(src, root / "warm")  # warm the page cache for every contender
+    entries: dict[str, Callable[[], object]] = {
+        "bare loop (defusedxml+Pillow+json)": lambda: bare_loop(src, root / "bare"),
+        "segpipe convert_voc workers=1": lambda: convert_voc(src, root / "serial", workers=1),
+        f"segpipe convert_voc workers={workers}": lambda: convert_voc(src, root / "pool", workers=workers),
+        "segpipe convert voc (CLI process)": lambda: cli(src, root / "cli"),
+    }
+    if importlib.util.find_spec("globox") is not None:
+        entries["globox from_pascal_voc+save_coco"] = lambda: globox_loop(src, root / "globox")
+    else:
+        print("globox is not installed (pip install globox): its line is left out")
+    compare(entries, repeats=repeats, n=n, unit="files")
+    report = convert_voc(src, root / "serial", workers=1)
+    if report.findings:
+        raise SystemExit(f"unexpected findings: {report.findings[:3]}")
+    tracemalloc.start()
+    convert_voc(src, root / "serial", workers=1)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"traced Python heap of one serial conversion: {traced_peak / 2**20:.1f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="500 files instead of 10,000")
-    parser.add_argument("-n", type=int, default=None, help="number of XMLs (default 10,000; 500 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="300 files, one size")
+    parser.add_argument("--sizes", default="2000,8000", help="comma-separated numbers of XMLs [2000,8000]")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="process-pool size for convert_voc")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    n = args.n or (500 if args.quick else 10_000)
+    sizes = [300] if args.quick else [int(v) for v in args.sizes.split(",")]
     root = Path(tempfile.mkdtemp(prefix="bench_voc_"))
     try:
-        load = os.getloadavg()
-        t0 = time.perf_counter()
-        paths = generate(root / "src", n=n)
-        print(f"generated {n} LabelImg XMLs + {WIDTH}×{HEIGHT} JPEGs in {time.perf_counter() - t0:.1f} s under {root}")
-        bare_parse(paths)  # warm the page cache for both contenders
-        out = root / "out"
-        contenders: dict[str, Callable[[], object]] = {
-            "bare defusedxml parse loop": lambda: bare_parse(paths),
-            "convert_voc workers=1": lambda: convert_voc(root / "src", out, workers=1),
-            f"convert_voc workers={args.workers}": lambda: convert_voc(root / "src", out, workers=args.workers),
-        }
-        # Interleaved repeats, so that load from other processes hits every contender alike.
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
-        for _ in range(args.repeats):
-            for name, fn in contenders.items():
-                samples[name].append(measure(fn))
-        wall = {name: statistics.median(w for w, _ in runs) for name, runs in samples.items()}
-        cpu = {name: statistics.median(c for _, c in runs) for name, runs in samples.items()}
-        report = convert_voc(root / "src", out, workers=1)
-        if report.findings:
-            raise SystemExit(f"unexpected findings: {report.findings[:3]}")
-        tracemalloc.start()
-        convert_voc(root / "src", out, workers=1)
-        _, traced_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        anchor = "bare defusedxml parse loop"
-        print(f"load average at start {load[0]:.1f} on {os.cpu_count()} CPUs; medians of {args.repeats} interleaved runs")
-        for name in contenders:
-            ratio = "" if name == anchor else f"  ratio {wall[name] / wall[anchor]:.2f}x (CPU {cpu[name] / cpu[anchor]:.2f}x)"
-            print(f"{name:<28s}: {wall[name]:7.3f} s wall {cpu[name]:7.3f} s CPU {n / wall[name]:7.0f} files/s{ratio}")
-        print("target: conversion <= 1.5x the bare parse (wall)")
-        print(f"peak memory: traced Python heap of one serial conversion {traced_peak / 2**20:.1f} MiB; "
-              f"max RSS main process {self_rss:.0f} MiB, largest worker {child_rss:.0f} MiB")
+        for n in sizes:
+            run_size(root, n=n, repeats=args.repeats, workers=args.workers)
+        print("target: segpipe convert voc <= 1.5x the bare loop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

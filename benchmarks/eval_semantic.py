@@ -9,7 +9,7 @@
    identical matrices checked.
 2. Whole processes (see benchmarks/process_runs.py: CPU of the process tree, wall, peak RSS): `segpipe evaluate
    semantic` with and without --no-html, the decode floor (a script that only decodes every GT and predicted PNG
-   with cv2, in one thread and in as many threads as cores) and hotcoco's SemanticEval.update_folders when
+   with cv2, in one thread and in as many threads as cores, and with segpipe's own reader) and hotcoco's SemanticEval.update_folders when
    installed, at two sizes; the confusion matrix is checked against a sequential decode + bincount loop.
 3. The PNG decoders installed here, one thread, CPU per map on the same files (identical pixels checked).
 """
@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from process_runs import SEGPIPE, medians, print_table, start_spawner  # noqa: E402  (benchmarks/ is the script's own folder)
+from segpipe.converters.grey_png import decode_grey_png  # noqa: E402
 from segpipe.evaluators.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
 from segpipe.evaluators.semantic import read_label_map  # noqa: E402
 
@@ -100,14 +101,19 @@ def write_dataset(root: Path, *, n_images: int, size: int, n: int, seed: int) ->
     return root / "gt", root / "pred"
 
 
-# The decode floor: every GT and prediction PNG decoded, nothing else (argv: gt dir, pred dir, threads).
+# The decode floor: every GT and prediction PNG decoded, nothing else (argv: gt dir, pred dir, threads, decoder:
+# "cv2" = cv2.imread, "segpipe" = segpipe's label-map reader, the same decoders segpipe evaluate uses).
 DECODE_SCRIPT = """
 import os, sys
 from concurrent.futures import ThreadPoolExecutor
-import cv2
-gt, pred, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+gt, pred, threads, decoder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 paths = [os.path.join(d, f) for d in (gt, pred) for f in sorted(os.listdir(d)) if f.endswith(".png")]
-read = lambda p: cv2.imread(p, cv2.IMREAD_UNCHANGED).shape
+if decoder == "cv2":
+    import cv2
+    read = lambda p: cv2.imread(p, cv2.IMREAD_UNCHANGED).shape
+else:
+    from segpipe.evaluators.label_maps import read_label_map
+    read = lambda p: read_label_map(p).shape
 if threads == 1:
     list(map(read, paths))
 else:
@@ -131,6 +137,7 @@ def compare_decoders(gt_dir: Path, *, limit: int) -> None:
     decoders: dict[str, Callable[[Path], np.ndarray]] = {
         "cv2.imread(IMREAD_UNCHANGED)": lambda p: cv2.imread(str(p), cv2.IMREAD_UNCHANGED),
         "cv2.imdecode(file bytes)": lambda p: cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED),
+        "segpipe decode_grey_png(bytes)": lambda p: decode_grey_png(p.read_bytes()),  # type: ignore[arg-type,return-value]
         "PIL Image.open + np.asarray": lambda p: np.asarray(Image.open(p)),
     }
     if importlib.util.find_spec("pyspng") is not None:  # libspng (https://libspng.org), when installed
@@ -162,8 +169,9 @@ def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: in
     commands = {
         "segpipe evaluate --no-html": [*segpipe, "-o", str(root / "report"), "--no-html"],
         "segpipe evaluate (+ report.html)": [*segpipe, "-o", str(root / "report-html")],
-        f"decode floor, {cores} threads": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), str(cores)],
-        "decode floor, 1 thread": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), "1"],
+        f"decode floor cv2, {cores} threads": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), str(cores), "cv2"],
+        "decode floor cv2, 1 thread": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), "1", "cv2"],
+        f"decode floor segpipe, {cores} threads": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), str(cores), "segpipe"],
     }
     if importlib.util.find_spec("hotcoco") is not None:
         (root / "hotcoco_semantic.py").write_text(HOTCOCO_SCRIPT, encoding="utf-8")
@@ -173,6 +181,9 @@ def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: in
     table = medians(commands, repeats=repeats)
     print_table(table, reference="segpipe evaluate --no-html",
                 title=f"whole commands, {n_images} pairs {size}x{size}, {n} classes, {cores} cores (ratio = time / segpipe --no-html's)")
+    ours = table["segpipe evaluate --no-html"]
+    for floor in (f"decode floor cv2, {cores} threads", f"decode floor segpipe, {cores} threads"):
+        print(f"  segpipe --no-html / {floor}: CPU {ours.cpu_s / table[floor].cpu_s:.2f}x, wall {ours.wall_s / table[floor].wall_s:.2f}x")
     import pandas as pd
 
     ours = pd.read_parquet(root / "report" / "confusion.parquet").iloc[:, 1 : n + 1].to_numpy()

@@ -22,9 +22,11 @@ def measure(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
-def compare(entries: dict[str, Callable[[], object]], *, repeats: int, n: int, unit: str) -> dict[str, float]:
+def compare(entries: dict[str, Callable[[], object]], *, repeats: int, n: int, unit: str,
+            cpu_unseen: frozenset[str] = frozenset()) -> dict[str, float]:
     """Run every entry `repeats` times, interleaved (a load change hits all alike); print medians and the
-    ratio of each to the first entry. An entry that raises is reported and left out."""
+    ratio of each to the first entry. An entry that raises is reported and left out. `cpu_unseen`: entries
+    whose CPU time getrusage cannot see (workers forked by a forkserver are not our reaped children)."""
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in entries}
     failed: dict[str, str] = {}
     for _ in range(repeats):
@@ -42,10 +44,14 @@ def compare(entries: dict[str, Callable[[], object]], *, repeats: int, n: int, u
     anchor = next(iter(entries))
     for name in entries:
         if name in failed:
-            print(f"{name:<34s}: failed ({failed[name]})")
+            print(f"{name:<38s}: failed ({failed[name]})")
             continue
-        ratio = "" if name == anchor else f"  {wall[name] / wall[anchor]:6.2f}x the {anchor}"
-        print(f"{name:<34s}: {wall[name]:7.3f} s wall {cpu[name]:7.3f} s CPU {n / wall[name]:8.0f} {unit}/s{ratio}")
+        if name in cpu_unseen:
+            cpu_text, cpu_ratio = "    n/a  ", "  n/a"
+        else:
+            cpu_text, cpu_ratio = f"{cpu[name]:7.3f} s", f"{cpu[name] / cpu[anchor]:5.2f}x"
+        ratio = "" if name == anchor else f"  {wall[name] / wall[anchor]:6.2f}x wall, {cpu_ratio} CPU of the {anchor}"
+        print(f"{name:<38s}: {wall[name]:7.3f} s wall {cpu_text} CPU {n / wall[name]:8.0f} {unit}/s{ratio}")
     return wall
 
 

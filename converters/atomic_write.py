@@ -1,6 +1,10 @@
 """Atomic file writes: a temporary file in the same directory, fsync, then `os.replace`.
 
-A killed run therefore never leaves a half-written file under the final name.
+A killed run therefore never leaves a half-written file under the final name: the rename alone gives that,
+since a killed process loses nothing already written to the page cache. The fsync adds durability across a
+power loss or kernel crash, at the price of one disk flush per file (about 0.2 ms on an SSD, a third of the
+cost of converting a trimap); `durable=False` leaves it out for bulk outputs whose loss is detected later
+anyway (see the callers).
 The temporary name keeps the final extension (`.x.png.tmp-<pid>-<n>.png`) so writers that infer the
 format from the name still work; callers that can pass a format explicitly should.
 """
@@ -37,15 +41,16 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(name)
 
 
-def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
-    """Call `writer(tmp_path)` and move the result onto `path` atomically."""
+def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], None], *, durable: bool = True) -> Path:
+    """Call `writer(tmp_path)` and move the result onto `path` atomically (fsynced first when `durable`)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(final)
     try:
         writer(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -53,11 +58,11 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], Non
     return final
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
     def write(tmp: Path) -> None:
         tmp.write_bytes(data)
 
-    return atomic_write_with(path, write)
+    return atomic_write_with(path, write, durable=durable)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

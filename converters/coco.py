@@ -13,11 +13,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from segpipe.converters.atomic_write import atomic_write_bytes
+
+if TYPE_CHECKING:  # numpy is imported by the mask helpers: box-only conversions (voc, yolo) start without it
+    import numpy as np
 
 FIRST_ID = 1
 ISCROWD_OBJECT = 0
@@ -52,10 +53,12 @@ class ImageRecord:
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """Binary HxW mask -> compressed RLE dict with text counts (JSON-ready).
 
+    >>> import numpy as np
     >>> m = np.zeros((3, 4), dtype=bool); m[1, 1:3] = True
     >>> encode_mask(m)["size"]
     [3, 4]
     """
+    import numpy as np
     from pycocotools import mask as mask_utils
 
     if mask.ndim != 2:
@@ -66,6 +69,8 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
 
 def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
     """Tight [x, y, w, h] (pixel-corner convention) of a binary mask; zeros for an empty mask."""
+    import numpy as np
+
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return (0.0, 0.0, 0.0, 0.0)
@@ -75,6 +80,8 @@ def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def mask_annotation(*, category: str, mask: np.ndarray, attributes: Mapping[str, Any] | None = None) -> AnnotationRecord:
+    import numpy as np
+
     return AnnotationRecord(
         category=category,
         bbox=mask_bbox(mask),

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -28,8 +26,6 @@ from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Findin
 
 # Where images embedded in annotation files (LabelMe's imageData) are written: OUT/images/<file_name>.
 EMBEDDED_IMAGES_DIR = "images"
-WRITER_THREADS = 8
-MAX_PENDING_WRITES = 256  # encoded label maps waiting for the disk, at most
 
 
 @dataclass(frozen=True)
@@ -140,22 +136,21 @@ class ConversionOutputs:
 
 @contextmanager
 def streamed_label_maps(out: Path) -> Iterator[ConversionOutputs]:
-    """Outputs whose label maps are written to OUT/semantic/ as the conversion makes them: writer threads
-    overlap the fsync of each atomic write with the conversion's CPU work, and at most MAX_PENDING_WRITES
-    encoded maps wait in memory when the disk is slower than the conversion."""
+    """Outputs whose label maps are written to OUT/semantic/ as the conversion makes them, so a large
+    dataset's maps are never all in memory. Each map is renamed into place (a kill never leaves half a map)
+    but not fsynced one by one: a flush per map was a third of a trimap conversion's time
+    (benchmarks/convert_trimap.py). A map lost to a power cut is caught later: `segpipe run` checks every
+    small output's sha256 against its completion marker before trusting a cached conversion."""
     semantic = Path(out) / SEMANTIC_DIR
-    pending: deque[Future[Path]] = deque()
-    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
-        def write(name: str, data: bytes) -> None:
-            if not pending:
-                semantic.mkdir(parents=True, exist_ok=True)
-            pending.append(writers.submit(atomic_write_bytes, semantic / name, data))
-            while len(pending) > MAX_PENDING_WRITES:
-                pending.popleft().result()  # a failed write of our own output is not bad input: let it raise
+    made: list[bool] = []
 
-        yield ConversionOutputs(stream=write)
-        for future in pending:
-            future.result()
+    def write(name: str, data: bytes) -> None:
+        if not made:
+            semantic.mkdir(parents=True, exist_ok=True)
+            made.append(True)
+        atomic_write_bytes(semantic / name, data, durable=False)  # our own output failing to write is not bad input: it raises
+
+    yield ConversionOutputs(stream=write)
 
 
 @dataclass(frozen=True)
@@ -207,10 +202,8 @@ def write_conversion_dir(out: Path, conversion: Conversion) -> ConversionReport:
     if outputs.semantic_classes is not None:
         semantic = out / SEMANTIC_DIR
         semantic.mkdir(parents=True, exist_ok=True)
-        # Every atomic write fsyncs: threads overlap those disk waits.
-        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:
-            for future in [writers.submit(atomic_write_bytes, semantic / name, data) for name, data in sorted(outputs.label_maps.items())]:
-                future.result()  # a failed write of our own output is not bad input: let it raise
+        for name, data in sorted(outputs.label_maps.items()):  # not fsynced one by one: see streamed_label_maps
+            atomic_write_bytes(semantic / name, data, durable=False)
         remove_stale_semantic_maps(semantic, keep=outputs.label_map_names())
         atomic_write_text(semantic / SEMANTIC_CLASSES_FILE, "".join(f"{c}\n" for c in outputs.semantic_classes))
     if conversion.coco is None:
@@ -222,7 +215,10 @@ def write_conversion_dir(out: Path, conversion: Conversion) -> ConversionReport:
     image_root = out / EMBEDDED_IMAGES_DIR if conversion.image_root is None else conversion.image_root
     write_dataset_meta(out, format=conversion.format, image_root=image_root, options=conversion.options)
     write_report(out / REPORT_FILE_NAME, conversion.findings)
-    return conversion.report()
+    report = conversion.report()
+    if conversion.coco is not None:
+        report.note_written(conversion.coco)
+    return report
 
 
 def assemble(records: Sequence[ImageRecord], *, categories: Sequence[CategoryRecord]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from segpipe.converters.errors import AnnotationError
+from segpipe.converters.jpeg_header import HEAD_BYTES, plain_jpeg_size
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # EXIF orientations 5..8 are rotations by 90 or 270 degrees: width and height swap.
@@ -67,7 +68,10 @@ def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
                 raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
             if st.st_size > limit:
                 raise AnnotationError(path, "", f"{st.st_size} bytes is over the limit of {limit} (raise it with {MAX_FILE_BYTES_ENV})", code="file_too_large")
-            data = fh.read(limit + 1)
+            # Sized by the file, not the limit: read(limit + 1) would allocate the limit (256 MiB) per file.
+            data = fh.read(st.st_size + 1)
+            if len(data) > st.st_size:  # grew since fstat: read on, up to just past the limit
+                data += fh.read(limit + 1 - len(data))
     except FileNotFoundError as err:
         raise AnnotationError(path, "", "file not found", code="missing_file") from err
     except OSError as err:
@@ -180,11 +184,33 @@ def read_image_size(path: str | os.PathLike[str], *, data: bytes | None = None) 
 
     Raises AnnotationError(code="unreadable_image") for missing, empty or undecodable files.
     """
+    return read_image_header(path, data=data)[0]
+
+
+def _read_head(path: str | os.PathLike[str]) -> bytes:
+    """The first HEAD_BYTES of a regular file; one open and one fstat (O_NONBLOCK: a FIFO must not block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
+        return os.read(fd, HEAD_BYTES)
+    finally:
+        os.close(fd)
+
+
+def read_image_header(path: str | os.PathLike[str], *, data: bytes | None = None) -> tuple[tuple[int, int], bytes]:
+    """(width, height) as displayed, and the file's first bytes (up to 64 KiB), for callers that also
+    recognise the format by content: one read serves both (`data`: the bytes held in memory, as for
+    `read_image_size`). Raises as `read_image_size`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        if data is None and os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
-            raise AnnotationError(path, "", "not a regular file (a device, FIFO or socket); only regular files are read", code="not_regular_file")
+        head = _read_head(path) if data is None else data[:HEAD_BYTES]
+        plain = plain_jpeg_size(head)
+        # Above Pillow's own bomb threshold, Pillow's refusal and its message stay the answer.
+        if plain is not None and (Image.MAX_IMAGE_PIXELS is None or plain[0] * plain[1] <= Image.MAX_IMAGE_PIXELS):
+            check_pixel_count(path, width=plain[0], height=plain[1])
+            return plain, head  # no EXIF segment, hence no orientation to apply
         with warnings.catch_warnings():
             # Pillow warns above its own threshold; our limit (check_pixel_count) decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -200,7 +226,7 @@ def read_image_size(path: str | os.PathLike[str], *, data: bytes | None = None) 
     check_pixel_count(path, width=int(width), height=int(height))
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
-    return int(width), int(height)
+    return (int(width), int(height)), head
 
 
 def _orientation(im: Any) -> int:

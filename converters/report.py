@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping, Sized
 
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.layout import CONVERSION_REPORT_FILE
@@ -42,6 +42,12 @@ class ConversionReport:
 
     strict: bool = False
     findings: list[Finding] = field(default_factory=list)
+    # (images, annotations, categories) of the instances.json this conversion wrote, for the command's summary
+    # line: counted from the dict in memory rather than by parsing the file again.
+    written: tuple[int, int, int] | None = None
+
+    def note_written(self, coco: Mapping[str, Sized]) -> None:
+        self.written = (len(coco["images"]), len(coco["annotations"]), len(coco["categories"]))
 
     def add(self, *, file: str | os.PathLike[str], severity: Severity, code: str, message: str) -> None:
         if severity not in SEVERITIES:

@@ -8,11 +8,12 @@ Coordinates are pixel-corner coordinates: pixel (x, y) covers [x, x + 1) × [y, 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from segpipe.converters.coco import AnnotationRecord, mask_annotation
+
+if TYPE_CHECKING:  # imported where masks are made: box-only conversions start without numpy
+    import numpy as np
 
 MIN_POLYGON_POINTS = 3
 
@@ -32,6 +33,8 @@ def polygon_mask(polygons: Sequence[Sequence[float]], *, width: int, height: int
 
 def disc_mask(*, cx: float, cy: float, radius: float, width: int, height: int) -> np.ndarray:
     """Pixels whose centre (x + 0.5, y + 0.5) lies within `radius` of (cx, cy)."""
+    import numpy as np
+
     ys, xs = np.mgrid[0:height, 0:width]
     inside: np.ndarray = (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= radius * radius
     return inside

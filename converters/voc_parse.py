@@ -103,8 +103,8 @@ def _parse_root(data: bytes, *, path: str) -> Element:
     try:
         if _provably_dtd_free(data):
             # Without a DTD there is nothing for defusedxml to defuse, and the C parser is about 3x faster
-            # than defusedxml's pure-Python one: the difference between meeting and missing the issue's
-            # 1.5x-of-a-bare-parse budget. Undeclared entity references still fail ("undefined entity").
+            # than defusedxml's pure-Python one (benchmarks/convert_voc.py). Undeclared entity references
+            # still fail ("undefined entity").
             root = plain_fromstring(data)
         else:
             # forbid_dtd: a VOC file never needs a DTD, and refusing it stops every entity trick before

@@ -15,14 +15,12 @@ INVALID_RLE = -1
 _CHUNK_CHARS = 1 << 16  # characters per vectorised pass of rle_totals
 
 
-def _segmented_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Cumulative sums restarting at each new value of `segment` (which must be non-decreasing)."""
-    if values.size == 0:
-        return values
+def _segmented_cumsum(values: np.ndarray, first_of_segment: np.ndarray) -> np.ndarray:
+    """Cumulative sums of `values` restarting wherever `first_of_segment` is True (it is True at index 0)."""
     total = np.cumsum(values)
-    first = np.flatnonzero(np.concatenate(([True], segment[1:] != segment[:-1])))
+    first = np.flatnonzero(first_of_segment)
     offset = total[first] - values[first]
-    sums: np.ndarray = total - np.repeat(offset, np.diff(np.concatenate((first, [values.size]))))
+    sums: np.ndarray = total - np.repeat(offset, np.diff(np.append(first, values.size)))
     return sums
 
 
@@ -53,40 +51,50 @@ def rle_totals(counts: Sequence[bytes]) -> np.ndarray:
 def _rle_totals_chunk(counts: Sequence[bytes], lens: np.ndarray) -> np.ndarray:
     n = len(counts)
     out = np.zeros(n, dtype=np.int64)
-    if lens.sum() == 0:
+    nonempty = np.flatnonzero(lens)
+    if nonempty.size == 0:
         return out
-    # Per character only what must be: alphabet check, 5-bit payload and the continuation bit; the rest is
-    # per token (about half as many) or per string.
-    v = np.frombuffer(b"".join(counts), dtype=np.uint8).astype(np.int16) - 48
-    bounds = np.concatenate(([0], np.cumsum(lens)))  # string i is characters bounds[i]:bounds[i + 1]
-    bad_chars = np.concatenate(([0], np.cumsum((v < 0) | (v > 63), dtype=np.int64)))
-    bad = bad_chars[bounds[1:]] > bad_chars[bounds[:-1]]
+    # Per character only what must be, in uint8: the alphabet check, the continuation bit, the token ends. Per
+    # token (about half as many) or per string everything else. uint8 wraps, so characters below '0' land >= 208.
+    v = np.frombuffer(b"".join(counts), dtype=np.uint8) - np.uint8(48)
+    first_char = (np.cumsum(lens) - lens)[nonempty]
+    last_char = first_char + lens[nonempty] - 1
+    bad = np.zeros(n, dtype=bool)
+    bad_char = v > 63
+    if bad_char.any():
+        bad[nonempty] = np.logical_or.reduceat(bad_char, first_char)
     is_end = (v & 0x20) == 0
-    last = bounds[1:][lens > 0] - 1
-    bad[lens > 0] |= ~is_end[last]  # the string ends inside a run
-    is_end[last] = True  # a token never straddles two strings (such a string is already marked bad)
+    bad[nonempty] |= ~is_end[last_char]  # the string ends inside a run
+    is_end[last_char] = True  # a token never straddles two strings (such a string is already marked bad)
     ends = np.flatnonzero(is_end)
-    starts = np.concatenate(([0], ends[:-1] + 1))
+    tokens = np.add.reduceat(is_end, first_char, dtype=np.int64)  # per non-empty string
+    tok_owner = np.repeat(nonempty, tokens)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
     width = ends - starts + 1
-    tok_owner = np.searchsorted(bounds[1:], ends, side="right")
-    bad[tok_owner[width > _MAX_RUN_CHARS]] = True
-    payload = (v & 0x1F).astype(np.int64)
-    x = payload[starts]
+    too_wide = width > _MAX_RUN_CHARS
+    if too_wide.any():
+        bad[tok_owner[too_wide]] = True
+    x = (v[starts] & 0x1F).astype(np.int64)
+    longer = np.flatnonzero(width > 1)
     for k in range(1, _MAX_RUN_CHARS):  # rleFrString: x |= (c & 0x1f) << 5k for the k-th character of a run
-        longer = np.flatnonzero(width > k)
         if longer.size == 0:
             break
-        x[longer] |= payload[starts[longer] + k] << (5 * k)
-    negative = (v[ends] & 0x10) != 0
+        x[longer] |= (v[starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
+        longer = longer[width[longer] > k + 1]
+    negative = np.flatnonzero(v[ends] & 0x10)
     x[negative] -= np.left_shift(1, 5 * np.minimum(width[negative], _MAX_RUN_CHARS))
-    first_token = np.searchsorted(tok_owner, np.arange(n), side="left")
-    j = np.arange(len(ends)) - first_token[tok_owner]
+    j = np.arange(ends.size) - np.repeat(np.cumsum(tokens) - tokens, tokens)  # token index within its string
     runs = x.copy()
     # rleFrString: for j > 2, x[j] += runs[j - 2]: a running sum along the odd tokens from j = 1 and along the
-    # even tokens from j = 2 of each string.
-    for chain in (((j % 2) == 1), ((j % 2) == 0) & (j >= 2)):
-        runs[chain] = _segmented_cumsum(x[chain], tok_owner[chain])
-    bad |= np.bincount(tok_owner, weights=runs < 0, minlength=n) > 0
+    # even tokens from j = 2 of each string; each chain starts afresh at its first token of a string (j 1 or 2).
+    for chain in (np.flatnonzero(j & 1), np.flatnonzero(((j & 1) == 0) & (j >= 2))):
+        if chain.size:
+            runs[chain] = _segmented_cumsum(x[chain], j[chain] <= 2)
+    negative_run = runs < 0
+    if negative_run.any():
+        bad[tok_owner[negative_run]] = True
     # float64 sums are exact: a string's total stays far below 2**53
     out = np.bincount(tok_owner, weights=runs.astype(np.float64), minlength=n).astype(np.int64)
     out[bad] = INVALID_RLE

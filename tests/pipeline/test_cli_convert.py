@@ -31,6 +31,23 @@ def test_oxford_pet_converts_the_sample_cleanly(sample_root: Path, tmp_path: Pat
     assert (out / "heads.json").is_file() and (out / "semantic" / "classes.txt").read_text().split() == ["background", "pet"]
 
 
+def test_summary_line_counts_what_instances_json_holds(sample_root: Path, tmp_path: Path) -> None:
+    """The counts come from the conversion in memory (the file is not parsed again); they must agree with it."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["convert", "oxford-pet", str(sample_root), "-o", str(out), "--categories", "species"])
+    coco = json.loads((out / "instances.json").read_text())
+    counts = f"{len(coco['images'])} images, {len(coco['annotations'])} annotations, {len(coco['categories'])} categories"
+    assert f"converted {counts} -> {out}" in result.output
+    xmls = tmp_path / "xmls"
+    xmls.mkdir()
+    for p in sorted((sample_root / "annotations" / "xmls").glob("*.xml"))[:5]:
+        (xmls / p.name).write_bytes(p.read_bytes())
+    voc = CliRunner().invoke(main, ["convert", "voc", str(xmls), "--images", str(sample_root / "images"), "-o", str(tmp_path / "voc")])
+    coco = json.loads((tmp_path / "voc" / "instances.json").read_text())
+    assert len(coco["images"]) == 5
+    assert f"converted 5 images, {len(coco['annotations'])} annotations, {len(coco['categories'])} categories" in voc.output
+
+
 def test_bad_trimap_gives_exit_3_and_strict_gives_exit_4(sample_root: Path, tmp_path: Path) -> None:
     src = tmp_path / "trimaps"
     src.mkdir()
@@ -65,6 +82,19 @@ def test_convert_does_not_import_torch(sample_root: Path, tmp_path: Path) -> Non
     subprocess.run([sys.executable, "-c", code, str(sample_root), str(tmp_path / "o")], check=True)
 
 
+def test_box_only_voc_conversion_does_not_import_numpy(sample_root: Path, tmp_path: Path) -> None:
+    """numpy's import is a tenth of a second of start-up that box-only formats never need."""
+    code = (
+        "import sys\nfrom segpipe.cli import main\n"
+        "try:\n    main(['convert', 'voc', sys.argv[1], '--images', sys.argv[2], '-o', sys.argv[3]])\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'cv2', 'torch', 'pandas'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(sample_root / "annotations" / "xmls"), str(sample_root / "images"),
+                    str(tmp_path / "o")], check=True)
+
+
 def test_unusable_classes_file_is_a_usage_error(tmp_path: Path) -> None:
     src = tmp_path / "xmls"
     src.mkdir()
@@ -73,3 +103,12 @@ def test_unusable_classes_file_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["convert", "voc", str(src), "-o", str(tmp_path / "o"), "--classes", str(classes)])
     assert result.exit_code == 2, result.output
     assert "classes.txt" in result.output
+
+
+def test_convert_pads_glibcs_heap_top_where_there_is_glibc() -> None:
+    """mallopt(M_TOP_PAD) is glibc's; elsewhere the call is skipped and conversion runs as it is."""
+    import platform
+
+    from segpipe.cli.convert import pad_heap_top
+
+    assert pad_heap_top() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
