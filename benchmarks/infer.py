@@ -235,7 +235,7 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     from segpipe.inference import engine as infer_engine
     from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
     from segpipe.inference.engine import resolve_device, run_inference
-    from segpipe.inference.models import build_model, keep_box_coordinates_fp32, set_native_resolution
+    from segpipe.inference.models import build_model, keep_box_coordinates_fp32, set_rcnn_resolution
 
     semantic = not name.startswith("maskrcnn")
     score_threshold = 0.05 if semantic else 0.0
@@ -245,8 +245,8 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     ckpt = tmp / f"{name}.pt"
     torch.save(model.state_dict(), ckpt)
     classes = None if semantic else ["__background__", *[f"c{k}" for k in range(1, 91)]]
-    if not semantic:  # the engine runs Mask R-CNN at native size; give the other loops the same model
-        set_native_resolution(model, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    if not semantic:  # the engine runs Mask R-CNN with --resize native here; give the other loops the same model
+        set_rcnn_resolution(model, resize="native", mean=IMAGENET_MEAN, std=IMAGENET_STD)
         model.roi_heads.score_thresh = score_threshold
         keep_box_coordinates_fp32(model)
     dev = resolve_device(device)
@@ -257,7 +257,7 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     naive_loop(model, paths[:1], semantic=semantic, device=dev)  # warm-up (allocator, kernels)
     for p in precisions:  # the engine's warm-up: first imports (cv2, tqdm), autocast kernels, one image
         run_inference(model=name, checkpoint=ckpt, dataset=ds, out=tmp / f"{name}-warm-{p}", classes=classes, device=device,
-                      batch_size=batch_size, precision=p, workers=0, score_threshold=score_threshold, image_ids=[1])
+                      batch_size=batch_size, precision=p, workers=0, score_threshold=score_threshold, image_ids=[1], resize="native")
     loops = ["tutorial", *[f"engine_{p}" for p in precisions], "ceiling"]
     speed: dict[str, list[float]] = {k: [] for k in loops}
     util: dict[str, list[float]] = {k: [] for k in loops}
@@ -273,7 +273,7 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
                     last_out = tmp / f"{name}-{loop}-{r}"
                     summary = run_inference(model=name, checkpoint=ckpt, dataset=ds, out=last_out, classes=classes, device=device,
                                             batch_size=batch_size, precision=loop.split("_")[1], workers=workers,
-                                            score_threshold=score_threshold)
+                                            score_threshold=score_threshold, resize="native")
                     ips = summary.images_per_second or 0.0
             speed[loop].append(ips)
             if sampler.mean() is not None:
