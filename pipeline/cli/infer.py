@@ -63,7 +63,8 @@ MODEL_CHOICES: tuple[str, ...] = (
               help="Semantic models: round each side (after --resize) to a multiple of PIXELS, so that more images share a batch.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbone (slow start; pays off on long GPU runs).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code, and TorchScript files too (both run code!).")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader decode workers [default: min(4, usable cores - 1)].")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader decode workers [default: on CUDA min(4, usable cores - 1); on the CPU 0].")
 def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None, classes: str | None,
           class_table: str | None, class_map: str | None, device: str, batch_size: int, precision: str, score_threshold: float,
           resize: int | str | None, size_bucket: int | None, compile_: bool, trust_checkpoint: bool, workers: int | None) -> None:

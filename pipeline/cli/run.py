@@ -114,7 +114,7 @@ def _echo_progress(line: str) -> None:
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (when no model card says).")
 @click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
 @click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling, and TorchScript files (both run code).")
-@click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task.")
+@click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task [default: as segpipe infer --workers].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars (the summary and leaderboard still print).")
 @click.option("-v", "--verbose", is_flag=True, help="Also show Luigi's log, with the tracebacks of failed tasks.")
 @click.option("--log-jsonl", type=_PATH, default=None, help="Append one JSON object per finished task to this file.")

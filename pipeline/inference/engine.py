@@ -277,7 +277,7 @@ def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any
     entries = [e for i in pending for b in shards[i] for e in b]
     position = {e.image_id: k for k, e in enumerate(entries)}
     batch_shard = [(i, [position[e.image_id] for e in b]) for i in pending for b in shards[i]]
-    n_workers = default_loader_workers() if workers is None else workers
+    n_workers = default_loader_workers(predictor.device.type) if workers is None else workers
     dataset: Any = ImageDataset(entries, short_side=short_side, size_bucket=size_bucket)  # map-style; torch's generics do not say so
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=PlannedBatches([b for _, b in batch_shard]),

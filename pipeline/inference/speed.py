@@ -1,8 +1,11 @@
 """Settings that change how fast inference runs: loader workers, cuDNN autotuning, torch.compile.
 
-- Loader workers: by default one fewer than the cores this process may run on (`os.sched_getaffinity`, which
-  honours taskset/cgroup CPU sets where `os.cpu_count()` reports the whole host), at most 4; the main process
-  runs the model and needs a core of its own.
+- Loader workers: on a GPU, by default one fewer than the cores this process may run on (`os.sched_getaffinity`,
+  which honours taskset/cgroup CPU sets where `os.cpu_count()` reports the whole host), at most 4: the main
+  process feeds the GPU and needs a core of its own. On the CPU, none: the model's own threads already use
+  every core, decoding is a small fraction of a CPU forward pass, and a decode process competing for the
+  cores cost more than it overlapped (benchmarks/infer.py: Mask R-CNN 0.93x the tutorial loop with one
+  worker on 2 cores, 1.14x without).
 - `torch.backends.cudnn.benchmark` (CUDA only) times the convolution algorithms once per input shape and keeps
   the fastest: worth it when few shapes occur (a semantic plan of few sizes, e.g. with `--size-bucket`), a loss
   when nearly every batch has a new shape (native-size images of many sizes, Mask R-CNN). Algorithms may
@@ -31,12 +34,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_loader_workers(cores: int | None = None) -> int:
-    """DataLoader decode workers when the user gives none: a core is left to the model.
+def default_loader_workers(device_type: str, cores: int | None = None) -> int:
+    """DataLoader decode workers when the user gives none.
 
-    >>> default_loader_workers(1), default_loader_workers(2), default_loader_workers(64)
-    (0, 1, 4)
+    >>> [default_loader_workers("cuda", n) for n in (1, 2, 64)], default_loader_workers("cpu", 64)
+    ([0, 1, 4], 0)
     """
+    if device_type == "cpu":
+        return 0
     return min(MAX_LOADER_WORKERS, max(0, (usable_cores() if cores is None else cores) - 1))
 
 

@@ -24,9 +24,10 @@ torch.set_num_threads(1)  # 2 cores shared by many
 def test_loader_workers_follow_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the host: not what a taskset/cgroup lets this process use
-    assert speed.usable_cores() == 3 and speed.default_loader_workers() == 2
+    assert speed.usable_cores() == 3 and speed.default_loader_workers("cuda") == 2
+    assert speed.default_loader_workers("cpu") == 0  # the model's threads use every core; decoding waits its turn
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
-    assert speed.default_loader_workers() == 0  # one core: decoding in the main process, no worker to fork
+    assert speed.default_loader_workers("cuda") == 0  # one core: decoding in the main process, no worker to fork
 
 
 def test_cudnn_autotuning_only_on_cuda_with_few_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
