@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -28,28 +25,23 @@ from segpipe.cache.fingerprints import file_sha256
 from segpipe.inference.architectures import architecture_hint
 from segpipe.inference.predictor import DevicePredictor, resolve_device, run_with_oom_backoff  # noqa: F401 (re-exported)
 from segpipe.inference.class_maps import class_map_option, class_mapping_compute, class_table as table_of
-from segpipe.inference.data import (
-    ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs,
-    collate_samples, read_dataset, resized_size, shards_plan,
-)
+from segpipe.inference.data import batches_plan, check_semantic_outputs, read_dataset, resized_size, shards_plan
 from segpipe.inference.outputs import (
-    SemanticPrediction, SkippedImage, component_results, instance_results,
-    prepare_out_dir, read_plan_fingerprint, read_shard, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
-    write_shard,
+    prepare_out_dir, read_plan_fingerprint, shard_path, start_fresh_plan, write_final_outputs,
 )
 from segpipe.inference.models import (
     INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, keep_box_coordinates_fp32, load_torchscript, model_spec,
     set_rcnn_resolution,
 )
 from segpipe.inference.resolution import Resize, ResolutionError, parse_resize, parse_size_bucket, resolution_setting, semantic_short_side
-from segpipe.inference.speed import default_loader_workers, few_input_shapes, set_cudnn_benchmark
+from segpipe.inference.speed import few_input_shapes, set_cudnn_benchmark, usable_cores
+from segpipe.inference.streaming import shard_needs_run, stream_shards
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 SHARD_IMAGES = 256  # images per shard file: small enough to lose little on a crash, few enough files for 100k images
 # Encoder threads (RLE, PNG, shard files). The RLE encoder is vectorised numpy and cv2.imencode releases the GIL,
 # so a few threads overlap; more than 4 only compete with the DataLoader's decode workers for cores.
-ENCODER_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
-MAX_BATCHES_IN_FLIGHT = 4  # encoder backlog per encoder thread before the device loop waits (bounds memory)
+ENCODER_THREADS = max(1, min(4, usable_cores() // 2))
 
 
 @dataclass(frozen=True)
@@ -216,9 +208,10 @@ class InferenceSession:
 
         categories = {t: c for t, c in zip(mapping.targets, mapping.component_categories) if c is not None}
         started = time.perf_counter()
-        processed_now, limit, forward_batches = _stream(
+        processed_now, limit, forward_batches = stream_shards(
             predictor, out=out, shards=shards, pending=pending, short_side=short_side, size_bucket=self.size_bucket,
             workers=self.workers, batch_size=batch_size, categories=categories, score_threshold=score_threshold, progress=progress,
+            encoder_threads=ENCODER_THREADS,
         )
         elapsed = time.perf_counter() - started
         ips = processed_now / elapsed if processed_now and elapsed > 0 else None
@@ -254,88 +247,3 @@ def model_class_names(*, classes: Sequence[str] | None, class_table: str | None,
     if card.class_table is not None:
         return table_of(card.class_table, source=str(card.path)), str(card.path)
     return card.class_names, str(card.path or "--classes")
-
-
-def shard_needs_run(path: Path) -> bool:
-    """A shard runs when it has no file yet, and again when it skipped an image: a rerun retries every
-    skipped image (the user may have fixed the file in place; an unchanged broken file costs one shard)."""
-    if not path.is_file():
-        return True
-    try:
-        return bool(read_shard(path).get("skipped"))
-    except (OSError, ValueError):  # unreadable shard file: redo it
-        return True
-
-
-def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any]]], pending: list[int], short_side: int | None,
-            size_bucket: int | None, workers: int | None, batch_size: int, categories: dict[int, int], score_threshold: float,
-            progress: bool | Callable[[int, int], object], encoder_threads: int | None = None) -> tuple[int, int, int]:
-    """The device loop over the pending shards; returns (images predicted, final batch-size limit, forward passes)."""
-    import torch
-    from tqdm import tqdm
-
-    entries = [e for i in pending for b in shards[i] for e in b]
-    position = {e.image_id: k for k, e in enumerate(entries)}
-    batch_shard = [(i, [position[e.image_id] for e in b]) for i in pending for b in shards[i]]
-    n_workers = default_loader_workers(predictor.device.type) if workers is None else workers
-    dataset: Any = ImageDataset(entries, short_side=short_side, size_bucket=size_bucket)  # map-style; torch's generics do not say so
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=PlannedBatches([b for _, b in batch_shard]),
-        collate_fn=collate_samples, num_workers=n_workers, pin_memory=predictor.device.type == "cuda",
-    )
-    on_oom = torch.cuda.empty_cache if predictor.device.type == "cuda" else (lambda: None)
-    limit, processed, seen, passes = batch_size, 0, 0, [0]
-
-    def forward(chunk: list[Any]) -> list[Any]:
-        preds = predictor(chunk)
-        passes[0] += 1  # counted once it succeeded: an out-of-memory attempt is retried smaller
-        return preds
-
-    shard_futures: dict[int, list[Future[Any]]] = {i: [] for i in pending}
-    remaining = {i: sum(len(b) for b in shards[i]) for i in pending}
-    in_flight: deque[Future[Any]] = deque()
-    threads = ENCODER_THREADS if encoder_threads is None else max(1, encoder_threads)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segpipe-encode") as encoder, \
-            tqdm(total=len(entries), unit="img", disable=progress is not True) as bar:
-        for (shard_index, _), samples in zip(batch_shard, loader):
-            good = [s for s in samples if s.error is None]
-            skipped = [SkippedImage(s.entry, s.code, s.error) for s in samples if s.error is not None]
-            preds, failed, limit = run_with_oom_backoff(forward, good, limit=limit, on_oom=on_oom)
-            processed += len(preds)
-            in_flight.append(encoder.submit(_encode_batch, out, preds, skipped + failed, categories, score_threshold))
-            shard_futures[shard_index].append(in_flight[-1])
-            remaining[shard_index] -= len(samples)
-            if remaining[shard_index] == 0:  # queued after the shard's batches (FIFO): it only waits on started ones
-                ids = [e.image_id for b in shards[shard_index] for e in b]
-                in_flight.append(encoder.submit(_finish_shard, shard_path(out, shard_index), shard_futures.pop(shard_index), ids))
-            while in_flight and (len(in_flight) > MAX_BATCHES_IN_FLIGHT * threads or in_flight[0].done()):
-                in_flight.popleft().result()  # re-raises encoder errors here, early; bounds the backlog
-            bar.update(len(samples))
-            seen += len(samples)
-            if callable(progress):
-                progress(seen, len(entries))
-        for fut in in_flight:
-            fut.result()
-    return processed, limit, passes[0]
-
-
-def _encode_batch(out: Path, preds: list[Any], skipped: list[SkippedImage], categories: dict[int, int],
-                  score_threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    results: list[dict[str, Any]] = []
-    for pred in preds:
-        if isinstance(pred, SemanticPrediction):
-            write_semantic_png(out, pred)
-            results.extend(component_results(pred, categories=categories, score_threshold=score_threshold))
-        else:
-            results.extend(instance_results(pred))
-    return results, [skipped_row(s) for s in skipped]
-
-
-def _finish_shard(path: Path, futures: list[Future[Any]], image_ids: list[int]) -> None:
-    results: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for fut in futures:  # started before this (FIFO queue): done or running on another encoder thread
-        r, s = fut.result()
-        results.extend(r)
-        skipped.extend(s)
-    write_shard(path, results=results, skipped=skipped, image_ids=image_ids)

@@ -1,6 +1,7 @@
 """Model registry: names -> builders, every one with `weights=None, weights_backbone=None`.
 
-Nothing is ever downloaded: the weights come from the user's checkpoint only (issue 4, "Models by name").
+Nothing is ever downloaded: the weights come from the user's checkpoint only (an evaluation host may have no
+network, and a silently downloaded weight file would be scored instead of the user's).
 `torchscript` is the exception that carries its own architecture: the file is the model.
 """
 
