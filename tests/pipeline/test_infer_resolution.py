@@ -151,7 +151,10 @@ def test_maskrcnn_default_is_its_training_resolution(varied: tuple[Path, Path, A
     kw: dict[str, Any] = dict(model="maskrcnn_resnet50_fpn", checkpoint=ckpt, dataset=ds, workers=0, score_threshold=0.5)
     run_inference(out=tmp_path / "default", **kw)
     run_inference(out=tmp_path / "native", resize="native", **kw)
+    carded = tmp_path / "carded.pt"  # a model card may say it too
+    save_model(carded, "maskrcnn_resnet50_fpn", card={"class_names": ["__background__", "pet"], "resize": "native"})
+    run_inference(out=tmp_path / "carded", **{**kw, "checkpoint": carded})
     # 60x45 scaled to short side 800 is 1066x800, padded to a multiple of 32 (size_divisible) for the backbone.
-    assert seen == [(1, 3, 800, 1088), (1, 3, 64, 64)]
+    assert seen == [(1, 3, 800, 1088), (1, 3, 64, 64), (1, 3, 64, 64)]
     assert json.loads((tmp_path / "default" / "meta.json").read_text())["resize"] == {"min_size": 800, "max_size": 1333}
     assert json.loads((tmp_path / "native" / "meta.json").read_text())["resize"] == "native"
