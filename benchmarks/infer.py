@@ -13,8 +13,11 @@ bf16 on CUDA, argmax/threshold on the device, nothing copied back or written: wh
 Output stage: images/s of turning one run's predictions into COCO results (RLE), with the engine's encoder
 threads, against one thread encoding full-size masks with pycocotools (the previous output stage).
 Mask R-CNN runs with score threshold 0 (random weights score ~1/91), so every image carries 100 detections
-and the mask post-processing is exercised. Model construction is excluded everywhere. On CUDA, GPU busy % is
-torch.cuda.utilization() sampled every 0.2 s (needs nvidia-ml-py).
+and the mask post-processing is exercised, and at the images' own size in every loop (`--resize native`: the
+sizes above are what the model sees, not upscaled to its 800-px default). On the CPU the engine decodes in the
+main process (its default there); `--workers N` sets the engine's and the ceiling's decode processes. Model
+construction is excluded everywhere. On CUDA, GPU busy % is torch.cuda.utilization() sampled every 0.2 s
+(needs nvidia-ml-py).
 """
 
 from __future__ import annotations

@@ -193,8 +193,9 @@ class InferenceSession:
         shards = shards_plan(batches, shard_size=self.shard_size)
         predictor.cudnn_benchmark = set_cudnn_benchmark(dev, fixed_sizes=task == SEMANTIC and few_input_shapes(
             [resized_size(width=b[0].width, height=b[0].height, short_side=short_side, size_bucket=self.size_bucket) for b in batches]))
-        resolution = resolution_setting(task=task, resize=resize if self.spec.name != TORCHSCRIPT or task == SEMANTIC else "native",
-                                        size_bucket=self.size_bucket)
+        resolution: Any = resolution_setting(task=task, resize=resize, size_bucket=self.size_bucket)
+        if self.spec.name == TORCHSCRIPT and task == INSTANCE:
+            resolution = "the scripted model's own transform"  # segpipe cannot reach inside a TorchScript detector
         settings = {"model": self.spec.name, "sha256": sha, "task": task, "targets": list(mapping.targets), "resize": resolution,
                     "mean": list(mean), "std": list(std), "precision": precision, "device_type": dev.type,
                     "score_threshold": score_threshold, "outputs": list(mapping.output_names),

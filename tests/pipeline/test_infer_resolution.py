@@ -120,6 +120,8 @@ def test_resize_values_from_run_toml_and_the_command_line_make_one_key() -> None
     assert parse_run_settings(base, overrides={"infer": {"resize": "Native"}}, source="cmd").infer["resize"] == "native"
     with pytest.raises(RunConfigError, match="run.toml: infer.resize: 0 is not a size"):
         parse_run_settings({**base, "infer": {"resize": 0}}, overrides={}, source="run.toml")
+    speedy = parse_run_settings({**base, "infer": {"size_bucket": 32, "compile": True}}, overrides={}, source="run.toml")
+    assert speedy.infer == {"size_bucket": 32, "compile": True}
     with pytest.raises(RunConfigError, match="infer.size_bucket"):
         parse_run_settings({**base, "infer": {"size_bucket": 0}}, overrides={}, source="run.toml")
     # The run's inference key spells out what a Mask R-CNN default means (predictions at another default are not reused).
@@ -158,3 +160,19 @@ def test_maskrcnn_default_is_its_training_resolution(varied: tuple[Path, Path, A
     assert seen == [(1, 3, 800, 1088), (1, 3, 64, 64), (1, 3, 64, 64)]
     assert json.loads((tmp_path / "default" / "meta.json").read_text())["resize"] == {"min_size": 800, "max_size": 1333}
     assert json.loads((tmp_path / "native" / "meta.json").read_text())["resize"] == "native"
+
+
+def test_segpipe_run_passes_size_buckets_to_inference(tmp_path: Path) -> None:
+    from tests.pipeline.pipeline_fixtures import make_checkpoint, make_dataset
+
+    dataset = make_dataset(tmp_path / "pets", n_images=8)  # sizes 160x208 (2), 176x224 (3), 224x160 (2), 240x180
+    make_checkpoint(tmp_path / "ckpts" / "a.pt", seed=0)
+    args = ["run", "--dataset", str(dataset), "--format", "oxford-pet", "--model", "unet", "--checkpoints", str(tmp_path / "ckpts/*.pt"),
+            "-o", str(tmp_path / "out"), "--shard-size", "8", "--device", "cpu", "--loader-workers", "0", "--no-html",
+            "--batch-size", "8", "--size-bucket", "64"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "out" / ".cache" / "infer").rglob("meta.json")]
+    # 64-px buckets: 192x192 (2 images), 192x256 (3), 256x192 (3): 8 images in 3 passes (4 sizes and passes without).
+    assert [(m["resize"], m["mean_batch_size"]) for m in metas] == [({"short_side": "native", "size_bucket": 64}, 2.667)]
+    assert (tmp_path / "out" / "leaderboard.csv").is_file()
