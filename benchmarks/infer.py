@@ -290,6 +290,10 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     for loop in loops:
         result[f"{loop}_images_per_s"] = statistics.median(speed[loop])
         result[f"{loop}_gpu_busy_percent"] = statistics.median(util[loop]) if util[loop] else None
+    # Paired: each repeat's engine run against the tutorial run just before it, so a neighbour's load that comes
+    # and goes between repeats cancels out; the median of those ratios.
+    for loop in [k for k in loops if k.startswith("engine_")]:
+        result[f"{loop}_vs_tutorial_paired"] = statistics.median(e / t for e, t in zip(speed[loop], speed["tutorial"]))
     for p in precisions:
         result[f"engine_{p}_vs_tutorial"] = result[f"engine_{p}_images_per_s"] / result["tutorial_images_per_s"]
         result[f"ceiling_vs_engine_{p}"] = result["ceiling_images_per_s"] / result[f"engine_{p}_images_per_s"]
@@ -306,10 +310,12 @@ def _line(row: dict[str, Any], precisions: list[str]) -> str:
     head = f"{row['model']:24s} {w}x{h} x{row['images']} on {row['device']} (batch {row['batch_size']}): "
     parts = [f"tutorial {row['tutorial_images_per_s']:.2f} img/s"]
     for p in precisions:
-        parts.append(f"engine {p} {row[f'engine_{p}_images_per_s']:.2f} img/s ({row[f'engine_{p}_vs_tutorial']:.2f}x tutorial)")
+        parts.append(f"engine {p} {row[f'engine_{p}_images_per_s']:.2f} img/s ({row[f'engine_{p}_vs_tutorial']:.2f}x tutorial, "
+                     f"paired {row[f'engine_{p}_vs_tutorial_paired']:.2f}x)")
     for key in [k for k in row if "_workers" in k and k.endswith("_vs_tutorial")]:
         loop = key[: -len("_vs_tutorial")]
-        parts.append(f"{loop.replace('_', ' ')} {row[f'{loop}_images_per_s']:.2f} img/s ({row[key]:.2f}x tutorial)")
+        parts.append(f"{loop.replace('_', ' ')} {row[f'{loop}_images_per_s']:.2f} img/s ({row[key]:.2f}x tutorial, "
+                     f"paired {row[f'{loop}_vs_tutorial_paired']:.2f}x)")
     parts.append(f"ceiling {row['ceiling_images_per_s']:.2f} img/s")
     busy = [f"{k.replace('_gpu_busy_percent', '')} {v:.0f}%" for k, v in row.items() if k.endswith("_gpu_busy_percent") and v is not None]
     if busy:
