@@ -5,6 +5,7 @@ checkpoint and images, interleaved repeats, medians.
     python benchmarks/infer.py --quick    # smoke run: 4 small images, 1 repeat
     python benchmarks/infer.py --device cuda --precisions fp32,bf16 --json bench.json   # what `make gpu-check` runs
     python benchmarks/infer.py --output-only   # the output stage alone: crop RLE threads vs full-mask pycocotools
+    python benchmarks/infer.py --quick --repeats 5 --also-workers 1   # CPU: the engine with and without a decode process
 
 Tutorial loop (the anchor): PIL -> ToTensor (-> Normalize for semantic) -> model one image at a time -> CPU.
 Engine: `run_inference` (DataLoader decode workers, batching, on-device argmax/threshold, mask crops, RLE/PNG
@@ -13,8 +14,11 @@ bf16 on CUDA, argmax/threshold on the device, nothing copied back or written: wh
 Output stage: images/s of turning one run's predictions into COCO results (RLE), with the engine's encoder
 threads, against one thread encoding full-size masks with pycocotools (the previous output stage).
 Mask R-CNN runs with score threshold 0 (random weights score ~1/91), so every image carries 100 detections
-and the mask post-processing is exercised. Model construction is excluded everywhere. On CUDA, GPU busy % is
-torch.cuda.utilization() sampled every 0.2 s (needs nvidia-ml-py).
+and the mask post-processing is exercised, and at the images' own size in every loop (`--resize native`: the
+sizes above are what the model sees, not upscaled to its 800-px default). On the CPU the engine decodes in the
+main process (its default there); `--workers N` sets the engine's and the ceiling's decode processes. Model
+construction is excluded everywhere. On CUDA, GPU busy % is torch.cuda.utilization() sampled every 0.2 s
+(needs nvidia-ml-py).
 """
 
 from __future__ import annotations
@@ -229,13 +233,13 @@ def synthetic_output_stage(*, n_images: int, detections: int, size: tuple[int, i
 
 
 def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int, device: str, batch_size: int,
-                workers: int | None, precisions: list[str], tmp: Path) -> dict[str, Any]:
+                workers: int | None, precisions: list[str], tmp: Path, also_workers: int | None = None) -> dict[str, Any]:
     import torch
 
     from segpipe.inference import engine as infer_engine
     from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
     from segpipe.inference.engine import resolve_device, run_inference
-    from segpipe.inference.models import build_model, keep_box_coordinates_fp32, set_native_resolution
+    from segpipe.inference.models import build_model, keep_box_coordinates_fp32, set_rcnn_resolution
 
     semantic = not name.startswith("maskrcnn")
     score_threshold = 0.05 if semantic else 0.0
@@ -245,8 +249,8 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     ckpt = tmp / f"{name}.pt"
     torch.save(model.state_dict(), ckpt)
     classes = None if semantic else ["__background__", *[f"c{k}" for k in range(1, 91)]]
-    if not semantic:  # the engine runs Mask R-CNN at native size; give the other loops the same model
-        set_native_resolution(model, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    if not semantic:  # the engine runs Mask R-CNN with --resize native here; give the other loops the same model
+        set_rcnn_resolution(model, resize="native", mean=IMAGENET_MEAN, std=IMAGENET_STD)
         model.roi_heads.score_thresh = score_threshold
         keep_box_coordinates_fp32(model)
     dev = resolve_device(device)
@@ -257,8 +261,10 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     naive_loop(model, paths[:1], semantic=semantic, device=dev)  # warm-up (allocator, kernels)
     for p in precisions:  # the engine's warm-up: first imports (cv2, tqdm), autocast kernels, one image
         run_inference(model=name, checkpoint=ckpt, dataset=ds, out=tmp / f"{name}-warm-{p}", classes=classes, device=device,
-                      batch_size=batch_size, precision=p, workers=0, score_threshold=score_threshold, image_ids=[1])
+                      batch_size=batch_size, precision=p, workers=0, score_threshold=score_threshold, image_ids=[1], resize="native")
     loops = ["tutorial", *[f"engine_{p}" for p in precisions], "ceiling"]
+    if also_workers is not None:  # the engine once more, with another number of decode processes, interleaved too
+        loops.append(f"engine_{precisions[0]}_workers{also_workers}")
     speed: dict[str, list[float]] = {k: [] for k in loops}
     util: dict[str, list[float]] = {k: [] for k in loops}
     last_out: Path | None = None
@@ -272,8 +278,9 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
                 else:
                     last_out = tmp / f"{name}-{loop}-{r}"
                     summary = run_inference(model=name, checkpoint=ckpt, dataset=ds, out=last_out, classes=classes, device=device,
-                                            batch_size=batch_size, precision=loop.split("_")[1], workers=workers,
-                                            score_threshold=score_threshold)
+                                            batch_size=batch_size, precision=loop.split("_")[1],
+                                            workers=also_workers if loop.endswith(f"_workers{also_workers}") else workers,
+                                            score_threshold=score_threshold, resize="native")
                     ips = summary.images_per_second or 0.0
             speed[loop].append(ips)
             if sampler.mean() is not None:
@@ -283,9 +290,16 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     for loop in loops:
         result[f"{loop}_images_per_s"] = statistics.median(speed[loop])
         result[f"{loop}_gpu_busy_percent"] = statistics.median(util[loop]) if util[loop] else None
+    # Paired: each repeat's engine run against the tutorial run just before it, so a neighbour's load that comes
+    # and goes between repeats cancels out; the median of those ratios.
+    for loop in [k for k in loops if k.startswith("engine_")]:
+        result[f"{loop}_vs_tutorial_paired"] = statistics.median(e / t for e, t in zip(speed[loop], speed["tutorial"]))
     for p in precisions:
         result[f"engine_{p}_vs_tutorial"] = result[f"engine_{p}_images_per_s"] / result["tutorial_images_per_s"]
         result[f"ceiling_vs_engine_{p}"] = result["ceiling_images_per_s"] / result[f"engine_{p}_images_per_s"]
+    if also_workers is not None:
+        extra = f"engine_{precisions[0]}_workers{also_workers}"
+        result[f"{extra}_vs_tutorial"] = result[f"{extra}_images_per_s"] / result["tutorial_images_per_s"]
     if not semantic and last_out is not None:
         result.update(output_stage(last_out, ds, threads=infer_engine.ENCODER_THREADS))
     return result
@@ -296,7 +310,12 @@ def _line(row: dict[str, Any], precisions: list[str]) -> str:
     head = f"{row['model']:24s} {w}x{h} x{row['images']} on {row['device']} (batch {row['batch_size']}): "
     parts = [f"tutorial {row['tutorial_images_per_s']:.2f} img/s"]
     for p in precisions:
-        parts.append(f"engine {p} {row[f'engine_{p}_images_per_s']:.2f} img/s ({row[f'engine_{p}_vs_tutorial']:.2f}x tutorial)")
+        parts.append(f"engine {p} {row[f'engine_{p}_images_per_s']:.2f} img/s ({row[f'engine_{p}_vs_tutorial']:.2f}x tutorial, "
+                     f"paired {row[f'engine_{p}_vs_tutorial_paired']:.2f}x)")
+    for key in [k for k in row if "_workers" in k and k.endswith("_vs_tutorial")]:
+        loop = key[: -len("_vs_tutorial")]
+        parts.append(f"{loop.replace('_', ' ')} {row[f'{loop}_images_per_s']:.2f} img/s ({row[key]:.2f}x tutorial, "
+                     f"paired {row[f'{loop}_vs_tutorial_paired']:.2f}x)")
     parts.append(f"ceiling {row['ceiling_images_per_s']:.2f} img/s")
     busy = [f"{k.replace('_gpu_busy_percent', '')} {v:.0f}%" for k, v in row.items() if k.endswith("_gpu_busy_percent") and v is not None]
     if busy:
@@ -318,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precisions", default="auto",
                         help="engine precisions, comma-separated (auto: fp32,bf16 on CUDA, fp32 on CPU); the tutorial loop is fp32")
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="decode processes of the engine and the ceiling loop [default: the engine's]")
+    parser.add_argument("--also-workers", type=int, default=None,
+                        help="also run the engine with this many decode processes, interleaved (e.g. 1 on the CPU, where the default is 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs on a shared machine)")
     parser.add_argument("--output-only", action="store_true",
                         help="only the output stage (RLE of 100 masks per 1066x800 image), no model")
@@ -348,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
         for name in models.split(","):
             row = bench_model(name, sizes=sizes[name], n=n, repeats=repeats, device=args.device, batch_size=args.batch_size,
-                              workers=args.workers, precisions=precisions, tmp=Path(tmp))
+                              workers=args.workers, precisions=precisions, tmp=Path(tmp), also_workers=args.also_workers)
             rows.append(row)
             print(_line(row, precisions), flush=True)
     if not cuda:

@@ -14,6 +14,15 @@ from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
 CLASS_TABLE_CHOICES: tuple[str, ...] = ("coco", "voc")
 
 
+def _resize_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    from segpipe.inference.resolution import ResolutionError, parse_resize
+
+    try:
+        return parse_resize(value)
+    except ResolutionError as err:
+        raise click.BadParameter(str(err).split(": ", 1)[1]) from err
+
+
 def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Checked before anything runs; the device itself is opened only inside inference."""
     from segpipe.inference.devices import DeviceError, parse_device
@@ -48,12 +57,17 @@ MODEL_CHOICES: tuple[str, ...] = (
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Halved automatically on CUDA out-of-memory.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="bf16/fp16 run under autocast.")
 @click.option("--score-threshold", type=click.FloatRange(min=0.0, max=1.0), default=0.05, show_default=True)
-@click.option("--resize", "resize", type=click.IntRange(min=1), default=None, metavar="SHORT_SIDE", help="Resize the short side (default: native resolution).")
+@click.option("--resize", "resize", default=None, metavar="SHORT_SIDE|native", callback=_resize_option,
+              help="Short side the model sees, in pixels, or 'native' [default: native for semantic models, 800/1333 for Mask R-CNN].")
+@click.option("--size-bucket", type=click.IntRange(min=1, max=1024), default=None, metavar="PIXELS",
+              help="Semantic models: round each side (after --resize) to a multiple of PIXELS, so that more images share a batch.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbone (slow start; pays off on long GPU runs).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code, and TorchScript files too (both run code!).")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader decode workers (default: min(4, CPUs - 1)).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader decode workers [default: on CUDA min(4, usable cores - 1); on the CPU 0].")
 def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None, classes: str | None,
-          class_table: str | None, class_map: str | None, device: str, batch_size: int, precision: str, score_threshold: float, resize: int | None,
-          trust_checkpoint: bool, workers: int | None) -> None:
+          class_table: str | None, class_map: str | None, device: str, batch_size: int, precision: str, score_threshold: float,
+          resize: int | str | None, size_bucket: int | None, compile_: bool, trust_checkpoint: bool, workers: int | None) -> None:
     """Run a checkpoint over DATASET and write predictions that `segpipe evaluate` scores.
 
     Semantic models write semantic/<stem>.png (dataset class indices) and results.json (one instance per
@@ -73,7 +87,7 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
                 model=model_name, checkpoint=checkpoint, dataset=dataset, out=out, num_classes=num_classes,
                 classes=parse_class_names(classes), class_table=class_table, class_map=class_map, device=device, batch_size=batch_size, precision=precision,
                 score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
-                progress=sys.stderr.isatty(), workers=workers,
+                progress=sys.stderr.isatty(), workers=workers, size_bucket=size_bucket, compile=compile_,
             )
         except InferenceError as err:
             _echo_warnings(caught)
@@ -85,6 +99,8 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
             raise click.ClickException(str(err)) from err
     _echo_warnings(caught)
     speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "no image predicted"
+    if summary.mean_batch_size:
+        speed += f", {summary.mean_batch_size:.1f} images per batch"
     if summary.n_resumed:
         speed += f"; {summary.n_resumed} image(s) resumed from an earlier run"
     click.echo(

@@ -108,11 +108,15 @@ def _echo_progress(line: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inference batch size.")
 @click.option("--precision", type=click.Choice(("fp32", "fp16", "bf16")), default=None, help="Inference precision.")
 @click.option("--score-threshold", type=float, default=None, help="Instance models: drop detections below this score.")
-@click.option("--resize", type=click.IntRange(min=1), default=None, help="Resize the short side before inference.")
+@click.option("--resize", default=None, metavar="SHORT_SIDE|native",
+              help="Short side the model sees, or 'native' [default: native for semantic models, 800/1333 for Mask R-CNN].")
+@click.option("--size-bucket", type=click.IntRange(min=1, max=1024), default=None, metavar="PIXELS",
+              help="Semantic models: round each side to a multiple of PIXELS, so that more images share a batch.")
+@click.option("--compile", "compile", is_flag=True, default=None, help="torch.compile the backbone of each inference task.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (when no model card says).")
 @click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
 @click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling, and TorchScript files (both run code).")
-@click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task.")
+@click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task [default: as segpipe infer --workers].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars (the summary and leaderboard still print).")
 @click.option("-v", "--verbose", is_flag=True, help="Also show Luigi's log, with the tracebacks of failed tasks.")
 @click.option("--log-jsonl", type=_PATH, default=None, help="Append one JSON object per finished task to this file.")
@@ -129,8 +133,8 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
 
     convert_keys = ("border", "categories", "split", "one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict")
     infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers",
-                  "class_table", "class_map")
-    flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash")
+                  "class_table", "class_map", "size_bucket", "compile")
+    flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash", "compile")
     options = {k: (v or None) if k in flags else v for k, v in options.items()}  # an absent flag overrides nothing
     overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
     overrides["format"] = options["format_"]

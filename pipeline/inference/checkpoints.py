@@ -58,7 +58,7 @@ class ModelCard:
     num_classes: int | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    resize: int | None = None
+    resize: int | str | None = None  # a short side, or "native" (segpipe.inference.resolution)
     unet_depth: int | None = None
     unet_width: int | None = None
     unet_bilinear: bool | None = None
@@ -241,7 +241,7 @@ def parse_model_card(data: Any, *, path: Path) -> ModelCard:
         num_classes=_positive_int(data.get("num_classes"), path=path, field="num_classes"),  # bounded by CARD_LIMITS
         mean=_triple(data.get("mean"), path=path, field="mean"),
         std=_triple(data.get("std"), path=path, field="std"),
-        resize=_positive_int(data.get("resize"), path=path, field="resize"),
+        resize="native" if data.get("resize") == "native" else _positive_int(data.get("resize"), path=path, field="resize"),
         unet_depth=_positive_int(unet.get("depth", data.get("unet_depth")), path=path, field="unet.depth"),
         unet_width=_positive_int(unet.get("width", data.get("unet_width")), path=path, field="unet.width"),
         unet_bilinear=bilinear,

@@ -80,21 +80,30 @@ def parse_class_names(value: str | None) -> tuple[str, ...] | None:
         raise InferenceError(value, "classes", f"unreadable classes file: {err}") from err
 
 
-def resized_size(*, width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """(width, height) after scaling the short side to `short_side` (torchvision `Resize(int)` rule)."""
-    if short_side is None:
-        return width, height
-    if width <= height:
-        return short_side, int(short_side * height / width)
-    return int(short_side * width / height), short_side
+def resized_size(*, width: int, height: int, short_side: int | None, size_bucket: int | None = None) -> tuple[int, int]:
+    """(width, height) after scaling the short side to `short_side` (torchvision `Resize(int)` rule), then
+    rounding each side to the nearest multiple of `size_bucket` (at least one bucket; halves round up).
+
+    >>> resized_size(width=500, height=375, short_side=256), resized_size(width=500, height=375, short_side=256, size_bucket=32)
+    ((341, 256), (352, 256))
+    """
+    if short_side is not None:
+        if width <= height:
+            width, height = short_side, int(short_side * height / width)
+        else:
+            width, height = int(short_side * width / height), short_side
+    if size_bucket is not None:
+        width, height = (max(size_bucket, (side + size_bucket // 2) // size_bucket * size_bucket) for side in (width, height))
+    return width, height
 
 
-def batches_plan(*, images: Sequence[ImageEntry], task: str, batch_size: int, short_side: int | None) -> list[list[ImageEntry]]:
+def batches_plan(*, images: Sequence[ImageEntry], task: str, batch_size: int, short_side: int | None,
+                 size_bucket: int | None = None) -> list[list[ImageEntry]]:
     """Deterministic batches. Semantic: only images of one (resized) size share a batch, because padding
     changes the output of global-pooling heads. Instance: within one aspect-ratio bin, sorted by ratio."""
     if task == "semantic":
         def key(e: ImageEntry) -> tuple[Any, ...]:
-            w, h = resized_size(width=e.width, height=e.height, short_side=short_side)
+            w, h = resized_size(width=e.width, height=e.height, short_side=short_side, size_bucket=size_bucket)
             return (h, w, e.image_id)
     else:
         def key(e: ImageEntry) -> tuple[Any, ...]:
@@ -145,13 +154,13 @@ def decode_image(path: str | os.PathLike[str]) -> Any:
         return ImageOps.exif_transpose(im).convert("RGB")
 
 
-def resize_image(image: Any, *, short_side: int | None) -> Any:
-    """Bilinear resize of a PIL image to short side `short_side` (unchanged when None)."""
+def resize_image(image: Any, *, short_side: int | None, size_bucket: int | None = None) -> Any:
+    """Bilinear resize of a PIL image to short side `short_side`, then to the bucket (unchanged when the size is)."""
     from PIL import Image
 
-    if short_side is None:
+    w, h = resized_size(width=image.width, height=image.height, short_side=short_side, size_bucket=size_bucket)
+    if (w, h) == (image.width, image.height):
         return image
-    w, h = resized_size(width=image.width, height=image.height, short_side=short_side)
     return image.resize((w, h), resample=Image.Resampling.BILINEAR)
 
 
@@ -170,9 +179,9 @@ class Sample:
 class ImageDataset:
     """Map-style dataset over `entries` for torch's DataLoader; a failed decode is returned, never raised."""
 
-    def __init__(self, entries: Sequence[ImageEntry], *, short_side: int | None) -> None:
+    def __init__(self, entries: Sequence[ImageEntry], *, short_side: int | None, size_bucket: int | None = None) -> None:
         self.entries = tuple(entries)
-        self.short_side = short_side
+        self.short_side, self.size_bucket = short_side, size_bucket
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -193,7 +202,7 @@ class ImageDataset:
         if image.size != (entry.width, entry.height):
             return Sample(entry, None, f"image is {image.width}x{image.height} but instances.json says {entry.width}x{entry.height}",
                           "size_mismatch")
-        array = np.asarray(resize_image(image, short_side=self.short_side), dtype=np.uint8)
+        array = np.asarray(resize_image(image, short_side=self.short_side, size_bucket=self.size_bucket), dtype=np.uint8)
         return Sample(entry, torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), None)
 
 

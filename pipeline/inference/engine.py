@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -28,26 +25,23 @@ from segpipe.cache.fingerprints import file_sha256
 from segpipe.inference.architectures import architecture_hint
 from segpipe.inference.predictor import DevicePredictor, resolve_device, run_with_oom_backoff  # noqa: F401 (re-exported)
 from segpipe.inference.class_maps import CLASS_OPTIONS, class_map_option, class_mapping_compute, class_table as table_of
-from segpipe.inference.data import (
-    DatasetInfo, ImageDataset, PlannedBatches, batches_plan, check_semantic_outputs,
-    collate_samples, read_dataset, shards_plan,
-)
+from segpipe.inference.data import DatasetInfo, batches_plan, check_semantic_outputs, read_dataset, resized_size, shards_plan
 from segpipe.inference.outputs import (
-    SemanticPrediction, SkippedImage, component_results, instance_results,
-    prepare_out_dir, read_plan_fingerprint, read_shard, shard_path, skipped_row, start_fresh_plan, write_final_outputs, write_semantic_png,
-    write_shard,
+    prepare_out_dir, read_plan_fingerprint, shard_path, start_fresh_plan, write_final_outputs,
 )
 from segpipe.inference.models import (
     INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, keep_box_coordinates_fp32, load_torchscript, model_spec,
-    set_native_resolution,
+    set_rcnn_resolution,
 )
+from segpipe.inference.resolution import Resize, ResolutionError, parse_resize, parse_size_bucket, resolution_setting, semantic_short_side
+from segpipe.inference.speed import few_input_shapes, set_cudnn_benchmark, usable_cores
+from segpipe.inference.streaming import shard_needs_run, stream_shards
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 SHARD_IMAGES = 256  # images per shard file: small enough to lose little on a crash, few enough files for 100k images
 # Encoder threads (RLE, PNG, shard files). The RLE encoder is vectorised numpy and cv2.imencode releases the GIL,
 # so a few threads overlap; more than 4 only compete with the DataLoader's decode workers for cores.
-ENCODER_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
-MAX_BATCHES_IN_FLIGHT = 4  # encoder backlog per encoder thread before the device loop waits (bounds memory)
+ENCODER_THREADS = max(1, min(4, usable_cores() // 2))
 
 
 @dataclass(frozen=True)
@@ -65,10 +59,11 @@ class InferenceSummary:
     dropped: tuple[str, ...] = ()  # model classes left out (not in the dataset, or dropped by the class map)
     scoring: str = ""  # what is scored against what
     n_resumed: int = 0  # images whose predictions came from an earlier, interrupted run into the same OUT
+    mean_batch_size: float | None = None  # images per forward pass in this run (size grouping and OOM halving)
 
 
 def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_outputs: int, trust: bool,
-               resize: int | None, mean: Sequence[float], std: Sequence[float], score_threshold: float) -> Any:
+               resize: Resize, mean: Sequence[float], std: Sequence[float], score_threshold: float) -> Any:
     if name == TORCHSCRIPT:
         return load_torchscript(checkpoint, trust=trust)
     model = build_model(name, num_classes=n_outputs, unet_depth=card.unet_depth, unet_width=card.unet_width,
@@ -83,7 +78,7 @@ def load_model(*, name: str, task: str, checkpoint: Path, card: ModelCard, n_out
             raise
         raise InferenceError(checkpoint, "state_dict", f"does not fit --model {name}; {hint} ({err.reason})") from err
     if task == INSTANCE:
-        set_native_resolution(model, resize=resize, mean=mean, std=std)
+        set_rcnn_resolution(model, resize=resize, mean=mean, std=std)
         # Filter inside the detector too: fewer boxes reach the (costly) mask head.
         model.roi_heads.score_thresh = score_threshold
         keep_box_coordinates_fp32(model)  # bf16/fp16 autocast must not round box coordinates
@@ -98,21 +93,23 @@ def plan_fingerprint(settings: dict[str, Any], shards: Sequence[Sequence[int]]) 
 def run_inference(
     *, model: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None = None,
     classes: Sequence[str] | None = None, device: str = "auto", batch_size: int = 4, precision: str = "fp32",
-    score_threshold: float = 0.05, resize: int | None = None, trust_checkpoint: bool = False,
+    score_threshold: float = 0.05, resize: Resize = None, trust_checkpoint: bool = False,
     image_ids: Sequence[int] | None = None, progress: bool | Callable[[int, int], object] = False, workers: int | None = None,
     shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, class_table: str | None = None,
-    class_map: Mapping[str, str] | str | None = None,
+    class_map: Mapping[str, str] | str | None = None, size_bucket: int | None = None, compile: bool = False,
 ) -> InferenceSummary:
     """Run `model` with `checkpoint` over the converted `dataset`; write results.json, semantic/<stem>.png,
     inference_report.csv and meta.json into `out`. `image_ids` restricts the run to a subset (a shard);
     `progress`: True for a tqdm bar, or a `progress(done, total)` callback (segpipe run's reporter);
     `checkpoint_sha256`, when the caller already hashed the file, saves reading it again. The model's classes are
     `classes`, else the built-in `class_table`, else the model card's; `class_map` (else the card's) maps them
-    onto the dataset's (segpipe.inference.class_maps)."""
+    onto the dataset's (segpipe.inference.class_maps). `resize` and `size_bucket`: segpipe.inference.resolution;
+    `compile`: torch.compile the backbone (segpipe.inference.speed)."""
     session = InferenceSession(
         model=model, checkpoint=checkpoint, num_classes=num_classes, classes=classes, device=device, batch_size=batch_size,
         precision=precision, score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
         workers=workers, shard_size=shard_size, checkpoint_sha256=checkpoint_sha256, class_table=class_table, class_map=class_map,
+        size_bucket=size_bucket, compile=compile,
     )
     return session.run(dataset=dataset, out=out, image_ids=image_ids, progress=progress)
 
@@ -124,14 +121,19 @@ class InferenceSession:
     def __init__(
         self, *, model: str, checkpoint: Path, num_classes: int | None = None, classes: Sequence[str] | None = None,
         device: str = "auto", batch_size: int = 4, precision: str = "fp32", score_threshold: float = 0.05,
-        resize: int | None = None, trust_checkpoint: bool = False, workers: int | None = None,
+        resize: Resize = None, trust_checkpoint: bool = False, workers: int | None = None,
         shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, class_table: str | None = None,
-        class_map: Mapping[str, str] | str | None = None,
+        class_map: Mapping[str, str] | str | None = None, size_bucket: int | None = None, compile: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise InferenceError(OPTIONS, "precision", f"must be one of {PRECISIONS}, got {precision!r}")
-        if batch_size < 1 or shard_size < 1 or (resize is not None and resize < 1):
-            raise InferenceError(OPTIONS, "batch_size", "batch size, shard size and resize must be positive")
+        if batch_size < 1 or shard_size < 1:
+            raise InferenceError(OPTIONS, "batch_size", "batch size and shard size must be positive")
+        try:
+            resize, size_bucket = parse_resize(resize), parse_size_bucket(size_bucket)
+        except ResolutionError as err:
+            field = "size_bucket" if str(err).startswith("--size-bucket") else "resize"
+            raise InferenceError(OPTIONS, field, str(err).split(": ", 1)[1]) from err
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise InferenceError(self.checkpoint, "", "checkpoint file not found")
@@ -143,7 +145,10 @@ class InferenceSession:
         self.cmap = class_map_option(class_map, source=CLASS_OPTIONS) if class_map is not None else self.card.class_map
         self.num_classes, self.device = num_classes, device
         self.batch_size, self.precision, self.score_threshold = batch_size, precision, score_threshold
-        self.resize = resize if resize is not None else self.card.resize
+        self.resize: Resize = resize if resize is not None else self.card.resize
+        if size_bucket is not None and self.task != SEMANTIC:
+            raise InferenceError(OPTIONS, "size_bucket", "size buckets batch semantic models; Mask R-CNN batches by aspect ratio")
+        self.size_bucket, self.compile = size_bucket, compile
         self.trust, self.workers, self.shard_size = trust_checkpoint, workers, shard_size
         self.sha = checkpoint_sha256
         self._loaded: tuple[Any, DevicePredictor] | None = None  # (mapping key, predictor)
@@ -156,7 +161,8 @@ class InferenceSession:
                              n_outputs=len(mapping.targets), trust=self.trust, resize=self.resize, mean=mean, std=std,
                              score_threshold=self.score_threshold)
             self._loaded = (key, DevicePredictor(model=net, task=self.task, device=dev, precision=self.precision, mean=mean,
-                                                 std=std, mapping=mapping, score_threshold=self.score_threshold))
+                                                 std=std, mapping=mapping, score_threshold=self.score_threshold,
+                                                 compile=self.compile))
         return self._loaded[1]
 
     def run(self, *, dataset: Path | DatasetInfo, out: Path, image_ids: Sequence[int] | None = None,
@@ -184,12 +190,18 @@ class InferenceSession:
         sha = self.sha
         predictor = self._predictor(mapping, dev)
 
-        batches = batches_plan(images=info.images, task=task, batch_size=batch_size, short_side=resize)
+        short_side = semantic_short_side(resize) if task == SEMANTIC else None
+        batches = batches_plan(images=info.images, task=task, batch_size=batch_size, short_side=short_side, size_bucket=self.size_bucket)
         shards = shards_plan(batches, shard_size=self.shard_size)
-        settings = {"model": self.spec.name, "sha256": sha, "task": task, "targets": list(mapping.targets), "resize": resize,
+        predictor.cudnn_benchmark = set_cudnn_benchmark(dev, fixed_sizes=task == SEMANTIC and few_input_shapes(
+            [resized_size(width=b[0].width, height=b[0].height, short_side=short_side, size_bucket=self.size_bucket) for b in batches]))
+        resolution: Any = resolution_setting(task=task, resize=resize, size_bucket=self.size_bucket)
+        if self.spec.name == TORCHSCRIPT and task == INSTANCE:
+            resolution = "the scripted model's own transform"  # segpipe cannot reach inside a TorchScript detector
+        settings = {"model": self.spec.name, "sha256": sha, "task": task, "targets": list(mapping.targets), "resize": resolution,
                     "mean": list(mean), "std": list(std), "precision": precision, "device_type": dev.type,
                     "score_threshold": score_threshold, "outputs": list(mapping.output_names),
-                    "kept_outputs": [int(k) for k in mapping.kept]}
+                    "kept_outputs": [int(k) for k in mapping.kept], **({"compile": True} if self.compile else {})}
         fingerprint = plan_fingerprint(settings, [[e.image_id for b in shard for e in b] for shard in shards])
         out = prepare_out_dir(out)
         if read_plan_fingerprint(out) != fingerprint:
@@ -199,9 +211,10 @@ class InferenceSession:
 
         categories = {t: c for t, c in zip(mapping.targets, mapping.component_categories) if c is not None}
         started = time.perf_counter()
-        processed_now, limit = _stream(
-            predictor, out=out, shards=shards, pending=pending, short_side=resize if task == SEMANTIC else None,
+        processed_now, limit, forward_batches = stream_shards(
+            predictor, out=out, shards=shards, pending=pending, short_side=short_side, size_bucket=self.size_bucket,
             workers=self.workers, batch_size=batch_size, categories=categories, score_threshold=score_threshold, progress=progress,
+            encoder_threads=ENCODER_THREADS,
         )
         elapsed = time.perf_counter() - started
         ips = processed_now / elapsed if processed_now and elapsed > 0 else None
@@ -210,6 +223,10 @@ class InferenceSession:
                 "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                 "images_per_second": ips, "images_this_run": processed_now, "seconds": elapsed, "batch_size": batch_size,
                 "final_batch_size": limit, "dataset": str(info.root.resolve()), "n_images": len(info.images),
+                # Images per forward pass: planned over the whole dataset, and reached by this run's passes.
+                "planned_mean_batch": round(len(info.images) / len(batches), 3) if batches else None,
+                "mean_batch_size": round(processed_now / forward_batches, 3) if forward_batches else None,
+                "cudnn_benchmark": predictor.cudnn_benchmark,
                 "unmapped_component_classes": unmapped if task == SEMANTIC else [],
                 "dropped_model_classes": list(dict.fromkeys(mapping.dropped)), "n_dropped_model_outputs": len(mapping.dropped),
                 "class_map": dict(sorted(cmap.items())) if cmap else None, "scoring": mapping.scoring,
@@ -218,7 +235,8 @@ class InferenceSession:
         n_processed, n_skipped = write_final_outputs(out, n_shards=len(shards), meta=meta)
         return InferenceSummary(out=out, task=task, n_images=len(info.images), n_processed=n_processed, n_skipped=n_skipped,
                                 images_per_second=ips, device=str(dev), precision=precision, batch_size=limit, checkpoint_sha256=sha,
-                                dropped=mapping.dropped, scoring=mapping.scoring, n_resumed=n_resumed)
+                                dropped=mapping.dropped, scoring=mapping.scoring, n_resumed=n_resumed,
+                                mean_batch_size=processed_now / forward_batches if forward_batches else None)
 
 
 def model_class_names(*, classes: Sequence[str] | None, class_table: str | None, card: ModelCard) -> tuple[Sequence[str] | None, str]:
@@ -232,82 +250,3 @@ def model_class_names(*, classes: Sequence[str] | None, class_table: str | None,
     if card.class_table is not None:
         return table_of(card.class_table, source=str(card.path)), str(card.path)
     return card.class_names, str(card.path) if card.path else CLASS_OPTIONS
-
-
-def shard_needs_run(path: Path) -> bool:
-    """A shard runs when it has no file yet, and again when it skipped an image: a rerun retries every
-    skipped image (the user may have fixed the file in place; an unchanged broken file costs one shard)."""
-    if not path.is_file():
-        return True
-    try:
-        return bool(read_shard(path).get("skipped"))
-    except (OSError, ValueError):  # unreadable shard file: redo it
-        return True
-
-
-def _stream(predictor: DevicePredictor, *, out: Path, shards: list[list[list[Any]]], pending: list[int], short_side: int | None,
-            workers: int | None, batch_size: int, categories: dict[int, int], score_threshold: float,
-            progress: bool | Callable[[int, int], object], encoder_threads: int | None = None) -> tuple[int, int]:
-    """The device loop over the pending shards; returns (images predicted, final batch-size limit)."""
-    import torch
-    from tqdm import tqdm
-
-    entries = [e for i in pending for b in shards[i] for e in b]
-    position = {e.image_id: k for k, e in enumerate(entries)}
-    batch_shard = [(i, [position[e.image_id] for e in b]) for i in pending for b in shards[i]]
-    n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
-    dataset: Any = ImageDataset(entries, short_side=short_side)  # a map-style dataset; torch's generics do not say so
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=PlannedBatches([b for _, b in batch_shard]),
-        collate_fn=collate_samples, num_workers=n_workers, pin_memory=predictor.device.type == "cuda",
-    )
-    on_oom = torch.cuda.empty_cache if predictor.device.type == "cuda" else (lambda: None)
-    limit, processed, seen = batch_size, 0, 0
-    shard_futures: dict[int, list[Future[Any]]] = {i: [] for i in pending}
-    remaining = {i: sum(len(b) for b in shards[i]) for i in pending}
-    in_flight: deque[Future[Any]] = deque()
-    threads = ENCODER_THREADS if encoder_threads is None else max(1, encoder_threads)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segpipe-encode") as encoder, \
-            tqdm(total=len(entries), unit="img", disable=progress is not True) as bar:
-        for (shard_index, _), samples in zip(batch_shard, loader):
-            good = [s for s in samples if s.error is None]
-            skipped = [SkippedImage(s.entry, s.code, s.error) for s in samples if s.error is not None]
-            preds, failed, limit = run_with_oom_backoff(predictor, good, limit=limit, on_oom=on_oom)
-            processed += len(preds)
-            in_flight.append(encoder.submit(_encode_batch, out, preds, skipped + failed, categories, score_threshold))
-            shard_futures[shard_index].append(in_flight[-1])
-            remaining[shard_index] -= len(samples)
-            if remaining[shard_index] == 0:  # queued after the shard's batches (FIFO): it only waits on started ones
-                ids = [e.image_id for b in shards[shard_index] for e in b]
-                in_flight.append(encoder.submit(_finish_shard, shard_path(out, shard_index), shard_futures.pop(shard_index), ids))
-            while in_flight and (len(in_flight) > MAX_BATCHES_IN_FLIGHT * threads or in_flight[0].done()):
-                in_flight.popleft().result()  # re-raises encoder errors here, early; bounds the backlog
-            bar.update(len(samples))
-            seen += len(samples)
-            if callable(progress):
-                progress(seen, len(entries))
-        for fut in in_flight:
-            fut.result()
-    return processed, limit
-
-
-def _encode_batch(out: Path, preds: list[Any], skipped: list[SkippedImage], categories: dict[int, int],
-                  score_threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    results: list[dict[str, Any]] = []
-    for pred in preds:
-        if isinstance(pred, SemanticPrediction):
-            write_semantic_png(out, pred)
-            results.extend(component_results(pred, categories=categories, score_threshold=score_threshold))
-        else:
-            results.extend(instance_results(pred))
-    return results, [skipped_row(s) for s in skipped]
-
-
-def _finish_shard(path: Path, futures: list[Future[Any]], image_ids: list[int]) -> None:
-    results: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for fut in futures:  # started before this (FIFO queue): done or running on another encoder thread
-        r, s = fut.result()
-        results.extend(r)
-        skipped.extend(s)
-    write_shard(path, results=results, skipped=skipped, image_ids=image_ids)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # part of the inference key.
 INFER_OPTIONS: tuple[str, ...] = (
     "num_classes", "classes", "class_table", "class_map", "device", "batch_size", "precision", "score_threshold", "resize",
-    "trust_checkpoint",
+    "trust_checkpoint", "size_bucket", "compile",
 )
 # Options that change how fast inference runs, never what it outputs: left out of the inference key.
 INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)

@@ -1,6 +1,7 @@
 """Model registry: names -> builders, every one with `weights=None, weights_backbone=None`.
 
-Nothing is ever downloaded: the weights come from the user's checkpoint only (issue 4, "Models by name").
+Nothing is ever downloaded: the weights come from the user's checkpoint only (an evaluation host may have no
+network, and a silently downloaded weight file would be scored instead of the user's).
 `torchscript` is the exception that carries its own architecture: the file is the model.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from segpipe.inference.checkpoints import InferenceError, OPTIONS, check_archive_inflation, require_torchscript_trust
+from segpipe.inference.resolution import Resize, rcnn_sizes
 
 SEMANTIC = "semantic"
 INSTANCE = "instance"
@@ -116,10 +118,10 @@ def load_torchscript(path: str | os.PathLike[str], *, trust: bool = False) -> An
         raise InferenceError(path, "", f"not a loadable TorchScript file: {err}") from err
 
 
-def set_native_resolution(model: Any, *, resize: int | None, mean: Sequence[float], std: Sequence[float]) -> None:
-    """Make a torchvision Mask R-CNN see images at their native size (or short side `resize`) with the card's
-    mean/std. Its built-in transform would otherwise rescale every image to 800 px (issue 4, "Preprocessing").
-    Mutates `model`, which this module just built."""
+def set_rcnn_resolution(model: Any, *, resize: Resize, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Give a torchvision Mask R-CNN the card's mean/std and the resolution `resize` asks for
+    (segpipe.inference.resolution): None keeps its own 800/1333 training resolution, `native` feeds images
+    unscaled, a number is the short side. Mutates `model`, which this module just built."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     class NativeSizeTransform(GeneralizedRCNNTransform):  # type: ignore[misc]  # torchvision's class is untyped (Any)
@@ -127,16 +129,15 @@ def set_native_resolution(model: Any, *, resize: int | None, mean: Sequence[floa
             return image, target
 
     old = model.transform
-    if resize is None:
+    sizes = rcnn_sizes(resize)
+    if sizes is None:
         model.transform = NativeSizeTransform(
             min_size=old.min_size, max_size=old.max_size, image_mean=list(mean), image_std=list(std),
             size_divisible=old.size_divisible,
         )
     else:
-        # max_size scales with min_size as torchvision's 800/1333 default does, so long images are not capped early.
         model.transform = GeneralizedRCNNTransform(
-            min_size=resize, max_size=max(1333, -(-resize * 1333 // 800)), image_mean=list(mean), image_std=list(std),
-            size_divisible=old.size_divisible,
+            min_size=sizes[0], max_size=sizes[1], image_mean=list(mean), image_std=list(std), size_divisible=old.size_divisible,
         )
 
 

@@ -24,7 +24,9 @@ REPORT_FILE = INFERENCE_REPORT_FILE
 SHARDS_DIR = ".shards"
 PLAN_FILE = "plan.json"
 REPORT_COLUMNS: tuple[str, ...] = ("image_id", "file_name", "code", "message")
-MASK_THRESHOLD = 0.5  # issue 4: instance masks are probabilities, thresholded at 0.5
+# Mask R-CNN's masks are per-pixel probabilities; torchvision's references threshold them at 0.5 before COCO
+# evaluation (https://github.com/pytorch/vision/blob/main/references/detection/coco_eval.py).
+MASK_THRESHOLD = 0.5
 # pycocotools scores at most maxDets=100 detections per image: more components only cost disk and time.
 MAX_COMPONENTS_PER_IMAGE = 100
 SCORE_DECIMALS = 6
@@ -79,7 +81,7 @@ def component_results(
     pred: SemanticPrediction, *, categories: Mapping[int, int], score_threshold: float
 ) -> list[dict[str, Any]]:
     """One COCO result per 8-connected component of each non-background class that maps onto a COCO
-    category; score = mean probability of that class inside the component (issue 4, "Outputs")."""
+    category; score = mean probability of that class inside the component."""
     import cv2
 
     if pred.confidence is None:

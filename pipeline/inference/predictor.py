@@ -13,6 +13,7 @@ from segpipe.inference.devices import DeviceError, parse_device
 from segpipe.inference.mask_rle import crops_from_masks
 from segpipe.inference.models import SEMANTIC
 from segpipe.inference.outputs import MASK_THRESHOLD, InstancePrediction, SemanticPrediction, SkippedImage
+from segpipe.inference.speed import compile_backbone
 
 
 def resolve_device(device: str) -> Any:
@@ -32,6 +33,17 @@ def resolve_device(device: str) -> Any:
             raise InferenceError(OPTIONS, "device", f"{device} requested but torch sees {count} CUDA device(s) on this host; "
                                  f"use --device cpu, or an index below {count}")
     return torch.device(device)
+
+
+def bind_device(device: Any) -> None:
+    """Make `device` this process's current CUDA device. Work that uses the current device rather than a named
+    one (the DataLoader's pin-memory thread, `torch.cuda.empty_cache`, `torch.cuda.synchronize()`) would
+    otherwise open a second context on GPU 0, in every worker process of a `--devices` run.
+    https://pytorch.org/docs/stable/generated/torch.cuda.set_device.html"""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
 
 
 def run_with_oom_backoff(
@@ -63,16 +75,22 @@ class DevicePredictor:
     """Forward pass and on-device post-processing; returns CPU uint8 masks / label maps."""
 
     def __init__(self, *, model: Any, task: str, device: Any, precision: str, mean: Sequence[float], std: Sequence[float],
-                 mapping: ClassMapping, score_threshold: float) -> None:
+                 mapping: ClassMapping, score_threshold: float, compile: bool = False) -> None:
         import torch
 
         self.torch = torch
         self.task, self.device, self.precision = task, device, precision
         self.score_threshold = score_threshold
         self.channels_last = device.type == "cuda" and task == SEMANTIC
+        self.cudnn_benchmark = False  # set per run, from the plan's input shapes (segpipe.inference.speed)
+        bind_device(device)
         self.model = model.to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:
+            if isinstance(model, torch.jit.ScriptModule):
+                raise InferenceError(OPTIONS, "compile", "a TorchScript model cannot be compiled again; leave out --compile")
+            self.model = compile_backbone(self.model)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
         self.n_outputs = len(mapping.targets)

@@ -30,6 +30,7 @@ from segpipe.cache.fingerprints import (
     STAT_CACHE_FILE, StatCache, build_manifest, checkpoint_fingerprint, combine_keys, latest_mtime, options_key,
     package_version,
 )
+from segpipe.inference.resolution import default_resolution_key
 from segpipe.runner.config import RunConfigError, RunSettings
 from segpipe.runner.publish import publish_outputs
 from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
@@ -100,12 +101,15 @@ def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settin
     ground-truth digests): it is built after the conversion phase."""
     merged = merge.output().directory
     options = {k: v for k, v in settings.infer.items() if k not in INFER_SPEED_OPTIONS}
+    task = model_task(model=settings.model, checkpoint=ckpt.path)
+    # A model's default resolution is spelled out in the key: predictions made at an older default are not reused.
+    default = default_resolution_key(task=task, resize=options.get("resize"))
     params: dict[str, Any] = dict(
         cache=merge.cache, checkpoint=ckpt.name, checkpoint_digest=ckpt.key, model=settings.model,
-        options_digest=options_key({"model": settings.model, **options}), iou_type=settings.iou_type,
+        options_digest=options_key({"model": settings.model, **options, **({"resize": default} if default else {})}), iou_type=settings.iou_type,
         checkpoint_path=str(ckpt.path), checkpoint_sha256=ckpt.sha256, options=options,
         loader_workers=settings.infer.get("loader_workers"),
-        labels_digest=options_key(inference_label_space(read_label_space(merged), task=model_task(model=settings.model, checkpoint=ckpt.path))),
+        labels_digest=options_key(inference_label_space(read_label_space(merged), task=task)),
         plan=merge.plan, version=version, merge_digest=merge.digest, convert_groups=merge.groups, convert_options=merge.options,
         devices=list(settings.devices),
     )

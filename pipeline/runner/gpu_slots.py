@@ -5,6 +5,13 @@ Each GPU of the host has a lock file under the cache; an inference task takes th
 share one. A lock dies with its process (a killed worker frees its GPU). The host name is part of the file
 name: a cache shared by several hosts does not make their GPUs wait for each other.
 https://man7.org/linux/man-pages/man2/flock.2.html
+
+With more than one worker, Luigi runs every task in a process of its own, forked for that task
+(`TaskProcess`, https://github.com/spotify/luigi/blob/master/luigi/worker.py), so there is no long-lived
+worker process to keep a device across tasks: each inference task opens one CUDA context, on the GPU its
+slot names and no other (segpipe.inference.predictor.bind_device), loads the model once and runs all the
+shards of its group there. The scheduling process never touches CUDA (a context there would be inherited
+broken by every fork).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 
 from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD, ModelCard
 from segpipe.inference.engine import load_model
-from segpipe.inference.models import build_model, set_native_resolution
+from segpipe.inference.models import build_model, set_rcnn_resolution
 
 torch.set_num_threads(1)  # 2 cores shared by many
 W, H = 1000, 600  # coordinates up to 1000: the bf16 grid there is 4 px
@@ -45,7 +45,7 @@ def test_bf16_boxes_leave_the_4px_grid(checkpoint: Path) -> None:
     # Control: torchvision's model as built, same weights, no hooks: the grid is there under bf16.
     plain = build_model("maskrcnn_resnet50_fpn", num_classes=3)
     plain.load_state_dict(torch.load(checkpoint, weights_only=True))
-    set_native_resolution(plain, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    set_rcnn_resolution(plain, resize="native", mean=IMAGENET_MEAN, std=IMAGENET_STD)
     plain.roi_heads.score_thresh = 0.0
     plain.eval()  # the new transform module starts in training mode
     frac, dtype, n = _grid_fraction(plain, image, bf16=True)
@@ -53,7 +53,7 @@ def test_bf16_boxes_leave_the_4px_grid(checkpoint: Path) -> None:
 
     # The engine's model (load_model, the path `segpipe infer` takes): float32 boxes, no grid.
     engine = load_model(name="maskrcnn_resnet50_fpn", task="instance", checkpoint=checkpoint, card=ModelCard(), n_outputs=3,
-                        trust=False, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, score_threshold=0.0)
+                        trust=False, resize="native", mean=IMAGENET_MEAN, std=IMAGENET_STD, score_threshold=0.0)
     frac_bf16, dtype, n = _grid_fraction(engine, image, bf16=True)
     assert n >= 10 and dtype == torch.float32
     frac_fp32, _, _ = _grid_fraction(engine, image, bf16=False)
@@ -66,11 +66,11 @@ def test_hooks_leave_fp32_results_and_state_dict_unchanged(checkpoint: Path) -> 
     state = torch.load(checkpoint, weights_only=True)
     plain = build_model("maskrcnn_resnet50_fpn", num_classes=3)
     plain.load_state_dict(state)
-    set_native_resolution(plain, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    set_rcnn_resolution(plain, resize="native", mean=IMAGENET_MEAN, std=IMAGENET_STD)
     plain.roi_heads.score_thresh = 0.0
     plain.eval()  # the new transform module starts in training mode
     engine = load_model(name="maskrcnn_resnet50_fpn", task="instance", checkpoint=checkpoint, card=ModelCard(), n_outputs=3,
-                        trust=False, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, score_threshold=0.0)
+                        trust=False, resize="native", mean=IMAGENET_MEAN, std=IMAGENET_STD, score_threshold=0.0)
     assert list(engine.state_dict()) == list(plain.state_dict())
     for m in (plain, engine):
         m.rpn._post_nms_top_n["testing"] = 100

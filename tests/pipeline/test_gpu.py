@@ -62,7 +62,8 @@ def test_maskrcnn_cuda_matches_cpu(tmp_path: Path) -> None:
     ds = write_dataset(tmp_path / "ds", [("a.png", 320, 240), ("b.png", 240, 320), ("c.png", 320, 200)])
     ckpt = tmp_path / "mrcnn.pt"
     save_model(ckpt, "maskrcnn_resnet50_fpn", card={"class_names": ["__background__", "pet"]})
-    kw: dict[str, Any] = dict(model="maskrcnn_resnet50_fpn", checkpoint=ckpt, dataset=ds, batch_size=2, workers=1, score_threshold=0.0)
+    kw: dict[str, Any] = dict(model="maskrcnn_resnet50_fpn", checkpoint=ckpt, dataset=ds, batch_size=2, workers=1, score_threshold=0.0,
+                              resize="native")
     run_inference(out=tmp_path / "cpu", device="cpu", **kw)
     cpu = _boxes(json.loads((tmp_path / "cpu" / "results.json").read_text()))
     # fp32 without TF32: random weights leave near-tied scores, and TF32 rounding would reselect boxes at the

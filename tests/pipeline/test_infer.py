@@ -219,7 +219,7 @@ def test_maskrcnn_results_load_with_pycocotools(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(infer_engine, "build_model", lighter)
     s = run_inference(model="maskrcnn_resnet50_fpn", checkpoint=ckpt, dataset=ds, out=tmp_path / "p", workers=0,
-                      batch_size=2, score_threshold=0.0)
+                      batch_size=2, score_threshold=0.0, resize="native")
     assert (s.task, s.n_processed) == ("instance", 3)
     results = json.loads((tmp_path / "p" / "results.json").read_text())
     assert results and not (tmp_path / "p" / "semantic").exists()

@@ -134,7 +134,7 @@ def test_parallel_output_stage_equals_single_thread_pycocotools(maskrcnn_setup: 
     ds, ckpt, _ = maskrcnn_setup
     built = _lighter(monkeypatch)
     kw = dict(model="maskrcnn_resnet50_fpn", checkpoint=ckpt, dataset=ds, workers=0, batch_size=1, score_threshold=0.0,
-              shard_size=2)
+              shard_size=2, resize="native")
     monkeypatch.setattr(infer_engine, "ENCODER_THREADS", 1)
     run_inference(out=tmp_path / "one", **kw)
     monkeypatch.setattr(infer_engine, "ENCODER_THREADS", 3)
@@ -173,6 +173,6 @@ def test_model_and_loader_built_once_per_task(maskrcnn_setup: tuple[Path, Path, 
 
     monkeypatch.setattr(torch.utils.data, "DataLoader", CountingLoader)
     s = run_inference(model="maskrcnn_resnet50_fpn", checkpoint=ckpt, dataset=ds, out=tmp_path / "p", workers=0, batch_size=1,
-                      score_threshold=0.5, shard_size=1)  # 4 shards of 1 image in one task
+                      score_threshold=0.5, shard_size=1, resize="native")  # 4 shards of 1 image in one task
     assert s.n_processed == 4 and len(list((tmp_path / "p" / ".shards").glob("0*.json"))) == 4
     assert len(built) == 1 and len(loaders) == 1

@@ -9,7 +9,7 @@ from segpipe.inference.checkpoints import InferenceError
 from segpipe.cli.infer import MODEL_CHOICES
 from segpipe.inference.models import (
     INSTANCE, MODEL_NAMES, MODELS, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, model_spec,
-    set_native_resolution,
+    set_rcnn_resolution,
 )
 from segpipe.inference.unet import UNet
 
@@ -55,14 +55,25 @@ def test_big_models_build(name: str, no_downloads: None) -> None:
     assert not model.training and sum(p.numel() for p in model.parameters()) > 10_000_000
 
 
-def test_maskrcnn_sees_native_resolution(no_downloads: None) -> None:
+def test_maskrcnn_resolution_default_native_and_short_side(no_downloads: None) -> None:
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
     model = build_model("maskrcnn_resnet50_fpn", num_classes=3)
-    set_native_resolution(model, resize=None, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    images, _ = model.transform([torch.rand(3, 50, 70)])
+    # The default is the model's own training resolution, as torchvision builds it (800/1333).
+    reference = GeneralizedRCNNTransform(min_size=800, max_size=1333, image_mean=[0.5] * 3, image_std=[0.25] * 3).eval()
+    set_rcnn_resolution(model, resize=None, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert (model.transform.min_size, model.transform.max_size) == ((800,), 1333)
+    x = torch.rand(3, 50, 70)
+    images, _ = model.eval().transform([x])
+    assert images.image_sizes == [(800, 1120)] and torch.equal(images.tensors, reference([x])[0].tensors)
+    images, _ = model.transform([torch.rand(3, 50, 200)])
+    assert images.image_sizes == [(333, 1333)]  # the long side caps at 1333, as torchvision's transform does
+    set_rcnn_resolution(model, resize="native", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    images, _ = model.eval().transform([x])
     assert images.image_sizes == [(50, 70)]
     assert model.transform.image_mean == [0.5, 0.5, 0.5]
-    set_native_resolution(model, resize=100, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    images, _ = model.transform([torch.rand(3, 50, 70)])
+    set_rcnn_resolution(model, resize=100, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    images, _ = model.eval().transform([x])
     assert images.image_sizes == [(100, 140)]
 
 

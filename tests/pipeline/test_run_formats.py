@@ -96,7 +96,8 @@ def test_labelme_runs_end_to_end_with_an_instance_model(tmp_path: Path) -> None:
     torch.save(build_model("maskrcnn_resnet50_fpn", num_classes=4).state_dict(), ckpt)
     ckpt.with_suffix(".json").write_text(json.dumps({"task": "instance", "class_names": ["__background__", "ball", "cat", "dog"]}))
     args = ["run", "--dataset", str(root), "--format", "labelme", "--model", "maskrcnn_resnet50_fpn", "--checkpoints", str(tmp_path / "ckpts/*.pt"),
-            "-o", str(tmp_path / "out"), "--device", "cpu", "--loader-workers", "0", "--no-html", "--score-threshold", "0.5", "--rectangle-segmentation"]
+            "-o", str(tmp_path / "out"), "--device", "cpu", "--loader-workers", "0", "--no-html", "--score-threshold", "0.5", "--rectangle-segmentation",
+            "--resize", "native"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     board = (tmp_path / "out/leaderboard.csv").read_text().splitlines()

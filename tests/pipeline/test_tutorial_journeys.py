@@ -86,7 +86,7 @@ def test_maskrcnn_with_the_coco_table_on_a_cat_dog_dataset(pets: Path, tmp_path:
     (ckpts / "mrcnn.toml").write_text('class_table = "coco"\n')
 
     r = invoke(["infer", "--model", "maskrcnn_resnet50_fpn", "--checkpoint", ckpts / "mrcnn.pth", "--dataset", ds,
-                "-o", tmp_path / "pred", "--device", "cpu", "--workers", 0, "--batch-size", 2, "--score-threshold", 0.0])
+                "-o", tmp_path / "pred", "--device", "cpu", "--workers", 0, "--batch-size", 2, "--score-threshold", 0.0, "--resize", "native"])
     assert r.exit_code == 0, r.output
     assert "dropped 88 model class output(s)" in r.output and "person" in r.output
     meta = json.loads((tmp_path / "pred" / "meta.json").read_text())
@@ -96,7 +96,8 @@ def test_maskrcnn_with_the_coco_table_on_a_cat_dog_dataset(pets: Path, tmp_path:
     assert results and {r_["category_id"] for r_ in results} <= set(cats.values())
     # the dropped classes were predicted: kept as `cat` by a class map, person detections show up
     r = invoke(["infer", "--model", "maskrcnn_resnet50_fpn", "--checkpoint", ckpts / "mrcnn.pth", "--dataset", ds,
-                "-o", tmp_path / "with_person", "--device", "cpu", "--workers", 0, "--score-threshold", 0.0, "--class-map", "person=cat"])
+                "-o", tmp_path / "with_person", "--device", "cpu", "--workers", 0, "--score-threshold", 0.0, "--class-map", "person=cat",
+                "--resize", "native"])
     assert r.exit_code == 0 and "person+cat -> cat" in r.output, r.output
     with_person = json.loads((tmp_path / "with_person" / "results.json").read_text())
     assert {tuple(x["bbox"]) for x in with_person} - {tuple(x["bbox"]) for x in results}  # boxes of the person slot
@@ -111,7 +112,7 @@ def test_maskrcnn_with_the_coco_table_on_a_cat_dog_dataset(pets: Path, tmp_path:
     assert summary["AP"] == pytest.approx(ref[0], abs=1e-12) and summary["AP50"] == pytest.approx(ref[1], abs=1e-12)
 
     settings = settings_for(tmp_path, dataset=pets, ckpts=ckpts, model="maskrcnn_resnet50_fpn", shard_size=N_IMAGES,
-                            convert={"categories": "species"}, infer={"device": "cpu", "loader_workers": 0, "score_threshold": 0.0},
+                            convert={"categories": "species"}, infer={"device": "cpu", "loader_workers": 0, "score_threshold": 0.0, "resize": "native"},
                             out=tmp_path / "run")
     settings = settings.__class__(**{**settings.__dict__, "checkpoints": (str(ckpts / "*.pth"),)})
     outcome = run_pipeline(settings)
