@@ -126,6 +126,10 @@ class CachedTask(luigi.Task):
     def compute(self) -> None:
         raise NotImplementedError
 
+    def present(self) -> bool:
+        """Whether the output's completion marker is there (one stat; `complete()` also verifies its files)."""
+        return self.output().marker.is_file()
+
     def run(self) -> None:
         cache = Path(str(self.cache))
         with entry_lock(entry_lock_path(cache, f"{self.kind}/{self.subdir()}")):
@@ -194,13 +198,26 @@ def log_execution(cache: Path, *, task_id: str, kind: str = "task") -> None:
         os.close(fd)
 
 
-def read_executions(cache: Path, *, log: str = EXECUTION_LOG) -> list[dict[str, Any]]:
-    """The log's records; a damaged line (a crash mid-write, an edit) is skipped and logged, never fatal."""
+def log_size(cache: Path, *, log: str = EXECUTION_LOG) -> int:
+    """The log's length in bytes now: records appended later start at this offset (the log is append-only)."""
+    try:
+        return (cache / "log" / log).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def read_executions(cache: Path, *, log: str = EXECUTION_LOG, since: int = 0) -> list[dict[str, Any]]:
+    """The log's records (from byte offset `since`, a `log_size` taken earlier: the log grows with every run,
+    and a run needs only its own records); a damaged line (a crash mid-write, an edit) is skipped and
+    logged, never fatal."""
     path = cache / "log" / log
     if not path.is_file():
         return []
+    with open(path, "rb") as fh:
+        fh.seek(since)
+        data = fh.read()
     records: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -210,7 +227,8 @@ def read_executions(cache: Path, *, log: str = EXECUTION_LOG) -> list[dict[str, 
         if isinstance(record, dict) and isinstance(record.get("task_id"), str):
             records.append(record)
         else:
-            logging.getLogger("segpipe.cache").warning("%s: line %d is not an execution record; skipped", path, number)
+            where = f"line {number}" if not since else f"line {number} after byte {since}"
+            logging.getLogger("segpipe.cache").warning("%s: %s is not an execution record; skipped", path, where)
     return records
 
 

@@ -26,9 +26,11 @@ from luigi.execution_summary import LuigiStatusCode, _summary_dict
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
-from segpipe.cache.targets import GROUP_LOG, RUN_ID_ENV, CachedTask, execution_run_id, failure_path, new_task, read_executions
+from segpipe.cache.targets import (
+    EXECUTION_LOG, GROUP_LOG, RUN_ID_ENV, CachedTask, execution_run_id, failure_path, log_size, new_task, read_executions,
+)
 from segpipe.cache.fingerprints import (
-    STAT_CACHE_FILE, StatCache, build_manifest, checkpoint_fingerprint, combine_keys, latest_mtime, options_key,
+    STAT_CACHE_FILE, StatCache, checkpoint_fingerprint, combine_keys, options_key, scan_dataset,
     package_version,
 )
 from segpipe.runner.config import RunSettings
@@ -61,6 +63,8 @@ class RunOutcome:
     published: int = 0  # files written into OUT by this run
     exit_code: int = 0
     statuses: list[str] = field(default_factory=list)
+    # Byte offsets of the execution and group logs when the run started: the run reads only what follows.
+    log_start: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,10 @@ def _is_complete(task: luigi.Task) -> bool:
     return bool(task.complete())  # type: ignore[no-untyped-call]  # luigi.Task.complete is unannotated
 
 
+def _is_present(task: luigi.Task) -> bool:
+    return task.present() if isinstance(task, CachedTask) else _is_complete(task)
+
+
 def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
     """Every task reachable from `roots` through requires(), once each (requires() never touches disk)."""
     seen: dict[str, luigi.Task] = {}
@@ -176,9 +184,10 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
         # Luigi counts a task as completed here even when its run() found another worker's output and returned:
         # the execution logs, tagged with this run's id, say what this run really computed (tasks and shards).
         run_id = os.environ.get(RUN_ID_ENV, "")
-        entries = [e for e in read_executions(cache) if e.get("run") == run_id]
+        since = outcome.log_start
+        entries = [e for e in read_executions(cache, since=since.get(EXECUTION_LOG, 0)) if e.get("run") == run_id]
         executed = [e["task_id"] for e in entries]
-        groups = [e["task_id"] for e in read_executions(cache, log=GROUP_LOG) if e.get("run") == run_id]
+        groups = [e["task_id"] for e in read_executions(cache, log=GROUP_LOG, since=since.get(GROUP_LOG, 0)) if e.get("run") == run_id]
         completed = sorted(summary.get("completed", set()), key=str)
         done_ids = {t.task_id for t in completed}
         # A task logs its execution before computing (so that a double run shows), a shard once it is done:
@@ -191,9 +200,12 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
             elif isinstance(task, GroupTask) and task.output().exists():
                 _extend(outcome.reused, [str(u) for u in task.output().read_marker().get("reused", [])])
         if first:
-            # Luigi does not descend into complete tasks; list those whose output is really there.
+            # Luigi does not descend into complete tasks; list those whose output is there. Below a complete
+            # task, "there" is the completion markers (a group's and each of its shards'): a deleted folder
+            # shows, while the files inside are verified only when a run reads them (verifying every shard's
+            # files would read every prediction of every checkpoint on each no-op rerun).
             _extend(outcome.cached, [t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
-                                     if t.task_id not in outcome.ran and t.task_id not in outcome.groups and _is_complete(t)])
+                                     if t.task_id not in outcome.ran and t.task_id not in outcome.groups and _is_present(t)])
             first = False
         for task in sorted(summary.get("failed", set()), key=str):
             path = failure_path(cache, task_id=task.task_id)
@@ -235,8 +247,8 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
                        images=settings.images.resolve() if settings.images else None,
                        classes=settings.classes.resolve() if settings.classes else None,
                        list_file=settings.list_file.resolve() if settings.list_file else None)
-    manifest = build_manifest(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
-    plan = plan_shards(manifest, spec=spec, shard_size=settings.shard_size)
+    scan = scan_dataset(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
+    plan = plan_shards(scan.manifest, spec=spec, shard_size=settings.shard_size)
     paths = expand_checkpoints(settings.checkpoints)
     if not paths:
         raise ValueError(f"--checkpoints: no checkpoint file matches {', '.join(settings.checkpoints)}")
@@ -247,13 +259,16 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
         checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha,
                                            key=checkpoint_fingerprint(path, card=card, stat_cache=stat_cache)))
     stat_cache.save()
-    return run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=version, outcome=outcome)
+    return run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=version, outcome=outcome,
+                     dataset_mtime=scan.latest_mtime)
 
 
 def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, checkpoints: list[CheckpointInput], version: str,
-              outcome: RunOutcome) -> RunOutcome:
+              outcome: RunOutcome, dataset_mtime: float | None = None) -> RunOutcome:
     """The three phases over a fingerprinted dataset (`plan`) and checkpoints; publishes into OUT."""
     cache = settings.cache
+    if not outcome.log_start:
+        outcome.log_start = {log: log_size(Path(cache), log=log) for log in (EXECUTION_LOG, GROUP_LOG)}
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=version, cache=str(cache))
     phase1: list[CachedTask] = [merge]
     audit_task = None
@@ -268,7 +283,6 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
         _write_run_log(settings=settings, outcome=outcome)
         return outcome
 
-    dataset_mtime = latest_mtime(spec.roots().values(), exclude=[settings.out, cache])
     reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, settings=settings, version=version,
                                               inputs_date=_inputs_date(dataset_mtime, c.path))
                for c in checkpoints}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from segpipe.cache.entry_lock import entry_lock, entry_lock_path
-from segpipe.cache.targets import MarkerTarget, log_execution, prepare_directory, write_marker
+from segpipe.cache.targets import MARKER_NAME, MarkerTarget, log_execution, prepare_directory, write_marker
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,11 @@ def unit_directory(cache: Path, kind: str, key: str) -> Path:
 def units_exist(cache: Path, relatives: Iterable[str]) -> Iterable[bool]:
     """Whether each listed unit folder is still complete and intact (its marker and the files it lists)."""
     return (MarkerTarget(Path(cache) / rel).exists() for rel in relatives)
+
+
+def units_present(cache: Path, relatives: Iterable[str]) -> Iterable[bool]:
+    """Whether each listed unit folder still has its completion marker (one stat each; files not verified)."""
+    return ((Path(cache) / rel / MARKER_NAME).is_file() for rel in relatives)
 
 
 def ensure_unit(cache: Path, unit: Unit, compute: Callable[[Path], dict[str, Any] | None]) -> tuple[Unit, bool]:

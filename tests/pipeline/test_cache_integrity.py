@@ -18,7 +18,7 @@ from PIL import Image
 
 from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache
 from segpipe.cache.targets import (
-    EXECUTION_LOG, CachedTask, MarkerTarget, log_execution, prepare_directory, read_executions, write_marker,
+    EXECUTION_LOG, CachedTask, MarkerTarget, log_execution, log_size, prepare_directory, read_executions, write_marker,
 )
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.runner.driver import run_pipeline
@@ -208,3 +208,12 @@ def test_an_input_edited_after_fingerprinting_is_refused(world: Path, tmp_path: 
     clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
     assert run_pipeline(clean).exit_code == 0
     pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
+
+
+def test_a_run_reads_the_execution_log_from_where_it_started(tmp_path: Path) -> None:
+    log_execution(tmp_path, task_id="earlier")
+    start = log_size(tmp_path)
+    log_execution(tmp_path, task_id="mine")
+    assert [e["task_id"] for e in read_executions(tmp_path, since=start)] == ["mine"]
+    assert [e["task_id"] for e in read_executions(tmp_path)] == ["earlier", "mine"]
+    assert log_size(tmp_path / "nowhere") == 0 and read_executions(tmp_path / "nowhere", since=5) == []
