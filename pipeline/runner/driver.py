@@ -33,6 +33,7 @@ from segpipe.cache.fingerprints import (
     STAT_CACHE_FILE, StatCache, checkpoint_fingerprint, combine_keys, options_key, scan_dataset,
     package_version,
 )
+from segpipe.cache.input_check import share_stat_cache
 from segpipe.runner.config import RunSettings
 from segpipe.runner.publish import publish_outputs
 from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
@@ -259,6 +260,7 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
         checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha,
                                            key=checkpoint_fingerprint(path, card=card, stat_cache=stat_cache)))
     stat_cache.save()
+    share_stat_cache(stat_cache)
     return run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=version, outcome=outcome,
                      dataset_mtime=scan.latest_mtime)
 

@@ -217,3 +217,25 @@ def test_a_run_reads_the_execution_log_from_where_it_started(tmp_path: Path) -> 
     assert [e["task_id"] for e in read_executions(tmp_path, since=start)] == ["mine"]
     assert [e["task_id"] for e in read_executions(tmp_path)] == ["earlier", "mine"]
     assert log_size(tmp_path / "nowhere") == 0 and read_executions(tmp_path / "nowhere", since=5) == []
+
+
+def test_input_checks_parse_the_stat_cache_once_per_process_and_again_when_it_changes(tmp_path: Path) -> None:
+    from segpipe.cache.input_check import share_stat_cache, shared_stat_cache
+
+    sample = tmp_path / "f.txt"
+    sample.write_text("abc")
+    path = tmp_path / STAT_CACHE_FILE
+    writer = StatCache(path)
+    writer.sha256(sample, stat=sample.stat())
+    writer.save()
+    first = shared_stat_cache(path)
+    assert shared_stat_cache(path) is first and first.sha256(sample, stat=sample.stat()) and first.hits == 1
+    time.sleep(0.02)
+    other = tmp_path / "g.txt"
+    other.write_text("xyz")
+    writer.sha256(other, stat=other.stat())
+    writer.save()  # the file changed: parsed again
+    reloaded = shared_stat_cache(path)
+    assert reloaded is not first and reloaded.sha256(other, stat=other.stat()) and reloaded.hits == 1
+    share_stat_cache(writer)
+    assert shared_stat_cache(path) is writer
