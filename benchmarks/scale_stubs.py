@@ -1,5 +1,7 @@
 """The stubbed per-shard work of benchmarks/pipeline_scale.py: nothing is decoded or computed, every
-shard still writes the files the next stage reads. Not a benchmark (imported by pipeline_scale.py)."""
+shard still writes the files the next stage reads (conversion: a COCO file and one label map per image;
+inference: one small file per shard, where the engine writes one label map per image). Not a benchmark
+(imported by pipeline_scale.py)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ def _convert(*, spec: Any, out: Path, options: Any) -> None:
     atomic_write_bytes(out / "instances.json", dumps_coco({"images": images, "annotations": [],
                                                            "categories": [{"id": 1, "name": "pet", "supercategory": "pet"}]}))
     atomic_write_text(out / "semantic" / "classes.txt", "background\npet\n")
+    for stem in spec.stems:  # one label map per image, as the converters write (never decoded here)
+        atomic_write_bytes(out / "semantic" / f"{stem}.png", b"label map of %s" % stem.encode())
     atomic_write_text(out / "conversion_report.csv", "file,severity,code,message\n")
 
 

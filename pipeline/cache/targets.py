@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 import uuid
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from segpipe.cache.integrity import entry_inventory, inventory_mismatch, report_
 from segpipe.converters.atomic_write import atomic_write_text, temporary_sibling
 
 MARKER_NAME = "_DONE.json"
-INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256]} of every file of the entry
+INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256, mtime_ns, ctime_ns, inode]} of every file
 
 
 class MarkerTarget(luigi.Target):
@@ -47,7 +48,11 @@ class MarkerTarget(luigi.Target):
 
     def exists(self) -> bool:
         """The marker is there and every file it lists is intact (else the entry counts as not done, and says so)."""
-        if not self.marker.is_file():
+        try:
+            marker_stat = self.marker.stat()
+        except OSError:
+            return False
+        if not stat.S_ISREG(marker_stat.st_mode):
             return False
         try:
             marker = json.loads(self.marker.read_text(encoding="utf-8"))
@@ -57,7 +62,7 @@ class MarkerTarget(luigi.Target):
         except (OSError, ValueError, TypeError, KeyError) as err:
             report_damage(self.directory, f"{self.marker}: unreadable completion marker ({type(err).__name__}: {err})")
             return False
-        problem = inventory_mismatch(self.directory, recorded)
+        problem = inventory_mismatch(self.directory, recorded, marker_ctime_ns=marker_stat.st_ctime_ns)
         if problem is not None:
             report_damage(self.directory, problem)
             return False

@@ -239,3 +239,31 @@ def test_input_checks_parse_the_stat_cache_once_per_process_and_again_when_it_ch
     assert reloaded is not first and reloaded.sha256(other, stat=other.stat()) and reloaded.hits == 1
     share_stat_cache(writer)
     assert shared_stat_cache(path) is writer
+
+
+def test_files_untouched_since_the_marker_are_not_read_again_and_an_edit_with_its_mtime_restored_is_seen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.cache import integrity
+
+    target = MarkerTarget(tmp_path / "entry")
+    prepare_directory(target)
+    table = target.directory / "numbers.csv"
+    table.write_text("x\n1\n")
+    time.sleep(0.02)  # the marker in a later clock tick than the file
+    write_marker(target, {"key": "k"})
+    hashed: list[Path] = []
+    real = integrity._sha256
+    monkeypatch.setattr(integrity, "_sha256", lambda path: hashed.append(path) or real(path))
+    assert target.exists() and hashed == []  # mtime, ctime, inode as recorded, ctime older than the marker
+    before = table.stat()
+    time.sleep(0.02)
+    table.write_text("x\n2\n")  # same size, other content, old mtime put back
+    os.utime(table, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert table.stat().st_mtime_ns == before.st_mtime_ns and not target.exists() and hashed == [table]
+    # Written in the marker's own clock tick: always read (a later write in that tick would not show).
+    racy = MarkerTarget(tmp_path / "racy")
+    prepare_directory(racy)
+    (racy.directory / "a.json").write_text("{}")
+    write_marker(racy, {})
+    if (racy.directory / "a.json").stat().st_ctime_ns >= racy.marker.stat().st_ctime_ns:
+        assert racy.exists() and hashed[-1] == racy.directory / "a.json"
