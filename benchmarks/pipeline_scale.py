@@ -44,7 +44,7 @@ from segpipe.runner import driver  # noqa: E402
 from segpipe.runner.config import RunSettings  # noqa: E402
 from segpipe.runner.shards import DatasetSpec, plan_shards  # noqa: E402
 from benchmarks.scale_stubs import install_stubs, stub_seconds  # noqa: E402
-from benchmarks.scale_scheduling import fork_cost_ms, luigid_server  # noqa: E402
+from benchmarks.scale_scheduling import fork_cost_ms, luigid_server, torch_import_cost_ms  # noqa: E402
 
 PROCESSING_ENV = "SEGPIPE_BENCH_PROCESSING_LOG"
 
@@ -175,6 +175,9 @@ def bench(n_images: int, *, args: argparse.Namespace, scheduler_url: str | None)
             one, two = fork_cost_ms(tmp / "fork", n_tasks=64)
             print(f"  per trivial task, in this process (plan and graph in memory): {one:.1f} ms with 1 worker (no fork), "
                   f"{two:.1f} ms with 2 workers (a fork per task)")
+            cold, warm = torch_import_cost_ms(tmp / "imports", n_tasks=8)
+            print(f"  per task importing torch, 2 workers, fresh interpreter: {cold:.0f} ms; "
+                  f"{warm:.0f} ms once the parent preloaded it (as segpipe run does before forking workers that infer)")
 
 
 def main() -> None:
@@ -184,7 +187,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="Luigi workers per `segpipe run` process")
     parser.add_argument("--processes", type=int, default=1, help="`segpipe run` processes at once (needs --luigid when > 1)")
     parser.add_argument("--luigid", action="store_true", help="start a luigid on 127.0.0.1 and schedule through it")
-    parser.add_argument("--fork-cost", action="store_true", help="also time trivial tasks with 1 and 2 workers")
+    parser.add_argument("--fork-cost", action="store_true", help="also time trivial and torch-importing tasks with 1 and 2 workers")
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--ms-per-image", type=float, default=0.05, help="stub inference time per image")
     parser.add_argument("--quick", action="store_true", help="1,000 images x 3 checkpoints (smoke run)")

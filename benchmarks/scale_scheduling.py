@@ -64,3 +64,42 @@ def fork_cost_ms(folder: Path, *, n_tasks: int) -> tuple[float, float]:
         luigi.build(tasks, workers=workers, local_scheduler=True, log_level="WARNING")
         out.append((time.perf_counter() - started) * 1000 / n_tasks)
     return out[0], out[1]
+
+
+class _ImportTorch(luigi.Task):
+    """What the first inference of a task does before any compute: import torch and torchvision."""
+
+    path = luigi.Parameter()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.path))
+
+    def run(self) -> None:
+        import torchvision  # noqa: F401
+
+        Path(str(self.path)).write_text("done\n", encoding="utf-8")
+
+
+def _import_probe(folder: str, n_tasks: int, preload: bool) -> None:
+    """In a fresh interpreter: ms per task importing torch, with 2 workers (a fork per task)."""
+    if preload:
+        from segpipe.runner.driver import preload_for_forked_workers
+
+        preload_for_forked_workers()
+    tasks = [_ImportTorch(path=f"{folder}/{i}.txt") for i in range(n_tasks)]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    luigi.build(tasks, workers=2, local_scheduler=True, log_level="WARNING")
+    print((time.perf_counter() - started) * 1000 / n_tasks)
+
+
+def torch_import_cost_ms(folder: Path, *, n_tasks: int) -> tuple[float, float]:
+    """Wall ms per task importing torch with 2 workers: (parent never imported it, parent preloaded it as
+    `segpipe run` does before forking workers that infer)."""
+    out = []
+    for preload in (False, True):
+        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+                f"from benchmarks.scale_scheduling import _import_probe; _import_probe({str(folder / str(preload))!r}, {n_tasks}, {preload})")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out.append(float(done.stdout.strip().splitlines()[-1]))
+    return out[0], out[1]

@@ -140,9 +140,31 @@ def configure_luigi() -> None:
             config.set(section, option, value)
 
 
+def _worker_count(settings: RunSettings) -> int:
+    return max(settings.workers, len(settings.devices))
+
+
+# With more than one worker Luigi runs every task in a process forked for it (luigi/worker.py, TaskProcess),
+# which starts from the parent's memory: a module the parent has not imported is imported again by every
+# task. Importing torch and torchvision costs ~3 s of CPU here, against ~0.03 s for a fork once they are
+# imported (benchmarks/pipeline_scale.py --fork-cost), i.e. more than the inference of a 256-image group.
+# The engine imports torch lazily, inside its functions: the modules are named here.
+PRELOADED_FOR_WORKERS = ("torch", "torchvision", "segpipe.inference.engine", "segpipe.evaluators.semantic_tables",
+                         "segpipe.evaluators.instance")
+
+
+def preload_for_forked_workers() -> None:
+    """Import what inference and evaluation tasks import, before forking workers that will run them. Importing
+    torch does not initialise CUDA (only the inference inside a task does), so forked workers can still use it."""
+    import importlib
+
+    for name in PRELOADED_FOR_WORKERS:
+        importlib.import_module(name)
+
+
 def _luigi_build(tasks: Sequence[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
     configure_luigi()
-    kwargs: dict[str, Any] = {"workers": max(settings.workers, len(settings.devices)), "detailed_summary": True, "log_level": "WARNING"}
+    kwargs: dict[str, Any] = {"workers": _worker_count(settings), "detailed_summary": True, "log_level": "WARNING"}
     if settings.scheduler_url:
         kwargs["scheduler_url"] = settings.scheduler_url
     else:
@@ -288,6 +310,8 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
     reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, settings=settings, version=version,
                                               inputs_date=_inputs_date(dataset_mtime, c.path))
                for c in checkpoints}
+    if _worker_count(settings) > 1 and not all(_is_complete(r) for r in reports.values()):
+        preload_for_forked_workers()
     run_phase(list(reports.values()), settings=settings, outcome=outcome)
 
     rows: list[list[str]] = []
