@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from segpipe.converters.images import is_image_name, is_utf8_name
-from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key
+from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key, manifest_order
 from segpipe.runner.formats import ADAPTERS
 
 FORMATS: tuple[str, ...] = ("oxford-pet", "voc", "trimap", *ADAPTERS)
@@ -213,18 +213,12 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
     shards: list[Shard] = []
     for index in sorted(buckets):
         chunk = tuple(buckets[index])
-        # Sorted by (path, size, sha256) tuples, the dataclass order: comparing tuples in C is ~10x faster
-        # than the generated __lt__ of ManifestEntry, and this sorts every file of the dataset.
-        entries = tuple(sorted((e for s in chunk for e in by_stem[s]), key=_entry_order))
+        entries = tuple(sorted((e for s in chunk for e in by_stem[s]), key=manifest_order))
         images = tuple(e for e in entries if e.path in image_paths)
         shards.append(Shard(index=index, stems=chunk, entries=entries, images=images))
-    all_images = tuple(sorted((e for s in shards for e in s.images), key=_entry_order))
+    all_images = tuple(sorted((e for s in shards for e in s.images), key=manifest_order))
     return ShardPlan(spec=spec, shards=tuple(shards), globals=tuple(globals_), images=all_images,
                      n_groups=min(n_shards, max_groups))
-
-
-def _entry_order(entry: ManifestEntry) -> tuple[str, int, str]:
-    return (entry.path, entry.size, entry.sha256)
 
 
 def _filter_pet_list(text: str, *, stems: frozenset[str]) -> str:
