@@ -23,7 +23,7 @@ from luigi.execution_summary import LuigiStatusCode
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
 from segpipe.tasks import stages
-from segpipe.cache.targets import EXECUTION_LOG, GROUP_LOG, CachedTask, execution_run_id, log_size, new_task
+from segpipe.cache.targets import EXECUTION_LOG, GROUP_LOG, CachedTask, execution_run_id, forget_verified, log_size, new_task
 from segpipe.cache.fingerprints import (
     STAT_CACHE_FILE, StatCache, checkpoint_fingerprint, combine_keys, options_key, scan_dataset,
     package_version,
@@ -139,6 +139,7 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
               outcome: RunOutcome, dataset_mtime: float | None = None) -> RunOutcome:
     """The three phases over a fingerprinted dataset (`plan`) and checkpoints; publishes into OUT."""
     cache = settings.cache
+    forget_verified()
     if not outcome.log_start:
         outcome.log_start = {log: log_size(Path(cache), log=log) for log in (EXECUTION_LOG, GROUP_LOG)}
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=version, cache=str(cache))

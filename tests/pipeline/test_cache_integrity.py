@@ -267,3 +267,30 @@ def test_files_untouched_since_the_marker_are_not_read_again_and_an_edit_with_it
     write_marker(racy, {})
     if (racy.directory / "a.json").stat().st_ctime_ns >= racy.marker.stat().st_ctime_ns:
         assert racy.exists() and hashed[-1] == racy.directory / "a.json"
+
+
+def test_an_entry_verified_in_this_run_is_trusted_while_its_folders_are_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Luigi checks a task's dependencies before each task: a large entry is verified once per run, not once per
+    task, unless a file of it is deleted, added or renamed meanwhile (its folder changes)."""
+    from segpipe.cache import targets
+
+    target = MarkerTarget(tmp_path / "entry")
+    prepare_directory(target)
+    (target.directory / "semantic").mkdir()
+    for i in range(3):
+        (target.directory / "semantic" / f"{i}.png").write_bytes(b"png %d" % i)
+    write_marker(target, {})
+    targets.forget_verified()
+    assert target.exists() and str(target.directory) not in targets._VERIFIED  # folders just written: not trusted yet
+    time.sleep(targets.QUIET_FOLDER_NS / 1e9 + 0.1)
+    assert target.exists() and str(target.directory) in targets._VERIFIED
+    checked: list[Path] = []
+    real = targets.inventory_mismatch
+    monkeypatch.setattr(targets, "inventory_mismatch", lambda d, r, **kw: checked.append(d) or real(d, r, **kw))
+    assert target.exists() and checked == []
+    (target.directory / "semantic" / "1.png").unlink()
+    assert not target.exists() and checked == [target.directory]
+    (target.directory / "semantic" / "1.png").write_bytes(b"png 1")
+    targets.forget_verified()
+    assert target.exists() and len(checked) == 2  # a new run verifies again
