@@ -59,21 +59,22 @@ def _unchanged_signature(st: os.stat_result) -> list[int]:
 def inventory_mismatch(directory: Path, recorded: Mapping[str, Any], *, marker_ctime_ns: int | None = None) -> str | None:
     """Why the files under `directory` no longer match `recorded` (the first problem found), or None.
     `marker_ctime_ns`: the completion marker's ctime, below which an unchanged signature spares the digest."""
+    base = os.fspath(directory)
     for rel in sorted(recorded):
         item = recorded[rel]
-        path = directory / rel
         try:
             size, digest = int(item[0]), str(item[1])
-            st = path.stat()
+            st = os.stat(os.path.join(base, rel))  # strings, not pathlib: an entry may list 100,000 files
         except FileNotFoundError:
-            return f"{path}: missing (the completion marker lists it)"
+            return f"{directory / rel}: missing (the completion marker lists it)"
         except (OSError, TypeError, ValueError, IndexError, KeyError) as err:
-            return f"{path}: unreadable entry record or file ({err})"
+            return f"{directory / rel}: unreadable entry record or file ({err})"
         if st.st_size != size:
-            return f"{path}: {st.st_size} bytes, the completion marker recorded {size}"
+            return f"{directory / rel}: {st.st_size} bytes, the completion marker recorded {size}"
         if size <= CHEAP_DIGEST_BYTES:
             if marker_ctime_ns is not None and len(item) == 5 and list(item[2:]) == _unchanged_signature(st) and st.st_ctime_ns < marker_ctime_ns:
                 continue  # not written since it was recorded, in an earlier clock tick than the marker
+            path = directory / rel
             memo = (str(path), st.st_size, *_unchanged_signature(st))
             actual = _verified.get(memo)
             if actual is None:

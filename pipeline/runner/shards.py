@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from segpipe.converters.images import is_image_name, is_utf8_name
-from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key, manifest_order
+from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key, manifest_order, sorted_rows_key
 from segpipe.runner.formats import ADAPTERS
 
 FORMATS: tuple[str, ...] = ("oxford-pet", "voc", "trimap", *ADAPTERS)
@@ -270,17 +270,18 @@ def plan_to_json(plan: ShardPlan, *, spec_json: dict[str, object]) -> dict[str, 
     """What the tasks read about the dataset's files (stored once per plan, by content; never read in
     requires() or complete(), only in run()). Shards are listed by position; `groups` gives each
     scheduling group's shard positions."""
+    shards = []
+    for s in plan.shards:  # entries and images are in manifest order: their rows are hashed as they are
+        rows = [[e.path, e.size, e.sha256] for e in s.entries]
+        shards.append({"index": s.index, "stems": list(s.stems), "entries": rows, "image_names": list(s.image_names(spec=plan.spec)),
+                       "key": sorted_rows_key(rows), "images_key": sorted_rows_key([[e.path, e.size, e.sha256] for e in s.images])})
     return {
         "spec": spec_json,
         "globals": [[e.path, e.size, e.sha256] for e in plan.globals],
         "image_names": list(plan.image_names()),
-        "images_key": plan.images_key(),
+        "images_key": sorted_rows_key([[e.path, e.size, e.sha256] for e in plan.images]),
         "groups": [list(g) for g in plan.groups()],
-        "shards": [
-            {"index": s.index, "stems": list(s.stems), "entries": [[e.path, e.size, e.sha256] for e in s.entries],
-             "image_names": list(s.image_names(spec=plan.spec)), "key": s.key(), "images_key": s.images_key()}
-            for s in plan.shards
-        ],
+        "shards": shards,
     }
 
 

@@ -9,6 +9,7 @@ readable id (`InferShard_m0_s00003_<key>`), which is what `run_log.json` reports
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,8 @@ def units_exist(cache: Path, relatives: Iterable[str]) -> Iterable[bool]:
 
 def units_present(cache: Path, relatives: Iterable[str]) -> Iterable[bool]:
     """Whether each listed unit folder still has its completion marker (one stat each; files not verified)."""
-    return ((Path(cache) / rel / MARKER_NAME).is_file() for rel in relatives)
+    base = os.fspath(cache)  # strings, not pathlib: ~20,000 units at 100,000 images x 20 checkpoints
+    return (os.path.isfile(os.path.join(base, rel, MARKER_NAME)) for rel in relatives)
 
 
 def ensure_unit(cache: Path, unit: Unit, compute: Callable[[Path], dict[str, Any] | None]) -> tuple[Unit, bool]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from segpipe.cache.targets import MarkerTarget, prepare_directory, write_marker
+from segpipe.cache.fingerprints import ManifestEntry
 from segpipe.cache.fingerprints import (
     StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key, options_key, scan_dataset,
 )
@@ -273,3 +274,19 @@ def test_marker_target_exists_only_after_the_marker(tmp_path: Path) -> None:
     assert target.exists() and target.read_marker() == {"key": "k"}
     prepare_directory(target)  # a rewrite starts by removing the old marker
     assert not target.exists()
+
+
+def test_the_stored_plan_keys_shards_as_manifest_key_does() -> None:
+    """plan_to_json hashes each shard's rows as they are (already in manifest order): the same keys as sorting."""
+    from segpipe.runner.shards import plan_to_json
+
+    rows = [ManifestEntry("root/annotations/list.txt", 3, "a" * 64)]
+    for i in range(600):
+        rows.append(ManifestEntry(f"root/images/img_{i}.jpg", i, hashlib.sha256(b"%d" % i).hexdigest()))
+        if i % 3:
+            rows.append(ManifestEntry(f"root/annotations/trimaps/img_{i}.png", i, hashlib.sha256(b"t%d" % i).hexdigest()))
+    plan = plan_shards(tuple(reversed(rows)), spec=DatasetSpec(format="oxford-pet", root=Path("/nonexistent")), shard_size=64)
+    stored = plan_to_json(plan, spec_json={})
+    assert len(plan.shards) == 16 and stored["images_key"] == manifest_key(plan.images)
+    for item, shard in zip(stored["shards"], plan.shards):  # type: ignore[call-overload]
+        assert item["key"] == manifest_key(shard.entries) and item["images_key"] == manifest_key(shard.images)
