@@ -17,7 +17,7 @@ PROCESSING_TIME events, appended to a file by every worker process), divided by 
     python benchmarks/pipeline_scale.py --images 100000 --workers 2
     python benchmarks/pipeline_scale.py --images 100000 --luigid --processes 2
     python benchmarks/pipeline_scale.py --quick               # 1,000 images x 3 checkpoints
-    python benchmarks/pipeline_scale.py --images 100000 --keep DIR   # then reuse DIR with other scheduling flags
+    python benchmarks/pipeline_scale.py --images 100000 --keep /tmp/segpipe-scale   # then again with other flags
 """
 
 from __future__ import annotations
