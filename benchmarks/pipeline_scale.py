@@ -1,193 +1,223 @@
-"""`segpipe run`'s task graph at scale: tasks created, graph-building time, scheduler overhead, no-op rerun,
-rerun after one changed image — at 1,000 / 10,000 / 100,000 images x 20 checkpoints.
+"""`segpipe run` at scale: tasks created, fingerprinting and graph-building time, scheduler overhead,
+no-op rerun, rerun after one changed image — at 1,000 / 10,000 / 100,000 images x 20 checkpoints, with one
+worker, `--workers N` (forked worker processes) or several `segpipe run` processes on one luigid.
 
-STAND-IN, clearly: no image files exist and nothing is decoded. The dataset is a synthetic manifest (one
-image + one trimap entry per stem, as `build_manifest` would list them), and the per-shard work is stubbed:
-conversion writes an images-only COCO per shard, inference sleeps a fixed time per image
-(`--ms-per-image`), evaluation writes a fixed confusion matrix. Everything else is the real thing: the
-shard plan, the typed tasks, `segpipe.runner.driver.run_graph` (three `luigi.build` phases with the local
-scheduler), the content-addressed shard units, the per-shard ground truth of the merge, the reports'
-merge and the leaderboard. Not included: fingerprinting the files (a stat per file with a warm stat cache).
+STAND-IN, clearly: the dataset is real files (an Oxford-IIIT-Pet-shaped tree, one tiny image file and one
+tiny trimap file per stem, plus list.txt), but nothing is decoded: the per-shard work is stubbed
+(conversion writes an images-only COCO per shard, inference sleeps a fixed time per image
+(`--ms-per-image`), evaluation writes a fixed confusion matrix). Everything else is the real thing:
+`segpipe.runner.driver.run_pipeline` (one scandir pass with the stat cache, the shard plan, the typed tasks,
+three `luigi.build` phases, the input checks, the content-addressed shard units, the reports' merge, the
+leaderboard and the publishing into OUT).
 
 Scheduler overhead = wall time of the run minus the time spent inside tasks' run() (Luigi's
-PROCESSING_TIME events; in-process with one worker).
+PROCESSING_TIME events, appended to a file by every worker process), divided by the number of workers.
 
     python benchmarks/pipeline_scale.py                       # 1,000, 10,000, 100,000 images x 20 checkpoints
+    python benchmarks/pipeline_scale.py --images 100000 --workers 2
+    python benchmarks/pipeline_scale.py --images 100000 --luigid --processes 2
     python benchmarks/pipeline_scale.py --quick               # 1,000 images x 3 checkpoints
+    python benchmarks/pipeline_scale.py --images 100000 --keep /tmp/segpipe-scale   # then again with other flags
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import luigi
-import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from segpipe.cache.fingerprints import ManifestEntry, package_version  # noqa: E402
-from segpipe.converters.atomic_write import atomic_write_text  # noqa: E402
-from segpipe.converters.conversion_output import Conversion, ConversionOutputs  # noqa: E402
-from segpipe.inference.images import ImagesInference  # noqa: E402
-from segpipe.runner.config import RunSettings  # noqa: E402
+from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache, scan_dataset  # noqa: E402
+from segpipe.cache.targets import CachedTask  # noqa: E402
 from segpipe.runner import driver  # noqa: E402
+from segpipe.runner.config import RunSettings  # noqa: E402
 from segpipe.runner.shards import DatasetSpec, plan_shards  # noqa: E402
-from segpipe.tasks import convert as tasks_convert, evaluate as tasks_evaluate  # noqa: E402
-from segpipe.tasks.infer import read_unit_images  # noqa: E402
-from segpipe.cache.targets import CachedTask, execution_run_id  # noqa: E402
-from segpipe.tasks.evaluate import SEMANTIC_EVAL, write_shard_stats  # noqa: E402
+from benchmarks.scale_stubs import install_stubs, stub_seconds  # noqa: E402
+from benchmarks.scale_scheduling import fork_cost_ms, luigid_server, torch_import_cost_ms  # noqa: E402
 
-PROCESSING = {"seconds": 0.0, "tasks": 0}
-STUB = {"ms_per_image": 0.05, "slept": 0.0}
+PROCESSING_ENV = "SEGPIPE_BENCH_PROCESSING_LOG"
 
 
 @CachedTask.event_handler(luigi.Event.PROCESSING_TIME)
 def _processing_time(task: luigi.Task, seconds: float) -> None:
-    PROCESSING["seconds"] += seconds
-    PROCESSING["tasks"] += 1
+    """Appended to a file: with --workers N the tasks run (and this handler fires) in forked processes."""
+    path = os.environ.get(PROCESSING_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{seconds!r}\n".encode("ascii"))
+        finally:
+            os.close(fd)
 
 
-def _stub_convert(self: DatasetSpec, *, files: Any, options: Any) -> Conversion:
-    """The shard's images as a COCO dict, from its file list alone (the stand-in dataset has no files)."""
-    stems = sorted(p.stem for p in files if p.parent.name == "images")
-    images = [{"id": i, "file_name": f"{stem}.jpg", "width": 8, "height": 8} for i, stem in enumerate(stems, start=1)]
-    coco = {"images": images, "annotations": [], "categories": [{"id": 1, "name": "pet", "supercategory": "pet"}]}
-    return Conversion(format=self.format, image_root=self.image_root(), options={}, coco=coco, findings=(),
-                      outputs=ConversionOutputs(semantic_classes=("background", "pet")))
-
-
-@contextlib.contextmanager
-def _no_input_check(files: Any, *, cache: Path) -> Iterator[None]:
-    yield  # no files exist in the stand-in: nothing to compare with the fingerprints
-
-
-def _stub_infer(session: Any, *, image_root: Path, names: Any, label_space: Any, out: Path, progress: Any = None) -> ImagesInference:
-    n = len(names)
-    seconds = n * STUB["ms_per_image"] / 1000
-    time.sleep(seconds)
-    STUB["slept"] += seconds
-    atomic_write_text(out / "meta.json", json.dumps({"task": "semantic", "n_images": n}) + "\n")
-    return ImagesInference(file_names=tuple(sorted(names)), unreadable=(), summary=None)
-
-
-def _stub_evaluate(*, directory: Path, infer_dir: Path, merged: Path, gt_key: str, iou_type: str) -> dict[str, Any]:
-    n = len(read_unit_images(infer_dir))
-    confusion = np.array([[40 * n, 3 * n, 0], [2 * n, 20 * n, 0]], dtype=np.int64)
-    write_shard_stats(directory, stats={SEMANTIC_EVAL: {"confusion": confusion, "per_image": [], "notes": [],
-                                                        "class_names": ["background", "pet"]}})
-    return {"images": n}
-
-
-def install_stubs() -> None:
-    DatasetSpec.convert = _stub_convert  # type: ignore[method-assign]
-    tasks_evaluate.infer_images = _stub_infer  # type: ignore[assignment]
-    tasks_evaluate.evaluate_shard = _stub_evaluate  # type: ignore[assignment]
-    tasks_evaluate.inputs_unchanged = _no_input_check  # type: ignore[assignment]
-    tasks_convert.inputs_unchanged = _no_input_check  # type: ignore[assignment]
-
-
-def manifest(n_images: int, *, changed: int | None = None) -> tuple[ManifestEntry, ...]:
-    """What build_manifest would list for an Oxford-IIIT Pet tree of n images (one trimap each)."""
-    def sha(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    rows = [ManifestEntry("root/annotations/list.txt", 10, sha("list"))]
+def write_dataset(root: Path, n_images: int) -> None:
+    """An Oxford-IIIT-Pet-shaped tree of tiny files (the stubs never decode them)."""
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    (root / "annotations" / "list.txt").write_text("#Image CLASS-ID SPECIES BREED ID\n", encoding="utf-8")
     for i in range(n_images):
-        stem = f"img_{i:06d}"
-        version = "v2" if i == changed else "v1"
-        rows.append(ManifestEntry(f"root/images/{stem}.jpg", 1000, sha(stem + version)))
-        rows.append(ManifestEntry(f"root/annotations/trimaps/{stem}.png", 100, sha(stem + "trimap")))
-    return tuple(sorted(rows))
+        (root / "images" / f"img_{i:06d}.jpg").write_bytes(b"jpg %d" % i)
+        (root / "annotations" / "trimaps" / f"img_{i:06d}.png").write_bytes(b"png %d" % i)
 
 
-def run_once(settings: RunSettings, *, spec: DatasetSpec, entries: tuple[ManifestEntry, ...], checkpoints: list[Any]) -> tuple[float, float, Any]:
-    """(wall seconds, seconds inside task run(), outcome) of one run over the stand-in dataset."""
-    PROCESSING.update(seconds=0.0, tasks=0)
+def run_once(settings: RunSettings, *, processes: int, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One `segpipe run` (or `processes` of them at once, on one luigid): wall seconds, seconds inside
+    tasks' run() (all processes), what ran."""
+    log = tmp / "processing.log"
+    log.unlink(missing_ok=True)
+    os.environ[PROCESSING_ENV] = str(log)
     started = time.perf_counter()
-    plan = plan_shards(entries, spec=spec, shard_size=settings.shard_size)
-    with execution_run_id():  # as run_pipeline does: the run log tells this run's work from earlier runs'
-        outcome = driver.run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=package_version(),
-                                   outcome=driver.RunOutcome())
+    if processes == 1:
+        results = [_one_run(settings)]
+    else:  # separate interpreters, each with its own OUT, one shared cache, as on several hosts
+        procs = [subprocess.Popen([sys.executable, __file__, "--one-run", json.dumps(_settings_json(replace(settings, out=tmp / f"out{k}"))),
+                                   "--ms-per-image", str(args.ms_per_image)], stdout=subprocess.PIPE, text=True)
+                 for k in range(processes)]
+        results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     wall = time.perf_counter() - started
-    if outcome.exit_code != 0:
-        raise SystemExit(f"run failed: {outcome.failed or outcome.exit_code}")
-    return wall, float(PROCESSING["seconds"]), outcome
+    for r in results:
+        if r["exit_code"] != 0:
+            raise SystemExit(f"run failed: {r['failed'] or r['exit_code']}")
+    inside = sum(float(x) for x in log.read_text().split()) if log.is_file() else 0.0
+    ran = sorted({t for r in results for t in r["ran"]})
+    groups = sorted({t for r in results for t in r["groups"]})
+    return {"wall": wall, "inside": inside, "ran": ran, "groups": groups}
 
 
-def graph_size(settings: RunSettings, *, spec: DatasetSpec, entries: tuple[ManifestEntry, ...], checkpoints: list[Any]) -> tuple[int, float]:
-    """(tasks in the graph, seconds to plan and build it), on a converted cache (as every run past phase 1)."""
+def _settings_json(settings: RunSettings) -> dict[str, Any]:
+    return {"dataset": str(settings.dataset), "checkpoints": list(settings.checkpoints), "out": str(settings.out),
+            "cache_dir": str(settings.cache_dir), "shard_size": settings.shard_size, "workers": settings.workers,
+            "scheduler_url": settings.scheduler_url}
+
+
+def _settings(data: dict[str, Any]) -> RunSettings:
+    return RunSettings(dataset=Path(data["dataset"]), format="oxford-pet", model="unet", checkpoints=tuple(data["checkpoints"]),
+                       out=Path(data["out"]), cache_dir=Path(data["cache_dir"]), shard_size=int(data["shard_size"]),
+                       workers=int(data["workers"]), scheduler_url=data["scheduler_url"], html=False)
+
+
+def _one_run(settings: RunSettings) -> dict[str, Any]:
+    outcome = driver.run_pipeline(settings)
+    return {"exit_code": outcome.exit_code, "failed": outcome.failed, "ran": outcome.ran, "groups": outcome.groups}
+
+
+def graph_times(settings: RunSettings) -> tuple[int, float, float]:
+    """(tasks in the graph, seconds to fingerprint the dataset with the warm stat cache, seconds to plan and
+    build the tasks), on a converted cache (as every run past phase 1)."""
+    from segpipe.cache.fingerprints import package_version
+
+    spec = DatasetSpec(format="oxford-pet", root=settings.dataset.resolve())
+    cache = settings.cache.resolve()
     started = time.perf_counter()
-    plan = plan_shards(entries, spec=spec, shard_size=settings.shard_size)
-    merge = driver.build_convert_tasks(spec=spec, plan=plan, settings=settings, version=package_version(), cache=str(settings.cache))
-    reports = [driver.build_checkpoint_tasks(ckpt=c, merge=merge, settings=settings, version=package_version()) for c in checkpoints]
-    seconds = time.perf_counter() - started
-    return len(driver.walk_graph([merge, *reports])) + 1, seconds  # + the leaderboard
+    scan = scan_dataset(spec.roots(), stat_cache=StatCache(cache / "fingerprints" / STAT_CACHE_FILE), exclude=[settings.out, cache])
+    scanned = time.perf_counter()
+    plan = plan_shards(scan.manifest, spec=spec, shard_size=settings.shard_size)
+    merge = driver.build_convert_tasks(spec=spec, plan=plan, settings=settings, version=package_version(), cache=str(cache))
+    paths = driver.expand_checkpoints(settings.checkpoints)
+    reports = [driver.build_checkpoint_tasks(ckpt=driver.CheckpointInput(name=p.stem, path=p, sha256="0" * 64, key="0" * 64),
+                                             merge=merge, settings=settings, version=package_version()) for p in paths]
+    built = time.perf_counter()
+    return len(driver.walk_graph([merge, *reports])) + 1, scanned - started, built - scanned  # + the leaderboard
 
 
-def per_checkpoint(ran: list[str], family: str, checkpoints: list[Any]) -> int:
-    return max((sum(1 for t in ran if t.startswith(f"{family}_{c.name}_")) for c in checkpoints), default=0)
+def per_checkpoint(ran: list[str], family: str, n_checkpoints: int) -> int:
+    return max((sum(1 for t in ran if t.startswith(f"{family}_ckpt{j:02d}_")) for j in range(n_checkpoints)), default=0)
 
 
-def bench(n_images: int, *, n_checkpoints: int, workers: int, shard_size: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="segpipe-scale-") as tmp:
-        root = Path(tmp) / "pets"
-        spec = DatasetSpec(format="oxford-pet", root=root)
-        settings = RunSettings(dataset=root, format="oxford-pet", model="unet", checkpoints=(), out=Path(tmp) / "out",
-                               cache_dir=Path(tmp).resolve() / "cache", shard_size=shard_size, workers=workers, html=False)
-        checkpoints = [driver.CheckpointInput(name=f"ckpt{j:02d}", path=Path(tmp) / f"ckpt{j:02d}.pt",
-                                              sha256=hashlib.sha256(f"c{j}".encode()).hexdigest(),
-                                              key=hashlib.sha256(f"c{j}".encode()).hexdigest()) for j in range(n_checkpoints)]
-        for c in checkpoints:  # never loaded (the stub session ignores it); the report header dates it
-            c.path.write_bytes(c.name.encode())
-        entries = manifest(n_images)
-        STUB["slept"] = 0.0
-        first, inside, outcome = run_once(settings, spec=spec, entries=entries, checkpoints=checkpoints)
-        slept = STUB["slept"]
-        tasks, build_s = graph_size(settings, spec=spec, entries=entries, checkpoints=checkpoints)
-        noops = [run_once(settings, spec=spec, entries=entries, checkpoints=checkpoints)[0] for _ in range(3)]
-        changed_wall, _, changed = run_once(settings, spec=spec, entries=manifest(n_images, changed=n_images // 2), checkpoints=checkpoints)
-        overhead = first - inside if workers == 1 else float("nan")
-        print(f"{n_images:>7,} images x {n_checkpoints} checkpoints, shard size {shard_size}, {workers} worker(s):")
-        print(f"  tasks created: {tasks} ({len(outcome.groups)} scheduling groups ran; "
-              f"{sum(1 for t in outcome.ran if t.startswith('InferShard'))} inference shards)")
-        print(f"  graph building (plan + tasks, converted cache): {build_s:.2f} s")
-        print(f"  first run: {first:.1f} s, of which inside tasks {inside:.1f} s (stub inference sleeping {slept:.1f} s);"
-              f" scheduler overhead {overhead:.1f} s = {overhead / first:.1%} of the run")
-        if slept > 0:
-            real_run = first - slept + n_images * n_checkpoints * 0.005  # the stub's sleep replaced by 5 ms/image
+def bench(n_images: int, *, args: argparse.Namespace, scheduler_url: str | None) -> None:
+    with contextlib.ExitStack() as stack:
+        tmp = Path(args.keep) / f"n{n_images}" if args.keep else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segpipe-scale-")))
+        root = tmp / "pets"
+        kept = (tmp / "cache" / "leaderboard").is_dir()  # a finished earlier run there: its first run is not redone
+        if not kept:
+            write_dataset(root, n_images)
+            for j in range(args.checkpoints):  # never loaded (the stub session ignores them); hashed and dated
+                (tmp / "ckpts" / f"ckpt{j:02d}.pt").parent.mkdir(exist_ok=True)
+                (tmp / "ckpts" / f"ckpt{j:02d}.pt").write_bytes(b"checkpoint %d" % j)
+        settings = RunSettings(dataset=root, format="oxford-pet", model="unet", checkpoints=(str(tmp / "ckpts" / "*.pt"),),
+                               out=tmp / "out", cache_dir=tmp.resolve() / "cache", shard_size=args.shard_size,
+                               workers=args.workers, scheduler_url=scheduler_url, html=False)
+        workers = args.workers * args.processes
+        stub_seconds(reset=True)
+        first = run_once(settings, processes=args.processes, tmp=tmp, args=args)  # with --keep over a kept cache: a warm-up
+        tasks, scan_s, build_s = graph_times(settings)
+        noops = [run_once(settings, processes=args.processes, tmp=tmp, args=args)["wall"] for _ in range(3)]
+        victim = root / "images" / f"img_{n_images // 2:06d}.jpg"
+        victim.write_bytes(b"edited %d" % time.time_ns())  # new content on every run of the benchmark
+        changed = run_once(settings, processes=args.processes, tmp=tmp, args=args)
+        overhead = first["wall"] - first["inside"] / workers
+        mode = (f"{args.processes} `segpipe run` processes on one luigid, {args.workers} worker(s) each" if args.processes > 1
+                else f"{args.workers} worker(s), {'luigid' if scheduler_url else 'local scheduler'}")
+        print(f"{n_images:>7,} images x {args.checkpoints} checkpoints, shard size {args.shard_size}, {mode}:")
+        print(f"  tasks created: {tasks} ({len(first['groups'])} scheduling groups ran; "
+              f"{sum(1 for t in first['ran'] if t.startswith('InferShard'))} inference shards)")
+        print(f"  fingerprinting {2 * n_images + 1:,} files (one scan, warm stat cache): {scan_s:.2f} s; "
+              f"graph building (plan + tasks, converted cache): {build_s:.2f} s")
+        if kept:
+            print(f"  first run: not measured (cache kept in {tmp} by an earlier run; warm-up run {first['wall']:.1f} s)")
+        else:
+            print(f"  first run: {first['wall']:.1f} s, inside tasks {first['inside']:.1f} s over {workers} worker(s);"
+                  f" overhead {overhead:.1f} s = {overhead / first['wall']:.1%} of the run")
+            slept = stub_seconds() if args.processes == 1 and args.workers == 1 else n_images * args.checkpoints * args.ms_per_image / 1000
+            real_run = first["wall"] + (n_images * args.checkpoints * 0.005 - slept) / workers  # the stub's sleep replaced by 5 ms/image
             print(f"  same overhead against real inference at 5 ms/image: {overhead / real_run:.1%}")
-        print(f"  no-op rerun: median {sorted(noops)[1]:.2f} s (of 3: {', '.join(f'{t:.2f}' for t in noops)})")
-        print(f"  one image changed: {changed_wall:.1f} s; per checkpoint at most "
-              f"{per_checkpoint(changed.ran, 'InferShard', checkpoints)} inference and "
-              f"{per_checkpoint(changed.ran, 'EvalShard', checkpoints)} evaluation shard(s) rerun; "
-              f"{len(changed.groups)} scheduling groups ran")
+        print(f"  no-op rerun: median {statistics.median(noops):.2f} s (of 3: {', '.join(f'{t:.2f}' for t in noops)})")
+        print(f"  one image changed: {changed['wall']:.1f} s; per checkpoint at most "
+              f"{per_checkpoint(changed['ran'], 'InferShard', args.checkpoints)} inference and "
+              f"{per_checkpoint(changed['ran'], 'EvalShard', args.checkpoints)} evaluation shard(s) rerun; "
+              f"{len(changed['groups'])} scheduling groups ran")
+        if args.fork_cost:
+            one, two = fork_cost_ms(tmp / "fork", n_tasks=64)
+            print(f"  per trivial task, in this process (plan and graph in memory): {one:.1f} ms with 1 worker (no fork), "
+                  f"{two:.1f} ms with 2 workers (a fork per task)")
+            cold, warm = torch_import_cost_ms(tmp / "imports", n_tasks=8)
+            print(f"  per task importing torch, 2 workers, fresh interpreter: {cold:.0f} ms; "
+                  f"{warm:.0f} ms once the parent preloaded it (as segpipe run does before forking workers that infer)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     parser.add_argument("--checkpoints", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="Luigi workers per `segpipe run` process")
+    parser.add_argument("--processes", type=int, default=1, help="`segpipe run` processes at once (needs --luigid when > 1)")
+    parser.add_argument("--luigid", action="store_true", help="start a luigid on 127.0.0.1 and schedule through it")
+    parser.add_argument("--fork-cost", action="store_true", help="also time trivial and torch-importing tasks with 1 and 2 workers")
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--ms-per-image", type=float, default=0.05, help="stub inference time per image")
     parser.add_argument("--quick", action="store_true", help="1,000 images x 3 checkpoints (smoke run)")
+    parser.add_argument("--keep", help="work in DIR/n<images> and keep it; a finished run found there is reused "
+                        "(its first run is not measured again: the run is a warm-up)")
+    parser.add_argument("--one-run", help=argparse.SUPPRESS)  # internal: one process of --processes N
     args = parser.parse_args()
+    install_stubs(ms_per_image=args.ms_per_image)
+    if args.one_run:
+        print(json.dumps(_one_run(_settings(json.loads(args.one_run)))))
+        return
+    if args.processes > 1 and not args.luigid:
+        parser.error("--processes N > 1 needs --luigid (processes share work only through a central scheduler)")
     if args.quick:
         args.images, args.checkpoints = [1_000], 3
-    STUB["ms_per_image"] = args.ms_per_image
-    install_stubs()
-    print("STAND-IN: synthetic manifest, no image files, stubbed per-shard work; real plan, tasks, scheduler, cache.")
+    print("STAND-IN: tiny real files, nothing decoded, stubbed per-shard work; real fingerprinting, plan, tasks, scheduler, cache.")
     for n in args.images:
-        bench(n, n_checkpoints=args.checkpoints, workers=args.workers, shard_size=args.shard_size)
+        if args.luigid:
+            with luigid_server() as url:
+                bench(n, args=args, scheduler_url=url)
+        else:
+            bench(n, args=args, scheduler_url=None)
 
 
 if __name__ == "__main__":

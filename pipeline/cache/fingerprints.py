@@ -5,7 +5,8 @@ driver fingerprints every input once, up front, and the fingerprints become sign
 (hence part of `task_id` and of the output paths):
 
 - a dataset by a manifest of (relative path, size, content hash); a stat cache keyed by
-  (path, size, mtime_ns) and persisted under the cache dir avoids re-hashing unchanged files;
+  (path, size, mtime_ns, ctime_ns, inode) and persisted under the cache dir avoids re-hashing unchanged
+  files (the file listing and the stats are one directory scan, which also gives the inputs' latest mtime);
 - a checkpoint by the sha256 of its bytes;
 - options by the sha256 of their canonical JSON;
 - the package version (a new release may compute different numbers);
@@ -29,7 +30,7 @@ from segpipe.errors import SegpipeError
 HASH_CHUNK = 1 << 20
 KEY_LENGTH = 16  # hex digits kept in keys and directory names: 64 bits, collisions are not a concern here
 STAT_CACHE_FILE = "stat_cache.json"
-STAT_CACHE_VERSION = 1
+STAT_CACHE_VERSION = 2  # 2: entries [size, mtime_ns, ctime_ns, inode, sha256]
 
 
 @dataclass(frozen=True, order=True)
@@ -74,7 +75,12 @@ def combine_keys(kind: str, *parts: str) -> str:
 
 def manifest_key(entries: Iterable[ManifestEntry]) -> str:
     """Key of a set of manifest entries (sorted first, so listing order never matters)."""
-    rows = [[e.path, e.size, e.sha256] for e in sorted(entries)]
+    # Lists compare like the dataclass's field tuples, in C: the same order as sorted(entries), ~10x faster.
+    return sorted_rows_key(sorted([e.path, e.size, e.sha256] for e in entries))
+
+
+def sorted_rows_key(rows: Sequence[Sequence[object]]) -> str:
+    """`manifest_key` of rows [path, size, sha256] already in manifest order (the shard plan has them so)."""
     return hashlib.sha256(canonical_json(rows).encode("ascii")).hexdigest()[:KEY_LENGTH]
 
 
@@ -87,12 +93,21 @@ def package_version() -> str:
         return "0+unknown"
 
 
-class StatCache:
-    """Content hashes remembered by (absolute path, size, mtime_ns), persisted as JSON in the cache dir.
+def stat_signature(stat: os.stat_result) -> list[int]:
+    """What says a file is unchanged without reading it: size, mtime_ns, ctime_ns and inode, as git's index
+    does (https://git-scm.com/docs/git-config#Documentation/git-config.txt-coretrustctime). Any write moves
+    mtime *and* ctime; restoring the old mtime (`touch -r`, `rsync --times`) moves ctime; a file replaced
+    by a renamed copy has another inode."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
-    A file whose size and mtime_ns are unchanged is not read again; any write updates mtime_ns, so a
-    content change is always seen (except on file systems with coarse timestamps *and* a same-size
-    rewrite within one tick, which `--rehash` covers).
+
+class StatCache:
+    """Content hashes remembered by absolute path and `stat_signature`, persisted as JSON in the cache dir.
+
+    A file whose size, mtime_ns, ctime_ns and inode are unchanged is not read again; a content change
+    always changes ctime on a local file system (a process cannot set ctime), so it is seen. File systems
+    that do not keep ctime (some network mounts) fall back to size and mtime: a same-size edit that also
+    keeps the mtime is then missed, like make; `--rehash` reads every file again.
     """
 
     def __init__(self, path: Path | None, *, rehash: bool = False) -> None:
@@ -105,15 +120,16 @@ class StatCache:
         if path is not None and path.is_file() and not rehash:
             self._entries = _read_stat_entries(path)
 
-    def sha256(self, path: Path, *, stat: os.stat_result) -> str:
-        key = str(path)
+    def sha256(self, path: str | os.PathLike[str], *, stat: os.stat_result) -> str:
+        key = os.fspath(path)
         cached = self._entries.get(key)
-        if cached is not None and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+        signature = stat_signature(stat)
+        if cached is not None and cached[:4] == signature:
             self.hits += 1
-            return str(cached[2])
+            return str(cached[4])
         self.misses += 1
         digest = file_sha256(path)
-        self._entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self._entries[key] = [*signature, digest]
         self._dirty = True
         return digest
 
@@ -137,58 +153,78 @@ def _read_stat_entries(path: Path) -> dict[str, list[Any]]:
         return {}
     return {
         str(k): v for k, v in data["entries"].items()
-        if isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v[:2])
-        and isinstance(v[2], str) and len(v[2]) == 64
+        if isinstance(v, list) and len(v) == 5 and all(type(x) is int for x in v[:4]) and isinstance(v[4], str) and len(v[4]) == 64
     }
 
 
-def _walk_files(root: Path, *, exclude: Sequence[Path]) -> list[Path]:
-    """Regular files under `root`, sorted, skipping hidden names and excluded trees (the cache, OUT)."""
-    excluded = [p.resolve() for p in exclude]
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        # Prune in place (os.walk honours it) so excluded trees are never descended into.
-        dirnames[:] = sorted(
-            d for d in dirnames if not is_hidden_name(d) and (here / d).resolve() not in excluded
-        )
-        found.extend(here / f for f in filenames if not is_hidden_name(f))
-    return sorted(found)
+def scan_files(root: Path, *, exclude: Sequence[Path]) -> list[tuple[str, str, os.stat_result]]:
+    """(relative POSIX path, path, stat) of the files under `root`, skipping hidden names, symlinked folders
+    and excluded trees (the cache, OUT); unsorted. One `os.scandir` per folder and one stat per file:
+    `os.walk` + `pathlib` cost ~10x more at 200,000 files."""
+    excluded = {os.path.realpath(p) for p in exclude}
+    found: list[tuple[str, str, os.stat_result]] = []
+    stack = [(os.fspath(root), "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                items = list(listing)
+        except OSError:  # an unreadable folder is left out, as os.walk does
+            continue
+        for item in items:
+            if is_hidden_name(item.name):
+                continue
+            try:
+                is_dir = item.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                found.append((rel + item.name, item.path, item.stat()))
+            elif not item.is_symlink() and os.path.realpath(item.path) not in excluded:
+                stack.append((item.path, f"{rel}{item.name}/"))
+    return found
 
 
-def latest_mtime(roots: Iterable[Path], *, exclude: Sequence[Path] = ()) -> float | None:
-    """The latest modification time of the files under `roots` (a root may be a file), or None.
+@dataclass(frozen=True)
+class DatasetScan:
+    manifest: tuple[ManifestEntry, ...]
+    latest_mtime: float | None  # of the files listed: reports show it as the inputs' date
 
-    Reports show it as the inputs' date: it belongs to the user's files, so two clean runs over the same
-    inputs render the same bytes (the cache's own files get new times on every clean run)."""
-    times: list[float] = []
-    for given in roots:
-        root = Path(given)
-        files = [root] if root.is_file() else _walk_files(root, exclude=exclude) if root.is_dir() else []
-        times.extend(p.stat().st_mtime for p in files)
-    return max(times) if times else None
+
+def scan_dataset(roots: Mapping[str, Path], *, stat_cache: StatCache, exclude: Sequence[Path] = ()) -> DatasetScan:
+    """Manifest of every file under each labelled root: (label/relative path, size, sha256), sorted, and the
+    files' latest modification time. A root may also be a single file (a classes file, a list file): its
+    entry is just the label.
+
+    The latest mtime belongs to the user's files, so two clean runs over the same inputs render the same
+    bytes (the cache's own files get new times on every clean run)."""
+    entries: list[ManifestEntry] = []
+    latest: float | None = None
+    for label, given in sorted(roots.items()):
+        root = Path(given).resolve()  # once per root: the stat cache is keyed by absolute paths
+        if root.is_file():
+            files = [(label, os.fspath(root), root.stat())]
+        elif root.is_dir():
+            files = [(f"{label}/{rel}", path, st) for rel, path, st in scan_files(root, exclude=exclude)]
+        else:
+            raise SegpipeError(given, label, "this dataset input does not exist")
+        for rel, path, st in files:
+            entries.append(ManifestEntry(path=rel, size=st.st_size, sha256=stat_cache.sha256(path, stat=st)))
+            latest = st.st_mtime if latest is None else max(latest, st.st_mtime)
+    return DatasetScan(manifest=tuple(sorted(entries, key=manifest_order)), latest_mtime=latest)
+
+
+def manifest_order(entry: ManifestEntry) -> tuple[str, int, str]:
+    """Sort key giving the dataclass order: tuples compare in C, ~10x faster than the generated __lt__
+    (which matters when sorting every file of a 100,000-image dataset)."""
+    return (entry.path, entry.size, entry.sha256)
 
 
 def build_manifest(
     roots: Mapping[str, Path], *, stat_cache: StatCache, exclude: Sequence[Path] = ()
 ) -> tuple[ManifestEntry, ...]:
-    """Manifest of every file under each labelled root: (label/relative path, size, sha256), sorted.
-
-    A root may also be a single file (a classes file, a list file): its entry is just the label.
-    """
-    entries: list[ManifestEntry] = []
-    for label, given in sorted(roots.items()):
-        root = Path(given).resolve()  # once per root: the stat cache is keyed by absolute paths
-        if root.is_file():
-            files = [(label, root)]
-        elif root.is_dir():
-            files = [(f"{label}/{p.relative_to(root).as_posix()}", p) for p in _walk_files(root, exclude=exclude)]
-        else:
-            raise SegpipeError(given, label, "this dataset input does not exist")
-        for rel, path in files:
-            st = path.stat()
-            entries.append(ManifestEntry(path=rel, size=st.st_size, sha256=stat_cache.sha256(path, stat=st)))
-    return tuple(sorted(entries))
+    """The manifest of `scan_dataset`."""
+    return scan_dataset(roots, stat_cache=stat_cache, exclude=exclude).manifest
 
 
 def checkpoint_fingerprint(path: Path, *, card: Path | None, stat_cache: StatCache) -> str:

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 import uuid
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from segpipe.cache.integrity import entry_inventory, inventory_mismatch, report_
 from segpipe.converters.atomic_write import atomic_write_text, temporary_sibling
 
 MARKER_NAME = "_DONE.json"
-INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256]} of every file of the entry
+INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256, mtime_ns, ctime_ns, inode]} of every file
 
 
 class MarkerTarget(luigi.Target):
@@ -46,9 +47,22 @@ class MarkerTarget(luigi.Target):
         return self.directory / MARKER_NAME
 
     def exists(self) -> bool:
-        """The marker is there and every file it lists is intact (else the entry counts as not done, and says so)."""
-        if not self.marker.is_file():
+        """The marker is there and every file it lists is intact (else the entry counts as not done, and says so).
+
+        An entry this process verified is not verified again while its marker and every folder holding its
+        files keep their (size, mtime, ctime, inode): deleting, adding or renaming a file changes its folder.
+        Luigi checks a task's dependencies before running it, so at 100,000 images the converted dataset
+        (100,000 label maps) would otherwise be verified once per task. An in-place edit during the run is
+        found by the next run, which verifies everything again (`forget_verified`)."""
+        try:
+            marker_stat = self.marker.stat()
+        except OSError:
             return False
+        if not stat.S_ISREG(marker_stat.st_mode):
+            return False
+        known = _VERIFIED.get(str(self.directory))
+        if known is not None and known[0] == _signature(marker_stat) and _folder_signatures(self.directory, known[1]) == known[1]:
+            return True
         try:
             marker = json.loads(self.marker.read_text(encoding="utf-8"))
             recorded = marker[INVENTORY_KEY]
@@ -57,16 +71,47 @@ class MarkerTarget(luigi.Target):
         except (OSError, ValueError, TypeError, KeyError) as err:
             report_damage(self.directory, f"{self.marker}: unreadable completion marker ({type(err).__name__}: {err})")
             return False
-        problem = inventory_mismatch(self.directory, recorded)
+        folders = _folder_signatures(self.directory, [(rel, ()) for rel in sorted({"", *(r.rpartition("/")[0] for r in recorded)})])
+        problem = inventory_mismatch(self.directory, recorded, marker_ctime_ns=marker_stat.st_ctime_ns)
         if problem is not None:
             report_damage(self.directory, problem)
             return False
+        # Taken before the files were verified, and only from folders untouched for a while: a change made in
+        # the same clock tick as the folder's last one would keep its ctime (https://git-scm.com/docs/racy-git).
+        if all(sig and sig[2] < time.time_ns() - QUIET_FOLDER_NS for _, sig in folders):
+            _VERIFIED[str(self.directory)] = (_signature(marker_stat), folders)
         return True
 
     def read_marker(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.marker.read_text(encoding="utf-8"))
         data.pop(INVENTORY_KEY, None)
         return data
+
+
+# Entries verified by this process (and inherited by the workers it forks), by folder: the marker's signature
+# and each of the entry's folders' signatures (relative path, signature) when they were verified.
+_VERIFIED: dict[str, tuple[tuple[int, ...], list[tuple[str, tuple[int, ...]]]]] = {}
+QUIET_FOLDER_NS = 2_000_000_000  # a folder unchanged for 2 s is past any file system's timestamp tick
+
+
+def forget_verified() -> None:
+    """Verify every entry again from now on (a run starts with this: its checks never rest on an earlier run's)."""
+    _VERIFIED.clear()
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _folder_signatures(directory: Path, folders: list[tuple[str, tuple[int, ...]]]) -> list[tuple[str, tuple[int, ...]]]:
+    """Each folder's signature now (an empty one when it is gone)."""
+    out = []
+    for rel, _ in folders:
+        try:
+            out.append((rel, _signature(os.stat(directory / rel if rel else directory))))
+        except OSError:
+            out.append((rel, ()))
+    return out
 
 
 def prepare_directory(target: MarkerTarget) -> Path:
@@ -125,6 +170,10 @@ class CachedTask(luigi.Task):
 
     def compute(self) -> None:
         raise NotImplementedError
+
+    def present(self) -> bool:
+        """Whether the output's completion marker is there (one stat; `complete()` also verifies its files)."""
+        return self.output().marker.is_file()
 
     def run(self) -> None:
         cache = Path(str(self.cache))
@@ -194,13 +243,26 @@ def log_execution(cache: Path, *, task_id: str, kind: str = "task") -> None:
         os.close(fd)
 
 
-def read_executions(cache: Path, *, log: str = EXECUTION_LOG) -> list[dict[str, Any]]:
-    """The log's records; a damaged line (a crash mid-write, an edit) is skipped and logged, never fatal."""
+def log_size(cache: Path, *, log: str = EXECUTION_LOG) -> int:
+    """The log's length in bytes now: records appended later start at this offset (the log is append-only)."""
+    try:
+        return (cache / "log" / log).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def read_executions(cache: Path, *, log: str = EXECUTION_LOG, since: int = 0) -> list[dict[str, Any]]:
+    """The log's records (from byte offset `since`, a `log_size` taken earlier: the log grows with every run,
+    and a run needs only its own records); a damaged line (a crash mid-write, an edit) is skipped and
+    logged, never fatal."""
     path = cache / "log" / log
     if not path.is_file():
         return []
+    with open(path, "rb") as fh:
+        fh.seek(since)
+        data = fh.read()
     records: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -210,7 +272,8 @@ def read_executions(cache: Path, *, log: str = EXECUTION_LOG) -> list[dict[str, 
         if isinstance(record, dict) and isinstance(record.get("task_id"), str):
             records.append(record)
         else:
-            logging.getLogger("segpipe.cache").warning("%s: line %d is not an execution record; skipped", path, number)
+            where = f"line {number}" if not since else f"line {number} after byte {since}"
+            logging.getLogger("segpipe.cache").warning("%s: %s is not an execution record; skipped", path, where)
     return records
 
 

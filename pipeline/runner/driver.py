@@ -14,54 +14,36 @@ import csv
 import glob
 import io
 import json
-import os
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
-import luigi
-from luigi.execution_summary import LuigiStatusCode, _summary_dict
+from luigi.execution_summary import LuigiStatusCode
 
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
-from segpipe.cache.targets import GROUP_LOG, RUN_ID_ENV, CachedTask, execution_run_id, failure_path, new_task, read_executions
+from segpipe.cache.targets import EXECUTION_LOG, GROUP_LOG, CachedTask, execution_run_id, forget_verified, log_size, new_task
 from segpipe.cache.fingerprints import (
-    STAT_CACHE_FILE, StatCache, build_manifest, checkpoint_fingerprint, combine_keys, latest_mtime, options_key,
+    STAT_CACHE_FILE, StatCache, checkpoint_fingerprint, combine_keys, options_key, scan_dataset,
     package_version,
 )
-from segpipe.inference.resolution import default_resolution_key
-from segpipe.runner.config import RunConfigError, RunSettings
-from segpipe.runner.publish import publish_outputs
-from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
+from segpipe.cache.input_check import share_stat_cache
 from segpipe.inference.checkpoints import model_card_path
 from segpipe.inference.images import INFER_SPEED_OPTIONS, inference_label_space, model_task
-from segpipe.tasks.convert import ConvertMerge, GroupTask, convert_unit_keys, group_digest, spec_to_json
-from segpipe.tasks.evaluate import CheckpointTask, read_gt_keys, read_label_space
+from segpipe.inference.resolution import default_resolution_key
+from segpipe.runner.config import RunConfigError, RunSettings
+from segpipe.runner.phases import RunOutcome as RunOutcome, run_phase as run_phase, walk_graph as walk_graph  # the driver's API too
+from segpipe.runner.phases import is_complete, preload_for_forked_workers, worker_count
+from segpipe.runner.publish import publish_outputs
+from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
+from segpipe.tasks.convert import ConvertMerge, convert_unit_keys, group_digest, spec_to_json
+from segpipe.tasks.evaluate import read_gt_keys, read_label_space
 from segpipe.tasks.report import EvalReport, Leaderboard, leaderboard_key
 
 EXIT_TASKS_FAILED = 5
 EXIT_SCHEDULING_FAILED = 6
 OK_STATUSES = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
 RUN_LOG_FILE = "run_log.json"
-# While another worker (on a shared luigid) is still running one of our goals, look again this often.
-OTHER_WORKER_POLL_S = 0.5
-
-
-@dataclass
-class RunOutcome:
-    ran: list[str] = field(default_factory=list)  # tasks and shards computed by this run (readable ids)
-    cached: list[str] = field(default_factory=list)  # tasks whose output was complete before the run
-    reused: list[str] = field(default_factory=list)  # shards found in the cache by the groups that ran
-    groups: list[str] = field(default_factory=list)  # scheduling groups this run executed
-    by_others: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # task_id -> reason
-    failed_checkpoints: dict[str, str] = field(default_factory=dict)
-    leaderboard: Path | None = None
-    conversion_errors: int = 0
-    published: int = 0  # files written into OUT by this run
-    exit_code: int = 0
-    statuses: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,105 +105,6 @@ def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settin
     return new_task(EvalReport, **params, digest=digest, groups=groups, html=settings.html, inputs_date=inputs_date)
 
 
-# In-process Luigi defaults (no global config files needed); a user's luigi.cfg still wins.
-LUIGI_DEFAULTS: dict[tuple[str, str], str] = {
-    ("worker", "wait_interval"): "0.2",  # how often a worker waiting on another one asks the scheduler again
-    ("worker", "check_complete_on_run"): "true",  # a task must leave its marker, or it counts as failed
-}
-
-
-def configure_luigi() -> None:
-    config = luigi.configuration.get_config()  # type: ignore[no-untyped-call]  # luigi's config API is unannotated
-    for (section, option), value in LUIGI_DEFAULTS.items():
-        if not config.has_option(section, option):
-            if not config.has_section(section):
-                config.add_section(section)
-            config.set(section, option, value)
-
-
-def _luigi_build(tasks: Sequence[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
-    configure_luigi()
-    kwargs: dict[str, Any] = {"workers": max(settings.workers, len(settings.devices)), "detailed_summary": True, "log_level": "WARNING"}
-    if settings.scheduler_url:
-        kwargs["scheduler_url"] = settings.scheduler_url
-    else:
-        kwargs["local_scheduler"] = True
-    # luigi.build is unannotated; with detailed_summary=True it returns a LuigiRunResult.
-    result: luigi.execution_summary.LuigiRunResult = luigi.build(list(tasks), **kwargs)  # type: ignore[no-untyped-call]
-    return result
-
-
-def _is_complete(task: luigi.Task) -> bool:
-    return bool(task.complete())  # type: ignore[no-untyped-call]  # luigi.Task.complete is unannotated
-
-
-def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
-    """Every task reachable from `roots` through requires(), once each (requires() never touches disk)."""
-    seen: dict[str, luigi.Task] = {}
-    stack = list(roots)
-    while stack:
-        task = stack.pop()
-        if task.task_id in seen:
-            continue
-        seen[task.task_id] = task
-        # luigi.task.flatten and Task.requires are unannotated: flatten lists the tasks a requires() returns.
-        required: list[luigi.Task] = luigi.task.flatten(task.requires())  # type: ignore[no-untyped-call]
-        stack.extend(required)
-    return [seen[k] for k in sorted(seen)]
-
-
-def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOutcome) -> None:
-    """Build `tasks` until each is done or failed (another worker on luigid may still hold some)."""
-    first = True
-    cache = Path(settings.cache)
-    while True:
-        result = _luigi_build(tasks, settings=settings)
-        summary: dict[str, Any] = _summary_dict(result.worker)  # type: ignore[no-untyped-call]  # luigi's summary API is unannotated
-        # Luigi counts a task as completed here even when its run() found another worker's output and returned:
-        # the execution logs, tagged with this run's id, say what this run really computed (tasks and shards).
-        run_id = os.environ.get(RUN_ID_ENV, "")
-        entries = [e for e in read_executions(cache) if e.get("run") == run_id]
-        executed = [e["task_id"] for e in entries]
-        groups = [e["task_id"] for e in read_executions(cache, log=GROUP_LOG) if e.get("run") == run_id]
-        completed = sorted(summary.get("completed", set()), key=str)
-        done_ids = {t.task_id for t in completed}
-        # A task logs its execution before computing (so that a double run shows), a shard once it is done:
-        # a task that failed did not run to the end and is not listed.
-        _extend(outcome.ran, [e["task_id"] for e in entries if e.get("kind") == "unit" or e["task_id"] in done_ids])
-        _extend(outcome.groups, [g for g in groups if g in done_ids])
-        for task in completed:
-            if task.task_id not in executed and task.task_id not in groups:
-                _extend(outcome.by_others, [task.task_id])
-            elif isinstance(task, GroupTask) and task.output().exists():
-                _extend(outcome.reused, [str(u) for u in task.output().read_marker().get("reused", [])])
-        if first:
-            # Luigi does not descend into complete tasks; list those whose output is really there.
-            _extend(outcome.cached, [t.task_id for t in walk_graph(sorted(summary.get("already_done", set()), key=str))
-                                     if t.task_id not in outcome.ran and t.task_id not in outcome.groups and _is_complete(t)])
-            first = False
-        for task in sorted(summary.get("failed", set()), key=str):
-            path = failure_path(cache, task_id=task.task_id)
-            reason = path.read_text(encoding="utf-8").strip() if path.is_file() else "failed"
-            outcome.failed[task.task_id] = reason
-            if isinstance(task, CheckpointTask):
-                outcome.failed_checkpoints.setdefault(str(task.checkpoint), f"{task.task_family}: {reason}")
-        others = summary.get("run_by_other_worker", set())
-        _extend(outcome.by_others, [t.task_id for t in sorted(others, key=str)])
-        done = all(_is_complete(t) for t in tasks)
-        if done or not others:
-            # Statuses while another worker still held our goals say nothing; the final one counts.
-            if not done:
-                outcome.statuses.append(result.status.name)
-            return
-        time.sleep(OTHER_WORKER_POLL_S)
-
-
-def _extend(bucket: list[str], items: Iterable[str]) -> None:
-    for item in items:
-        if item not in bucket:
-            bucket.append(item)
-
-
 def run_pipeline(settings: RunSettings) -> RunOutcome:
     """Fingerprint, build and run the whole graph; publish reports into OUT. Never prints."""
     with execution_run_id():
@@ -239,8 +122,8 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
                        images=settings.images.resolve() if settings.images else None,
                        classes=settings.classes.resolve() if settings.classes else None,
                        list_file=settings.list_file.resolve() if settings.list_file else None)
-    manifest = build_manifest(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
-    plan = plan_shards(manifest, spec=spec, shard_size=settings.shard_size)
+    scan = scan_dataset(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
+    plan = plan_shards(scan.manifest, spec=spec, shard_size=settings.shard_size)
     paths = expand_checkpoints(settings.checkpoints)
     if not paths:
         raise RunConfigError(", ".join(settings.checkpoints), "checkpoints", "no checkpoint file matches (give files, folders or glob patterns)")
@@ -251,13 +134,18 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
         checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha,
                                            key=checkpoint_fingerprint(path, card=card, stat_cache=stat_cache)))
     stat_cache.save()
-    return run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=version, outcome=outcome)
+    share_stat_cache(stat_cache)
+    return run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=version, outcome=outcome,
+                     dataset_mtime=scan.latest_mtime)
 
 
 def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, checkpoints: list[CheckpointInput], version: str,
-              outcome: RunOutcome) -> RunOutcome:
+              outcome: RunOutcome, dataset_mtime: float | None = None) -> RunOutcome:
     """The three phases over a fingerprinted dataset (`plan`) and checkpoints; publishes into OUT."""
     cache = settings.cache
+    forget_verified()
+    if not outcome.log_start:
+        outcome.log_start = {log: log_size(Path(cache), log=log) for log in (EXECUTION_LOG, GROUP_LOG)}
     merge = build_convert_tasks(spec=spec, plan=plan, settings=settings, version=version, cache=str(cache))
     phase1: list[CachedTask] = [merge]
     audit_task = None
@@ -267,21 +155,22 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
         audit_task = build_audit_task(merge=merge, html=settings.html)
         phase1.append(audit_task)
     run_phase(phase1, settings=settings, outcome=outcome)
-    if not _is_complete(merge):
+    if not is_complete(merge):
         outcome.exit_code = EXIT_TASKS_FAILED
         _write_run_log(settings=settings, outcome=outcome)
         return outcome
 
-    dataset_mtime = latest_mtime(spec.roots().values(), exclude=[settings.out, cache])
     reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, settings=settings, version=version,
                                               inputs_date=_inputs_date(dataset_mtime, c.path))
                for c in checkpoints}
+    if worker_count(settings) > 1 and not all(is_complete(r) for r in reports.values()):
+        preload_for_forked_workers()
     run_phase(list(reports.values()), settings=settings, outcome=outcome)
 
     rows: list[list[str]] = []
     for ckpt in checkpoints:
         report = reports[ckpt.name]
-        if _is_complete(report):
+        if is_complete(report):
             rows.append([ckpt.name, ckpt.sha256, report.subdir(), ""])
         else:
             reason = outcome.failed_checkpoints.setdefault(ckpt.name, "not completed (see the luigi summary above)")
@@ -289,11 +178,11 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
     leaderboard = new_task(Leaderboard, cache=str(cache), digest=leaderboard_key(rows, version=version), rows=rows)
     run_phase([leaderboard], settings=settings, outcome=outcome)
 
-    if _is_complete(leaderboard):
+    if is_complete(leaderboard):
         outcome.leaderboard, changed = publish_outputs(
             out=settings.out, leaderboard_dir=leaderboard.output().directory,
             reports={r[0]: reports[r[0]].output().directory for r in rows if r[2]},
-            merged_dir=merge.output().directory, audit_dir=audit_task.output().directory if audit_task is not None and _is_complete(audit_task) else None,
+            merged_dir=merge.output().directory, audit_dir=audit_task.output().directory if audit_task is not None and is_complete(audit_task) else None,
         )
         outcome.published = changed
         if settings.html and (changed or not (settings.out / "leaderboard.html").is_file()):

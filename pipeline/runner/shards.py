@@ -18,7 +18,6 @@ pending tasks (https://github.com/spotify/luigi/issues/1492), while a shard is t
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.converters.images import is_image_name, is_utf8_name
-from segpipe.cache.fingerprints import ManifestEntry, combine_keys, manifest_key
+from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key, manifest_order, sorted_rows_key
 from segpipe.errors import SegpipeError
 from segpipe.runner.formats import ADAPTERS, FORMATS as FORMATS, DatasetSpec as DatasetSpec  # re-exported: the plan's readers import them here
 
@@ -36,8 +35,9 @@ DEFAULT_SHARD_SIZE = 256
 MAX_GROUPS = 32
 
 
-def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
-    """(role, stem) of a manifest entry; role is "image", "annotation" or "global" (stem "" for global)."""
+def classify(entry: ManifestEntry, *, spec: DatasetSpec, image_prefix: str | None = None) -> tuple[str, str]:
+    """(role, stem) of a manifest entry; role is "image", "annotation" or "global" (stem "" for global).
+    `image_prefix` is `spec.image_prefix()`, computed once by callers that classify a whole manifest."""
     path = entry.path
     if not is_utf8_name(path):  # never an image to infer on; the converter refuses it with a row
         return "global", ""
@@ -45,7 +45,7 @@ def classify(entry: ManifestEntry, *, spec: DatasetSpec) -> tuple[str, str]:
     name = path.rpartition("/")[2]
     dot = name.rfind(".")
     stem = name[:dot] if 0 < dot < len(name) - 1 else name  # as PurePosixPath.stem
-    if path.startswith(spec.image_prefix()) and is_image_name(name):
+    if path.startswith(spec.image_prefix() if image_prefix is None else image_prefix) and is_image_name(name):
         return "image", stem
     return ("annotation", stem) if spec.is_annotation(path) else ("global", "")
 
@@ -126,16 +126,17 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
         raise SegpipeError("run settings", "shard_size", f"must be >= 1, got {shard_size}")
     by_stem: dict[str, list[ManifestEntry]] = {}
     globals_: list[ManifestEntry] = []
-    image_entries: set[ManifestEntry] = set()
+    image_paths: set[str] = set()
     annotated: set[str] = set()
+    prefix = spec.image_prefix()  # once, not per file: this loop runs over every file of the dataset
     for entry in manifest:
-        role, stem = classify(entry, spec=spec)
+        role, stem = classify(entry, spec=spec, image_prefix=prefix)
         if role == "global":
             globals_.append(entry)
         else:
             by_stem.setdefault(stem, []).append(entry)
             if role == "image":
-                image_entries.add(entry)
+                image_paths.add(entry.path)
             else:
                 annotated.add(stem)
     stems = sorted(by_stem)
@@ -150,11 +151,11 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
     shards: list[Shard] = []
     for index in sorted(buckets):
         chunk = tuple(buckets[index])
-        entries = tuple(sorted(e for s in chunk for e in by_stem[s]))
-        images = tuple(e for e in entries if e in image_entries)
+        entries = tuple(sorted((e for s in chunk for e in by_stem[s]), key=manifest_order))
+        images = tuple(e for e in entries if e.path in image_paths)
         shards.append(Shard(index=index, stems=chunk, entries=entries, images=images))
-    all_images = tuple(e for s in shards for e in s.images)
-    return ShardPlan(spec=spec, shards=tuple(shards), globals=tuple(globals_), images=tuple(sorted(all_images)),
+    all_images = tuple(sorted((e for s in shards for e in s.images), key=manifest_order))
+    return ShardPlan(spec=spec, shards=tuple(shards), globals=tuple(globals_), images=all_images,
                      n_groups=min(n_shards, max_groups))
 
 
@@ -165,39 +166,52 @@ def plan_to_json(plan: ShardPlan, *, spec_json: dict[str, object]) -> dict[str, 
     """What the tasks read about the dataset's files (stored once per plan, by content; never read in
     requires() or complete(), only in run()). Shards are listed by position; `groups` gives each
     scheduling group's shard positions."""
+    shards = []
+    for s in plan.shards:  # entries and images are in manifest order: their rows are hashed as they are
+        rows = [[e.path, e.size, e.sha256] for e in s.entries]
+        shards.append({"index": s.index, "stems": list(s.stems), "entries": rows, "image_names": list(s.image_names(spec=plan.spec)),
+                       "key": sorted_rows_key(rows), "images_key": sorted_rows_key([[e.path, e.size, e.sha256] for e in s.images])})
     return {
         "spec": spec_json,
         "globals": [[e.path, e.size, e.sha256] for e in plan.globals],
         "image_names": list(plan.image_names()),
-        "images_key": plan.images_key(),
+        "images_key": sorted_rows_key([[e.path, e.size, e.sha256] for e in plan.images]),
         "groups": [list(g) for g in plan.groups()],
-        "shards": [
-            {"index": s.index, "stems": list(s.stems), "entries": [[e.path, e.size, e.sha256] for e in s.entries],
-             "image_names": list(s.image_names(spec=plan.spec)), "key": s.key(), "images_key": s.images_key()}
-            for s in plan.shards
-        ],
+        "shards": shards,
     }
 
 
 def plan_key(plan_json: dict[str, object]) -> str:
     """The plan's content key (its file name under CACHE/plans/)."""
-    return combine_keys("plan", json.dumps(plan_json, sort_keys=True, separators=(",", ":")))
+    return _text_key(_plan_text(plan_json))
+
+
+def _plan_text(plan_json: dict[str, object]) -> str:
+    return json.dumps(plan_json, sort_keys=True, separators=(",", ":"))
+
+
+def _text_key(text: str) -> str:
+    # The digest of the file's own bytes: serialised once (tens of MB at 100,000 images), never escaped again.
+    return hashlib.sha256(b"plan\n" + text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
 
 
 def write_plan(plan_json: dict[str, object], *, cache: Path) -> str:
-    """CACHE/plans/<key>.json, written when missing (its name is the hash of its content); returns the key."""
+    """CACHE/plans/<key>.json, written when missing (its name is the hash of its content); returns the key.
+    The plan is also kept in memory for `read_plan` in this process (and in the workers it forks)."""
     from segpipe.converters.atomic_write import atomic_write_text
 
-    key = plan_key(plan_json)
+    text = _plan_text(plan_json)
+    key = _text_key(text)
     path = plan_path(cache, key)
-    text = json.dumps(plan_json, sort_keys=True, separators=(",", ":")) + "\n"
+    data = (text + "\n").encode("utf-8")
     # The name is the content's digest, so a damaged plan (truncated, edited) is simply written again.
     try:
-        intact = path.read_bytes() == text.encode("utf-8")
+        intact = path.stat().st_size == len(data) and path.read_bytes() == data
     except OSError:
         intact = False
     if not intact:
-        atomic_write_text(path, text)
+        atomic_write_text(path, text + "\n")
+    _remember_plan(str(cache), key, plan_json)
     return key
 
 
@@ -205,10 +219,26 @@ def plan_path(cache: Path, key: str) -> Path:
     return Path(cache) / PLANS_DIR / f"{key}.json"
 
 
-@functools.lru_cache(maxsize=8)
+_PLANS: dict[tuple[str, str], dict[str, Any]] = {}
+_PLANS_KEPT = 8
+
+
+def _remember_plan(cache: str, key: str, plan: dict[str, Any]) -> None:
+    _PLANS.pop((cache, key), None)
+    _PLANS[(cache, key)] = plan
+    while len(_PLANS) > _PLANS_KEPT:
+        del _PLANS[next(iter(_PLANS))]
+
+
 def read_plan(cache: str, key: str) -> dict[str, Any]:
-    """The plan a task belongs to (read in run(), never in requires()/complete(); cached per process)."""
+    """The plan a task belongs to (read in run(), never in requires()/complete(); kept per process). Treat it
+    as read-only: it is shared by every task of the process."""
+    found = _PLANS.get((cache, key))
+    if found is not None:
+        return found
     path = plan_path(Path(cache), key)
     if not path.is_file():
         raise SegpipeError(path, "", "the shard plan of this run is gone (the cache was cleared while it ran): run again")
-    return dict(json.loads(path.read_text(encoding="utf-8")))
+    plan = dict(json.loads(path.read_text(encoding="utf-8")))
+    _remember_plan(cache, key, plan)
+    return plan

@@ -29,7 +29,7 @@ from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
 from segpipe.converters.conversion_output import write_conversion_dir
 from segpipe.errors import SegpipeError
 from segpipe.runner.shards import DatasetSpec, read_plan
-from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory, units_exist
+from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory, units_exist, units_present
 
 CONVERT_UNITS = "convert/shards"
 
@@ -95,6 +95,14 @@ class GroupTask(CachedTask):
         except (OSError, ValueError):
             return False
         return all(units_exist(Path(str(self.cache)), units))
+
+    def present(self) -> bool:
+        """The group's marker and every shard's marker are there (one stat each, no file verified)."""
+        try:
+            units = self.output().read_marker().get("units", [])
+        except (OSError, ValueError):
+            return False
+        return all(units_present(Path(str(self.cache)), units))
 
 
 class ConvertGroup(GroupTask):

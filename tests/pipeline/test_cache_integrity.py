@@ -19,7 +19,7 @@ from PIL import Image
 
 from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache
 from segpipe.cache.targets import (
-    EXECUTION_LOG, CachedTask, MarkerTarget, log_execution, prepare_directory, read_executions, write_marker,
+    EXECUTION_LOG, CachedTask, MarkerTarget, log_execution, log_size, prepare_directory, read_executions, write_marker,
 )
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.runner.driver import run_pipeline
@@ -209,3 +209,89 @@ def test_an_input_edited_after_fingerprinting_is_refused(world: Path, tmp_path: 
     clean = settings_for(tmp_path / "clean", dataset=tmp_path / "pets", ckpts=tmp_path / "ckpts")
     assert run_pipeline(clean).exit_code == 0
     pd.testing.assert_frame_equal(_board(settings.out), _board(clean.out))
+
+
+def test_a_run_reads_the_execution_log_from_where_it_started(tmp_path: Path) -> None:
+    log_execution(tmp_path, task_id="earlier")
+    start = log_size(tmp_path)
+    log_execution(tmp_path, task_id="mine")
+    assert [e["task_id"] for e in read_executions(tmp_path, since=start)] == ["mine"]
+    assert [e["task_id"] for e in read_executions(tmp_path)] == ["earlier", "mine"]
+    assert log_size(tmp_path / "nowhere") == 0 and read_executions(tmp_path / "nowhere", since=5) == []
+
+
+def test_input_checks_parse_the_stat_cache_once_per_process_and_again_when_it_changes(tmp_path: Path) -> None:
+    from segpipe.cache.input_check import share_stat_cache, shared_stat_cache
+
+    sample = tmp_path / "f.txt"
+    sample.write_text("abc")
+    path = tmp_path / STAT_CACHE_FILE
+    writer = StatCache(path)
+    writer.sha256(sample, stat=sample.stat())
+    writer.save()
+    first = shared_stat_cache(path)
+    assert shared_stat_cache(path) is first and first.sha256(sample, stat=sample.stat()) and first.hits == 1
+    time.sleep(0.02)
+    other = tmp_path / "g.txt"
+    other.write_text("xyz")
+    writer.sha256(other, stat=other.stat())
+    writer.save()  # the file changed: parsed again
+    reloaded = shared_stat_cache(path)
+    assert reloaded is not first and reloaded.sha256(other, stat=other.stat()) and reloaded.hits == 1
+    share_stat_cache(writer)
+    assert shared_stat_cache(path) is writer
+
+
+def test_files_untouched_since_the_marker_are_not_read_again_and_an_edit_with_its_mtime_restored_is_seen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.cache import integrity
+
+    target = MarkerTarget(tmp_path / "entry")
+    prepare_directory(target)
+    table = target.directory / "numbers.csv"
+    table.write_text("x\n1\n")
+    time.sleep(0.02)  # the marker in a later clock tick than the file
+    write_marker(target, {"key": "k"})
+    hashed: list[Path] = []
+    real = integrity._sha256
+    monkeypatch.setattr(integrity, "_sha256", lambda path: hashed.append(path) or real(path))
+    assert target.exists() and hashed == []  # mtime, ctime, inode as recorded, ctime older than the marker
+    before = table.stat()
+    time.sleep(0.02)
+    table.write_text("x\n2\n")  # same size, other content, old mtime put back
+    os.utime(table, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert table.stat().st_mtime_ns == before.st_mtime_ns and not target.exists() and hashed == [table]
+    # Written in the marker's own clock tick: always read (a later write in that tick would not show).
+    racy = MarkerTarget(tmp_path / "racy")
+    prepare_directory(racy)
+    (racy.directory / "a.json").write_text("{}")
+    write_marker(racy, {})
+    if (racy.directory / "a.json").stat().st_ctime_ns >= racy.marker.stat().st_ctime_ns:
+        assert racy.exists() and hashed[-1] == racy.directory / "a.json"
+
+
+def test_an_entry_verified_in_this_run_is_trusted_while_its_folders_are_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Luigi checks a task's dependencies before each task: a large entry is verified once per run, not once per
+    task, unless a file of it is deleted, added or renamed meanwhile (its folder changes)."""
+    from segpipe.cache import targets
+
+    target = MarkerTarget(tmp_path / "entry")
+    prepare_directory(target)
+    (target.directory / "semantic").mkdir()
+    for i in range(3):
+        (target.directory / "semantic" / f"{i}.png").write_bytes(b"png %d" % i)
+    write_marker(target, {})
+    targets.forget_verified()
+    assert target.exists() and str(target.directory) not in targets._VERIFIED  # folders just written: not trusted yet
+    time.sleep(targets.QUIET_FOLDER_NS / 1e9 + 0.1)
+    assert target.exists() and str(target.directory) in targets._VERIFIED
+    checked: list[Path] = []
+    real = targets.inventory_mismatch
+    monkeypatch.setattr(targets, "inventory_mismatch", lambda d, r, **kw: checked.append(d) or real(d, r, **kw))
+    assert target.exists() and checked == []
+    (target.directory / "semantic" / "1.png").unlink()
+    assert not target.exists() and checked == [target.directory]
+    (target.directory / "semantic" / "1.png").write_bytes(b"png 1")
+    targets.forget_verified()
+    assert target.exists() and len(checked) == 2  # a new run verifies again

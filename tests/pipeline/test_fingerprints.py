@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from segpipe.cache.targets import MarkerTarget, prepare_directory, write_marker
+from segpipe.cache.fingerprints import ManifestEntry
 from segpipe.cache.fingerprints import (
-    StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key, options_key,
+    StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key, options_key, scan_dataset,
 )
 from segpipe.runner.shards import DatasetSpec, plan_shards, shard_of
 from segpipe.converters.coco import dumps_coco
@@ -70,6 +72,51 @@ def test_stat_cache_avoids_rehashing_and_sees_changes(tmp_path: Path) -> None:
     f.write_bytes(b"one")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 20_000_000))
     assert manifest_key(build_manifest({"r": root}, stat_cache=StatCache(tmp_path / "stat.json"))) == manifest_key(m1)
+
+
+def test_stat_cache_sees_a_same_size_edit_with_the_mtime_restored(tmp_path: Path) -> None:
+    """The fast path trusts size, mtime, ctime and inode together: restoring the mtime after a same-size edit
+    (touch -r, rsync --times) still moves ctime, and a file replaced by a renamed copy has another inode."""
+    f = _write(tmp_path / "d" / "a.bin", b"one")
+    cache = StatCache(tmp_path / "stat.json")
+    first = build_manifest({"r": tmp_path / "d"}, stat_cache=cache)
+    cache.save()
+    before = f.stat()
+    time.sleep(0.02)  # past the file system's timestamp tick
+    f.write_bytes(b"two")
+    os.utime(f, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (f.stat().st_size, f.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    again = StatCache(tmp_path / "stat.json")
+    edited = build_manifest({"r": tmp_path / "d"}, stat_cache=again)
+    assert again.misses == 1 and edited[0].sha256 == hashlib.sha256(b"two").hexdigest() != first[0].sha256
+    again.save()
+    copy = _write(tmp_path / "copy.bin", b"six")
+    os.utime(copy, ns=(before.st_atime_ns, f.stat().st_mtime_ns))
+    copy.replace(f)  # same size, same mtime, another inode
+    third = StatCache(tmp_path / "stat.json")
+    assert build_manifest({"r": tmp_path / "d"}, stat_cache=third)[0].sha256 == hashlib.sha256(b"six").hexdigest()
+    assert third.misses == 1
+
+
+def test_scan_lists_what_a_walk_lists_with_the_latest_mtime(tmp_path: Path) -> None:
+    """One scandir pass: the files os.walk would list (hidden names, excluded trees and symlinked folders
+    left out), their manifest in path order and their latest mtime."""
+    root = tmp_path / "data"
+    for rel in ("b.txt", "a/x.png", "a/y/z.jpg", "a-b/c.txt", ".hidden/q.txt", "a/.h.txt", "out/r.csv"):
+        _write(root / rel, rel.encode())
+    (root / "link").symlink_to(root / "a", target_is_directory=True)
+    (root / "b-link.txt").symlink_to(root / "b.txt")
+    os.utime(root / "a" / "y" / "z.jpg", ns=(10**18, 2 * 10**18))
+    scan = scan_dataset({"root": root}, stat_cache=StatCache(None), exclude=[root / "out"])
+    walked = sorted(
+        (Path(d) / f).relative_to(root).as_posix()
+        for d, dirs, files in os.walk(root)
+        for _ in [dirs.__setitem__(slice(None), [x for x in dirs if not x.startswith(".") and x != "out"])]
+        for f in files if not f.startswith(".")
+    )
+    assert [e.path for e in scan.manifest] == sorted(f"root/{w}" for w in walked)
+    assert "root/a-b/c.txt" in [e.path for e in scan.manifest] and not any("link/" in e.path for e in scan.manifest)
+    assert scan.latest_mtime == 2 * 10**9
 
 
 def test_rehash_ignores_the_stat_cache(tmp_path: Path) -> None:
@@ -228,3 +275,19 @@ def test_marker_target_exists_only_after_the_marker(tmp_path: Path) -> None:
     assert target.exists() and target.read_marker() == {"key": "k"}
     prepare_directory(target)  # a rewrite starts by removing the old marker
     assert not target.exists()
+
+
+def test_the_stored_plan_keys_shards_as_manifest_key_does() -> None:
+    """plan_to_json hashes each shard's rows as they are (already in manifest order): the same keys as sorting."""
+    from segpipe.runner.shards import plan_to_json
+
+    rows = [ManifestEntry("root/annotations/list.txt", 3, "a" * 64)]
+    for i in range(600):
+        rows.append(ManifestEntry(f"root/images/img_{i}.jpg", i, hashlib.sha256(b"%d" % i).hexdigest()))
+        if i % 3:
+            rows.append(ManifestEntry(f"root/annotations/trimaps/img_{i}.png", i, hashlib.sha256(b"t%d" % i).hexdigest()))
+    plan = plan_shards(tuple(reversed(rows)), spec=DatasetSpec(format="oxford-pet", root=Path("/nonexistent")), shard_size=64)
+    stored = plan_to_json(plan, spec_json={})
+    assert len(plan.shards) == 16 and stored["images_key"] == manifest_key(plan.images)
+    for item, shard in zip(stored["shards"], plan.shards):  # type: ignore[call-overload]
+        assert item["key"] == manifest_key(shard.entries) and item["images_key"] == manifest_key(shard.images)

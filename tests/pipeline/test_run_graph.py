@@ -176,3 +176,25 @@ def test_a_damaged_plan_file_is_written_again(world: Path, tmp_path: Path) -> No
     outcome = run_pipeline(settings)  # type: ignore[arg-type]
     assert outcome.exit_code == 0, outcome.failed
     assert families(outcome.ran) == ["EvalReport"] and plans[0].read_bytes() == good
+
+
+def test_a_noop_rerun_lists_as_cached_only_groups_whose_shards_are_all_there(world: Path, tmp_path: Path) -> None:
+    """Below a complete report the run checks completion markers only (one stat per shard): a deleted shard
+    folder is never counted as cached, although nothing needed to run."""
+    settings = _copy(world, tmp_path)
+    cache = tmp_path / "out" / ".cache"
+    first = run_pipeline(settings)  # type: ignore[arg-type]  # this copy's own paths: everything cached
+    assert first.exit_code == 0 and first.ran == [] and first.groups == []
+    cached_groups = sorted(t for t in first.cached if t.startswith("EvalGroup_"))
+    assert len(cached_groups) == 4  # 8 images, shard size 2: 4 shards, one per group
+    assert len([t for t in first.cached if t.startswith("ConvertGroup_")]) == 4
+    victim = sorted((cache / "eval" / "shards").iterdir())[0]
+    relative = victim.relative_to(cache).as_posix()
+    holders = [m for m in (cache / "eval" / "groups").glob("*/_DONE.json") if relative in json.loads(m.read_text())["units"]]
+    assert len(holders) == 1
+    shutil.rmtree(victim)
+    again = run_pipeline(settings)  # type: ignore[arg-type]
+    assert again.exit_code == 0 and again.ran == []  # the report is complete: nothing reads the shard
+    listed = [t for t in again.cached if t.startswith("EvalGroup_")]
+    digest = holders[0].parent.name.split("-")[1]
+    assert any(digest in t for t in cached_groups) and not any(digest in t for t in listed)

@@ -290,3 +290,18 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     assert 0 < ev.stats[0] < 1
     for i, metric in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"]):
         assert board.loc["det", metric] == pytest.approx(ev.stats[i], abs=1e-12), metric
+
+
+def test_forked_workers_find_torch_imported_but_cuda_untouched(first_run: dict[str, object], tmp_path: Path) -> None:
+    """With --workers 2 Luigi forks a process per task: the run imports the inference modules once, before
+    forking (not in every task), only when some inference is to run, and never initialises CUDA itself."""
+    root, settings = _copy_world(first_run, tmp_path)
+    make_checkpoint(root / "ckpts" / "m_new.pt", seed=7)
+    check = NO_TORCH + "print('CUDA:', sys.modules['torch'].cuda.is_initialized() if 'torch' in sys.modules else None)\n"
+    args = [*cli_args(settings), "--workers", "2"]
+    proc = run_cli_subprocess(args, extra_code=check)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "IMPORTED:torch,torchvision\n" in proc.stdout and "CUDA: False" in proc.stdout, proc.stdout
+    assert "InferShard" in json.dumps(json.loads((settings.out / RUN_LOG_FILE).read_text())["ran"])
+    again = run_cli_subprocess(args, extra_code=check)  # nothing to infer: nothing imported
+    assert again.returncode == 0 and "IMPORTED:\n" in again.stdout and "ran: 0 task(s)" in again.stdout, again.stdout
