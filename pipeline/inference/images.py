@@ -34,6 +34,9 @@ INFER_OPTIONS: tuple[str, ...] = (
 INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)
 # The process that imported this module: Luigi's worker processes (`--workers 2`) are forks of it.
 _IMPORTED_IN = os.getpid()
+# A process that imported torch only for the workers it forks to inherit, and ran none of it (see
+# `torch_imported_for_forks`): its forks keep torch's threads.
+_TORCH_IDLE_IN: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,15 @@ def _single_threaded_torch_after_fork() -> None:
     would wait forever (https://github.com/pytorch/pytorch/issues/17199). `segpipe run` itself never imports
     torch before forking its workers; a Python session that ran inference before `segpipe.run(workers=2)` does."""
     torch = sys.modules.get("torch")
-    if torch is not None and os.getpid() != _IMPORTED_IN:
+    if torch is not None and os.getpid() != _IMPORTED_IN and os.getppid() != _TORCH_IDLE_IN:
         torch.set_num_threads(1)
+
+
+def torch_imported_for_forks() -> None:
+    """Say that this process imported torch only so that the workers it forks start with it, and runs none of
+    torch's work itself: importing starts no OpenMP pool, so its forks keep all of torch's threads."""
+    global _TORCH_IDLE_IN
+    _TORCH_IDLE_IN = os.getpid()
 
 
 def infer_images(session: Callable[[], InferenceSession], *, image_root: Path, names: Sequence[str], label_space: Mapping[str, Any], out: Path,

@@ -75,9 +75,15 @@ def preload_for_forked_workers() -> None:
     """Import what inference and evaluation tasks import, before forking workers that will run them. Importing
     torch does not initialise CUDA (only the inference inside a task does), so forked workers can still use it."""
     import importlib
+    import sys
 
+    fresh = "torch" not in sys.modules  # else this process may have run torch's thread pool already
     for name in PRELOADED_FOR_WORKERS:
         importlib.import_module(name)
+    if fresh:
+        from segpipe.inference.images import torch_imported_for_forks
+
+        torch_imported_for_forks()
 
 
 def _luigi_build(tasks: Sequence[luigi.Task], *, settings: RunSettings) -> luigi.execution_summary.LuigiRunResult:
