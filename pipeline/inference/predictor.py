@@ -81,7 +81,9 @@ class DevicePredictor:
         self.torch = torch
         self.task, self.device, self.precision = task, device, precision
         self.score_threshold = score_threshold
-        self.channels_last = device.type == "cuda" and task == SEMANTIC
+        # Dense models take channels_last on the CPU too: faster there as well (README "Inference speed"). Logits
+        # differ from NCHW by float rounding only.
+        self.channels_last = task == SEMANTIC
         self.cudnn_benchmark = False  # set per run, from the plan's input shapes (segpipe.inference.speed)
         bind_device(device)
         self.model = model.to(device)
@@ -101,6 +103,15 @@ class DevicePredictor:
         kept = mapping.kept or (True,) * self.n_outputs
         self.kept = torch.tensor(kept, dtype=torch.bool, device=device)
         self.drop_logits = None if task != SEMANTIC or all(kept) else ~self.kept.view(1, -1, 1, 1)
+
+    @property
+    def one_call_per_batch(self) -> bool:
+        """False where the model is called once per image of a batch (Mask R-CNN on the CPU, see `instance`)."""
+        return self.task == SEMANTIC or self.device.type != "cpu"
+
+    def forward_passes(self, n_images: int) -> int:
+        """Model calls that predicting a batch of `n_images` makes (the run's mean batch size counts these)."""
+        return 1 if self.one_call_per_batch else n_images
 
     def autocast(self) -> Any:
         if self.precision == "fp32":
@@ -146,10 +157,15 @@ class DevicePredictor:
 
     def instance(self, samples: list[Sample]) -> list[InstancePrediction]:
         images = [s.image.to(self.device, non_blocking=True).float().div(255) for s in samples]
-        with self.autocast():
-            outs = self.model(images)
-        if isinstance(outs, tuple):  # scripted torchvision detectors return (losses, detections)
-            outs = outs[1]
+        # On the CPU one image per forward pass: a batched call was slower there (README "Inference speed"), and
+        # without padding to a batch-mate's size each image gets the detections of the tutorial's one-image
+        # call. On CUDA the batch keeps the device busy.
+        groups = [images] if self.one_call_per_batch else [[im] for im in images]
+        outs = []
+        for group in groups:
+            with self.autocast():
+                out = self.model(group)
+            outs.extend(out[1] if isinstance(out, tuple) else out)  # scripted detectors return (losses, detections)
         preds = []
         for s, o in zip(samples, outs):
             keep = (o["scores"] >= self.score_threshold) & self.kept[o["labels"]]

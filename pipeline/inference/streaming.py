@@ -54,7 +54,7 @@ def stream_shards(predictor: DevicePredictor, *, out: Path, shards: list[list[li
 
     def forward(chunk: list[Any]) -> list[Any]:
         preds = predictor(chunk)
-        passes[0] += 1  # counted once it succeeded: an out-of-memory attempt is retried smaller
+        passes[0] += predictor.forward_passes(len(chunk))  # counted once it succeeded: an out-of-memory attempt is retried smaller
         return preds
 
     shard_futures: dict[int, list[Future[Any]]] = {i: [] for i in pending}

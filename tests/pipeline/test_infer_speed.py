@@ -108,3 +108,65 @@ def test_the_run_process_itself_never_touches_cuda(tmp_path: Path, monkeypatch: 
     assert outcome.exit_code == 0, outcome.failed
     assert [t for t in outcome.groups if t.startswith("EvalGroup_")]  # inference ran (in the workers)
     assert touched == []
+
+
+def test_maskrcnn_on_the_cpu_runs_one_image_per_call_with_the_tutorials_detections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU a batched Mask R-CNN call was slower than one call per image (benchmarks/infer.py), and padding
+    to a batch-mate's size changed the detections; each image now gets exactly the tutorial's one-image call."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    from segpipe.inference import engine as infer_engine
+    from tests.pipeline.test_infer import write_dataset as write_ds
+
+    ds = write_ds(tmp_path / "ds", [("a.png", 64, 48), ("b.png", 64, 48), ("c.png", 48, 64), ("d.png", 64, 40)])
+    ckpt = tmp_path / "mrcnn.pt"
+    save_model(ckpt, "maskrcnn_resnet50_fpn", card={"class_names": ["__background__", "pet"]})
+    real_build = infer_engine.build_model
+    calls: list[int] = []
+    built: list[Any] = []
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        model = real_build(*args, **kw)
+        model.rpn._post_nms_top_n["testing"] = 50  # the box and mask heads dominate CPU time on 2 shared cores
+        model.roi_heads.detections_per_img = 10
+        real_forward = model.forward
+        model.forward = lambda images, *a, **k: (calls.append(len(images)), real_forward(images, *a, **k))[1]
+        built.append(model)
+        return model
+
+    monkeypatch.setattr(infer_engine, "build_model", counted)
+    run_inference(model="maskrcnn_resnet50_fpn", checkpoint=ckpt, dataset=ds, out=tmp_path / "p", workers=0,
+                  batch_size=4, score_threshold=0.0, resize="native", device="cpu")
+    assert calls == [1, 1, 1, 1]
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["mean_batch_size"] == 1.0 and meta["planned_mean_batch"] > 1  # batches planned, one call per image
+    results = json.loads((tmp_path / "p" / "results.json").read_text())
+    names = {im["id"]: im["file_name"] for im in json.loads((ds / "instances.json").read_text())["images"]}
+    model = built[0]
+    for image_id, name in sorted(names.items()):
+        with torch.inference_mode():  # the tutorial: ToTensor, one image per call
+            ref = model([TF.to_tensor(Image.open(ds / "img" / name).convert("RGB"))])[0]
+        got = [r for r in results if r["image_id"] == image_id]
+        assert got, name
+        assert [r["score"] for r in got] == [round(float(s), 6) for s in ref["scores"]], name
+        assert [r["bbox"] for r in got] == [[round(float(b[0]), 3), round(float(b[1]), 3), round(float(b[2] - b[0]), 3),
+                                              round(float(b[3] - b[1]), 3)] for b in ref["boxes"]], name
+
+
+def test_dense_models_run_channels_last_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faster on the CPU too (README "Inference speed"); the labels stay the tutorial's (test_infer compares them)."""
+    ds = write_dataset(tmp_path / "ds", [("a.png", 40, 32), ("b.png", 40, 32)])
+    ckpt = tmp_path / "lraspp.pt"
+    save_model(ckpt, "lraspp_mobilenet_v3_large")
+    seen: list[bool] = []
+    real_semantic = infer_predictor.DevicePredictor.semantic
+
+    def spy(self: Any, samples: Any) -> Any:
+        conv = next(m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d))
+        seen.append(conv.weight.is_contiguous(memory_format=torch.channels_last) and self.channels_last)
+        return real_semantic(self, samples)
+
+    monkeypatch.setattr(infer_predictor.DevicePredictor, "semantic", spy)
+    run_inference(model="lraspp_mobilenet_v3_large", checkpoint=ckpt, dataset=ds, out=tmp_path / "p", workers=0, device="cpu")
+    assert seen and all(seen)
