@@ -129,3 +129,24 @@ def crops_from_masks(masks: Any) -> list[MaskCrop]:
         crops.append(MaskCrop(top=y0, left=x0, pixels=flat[at:at + size].reshape(y1 - y0, x1 - x0)))
         at += size
     return crops
+
+
+def crops_from_cpu_probabilities(probabilities: np.ndarray, keep: np.ndarray, *, threshold: float) -> list[MaskCrop]:
+    """`crops_from_masks((probabilities[keep] > threshold))` for masks already in host memory, in numpy: Mask
+    R-CNN's [N, H, W] float masks on the CPU. The torch route copied every kept float mask (`[keep]`) before
+    thresholding and reduced along the strided axis: about 6x the time here (a 100-detection 400x300 image),
+    which on the CPU was a few percent of the whole image's time."""
+    index = np.flatnonzero(keep)
+    if index.size == 0:
+        return []
+    binary = (probabilities if index.size == probabilities.shape[0] else probabilities[index]) > threshold
+    rows, cols = binary.any(axis=2), binary.any(axis=1)
+    crops = []
+    for mask, r, c in zip(binary, rows, cols):
+        ys, xs = np.flatnonzero(r), np.flatnonzero(c)
+        if ys.size == 0:
+            crops.append(MaskCrop(top=0, left=0, pixels=np.zeros((0, 0), np.uint8)))
+            continue
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        crops.append(MaskCrop(top=y0, left=x0, pixels=mask[y0:y1, x0:x1].view(np.uint8).copy()))
+    return crops

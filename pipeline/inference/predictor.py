@@ -10,7 +10,7 @@ from segpipe.inference.checkpoints import InferenceError, OPTIONS
 from segpipe.inference.class_maps import ClassMapping
 from segpipe.inference.data import Sample
 from segpipe.inference.devices import DeviceError, parse_device
-from segpipe.inference.mask_rle import crops_from_masks
+from segpipe.inference.mask_rle import crops_from_cpu_probabilities, crops_from_masks
 from segpipe.inference.models import SEMANTIC
 from segpipe.inference.outputs import MASK_THRESHOLD, InstancePrediction, SemanticPrediction, SkippedImage
 from segpipe.inference.speed import compile_backbone
@@ -169,10 +169,12 @@ class DevicePredictor:
         preds = []
         for s, o in zip(samples, outs):
             keep = (o["scores"] >= self.score_threshold) & self.kept[o["labels"]]
-            # Threshold on the device, then copy only each mask's tight crop (not N full-size masks) to the CPU.
-            masks = o["masks"][keep][:, 0] > MASK_THRESHOLD
+            if self.device.type == "cpu":  # already in host memory: numpy, without copying the float masks first
+                crops = crops_from_cpu_probabilities(o["masks"][:, 0].float().numpy(), keep.numpy(), threshold=MASK_THRESHOLD)
+            else:  # threshold on the device, then copy only each mask's tight crop (not N full-size masks) to the CPU
+                crops = crops_from_masks(o["masks"][keep][:, 0] > MASK_THRESHOLD)
             preds.append(InstancePrediction(
                 s.entry, o["scores"][keep].float().cpu().numpy(), self.lut[o["labels"][keep]].cpu().numpy(),
-                o["boxes"][keep].float().cpu().numpy(), crops_from_masks(masks),
+                o["boxes"][keep].float().cpu().numpy(), crops,
             ))
         return preds

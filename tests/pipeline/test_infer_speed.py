@@ -170,3 +170,17 @@ def test_dense_models_run_channels_last_on_the_cpu(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(infer_predictor.DevicePredictor, "semantic", spy)
     run_inference(model="lraspp_mobilenet_v3_large", checkpoint=ckpt, dataset=ds, out=tmp_path / "p", workers=0, device="cpu")
     assert seen and all(seen)
+
+
+def test_memory_format_benchmark_runs_and_reports_the_rounding(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/memory_format.py is where the README's channels_last figures come from: it must keep running."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_format.py"
+    spec = importlib.util.spec_from_file_location("memory_format_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--models", "lraspp_mobilenet_v3_large", "--size", "64", "--batch-size", "1", "--repeats", "1"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("lraspp_mobilenet_v3_large") and "labels differing 0 of 4096" in line

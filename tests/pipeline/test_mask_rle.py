@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 from segpipe.inference import engine as infer_engine
 from segpipe.inference.data import ImageEntry
 from segpipe.inference.engine import run_inference
-from segpipe.inference.mask_rle import MaskCrop, compress_counts, crop_counts, crops_from_masks, encode_crop
+from segpipe.inference.mask_rle import MaskCrop, compress_counts, crop_counts, crops_from_cpu_probabilities, crops_from_masks, encode_crop
 from segpipe.inference.outputs import SemanticPrediction, component_results
 from tests.pipeline.test_infer import save_model, write_dataset
 
@@ -90,6 +90,23 @@ def test_crops_from_torch_masks_encode_like_full_masks() -> None:
     for m, c in zip(masks.numpy(), crops):
         assert encode_crop(c, height=30, width=20, full_mask_below=0)["counts"] == pycocotools_counts(m)
     assert crops_from_masks(masks[:0]) == []
+
+
+def test_cpu_crops_equal_the_device_route() -> None:
+    """The CPU route (numpy on the float masks, `keep` applied inside) cuts the very crops of the torch route."""
+    gen = torch.Generator().manual_seed(4)
+    probs = torch.rand(6, 1, 30, 20, generator=gen) * 0.6  # mostly below the threshold
+    probs[0, 0, 5:9, 2:7] += 0.5
+    probs[1, 0, :, 19] = 0.9  # full height, last column
+    probs[2] = 0.2  # empty
+    probs[3, 0, 0, 0] = 0.5  # exactly the threshold: not in the mask (strict >, as the torch route)
+    probs[4, 0, 29, 0] = 0.51
+    for keep in (torch.ones(6, dtype=torch.bool), torch.tensor([True, False, True, True, False, True]), torch.zeros(6, dtype=torch.bool)):
+        want = crops_from_masks(probs[keep][:, 0] > 0.5)
+        got = crops_from_cpu_probabilities(probs[:, 0].numpy(), keep.numpy(), threshold=0.5)
+        assert [(c.top, c.left, c.pixels.shape) for c in got] == [(c.top, c.left, c.pixels.shape) for c in want]
+        for g, w in zip(got, want):
+            assert g.pixels.dtype == np.uint8 and np.array_equal(g.pixels, w.pixels)
 
 
 def test_component_rle_equals_full_mask_rle() -> None:
