@@ -17,8 +17,9 @@ from pycocotools import mask as mask_utils
 from segpipe.evaluators.rle_strings import compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
 from segpipe.evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
+from segpipe.evaluators import kernel
 from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance_matching import A, PairInput, match_pairs, out_of_range, unmatched
+from segpipe.evaluators.instance_matching import AREA_HI, AREA_LO, THRESHOLDS, A, T, PairInput, match_pairs, out_of_range, unmatched
 from segpipe.evaluators.instance_stats import MAX_DETS, InstanceStats
 
 MAX_DET = MAX_DETS[-1]  # COCOeval keeps the best 100 detections per (image, category)
@@ -210,6 +211,108 @@ class _Collector:
         )
 
 
+def _counts_bytes(rle: Mapping[str, Any]) -> bytes:
+    counts = rle["counts"]
+    return counts.encode("utf-8", "replace") if isinstance(counts, str) else bytes(counts)
+
+
+@dataclass
+class _FlatCollector:
+    """Flat inputs of one update for the compiled kernel (segpipe/evaluators/_kernel.c), gathered image by image:
+    per detection and GT only its geometry and flags; IoUs and the greedy matching are one kernel call in `stats`.
+    """
+
+    iou_type: str
+    det_image: list[int] = field(default_factory=list)
+    det_category: list[int] = field(default_factory=list)
+    det_score: list[float] = field(default_factory=list)
+    det_rank: list[int] = field(default_factory=list)
+    det_geoms: list[Any] = field(default_factory=list)  # segm: counts bytes; bbox: [x, y, w, h]
+    det_area: list[float] = field(default_factory=list)  # bbox only (segm areas come from the masks, in the kernel)
+    gt_image: list[int] = field(default_factory=list)
+    gt_category: list[int] = field(default_factory=list)
+    gt_geoms: list[Any] = field(default_factory=list)
+    gt_crowd: list[bool] = field(default_factory=list)
+    gt_id_nonzero: list[bool] = field(default_factory=list)
+    gt_area: list[float] = field(default_factory=list)
+    blocks: list[tuple[int, ...]] = field(default_factory=list)  # [height, width,] d0, d1, g0, g1 per (image, category)
+
+    def add_image(
+        self, *, truth: GroundTruth, image: GtImage, dets_by_cat: Mapping[int, list[Mapping[str, Any]]], iou_type: str,
+        gt_totals: Mapping[int, int],
+    ) -> None:
+        image_id = image.image_id
+        segm = iou_type == "segm"
+        size = (image.height, image.width) if segm else ()
+        for cat in sorted(set(truth.image_categories.get(image_id, ())).union(dets_by_cat)):
+            cat_gts = truth.annotations.get((image_id, cat), ())
+            # Python's sort is stable, like COCOeval's argsort(-score, kind="mergesort")
+            cat_dets = sorted(dets_by_cat.get(cat, ()), key=lambda r: -r["score"])[:MAX_DET]
+            d0, g0 = len(self.det_score), len(self.gt_geoms)
+            self.blocks.append((*size, d0, d0 + len(cat_dets), g0, g0 + len(cat_gts)))
+            n = len(cat_dets)
+            self.det_image.extend([image_id] * n)
+            self.det_category.extend([cat] * n)
+            self.det_rank.extend(range(n))
+            for r in cat_dets:
+                self.det_score.append(float(r["score"]))
+                if segm:
+                    self.det_geoms.append(_counts_bytes(to_rle(r["segmentation"], image=image)))
+                elif "bbox" in r:
+                    bb = r["bbox"]
+                    self.det_geoms.append(bb)
+                    self.det_area.append(bb[2] * bb[3])
+                else:  # bbox from a mask-only result: loadRes takes the box and the area from the mask
+                    rle = to_rle(r["segmentation"], image=image)
+                    self.det_geoms.append(mask_utils.toBbox(rle).tolist())
+                    self.det_area.append(float(mask_utils.area(rle)))
+            for g in cat_gts:
+                geom = _gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH, total=gt_totals.get(id(g)))
+                self.gt_geoms.append(_counts_bytes(geom) if segm else geom)
+                self.gt_crowd.append(bool(g.get("iscrowd", 0)))
+                self.gt_id_nonzero.append(g["id"] != 0)
+                self.gt_area.append(g["area"])
+            self.gt_image.extend([image_id] * len(cat_gts))
+            self.gt_category.extend([cat] * len(cat_gts))
+
+    def stats(self, *, truth: GroundTruth, iou_type: str, image_ids: list[int], warnings: tuple[str, ...]) -> InstanceStats:
+        assert kernel.KERNEL is not None
+        n, g = len(self.det_score), len(self.gt_geoms)
+        crowd = np.array(self.gt_crowd, dtype=bool)
+        # COCOeval's gt['ignore'] is iscrowd; out of the area range is ignored too
+        gt_ignored = out_of_range(np.array(self.gt_area, dtype=np.float64)) | crowd[:, None]
+        matched = np.empty((n, A, T), dtype=bool)
+        ignored = np.empty((n, A, T), dtype=bool)
+        iou = np.empty(n, dtype=np.float64)
+        width = 6 if iou_type == "segm" else 4
+        blocks = np.array(self.blocks, dtype=np.int64).reshape(len(self.blocks), width)
+        flags = (blocks, crowd, np.array(self.gt_id_nonzero, dtype=bool), gt_ignored, AREA_LO, AREA_HI, THRESHOLDS,
+                 matched, ignored, iou)
+        if iou_type == "segm":
+            kernel.KERNEL.match_segm(self.det_geoms, self.gt_geoms, *flags)
+        else:
+            kernel.KERNEL.match_bbox(np.array(self.det_geoms, dtype=np.float64).reshape(n, 4), np.array(self.det_area, dtype=np.float64),
+                                     np.array(self.gt_geoms, dtype=np.float64).reshape(g, 4), *flags)
+        return InstanceStats(
+            iou_type=iou_type,
+            category_ids=truth.category_ids,
+            category_names=truth.category_names,
+            image_ids=np.array(image_ids, dtype=np.int64),
+            file_names=tuple(truth.images[i].file_name for i in image_ids),
+            det_image=np.array(self.det_image, dtype=np.int64),
+            det_category=np.array(self.det_category, dtype=np.int64),
+            det_score=np.array(self.det_score, dtype=np.float64),
+            det_rank=np.array(self.det_rank, dtype=np.int64),
+            det_matched=matched,
+            det_ignored=ignored,
+            det_iou=iou,
+            gt_image=np.array(self.gt_image, dtype=np.int64),
+            gt_category=np.array(self.gt_category, dtype=np.int64),
+            gt_ignored=gt_ignored,
+            warnings=warnings,
+        )
+
+
 def instance_update(
     gt: Mapping[str, Any] | GroundTruth,
     results: list[Mapping[str, Any]],
@@ -235,7 +338,7 @@ def instance_update(
     for r in kept:
         if r["image_id"] in wanted_set:
             by_image[r["image_id"]][r["category_id"]].append(r)
-    collector = _Collector()
+    collector: _Collector | _FlatCollector = _Collector() if kernel.KERNEL is None else _FlatCollector(iou_type)
     gt_totals = gt_counts_totals(truth, wanted) if iou_type == "segm" else {}
     for image_id in wanted:
         collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
