@@ -13,6 +13,9 @@ from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance import evaluate_instances, validate_results
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval, rle_of, uncompressed_rle_of
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 H, W = 40, 60
 
 

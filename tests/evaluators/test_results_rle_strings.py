@@ -18,6 +18,9 @@ from segpipe.evaluators.instance import evaluate_instances
 from segpipe.cli import main
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 H, W = 40, 60
 
 

@@ -14,6 +14,9 @@ from click.testing import CliRunner
 from segpipe.cli import main
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any], list[dict[str, Any]]]:
