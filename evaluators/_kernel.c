@@ -403,8 +403,11 @@ static PyObject *py_match_segm(PyObject *self, PyObject *args) {
         const int64_t *row = blocks + 6 * b;
         uint64_t pixels = (uint64_t)row[0] * (uint64_t)row[1];
         Py_ssize_t d0 = row[2], d1 = row[3], g0 = row[4], g1 = row[5], D = d1 - d0, G = g1 - g0;
-        if (!D) continue;
         pool.size = 0;
+        /* every GT string is decoded, also without detections: this is where GT strings are checked */
+        for (Py_ssize_t g = 0; g < G; g++)
+            if (decode_mask(gts, g0 + g, "gt_strings", pixels, &pool, &masks[D + g]) < 0) goto done;
+        if (!D) continue;
         double *det_area = scratch(&areas, (size_t)D);
         if (!det_area) goto done;
         for (Py_ssize_t d = 0; d < D; d++) {
@@ -415,8 +418,6 @@ static PyObject *py_match_segm(PyObject *self, PyObject *args) {
             unmatched_block(&mt, d0, d1, det_area);
             continue;
         }
-        for (Py_ssize_t g = 0; g < G; g++)
-            if (decode_mask(gts, g0 + g, "gt_strings", pixels, &pool, &masks[D + g]) < 0) goto done;
         double *iou = scratch(&ious, (size_t)D * (size_t)G);
         if (!iou) goto done;
         for (Py_ssize_t d = 0; d < D; d++)

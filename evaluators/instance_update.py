@@ -216,6 +216,29 @@ def _counts_bytes(rle: Mapping[str, Any]) -> bytes:
     return counts.encode("utf-8", "replace") if isinstance(counts, str) else bytes(counts)
 
 
+def _string_counts(segm: Any, *, height: int, width: int) -> bytes | None:
+    """The counts string of a compressed RLE of height x width as bytes, else None (not such an RLE)."""
+    if type(segm) is dict:
+        size, counts = segm.get("size"), segm.get("counts")
+        if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int \
+                and size[0] == height and size[1] == width:
+            if type(counts) is str:
+                return counts.encode("utf-8", "replace")  # non-ASCII bytes are out of the RLE alphabet: corrupt
+            if type(counts) is bytes:
+                return counts
+    return None
+
+
+def _gt_problem(truth: GroundTruth, image_ids: Sequence[int]) -> None:
+    """Raise the EvaluationError of the first bad GT segmentation of `image_ids`, in the order they were collected."""
+    totals = gt_counts_totals(truth, image_ids)
+    for image_id in image_ids:
+        image = truth.images[image_id]
+        for cat in truth.image_categories.get(image_id, ()):
+            for g in truth.annotations[image_id, cat]:
+                _gt_geometry(g, image=image, iou_type="segm", path=GT_PATH, total=totals.get(id(g)))
+
+
 @dataclass
 class _FlatCollector:
     """Flat inputs of one update for the compiled kernel (segpipe/evaluators/_kernel.c), gathered image by image:
@@ -239,11 +262,10 @@ class _FlatCollector:
 
     def add_image(
         self, *, truth: GroundTruth, image: GtImage, dets_by_cat: Mapping[int, list[Mapping[str, Any]]], iou_type: str,
-        gt_totals: Mapping[int, int],
     ) -> None:
-        image_id = image.image_id
+        image_id, height, width = image.image_id, image.height, image.width
         segm = iou_type == "segm"
-        size = (image.height, image.width) if segm else ()
+        size = (height, width) if segm else ()
         for cat in sorted(set(truth.image_categories.get(image_id, ())).union(dets_by_cat)):
             cat_gts = truth.annotations.get((image_id, cat), ())
             # Python's sort is stable, like COCOeval's argsort(-score, kind="mergesort")
@@ -257,7 +279,8 @@ class _FlatCollector:
             for r in cat_dets:
                 self.det_score.append(float(r["score"]))
                 if segm:
-                    self.det_geoms.append(_counts_bytes(to_rle(r["segmentation"], image=image)))
+                    counts = _string_counts(r["segmentation"], height=height, width=width)
+                    self.det_geoms.append(counts if counts is not None else _counts_bytes(to_rle(r["segmentation"], image=image)))
                 elif "bbox" in r:
                     bb = r["bbox"]
                     self.det_geoms.append(bb)
@@ -267,8 +290,13 @@ class _FlatCollector:
                     self.det_geoms.append(mask_utils.toBbox(rle).tolist())
                     self.det_area.append(float(mask_utils.area(rle)))
             for g in cat_gts:
-                geom = _gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH, total=gt_totals.get(id(g)))
-                self.gt_geoms.append(_counts_bytes(geom) if segm else geom)
+                # A compressed string of the image's size goes as it is: the kernel decodes and checks it (a bad one
+                # is reported by `_gt_problem`); anything else is checked and converted here, as the numpy path does.
+                counts = _string_counts(g.get("segmentation"), height=height, width=width) if segm else None
+                if counts is None:
+                    geom = _gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH)
+                    counts = _counts_bytes(geom) if segm else geom
+                self.gt_geoms.append(counts)
                 self.gt_crowd.append(bool(g.get("iscrowd", 0)))
                 self.gt_id_nonzero.append(g["id"] != 0)
                 self.gt_area.append(g["area"])
@@ -289,7 +317,12 @@ class _FlatCollector:
         flags = (blocks, crowd, np.array(self.gt_id_nonzero, dtype=bool), gt_ignored, AREA_LO, AREA_HI, THRESHOLDS,
                  matched, ignored, iou)
         if iou_type == "segm":
-            kernel.KERNEL.match_segm(self.det_geoms, self.gt_geoms, *flags)
+            try:
+                kernel.KERNEL.match_segm(self.det_geoms, self.gt_geoms, *flags)
+            except ValueError as err:
+                if str(err).startswith("gt_strings"):  # detections were checked by validate_results already
+                    _gt_problem(truth, image_ids)  # the first bad GT mask, named as the numpy path names it
+                raise
         else:
             kernel.KERNEL.match_bbox(np.array(self.det_geoms, dtype=np.float64).reshape(n, 4), np.array(self.det_area, dtype=np.float64),
                                      np.array(self.gt_geoms, dtype=np.float64).reshape(g, 4), *flags)
@@ -338,11 +371,23 @@ def instance_update(
     for r in kept:
         if r["image_id"] in wanted_set:
             by_image[r["image_id"]][r["category_id"]].append(r)
-    collector: _Collector | _FlatCollector = _Collector() if kernel.KERNEL is None else _FlatCollector(iou_type)
-    gt_totals = gt_counts_totals(truth, wanted) if iou_type == "segm" else {}
-    for image_id in wanted:
-        collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
-                            iou_type=iou_type, gt_totals=gt_totals)
-        if progress is not None:
-            progress(1)
+    if kernel.KERNEL is None:
+        collector: _Collector | _FlatCollector = _Collector()
+        gt_totals = gt_counts_totals(truth, wanted) if iou_type == "segm" else {}
+        for image_id in wanted:
+            collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
+                                iou_type=iou_type, gt_totals=gt_totals)
+            if progress is not None:
+                progress(1)
+    else:
+        collector = _FlatCollector(iou_type)
+        try:
+            for image_id in wanted:
+                collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}), iou_type=iou_type)
+                if progress is not None:
+                    progress(1)
+        except EvaluationError:
+            if iou_type == "segm":  # a GT string left to the kernel may come first: report the first, as the numpy path
+                _gt_problem(truth, wanted)
+            raise
     return collector.stats(truth=truth, iou_type=iou_type, image_ids=wanted, warnings=truth.warnings + tuple(result_warnings))

@@ -125,6 +125,21 @@ def test_bad_gt_counts_strings_name_the_annotation(counts: str | bytes, why: str
         evaluate_instances(gt, results[:1], iou_type="segm")
 
 
+def test_the_first_bad_gt_is_named_whichever_check_finds_it() -> None:
+    """A corrupt string (checked in one batch) before a GT of the wrong size (checked one by one): the first is named."""
+    gt, results = _gt_and_result("5o")
+    ok_ann = gt["annotations"][0]
+    gt["images"].append({"id": 2, "file_name": "b.png", "height": H, "width": W})
+    gt["annotations"] = [ok_ann, {**ok_ann, "id": 7, "segmentation": {"size": [H, W], "counts": "5o"}},
+                         {**ok_ann, "id": 8, "image_id": 2, "segmentation": {"size": [H, W + 1], "counts": "5o"}}]
+    with pytest.raises(EvaluationError, match=r"annotation id 7\.segmentation.*corrupt"):
+        evaluate_instances(gt, results[:1], iou_type="segm")
+    gt["annotations"] = [ok_ann, {**ok_ann, "id": 7, "segmentation": {"size": [H, W + 1], "counts": "5o"}},
+                         {**ok_ann, "id": 8, "image_id": 2, "segmentation": {"size": [H, W], "counts": "5o"}}]
+    with pytest.raises(EvaluationError, match=r"annotation id 7\.segmentation: RLE size"):
+        evaluate_instances(gt, results[:1], iou_type="segm")
+
+
 def test_rle_totals_in_chunks_equal_one_string_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from segpipe.evaluators import rle_strings
 
