@@ -21,7 +21,7 @@ from segpipe.evaluators import kernel
 from segpipe.evaluators.instance import instance_update
 from segpipe.evaluators.instance_matching import AREA_HI, AREA_LO, THRESHOLDS, A, T
 from segpipe.evaluators.rle_strings import rle_totals, rle_totals_numpy
-from tests.evaluators.test_instance import uncompressed_rle_of
+from tests.evaluators.test_instance import make_dataset, uncompressed_rle_of
 
 # Set where an install is expected to lack the kernel (no C compiler): the build assertion below then skips.
 KERNEL_ABSENT_OK_ENV = "SEGPIPE_KERNEL_ABSENT_OK"
@@ -225,3 +225,19 @@ def test_matching_equals_cocoeval_evalimgs(seed: int, iou_type: str) -> None:
                             assert ours.det_iou[row] == ev.ious[image_id, cat][rank, col]
                 seen += len(rows)
     assert seen == A * len(ours.det_score)
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_kernel_records_are_the_numpy_paths_bytes(compiled: Any, monkeypatch: pytest.MonkeyPatch, iou_type: str) -> None:
+    """Shard records (`InstanceStats.to_arrays`, what `segpipe run` stores per shard) do not depend on the path."""
+    gt, results = make_dataset(seed=5, n_images=8)
+    fast = instance_update(gt, results, iou_type=iou_type, image_ids=[2, 3, 5, 8])
+    monkeypatch.setattr(kernel, "KERNEL", None)
+    slow = instance_update(gt, results, iou_type=iou_type, image_ids=[2, 3, 5, 8])
+    (fast_arrays, fast_meta), (slow_arrays, slow_meta) = fast.to_arrays(), slow.to_arrays()
+    assert fast_meta == slow_meta and list(fast_arrays) == list(slow_arrays)
+    for name, array in fast_arrays.items():
+        a, b = io.BytesIO(), io.BytesIO()
+        np.save(a, array, allow_pickle=False)
+        np.save(b, slow_arrays[name], allow_pickle=False)
+        assert a.getvalue() == b.getvalue(), name
