@@ -371,19 +371,20 @@ def instance_update(
     for r in kept:
         if r["image_id"] in wanted_set:
             by_image[r["image_id"]][r["category_id"]].append(r)
+    collector: _Collector | _FlatCollector
     if kernel.KERNEL is None:
-        collector: _Collector | _FlatCollector = _Collector()
+        collector = numpy_collector = _Collector()
         gt_totals = gt_counts_totals(truth, wanted) if iou_type == "segm" else {}
         for image_id in wanted:
-            collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
-                                iou_type=iou_type, gt_totals=gt_totals)
+            numpy_collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
+                                      iou_type=iou_type, gt_totals=gt_totals)
             if progress is not None:
                 progress(1)
     else:
-        collector = _FlatCollector(iou_type)
+        collector = flat_collector = _FlatCollector(iou_type)
         try:
             for image_id in wanted:
-                collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}), iou_type=iou_type)
+                flat_collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}), iou_type=iou_type)
                 if progress is not None:
                     progress(1)
         except EvaluationError:

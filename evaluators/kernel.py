@@ -20,7 +20,8 @@ def _load() -> ModuleType | None:
         from segpipe.evaluators import _kernel  # type: ignore[attr-defined]
     except ImportError:
         return None
-    return _kernel
+    module: ModuleType = _kernel
+    return module
 
 
 KERNEL: ModuleType | None = _load()
