@@ -67,6 +67,32 @@ static Py_ssize_t items(const Buf *buf) { return buf->view.len / buf->view.items
 
 /* ---------------------------------------------------------------- RLE strings */
 
+/* The characters of a counts string: bytes as they are, str as str.encode("utf-8", "replace") gives them (an
+ * ASCII str without a copy). *tmp holds a new reference to release when a non-ASCII str had to be encoded. */
+static int string_chars(PyObject *item, const char *what, Py_ssize_t index, const unsigned char **s, Py_ssize_t *len, PyObject **tmp) {
+    *tmp = NULL;
+#if PY_VERSION_HEX < 0x030C0000 /* from 3.12 every str is "ready" (PEP 623) */
+    if (PyUnicode_Check(item) && PyUnicode_READY(item) < 0) return -1;
+#endif
+    if (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) {
+        *s = (const unsigned char *)PyUnicode_1BYTE_DATA(item);
+        *len = PyUnicode_GET_LENGTH(item);
+        return 0;
+    }
+    if (PyUnicode_Check(item)) {
+        *tmp = PyUnicode_AsEncodedString(item, "utf-8", "replace");
+        if (!*tmp) return -1;
+        item = *tmp;
+    }
+    if (!PyBytes_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd]: expected bytes or str, got %s", what, index, Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    *s = (const unsigned char *)PyBytes_AS_STRING(item);
+    *len = PyBytes_GET_SIZE(item);
+    return 0;
+}
+
 /* rleFrString's tokens of one string, checked: returns 0 and calls `emit(run)` for each run, or -1 when the string
  * has a character outside the alphabet ('0'..'o'), ends inside a run, has a run wider than MAX_RUN_CHARS
  * characters or a negative run. Runs are summed as rleFrString does: from the fourth on, each adds the run two
@@ -109,13 +135,15 @@ static PyObject *py_rle_totals(PyObject *self, PyObject *args) {
     if (get_buf(out_obj, &out, 'i', n, 1, "out") < 0) { release(&out); return NULL; }
     int64_t *dst = (int64_t *)out.view.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(strings, i);
-        if (!PyBytes_Check(item)) {
+        const unsigned char *s;
+        Py_ssize_t len;
+        PyObject *tmp;
+        if (string_chars(PyList_GET_ITEM(strings, i), "strings", i, &s, &len, &tmp) < 0) {
             release(&out);
-            PyErr_Format(PyExc_TypeError, "strings[%zd]: expected bytes, got %s", i, Py_TYPE(item)->tp_name);
             return NULL;
         }
-        dst[i] = rle_string_total((const unsigned char *)PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
+        dst[i] = rle_string_total(s, len);
+        Py_XDECREF(tmp);
     }
     release(&out);
     Py_RETURN_NONE;
@@ -150,13 +178,10 @@ static int pool_push(Pool *pool, uint64_t start, uint64_t end) {
 
 /* Decode strings[index] (checked as in rle_string_total, and its runs must sum to pixels) into the pool. */
 static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, uint64_t pixels, Pool *pool, Mask *mask) {
-    PyObject *item = PyList_GET_ITEM(strings, index);
-    if (!PyBytes_Check(item)) {
-        PyErr_Format(PyExc_TypeError, "%s[%zd]: expected bytes, got %s", what, index, Py_TYPE(item)->tp_name);
-        return -1;
-    }
-    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(item);
-    Py_ssize_t len = PyBytes_GET_SIZE(item), p = 0, m = 0;
+    const unsigned char *s;
+    Py_ssize_t len, p = 0, m = 0;
+    PyObject *tmp;
+    if (string_chars(PyList_GET_ITEM(strings, index), what, index, &s, &len, &tmp) < 0) return -1;
     int64_t run_m2 = 0, run_m1 = 0;
     uint64_t pos = 0;
     mask->first = pool->size / 2;
@@ -179,7 +204,10 @@ static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, ui
         int64_t run = (int64_t)(m > 2 ? x + (uint64_t)run_m2 : x);
         if (run < 0 || (uint64_t)run > pixels - pos) goto corrupt;
         if ((m & 1) && run > 0) { /* odd runs are foreground */
-            if (pool_push(pool, pos, pos + (uint64_t)run) < 0) return -1;
+            if (pool_push(pool, pos, pos + (uint64_t)run) < 0) {
+                Py_XDECREF(tmp);
+                return -1;
+            }
             mask->count++;
             mask->area += (uint64_t)run;
         }
@@ -189,6 +217,7 @@ static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, ui
         m++;
     }
     if (pos != pixels) goto corrupt;
+    Py_XDECREF(tmp);
     if (mask->count) {
         mask->lo = pool->iv[2 * mask->first];
         mask->hi = pool->iv[2 * (mask->first + mask->count) - 1];
@@ -197,6 +226,7 @@ static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, ui
     }
     return 0;
 corrupt:
+    Py_XDECREF(tmp);
     PyErr_Format(PyExc_ValueError, "%s[%zd]: RLE counts string is corrupt or does not cover %llu pixels", what, index,
                  (unsigned long long)pixels);
     return -1;
@@ -493,7 +523,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"rle_totals", py_rle_totals, METH_VARARGS,
-     "rle_totals(strings: list[bytes], out: int64 buffer) -> None: pixel total of each compressed RLE string, -1 when corrupt."},
+     "rle_totals(strings: list[bytes | str], out: int64 buffer) -> None: pixel total of each compressed RLE string, -1 when corrupt."},
     {"match_segm", py_match_segm, METH_VARARGS,
      "match_segm(det_strings, gt_strings, blocks[B, 6] (height, width, d0, d1, g0, g1), gt_crowd, gt_id_nonzero, gt_ignored[G, A], "
      "area_lo, area_hi, thresholds, det_matched[N, A, T] out, det_ignored[N, A, T] out, det_iou[N] out) -> None"},

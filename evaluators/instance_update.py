@@ -216,16 +216,13 @@ def _counts_bytes(rle: Mapping[str, Any]) -> bytes:
     return counts.encode("utf-8", "replace") if isinstance(counts, str) else bytes(counts)
 
 
-def _string_counts(segm: Any, *, height: int, width: int) -> bytes | None:
-    """The counts string of a compressed RLE of height x width as bytes, else None (not such an RLE)."""
+def _string_counts(segm: Any, *, height: int, width: int) -> bytes | str | None:
+    """The counts string (str or bytes, as the kernel takes it) of a compressed RLE of height x width, else None."""
     if type(segm) is dict:
         size, counts = segm.get("size"), segm.get("counts")
         if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int \
-                and size[0] == height and size[1] == width:
-            if type(counts) is str:
-                return counts.encode("utf-8", "replace")  # non-ASCII bytes are out of the RLE alphabet: corrupt
-            if type(counts) is bytes:
-                return counts
+                and size[0] == height and size[1] == width and type(counts) in (str, bytes):
+            return counts
     return None
 
 
@@ -250,7 +247,7 @@ class _FlatCollector:
     det_category: list[int] = field(default_factory=list)
     det_score: list[float] = field(default_factory=list)
     det_rank: list[int] = field(default_factory=list)
-    det_geoms: list[Any] = field(default_factory=list)  # segm: counts bytes; bbox: [x, y, w, h]
+    det_geoms: list[Any] = field(default_factory=list)  # segm: counts (bytes or str); bbox: [x, y, w, h]
     det_area: list[float] = field(default_factory=list)  # bbox only (segm areas come from the masks, in the kernel)
     gt_image: list[int] = field(default_factory=list)
     gt_category: list[int] = field(default_factory=list)

@@ -27,11 +27,16 @@ from tests.evaluators.test_instance import make_dataset, uncompressed_rle_of
 KERNEL_ABSENT_OK_ENV = "SEGPIPE_KERNEL_ABSENT_OK"
 
 
+BUILT = kernel.KERNEL  # taken at import, before any test switches paths
+
+
 @pytest.fixture()
-def compiled() -> Any:
-    if kernel.KERNEL is None:
+def compiled(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The kernel, switched on for the test (the module-scoped both_evaluation_paths may have it off)."""
+    if BUILT is None:
         pytest.skip("the compiled kernel is not built or SEGPIPE_NO_KERNEL is set")
-    return kernel.KERNEL
+    monkeypatch.setattr(kernel, "KERNEL", BUILT)
+    return BUILT
 
 
 def test_kernel_is_built() -> None:
@@ -40,7 +45,7 @@ def test_kernel_is_built() -> None:
         pytest.skip(f"{KERNEL_ABSENT_OK_ENV} is set: this install may lack the kernel")
     module = importlib.import_module("segpipe.evaluators._kernel")  # ImportError: the build failed or was skipped
     if os.environ.get(kernel.NO_KERNEL_ENV, "") in ("", "0"):
-        assert kernel.KERNEL is module
+        assert BUILT is module
 
 
 # ---------------------------------------------------------------- rle_totals
@@ -86,11 +91,16 @@ def test_rle_totals_kernel_equals_numpy(compiled: Any, seed: int) -> None:
     assert ours.dtype == np.int64
     np.testing.assert_array_equal(ours, rle_totals_numpy(strings))
     assert (rle_totals(valid) >= 0).all()
+    # str goes to the kernel as str.encode("utf-8", "replace") would give it (non-ASCII and lone surrogates included)
+    text = [s.decode("latin-1") for s in strings] + ["5\udce9", "é51", "\x00"]
+    out = np.empty(len(text), dtype=np.int64)
+    compiled.rle_totals(text, out)
+    np.testing.assert_array_equal(out, rle_totals_numpy([t.encode("utf-8", "replace") for t in text]))
 
 
 def test_rle_totals_kernel_checks_its_arguments(compiled: Any) -> None:
-    with pytest.raises(TypeError, match=r"strings\[1\]"):
-        compiled.rle_totals([b"0", "0"], np.empty(2, dtype=np.int64))
+    with pytest.raises(TypeError, match=r"strings\[1\]: expected bytes or str, got int"):
+        compiled.rle_totals([b"0", 0], np.empty(2, dtype=np.int64))
     with pytest.raises(ValueError, match="expected 2 items"):
         compiled.rle_totals([b"0", b"0"], np.empty(3, dtype=np.int64))
     with pytest.raises(TypeError, match="wrong item type"):
