@@ -150,7 +150,21 @@ def validate_results(
     totals = _counts_totals(results, iou_type=kind)
     bad: dict[str, list[str]] = defaultdict(list)
     kept: list[Mapping[str, Any]] = []
+    images, categories = truth.images, frozenset(truth.category_ids)
     for i, result in enumerate(results):
+        if kind == "segm" and type(result) is dict:
+            # The common case accepted in one expression (this runs once per result): exact int ids that exist, a
+            # finite float score, a compressed RLE of the image's size whose string decodes to its pixel count.
+            # Anything else takes result_problem's checks, which accept all of this too.
+            image_id, segm, score = result.get("image_id"), result.get("segmentation"), result.get("score")
+            if type(image_id) is int and type(result.get("category_id")) is int and type(segm) is dict \
+                    and type(score) is float and math.isfinite(score) and result["category_id"] in categories:
+                image, size = images.get(image_id), segm.get("size")
+                if image is not None and type(size) is list and len(size) == 2 and size[0] == image.height \
+                        and size[1] == image.width and type(size[0]) is int and type(size[1]) is int \
+                        and (total := totals.get(i, INVALID_RLE)) != INVALID_RLE and total == image.height * image.width:
+                    kept.append(result)
+                    continue
         problem = result_problem(result, truth=truth, iou_type=kind, total=totals.get(i))
         if problem is None:
             kept.append(result)
