@@ -410,6 +410,7 @@ static PyObject *py_match_segm(PyObject *self, PyObject *args) {
     Mask *masks = NULL;
     Scratch ious = {NULL, 0}, areas = {NULL, 0};
     PyObject *result = NULL;
+    mt.taken = NULL;
     if (open_match(objs, bufs, n_det, n_gt, 6, &mt) < 0) goto done;
     mt.taken = PyMem_Malloc((size_t)(n_gt ? n_gt : 1));
     if (!mt.taken) { PyErr_NoMemory(); goto done; }

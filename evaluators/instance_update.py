@@ -3,6 +3,11 @@
 What goes in is exactly what COCOeval would compare: GT segmentations through `COCO.annToRLE`, detection
 masks made compressed RLE (polygons merged, as the peer fixtures need), detection area = mask area for segm
 (each result's `bbox` is dropped, as detectron2 does) and w*h of the box for bbox.
+
+Two paths compute the same records: with the compiled kernel (segpipe/evaluators/_kernel.c) `_FlatCollector`
+gathers every string, box and flag of the update in one pass and one kernel call computes IoUs and greedy
+matches; without it (no compiler at install time, or SEGPIPE_NO_KERNEL=1) `_Collector` calls pycocotools'
+`mask.iou` per image and matches in numpy (segpipe.evaluators.instance_matching).
 """
 
 from __future__ import annotations

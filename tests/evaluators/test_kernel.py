@@ -130,6 +130,15 @@ def test_match_segm_refuses_inconsistent_inputs(compiled: Any) -> None:
         call([good, good], [good], [[4, 5, 0, 1, 0, 1]])
     with pytest.raises(ValueError, match="height/width"):
         call([good], [good], [[-4, 5, 0, 1, 0, 1]])
+    for bad_lo in (AREA_LO.astype(np.int64), AREA_LO[::2]):  # the first buffer checked: nothing else is held yet
+        with pytest.raises((TypeError, ValueError), match="area_lo"):
+            compiled.match_segm([good], [good], np.array([[4, 5, 0, 1, 0, 1]], dtype=np.int64), np.zeros(1, bool), np.ones(1, bool),
+                                np.zeros((1, A), bool), bad_lo, AREA_HI, THRESHOLDS, np.empty((1, A, T), bool), np.empty((1, A, T), bool),
+                                np.empty(1))
+    with pytest.raises(ValueError, match="det_matched: expected"):
+        compiled.match_bbox(np.zeros((1, 4)), np.zeros(1), np.zeros((1, 4)), np.array([[0, 1, 0, 1]], dtype=np.int64), np.zeros(1, bool),
+                            np.ones(1, bool), np.zeros((1, A), bool), AREA_LO, AREA_HI, THRESHOLDS, np.empty((2, A, T), bool),
+                            np.empty((1, A, T), bool), np.empty(1))
 
 
 # ---------------------------------------------------------------- matching against COCOeval
