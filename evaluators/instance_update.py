@@ -4,8 +4,8 @@ What goes in is exactly what COCOeval would compare: GT segmentations through `C
 masks made compressed RLE (polygons merged, as the peer fixtures need), detection area = mask area for segm
 (each result's `bbox` is dropped, as detectron2 does) and w*h of the box for bbox.
 
-Two paths compute the same records: with the compiled kernel (segpipe/evaluators/_kernel.c) `_FlatCollector`
-gathers every string, box and flag of the update in one pass and one kernel call computes IoUs and greedy
+Two paths compute the same records: with the compiled kernel (segpipe/evaluators/_kernel.c) `_kernel_stats`
+gathers every string, box and flag of the update in flat lists and one kernel call computes IoUs and greedy
 matches; without it (no compiler at install time, or SEGPIPE_NO_KERNEL=1) `_Collector` calls pycocotools'
 `mask.iou` per image and matches in numpy (segpipe.evaluators.instance_matching).
 """
@@ -241,111 +241,137 @@ def _gt_problem(truth: GroundTruth, image_ids: Sequence[int]) -> None:
                 _gt_geometry(g, image=image, iou_type="segm", path=GT_PATH, total=totals.get(id(g)))
 
 
-@dataclass
-class _FlatCollector:
-    """Flat inputs of one update for the compiled kernel (segpipe/evaluators/_kernel.c), gathered image by image:
-    per detection and GT only its geometry and flags; IoUs and the greedy matching are one kernel call in `stats`.
+def _det_counts(r: Mapping[str, Any], image: GtImage) -> bytes | str:
+    """A checked detection's counts string: as it is for compressed RLE (checked to be of the image's size by
+    validate_results), else made one (polygons merged, uncompressed RLE compressed)."""
+    segm = r["segmentation"]
+    counts = segm.get("counts") if type(segm) is dict else None
+    if isinstance(counts, (str, bytes)):
+        return counts
+    return _counts_bytes(to_rle(segm, image=image))
+
+
+def _kernel_stats(truth: GroundTruth, dets: list[Mapping[str, Any]], *, wanted: list[int], iou_type: str,
+                  warnings: tuple[str, ...]) -> InstanceStats:
+    """The records of `wanted` images through the compiled kernel (segpipe/evaluators/_kernel.c).
+
+    No per-(image, category) Python: detections of the wanted images are ordered by image, category and score
+    in one numpy sort (stable, so score ties keep file order, as COCOeval's mergesort), the GTs are taken in the
+    ground truth's (image, category) order, the block table comes from the sorted keys, and one kernel call
+    computes every IoU and greedy match. The rows come out in the order `_Collector` gives them.
     """
+    segm = iou_type == "segm"
+    image_index = {image_id: i for i, image_id in enumerate(wanted)}
+    # GTs can be filed under an undeclared category (COCO.loadAnns with a duplicated id): their rows are kept, as
+    # `_Collector` keeps them, so the key space holds every category of the index, in id order.
+    all_cats = sorted(set(truth.category_ids).union(cat for _, cat in truth.annotations))
+    cat_index = {cat: k for k, cat in enumerate(all_cats)}
+    n_cats = max(1, len(cat_index))
+    images = [truth.images[i] for i in wanted]
+    heights = np.array([im.height for im in images], dtype=np.int64)
+    widths = np.array([im.width for im in images], dtype=np.int64)
 
-    iou_type: str
-    det_image: list[int] = field(default_factory=list)
-    det_category: list[int] = field(default_factory=list)
-    det_score: list[float] = field(default_factory=list)
-    det_rank: list[int] = field(default_factory=list)
-    det_geoms: list[Any] = field(default_factory=list)  # segm: counts (bytes or str); bbox: [x, y, w, h]
-    det_area: list[float] = field(default_factory=list)  # bbox only (segm areas come from the masks, in the kernel)
-    gt_image: list[int] = field(default_factory=list)
-    gt_category: list[int] = field(default_factory=list)
-    gt_geoms: list[Any] = field(default_factory=list)
-    gt_crowd: list[bool] = field(default_factory=list)
-    gt_id_nonzero: list[bool] = field(default_factory=list)
-    gt_area: list[float] = field(default_factory=list)
-    blocks: list[tuple[int, ...]] = field(default_factory=list)  # [height, width,] d0, d1, g0, g1 per (image, category)
+    n_all = len(dets)
+    det_img = np.fromiter((image_index[r["image_id"]] for r in dets), dtype=np.int64, count=n_all)
+    det_cat = np.fromiter((cat_index[r["category_id"]] for r in dets), dtype=np.int64, count=n_all)
+    score = np.array([r["score"] for r in dets], dtype=np.float64).reshape(n_all)  # COCOeval sorts these as float64
+    order = np.lexsort((np.arange(n_all), -score, det_cat, det_img))
+    key = (det_img * n_cats + det_cat)[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n_all else np.zeros(0, dtype=np.int64)
+    rank = np.arange(n_all) - np.repeat(first, np.diff(np.r_[first, n_all]))
+    keep = rank < MAX_DET  # COCOeval keeps the best 100 of each (image, category)
+    order, key, rank = order[keep], key[keep], rank[keep]
+    n = len(order)
+    det_rows = order.tolist()
+    det_geoms: list[Any]
+    det_area = np.zeros(0)
+    if segm:
+        det_geoms = [_det_counts(dets[i], images[int(det_img[i])]) for i in det_rows]
+    else:
+        det_geoms = []
+        areas: list[float] = []
+        for i in det_rows:
+            r = dets[i]
+            if "bbox" in r:
+                bb = r["bbox"]
+                det_geoms.append(bb)
+                areas.append(bb[2] * bb[3])
+            else:  # bbox from a mask-only result: loadRes takes the box and the area from the mask
+                rle = to_rle(r["segmentation"], image=images[int(det_img[i])])
+                det_geoms.append(mask_utils.toBbox(rle).tolist())
+                areas.append(float(mask_utils.area(rle)))
+        det_area = np.array(areas, dtype=np.float64)
 
-    def add_image(
-        self, *, truth: GroundTruth, image: GtImage, dets_by_cat: Mapping[int, list[Mapping[str, Any]]], iou_type: str,
-    ) -> None:
-        image_id, height, width = image.image_id, image.height, image.width
-        segm = iou_type == "segm"
-        size = (height, width) if segm else ()
-        for cat in sorted(set(truth.image_categories.get(image_id, ())).union(dets_by_cat)):
-            cat_gts = truth.annotations.get((image_id, cat), ())
-            # Python's sort is stable, like COCOeval's argsort(-score, kind="mergesort")
-            cat_dets = sorted(dets_by_cat.get(cat, ()), key=lambda r: -r["score"])[:MAX_DET]
-            d0, g0 = len(self.det_score), len(self.gt_geoms)
-            self.blocks.append((*size, d0, d0 + len(cat_dets), g0, g0 + len(cat_gts)))
-            n = len(cat_dets)
-            self.det_image.extend([image_id] * n)
-            self.det_category.extend([cat] * n)
-            self.det_rank.extend(range(n))
-            for r in cat_dets:
-                self.det_score.append(float(r["score"]))
-                if segm:
-                    counts = _string_counts(r["segmentation"], height=height, width=width)
-                    self.det_geoms.append(counts if counts is not None else _counts_bytes(to_rle(r["segmentation"], image=image)))
-                elif "bbox" in r:
-                    bb = r["bbox"]
-                    self.det_geoms.append(bb)
-                    self.det_area.append(bb[2] * bb[3])
-                else:  # bbox from a mask-only result: loadRes takes the box and the area from the mask
-                    rle = to_rle(r["segmentation"], image=image)
-                    self.det_geoms.append(mask_utils.toBbox(rle).tolist())
-                    self.det_area.append(float(mask_utils.area(rle)))
-            for g in cat_gts:
-                # A compressed string of the image's size goes as it is: the kernel decodes and checks it (a bad one
-                # is reported by `_gt_problem`); anything else is checked and converted here, as the numpy path does.
-                counts = _string_counts(g.get("segmentation"), height=height, width=width) if segm else None
-                if counts is None:
-                    geom = _gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH)
-                    counts = _counts_bytes(geom) if segm else geom
-                self.gt_geoms.append(counts)
-                self.gt_crowd.append(bool(g.get("iscrowd", 0)))
-                self.gt_id_nonzero.append(g["id"] != 0)
-                self.gt_area.append(g["area"])
-            self.gt_image.extend([image_id] * len(cat_gts))
-            self.gt_category.extend([cat] * len(cat_gts))
+    gts: list[Mapping[str, Any]] = []
+    gt_geoms: list[Any] = []
+    gt_keys: list[int] = []
+    gt_counts: list[int] = []
+    for (image_id, cat), anns in truth.annotations.items():  # sorted by (image, category)
+        i = image_index.get(image_id)
+        if i is None:
+            continue
+        image = images[i]
+        gt_keys.append(i * n_cats + cat_index[cat])
+        gt_counts.append(len(anns))
+        gts.extend(anns)
+        for g in anns:
+            # A compressed string of the image's size goes as it is: the kernel decodes and checks it (a bad one is
+            # reported by `_gt_problem`); anything else is checked and converted here, as the numpy path does.
+            counts: Any = _string_counts(g.get("segmentation"), height=image.height, width=image.width) if segm else None
+            if counts is None:
+                geom = _gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH)
+                counts = _counts_bytes(geom) if segm else geom
+            gt_geoms.append(counts)
+    g_total = len(gts)
+    gt_key = np.repeat(np.array(gt_keys, dtype=np.int64), np.array(gt_counts, dtype=np.int64))
+    crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
+    id_nonzero = np.array([g["id"] != 0 for g in gts], dtype=bool)
+    # COCOeval's gt['ignore'] is iscrowd; out of the area range is ignored too
+    gt_ignored = out_of_range(np.array([g["area"] for g in gts], dtype=np.float64).reshape(g_total)) | crowd[:, None]
 
-    def stats(self, *, truth: GroundTruth, iou_type: str, image_ids: list[int], warnings: tuple[str, ...]) -> InstanceStats:
-        assert kernel.KERNEL is not None
-        n, g = len(self.det_score), len(self.gt_geoms)
-        crowd = np.array(self.gt_crowd, dtype=bool)
-        # COCOeval's gt['ignore'] is iscrowd; out of the area range is ignored too
-        gt_ignored = out_of_range(np.array(self.gt_area, dtype=np.float64)) | crowd[:, None]
-        matched = np.empty((n, A, T), dtype=bool)
-        ignored = np.empty((n, A, T), dtype=bool)
-        iou = np.empty(n, dtype=np.float64)
-        width = 6 if iou_type == "segm" else 4
-        blocks = np.array(self.blocks, dtype=np.int64).reshape(len(self.blocks), width)
-        flags = (blocks, crowd, np.array(self.gt_id_nonzero, dtype=bool), gt_ignored, AREA_LO, AREA_HI, THRESHOLDS,
-                 matched, ignored, iou)
-        if iou_type == "segm":
-            try:
-                kernel.KERNEL.match_segm(self.det_geoms, self.gt_geoms, *flags)
-            except ValueError as err:
-                if str(err).startswith("gt_strings"):  # detections were checked by validate_results already
-                    _gt_problem(truth, image_ids)  # the first bad GT mask, named as the numpy path names it
-                raise
-        else:
-            kernel.KERNEL.match_bbox(np.array(self.det_geoms, dtype=np.float64).reshape(n, 4), np.array(self.det_area, dtype=np.float64),
-                                     np.array(self.gt_geoms, dtype=np.float64).reshape(g, 4), *flags)
-        return InstanceStats(
-            iou_type=iou_type,
-            category_ids=truth.category_ids,
-            category_names=truth.category_names,
-            image_ids=np.array(image_ids, dtype=np.int64),
-            file_names=tuple(truth.images[i].file_name for i in image_ids),
-            det_image=np.array(self.det_image, dtype=np.int64),
-            det_category=np.array(self.det_category, dtype=np.int64),
-            det_score=np.array(self.det_score, dtype=np.float64),
-            det_rank=np.array(self.det_rank, dtype=np.int64),
-            det_matched=matched,
-            det_ignored=ignored,
-            det_iou=iou,
-            gt_image=np.array(self.gt_image, dtype=np.int64),
-            gt_category=np.array(self.gt_category, dtype=np.int64),
-            gt_ignored=gt_ignored,
-            warnings=warnings,
-        )
+    # One block per (image, category) with detections or GTs, in key order; det and GT rows are in that order too.
+    keys = np.union1d(key, gt_key)
+    d0, d1 = np.searchsorted(key, keys, side="left"), np.searchsorted(key, keys, side="right")
+    g0, g1 = np.searchsorted(gt_key, keys, side="left"), np.searchsorted(gt_key, keys, side="right")
+    block_img = keys // n_cats
+    columns = (heights[block_img], widths[block_img], d0, d1, g0, g1) if segm else (d0, d1, g0, g1)
+    blocks = np.ascontiguousarray(np.stack(columns, axis=1).astype(np.int64, copy=False)).reshape(len(keys), len(columns))
+
+    matched = np.empty((n, A, T), dtype=bool)
+    ignored = np.empty((n, A, T), dtype=bool)
+    iou = np.empty(n, dtype=np.float64)
+    flags = (blocks, crowd, id_nonzero, gt_ignored, AREA_LO, AREA_HI, THRESHOLDS, matched, ignored, iou)
+    assert kernel.KERNEL is not None
+    if segm:
+        try:
+            kernel.KERNEL.match_segm(det_geoms, gt_geoms, *flags)
+        except ValueError as err:
+            if str(err).startswith("gt_strings"):  # detections were checked by validate_results already
+                _gt_problem(truth, wanted)  # the first bad GT mask, named as the numpy path names it
+            raise
+    else:
+        kernel.KERNEL.match_bbox(np.array(det_geoms, dtype=np.float64).reshape(n, 4), det_area,
+                                 np.array(gt_geoms, dtype=np.float64).reshape(g_total, 4), *flags)
+    category_ids = np.array(all_cats, dtype=np.int64)
+    wanted_ids = np.array(wanted, dtype=np.int64)
+    return InstanceStats(
+        iou_type=iou_type,
+        category_ids=truth.category_ids,
+        category_names=truth.category_names,
+        image_ids=wanted_ids,
+        file_names=tuple(im.file_name for im in images),
+        det_image=wanted_ids[key // n_cats],
+        det_category=category_ids[key % n_cats] if len(category_ids) else np.zeros(n, dtype=np.int64),
+        det_score=score[order],
+        det_rank=rank,
+        det_matched=matched,
+        det_ignored=ignored,
+        det_iou=iou,
+        gt_image=wanted_ids[gt_key // n_cats],
+        gt_category=category_ids[gt_key % n_cats] if len(category_ids) else np.zeros(g_total, dtype=np.int64),
+        gt_ignored=gt_ignored,
+        warnings=warnings,
+    )
 
 
 def instance_update(
@@ -368,29 +394,28 @@ def instance_update(
     unknown = [i for i in wanted if i not in truth.images]
     if unknown:
         raise EvaluationError("image_ids", "", f"{len(unknown)} image id(s) not in the ground truth, e.g. {unknown[:5]}")
+    warnings = truth.warnings + tuple(result_warnings)
     wanted_set = set(wanted)
-    by_image: dict[int, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in kept:
-        if r["image_id"] in wanted_set:
-            by_image[r["image_id"]][r["category_id"]].append(r)
-    collector: _Collector | _FlatCollector
-    if kernel.KERNEL is None:
-        collector = numpy_collector = _Collector()
-        gt_totals = gt_counts_totals(truth, wanted) if iou_type == "segm" else {}
-        for image_id in wanted:
-            numpy_collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
-                                      iou_type=iou_type, gt_totals=gt_totals)
-            if progress is not None:
-                progress(1)
-    else:
-        collector = flat_collector = _FlatCollector(iou_type)
+    if kernel.KERNEL is not None:
         try:
-            for image_id in wanted:
-                flat_collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}), iou_type=iou_type)
-                if progress is not None:
-                    progress(1)
+            stats = _kernel_stats(truth, [r for r in kept if r["image_id"] in wanted_set], wanted=wanted, iou_type=iou_type, warnings=warnings)
         except EvaluationError:
             if iou_type == "segm":  # a GT string left to the kernel may come first: report the first, as the numpy path
                 _gt_problem(truth, wanted)
             raise
-    return collector.stats(truth=truth, iou_type=iou_type, image_ids=wanted, warnings=truth.warnings + tuple(result_warnings))
+        if progress is not None:
+            for _ in wanted:
+                progress(1)
+        return stats
+    by_image: dict[int, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in kept:
+        if r["image_id"] in wanted_set:
+            by_image[r["image_id"]][r["category_id"]].append(r)
+    collector = _Collector()
+    gt_totals = gt_counts_totals(truth, wanted) if iou_type == "segm" else {}
+    for image_id in wanted:
+        collector.add_image(truth=truth, image=truth.images[image_id], dets_by_cat=by_image.get(image_id, {}),
+                            iou_type=iou_type, gt_totals=gt_totals)
+        if progress is not None:
+            progress(1)
+    return collector.stats(truth=truth, iou_type=iou_type, image_ids=wanted, warnings=warnings)

@@ -246,13 +246,27 @@ def test_matching_equals_cocoeval_evalimgs(seed: int, iou_type: str) -> None:
     assert seen == A * len(ours.det_score)
 
 
+def _odd_dataset(seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """make_dataset, or a fuzz dataset whose last annotation repeats an earlier id under an undeclared category
+    (COCO.loadAnns then files both copies there) and which declares a category no annotation uses."""
+    if seed == 0:
+        return make_dataset(seed=5, n_images=8)
+    gt, results = _fuzz_dataset(seed)
+    if len(gt["annotations"]) > 1:
+        gt["annotations"].append({**gt["annotations"][-1], "id": gt["annotations"][0]["id"], "category_id": 9})
+    gt["categories"].append({"id": 7, "name": "unused"})
+    return gt, results
+
+
 @pytest.mark.parametrize("iou_type", ["segm", "bbox"])
-def test_kernel_records_are_the_numpy_paths_bytes(compiled: Any, monkeypatch: pytest.MonkeyPatch, iou_type: str) -> None:
+@pytest.mark.parametrize("seed", range(8))
+def test_kernel_records_are_the_numpy_paths_bytes(compiled: Any, monkeypatch: pytest.MonkeyPatch, iou_type: str, seed: int) -> None:
     """Shard records (`InstanceStats.to_arrays`, what `segpipe run` stores per shard) do not depend on the path."""
-    gt, results = make_dataset(seed=5, n_images=8)
-    fast = instance_update(gt, results, iou_type=iou_type, image_ids=[2, 3, 5, 8])
+    gt, results = _odd_dataset(seed)
+    shard = sorted(im["id"] for im in gt["images"])[1::2]
+    fast = instance_update(gt, results, iou_type=iou_type, image_ids=shard)
     monkeypatch.setattr(kernel, "KERNEL", None)
-    slow = instance_update(gt, results, iou_type=iou_type, image_ids=[2, 3, 5, 8])
+    slow = instance_update(gt, results, iou_type=iou_type, image_ids=shard)
     (fast_arrays, fast_meta), (slow_arrays, slow_meta) = fast.to_arrays(), slow.to_arrays()
     assert fast_meta == slow_meta and list(fast_arrays) == list(slow_arrays)
     for name, array in fast_arrays.items():
