@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Re-install whenever pyproject.toml changes.
+# Re-install whenever pyproject.toml, setup.py or the C kernel changes (an editable install builds the kernel once).
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint typecheck demo bench clean gpu-wheels gpu-check
@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=23.1" "setuptools>=68" wheel
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py evaluators/_kernel.c | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
 

@@ -82,6 +82,12 @@ def segmentation_problem(segm: Any, *, height: int, width: int, total: int | Non
 
 
 def bbox_problem(bbox: Any) -> str | None:
+    if type(bbox) is list and len(bbox) == 4:  # the common case first (this runs once per box)
+        x, y, w, h = bbox
+        # a finite sum means four finite floats; an overflowing one takes the checks below
+        if type(x) is float and type(y) is float and type(w) is float and type(h) is float and math.isfinite(x + y + w + h) \
+                and w >= 0 and h >= 0:
+            return None
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
         return f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
     if bbox[2] < 0 or bbox[3] < 0:
@@ -150,7 +156,26 @@ def validate_results(
     totals = _counts_totals(results, iou_type=kind)
     bad: dict[str, list[str]] = defaultdict(list)
     kept: list[Mapping[str, Any]] = []
+    images, categories = truth.images, frozenset(truth.category_ids)
     for i, result in enumerate(results):
+        if type(result) is dict:
+            # The common cases accepted in one expression (this runs once per result): exact int ids that exist, a
+            # finite float score, and for segm a compressed RLE of the image's size whose string decodes to its
+            # pixel count, for bbox a good box. Anything else takes result_problem's checks, which accept these too.
+            image_id, score = result.get("image_id"), result.get("score")
+            if type(image_id) is int and type(result.get("category_id")) is int and type(score) is float \
+                    and math.isfinite(score) and result["category_id"] in categories and (image := images.get(image_id)) is not None:
+                if kind == "segm":
+                    segm = result.get("segmentation")
+                    size = segm.get("size") if type(segm) is dict else None
+                    if type(size) is list and len(size) == 2 and size[0] == image.height and size[1] == image.width \
+                            and type(size[0]) is int and type(size[1]) is int \
+                            and (total := totals.get(i, INVALID_RLE)) != INVALID_RLE and total == image.height * image.width:
+                        kept.append(result)
+                        continue
+                elif (bbox := result.get("bbox")) is not None and bbox_problem(bbox) is None:
+                    kept.append(result)
+                    continue
         problem = result_problem(result, truth=truth, iou_type=kind, total=totals.get(i))
         if problem is None:
             kept.append(result)

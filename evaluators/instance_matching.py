@@ -19,9 +19,9 @@ from segpipe.evaluators.instance_stats import AREA_RANGES, IOU_THRESHOLDS
 A = len(AREA_RANGES)
 T = len(IOU_THRESHOLDS)
 # evaluateImg compares against min(t, 1 - 1e-10)
-_THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
-_AREA_LO = np.array([lo for lo, _ in AREA_RANGES])
-_AREA_HI = np.array([hi for _, hi in AREA_RANGES])
+THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
+AREA_LO = np.array([lo for lo, _ in AREA_RANGES])
+AREA_HI = np.array([hi for _, hi in AREA_RANGES])
 # Cap on the working arrays of one batch (elements per array), to bound memory.
 _BATCH_ELEMENTS = 1 << 22
 
@@ -29,7 +29,7 @@ _BATCH_ELEMENTS = 1 << 22
 def out_of_range(area: np.ndarray) -> np.ndarray:
     """[n] areas -> bool [n, A]: outside each COCO area range (COCOeval's strict < and > tests)."""
     area = np.asarray(area, dtype=np.float64)[:, None]
-    return (area < _AREA_LO[None, :]) | (area > _AREA_HI[None, :])
+    return (area < AREA_LO[None, :]) | (area > AREA_HI[None, :])
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _match_batch(pairs: list[PairInput]) -> list[PairMatches]:
     taken = np.zeros((p, A, T, g_max), dtype=bool)  # COCOeval's gtm > 0
     found = np.zeros((p, d_max, A, T), dtype=bool)
     best = np.zeros((p, d_max, A, T), dtype=np.int64)
-    thr = _THRESHOLDS[None, None, :, None]
+    thr = THRESHOLDS[None, None, :, None]
     ig = gt_ig[:, :, None, :]
     for r in range(d_max):
         iou_r = ious[:, r, None, None, :]  # [P, 1, 1, G]

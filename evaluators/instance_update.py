@@ -3,6 +3,11 @@
 What goes in is exactly what COCOeval would compare: GT segmentations through `COCO.annToRLE`, detection
 masks made compressed RLE (polygons merged, as the peer fixtures need), detection area = mask area for segm
 (each result's `bbox` is dropped, as detectron2 does) and w*h of the box for bbox.
+
+Two paths compute the same records: with the compiled kernel (segpipe/evaluators/_kernel.c) `_kernel_stats`
+gathers every string, box and flag of the update in flat lists and one kernel call computes IoUs and greedy
+matches; without it (no compiler at install time, or SEGPIPE_NO_KERNEL=1) `_Collector` calls pycocotools'
+`mask.iou` per image and matches in numpy (segpipe.evaluators.instance_matching).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from pycocotools import mask as mask_utils
 from segpipe.evaluators.rle_strings import compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
 from segpipe.evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
+from segpipe.evaluators import kernel
 from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance_matching import A, PairInput, match_pairs, out_of_range, unmatched
+from segpipe.evaluators.instance_matching import AREA_HI, AREA_LO, THRESHOLDS, A, T, PairInput, match_pairs, out_of_range, unmatched
 from segpipe.evaluators.instance_stats import MAX_DETS, InstanceStats
 
 MAX_DET = MAX_DETS[-1]  # COCOeval keeps the best 100 detections per (image, category)
@@ -210,6 +216,164 @@ class _Collector:
         )
 
 
+def _counts_bytes(rle: Mapping[str, Any]) -> bytes:
+    counts = rle["counts"]
+    return counts.encode("utf-8", "replace") if isinstance(counts, str) else bytes(counts)
+
+
+def _string_counts(segm: Any, *, height: int, width: int) -> bytes | str | None:
+    """The counts string (str or bytes, as the kernel takes it) of a compressed RLE of height x width, else None."""
+    if type(segm) is dict:
+        size, counts = segm.get("size"), segm.get("counts")
+        if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int \
+                and size[0] == height and size[1] == width and type(counts) in (str, bytes):
+            return counts
+    return None
+
+
+def _gt_problem(truth: GroundTruth, image_ids: Sequence[int]) -> None:
+    """Raise the EvaluationError of the first bad GT segmentation of `image_ids`, in the order they were collected."""
+    totals = gt_counts_totals(truth, image_ids)
+    for image_id in image_ids:
+        image = truth.images[image_id]
+        for cat in truth.image_categories.get(image_id, ()):
+            for g in truth.annotations[image_id, cat]:
+                _gt_geometry(g, image=image, iou_type="segm", path=GT_PATH, total=totals.get(id(g)))
+
+
+def _det_counts(r: Mapping[str, Any], image: GtImage) -> bytes | str:
+    """A checked detection's counts string: as it is for compressed RLE (checked to be of the image's size by
+    validate_results), else made one (polygons merged, uncompressed RLE compressed)."""
+    segm = r["segmentation"]
+    counts = segm.get("counts") if type(segm) is dict else None
+    if isinstance(counts, (str, bytes)):
+        return counts
+    return _counts_bytes(to_rle(segm, image=image))
+
+
+def _kernel_stats(truth: GroundTruth, dets: list[Mapping[str, Any]], *, wanted: list[int], iou_type: str,
+                  warnings: tuple[str, ...]) -> InstanceStats:
+    """The records of `wanted` images through the compiled kernel (segpipe/evaluators/_kernel.c).
+
+    No per-(image, category) Python: detections of the wanted images are ordered by image, category and score
+    in one numpy sort (stable, so score ties keep file order, as COCOeval's mergesort), the GTs are taken in the
+    ground truth's (image, category) order, the block table comes from the sorted keys, and one kernel call
+    computes every IoU and greedy match. The rows come out in the order `_Collector` gives them.
+    """
+    segm = iou_type == "segm"
+    image_index = {image_id: i for i, image_id in enumerate(wanted)}
+    # GTs can be filed under an undeclared category (COCO.loadAnns with a duplicated id): their rows are kept, as
+    # `_Collector` keeps them, so the key space holds every category of the index, in id order.
+    all_cats = sorted(set(truth.category_ids).union(cat for _, cat in truth.annotations))
+    cat_index = {cat: k for k, cat in enumerate(all_cats)}
+    n_cats = max(1, len(cat_index))
+    images = [truth.images[i] for i in wanted]
+    heights = np.array([im.height for im in images], dtype=np.int64)
+    widths = np.array([im.width for im in images], dtype=np.int64)
+
+    n_all = len(dets)
+    det_img = np.fromiter((image_index[r["image_id"]] for r in dets), dtype=np.int64, count=n_all)
+    det_cat = np.fromiter((cat_index[r["category_id"]] for r in dets), dtype=np.int64, count=n_all)
+    score = np.array([r["score"] for r in dets], dtype=np.float64).reshape(n_all)  # COCOeval sorts these as float64
+    order = np.lexsort((np.arange(n_all), -score, det_cat, det_img))
+    key = (det_img * n_cats + det_cat)[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n_all else np.zeros(0, dtype=np.int64)
+    rank = np.arange(n_all) - np.repeat(first, np.diff(np.r_[first, n_all]))
+    keep = rank < MAX_DET  # COCOeval keeps the best 100 of each (image, category)
+    order, key, rank = order[keep], key[keep], rank[keep]
+    n = len(order)
+    det_rows = order.tolist()
+    det_geoms: list[Any]
+    det_area = np.zeros(0)
+    if segm:
+        det_geoms = [_det_counts(dets[i], images[int(det_img[i])]) for i in det_rows]
+    else:
+        det_geoms = []
+        areas: list[float] = []
+        for i in det_rows:
+            r = dets[i]
+            if "bbox" in r:
+                bb = r["bbox"]
+                det_geoms.append(bb)
+                areas.append(bb[2] * bb[3])
+            else:  # bbox from a mask-only result: loadRes takes the box and the area from the mask
+                rle = to_rle(r["segmentation"], image=images[int(det_img[i])])
+                det_geoms.append(mask_utils.toBbox(rle).tolist())
+                areas.append(float(mask_utils.area(rle)))
+        det_area = np.array(areas, dtype=np.float64)
+
+    gts: list[Mapping[str, Any]] = []
+    gt_geoms: list[Any] = []
+    gt_keys: list[int] = []
+    gt_counts: list[int] = []
+    for (image_id, cat), anns in truth.annotations.items():  # sorted by (image, category)
+        i = image_index.get(image_id)
+        if i is None:
+            continue
+        image = images[i]
+        gt_keys.append(i * n_cats + cat_index[cat])
+        gt_counts.append(len(anns))
+        gts.extend(anns)
+        for g in anns:
+            # A compressed string of the image's size goes as it is: the kernel decodes and checks it (a bad one is
+            # reported by `_gt_problem`); anything else is checked and converted here, as the numpy path does.
+            counts: Any = _string_counts(g.get("segmentation"), height=image.height, width=image.width) if segm else None
+            if counts is None:
+                geom = _gt_geometry(g, image=image, iou_type=iou_type, path=GT_PATH)
+                counts = _counts_bytes(geom) if segm else geom
+            gt_geoms.append(counts)
+    g_total = len(gts)
+    gt_key = np.repeat(np.array(gt_keys, dtype=np.int64), np.array(gt_counts, dtype=np.int64))
+    crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
+    id_nonzero = np.array([g["id"] != 0 for g in gts], dtype=bool)
+    # COCOeval's gt['ignore'] is iscrowd; out of the area range is ignored too
+    gt_ignored = out_of_range(np.array([g["area"] for g in gts], dtype=np.float64).reshape(g_total)) | crowd[:, None]
+
+    # One block per (image, category) with detections or GTs, in key order; det and GT rows are in that order too.
+    keys = np.union1d(key, gt_key)
+    d0, d1 = np.searchsorted(key, keys, side="left"), np.searchsorted(key, keys, side="right")
+    g0, g1 = np.searchsorted(gt_key, keys, side="left"), np.searchsorted(gt_key, keys, side="right")
+    block_img = keys // n_cats
+    columns = (heights[block_img], widths[block_img], d0, d1, g0, g1) if segm else (d0, d1, g0, g1)
+    blocks = np.ascontiguousarray(np.stack(columns, axis=1).astype(np.int64, copy=False)).reshape(len(keys), len(columns))
+
+    matched = np.empty((n, A, T), dtype=bool)
+    ignored = np.empty((n, A, T), dtype=bool)
+    iou = np.empty(n, dtype=np.float64)
+    flags = (blocks, crowd, id_nonzero, gt_ignored, AREA_LO, AREA_HI, THRESHOLDS, matched, ignored, iou)
+    assert kernel.KERNEL is not None
+    if segm:
+        try:
+            kernel.KERNEL.match_segm(det_geoms, gt_geoms, *flags)
+        except ValueError as err:
+            if str(err).startswith("gt_strings"):  # detections were checked by validate_results already
+                _gt_problem(truth, wanted)  # the first bad GT mask, named as the numpy path names it
+            raise
+    else:
+        kernel.KERNEL.match_bbox(np.array(det_geoms, dtype=np.float64).reshape(n, 4), det_area,
+                                 np.array(gt_geoms, dtype=np.float64).reshape(g_total, 4), *flags)
+    category_ids = np.array(all_cats, dtype=np.int64)
+    wanted_ids = np.array(wanted, dtype=np.int64)
+    return InstanceStats(
+        iou_type=iou_type,
+        category_ids=truth.category_ids,
+        category_names=truth.category_names,
+        image_ids=wanted_ids,
+        file_names=tuple(im.file_name for im in images),
+        det_image=wanted_ids[key // n_cats],
+        det_category=category_ids[key % n_cats] if len(category_ids) else np.zeros(n, dtype=np.int64),
+        det_score=score[order],
+        det_rank=rank,
+        det_matched=matched,
+        det_ignored=ignored,
+        det_iou=iou,
+        gt_image=wanted_ids[gt_key // n_cats],
+        gt_category=category_ids[gt_key % n_cats] if len(category_ids) else np.zeros(g_total, dtype=np.int64),
+        gt_ignored=gt_ignored,
+        warnings=warnings,
+    )
+
+
 def instance_update(
     gt: Mapping[str, Any] | GroundTruth,
     results: list[Mapping[str, Any]],
@@ -230,7 +394,19 @@ def instance_update(
     unknown = [i for i in wanted if i not in truth.images]
     if unknown:
         raise EvaluationError("image_ids", "", f"{len(unknown)} image id(s) not in the ground truth, e.g. {unknown[:5]}")
+    warnings = truth.warnings + tuple(result_warnings)
     wanted_set = set(wanted)
+    if kernel.KERNEL is not None:
+        try:
+            stats = _kernel_stats(truth, [r for r in kept if r["image_id"] in wanted_set], wanted=wanted, iou_type=iou_type, warnings=warnings)
+        except EvaluationError:
+            if iou_type == "segm":  # a GT string left to the kernel may come first: report the first, as the numpy path
+                _gt_problem(truth, wanted)
+            raise
+        if progress is not None:
+            for _ in wanted:
+                progress(1)
+        return stats
     by_image: dict[int, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in kept:
         if r["image_id"] in wanted_set:
@@ -242,4 +418,4 @@ def instance_update(
                             iou_type=iou_type, gt_totals=gt_totals)
         if progress is not None:
             progress(1)
-    return collector.stats(truth=truth, iou_type=iou_type, image_ids=wanted, warnings=truth.warnings + tuple(result_warnings))
+    return collector.stats(truth=truth, iou_type=iou_type, image_ids=wanted, warnings=warnings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module", params=["kernel", "numpy"])
+def both_evaluation_paths(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a module's tests once with the compiled kernel (segpipe.evaluators._kernel) and once on the numpy path.
+
+    Module-scoped (hypothesis refuses function-scoped fixtures), so it sets and restores the switch itself.
+    Use as `pytestmark = pytest.mark.usefixtures("both_evaluation_paths")`.
+    """
+    from segpipe.evaluators import kernel
+
+    built = kernel.KERNEL
+    if request.param == "kernel" and built is None:
+        pytest.skip("the compiled kernel is not built or SEGPIPE_NO_KERNEL is set (tests/evaluators/test_kernel.py says which)")
+    kernel.KERNEL = built if request.param == "kernel" else None
+    try:
+        yield request.param
+    finally:
+        kernel.KERNEL = built

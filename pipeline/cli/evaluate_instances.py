@@ -7,6 +7,7 @@ and csv), each table with a .parquet twin, and header.json (inputs, iou type, th
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,13 @@ def refuse_empty_by_construction(pred_path: Path, results: object) -> None:
 @click.option("--no-html", is_flag=True, help=NO_HTML_HELP)
 def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool, no_html: bool) -> None:
     """Score COCO results: mask or box mAP with pycocotools' numbers, per class and per image."""
+    try:
+        score_files(gt_path, pred_path, out, iou_type=iou_type, drop_invalid=drop_invalid, no_html=no_html)
+    finally:
+        gc.unfreeze()  # an in-process caller (CliRunner, a notebook) gets its collector back as it was
+
+
+def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | None, drop_invalid: bool, no_html: bool) -> None:
     from tqdm import tqdm
 
     from segpipe.evaluators.coco_results import RESULTS_PATH
@@ -96,8 +104,18 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
     from segpipe.evaluators.json_files import read_json_file
 
     try:
-        gt = read_json_file(gt_path, what="ground truth")
-        results = read_json_file(pred_path, what="results")
+        # Parsed JSON is millions of small containers, and every full pass of CPython's cyclic collector walks them
+        # all: again and again while the heap grows during parsing, and while the evaluation allocates. The
+        # collector is paused while parsing and the parsed inputs are frozen out of its view (JSON has no cycles;
+        # refcounting still frees them) until the command ends: a third less CPU on 8,000 images.
+        # https://docs.python.org/3/library/gc.html#gc.freeze
+        gc.disable()
+        try:
+            gt = read_json_file(gt_path, what="ground truth")
+            results = read_json_file(pred_path, what="results")
+        finally:
+            gc.enable()
+        gc.freeze()
         refuse_empty_by_construction(pred_path, results)
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
         n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0

@@ -18,6 +18,9 @@ from pycocotools.cocoeval import COCOeval
 from segpipe.converters.coco import encode_mask as rle_of
 from segpipe.evaluators.instance import InstanceStats, evaluate_instances, instance_compute, instance_update
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 TOL = 1e-12
 
 

@@ -13,6 +13,9 @@ from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance import evaluate_instances, validate_results
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval, rle_of, uncompressed_rle_of
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 H, W = 40, 60
 
 
@@ -192,3 +195,21 @@ def test_ground_truth_problems_name_the_field() -> None:
         evaluate_instances(wrong_size, [], iou_type="segm")
     with pytest.raises(EvaluationError, match="images"):
         evaluate_instances({"annotations": []}, [], iou_type="segm")
+
+
+@pytest.mark.parametrize(("bbox", "why"), [
+    ([1e308, 0.0, 1e308, 1.0], None),  # finite, though the sum of the four overflows
+    ([0.0, 0.0, -0.0, 1.0], None),
+    ([0, 0, 3, 4], None),
+    ((0.0, 0.0, 3.0, 4.0), None),
+    ([0.0, 0.0, -1.0, 1.0], "negative width or height"),
+    ([0.0, float("nan"), 1.0, 1.0], "4 finite numbers"),
+    ([0.0, float("inf"), 1.0, float("-inf")], "4 finite numbers"),
+    ([0.0, True, 1.0, 1.0], "4 finite numbers"),
+    ([0.0, 0.0, 1.0], "4 finite numbers"),
+])
+def test_bbox_problem_edges(bbox: Any, why: str | None) -> None:
+    from segpipe.evaluators.coco_results import bbox_problem
+
+    found = bbox_problem(bbox)
+    assert found is None if why is None else why in (found or "")

@@ -17,7 +17,11 @@ from segpipe.evaluators import instance_update as update_module
 from segpipe.evaluators.coco_results import MAX_DETECTIONS_PER_IMAGE_DEFAULT, MAX_DETECTIONS_PER_IMAGE_ENV, validate_results
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance import evaluate_instances
+from segpipe.evaluators.kernel import NO_KERNEL_ENV
 from tests.evaluators.test_instance import reference_eval
+
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
 
 H, W = 120, 160
 
@@ -92,6 +96,7 @@ _SEGPIPE = _PEAK + "from segpipe.cli import main\nsys.argv[0] = 'segpipe'\nmain(
 _PYCOCOTOOLS = _PEAK + """import contextlib, io, json
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
 with contextlib.redirect_stdout(io.StringIO()):
     gt = COCO(sys.argv[1])
     ev = COCOeval(gt, gt.loadRes(json.load(open(sys.argv[2]))), 'bbox')
@@ -107,13 +112,15 @@ def _peak_mb(code: str, *args: str, env: dict[str, str]) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_dense_detections_and_crowded_scenes_keep_memory_near_pycocotools(tmp_path: Path) -> None:
+def test_dense_detections_and_crowded_scenes_keep_memory_near_pycocotools(tmp_path: Path, both_evaluation_paths: str) -> None:
     """4 images x 9,000 boxes over 80 classes against 1,500 GT each: a whole-image IoU matrix per image would be
     ~100 MB (400 MB kept for the four); COCOeval compares only each category's best 100 with its GTs."""
     gt, results = dense(n_images=4, per_image=9000, n_classes=80, gt_per_image=1500, masks=False)
     (tmp_path / "gt.json").write_text(json.dumps(gt), encoding="utf-8")
     (tmp_path / "res.json").write_text(json.dumps(results), encoding="utf-8")
     env = dict(os.environ)
+    if both_evaluation_paths == "numpy":  # the subprocess reads the switch from its environment
+        env[NO_KERNEL_ENV] = "1"
     ours = _peak_mb(_SEGPIPE, "evaluate", "instances", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json"),
                     "-o", str(tmp_path / "report"), "--no-html", env=env)
     theirs = _peak_mb(_PYCOCOTOOLS, str(tmp_path / "gt.json"), str(tmp_path / "res.json"), env=env)

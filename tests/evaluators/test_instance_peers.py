@@ -13,6 +13,9 @@ from pycocotools import mask as mask_utils
 from segpipe.evaluators.instance import SUMMARY_METRICS, InstanceStats, evaluate_instances, instance_compute, instance_update
 from tests.evaluators.test_instance import TOL, reference_eval, rle_of
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 # Figures quoted in ../shared/peers/README.md (pycocotools `stats`, AP ... ARl)
 VAL2014_FIGURES = {
     "segm": [0.3195452758576433, 0.5622883972521636, 0.29892653412086784, 0.3873740315997838, 0.31018272403369485,

@@ -18,6 +18,9 @@ from segpipe.evaluators.instance import evaluate_instances
 from segpipe.cli import main
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 H, W = 40, 60
 
 
@@ -119,6 +122,21 @@ def test_bad_gt_counts_strings_name_the_annotation(counts: str | bytes, why: str
     gt["images"].append({"id": 2, "file_name": "b.png", "height": H, "width": W})
     gt["annotations"] = [ok_ann, {**ok_ann, "id": 7, "image_id": 2, "segmentation": {"size": [H, W], "counts": counts}}]
     with pytest.raises(EvaluationError, match=rf"annotation id 7\.segmentation.*{why}"):
+        evaluate_instances(gt, results[:1], iou_type="segm")
+
+
+def test_the_first_bad_gt_is_named_whichever_check_finds_it() -> None:
+    """A corrupt string (checked in one batch) before a GT of the wrong size (checked one by one): the first is named."""
+    gt, results = _gt_and_result("5o")
+    ok_ann = gt["annotations"][0]
+    gt["images"].append({"id": 2, "file_name": "b.png", "height": H, "width": W})
+    gt["annotations"] = [ok_ann, {**ok_ann, "id": 7, "segmentation": {"size": [H, W], "counts": "5o"}},
+                         {**ok_ann, "id": 8, "image_id": 2, "segmentation": {"size": [H, W + 1], "counts": "5o"}}]
+    with pytest.raises(EvaluationError, match=r"annotation id 7\.segmentation.*corrupt"):
+        evaluate_instances(gt, results[:1], iou_type="segm")
+    gt["annotations"] = [ok_ann, {**ok_ann, "id": 7, "segmentation": {"size": [H, W + 1], "counts": "5o"}},
+                         {**ok_ann, "id": 8, "image_id": 2, "segmentation": {"size": [H, W], "counts": "5o"}}]
+    with pytest.raises(EvaluationError, match=r"annotation id 7\.segmentation: RLE size"):
         evaluate_instances(gt, results[:1], iou_type="segm")
 
 

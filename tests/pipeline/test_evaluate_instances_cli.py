@@ -14,6 +14,9 @@ from click.testing import CliRunner
 from segpipe.cli import main
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any], list[dict[str, Any]]]:
@@ -124,3 +127,16 @@ def test_a_polygon_far_outside_the_image_is_refused_before_pycocotools(
     summary = pd.read_csv(tmp_path / "r" / "summary.csv")
     ref = reference_eval(gt, results, "segm")
     assert np.max(np.abs(summary["value"].to_numpy() - ref.stats)) <= TOL
+
+
+def test_collector_is_restored_after_the_command(files: tuple[Path, Path, dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
+    """The command pauses and freezes the cyclic GC around the parsed JSON; an in-process caller gets it back."""
+    import gc
+
+    gt_path, res_path, _, _ = files
+    assert _run("--gt", str(gt_path), "--pred", str(res_path), "-o", str(tmp_path / "ok")).exit_code == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    (tmp_path / "bad.json").write_text("[", encoding="utf-8")
+    failed = CliRunner().invoke(main, ["evaluate", "instances", "--gt", str(gt_path), "--pred", str(tmp_path / "bad.json"), "-o", str(tmp_path / "no")])
+    assert failed.exit_code == 1 and "bad.json" in failed.output
+    assert gc.isenabled() and gc.get_freeze_count() == 0

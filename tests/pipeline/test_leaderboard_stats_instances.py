@@ -20,6 +20,9 @@ from segpipe.evaluators.instance import instance_compute, instance_update
 from segpipe.tasks.leaderboard_stats import add_intervals
 from tests.evaluators.test_instance import make_dataset
 
+# Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("both_evaluation_paths")
+
 
 def test_instance_leaderboard_intervals_best_and_comparison(tmp_path: Path) -> None:
     gt, results = make_dataset(seed=1, n_images=6)

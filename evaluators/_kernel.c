@@ -1,0 +1,539 @@
+/* segpipe.evaluators._kernel: compressed COCO RLE totals, and COCOeval's per-image IoU + greedy matching for a
+ * whole update in one call. Optional: segpipe falls back to its numpy path when this does not build or when
+ * SEGPIPE_NO_KERNEL=1 (segpipe/evaluators/kernel.py).
+ *
+ * Plain CPython C API and the buffer protocol (no numpy headers): arrays come in as C-contiguous buffers whose
+ * item size and length are checked here against the sizes given, so a wrong call raises instead of reading or
+ * writing out of bounds. Strings are read only within their length; a corrupt one is INVALID (rle_totals) or a
+ * ValueError (matching), never decoded past its end.
+ *
+ * Arithmetic follows pycocotools' common/maskApi.c so the floats are bit-identical:
+ *   https://github.com/cocodataset/cocoapi/blob/master/common/maskApi.c  (rleFrString, rleIou, bbIou)
+ * and the greedy matching follows COCOeval.evaluateImg:
+ *   https://github.com/ppwwyyxx/cocoapi/blob/master/PythonAPI/pycocotools/cocoeval.py
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_RUN_CHARS 7 /* 35 bits: the widest run rleFrString's encoder (rleToString) writes for a uint32 */
+#define INVALID_RLE (-1)
+
+/* ---------------------------------------------------------------- buffers */
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+/* A C-contiguous buffer of `count` items of `itemsize` bytes; `kind` is 'b' (1-byte bool/uint8), 'i' (int64)
+ * or 'f' (float64). count < 0 means any length (read back from buf->view.len). */
+static int get_buf(PyObject *obj, Buf *buf, char kind, Py_ssize_t count, int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    buf->held = 0;
+    if (PyObject_GetBuffer(obj, &buf->view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a %sC-contiguous buffer", name, writable ? "writable " : "");
+        return -1;
+    }
+    buf->held = 1;
+    const char *fmt = buf->view.format ? buf->view.format : "B";
+    if (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@') fmt++;
+    int ok;
+    switch (kind) {
+    case 'b': ok = buf->view.itemsize == 1 && (strcmp(fmt, "?") == 0 || strcmp(fmt, "B") == 0 || strcmp(fmt, "b") == 0); break;
+    case 'i': ok = buf->view.itemsize == 8 && (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0); break;
+    default: ok = buf->view.itemsize == 8 && strcmp(fmt, "d") == 0; break;
+    }
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s: wrong item type (format %s, item size %zd)", name, buf->view.format ? buf->view.format : "B",
+                     buf->view.itemsize);
+        return -1;
+    }
+    if (count >= 0 && buf->view.len != count * buf->view.itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", name, count, buf->view.len / buf->view.itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static void release(Buf *buf) {
+    if (buf->held) PyBuffer_Release(&buf->view);
+    buf->held = 0;
+}
+
+static Py_ssize_t items(const Buf *buf) { return buf->view.len / buf->view.itemsize; }
+
+/* ---------------------------------------------------------------- RLE strings */
+
+/* The characters of a counts string: bytes as they are, str as str.encode("utf-8", "replace") gives them (an
+ * ASCII str without a copy). *tmp holds a new reference to release when a non-ASCII str had to be encoded. */
+static int string_chars(PyObject *item, const char *what, Py_ssize_t index, const unsigned char **s, Py_ssize_t *len, PyObject **tmp) {
+    *tmp = NULL;
+#if PY_VERSION_HEX < 0x030C0000 /* from 3.12 every str is "ready" (PEP 623) */
+    if (PyUnicode_Check(item) && PyUnicode_READY(item) < 0) return -1;
+#endif
+    if (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) {
+        *s = (const unsigned char *)PyUnicode_1BYTE_DATA(item);
+        *len = PyUnicode_GET_LENGTH(item);
+        return 0;
+    }
+    if (PyUnicode_Check(item)) {
+        *tmp = PyUnicode_AsEncodedString(item, "utf-8", "replace");
+        if (!*tmp) return -1;
+        item = *tmp;
+    }
+    if (!PyBytes_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd]: expected bytes or str, got %s", what, index, Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    *s = (const unsigned char *)PyBytes_AS_STRING(item);
+    *len = PyBytes_GET_SIZE(item);
+    return 0;
+}
+
+/* rleFrString's tokens of one string, checked: returns 0 and calls `emit(run)` for each run, or -1 when the string
+ * has a character outside the alphabet ('0'..'o'), ends inside a run, has a run wider than MAX_RUN_CHARS
+ * characters or a negative run. Runs are summed as rleFrString does: from the fourth on, each adds the run two
+ * before it (x += cnts[m-2] for m > 2). Unsigned arithmetic so a corrupt string wraps like numpy's int64. */
+static int64_t rle_string_total(const unsigned char *s, Py_ssize_t len) {
+    int64_t run_m2 = 0, run_m1 = 0; /* runs[m-2], runs[m-1] */
+    Py_ssize_t m = 0, p = 0;
+    double total = 0.0; /* numpy's version sums float64 weights in token order (np.bincount) */
+    while (p < len) {
+        uint64_t x = 0;
+        int k = 0, more = 1;
+        unsigned char c = 0;
+        while (more) {
+            if (p >= len || k >= MAX_RUN_CHARS) return INVALID_RLE; /* cut off / too wide */
+            c = (unsigned char)(s[p] - 48);
+            if (c > 63) return INVALID_RLE;
+            x |= (uint64_t)(c & 0x1f) << (5 * k);
+            more = c & 0x20;
+            p++;
+            k++;
+        }
+        if (c & 0x10) x -= (uint64_t)1 << (5 * k); /* sign-extend */
+        int64_t run = (int64_t)(m > 2 ? x + (uint64_t)run_m2 : x);
+        if (run < 0) return INVALID_RLE;
+        total += (double)run;
+        run_m2 = run_m1;
+        run_m1 = run;
+        m++;
+    }
+    /* numpy's float64 -> int64 cast; x86 gives INT64_MIN out of range (only for absurd strings, never valid) */
+    if (!(total < 9223372036854775808.0)) return INT64_MIN;
+    return (int64_t)total;
+}
+
+static PyObject *py_rle_totals(PyObject *self, PyObject *args) {
+    PyObject *strings, *out_obj;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &strings, &out_obj)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(strings);
+    Buf out;
+    if (get_buf(out_obj, &out, 'i', n, 1, "out") < 0) { release(&out); return NULL; }
+    int64_t *dst = (int64_t *)out.view.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *s;
+        Py_ssize_t len;
+        PyObject *tmp;
+        if (string_chars(PyList_GET_ITEM(strings, i), "strings", i, &s, &len, &tmp) < 0) {
+            release(&out);
+            return NULL;
+        }
+        dst[i] = rle_string_total(s, len);
+        Py_XDECREF(tmp);
+    }
+    release(&out);
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------- decoded masks */
+
+/* A mask as its foreground intervals [start, end) in column-major pixel order (the RLE's own order). */
+typedef struct {
+    Py_ssize_t first, count; /* into the interval pool */
+    uint64_t area;
+    uint64_t lo, hi; /* first foreground pixel, one past the last (lo = hi = 0 when empty) */
+} Mask;
+
+typedef struct {
+    uint64_t *iv; /* pairs start, end */
+    Py_ssize_t size, cap;
+} Pool;
+
+static int pool_push(Pool *pool, uint64_t start, uint64_t end) {
+    if (pool->size + 2 > pool->cap) {
+        Py_ssize_t cap = pool->cap ? pool->cap * 2 : 4096;
+        uint64_t *iv = PyMem_Realloc(pool->iv, (size_t)cap * sizeof(uint64_t));
+        if (!iv) { PyErr_NoMemory(); return -1; }
+        pool->iv = iv;
+        pool->cap = cap;
+    }
+    pool->iv[pool->size++] = start;
+    pool->iv[pool->size++] = end;
+    return 0;
+}
+
+/* Decode strings[index] (checked as in rle_string_total, and its runs must sum to pixels) into the pool. */
+static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, uint64_t pixels, Pool *pool, Mask *mask) {
+    const unsigned char *s;
+    Py_ssize_t len, p = 0, m = 0;
+    PyObject *tmp;
+    if (string_chars(PyList_GET_ITEM(strings, index), what, index, &s, &len, &tmp) < 0) return -1;
+    int64_t run_m2 = 0, run_m1 = 0;
+    uint64_t pos = 0;
+    mask->first = pool->size / 2;
+    mask->count = 0;
+    mask->area = 0;
+    while (p < len) {
+        uint64_t x = 0;
+        int k = 0, more = 1;
+        unsigned char c = 0;
+        while (more) {
+            if (p >= len || k >= MAX_RUN_CHARS) goto corrupt;
+            c = (unsigned char)(s[p] - 48);
+            if (c > 63) goto corrupt;
+            x |= (uint64_t)(c & 0x1f) << (5 * k);
+            more = c & 0x20;
+            p++;
+            k++;
+        }
+        if (c & 0x10) x -= (uint64_t)1 << (5 * k);
+        int64_t run = (int64_t)(m > 2 ? x + (uint64_t)run_m2 : x);
+        if (run < 0 || (uint64_t)run > pixels - pos) goto corrupt;
+        if ((m & 1) && run > 0) { /* odd runs are foreground */
+            if (pool_push(pool, pos, pos + (uint64_t)run) < 0) {
+                Py_XDECREF(tmp);
+                return -1;
+            }
+            mask->count++;
+            mask->area += (uint64_t)run;
+        }
+        pos += (uint64_t)run;
+        run_m2 = run_m1;
+        run_m1 = run;
+        m++;
+    }
+    if (pos != pixels) goto corrupt;
+    Py_XDECREF(tmp);
+    if (mask->count) {
+        mask->lo = pool->iv[2 * mask->first];
+        mask->hi = pool->iv[2 * (mask->first + mask->count) - 1];
+    } else {
+        mask->lo = mask->hi = 0;
+    }
+    return 0;
+corrupt:
+    Py_XDECREF(tmp);
+    PyErr_Format(PyExc_ValueError, "%s[%zd]: RLE counts string is corrupt or does not cover %llu pixels", what, index,
+                 (unsigned long long)pixels);
+    return -1;
+}
+
+/* maskApi.c rleIou: intersection over union as pixel counts, union = the detection's area for a crowd GT,
+ * (double)i / (double)u, and 0 when nothing intersects (u = 1 there). Masks of one image share a size, so the
+ * union is area(d) + area(g) - i, the count rleIou's merge walk arrives at. */
+static double mask_iou(const Mask *d, const Mask *g, int crowd, const uint64_t *iv) {
+    if (!d->count || !g->count || d->hi <= g->lo || g->hi <= d->lo) return 0.0;
+    const uint64_t *a = iv + 2 * d->first, *a_end = a + 2 * d->count;
+    const uint64_t *b = iv + 2 * g->first, *b_end = b + 2 * g->count;
+    uint64_t inter = 0;
+    while (a < a_end && b < b_end) {
+        uint64_t lo = a[0] > b[0] ? a[0] : b[0];
+        uint64_t hi = a[1] < b[1] ? a[1] : b[1];
+        if (hi > lo) inter += hi - lo;
+        if (a[1] < b[1]) a += 2; else b += 2;
+    }
+    if (inter == 0) return 0.0;
+    uint64_t uni = crowd ? d->area : d->area + g->area - inter;
+    return (double)inter / (double)uni;
+}
+
+/* maskApi.c bbIou for [x, y, w, h] boxes, the same double expressions in the same order. */
+static double box_iou(const double *D, const double *G, int crowd) {
+    double ga = G[2] * G[3], da = D[2] * D[3];
+    double w = fmin(D[2] + D[0], G[2] + G[0]) - fmax(D[0], G[0]);
+    if (w <= 0) return 0.0;
+    double h = fmin(D[3] + D[1], G[3] + G[1]) - fmax(D[1], G[1]);
+    if (h <= 0) return 0.0;
+    double i = w * h, u = crowd ? da : da + ga - i;
+    return i / u;
+}
+
+/* ---------------------------------------------------------------- matching */
+
+typedef struct {
+    Py_ssize_t n_det, n_gt, n_area, n_thr;
+    const uint8_t *gt_crowd, *gt_id_ok, *gt_ignored; /* [G], [G], [G, A] */
+    const double *area_lo, *area_hi, *thr;            /* [A], [A], [T] */
+    uint8_t *matched, *ignored;                       /* [N, A, T] */
+    double *iou_out;                                  /* [N] */
+    uint8_t *taken;                                   /* scratch [G] */
+} Match;
+
+static int out_of_range(const Match *mt, double area, Py_ssize_t a) { return area < mt->area_lo[a] || area > mt->area_hi[a]; }
+
+/* COCOeval.evaluateImg for one (image, category): dets d0..d1 (score order), GTs g0..g1 (COCOeval order), ious
+ * [D, G]. For each area range and threshold, detections in order take the unmatched (or crowd) non-ignored GT of
+ * highest IoU >= the threshold (>=: ties go to the later GT), else the best such ignored GT; evaluateImg's stable
+ * sort of GTs by `ignore` is what puts every non-ignored GT first. dtMatches holds the GT id, so a match to id 0
+ * reads as unmatched; an unmatched detection outside the area range is ignored. */
+static void match_block(const Match *mt, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t g0, Py_ssize_t g1, const double *ious,
+                        const double *det_area) {
+    Py_ssize_t A = mt->n_area, T = mt->n_thr, G = g1 - g0;
+    for (Py_ssize_t d = d0; d < d1; d++) mt->iou_out[d] = NAN;
+    for (Py_ssize_t a = 0; a < A; a++) {
+        for (Py_ssize_t t = 0; t < T; t++) {
+            memset(mt->taken, 0, (size_t)G);
+            for (Py_ssize_t d = d0; d < d1; d++) {
+                const double *row = ious + (d - d0) * G;
+                Py_ssize_t m = -1;
+                double best = mt->thr[t];
+                for (int pass = 0; pass < 2 && m < 0; pass++) { /* pass 0: non-ignored GTs, pass 1: ignored */
+                    for (Py_ssize_t g = 0; g < G; g++) {
+                        if ((mt->gt_ignored[(g0 + g) * A + a] != 0) != pass) continue;
+                        if (mt->taken[g] && !mt->gt_crowd[g0 + g]) continue;
+                        if (row[g] < best) continue;
+                        best = row[g];
+                        m = g;
+                    }
+                }
+                Py_ssize_t cell = (d * A + a) * T + t;
+                int hit = m >= 0, ok = hit && mt->gt_id_ok[g0 + m];
+                if (hit) mt->taken[m] = 1;
+                mt->matched[cell] = (uint8_t)ok;
+                mt->ignored[cell] = (uint8_t)((hit && mt->gt_ignored[(g0 + m) * A + a]) || (!ok && out_of_range(mt, det_area[d - d0], a)));
+                if (a == 0 && t == 0 && ok) mt->iou_out[d] = row[m];
+            }
+        }
+    }
+}
+
+static void unmatched_block(const Match *mt, Py_ssize_t d0, Py_ssize_t d1, const double *det_area) {
+    Py_ssize_t A = mt->n_area, T = mt->n_thr;
+    for (Py_ssize_t d = d0; d < d1; d++) {
+        mt->iou_out[d] = NAN;
+        for (Py_ssize_t a = 0; a < A; a++) {
+            uint8_t out = (uint8_t)out_of_range(mt, det_area[d - d0], a);
+            for (Py_ssize_t t = 0; t < T; t++) {
+                mt->matched[(d * A + a) * T + t] = 0;
+                mt->ignored[(d * A + a) * T + t] = out;
+            }
+        }
+    }
+}
+
+/* The common arguments of match_segm and match_bbox, checked against each other. */
+enum { B_CROWD, B_IDOK, B_GTIG, B_LO, B_HI, B_THR, B_MATCHED, B_IGNORED, B_IOU, B_BLOCKS, N_BUFS };
+
+static int open_match(PyObject **objs, Buf *bufs, Py_ssize_t n_det, Py_ssize_t n_gt, Py_ssize_t block_width, Match *mt) {
+    for (int i = 0; i < N_BUFS; i++) bufs[i].held = 0;
+    if (get_buf(objs[B_LO], &bufs[B_LO], 'f', -1, 0, "area_lo") < 0) return -1;
+    Py_ssize_t A = items(&bufs[B_LO]);
+    if (get_buf(objs[B_THR], &bufs[B_THR], 'f', -1, 0, "thresholds") < 0) return -1;
+    Py_ssize_t T = items(&bufs[B_THR]);
+    if (get_buf(objs[B_HI], &bufs[B_HI], 'f', A, 0, "area_hi") < 0 || get_buf(objs[B_CROWD], &bufs[B_CROWD], 'b', n_gt, 0, "gt_crowd") < 0 ||
+        get_buf(objs[B_IDOK], &bufs[B_IDOK], 'b', n_gt, 0, "gt_id_nonzero") < 0 ||
+        get_buf(objs[B_GTIG], &bufs[B_GTIG], 'b', n_gt * A, 0, "gt_ignored") < 0 ||
+        get_buf(objs[B_MATCHED], &bufs[B_MATCHED], 'b', n_det * A * T, 1, "det_matched") < 0 ||
+        get_buf(objs[B_IGNORED], &bufs[B_IGNORED], 'b', n_det * A * T, 1, "det_ignored") < 0 ||
+        get_buf(objs[B_IOU], &bufs[B_IOU], 'f', n_det, 1, "det_iou") < 0 || get_buf(objs[B_BLOCKS], &bufs[B_BLOCKS], 'i', -1, 0, "blocks") < 0)
+        return -1;
+    if (items(&bufs[B_BLOCKS]) % block_width) {
+        PyErr_Format(PyExc_ValueError, "blocks: expected rows of %zd integers", block_width);
+        return -1;
+    }
+    mt->n_det = n_det;
+    mt->n_gt = n_gt;
+    mt->n_area = A;
+    mt->n_thr = T;
+    mt->gt_crowd = bufs[B_CROWD].view.buf;
+    mt->gt_id_ok = bufs[B_IDOK].view.buf;
+    mt->gt_ignored = bufs[B_GTIG].view.buf;
+    mt->area_lo = bufs[B_LO].view.buf;
+    mt->area_hi = bufs[B_HI].view.buf;
+    mt->thr = bufs[B_THR].view.buf;
+    mt->matched = bufs[B_MATCHED].view.buf;
+    mt->ignored = bufs[B_IGNORED].view.buf;
+    mt->iou_out = bufs[B_IOU].view.buf;
+    mt->taken = NULL;
+    return 0;
+}
+
+/* Blocks must tile the detections (and GTs) in order: d0 = previous d1, starting at 0 and ending at n. */
+static int check_block(const int64_t *row, Py_ssize_t i, int64_t *next_d, int64_t *next_g, Py_ssize_t n_det, Py_ssize_t n_gt) {
+    int64_t d0 = row[0], d1 = row[1], g0 = row[2], g1 = row[3];
+    if (d0 != *next_d || d1 < d0 || d1 > n_det || g0 != *next_g || g1 < g0 || g1 > n_gt) {
+        PyErr_Format(PyExc_ValueError, "blocks[%zd]: det/gt ranges must tile the inputs in order", i);
+        return -1;
+    }
+    *next_d = d1;
+    *next_g = g1;
+    return 0;
+}
+
+static int check_tiled(int64_t next_d, int64_t next_g, Py_ssize_t n_det, Py_ssize_t n_gt) {
+    if (next_d != n_det || next_g != n_gt) {
+        PyErr_SetString(PyExc_ValueError, "blocks: det/gt ranges do not cover the inputs");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    double *data;
+    size_t cap;
+} Scratch;
+
+static double *scratch(Scratch *s, size_t n) {
+    if (n > s->cap) {
+        size_t cap = n > 2 * s->cap ? n : 2 * s->cap;
+        double *data = PyMem_Realloc(s->data, cap * sizeof(double));
+        if (!data) { PyErr_NoMemory(); return NULL; }
+        s->data = data;
+        s->cap = cap;
+    }
+    return s->data;
+}
+
+static PyObject *py_match_segm(PyObject *self, PyObject *args) {
+    PyObject *dets, *gts, *objs[N_BUFS];
+    if (!PyArg_ParseTuple(args, "O!O!OOOOOOOOOO", &PyList_Type, &dets, &PyList_Type, &gts, &objs[B_BLOCKS], &objs[B_CROWD], &objs[B_IDOK],
+                          &objs[B_GTIG], &objs[B_LO], &objs[B_HI], &objs[B_THR], &objs[B_MATCHED], &objs[B_IGNORED], &objs[B_IOU]))
+        return NULL;
+    Py_ssize_t n_det = PyList_GET_SIZE(dets), n_gt = PyList_GET_SIZE(gts);
+    Buf bufs[N_BUFS];
+    Match mt;
+    Pool pool = {NULL, 0, 0};
+    Mask *masks = NULL;
+    Scratch ious = {NULL, 0}, areas = {NULL, 0};
+    PyObject *result = NULL;
+    mt.taken = NULL;
+    if (open_match(objs, bufs, n_det, n_gt, 6, &mt) < 0) goto done;
+    mt.taken = PyMem_Malloc((size_t)(n_gt ? n_gt : 1));
+    if (!mt.taken) { PyErr_NoMemory(); goto done; }
+    const int64_t *blocks = bufs[B_BLOCKS].view.buf;
+    Py_ssize_t n_blocks = items(&bufs[B_BLOCKS]) / 6;
+    int64_t next_d = 0, next_g = 0;
+    Py_ssize_t most = 1; /* the largest D + G of a block: the masks of one block */
+    for (Py_ssize_t b = 0; b < n_blocks; b++) {
+        const int64_t *row = blocks + 6 * b;
+        if (row[0] < 0 || row[1] < 0 || (row[0] && (uint64_t)row[1] > UINT64_MAX / (uint64_t)row[0])) {
+            PyErr_Format(PyExc_ValueError, "blocks[%zd]: bad image height/width", b);
+            goto done;
+        }
+        if (check_block(row + 2, b, &next_d, &next_g, n_det, n_gt) < 0) goto done;
+        if (row[3] - row[2] + row[5] - row[4] > most) most = (Py_ssize_t)(row[3] - row[2] + row[5] - row[4]);
+    }
+    if (check_tiled(next_d, next_g, n_det, n_gt) < 0) goto done;
+    masks = PyMem_Malloc((size_t)most * sizeof(Mask));
+    if (!masks) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t b = 0; b < n_blocks; b++) {
+        const int64_t *row = blocks + 6 * b;
+        uint64_t pixels = (uint64_t)row[0] * (uint64_t)row[1];
+        Py_ssize_t d0 = row[2], d1 = row[3], g0 = row[4], g1 = row[5], D = d1 - d0, G = g1 - g0;
+        pool.size = 0;
+        /* every GT string is decoded, also without detections: this is where GT strings are checked */
+        for (Py_ssize_t g = 0; g < G; g++)
+            if (decode_mask(gts, g0 + g, "gt_strings", pixels, &pool, &masks[D + g]) < 0) goto done;
+        if (!D) continue;
+        double *det_area = scratch(&areas, (size_t)D);
+        if (!det_area) goto done;
+        for (Py_ssize_t d = 0; d < D; d++) {
+            if (decode_mask(dets, d0 + d, "det_strings", pixels, &pool, &masks[d]) < 0) goto done;
+            det_area[d] = (double)masks[d].area; /* loadRes: area = maskUtils.area(segmentation) */
+        }
+        if (!G) {
+            unmatched_block(&mt, d0, d1, det_area);
+            continue;
+        }
+        double *iou = scratch(&ious, (size_t)D * (size_t)G);
+        if (!iou) goto done;
+        for (Py_ssize_t d = 0; d < D; d++)
+            for (Py_ssize_t g = 0; g < G; g++) iou[d * G + g] = mask_iou(&masks[d], &masks[D + g], mt.gt_crowd[g0 + g], pool.iv);
+        match_block(&mt, d0, d1, g0, g1, iou, det_area);
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (int i = 0; i < N_BUFS; i++) release(&bufs[i]);
+    PyMem_Free(mt.taken);
+    PyMem_Free(masks);
+    PyMem_Free(pool.iv);
+    PyMem_Free(ious.data);
+    PyMem_Free(areas.data);
+    return result;
+}
+
+static PyObject *py_match_bbox(PyObject *self, PyObject *args) {
+    PyObject *det_box_obj, *det_area_obj, *gt_box_obj, *objs[N_BUFS];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO", &det_box_obj, &det_area_obj, &gt_box_obj, &objs[B_BLOCKS], &objs[B_CROWD], &objs[B_IDOK],
+                          &objs[B_GTIG], &objs[B_LO], &objs[B_HI], &objs[B_THR], &objs[B_MATCHED], &objs[B_IGNORED], &objs[B_IOU]))
+        return NULL;
+    Buf bufs[N_BUFS], det_box = {.held = 0}, det_area = {.held = 0}, gt_box = {.held = 0};
+    Match mt;
+    Scratch ious = {NULL, 0};
+    PyObject *result = NULL;
+    mt.taken = NULL;
+    for (int i = 0; i < N_BUFS; i++) bufs[i].held = 0;
+    if (get_buf(det_area_obj, &det_area, 'f', -1, 0, "det_area") < 0) goto done;
+    Py_ssize_t n_det = items(&det_area);
+    if (get_buf(det_box_obj, &det_box, 'f', n_det * 4, 0, "det_boxes") < 0 || get_buf(gt_box_obj, &gt_box, 'f', -1, 0, "gt_boxes") < 0) goto done;
+    if (items(&gt_box) % 4) {
+        PyErr_SetString(PyExc_ValueError, "gt_boxes: expected rows of 4 numbers");
+        goto done;
+    }
+    Py_ssize_t n_gt = items(&gt_box) / 4;
+    if (open_match(objs, bufs, n_det, n_gt, 4, &mt) < 0) goto done;
+    mt.taken = PyMem_Malloc((size_t)(n_gt ? n_gt : 1));
+    if (!mt.taken) { PyErr_NoMemory(); goto done; }
+    const int64_t *blocks = bufs[B_BLOCKS].view.buf;
+    Py_ssize_t n_blocks = items(&bufs[B_BLOCKS]) / 4;
+    int64_t next_d = 0, next_g = 0;
+    for (Py_ssize_t b = 0; b < n_blocks; b++)
+        if (check_block(blocks + 4 * b, b, &next_d, &next_g, n_det, n_gt) < 0) goto done;
+    if (check_tiled(next_d, next_g, n_det, n_gt) < 0) goto done;
+    const double *db = det_box.view.buf, *gb = gt_box.view.buf, *da = det_area.view.buf;
+    for (Py_ssize_t b = 0; b < n_blocks; b++) {
+        const int64_t *row = blocks + 4 * b;
+        Py_ssize_t d0 = row[0], d1 = row[1], g0 = row[2], g1 = row[3], D = d1 - d0, G = g1 - g0;
+        if (!D) continue;
+        if (!G) {
+            unmatched_block(&mt, d0, d1, da + d0);
+            continue;
+        }
+        double *iou = scratch(&ious, (size_t)D * (size_t)G);
+        if (!iou) goto done;
+        for (Py_ssize_t d = 0; d < D; d++)
+            for (Py_ssize_t g = 0; g < G; g++) iou[d * G + g] = box_iou(db + 4 * (d0 + d), gb + 4 * (g0 + g), mt.gt_crowd[g0 + g]);
+        match_block(&mt, d0, d1, g0, g1, iou, da + d0);
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (int i = 0; i < N_BUFS; i++) release(&bufs[i]);
+    release(&det_box);
+    release(&det_area);
+    release(&gt_box);
+    PyMem_Free(mt.taken);
+    PyMem_Free(ious.data);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"rle_totals", py_rle_totals, METH_VARARGS,
+     "rle_totals(strings: list[bytes | str], out: int64 buffer) -> None: pixel total of each compressed RLE string, -1 when corrupt."},
+    {"match_segm", py_match_segm, METH_VARARGS,
+     "match_segm(det_strings, gt_strings, blocks[B, 6] (height, width, d0, d1, g0, g1), gt_crowd, gt_id_nonzero, gt_ignored[G, A], "
+     "area_lo, area_hi, thresholds, det_matched[N, A, T] out, det_ignored[N, A, T] out, det_iou[N] out) -> None"},
+    {"match_bbox", py_match_bbox, METH_VARARGS,
+     "match_bbox(det_boxes[N, 4], det_area[N], gt_boxes[G, 4], blocks[B, 4] (d0, d1, g0, g1), gt_crowd, gt_id_nonzero, gt_ignored[G, A], "
+     "area_lo, area_hi, thresholds, det_matched out, det_ignored out, det_iou out) -> None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", "COCO RLE totals and COCOeval matching, compiled.", -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }
