@@ -268,6 +268,28 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
     for p in precisions:  # the engine's warm-up: first imports (cv2, tqdm), autocast kernels, one image
         run_inference(model=name, checkpoint=ckpt, dataset=ds, out=tmp / f"{name}-warm-{p}", classes=classes, device=device,
                       batch_size=batch_size, precision=p, workers=0, score_threshold=score_threshold, image_ids=[1], resize="native")
+    # The engine's share outside the model's forward calls (decode, post-processing, encoder, shard files): its
+    # models are built inside run_inference, so their forward is timed through the builder it calls.
+    forward_seconds: list[float] = []
+    real_build = infer_engine.build_model
+
+    def timed_build(*args: Any, **kw: Any) -> Any:
+        built = real_build(*args, **kw)
+        forward = built.forward
+
+        def timed_forward(*a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            out = forward(*a, **k)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            forward_seconds.append(time.perf_counter() - start)
+            return out
+
+        built.forward = timed_forward
+        return built
+
+    infer_engine.build_model = timed_build
+    outside: list[float] = []
     loops = ["tutorial", *[f"engine_{p}" for p in precisions], "ceiling"]
     if also_workers is not None:  # the engine once more, with another number of decode processes, interleaved too
         loops.append(f"engine_{precisions[0]}_workers{also_workers}")
@@ -283,16 +305,21 @@ def bench_model(name: str, *, sizes: list[tuple[int, int]], n: int, repeats: int
                     ips = ceiling_loop(model, ds, semantic=semantic, device=dev, batch_size=batch_size, workers=workers)
                 else:
                     last_out = tmp / f"{name}-{loop}-{r}"
+                    forward_seconds.clear()
                     summary = run_inference(model=name, checkpoint=ckpt, dataset=ds, out=last_out, classes=classes, device=device,
                                             batch_size=batch_size, precision=loop.split("_")[1],
                                             workers=also_workers if loop.endswith(f"_workers{also_workers}") else workers,
                                             score_threshold=score_threshold, resize="native")
                     ips = summary.images_per_second or 0.0
+                    if loop == f"engine_{precisions[0]}" and ips:
+                        outside.append(1 - sum(forward_seconds) * ips / (summary.n_processed - summary.n_resumed))
             speed[loop].append(ips)
             if sampler.mean() is not None:
                 util[loop].append(float(sampler.mean()))
+    infer_engine.build_model = real_build
     result: dict[str, Any] = {"model": name, "images": n, "sizes": sizes, "device": str(dev), "batch_size": batch_size,
-                              "repeats": repeats, "score_threshold": score_threshold}
+                              "repeats": repeats, "score_threshold": score_threshold,
+                              "engine_share_outside_forward": statistics.median(outside) if outside else None}
     for loop in loops:
         result[f"{loop}_images_per_s"] = statistics.median(speed[loop])
         result[f"{loop}_gpu_busy_percent"] = statistics.median(util[loop]) if util[loop] else None
@@ -322,6 +349,8 @@ def _line(row: dict[str, Any], precisions: list[str]) -> str:
         loop = key[: -len("_vs_tutorial")]
         parts.append(f"{loop.replace('_', ' ')} {row[f'{loop}_images_per_s']:.2f} img/s ({row[key]:.2f}x tutorial, "
                      f"paired {row[f'{loop}_vs_tutorial_paired']:.2f}x)")
+    if row.get("engine_share_outside_forward") is not None:
+        parts.append(f"engine {precisions[0]} outside the model's forward {100 * row['engine_share_outside_forward']:.1f}% of its time")
     parts.append(f"ceiling {row['ceiling_images_per_s']:.2f} img/s")
     busy = [f"{k.replace('_gpu_busy_percent', '')} {v:.0f}%" for k, v in row.items() if k.endswith("_gpu_busy_percent") and v is not None]
     if busy:

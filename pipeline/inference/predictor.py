@@ -81,7 +81,7 @@ class DevicePredictor:
         self.torch = torch
         self.task, self.device, self.precision = task, device, precision
         self.score_threshold = score_threshold
-        # Dense models take channels_last on the CPU too: faster there as well (README "Inference speed"). Logits
+        # Dense models take channels_last on the CPU too: faster there as well (README "Speed", "Inference"). Logits
         # differ from NCHW by float rounding only.
         self.channels_last = task == SEMANTIC
         self.cudnn_benchmark = False  # set per run, from the plan's input shapes (segpipe.inference.speed)
@@ -157,7 +157,7 @@ class DevicePredictor:
 
     def instance(self, samples: list[Sample]) -> list[InstancePrediction]:
         images = [s.image.to(self.device, non_blocking=True).float().div(255) for s in samples]
-        # On the CPU one image per forward pass: a batched call was slower there (README "Inference speed"), and
+        # On the CPU one image per forward pass: a batched call was slower there (README "Speed", "Inference"), and
         # without padding to a batch-mate's size each image gets the detections of the tutorial's one-image
         # call. On CUDA the batch keeps the device busy.
         groups = [images] if self.one_call_per_batch else [[im] for im in images]

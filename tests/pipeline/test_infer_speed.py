@@ -155,7 +155,7 @@ def test_maskrcnn_on_the_cpu_runs_one_image_per_call_with_the_tutorials_detectio
 
 
 def test_dense_models_run_channels_last_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Faster on the CPU too (README "Inference speed"); the labels stay the tutorial's (test_infer compares them)."""
+    """Faster on the CPU too (README "Speed", "Inference"); the labels stay the tutorial's (test_infer compares them)."""
     ds = write_dataset(tmp_path / "ds", [("a.png", 40, 32), ("b.png", 40, 32)])
     ckpt = tmp_path / "lraspp.pt"
     save_model(ckpt, "lraspp_mobilenet_v3_large")
