@@ -134,13 +134,13 @@ def crops_from_masks(masks: Any) -> list[MaskCrop]:
 def crops_from_cpu_probabilities(probabilities: np.ndarray, keep: np.ndarray, *, threshold: float) -> list[MaskCrop]:
     """`crops_from_masks((probabilities[keep] > threshold))` for masks already in host memory, in numpy: Mask
     R-CNN's [N, H, W] float masks on the CPU. The torch route copied every kept float mask (`[keep]`) before
-    thresholding and reduced along the strided axis: about 6x the time here (a 100-detection 400x300 image),
-    which on the CPU was a few percent of the whole image's time."""
+    thresholding and reduced along the strided axis: several times the time of this route, a few percent of a
+    whole image's time on the CPU (benchmarks/infer.py prints the engine's share outside the forward pass)."""
     index = np.flatnonzero(keep)
     if index.size == 0:
         return []
-    binary = (probabilities if index.size == probabilities.shape[0] else probabilities[index]) > threshold
-    rows, cols = binary.any(axis=2), binary.any(axis=1)
+    binary: np.ndarray = (probabilities if index.size == probabilities.shape[0] else probabilities[index]) > threshold
+    rows, cols = np.asarray(binary.any(axis=2)), np.asarray(binary.any(axis=1))
     crops = []
     for mask, r, c in zip(binary, rows, cols):
         ys, xs = np.flatnonzero(r), np.flatnonzero(c)
