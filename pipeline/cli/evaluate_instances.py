@@ -90,10 +90,14 @@ def refuse_empty_by_construction(pred_path: Path, results: object) -> None:
 @click.option("--no-html", is_flag=True, help=NO_HTML_HELP)
 def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool, no_html: bool) -> None:
     """Score COCO results: mask or box mAP with pycocotools' numbers, per class and per image."""
+    frozen_before = gc.get_freeze_count()
     try:
         score_files(gt_path, pred_path, out, iou_type=iou_type, drop_invalid=drop_invalid, no_html=no_html)
     finally:
-        gc.unfreeze()  # an in-process caller (CliRunner, a notebook) gets its collector back as it was
+        # An in-process caller (CliRunner, a notebook) gets its collector back as it was. One that had frozen
+        # objects itself (a pre-fork server) keeps everything frozen: unfreezing would undo its own freeze too.
+        if frozen_before == 0:
+            gc.unfreeze()
 
 
 def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | None, drop_invalid: bool, no_html: bool) -> None:
@@ -109,12 +113,14 @@ def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | No
         # collector is paused while parsing and the parsed inputs are frozen out of its view (JSON has no cycles;
         # refcounting still frees them) until the command ends: a third less CPU on 8,000 images.
         # https://docs.python.org/3/library/gc.html#gc.freeze
+        collecting = gc.isenabled()
         gc.disable()
         try:
             gt = read_json_file(gt_path, what="ground truth")
             results = read_json_file(pred_path, what="results")
         finally:
-            gc.enable()
+            if collecting:
+                gc.enable()
         gc.freeze()
         refuse_empty_by_construction(pred_path, results)
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])

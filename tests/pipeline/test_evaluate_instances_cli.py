@@ -140,3 +140,23 @@ def test_collector_is_restored_after_the_command(files: tuple[Path, Path, dict[s
     failed = CliRunner().invoke(main, ["evaluate", "instances", "--gt", str(gt_path), "--pred", str(tmp_path / "bad.json"), "-o", str(tmp_path / "no")])
     assert failed.exit_code == 1 and "bad.json" in failed.output
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_callers_own_collector_settings_are_kept(files: tuple[Path, Path, dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
+    """A caller that disabled the collector, or froze objects of its own (a pre-fork server), finds it so after."""
+    import gc
+
+    gt_path, res_path, _, _ = files
+    gc.disable()
+    try:
+        assert _run("--gt", str(gt_path), "--pred", str(res_path), "-o", str(tmp_path / "a")).exit_code == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and _run("--gt", str(gt_path), "--pred", str(res_path), "-o", str(tmp_path / "b")).exit_code == 0
+        assert gc.get_freeze_count() >= frozen  # its own freeze was not undone
+    finally:
+        gc.unfreeze()
