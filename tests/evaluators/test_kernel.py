@@ -4,8 +4,6 @@ crowd GTs, GT id 0, empty masks, IoU ties and area-range edges. The matching tes
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import importlib
 import io
 import os
@@ -14,14 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from segpipe.evaluators import kernel
 from segpipe.evaluators.instance import instance_update
 from segpipe.evaluators.instance_matching import AREA_HI, AREA_LO, THRESHOLDS, A, T
 from segpipe.evaluators.rle_strings import rle_totals, rle_totals_numpy
-from tests.evaluators.test_instance import make_dataset, uncompressed_rle_of
+from tests.evaluators.test_instance import make_dataset, reference_eval, uncompressed_rle_of
 
 # Set where an install is expected to lack the kernel (no C compiler): the build assertion below then skips.
 KERNEL_ABSENT_OK_ENV = "SEGPIPE_KERNEL_ABSENT_OK"
@@ -194,17 +190,6 @@ def _fuzz_dataset(seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}, results
 
 
-def _cocoeval(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        dets = [{k: v for k, v in r.items() if not (iou_type == "segm" and k == "bbox")} for r in copy.deepcopy(results)]
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), iou_type)
-        ev.evaluate()
-    return ev
-
-
 @pytest.mark.usefixtures("both_evaluation_paths")
 @pytest.mark.parametrize("iou_type", ["segm", "bbox"])
 @pytest.mark.parametrize("seed", range(40))
@@ -213,7 +198,7 @@ def test_matching_equals_cocoeval_evalimgs(seed: int, iou_type: str) -> None:
     if not results:
         pytest.skip("no detections drawn")
     ours = instance_update(gt, results, iou_type=iou_type)
-    ev = _cocoeval(gt, results, iou_type)
+    ev = reference_eval(gt, results, iou_type)  # evalImgs of plain pycocotools
     img_ids, cat_ids = list(ev.params.imgIds), list(ev.params.catIds)
     n_img = len(img_ids)
     rank_rows: dict[tuple[int, int], list[int]] = {}
