@@ -93,6 +93,26 @@ static int string_chars(PyObject *item, const char *what, Py_ssize_t index, cons
     return 0;
 }
 
+/* One rleFrString token at s[*p]: its value (sign-extended, before the x += cnts[m-2] of later runs) in *x, *p
+ * moved past it; -1 when the string ends inside it, it is wider than MAX_RUN_CHARS characters or has a character
+ * outside the alphabet ('0'..'o'). */
+static int read_token(const unsigned char *s, Py_ssize_t len, Py_ssize_t *p, uint64_t *x) {
+    int k = 0, more = 1;
+    unsigned char c = 0;
+    *x = 0;
+    while (more) {
+        if (*p >= len || k >= MAX_RUN_CHARS) return -1;
+        c = (unsigned char)(s[*p] - 48);
+        if (c > 63) return -1;
+        *x |= (uint64_t)(c & 0x1f) << (5 * k);
+        more = c & 0x20;
+        (*p)++;
+        k++;
+    }
+    if (c & 0x10) *x -= (uint64_t)1 << (5 * k); /* sign-extend */
+    return 0;
+}
+
 /* rleFrString's tokens of one string, checked: returns 0 and calls `emit(run)` for each run, or -1 when the string
  * has a character outside the alphabet ('0'..'o'), ends inside a run, has a run wider than MAX_RUN_CHARS
  * characters or a negative run. Runs are summed as rleFrString does: from the fourth on, each adds the run two
@@ -102,19 +122,8 @@ static int64_t rle_string_total(const unsigned char *s, Py_ssize_t len) {
     Py_ssize_t m = 0, p = 0;
     double total = 0.0; /* numpy's version sums float64 weights in token order (np.bincount) */
     while (p < len) {
-        uint64_t x = 0;
-        int k = 0, more = 1;
-        unsigned char c = 0;
-        while (more) {
-            if (p >= len || k >= MAX_RUN_CHARS) return INVALID_RLE; /* cut off / too wide */
-            c = (unsigned char)(s[p] - 48);
-            if (c > 63) return INVALID_RLE;
-            x |= (uint64_t)(c & 0x1f) << (5 * k);
-            more = c & 0x20;
-            p++;
-            k++;
-        }
-        if (c & 0x10) x -= (uint64_t)1 << (5 * k); /* sign-extend */
+        uint64_t x;
+        if (read_token(s, len, &p, &x) < 0) return INVALID_RLE;
         int64_t run = (int64_t)(m > 2 ? x + (uint64_t)run_m2 : x);
         if (run < 0) return INVALID_RLE;
         total += (double)run;
@@ -188,19 +197,8 @@ static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, ui
     mask->count = 0;
     mask->area = 0;
     while (p < len) {
-        uint64_t x = 0;
-        int k = 0, more = 1;
-        unsigned char c = 0;
-        while (more) {
-            if (p >= len || k >= MAX_RUN_CHARS) goto corrupt;
-            c = (unsigned char)(s[p] - 48);
-            if (c > 63) goto corrupt;
-            x |= (uint64_t)(c & 0x1f) << (5 * k);
-            more = c & 0x20;
-            p++;
-            k++;
-        }
-        if (c & 0x10) x -= (uint64_t)1 << (5 * k);
+        uint64_t x;
+        if (read_token(s, len, &p, &x) < 0) goto corrupt;
         int64_t run = (int64_t)(m > 2 ? x + (uint64_t)run_m2 : x);
         if (run < 0 || (uint64_t)run > pixels - pos) goto corrupt;
         if ((m & 1) && run > 0) { /* odd runs are foreground */
