@@ -29,7 +29,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 import numpy as np
 
-from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
     FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, Conversion, ConversionOutputs,
     run_conversion, write_conversion_dir,
@@ -233,13 +233,15 @@ def _declared_size(image: Element) -> tuple[int, int] | None:
         return None
 
 
-def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_segmentation: bool = False, box_masks: bool = True,
+                 strict: bool = False) -> ConversionReport:
     """A CVAT for images 1.1 XML (`src` itself, or SRC/annotations.xml) -> OUT/instances.json (+ dataset.json, report)."""
-    return write_conversion_dir(Path(out), cvat_conversion(src, images=images, rectangle_segmentation=rectangle_segmentation, strict=strict))
+    return write_conversion_dir(Path(out), cvat_conversion(src, images=images, rectangle_segmentation=rectangle_segmentation, box_masks=box_masks,
+                                                         strict=strict))
 
 
 def cvat_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, images: Path | None = None,
-                    rectangle_segmentation: bool = False, strict: bool = False) -> Conversion:
+                    rectangle_segmentation: bool = False, box_masks: bool = True, strict: bool = False) -> Conversion:
     """A CVAT XML's images in memory: COCO dict and findings. `files` (a shard's list) changes nothing: the
     one XML names every image, so `segpipe run` converts a CVAT dataset as one shard holding all its files."""
     src = Path(src)
@@ -298,7 +300,10 @@ def cvat_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None
             labels = frozenset(names)
         seen: set[str] = set()
         records, _ = collect((one(im, labels, seen) for im in root.iterfind("image")), report=report)
+        records, mixed = fill_box_masks(records, fill=box_masks)
+        if mixed is not None:
+            report.add(file=xml, severity="warning", code=MIXED_BOX_MASK_CODE, message=mixed)
         return assemble(records, categories=categories_for(names or None, labels))
 
-    options = {"source": str(xml.resolve()), "rectangle_segmentation": rectangle_segmentation}
+    options = {"source": str(xml.resolve()), "rectangle_segmentation": rectangle_segmentation, "box_masks": box_masks}
     return run_conversion(report=report, format=CVAT_FORMAT, image_root=image_root, options=options, build=build)

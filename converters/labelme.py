@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeGuard
 
 import numpy as np
 
-from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
     EMBEDDED_IMAGES_DIR, Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
     skipped_for_errors, write_conversion_dir,
@@ -294,15 +294,16 @@ def _embedded(doc: LabelmeDocument, *, json_rel: str) -> tuple[str | None, bytes
 
 
 def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedded_images: bool = False,
-                    rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+                    rectangle_segmentation: bool = False, box_masks: bool = True, strict: bool = False) -> ConversionReport:
     """Every `*.json` under `src` -> OUT/instances.json (+ dataset.json, report); images from disk, or from
     `imageData` into OUT/images/ with `embedded_images`."""
-    conversion = labelme_conversion(src, classes=classes, embedded_images=embedded_images, rectangle_segmentation=rectangle_segmentation, strict=strict)
+    conversion = labelme_conversion(src, classes=classes, embedded_images=embedded_images, rectangle_segmentation=rectangle_segmentation,
+                                    box_masks=box_masks, strict=strict)
     return write_conversion_dir(Path(out), conversion)
 
 
 def labelme_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None,
-                       embedded_images: bool = False, rectangle_segmentation: bool = False, strict: bool = False) -> Conversion:
+                       embedded_images: bool = False, rectangle_segmentation: bool = False, box_masks: bool = True, strict: bool = False) -> Conversion:
     """The LabelMe JSONs under `src` (only `files` of it when they are listed) in memory: COCO dict, embedded
     images (with `embedded_images`) and findings."""
     src, listing = Path(src), input_files(files)
@@ -361,8 +362,12 @@ def labelme_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | N
         owners: dict[str, str] = {}
         records, names = collect((one(j, index, owners, outputs) for j in jsons), report=report)
         categories = categories_for(declared, names)
-        return assemble(expand_ignore_regions(records, [c.name for c in categories]), categories=categories)
+        records, mixed = fill_box_masks(expand_ignore_regions(records, [c.name for c in categories]), fill=box_masks)
+        if mixed is not None:
+            report.add(file=src, severity="warning", code=MIXED_BOX_MASK_CODE, message=mixed)
+        return assemble(records, categories=categories)
 
     options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()),
-               "embedded_images": embedded_images, "rectangle_segmentation": rectangle_segmentation}
+               "embedded_images": embedded_images, "rectangle_segmentation": rectangle_segmentation,
+               "box_masks": box_masks}
     return run_conversion(report=report, format=LABELME_FORMAT, image_root=None if embedded_images else src, options=options, build=build)

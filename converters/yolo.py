@@ -30,7 +30,7 @@ import posixpath
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
-from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
     Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
     skipped_for_errors, write_conversion_dir,
@@ -295,16 +295,17 @@ def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: S
     return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1], annotations=tuple(records), extra=extra), tuple(findings))
 
 
-def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle_segmentation: bool = False, box_masks: bool = True,
+                 strict: bool = False) -> ConversionReport:
     """Every image under `src` with its YOLO label file -> OUT/instances.json (+ dataset.json, report).
 
     Raises AnnotationError before converting when `src` is not a folder or no class-name file is found."""
-    conversion = yolo_conversion(src, classes=classes, rectangle_segmentation=rectangle_segmentation, strict=strict)
+    conversion = yolo_conversion(src, classes=classes, rectangle_segmentation=rectangle_segmentation, box_masks=box_masks, strict=strict)
     return write_conversion_dir(Path(out), conversion)
 
 
 def yolo_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None, rectangle_segmentation: bool = False,
-                    strict: bool = False) -> Conversion:
+                    box_masks: bool = True, strict: bool = False) -> Conversion:
     """The YOLO dataset under `src` (only `files` of it when they are listed) in memory: COCO dict and findings."""
     src, listing = Path(src), input_files(files)
     if not src.is_dir():
@@ -348,7 +349,11 @@ def yolo_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None
                 report.add(file=src / rel, severity="error", code="missing_image",
                     message="no image for this label file (looked for the same name under images/ and beside it); skipped")
         records, _ = collect(outcomes, report=report)
+        records, mixed = fill_box_masks(records, fill=box_masks)
+        if mixed is not None:
+            report.add(file=src, severity="warning", code=MIXED_BOX_MASK_CODE, message=mixed)
         return assemble(records, categories=categories_for(names, ()))
 
-    options = {"source": str(src.resolve()), "classes": str(class_file.resolve()), "rectangle_segmentation": rectangle_segmentation}
+    options = {"source": str(src.resolve()), "classes": str(class_file.resolve()), "rectangle_segmentation": rectangle_segmentation,
+               "box_masks": box_masks}
     return run_conversion(report=report, format=YOLO_FORMAT, image_root=src, options=options, build=build)

@@ -153,9 +153,13 @@ def _pet_annotation(rel: str) -> bool:
     return (rel.startswith("annotations/trimaps/") and lower.endswith(".png")) or (rel.startswith("annotations/xmls/") and lower.endswith(".xml"))
 
 
+# Darknet exports' subset lists (CVAT "YOLO 1.1": train.txt beside obj.data): files every shard reads.
+_DARKNET_LISTS = ("train.txt", "valid.txt", "test.txt")
+
+
 def _yolo_label(rel: str) -> bool:
     name = PurePosixPath(rel).name
-    return name.endswith(".txt") and name != "classes.txt"
+    return name.endswith(".txt") and name != "classes.txt" and rel not in _DARKNET_LISTS
 
 
 _VOC_SEG_DIRS = ("SegmentationClass", "SegmentationObject", "Annotations")
@@ -176,9 +180,10 @@ ADAPTERS: dict[str, FormatAdapter] = {
                          lambda rel: rel.lower().endswith(".xml"), _no_subdir, _voc),
     "trimap": FormatAdapter("trimap", ("border", "categories", "strict"), lambda rel: rel.lower().endswith(".png"), _no_subdir, _trimap,
                             needs_images=True),
-    "yolo": FormatAdapter("yolo", ("rectangle_segmentation", "strict"), _yolo_label, _no_subdir, _yolo),
-    "labelme": FormatAdapter("labelme", ("rectangle_segmentation", "strict"), lambda rel: rel.lower().endswith(".json"), _no_subdir, _labelme),
-    "cvat": FormatAdapter("cvat", ("rectangle_segmentation", "strict"), lambda rel: False,
+    "yolo": FormatAdapter("yolo", ("rectangle_segmentation", "box_masks", "strict"), _yolo_label, _no_subdir, _yolo),
+    "labelme": FormatAdapter("labelme", ("rectangle_segmentation", "box_masks", "strict"), lambda rel: rel.lower().endswith(".json"), _no_subdir,
+                             _labelme),
+    "cvat": FormatAdapter("cvat", ("rectangle_segmentation", "box_masks", "strict"), lambda rel: False,
                           lambda root: "images" if (root / "images").is_dir() else "", _cvat, single_shard=True),
     "voc-seg": FormatAdapter("voc-seg", ("strict",), _voc_seg_annotation, lambda root: "JPEGImages", _voc_seg, annotated_only=True),
 }
