@@ -43,6 +43,7 @@ CVAT_FORMAT = "cvat"
 DEFAULT_XML = "annotations.xml"
 NO_AREA_SHAPES: tuple[str, ...] = ("points", "polyline", "cuboid", "skeleton")
 AREA_ELEMENTS: tuple[str, ...] = ("box", "polygon", "mask", "ellipse")
+ROUND_DECIMALS = 6
 
 
 def parse_cvat_root(data: bytes, *, path: str) -> Element:
@@ -115,7 +116,7 @@ def rotated_corners(x0: float, y0: float, x1: float, y1: float, degrees: float) 
     """The corners of the box (x0, y0)-(x1, y1) turned `degrees` clockwise on screen (y points down) about its
     centre, as one flat polygon.
 
-    >>> [round(v, 6) + 0.0 for v in rotated_corners(100, 100, 300, 140, 90)]
+    >>> rotated_corners(100, 100, 300, 140, 90)
     [220.0, 20.0, 220.0, 220.0, 180.0, 220.0, 180.0, 20.0]
     """
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -123,7 +124,8 @@ def rotated_corners(x0: float, y0: float, x1: float, y1: float, degrees: float) 
     out: list[float] = []
     for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
         dx, dy = x - cx, y - cy
-        out += [cx + dx * c - dy * s, cy + dx * s + dy * c]
+        # rounded to 1e-6 px: cos(90°) is 6e-17, not 0, and the extent would print as 4.000000000000001
+        out += [round(cx + dx * c - dy * s, ROUND_DECIMALS), round(cy + dx * s + dy * c, ROUND_DECIMALS)]
     return out
 
 

@@ -14,7 +14,8 @@ object, as in LabelMe's own labelme2coco example
 and become report rows; lines are left out with a warning.
 
 `__ignore__` is labelme's ignore label (its examples' labels.txt starts with it; labelme2voc paints it 255,
-labelme2coco leaves it out of the categories): never a category here, with or without --classes. Each
+labelme2coco leaves it out of the categories): never a category here, with or without --classes, and nor
+is the `_background_` line that follows it in labels.txt (labelme2voc's class 0, not an object). Each
 image's `__ignore__` shapes become one ignore region per category: an `iscrowd: 1` annotation of every
 category holding their union, so COCOeval counts neither a miss nor a false positive there, whatever the class.
 """
@@ -48,6 +49,7 @@ from segpipe.converters.voc import read_classes_file
 LABELME_FORMAT = "labelme"
 AREA_SHAPES: tuple[str, ...] = ("rectangle", "polygon", "circle", "oriented_rectangle", "mask")
 IGNORE_LABEL = "__ignore__"  # https://github.com/wkentaro/labelme/blob/main/examples/instance_segmentation/labels.txt
+BACKGROUND_LABEL = "_background_"  # labelme2voc's class 0, the same labels.txt's second line
 ISCROWD_IGNORE_REGION = 1
 POINT_SHAPES: tuple[str, ...] = ("point", "points")
 LINE_SHAPES: tuple[str, ...] = ("line", "linestrip")
@@ -310,8 +312,8 @@ def labelme_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | N
     if not src.is_dir():
         raise AnnotationError(src, "", "source is not a directory", code="missing_source")
     declared = read_classes_file(classes) if classes is not None else None
-    if declared is not None:  # labelme's labels.txt lists the ignore label first: it is not a category
-        declared = [n for n in declared if n != IGNORE_LABEL]
+    if declared is not None:  # labelme's labels.txt starts with __ignore__ and _background_: neither is an object category
+        declared = [n for n in declared if n not in (IGNORE_LABEL, BACKGROUND_LABEL)]
     allowed = frozenset(declared) if declared is not None else None
     report = ConversionReport(strict=strict)
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from segpipe.cache.fingerprints import StatCache, build_manifest
 from segpipe.runner.shards import DatasetSpec, plan_shards
-from tests.converters import test_cvat, test_labelme, test_voc_segmentation, test_yolo
+from tests.converters import test_cvat, test_labelme, test_third_party, test_voc_segmentation, test_yolo
 
 
 def _whole(fmt: str, root: Path) -> Callable[[Path], Any]:
@@ -23,6 +23,8 @@ def _whole(fmt: str, root: Path) -> Callable[[Path], Any]:
 
 @pytest.mark.parametrize(("fmt", "make"), [
     ("yolo", test_yolo.ultralytics), ("labelme", test_labelme.dataset), ("cvat", test_cvat.dataset), ("voc-seg", test_voc_segmentation.voc_root),
+    # as other tools export them: a darknet (CVAT YOLO 1.1) export, LabelMe masks and __ignore__, a CVAT project export
+    ("yolo", test_third_party.darknet), ("labelme", test_third_party.labelme_folder), ("cvat", test_third_party.cvat_project),
 ])
 def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, make: Callable[[Path], Path]) -> None:
     from segpipe.cache.fingerprints import package_version
