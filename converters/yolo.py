@@ -264,7 +264,8 @@ def darknet_subsets(src: Path, *, listing: Any, report: ConversionReport) -> tup
             if not image_rel:
                 continue
             if path_inside(src, image_rel) is None:
-                report.add(file=path, severity="error", code="image_path_outside", message=f"line {number}: {line.strip()!r} leaves the dataset root; not followed")
+                report.add(file=path, severity="error", code="image_path_outside",
+                           message=f"line {number}: {line.strip()!r} leaves the dataset root; not followed")
                 continue
             subsets.setdefault(image_rel, key)
     return subsets, lists
