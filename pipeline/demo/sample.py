@@ -236,8 +236,7 @@ def _write_labelme(root: Path, pets: list[SamplePet]) -> str:
         x0, y0, x1, y1 = pet.box
         crop = pet.mask[y0:y1, x0:x1].astype(np.uint8) * 255
         shape: dict[str, object] = {"label": pet.species_name, "points": [[x0, y0], [x1 - 1, y1 - 1]], "group_id": None, "description": "",
-                                   "shape_type": "mask",
-                 "flags": {}, "mask": base64.b64encode(_png(crop)).decode("ascii")}
+                                    "shape_type": "mask", "flags": {}, "mask": base64.b64encode(_png(crop)).decode("ascii")}
         doc: dict[str, object] = {"version": "5.5.0", "flags": {}, "shapes": [shape], "imagePath": f"{pet.stem}.jpg", "imageData": None,
                "imageHeight": pet.height, "imageWidth": pet.width}
         atomic_write_bytes(root / f"{pet.stem}.jpg", pet.jpg)
