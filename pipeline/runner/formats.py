@@ -89,6 +89,16 @@ class DatasetSpec:
         label = self.root_label() + "/"
         return path.startswith(label) and self.adapter().is_annotation(path[len(label):])
 
+    def refuse_empty(self, n_images: int) -> None:
+        """Raise before any task runs when the dataset holds no image of its format: the one rule of `segpipe
+        convert` (nothing converted is a usage error naming the layout looked for and what was found)."""
+        if n_images:
+            return
+        from segpipe.converters.layout_hints import FORMAT_LAYOUTS, describe_folder
+
+        looked = FORMAT_LAYOUTS.get(self.format, f"a {self.format} dataset")
+        raise SegpipeError(self.root, "dataset", f"nothing to convert (0 images): looked for {looked}; found {describe_folder(self.root)}")
+
     def convert(self, *, files: Iterable[Path] | None, options: Mapping[str, Any]) -> Conversion:
         """Convert the dataset (only `files` of it when given: one shard's own files and the global files) in
         memory; `options` outside the format's own are ignored."""

@@ -112,3 +112,23 @@ def test_the_cli_offers_every_runner_format() -> None:
     from segpipe.runner.shards import FORMATS
 
     assert RUN_FORMATS == FORMATS
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "labelme", "cvat", "voc-seg"])
+def test_run_on_a_folder_with_nothing_to_convert_is_a_usage_error(tmp_path: Path, fmt: str) -> None:
+    """The rule of `segpipe convert`, before any task runs: a darknet export saved without its images, or a
+    folder of notes, names the layout looked for and what it holds."""
+    from segpipe.cli import main
+
+    root = tmp_path / "ds"
+    if fmt == "yolo":
+        test_third_party.darknet(root, with_images=False)
+    else:
+        root.mkdir()
+        (root / "notes.md").write_text("no dataset here\n")
+    args = ["run", "--dataset", str(root), "--format", fmt, "--model", "unet", "--checkpoints", str(tmp_path / "none/*.pt"),
+            "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--no-html"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "nothing to convert (0 images): looked for" in result.output and "found" in result.output, result.output
+    assert not (tmp_path / "out").exists()
