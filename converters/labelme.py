@@ -364,6 +364,11 @@ def labelme_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | N
         owners: dict[str, str] = {}
         records, names = collect((one(j, index, owners, outputs) for j in jsons), report=report)
         categories = categories_for(declared, names)
+        if not categories:
+            for im in records:
+                if any(a.category == IGNORE_LABEL for a in im.annotations):
+                    report.add(file=src / im.file_name, severity="warning", code="ignore_without_categories",
+                               message=f"{IGNORE_LABEL} region left out: the dataset has no category for it to be an ignore region of")
         records, mixed = fill_box_masks(expand_ignore_regions(records, [c.name for c in categories]), fill=box_masks)
         if mixed is not None:
             report.add(file=src, severity="warning", code=MIXED_BOX_MASK_CODE, message=mixed)

@@ -219,3 +219,22 @@ def test_nothing_converted_is_one_usage_error(tmp_path: Path, fmt: str) -> None:
     result = CliRunner().invoke(main, ["convert", fmt, str(src), "-o", str(tmp_path / "out")])
     assert result.exit_code == USAGE, result.output
     assert "nothing converted (0 images): looked for" in result.output and "found" in result.output, result.output
+
+
+def test_cvat_rotated_box_extent_from_the_format_document(tmp_path: Path) -> None:
+    """xtl=100 ytl=100 xbr=300 ybr=140 rotation=90 (degrees, clockwise about the centre (200, 120)): the box
+    stands up as x 180..220, y 20..220; unrotated it would read [100, 100, 200, 40]."""
+    src = tmp_path / "cvat"
+    write_image(src / "images/r.jpg", width=400, height=300)
+    (src / "annotations.xml").write_text(
+        '<annotations><version>1.1</version><meta><task><labels><label><name>car</name></label></labels></task></meta>'
+        '<image id="0" name="r.jpg" width="400" height="300"><box label="car" occluded="0" xtl="100" ytl="100" xbr="300" ybr="140" '
+        'rotation="90" z_order="0"/></image></annotations>', encoding="utf-8")
+    result = CliRunner().invoke(main, ["convert", "cvat", str(src), "-o", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_OK, result.output
+    coco, masks = coco_masks(tmp_path / "out")
+    (ann,) = coco.dataset["annotations"]
+    assert ann["bbox"] == [180.0, 20.0, 40.0, 200.0] and ann["area"] == 8000.0
+    ref = np.zeros((300, 400), dtype=bool)
+    ref[20:220, 180:220] = True
+    assert np.array_equal(masks["r.jpg"][0][1], ref)
