@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from segpipe.demo.sample import SAMPLE_FORMATS
+# The layouts `segpipe.demo.sample.write_sample` writes (listed here: the help must not import numpy and cv2).
+SAMPLE_FORMATS: tuple[str, ...] = ("oxford-pet", "voc", "yolo", "labelme", "cvat", "voc-seg")
 
 
 @click.command("sample")
@@ -19,8 +20,9 @@ from segpipe.demo.sample import SAMPLE_FORMATS
 @click.option("--n-images", type=click.IntRange(min=1), default=24, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed writes the same bytes.")
 def sample(out: Path, format_: str, n_images: int, seed: int) -> None:
-    """Generate a small, deterministic dataset: by default in the Oxford-IIIT Pet layout (images, trimaps,
-    head-box XMLs, list.txt, trainval.txt, test.txt); convert it with the command printed."""
+    """Generate a small, deterministic dataset in the Oxford-IIIT Pet layout (images, trimaps, head-box XMLs,
+    list.txt, trainval.txt, test.txt), or the same pets in another format (--format); convert it with the
+    command printed."""
     from segpipe.demo.sample import write_sample
 
     command = write_sample(out, format=format_, n_images=n_images, seed=seed)

@@ -115,3 +115,10 @@ def test_every_format_converts_back_to_the_same_pets(tmp_path: Path, fmt: str) -
             assert "segmentation" not in ann
             continue
         assert np.array_equal(mask_utils.decode(ann["segmentation"]).astype(bool), pet.mask), pet.stem
+
+
+def test_the_command_offers_every_layout_the_generator_writes() -> None:
+    from segpipe.cli.sample import SAMPLE_FORMATS as OFFERED
+    from segpipe.demo.sample import SAMPLE_FORMATS
+
+    assert OFFERED == SAMPLE_FORMATS
