@@ -238,3 +238,22 @@ def test_cvat_rotated_box_extent_from_the_format_document(tmp_path: Path) -> Non
     ref = np.zeros((300, 400), dtype=bool)
     ref[20:220, 180:220] = True
     assert np.array_equal(masks["r.jpg"][0][1], ref)
+
+
+def test_voc_parts_and_actions_are_attributes_and_a_broken_part_is_a_row(tmp_path: Path) -> None:
+    """VOC2012 person layout and action flags (devkit: host.robots.ox.ac.uk/pascal/VOC/voc2012/htmldoc/devkit_doc.html)."""
+    src = tmp_path / "voc"
+    write_image(src / "p.jpg", width=W, height=H)
+    (src / "p.xml").write_text(
+        "<annotation><filename>p.jpg</filename><object><name>person</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>20</xmax>"
+        "<ymax>28</ymax></bndbox><part><name>hand</name><bndbox><xmin>4</xmin><ymin>5</ymin><xmax>8</xmax><ymax>9</ymax></bndbox></part>"
+        "<part><name>foot</name></part><actions><jumping>1</jumping><phoning>0</phoning><walking>x</walking></actions></object></annotation>")
+    result = CliRunner().invoke(main, ["convert", "voc", str(src), "-o", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_OK, result.output
+    (ann,) = json.loads((tmp_path / "out/instances.json").read_text())["annotations"]
+    assert ann["bbox"] == [2.0, 3.0, 18.0, 25.0]
+    assert ann["attributes"]["parts"] == [{"name": "hand", "xmin": 4.0, "ymin": 5.0, "xmax": 8.0, "ymax": 9.0}]
+    assert ann["attributes"]["actions"] == {"jumping": True, "phoning": False}
+    found = sorted((r["code"], r["message"]) for r in rows(tmp_path / "out"))
+    assert found == [("invalid_flag", "object[0].actions.walking: expected 0 or 1, got 'x'; left out"),
+                     ("invalid_part", "object[0].part[1]: bndbox: missing; the part is left out of the object's attributes")]
