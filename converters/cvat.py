@@ -215,8 +215,8 @@ def cvat_image_annotations(image: Element, *, width: int, height: int, labels: f
 def _rotated_box(label: str, x0: float, y0: float, x1: float, y1: float, rotation: float, *, attrs: dict[str, Any],
                  width: int, height: int) -> AnnotationRecord | str:
     """A rotated CVAT box: its rectangle rasterised as a polygon (pycocotools), `bbox` the axis-aligned extent
-    of the turned corners clipped to the image (what CVAT's own COCO export and Datumaro give as the box of a
-    rotated rectangle), `area` the mask's pixel count. A reason string when nothing of it is inside the image."""
+    of the turned corners clipped to the image (the box that encloses what the annotator drew), `area` the
+    mask's pixel count. A reason string when nothing of it is inside the image."""
     corners = rotated_corners(x0, y0, x1, y1, rotation)
     mask = polygon_mask([corners], width=width, height=height)
     xs, ys = corners[0::2], corners[1::2]
