@@ -32,7 +32,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from process_runs import SEGPIPE, medians, print_table, start_spawner  # noqa: E402  (benchmarks/ is the script's own folder)
-from segpipe.converters.grey_png import decode_grey_png  # noqa: E402
 from segpipe.evaluators.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
 from segpipe.evaluators.semantic import read_label_map  # noqa: E402
 
@@ -137,7 +136,6 @@ def compare_decoders(gt_dir: Path, *, limit: int) -> None:
     decoders: dict[str, Callable[[Path], np.ndarray]] = {
         "cv2.imread(IMREAD_UNCHANGED)": lambda p: cv2.imread(str(p), cv2.IMREAD_UNCHANGED),
         "cv2.imdecode(file bytes)": lambda p: cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED),
-        "segpipe decode_grey_png(bytes)": lambda p: decode_grey_png(p.read_bytes()),  # type: ignore[arg-type,return-value]
         "PIL Image.open + np.asarray": lambda p: np.asarray(Image.open(p)),
     }
     if importlib.util.find_spec("pyspng") is not None:  # libspng (https://libspng.org), when installed

@@ -91,6 +91,38 @@ def mask_annotation(*, category: str, mask: np.ndarray, attributes: Mapping[str,
     )
 
 
+def box_segmentation(bbox: Sequence[float]) -> list[list[float]]:
+    """An [x, y, w, h] box as a one-polygon COCO segmentation (clockwise from the top left)."""
+    x, y, w, h = (float(v) for v in bbox)
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
+MIXED_BOX_MASK_CODE = "mixed_box_mask"
+
+
+def fill_box_masks(images: Sequence[ImageRecord], *, fill: bool = True) -> tuple[list[ImageRecord], str | None]:
+    """A dataset mixing boxes and masks, said and (with `fill`) made safe: each box without a mask is given its
+    rectangle as `segmentation` (attribute `segmentation_from_box: true`). torchvision's
+    `wrap_dataset_for_transforms_v2` builds masks only from the annotations that have one, so with boxes beside
+    masks mask i no longer belongs to box i; pycocotools' `annToMask` raises on an annotation without
+    `segmentation`. Returns the images (unchanged unless filled) and the report message (None: not mixed)."""
+    from dataclasses import replace
+
+    objects = [a for im in images for a in im.annotations if not a.iscrowd]
+    boxes = sum(a.segmentation is None for a in objects)
+    masks = len(objects) - boxes
+    if not boxes or not masks:
+        return list(images), None
+    if not fill:
+        return list(images), (f"mixed boxes and masks: {boxes} box-only annotation(s) beside {masks} mask(s), left without `segmentation` "
+                              "(torchvision's v2 wrapper then pairs masks with the wrong boxes; pycocotools' annToMask raises on them)")
+    out = [replace(im, annotations=tuple(
+        replace(a, segmentation=box_segmentation(a.bbox), attributes={**a.attributes, "segmentation_from_box": True}) if a.segmentation is None else a
+        for a in im.annotations)) for im in images]
+    return out, (f"mixed boxes and masks: {boxes} box-only annotation(s) beside {masks} mask(s) were given their rectangle as `segmentation` "
+                 "(attribute segmentation_from_box), so that every annotation has one mask (--no-box-masks: leave them boxes)")
+
+
 def assemble_coco(*, images: Sequence[ImageRecord], categories: Sequence[CategoryRecord]) -> dict[str, Any]:
     """Assign ids by the conventions above and return a COCO dict. Pure: arguments are not mutated.
 

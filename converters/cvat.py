@@ -4,12 +4,19 @@
     --images (default: SRC/images when it exists, else the XML's folder)
 
 Format: https://docs.cvat.ai/docs/manual/advanced/xml_format/ . Per `<image>`: `<box>` (xtl, ytl, xbr, ybr,
-pixel-corner) -> box; `<polygon points="x,y;x,y;...">` -> mask through pycocotools; `<mask rle= left= top=
-width= height=>` -> mask (CVAT's own run-lengths: row-major inside the left/top/width/height rectangle,
-starting with a run of background pixels). `occluded`, `z_order`, `group_id` and every `<attribute>` are kept
-as annotation attributes; `<tag>`s become the image's `tags`. `<points>`, `<polyline>` and other shapes have
-no area: report rows. Image names are never followed out of the image root. Categories follow the labels
-declared in `<meta>`, in their order. The XML is parsed by defusedxml with DTDs refused.
+pixel-corner) -> box; a `<box rotation="deg">` (degrees, clockwise about the box centre, as CVAT draws it) ->
+its rotated rectangle as a mask, with the rotated corners' axis-aligned extent as `bbox`; `<ellipse cx cy rx
+ry rotation>` -> the mask of the pixels whose centre lies inside it, `<polygon points="x,y;x,y;...">` -> mask
+through pycocotools; `<mask rle= left= top= width= height=>` -> mask (CVAT's own run-lengths: row-major inside
+the left/top/width/height rectangle, starting with a run of background pixels). `occluded`, `z_order`,
+`group_id`, `rotation` and every `<attribute>` are kept as annotation attributes; `<tag>`s become the image's
+`tags`. `<points>`, `<polyline>` and other shapes have no area: report rows.
+
+Project exports (https://docs.cvat.ai/docs/manual/advanced/formats/format-cvat/: `<meta><project>`, each
+`<image ... subset="Train">`, the images under images/<subset>/) are read as their subsets: the file_name is
+`<subset>/<name>` when that file exists, and the image keeps its `subset` field (the same name may appear in
+two subsets). Image names are never followed out of the image root. Categories follow the labels declared in
+`<meta>` (task or project), in their order. The XML is parsed by defusedxml with DTDs refused.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 import numpy as np
 
-from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
     FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, Conversion, ConversionOutputs,
     run_conversion, write_conversion_dir,
@@ -34,7 +41,9 @@ from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, clip_box, 
 
 CVAT_FORMAT = "cvat"
 DEFAULT_XML = "annotations.xml"
-NO_AREA_SHAPES: tuple[str, ...] = ("points", "polyline", "cuboid", "skeleton", "ellipse")
+NO_AREA_SHAPES: tuple[str, ...] = ("points", "polyline", "cuboid", "skeleton")
+AREA_ELEMENTS: tuple[str, ...] = ("box", "polygon", "mask", "ellipse")
+ROUND_DECIMALS = 6
 
 
 def parse_cvat_root(data: bytes, *, path: str) -> Element:
@@ -87,6 +96,8 @@ def _attributes(el: Element) -> dict[str, Any]:
         attrs["z_order"] = el.get("z_order")
     if el.get("group_id") is not None:
         attrs["group_id"] = el.get("group_id")
+    if el.get("rotation") not in (None, "0", "0.0"):
+        attrs["rotation"] = el.get("rotation")
     for a in el.iterfind("attribute"):
         name = a.get("name")
         if name and name not in attrs:
@@ -99,6 +110,38 @@ def _floats(el: Element, names: tuple[str, ...]) -> list[float]:
     if not all(math.isfinite(v) for v in values):
         raise ValueError("non-finite coordinate")
     return values
+
+
+def rotated_corners(x0: float, y0: float, x1: float, y1: float, degrees: float) -> list[float]:
+    """The corners of the box (x0, y0)-(x1, y1) turned `degrees` clockwise on screen (y points down) about its
+    centre, as one flat polygon.
+
+    >>> rotated_corners(100, 100, 300, 140, 90)
+    [220.0, 20.0, 220.0, 220.0, 180.0, 220.0, 180.0, 20.0]
+    """
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    out: list[float] = []
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
+        dx, dy = x - cx, y - cy
+        # rounded to 1e-6 px: cos(90°) is 6e-17, not 0, and the extent would print as 4.000000000000001
+        out += [round(cx + dx * c - dy * s, ROUND_DECIMALS), round(cy + dx * s + dy * c, ROUND_DECIMALS)]
+    return out
+
+
+def ellipse_mask(*, cx: float, cy: float, rx: float, ry: float, degrees: float, width: int, height: int) -> np.ndarray:
+    """Pixels whose centre (x + 0.5, y + 0.5) lies inside the ellipse of radii rx, ry about (cx, cy), turned
+    `degrees` clockwise on screen.
+
+    >>> ellipse_mask(cx=2, cy=2, rx=2, ry=1, degrees=0, width=4, height=4).astype(int).tolist()  # centres 0.5 from the axis: in
+    [[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]]
+    """
+    ys, xs = np.mgrid[0:height, 0:width]
+    dx, dy = xs + 0.5 - cx, ys + 0.5 - cy
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    u, v = dx * c + dy * s, -dx * s + dy * c  # into the ellipse's own axes (the inverse turn)
+    inside: np.ndarray = (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+    return inside
 
 
 def cvat_image_annotations(image: Element, *, width: int, height: int, labels: frozenset[str], path: str,
@@ -115,7 +158,7 @@ def cvat_image_annotations(image: Element, *, width: int, height: int, labels: f
             findings.append(row(path, "info" if el.tag == "points" else "warning", "no_area_shape",
                 f"{where}: not converted ({el.tag} has no mask/box in COCO instances)"))
             continue
-        if el.tag not in ("box", "polygon", "mask"):
+        if el.tag not in AREA_ELEMENTS:
             findings.append(row(path, "warning", "unknown_element", f"{where}: unknown element; left out"))
             continue
         if label not in labels:
@@ -127,6 +170,16 @@ def cvat_image_annotations(image: Element, *, width: int, height: int, labels: f
                 x0, y0, x1, y1 = _floats(el, ("xtl", "ytl", "xbr", "ybr"))
                 if x1 < x0 or y1 < y0:
                     raise ValueError(f"inverted box xtl={x0:g} ytl={y0:g} xbr={x1:g} ybr={y1:g}")
+                rotation = float(el.get("rotation", "0") or "0")
+                if not math.isfinite(rotation):
+                    raise ValueError(f"rotation={el.get('rotation')!r} is not a finite number")
+                if rotation % 360:
+                    records_or_error = _rotated_box(label, x0, y0, x1, y1, rotation, attrs=attrs, width=width, height=height)
+                    if isinstance(records_or_error, str):
+                        findings.append(row(path, "error", "empty_box", f"{where}: {records_or_error}"))
+                    else:
+                        records.append(records_or_error)
+                    continue
                 x0, y0, x1, y1 = clip_box(x0, y0, x1, y1, width=width, height=height)
                 if x1 <= x0 or y1 <= y0:
                     raise ValueError(f"the box has no area inside the {width}×{height} image")
@@ -138,6 +191,12 @@ def cvat_image_annotations(image: Element, *, width: int, height: int, labels: f
                 if any(len(p) != 2 for p in pairs) or len(pairs) < MIN_POLYGON_POINTS or not all(math.isfinite(v) for v in flat):
                     raise ValueError(f"points: expected >= {MIN_POLYGON_POINTS} 'x,y' pairs separated by ';'")
                 mask = polygon_mask([flat], width=width, height=height)
+            elif el.tag == "ellipse":
+                cx, cy, rx, ry = _floats(el, ("cx", "cy", "rx", "ry"))
+                degrees = float(el.get("rotation", "0") or "0")
+                if rx <= 0 or ry <= 0 or not math.isfinite(degrees):
+                    raise ValueError(f"rx={rx:g} ry={ry:g} rotation={el.get('rotation')!r}: radii must be > 0, the rotation finite")
+                mask = ellipse_mask(cx=cx, cy=cy, rx=rx, ry=ry, degrees=degrees, width=width, height=height)
             else:
                 counts = [int(c) for c in el.get("rle", "").split(",")]
                 left, top, w, h = (int(el.get(n, "")) for n in ("left", "top", "width", "height"))
@@ -153,6 +212,22 @@ def cvat_image_annotations(image: Element, *, width: int, height: int, labels: f
     return records, findings
 
 
+def _rotated_box(label: str, x0: float, y0: float, x1: float, y1: float, rotation: float, *, attrs: dict[str, Any],
+                 width: int, height: int) -> AnnotationRecord | str:
+    """A rotated CVAT box: its rectangle rasterised as a polygon (pycocotools), `bbox` the axis-aligned extent
+    of the turned corners clipped to the image (the box that encloses what the annotator drew), `area` the
+    mask's pixel count. A reason string when nothing of it is inside the image."""
+    corners = rotated_corners(x0, y0, x1, y1, rotation)
+    mask = polygon_mask([corners], width=width, height=height)
+    xs, ys = corners[0::2], corners[1::2]
+    bx0, by0, bx1, by1 = clip_box(min(xs), min(ys), max(xs), max(ys), width=width, height=height)
+    record = mask_record(category=label, mask=mask, attributes=attrs)
+    if record is None or bx1 <= bx0 or by1 <= by0:
+        return f"the rotated box covers no pixel of the {width}×{height} image"
+    return AnnotationRecord(category=label, bbox=(bx0, by0, bx1 - bx0, by1 - by0), area=record.area, segmentation=record.segmentation,
+                            attributes=record.attributes)
+
+
 def _declared_size(image: Element) -> tuple[int, int] | None:
     try:
         return int(image.get("width", "")), int(image.get("height", ""))
@@ -160,13 +235,15 @@ def _declared_size(image: Element) -> tuple[int, int] | None:
         return None
 
 
-def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+def convert_cvat(src: Path, out: Path, *, images: Path | None = None, rectangle_segmentation: bool = False, box_masks: bool = True,
+                 strict: bool = False) -> ConversionReport:
     """A CVAT for images 1.1 XML (`src` itself, or SRC/annotations.xml) -> OUT/instances.json (+ dataset.json, report)."""
-    return write_conversion_dir(Path(out), cvat_conversion(src, images=images, rectangle_segmentation=rectangle_segmentation, strict=strict))
+    return write_conversion_dir(Path(out), cvat_conversion(src, images=images, rectangle_segmentation=rectangle_segmentation, box_masks=box_masks,
+                                                         strict=strict))
 
 
 def cvat_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, images: Path | None = None,
-                    rectangle_segmentation: bool = False, strict: bool = False) -> Conversion:
+                    rectangle_segmentation: bool = False, box_masks: bool = True, strict: bool = False) -> Conversion:
     """A CVAT XML's images in memory: COCO dict and findings. `files` (a shard's list) changes nothing: the
     one XML names every image, so `segpipe run` converts a CVAT dataset as one shard holding all its files."""
     src = Path(src)
@@ -179,12 +256,19 @@ def cvat_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None
 
     def one(image: Element, labels: frozenset[str], seen: set[str]) -> FileOutcome:
         name = image.get("name", "")
+        subset = (image.get("subset") or "").strip()
         if not name:
             return FileOutcome(None, (row(xml, "error", "invalid_image", f"<image id={image.get('id')!r}>: no name attribute; skipped"),))
-        if name in seen:
-            return FileOutcome(None, (row(xml, "error", "duplicate_annotation", f"image {name!r} is listed twice; the later <image> is skipped"),))
-        seen.add(name)
+        key = f"{subset}/{name}" if subset else name
+        if key in seen:
+            where = f"image {name!r}" + (f" of subset {subset!r}" if subset else "")
+            return FileOutcome(None, (row(xml, "error", "duplicate_annotation", f"{where} is listed twice; the later <image> is skipped"),))
+        seen.add(key)
         path = path_inside(image_root, name)
+        if subset:  # a project export: images/<subset>/<name>; a task export keeps the subset only as a field
+            in_subset = path_inside(image_root, f"{subset}/{name}")
+            if in_subset is not None and in_subset.is_file():
+                path, name = in_subset, f"{subset}/{name}"
         if path is None:
             return FileOutcome(None, (row(xml, "error", "image_path_outside",
                 f"image name {name!r} leaves the image root {image_root}; not followed, skipped"),))
@@ -198,7 +282,9 @@ def cvat_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None
         if skipped is not None:
             return FileOutcome(None, (*findings, skipped))
         tags = sorted(t.get("label", "") for t in image.iterfind("tag"))
-        extra = {"tags": tags} if tags else {}
+        extra: dict[str, Any] = {"tags": tags} if tags else {}
+        if subset:
+            extra["subset"] = subset
         return FileOutcome(ImageRecord(file_name=Path(name).as_posix(), width=size[0], height=size[1], annotations=tuple(records), extra=extra),
             tuple(findings))
 
@@ -216,7 +302,10 @@ def cvat_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None
             labels = frozenset(names)
         seen: set[str] = set()
         records, _ = collect((one(im, labels, seen) for im in root.iterfind("image")), report=report)
+        records, mixed = fill_box_masks(records, fill=box_masks)
+        if mixed is not None:
+            report.add(file=xml, severity="warning", code=MIXED_BOX_MASK_CODE, message=mixed)
         return assemble(records, categories=categories_for(names or None, labels))
 
-    options = {"source": str(xml.resolve()), "rectangle_segmentation": rectangle_segmentation}
+    options = {"source": str(xml.resolve()), "rectangle_segmentation": rectangle_segmentation, "box_masks": box_masks}
     return run_conversion(report=report, format=CVAT_FORMAT, image_root=image_root, options=options, build=build)

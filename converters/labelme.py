@@ -5,11 +5,19 @@
 `imagePath` is followed only when it stays inside SRC (no `..`, no absolute path, no symlink out);
 otherwise, or when that file is missing, the image named like the JSON beside it is used, with a
 warning row. `imageData` (the image embedded as base64) is written out only with `embedded_images`
-(then every image comes from its JSON, under OUT/images/). Shapes: `rectangle` -> box; `polygon` and
-`circle` -> masks (rasterised by pycocotools / pixel centres); shapes sharing a `group_id` and a label
-are one object, as in LabelMe's own labelme2coco example
-(https://github.com/wkentaro/labelme/tree/main/examples/instance_segmentation); `point`s are not
-objects and become report rows; lines are left out with a warning.
+(then every image comes from its JSON, under OUT/images/). Shapes: `rectangle` -> box; `polygon`,
+`oriented_rectangle` (its four corners) and `circle` -> masks (rasterised by pycocotools / pixel centres);
+`mask` (labelme >= 5.5: a base64 PNG of the box between its two integer points, both inclusive, as
+labelme's own `shapes_to_label` pastes it) -> that mask; shapes sharing a `group_id` and a label are one
+object, as in LabelMe's own labelme2coco example
+(https://github.com/wkentaro/labelme/tree/main/examples/instance_segmentation); `point`s are not objects
+and become report rows; lines are left out with a warning.
+
+`__ignore__` is labelme's ignore label (its examples' labels.txt starts with it; labelme2voc paints it 255,
+labelme2coco leaves it out of the categories): never a category here, with or without --classes, and nor
+is the `_background_` line that follows it in labels.txt (labelme2voc's class 0, not an object). Each
+image's `__ignore__` shapes become one ignore region per category: an `iscrowd: 1` annotation of every
+category holding their union, so COCOeval counts neither a miss nor a false positive there, whatever the class.
 """
 
 from __future__ import annotations
@@ -19,13 +27,13 @@ import binascii
 import json
 import os
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeGuard
 
 import numpy as np
 
-from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
     EMBEDDED_IMAGES_DIR, Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
     skipped_for_errors, write_conversion_dir,
@@ -39,7 +47,10 @@ from segpipe.converters.trimap import sniff_image_format
 from segpipe.converters.voc import read_classes_file
 
 LABELME_FORMAT = "labelme"
-AREA_SHAPES: tuple[str, ...] = ("rectangle", "polygon", "circle")
+AREA_SHAPES: tuple[str, ...] = ("rectangle", "polygon", "circle", "oriented_rectangle", "mask")
+IGNORE_LABEL = "__ignore__"  # https://github.com/wkentaro/labelme/blob/main/examples/instance_segmentation/labels.txt
+BACKGROUND_LABEL = "_background_"  # labelme2voc's class 0, the same labels.txt's second line
+ISCROWD_IGNORE_REGION = 1
 POINT_SHAPES: tuple[str, ...] = ("point", "points")
 LINE_SHAPES: tuple[str, ...] = ("line", "linestrip")
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
@@ -53,6 +64,7 @@ class LabelmeShape:
     points: tuple[tuple[float, float], ...]
     group_id: Any = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    mask: str | None = None  # `mask` shapes: the base64 PNG of the box between the two points
 
 
 @dataclass(frozen=True)
@@ -107,7 +119,8 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
             attributes["description"] = raw["description"]
         if raw.get("group_id") is not None:
             attributes["group_id"] = raw["group_id"]
-        shapes.append(LabelmeShape(i, label.strip(), shape_type, points, raw.get("group_id"), attributes))
+        mask = raw.get("mask") if isinstance(raw.get("mask"), str) else None
+        shapes.append(LabelmeShape(i, label.strip(), shape_type, points, raw.get("group_id"), attributes, mask))
     width, height = doc.get("imageWidth"), doc.get("imageHeight")
     size = (width, height) if _positive_int(width) and _positive_int(height) else None
     image_path = doc.get("imagePath") if isinstance(doc.get("imagePath"), str) and doc.get("imagePath") else None
@@ -116,7 +129,7 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
 
 
 def _enough_points(shape: LabelmeShape) -> bool:
-    wanted = {"rectangle": 2, "circle": 2}.get(shape.shape_type)
+    wanted = {"rectangle": 2, "circle": 2, "mask": 2, "oriented_rectangle": 4}.get(shape.shape_type)
     return len(shape.points) == wanted if wanted is not None else len(shape.points) >= MIN_POLYGON_POINTS
 
 
@@ -124,8 +137,36 @@ def _positive_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _pasted_mask(shape: LabelmeShape, *, width: int, height: int) -> np.ndarray:
+    """A `mask` shape on the whole image: labelme pastes the PNG at [y1:y2 + 1, x1:x2 + 1] of the integer
+    points (labelme/utils/shape.py, shapes_to_label). Raises ValueError for a PNG that does not fit them."""
+    import io
+
+    from PIL import Image
+
+    if shape.mask is None:
+        raise ValueError("no `mask` data")
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(shape.mask, validate=True))) as im:
+            crop = np.asarray(im.convert("L")) > 0
+    except Exception as err:  # any decoder failure names the shape
+        raise ValueError(f"`mask` is not a base64 PNG: {type(err).__name__}: {err}") from err
+    (x1, y1), (x2, y2) = ((int(x), int(y)) for x, y in shape.points)
+    if crop.shape != (y2 - y1 + 1, x2 - x1 + 1):
+        raise ValueError(f"the mask is {crop.shape[1]}×{crop.shape[0]}, its points span {x2 - x1 + 1}×{y2 - y1 + 1}")
+    mask = np.zeros((height, width), dtype=bool)
+    ys, xs = slice(max(y1, 0), min(y2 + 1, height)), slice(max(x1, 0), min(x2 + 1, width))
+    if ys.start < ys.stop and xs.start < xs.stop:
+        mask[ys, xs] = crop[ys.start - y1 : ys.stop - y1, xs.start - x1 : xs.stop - x1]
+    return mask
+
+
 def _shape_mask(shape: LabelmeShape, *, width: int, height: int) -> np.ndarray | None:
     pts = shape.points
+    if shape.shape_type == "mask":
+        return _pasted_mask(shape, width=width, height=height)
+    if shape.shape_type == "oriented_rectangle" and len(pts) == 4:
+        return polygon_mask([[v for p in pts for v in p]], width=width, height=height)
     if shape.shape_type == "rectangle" and len(pts) == 2:
         (ax, ay), (bx, by) = pts
         return polygon_mask([box_polygon((min(ax, bx), min(ay, by), abs(bx - ax), abs(by - ay)))], width=width, height=height)
@@ -157,7 +198,7 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
             findings.append(row(path, "error", "unsupported_shape",
                 f"{where}: shape_type not supported (supported: {', '.join(AREA_SHAPES + POINT_SHAPES + LINE_SHAPES)})"))
             continue
-        if allowed is not None and shape.label not in allowed:
+        if allowed is not None and shape.label not in allowed and shape.label != IGNORE_LABEL:
             findings.append(row(path, "error", "unknown_label", f"{where}: label is not in the classes file"))
             continue
         if not _enough_points(shape):
@@ -167,11 +208,12 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
         if key not in groups:
             order.append(key)
         groups.setdefault(key, []).append(shape)
+    ignore = np.zeros((height, width), dtype=bool)
     for key in order:
         members = groups[key]
         first = members[0]
         where = f"shapes[{first.index}] ({first.label!r}, {first.shape_type})"
-        if len(members) == 1 and first.shape_type == "rectangle":
+        if len(members) == 1 and first.shape_type == "rectangle" and first.label != IGNORE_LABEL:
             (ax, ay), (bx, by) = first.points
             x0, y0, x1, y1 = clip_box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by), width=width, height=height)
             if x1 <= x0 or y1 <= y0:
@@ -181,14 +223,39 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
                 rectangle_segmentation=rectangle_segmentation))
             continue
         mask = np.zeros((height, width), dtype=bool)
-        for shape in members:
-            mask |= _shape_mask(shape, width=width, height=height)
+        try:
+            for shape in members:
+                mask |= _shape_mask(shape, width=width, height=height)
+        except ValueError as err:
+            findings.append(row(path, "error", "invalid_shape", f"{where}: {err}"))
+            continue
+        if first.label == IGNORE_LABEL:
+            ignore |= mask
+            continue
         record = mask_record(category=first.label, mask=mask, attributes=first.attributes)
         if record is None:
             findings.append(row(path, "error", "empty_shape", f"{where}: covers no pixel of the {width}×{height} image"))
             continue
         records.append(record)
-    return records, findings, sorted({s.label for s in doc.shapes if s.shape_type in AREA_SHAPES})
+    ignored = mask_record(category=IGNORE_LABEL, mask=ignore, attributes={"ignore_region": IGNORE_LABEL})
+    if ignored is not None:
+        records.append(replace(ignored, iscrowd=ISCROWD_IGNORE_REGION))
+    return records, findings, sorted({s.label for s in doc.shapes if s.shape_type in AREA_SHAPES and s.label != IGNORE_LABEL})
+
+
+def expand_ignore_regions(records: Sequence[ImageRecord], categories: Sequence[str]) -> list[ImageRecord]:
+    """Each image's `__ignore__` region as one iscrowd annotation per category (COCOeval matches crowd
+    regions within a category only), where the region was found among the image's annotations."""
+    out = []
+    for im in records:
+        annotations: list[AnnotationRecord] = []
+        for ann in im.annotations:
+            if ann.category == IGNORE_LABEL:
+                annotations += [replace(ann, category=name) for name in categories]
+            else:
+                annotations.append(ann)
+        out.append(replace(im, annotations=tuple(annotations)))
+    return out
 
 
 def image_for(doc: LabelmeDocument, *, src: Path, json_rel: str, beside: Sequence[Path],
@@ -229,21 +296,24 @@ def _embedded(doc: LabelmeDocument, *, json_rel: str) -> tuple[str | None, bytes
 
 
 def convert_labelme(src: Path, out: Path, *, classes: Path | None = None, embedded_images: bool = False,
-                    rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+                    rectangle_segmentation: bool = False, box_masks: bool = True, strict: bool = False) -> ConversionReport:
     """Every `*.json` under `src` -> OUT/instances.json (+ dataset.json, report); images from disk, or from
     `imageData` into OUT/images/ with `embedded_images`."""
-    conversion = labelme_conversion(src, classes=classes, embedded_images=embedded_images, rectangle_segmentation=rectangle_segmentation, strict=strict)
+    conversion = labelme_conversion(src, classes=classes, embedded_images=embedded_images, rectangle_segmentation=rectangle_segmentation,
+                                    box_masks=box_masks, strict=strict)
     return write_conversion_dir(Path(out), conversion)
 
 
 def labelme_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None,
-                       embedded_images: bool = False, rectangle_segmentation: bool = False, strict: bool = False) -> Conversion:
+                       embedded_images: bool = False, rectangle_segmentation: bool = False, box_masks: bool = True, strict: bool = False) -> Conversion:
     """The LabelMe JSONs under `src` (only `files` of it when they are listed) in memory: COCO dict, embedded
     images (with `embedded_images`) and findings."""
     src, listing = Path(src), input_files(files)
     if not src.is_dir():
         raise AnnotationError(src, "", "source is not a directory", code="missing_source")
     declared = read_classes_file(classes) if classes is not None else None
+    if declared is not None:  # labelme's labels.txt starts with __ignore__ and _background_: neither is an object category
+        declared = [n for n in declared if n not in (IGNORE_LABEL, BACKGROUND_LABEL)]
     allowed = frozenset(declared) if declared is not None else None
     report = ConversionReport(strict=strict)
 
@@ -293,8 +363,18 @@ def labelme_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | N
         index = listing.index_images([src])
         owners: dict[str, str] = {}
         records, names = collect((one(j, index, owners, outputs) for j in jsons), report=report)
-        return assemble(records, categories=categories_for(declared, names))
+        categories = categories_for(declared, names)
+        if not categories:
+            for im in records:
+                if any(a.category == IGNORE_LABEL for a in im.annotations):
+                    report.add(file=src / im.file_name, severity="warning", code="ignore_without_categories",
+                               message=f"{IGNORE_LABEL} region left out: the dataset has no category for it to be an ignore region of")
+        records, mixed = fill_box_masks(expand_ignore_regions(records, [c.name for c in categories]), fill=box_masks)
+        if mixed is not None:
+            report.add(file=src, severity="warning", code=MIXED_BOX_MASK_CODE, message=mixed)
+        return assemble(records, categories=categories)
 
     options = {"source": str(src.resolve()), "classes": None if classes is None else str(Path(classes).resolve()),
-               "embedded_images": embedded_images, "rectangle_segmentation": rectangle_segmentation}
+               "embedded_images": embedded_images, "rectangle_segmentation": rectangle_segmentation,
+               "box_masks": box_masks}
     return run_conversion(report=report, format=LABELME_FORMAT, image_root=None if embedded_images else src, options=options, build=build)

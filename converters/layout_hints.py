@@ -67,3 +67,24 @@ def voc_source_problem(src: Path, *, images: Path | None) -> str | None:
                 f"images. Use `segpipe convert oxford-pet {src}`, or for the head boxes alone "
                 f"`segpipe convert voc {src.joinpath(*PET_XMLS)} --images {src / PET_IMAGES}`")
     return None
+
+
+# What each converter looks for, in words, for the one message of a conversion that converted nothing.
+FORMAT_LAYOUTS: dict[str, str] = {
+    "voc": "Pascal VOC / LabelImg .xml files (recursive), each with its image beside it or under --images",
+    "trimap": "trimap .png files, each with its image (same stem) under --images",
+    "oxford-pet": "an Oxford-IIIT Pet root: images/*.jpg and annotations/trimaps/*.png",
+    "yolo": "images with YOLO .txt labels (labels/ beside images/, the .txt beside its image, or darknet's obj_<subset>_data/)",
+    "labelme": "LabelMe .json files (recursive), each naming its image in imagePath or with the image beside it",
+    "cvat": "a CVAT for images 1.1 XML (annotations.xml) whose <image> names are found under images/ (or images/<subset>/)",
+    "voc-seg": "VOC SegmentationClass/*.png with their JPEGImages/*.jpg",
+}
+
+
+def nothing_converted_message(format: str, src: Path, *, rows: int, report: Path) -> str:
+    """The usage error of a conversion that converted no image: what was looked for and what SRC holds."""
+    looked = FORMAT_LAYOUTS.get(format, f"a {format} dataset")
+    where = src if src.is_dir() else src.parent
+    found = describe_folder(where)
+    tail = f"; the {rows} row(s) of {report} say why each file was left out" if rows else "; no annotation file was found"
+    return f"{src}: nothing converted (0 images): looked for {looked}; found {found}{tail}"

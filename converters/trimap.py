@@ -22,7 +22,6 @@ from PIL import Image
 from segpipe.converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation
 from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, streamed_label_maps, write_conversion_dir
 from segpipe.converters.errors import AnnotationError, OptionError
-from segpipe.converters.grey_png import decode_grey_png
 from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_image_header, read_input_bytes
 from segpipe.converters.input_files import InputFiles, input_files
 from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
@@ -97,10 +96,7 @@ def decode_trimap(data: bytes, *, path: str) -> np.ndarray:
                 im.load()
                 arr: np.ndarray | None = np.asarray(im)
         else:
-            # Plain 8-bit grey trimaps decode about twice as fast without libpng; anything else returns None.
-            arr = decode_grey_png(data) if (depth, color_type) == (8, _PNG_GRAY) else None
-            if arr is None:
-                arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+            arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except Exception as err:  # decoders raise a zoo of types for broken files
         raise AnnotationError(path, "", f"corrupt PNG: {err}", code="corrupt_trimap") from err
     if arr is None:

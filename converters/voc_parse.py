@@ -13,7 +13,7 @@ import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 from xml.etree.ElementTree import Element, ParseError
 from xml.etree.ElementTree import fromstring as plain_fromstring
 
@@ -55,6 +55,8 @@ class VocObject(NamedTuple):
     occluded: bool | None = None
     pose: str | None = None
     problem: str | None = None
+    # <part>s and <actions> (VOC person layout and action tasks), as annotation attributes; None when absent
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def _parse_coordinate(raw: str | None, *, tag: str) -> tuple[float, str | None]:
 
 def _parse_object(el: Element, *, index: int, path: str, notes: list[Finding], empty: Counter[str]) -> VocObject:
     # Only top-level <object>s are objects: <part>s (VOC person layout) nest inside them and are not boxes
-    # of their own class, and <actions> are image-level tags. Written for speed (C `findtext`, a fast
+    # of their own class; they and the object's <actions> are kept as its attributes. Written for speed (C `findtext`, a fast
     # path for plain numbers and 0/1 flags): extraction must not cost more than the parse itself;
     # anything unusual takes the slow path that words the finding.
     raw_name = el.findtext("name")
@@ -208,7 +210,41 @@ def _parse_object(el: Element, *, index: int, path: str, notes: list[Finding], e
         flags.append(flag if flag is not _UNSET else _parse_flag(raw, tag=tag, where=f"object[{index}]", path=path, notes=notes, empty=empty))  # type: ignore[arg-type]
     raw_pose = el.findtext("pose")
     pose = _stripped(raw_pose, tag="pose", empty=empty) if raw_pose is not None else None
-    return VocObject(name, coords[0], coords[1], coords[2], coords[3], bool(flags[0]), flags[1], flags[2], pose, "; ".join(problems) or None)
+    extra = _parts_and_actions(el, where=f"object[{index}]", path=path, notes=notes) if el.find("part") is not None or el.find("actions") is not None else None
+    return VocObject(name, coords[0], coords[1], coords[2], coords[3], bool(flags[0]), flags[1], flags[2], pose, "; ".join(problems) or None, extra)
+
+
+def _parts_and_actions(el: Element, *, where: str, path: str, notes: list[Finding]) -> dict[str, Any]:
+    """An object's <part>s as `parts: [{name, xmin, ymin, xmax, ymax}]` (the XML's numbers as written: the
+    VOC2012 person layout, https://host.robots.ox.ac.uk/pascal/VOC/voc2012/htmldoc/devkit_doc.html#SECTION00052000000000000000),
+    and its <actions> as `actions: {name: bool}` (the action task's flags). A part whose box cannot be read is a
+    warning row and is left out of the list."""
+    extra: dict[str, Any] = {}
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(el.findall("part")):
+        name = (part.findtext("name") or "").strip()
+        box = part.find("bndbox")
+        values = [_parse_coordinate(box.findtext(tag), tag=tag) for tag in BOX_FIELDS] if box is not None else None
+        problem = "bndbox: missing" if values is None else "; ".join(p for _, p in values if p)
+        if not name or problem:
+            notes.append(Finding(file=path, severity="warning", code="invalid_part",
+                                 message=f"{where}.part[{i}]: {problem or 'name: missing or empty'}; the part is left out of the object's attributes"))
+            continue
+        parts.append({"name": name, **{tag: v for tag, (v, _) in zip(BOX_FIELDS, values or [])}})
+    if parts:
+        extra["parts"] = parts
+    actions = el.find("actions")
+    if actions is not None:
+        flags: dict[str, bool] = {}
+        for child in actions:
+            text = (child.text or "").strip()
+            if text in ("0", "1"):
+                flags[child.tag] = text == "1"
+            else:
+                notes.append(Finding(file=path, severity="warning", code="invalid_flag",
+                                     message=f"{where}.actions.{child.tag}: expected 0 or 1, got {text!r}; left out"))
+        extra["actions"] = flags
+    return extra
 
 
 def _plain_coordinates(texts: list[str | None] | None) -> list[float] | None:
@@ -319,12 +355,14 @@ def voc_objects_to_annotations(
                 f"bndbox has zero width or height inside the {width}×{height} image "
                 f"(xmin={_fmt(xmin)}, ymin={_fmt(ymin)}, xmax={_fmt(xmax)}, ymax={_fmt(ymax)})")
             continue
-        attributes: dict[str, object] = {"difficult": obj.difficult}
+        attributes: dict[str, Any] = {"difficult": obj.difficult}
         if obj.truncated is not None:
             attributes["truncated"] = obj.truncated
         if obj.occluded is not None:
             attributes["occluded"] = obj.occluded
         if obj.pose is not None:
             attributes["pose"] = obj.pose
+        if obj.extra:
+            attributes.update(obj.extra)
         records.append(AnnotationRecord(category=category, bbox=(cx0, cy0, w, h), area=w * h, attributes=attributes))
     return records, findings

@@ -7,7 +7,9 @@
 
 VOC stores both PNGs as palette images; the palette *indices* are the labels, the colours are only for
 viewing (devkit: https://host.robots.ox.ac.uk/pascal/VOC/voc2012/htmldoc/devkit_doc.html#sec:segmentation),
-so PIL's `P` mode array is read as is. Datumaro and other tools re-save them as RGB: RGB pixels are mapped
+so they are read by segpipe's one label-map reader (segpipe.evaluators.label_maps.read_label_map: palette
+indices as stored, 1/2/4-bit grey unscaled, where PIL would read a 4-bit grey 1 as 17), exactly as the
+evaluators read them. Datumaro and other tools re-save them as RGB: RGB pixels are mapped
 back through the VOC colour map (below); a colour outside it is an error row. Each object index becomes one
 COCO annotation whose class is the SegmentationClass value under it (the majority, with a warning row when
 the object's pixels disagree); the object's XML box and name are compared with the mask (warning rows).
@@ -99,6 +101,31 @@ def decode_label_png(data: bytes, *, path: str) -> np.ndarray:
         indices: np.ndarray = idx.astype(np.uint8)
         return indices
     raise AnnotationError(path, "mode", f"expected a palette, grey or RGB PNG, got mode {mode}", code="bad_label_png")
+
+
+PNG_COLOUR_TYPES_RGB = (2, 6)  # IHDR colour types RGB and RGBA: https://www.w3.org/TR/png/#6Colour-values
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """A SegmentationClass/Object PNG -> HxW uint8 indices. Single-channel PNGs (palette, grey of any bit depth)
+    go through the shared label-map reader; RGB ones through the VOC colour map (`decode_label_png`). Raises
+    AnnotationError naming the file."""
+    from segpipe.evaluators.errors import EvaluationError
+    from segpipe.evaluators.label_maps import png_header, read_label_map
+
+    data = read_input_bytes(path)
+    header = png_header(data[:26])
+    if header is None or header[1] in PNG_COLOUR_TYPES_RGB:
+        return decode_label_png(data, path=str(path))
+    try:
+        labels = read_label_map(path)
+    except EvaluationError as err:
+        raise AnnotationError(path, err.field, err.reason, code="bad_label_png") from err
+    if labels.dtype != np.uint8:
+        if int(labels.max(initial=0)) > VOID_INDEX:
+            raise AnnotationError(path, "pixels", f"16-bit values up to {int(labels.max())}: VOC indices stop at {VOID_INDEX}", code="bad_label_png")
+        labels = labels.astype(np.uint8)
+    return labels
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -196,8 +223,8 @@ def voc_segmentation_conversion(root: Path, *, files: Iterable[str | os.PathLike
             return FileOutcome(None, tuple(findings))
         object_png = seg_object / png.name
         try:
-            class_map = decode_label_png(read_input_bytes(png), path=str(png))
-            object_map = decode_label_png(read_input_bytes(object_png), path=str(object_png)) if listing.is_file(object_png) else None
+            class_map = read_label_png(png)
+            object_map = read_label_png(object_png) if listing.is_file(object_png) else None
             for label, arr in ((png, class_map), (object_png, object_map)):
                 if arr is not None and arr.shape != (size[1], size[0]):
                     raise AnnotationError(label, "size", f"{arr.shape[1]}×{arr.shape[0]} PNG for a {size[0]}×{size[1]} image", code="size_mismatch")

@@ -4,8 +4,16 @@ detection and segmentation labels.
     SRC/**/<name>.<image ext>  and its label file, found the Ultralytics way
     (https://docs.ultralytics.com/datasets/detect/: the last `images` folder of the path replaced by
     `labels`, extension `.txt`), else beside the image (LabelImg);
-    class names: --classes (classes.txt or data.yaml), else SRC/data.yaml, SRC/classes.txt or
-    SRC/labels/classes.txt. Names are required: a class index is meaningless without them.
+    class names: --classes (classes.txt, obj.names or data.yaml), else SRC/data.yaml, SRC/classes.txt,
+    SRC/labels/classes.txt, the `names =` file of SRC/obj.data, or SRC/obj.names. Names are required: a
+    class index is meaningless without them.
+
+Darknet-style exports (CVAT's "YOLO 1.1", https://docs.cvat.ai/docs/manual/advanced/formats/format-yolo/):
+`obj.names`, `obj.data` (`names = ...`, `train = train.txt`, `valid = ...`), the subset lists, and
+`obj_<subset>_data/` holding each image with its `.txt` beside it. The lists' paths start with `data/` (the
+darknet folder they were written for): that prefix is dropped and the image looked up under SRC. An image
+named in a list keeps the list's key as its `subset`; a listed image that is absent and a label file
+without its image are report rows.
 
 Each label line is `class cx cy w h` (a box) or `class x0 y0 x1 y1 ...` (a polygon, >= 3 points), all
 coordinates normalised to [0, 1] by the image size read from the image header. An image without a label
@@ -22,10 +30,10 @@ import posixpath
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
-from segpipe.converters.coco import AnnotationRecord, ImageRecord
+from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
-    Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, row, run_conversion, skipped_for_errors,
-    write_conversion_dir,
+    Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
+    skipped_for_errors, write_conversion_dir,
 )
 from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import NON_UTF8_REASON, is_image_name, is_utf8_name, read_input_bytes
@@ -37,6 +45,10 @@ YOLO_FORMAT = "yolo"
 LABEL_EXTENSION = ".txt"
 CLASSES_TXT = "classes.txt"
 DATA_YAML_NAMES: tuple[str, ...] = ("data.yaml", "dataset.yaml")
+OBJ_NAMES = "obj.names"
+OBJ_DATA = "obj.data"
+DARKNET_SUBSETS: tuple[str, ...] = ("train", "valid", "test")  # obj.data keys naming subset lists
+DARKNET_PREFIX = "data/"  # darknet's own folder, which the exported lists' paths start with
 BOX_TOKENS = 5  # class cx cy w h
 PIXEL_DECIMALS = 6
 
@@ -181,22 +193,94 @@ def read_class_names(path: Path) -> tuple[list[str] | None, list[Finding]]:
     return parse_classes_txt(text, path=str(path))
 
 
+def parse_obj_data(text: str) -> dict[str, str]:
+    """darknet's obj.data: `key = value` lines (`#` comments, blank lines skipped).
+
+    >>> parse_obj_data(chr(10).join(["classes = 2", "train = data/train.txt # list", "names = data/obj.names"]))
+    {'classes': '2', 'train': 'data/train.txt', 'names': 'data/obj.names'}
+    """
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            if key and value:
+                out[key] = value
+    return out
+
+
+def darknet_rel(path: str) -> str:
+    """A path written in a darknet export (relative to the darknet folder, `data/...`) as a path under SRC.
+
+    >>> darknet_rel("data/obj_train_data/a.jpg"), darknet_rel("obj.names")
+    ('obj_train_data/a.jpg', 'obj.names')
+    """
+    path = path.strip().replace("\\", "/")
+    return path[len(DARKNET_PREFIX):] if path.startswith(DARKNET_PREFIX) else path
+
+
+def read_obj_data(src: Path) -> dict[str, str]:
+    """SRC/obj.data's keys ({} when absent or unreadable: the files it names are then looked for by name)."""
+    path = src / OBJ_DATA
+    if not path.is_file():
+        return {}
+    try:
+        return parse_obj_data(read_input_bytes(path).decode("utf-8-sig", "replace"))
+    except AnnotationError:
+        return {}
+
+
 def find_class_file(src: Path) -> Path:
-    for candidate in (*(src / n for n in DATA_YAML_NAMES), src / CLASSES_TXT, src / "labels" / CLASSES_TXT):
+    candidates = [*(src / n for n in DATA_YAML_NAMES), src / CLASSES_TXT, src / "labels" / CLASSES_TXT]
+    named = read_obj_data(src).get("names")
+    if named is not None:
+        inside = path_inside(src, darknet_rel(named))
+        if inside is not None:
+            candidates.append(inside)
+    candidates.append(src / OBJ_NAMES)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise AnnotationError(src, "classes", f"no class names: name a class file ({CLASSES_TXT} or data.yaml), or put one in the folder",
-                          code="missing_classes")
+    raise AnnotationError(src, "classes", f"no class names: name a class file ({CLASSES_TXT}, {OBJ_NAMES} or data.yaml), or put one in "
+                          "the folder", code="missing_classes")
 
 
-def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: Sequence[str], rectangle_segmentation: bool) -> FileOutcome:
+def darknet_subsets(src: Path, *, listing: Any, report: ConversionReport) -> tuple[dict[str, str], set[str]]:
+    """{image path under SRC: subset} from the lists obj.data names, and the lists' own paths (not labels)."""
+    subsets: dict[str, str] = {}
+    lists: set[str] = set()
+    for key, value in read_obj_data(src).items():
+        if key not in DARKNET_SUBSETS:
+            continue
+        rel = darknet_rel(value)
+        path = path_inside(src, rel)
+        if path is None or not path.is_file():
+            report.add(file=src / OBJ_DATA, severity="warning", code="missing_list", message=f"{key} = {value}: no such file under the dataset root")
+            continue
+        lists.add(rel)
+        text = read_input_bytes(path).decode("utf-8-sig", "replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            image_rel = darknet_rel(line)
+            if not image_rel:
+                continue
+            if path_inside(src, image_rel) is None:
+                report.add(file=path, severity="error", code="image_path_outside",
+                           message=f"line {number}: {line.strip()!r} leaves the dataset root; not followed")
+                continue
+            subsets.setdefault(image_rel, key)
+    return subsets, lists
+
+
+def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: Sequence[str], rectangle_segmentation: bool,
+                   subset: str | None = None) -> FileOutcome:
     image = src / image_rel
     annotation = src / label_rel if label_rel else image
     size, findings = image_size(image, annotation=annotation, declared=None)
     if size is None:
         return FileOutcome(None, tuple(findings))
+    extra = {"subset": subset} if subset else {}
     if label_rel is None:
-        return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1]),
+        return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1], extra=extra),
                            (row(image, "info", "no_label_file", "no label file: kept as a negative image (Ultralytics' rule)"),))
     try:
         text = read_input_bytes(annotation).decode("utf-8-sig")
@@ -209,19 +293,20 @@ def _convert_image(*, src: Path, image_rel: str, label_rel: str | None, names: S
     skipped = skipped_for_errors(found, path=annotation)
     if skipped is not None:
         return FileOutcome(None, (*findings, skipped))
-    return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1], annotations=tuple(records)), tuple(findings))
+    return FileOutcome(ImageRecord(file_name=image_rel, width=size[0], height=size[1], annotations=tuple(records), extra=extra), tuple(findings))
 
 
-def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle_segmentation: bool = False, strict: bool = False) -> ConversionReport:
+def convert_yolo(src: Path, out: Path, *, classes: Path | None = None, rectangle_segmentation: bool = False, box_masks: bool = True,
+                 strict: bool = False) -> ConversionReport:
     """Every image under `src` with its YOLO label file -> OUT/instances.json (+ dataset.json, report).
 
     Raises AnnotationError before converting when `src` is not a folder or no class-name file is found."""
-    conversion = yolo_conversion(src, classes=classes, rectangle_segmentation=rectangle_segmentation, strict=strict)
+    conversion = yolo_conversion(src, classes=classes, rectangle_segmentation=rectangle_segmentation, box_masks=box_masks, strict=strict)
     return write_conversion_dir(Path(out), conversion)
 
 
 def yolo_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None = None, classes: Path | None = None, rectangle_segmentation: bool = False,
-                    strict: bool = False) -> Conversion:
+                    box_masks: bool = True, strict: bool = False) -> Conversion:
     """The YOLO dataset under `src` (only `files` of it when they are listed) in memory: COCO dict and findings."""
     src, listing = Path(src), input_files(files)
     if not src.is_dir():
@@ -242,23 +327,34 @@ def yolo_conversion(src: Path, *, files: Iterable[str | os.PathLike[str]] | None
             elif is_image_name(rel) or rel.endswith(LABEL_EXTENSION):
                 report.add(file=p, severity="error", code="non_utf8_name", message=NON_UTF8_REASON)
         present = set(files)
+        subsets, lists = darknet_subsets(src, listing=listing, report=report)
+        if not listing.listed:  # a shard's list holds its own images only: the others are not missing
+            for image_rel in sorted(set(subsets) - present):
+                report.add(file=src / image_rel, severity="error", code="missing_image",
+                           message=f"listed in the {subsets[image_rel]} list but absent (exported without images?); skipped")
         claimed: set[str] = set()
         outcomes = []
         for image_rel in (f for f in files if is_image_name(f)):
             label_rel = next((c for c in label_candidates(image_rel) if c in present), None)
             if label_rel is not None:
                 claimed.add(label_rel)
-            outcomes.append(_convert_image(src=src, image_rel=image_rel, label_rel=label_rel, names=names, rectangle_segmentation=rectangle_segmentation))
+            outcomes.append(_convert_image(src=src, image_rel=image_rel, label_rel=label_rel, names=names, rectangle_segmentation=rectangle_segmentation,
+                                           subset=subsets.get(image_rel)))
         image_dirs = {posixpath.dirname(f) for f in files if is_image_name(f)}
         for rel in files:
             parts = PurePosixPath(rel).parts
-            is_label = (rel.endswith(LABEL_EXTENSION) and PurePosixPath(rel).name != CLASSES_TXT
-                        and ("labels" in parts[:-1] or posixpath.dirname(rel) in image_dirs))
+            darknet_dir = len(parts) > 1 and parts[-2].startswith("obj_") and parts[-2].endswith("_data")
+            is_label = (rel.endswith(LABEL_EXTENSION) and PurePosixPath(rel).name != CLASSES_TXT and rel not in lists
+                        and ("labels" in parts[:-1] or darknet_dir or posixpath.dirname(rel) in image_dirs))
             if is_label and rel not in claimed and src / rel != class_file:
                 report.add(file=src / rel, severity="error", code="missing_image",
                     message="no image for this label file (looked for the same name under images/ and beside it); skipped")
         records, _ = collect(outcomes, report=report)
+        records, mixed = fill_box_masks(records, fill=box_masks)
+        if mixed is not None:
+            report.add(file=src, severity="warning", code=MIXED_BOX_MASK_CODE, message=mixed)
         return assemble(records, categories=categories_for(names, ()))
 
-    options = {"source": str(src.resolve()), "classes": str(class_file.resolve()), "rectangle_segmentation": rectangle_segmentation}
+    options = {"source": str(src.resolve()), "classes": str(class_file.resolve()), "rectangle_segmentation": rectangle_segmentation,
+               "box_masks": box_masks}
     return run_conversion(report=report, format=YOLO_FORMAT, image_root=src, options=options, build=build)

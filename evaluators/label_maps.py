@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.grey_png import decode_grey_png
 from segpipe.converters.images import check_pixel_count, read_input_bytes
 from segpipe.evaluators.errors import EvaluationError
 
@@ -69,10 +68,7 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
         raise EvaluationError(path, "channels", f"is a {COLOUR_TYPE_NAMES[header[1]]} PNG, not a label map; {CONVERT_HINT}")
     if header is not None and header[1] == PALETTE:
         return _palette_indices(data, path=path)
-    # Plain 8-bit grey maps (what OpenCV writes) decode about twice as fast without libpng; others return None.
-    labels = decode_grey_png(data) if header == (8, GREY) else None
-    if labels is None:
-        labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)  # GIL released: threads scale
+    labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)  # GIL released: threads scale
     if labels is None:
         raise EvaluationError(path, "png", "cannot be read or decoded as an image")
     if labels.ndim != 2:

@@ -2,7 +2,9 @@
 
 Every command writes OUT/conversion_report.csv and prints a one-line summary. Exit codes: 0 when the
 report has no error row, 3 when some inputs were skipped as errors (the good ones are still written),
-4 when --strict stopped at the first error; 2 is a usage error (click).
+4 when --strict stopped at the first error; 2 is a usage error (click), and so is a conversion that
+converted no image at all, whatever the format: the message says which layout was looked for and what
+the folder holds.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ _border_option = click.option(
 _categories_option = click.option(
     "--categories", type=click.Choice(CATEGORY_CHOICES), default="breed", show_default=True,
     help="Granularity of the instance categories: one per breed, cat/dog, or a single 'pet'.",
+)
+
+_box_masks_option = click.option(
+    "--box-masks/--no-box-masks", default=True, show_default=True,
+    help="When the dataset mixes boxes and masks, give each box-only annotation its rectangle as `segmentation` "
+    "(attribute segmentation_from_box), so that torchvision's v2 wrapper and pycocotools annToMask see one mask "
+    "per box. The summary and the report say so either way.",
 )
 
 _rectangle_option = click.option(
@@ -76,7 +85,7 @@ def pad_heap_top() -> bool:
     return bool(mallopt(M_TOP_PAD, HEAP_TOP_PAD_BYTES))
 
 
-def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
+def _finish(out: Path, run: Callable[[], ConversionReport], *, format: str = "", src: Path | None = None) -> None:
     pad_heap_top()
     try:
         report = run()
@@ -88,10 +97,19 @@ def _finish(out: Path, run: Callable[[], ConversionReport]) -> None:
         if err.field in OPTION_FIELDS:  # the library names the field; the command line says it with its flag
             raise click.BadParameter(f"{err.path}: {err.reason}", param_hint=f"--{err.field.replace('_', '-')}") from err
         raise click.UsageError(str(err)) from err
+    if src is not None and (report.written is None or report.written[0] == 0):
+        from segpipe.converters.layout_hints import nothing_converted_message
+
+        raise click.UsageError(nothing_converted_message(format, src, rows=len(report.findings), report=out / REPORT_FILE_NAME))
     counts = ""
     if report.written is not None:
         counts = f"{report.written[0]} images, {report.written[1]} annotations, {report.written[2]} categories"
     click.echo(report.summary_line(what=f"converted {counts} -> {out}") + f" ({out / REPORT_FILE_NAME})")
+    from segpipe.converters.coco import MIXED_BOX_MASK_CODE
+
+    for finding in report.findings:
+        if finding.code == MIXED_BOX_MASK_CODE:
+            click.echo(finding.message)
     raise SystemExit(report.exit_code())
 
 
@@ -134,7 +152,7 @@ def convert_voc_cmd(src: Path, out: Path, images: Path | None, classes: Path | N
     _refuse_wrong_folder(voc_source_problem(src, images=images))
     _finish(out, lambda: convert_voc(src, out, images=images, classes=classes, one_based=one_based, difficult=difficult,
                                      size_from_xml=size_from_xml, rectangle_segmentation=rectangle_segmentation,
-                                     strict=strict, workers=workers))
+                                     strict=strict, workers=workers), format="voc", src=src)
 
 
 @convert.command("trimap")
@@ -154,7 +172,7 @@ def convert_trimap_cmd(src: Path, images: Path, out: Path, list_file: Path | Non
     from segpipe.converters.trimap import convert_trimap
 
     _finish(out, lambda: convert_trimap(src, out, images=images, list_file=list_file, border=border,
-                                        categories=categories, strict=strict, workers=workers))
+                                        categories=categories, strict=strict, workers=workers), format="trimap", src=src)
 
 
 @convert.command("oxford-pet")
@@ -175,7 +193,7 @@ def convert_oxford_pet_cmd(root: Path, out: Path, border: str, categories: str, 
 
     _refuse_wrong_folder(oxford_pet_root_problem(root))
     _finish(out, lambda: convert_oxford_pet(root, out, border=border, categories=categories, split=split,
-                                            strict=strict, workers=workers))
+                                            strict=strict, workers=workers), format="oxford-pet", src=root)
 
 
 
@@ -186,13 +204,15 @@ def convert_oxford_pet_cmd(root: Path, out: Path, border: str, categories: str, 
               help="classes.txt (LabelImg) or data.yaml (Ultralytics `names`) [default: SRC/data.yaml, SRC/classes.txt "
               "or SRC/labels/classes.txt]. Required one way or the other: indices mean nothing without names.")
 @_rectangle_option
+@_box_masks_option
 @_strict_option
-def convert_yolo_cmd(src: Path, out: Path, classes: Path | None, rectangle_segmentation: bool, strict: bool) -> None:
+def convert_yolo_cmd(src: Path, out: Path, classes: Path | None, rectangle_segmentation: bool, box_masks: bool, strict: bool) -> None:
     """YOLO txt labels (boxes `c cx cy w h` and Ultralytics polygons `c x y x y ...`, normalised) -> OUT/instances.json.
     Labels are found the Ultralytics way (images/ -> labels/) or beside each image."""
     from segpipe.converters.yolo import convert_yolo
 
-    _finish(out, lambda: convert_yolo(src, out, classes=classes, rectangle_segmentation=rectangle_segmentation, strict=strict))
+    _finish(out, lambda: convert_yolo(src, out, classes=classes, rectangle_segmentation=rectangle_segmentation, box_masks=box_masks, strict=strict),
+            format="yolo", src=src)
 
 
 @convert.command("labelme")
@@ -203,13 +223,16 @@ def convert_yolo_cmd(src: Path, out: Path, classes: Path | None, rectangle_segme
 @click.option("--embedded-images", is_flag=True,
               help="Write each JSON's embedded imageData to OUT/images/ and use those images (off: images from disk).")
 @_rectangle_option
+@_box_masks_option
 @_strict_option
-def convert_labelme_cmd(src: Path, out: Path, classes: Path | None, embedded_images: bool, rectangle_segmentation: bool, strict: bool) -> None:
+def convert_labelme_cmd(src: Path, out: Path, classes: Path | None, embedded_images: bool, rectangle_segmentation: bool, box_masks: bool,
+                        strict: bool) -> None:
     """LabelMe JSON (rectangles, polygons, circles; points become report rows) -> OUT/instances.json."""
     from segpipe.converters.labelme import convert_labelme
 
     _finish(out, lambda: convert_labelme(src, out, classes=classes, embedded_images=embedded_images,
-                                         rectangle_segmentation=rectangle_segmentation, strict=strict))
+                                         rectangle_segmentation=rectangle_segmentation, box_masks=box_masks, strict=strict),
+            format="labelme", src=src)
 
 
 @convert.command("cvat")
@@ -218,12 +241,14 @@ def convert_labelme_cmd(src: Path, out: Path, classes: Path | None, embedded_ima
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Image root the <image name=...> paths are relative to [default: images/ beside the XML, else its folder].")
 @_rectangle_option
+@_box_masks_option
 @_strict_option
-def convert_cvat_cmd(src: Path, out: Path, images: Path | None, rectangle_segmentation: bool, strict: bool) -> None:
+def convert_cvat_cmd(src: Path, out: Path, images: Path | None, rectangle_segmentation: bool, box_masks: bool, strict: bool) -> None:
     """CVAT for images 1.1 XML (SRC: the XML, or a folder with annotations.xml): boxes, polygons, masks -> OUT/instances.json."""
     from segpipe.converters.cvat import convert_cvat
 
-    _finish(out, lambda: convert_cvat(src, out, images=images, rectangle_segmentation=rectangle_segmentation, strict=strict))
+    _finish(out, lambda: convert_cvat(src, out, images=images, rectangle_segmentation=rectangle_segmentation, box_masks=box_masks, strict=strict),
+            format="cvat", src=src)
 
 
 @convert.command("voc-seg")
@@ -237,4 +262,4 @@ def convert_voc_seg_cmd(root: Path, out: Path, classes: Path | None, strict: boo
     and OUT/instances.json (one annotation per object, XML boxes cross-checked)."""
     from segpipe.converters.voc_segmentation import convert_voc_segmentation
 
-    _finish(out, lambda: convert_voc_segmentation(root, out, classes=classes, strict=strict))
+    _finish(out, lambda: convert_voc_segmentation(root, out, classes=classes, strict=strict), format="voc-seg", src=root)

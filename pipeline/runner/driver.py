@@ -124,6 +124,7 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
                        list_file=settings.list_file.resolve() if settings.list_file else None)
     scan = scan_dataset(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
     plan = plan_shards(scan.manifest, spec=spec, shard_size=settings.shard_size)
+    spec.refuse_empty(len(plan.images))
     paths = expand_checkpoints(settings.checkpoints)
     if not paths:
         raise RunConfigError(", ".join(settings.checkpoints), "checkpoints", "no checkpoint file matches (give files, folders or glob patterns)")

@@ -89,6 +89,16 @@ class DatasetSpec:
         label = self.root_label() + "/"
         return path.startswith(label) and self.adapter().is_annotation(path[len(label):])
 
+    def refuse_empty(self, n_images: int) -> None:
+        """Raise before any task runs when the dataset holds no image of its format: the one rule of `segpipe
+        convert` (nothing converted is a usage error naming the layout looked for and what was found)."""
+        if n_images:
+            return
+        from segpipe.converters.layout_hints import FORMAT_LAYOUTS, describe_folder
+
+        looked = FORMAT_LAYOUTS.get(self.format, f"a {self.format} dataset")
+        raise SegpipeError(self.root, "dataset", f"nothing to convert (0 images): looked for {looked}; found {describe_folder(self.root)}")
+
     def convert(self, *, files: Iterable[Path] | None, options: Mapping[str, Any]) -> Conversion:
         """Convert the dataset (only `files` of it when given: one shard's own files and the global files) in
         memory; `options` outside the format's own are ignored."""
@@ -153,9 +163,13 @@ def _pet_annotation(rel: str) -> bool:
     return (rel.startswith("annotations/trimaps/") and lower.endswith(".png")) or (rel.startswith("annotations/xmls/") and lower.endswith(".xml"))
 
 
+# Darknet exports' subset lists (CVAT "YOLO 1.1": train.txt beside obj.data): files every shard reads.
+_DARKNET_LISTS = ("train.txt", "valid.txt", "test.txt")
+
+
 def _yolo_label(rel: str) -> bool:
     name = PurePosixPath(rel).name
-    return name.endswith(".txt") and name != "classes.txt"
+    return name.endswith(".txt") and name != "classes.txt" and rel not in _DARKNET_LISTS
 
 
 _VOC_SEG_DIRS = ("SegmentationClass", "SegmentationObject", "Annotations")
@@ -176,9 +190,10 @@ ADAPTERS: dict[str, FormatAdapter] = {
                          lambda rel: rel.lower().endswith(".xml"), _no_subdir, _voc),
     "trimap": FormatAdapter("trimap", ("border", "categories", "strict"), lambda rel: rel.lower().endswith(".png"), _no_subdir, _trimap,
                             needs_images=True),
-    "yolo": FormatAdapter("yolo", ("rectangle_segmentation", "strict"), _yolo_label, _no_subdir, _yolo),
-    "labelme": FormatAdapter("labelme", ("rectangle_segmentation", "strict"), lambda rel: rel.lower().endswith(".json"), _no_subdir, _labelme),
-    "cvat": FormatAdapter("cvat", ("rectangle_segmentation", "strict"), lambda rel: False,
+    "yolo": FormatAdapter("yolo", ("rectangle_segmentation", "box_masks", "strict"), _yolo_label, _no_subdir, _yolo),
+    "labelme": FormatAdapter("labelme", ("rectangle_segmentation", "box_masks", "strict"), lambda rel: rel.lower().endswith(".json"), _no_subdir,
+                             _labelme),
+    "cvat": FormatAdapter("cvat", ("rectangle_segmentation", "box_masks", "strict"), lambda rel: False,
                           lambda root: "images" if (root / "images").is_dir() else "", _cvat, single_shard=True),
     "voc-seg": FormatAdapter("voc-seg", ("strict",), _voc_seg_annotation, lambda root: "JPEGImages", _voc_seg, annotated_only=True),
 }

@@ -29,11 +29,15 @@ def test_datumaro_voc_dataset1_figures(peers: Path, tmp_path: Path) -> None:
     root = peers / "datumaro" / "voc_dataset" / "voc_dataset1"
     report = convert_voc(root / "Annotations", tmp_path / "out", images=root / "JPEGImages", workers=1)
     coco = read_coco(tmp_path / "out" / "instances.json")
-    # datumaro reads the cat as x=1, y=2, w=2, h=2 and the person as 4, 5, 2, 2; the <part> is not a box.
+    # datumaro reads the cat as x=1, y=2, w=2, h=2 and the person as 4, 5, 2, 2; the <part> is not a box of its
+    # own: it and the <actions> flags stay on the person, with the XML's numbers as written.
     assert boxes(coco) == [("2007_000001.jpg", "cat", [1.0, 2.0, 2.0, 2.0]), ("2007_000001.jpg", "person", [4.0, 5.0, 2.0, 2.0])]
     assert [(i["width"], i["height"]) for i in coco["images"]] == [(20, 10)]
     assert coco["annotations"][0]["attributes"] == {"difficult": False, "truncated": True, "pose": "Unspecified"}
-    assert coco["annotations"][1]["attributes"] == {"difficult": False}
+    actions = {"other": True, "jumping": False, "phoning": True, "playinginstrument": False, "reading": True, "ridingbike": False,
+               "ridinghorse": True, "running": False, "takingphoto": True, "usingcomputer": False, "walking": True}
+    assert coco["annotations"][1]["attributes"] == {
+        "difficult": False, "parts": [{"name": "head", "xmin": 5.5, "ymin": 6.0, "xmax": 7.5, "ymax": 8.0}], "actions": actions}
     assert findings(tmp_path / "out") == [("2007_000002.jpg", "warning", "unannotated")]
     assert report.exit_code() == EXIT_OK
 

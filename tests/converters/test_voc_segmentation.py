@@ -123,3 +123,38 @@ def test_same_bytes_across_hash_seeds(tmp_path: Path) -> None:
     first, second = convert_under_seeds(["voc-seg", str(root)], outs=[tmp_path / "o1", tmp_path / "o2"])
     assert first == second and first
     shutil.rmtree(tmp_path / "o1")
+
+
+def grey4_png(path: Path, values: np.ndarray) -> None:
+    """A 4-bit greyscale PNG written by hand (https://www.w3.org/TR/png/: IHDR bit depth 4, colour type 0, two
+    pixels per byte, filter byte 0 per row): a layout tools such as Pillow read scaled to 0..255."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = values.shape
+    padded = np.zeros((h, w + (w % 2)), dtype=np.uint8)
+    padded[:, :w] = values
+    rows_ = b"".join(b"\0" + bytes((padded[y, 0::2] << 4) | padded[y, 1::2]) for y in range(h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 4, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows_)) + chunk(b"IEND", b""))
+
+
+def test_a_4bit_grey_map_is_read_as_the_evaluators_read_it(tmp_path: Path) -> None:
+    root = tmp_path / "voc"
+    values = np.zeros((H, W), dtype=np.uint8)
+    values[3:9, 4:11] = 1  # aeroplane, object 1
+    write_image(root / "JPEGImages/a.jpg", width=W, height=H)
+    grey4_png(root / "SegmentationClass/a.png", values)
+    grey4_png(root / "SegmentationObject/a.png", values)
+    with Image.open(root / "SegmentationClass/a.png") as im:
+        assert int(np.asarray(im).max()) == 17, "Pillow scales 4-bit grey: the reason the shared reader is used"
+    result = CliRunner().invoke(main, ["convert", "voc-seg", str(root), "-o", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_OK, result.output
+    coco, masks = coco_masks(tmp_path / "out")
+    assert [(c, bool(np.array_equal(m, values == 1))) for c, m in masks["a.jpg"]] == [("aeroplane", True)]
+    with Image.open(tmp_path / "out/semantic/a.png") as im:
+        assert np.array_equal(np.asarray(im), values)

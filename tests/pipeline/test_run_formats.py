@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from segpipe.cache.fingerprints import StatCache, build_manifest
 from segpipe.runner.shards import DatasetSpec, plan_shards
-from tests.converters import test_cvat, test_labelme, test_voc_segmentation, test_yolo
+from tests.converters import test_cvat, test_labelme, test_third_party, test_voc_segmentation, test_yolo
 
 
 def _whole(fmt: str, root: Path) -> Callable[[Path], Any]:
@@ -23,6 +23,8 @@ def _whole(fmt: str, root: Path) -> Callable[[Path], Any]:
 
 @pytest.mark.parametrize(("fmt", "make"), [
     ("yolo", test_yolo.ultralytics), ("labelme", test_labelme.dataset), ("cvat", test_cvat.dataset), ("voc-seg", test_voc_segmentation.voc_root),
+    # as other tools export them: a darknet (CVAT YOLO 1.1) export, LabelMe masks and __ignore__, a CVAT project export
+    ("yolo", test_third_party.darknet), ("labelme", test_third_party.labelme_folder), ("cvat", test_third_party.cvat_project),
 ])
 def test_sharded_conversion_equals_one_conversion(tmp_path: Path, fmt: str, make: Callable[[Path], Path]) -> None:
     from segpipe.cache.fingerprints import package_version
@@ -110,3 +112,23 @@ def test_the_cli_offers_every_runner_format() -> None:
     from segpipe.runner.shards import FORMATS
 
     assert RUN_FORMATS == FORMATS
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "labelme", "cvat", "voc-seg"])
+def test_run_on_a_folder_with_nothing_to_convert_is_a_usage_error(tmp_path: Path, fmt: str) -> None:
+    """The rule of `segpipe convert`, before any task runs: a darknet export saved without its images, or a
+    folder of notes, names the layout looked for and what it holds."""
+    from segpipe.cli import main
+
+    root = tmp_path / "ds"
+    if fmt == "yolo":
+        test_third_party.darknet(root, with_images=False)
+    else:
+        root.mkdir()
+        (root / "notes.md").write_text("no dataset here\n")
+    args = ["run", "--dataset", str(root), "--format", fmt, "--model", "unet", "--checkpoints", str(tmp_path / "none/*.pt"),
+            "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--no-html"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "nothing to convert (0 images): looked for" in result.output and "found" in result.output, result.output
+    assert not (tmp_path / "out").exists()

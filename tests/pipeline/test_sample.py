@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from segpipe.converters.pet_list import LIST_HEADER, parse_pet_list, parse_split_names
@@ -82,3 +83,42 @@ def test_cli_sample(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "s" / "images").glob("*.jpg"))) == 6
     assert digests(tmp_path / "s") == digests(generate_sample(tmp_path / "t", n_images=6, seed=1))
+
+
+@pytest.mark.parametrize("fmt", ["oxford-pet", "voc", "yolo", "labelme", "cvat", "voc-seg"])
+def test_every_format_converts_back_to_the_same_pets(tmp_path: Path, fmt: str) -> None:
+    """`segpipe sample --format F` then `segpipe convert F`: the same pets as the generator made, by stem: the
+    species, the pet box (pixel corners), and the pet mask where the format holds masks."""
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    from segpipe.demo.sample import sample_pets
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    written = CliRunner().invoke(main, ["sample", "-o", str(src), "--format", fmt, "--n-images", "6"])
+    assert written.exit_code == 0 and f"segpipe convert {fmt}" in written.output, written.output
+    extra = ["--categories", "species"] if fmt == "oxford-pet" else []
+    result = CliRunner().invoke(main, ["convert", fmt, str(src), "-o", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    coco = json.loads((out / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_stem = {Path(im["file_name"]).stem: im for im in coco["images"]}
+    pets = sample_pets(n_images=6)
+    assert sorted(by_stem) == sorted(p.stem for p in pets)
+    for pet in pets:
+        (ann,) = [a for a in coco["annotations"] if a["image_id"] == by_stem[pet.stem]["id"]]
+        assert names[ann["category_id"]] == pet.species_name, pet.stem
+        x0, y0, x1, y1 = pet.box
+        assert np.allclose(ann["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=1e-3), (pet.stem, ann["bbox"], pet.box)
+        if fmt in ("voc", "yolo"):
+            assert "segmentation" not in ann
+            continue
+        assert np.array_equal(mask_utils.decode(ann["segmentation"]).astype(bool), pet.mask), pet.stem
+
+
+def test_the_command_offers_every_layout_the_generator_writes() -> None:
+    from segpipe.cli.sample import SAMPLE_FORMATS as OFFERED
+    from segpipe.demo.sample import SAMPLE_FORMATS
+
+    assert OFFERED == SAMPLE_FORMATS
