@@ -90,11 +90,13 @@ def test_rle_totals_kernel_equals_numpy(compiled: Any, seed: int) -> None:
     assert (rle_totals(valid) >= 0).all()
     # str goes to the kernel as str.encode("utf-8", "surrogatepass") gives it: non-ASCII and lone surrogates are
     # bytes >= 0x80, out of the alphabet (pycocotools' _frString refuses a lone surrogate)
-    text = [s.decode("latin-1") for s in strings] + ["5\udce9", "é51", "\x00", "\udc805", "\ud8005"]
+    surrogates = [(t := s.decode())[: (k := int(rng.integers(0, len(t) + 1)))] + chr(int(rng.integers(0xD800, 0xE000))) + t[k:]
+                  for s in valid]
+    text = [s.decode("latin-1") for s in strings] + surrogates + ["5\udce9", "é51", "\x00", "\udc805", "\ud8005"]
     out = np.empty(len(text), dtype=np.int64)
     compiled.rle_totals(strings=text, out=out)
     np.testing.assert_array_equal(out, rle_totals_numpy([t.encode("utf-8", "surrogatepass") for t in text]))
-    assert out[-5:].tolist() == [INVALID_RLE] * 5
+    assert out[-5 - len(surrogates):].tolist() == [INVALID_RLE] * (5 + len(surrogates))
 
 
 def test_rle_totals_kernel_checks_its_arguments(compiled: Any) -> None:
