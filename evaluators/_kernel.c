@@ -20,6 +20,7 @@
 
 #define MAX_RUN_CHARS 7 /* 35 bits: the widest run rleFrString's encoder (rleToString) writes for a uint32 */
 #define INVALID_RLE (-1)
+#define MAX_PIXELS ((int64_t)1 << 31) /* the kernel takes images of fewer pixels than this */
 
 /* ---------------------------------------------------------------- buffers */
 
@@ -51,10 +52,35 @@ static int get_buf(PyObject *obj, Buf *buf, char kind, Py_ssize_t count, int wri
                      buf->view.itemsize);
         return -1;
     }
+    if (count > PY_SSIZE_T_MAX / buf->view.itemsize) {
+        PyErr_Format(PyExc_OverflowError, "%s: %zd items of %zd bytes overflow", name, count, buf->view.itemsize);
+        return -1;
+    }
     if (count >= 0 && buf->view.len != count * buf->view.itemsize) {
         PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", name, count, buf->view.len / buf->view.itemsize);
         return -1;
     }
+    return 0;
+}
+
+/* *out = a * b for counts (a, b >= 0), or OverflowError naming `what`: the sizes checked against buffers must not
+ * wrap, or a wrong call would pass the check with a too-small buffer. */
+static int mul_count(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *out, const char *what) {
+    if (a < 0 || b < 0 || (a && b > PY_SSIZE_T_MAX / a)) {
+        PyErr_Format(PyExc_OverflowError, "%s: %zd x %zd items overflow", what, a, b);
+        return -1;
+    }
+    *out = a * b;
+    return 0;
+}
+
+/* Every keyword-only argument given (PyArg_ParseTupleAndKeywords makes keyword-only arguments optional). */
+static int all_given(PyObject **objs, char **names, int n) {
+    for (int i = 0; i < n; i++)
+        if (!objs[i]) {
+            PyErr_Format(PyExc_TypeError, "missing keyword argument '%s'", names[i]);
+            return -1;
+        }
     return 0;
 }
 
@@ -67,8 +93,10 @@ static Py_ssize_t items(const Buf *buf) { return buf->view.len / buf->view.items
 
 /* ---------------------------------------------------------------- RLE strings */
 
-/* The characters of a counts string: bytes as they are, str as str.encode("utf-8", "replace") gives them (an
- * ASCII str without a copy). *tmp holds a new reference to release when a non-ASCII str had to be encoded. */
+/* The characters of a counts string: bytes as they are, str as str.encode("utf-8", "surrogatepass") gives them
+ * (an ASCII str without a copy). pycocotools' _frString encodes strictly, so a lone surrogate is an error there;
+ * "surrogatepass" turns it into bytes >= 0x80, outside the RLE alphabet, so it is corrupt here too ("replace"
+ * would make it '?', a valid RLE character). *tmp holds a new reference to release when a str had to be encoded. */
 static int string_chars(PyObject *item, const char *what, Py_ssize_t index, const unsigned char **s, Py_ssize_t *len, PyObject **tmp) {
     *tmp = NULL;
 #if PY_VERSION_HEX < 0x030C0000 /* from 3.12 every str is "ready" (PEP 623) */
@@ -80,7 +108,7 @@ static int string_chars(PyObject *item, const char *what, Py_ssize_t index, cons
         return 0;
     }
     if (PyUnicode_Check(item)) {
-        *tmp = PyUnicode_AsEncodedString(item, "utf-8", "replace");
+        *tmp = PyUnicode_AsEncodedString(item, "utf-8", "surrogatepass");
         if (!*tmp) return -1;
         item = *tmp;
     }
@@ -94,8 +122,8 @@ static int string_chars(PyObject *item, const char *what, Py_ssize_t index, cons
 }
 
 /* One rleFrString token at s[*p]: its value (sign-extended, before the x += cnts[m-2] of later runs) in *x, *p
- * moved past it; -1 when the string ends inside it, it is wider than MAX_RUN_CHARS characters or has a character
- * outside the alphabet ('0'..'o'). */
+ * moved past it; -1 when the string ends inside it, it is wider than MAX_RUN_CHARS characters, negative and
+ * MAX_RUN_CHARS wide, or has a character outside the alphabet ('0'..'o'). */
 static int read_token(const unsigned char *s, Py_ssize_t len, Py_ssize_t *p, uint64_t *x) {
     int k = 0, more = 1;
     unsigned char c = 0;
@@ -109,7 +137,13 @@ static int read_token(const unsigned char *s, Py_ssize_t len, Py_ssize_t *p, uin
         (*p)++;
         k++;
     }
-    if (c & 0x10) *x -= (uint64_t)1 << (5 * k); /* sign-extend */
+    /* A negative run of MAX_RUN_CHARS characters is corrupt: rleFrString sign-extends with `-1 << 5*k`, an int shifted
+     * by 35 bits there (undefined in C; x86 builds read e.g. -10 as -2, and pycocotools then hangs in rleIou or
+     * refuses the mask in decode). */
+    if (c & 0x10) {
+        if (k == MAX_RUN_CHARS) return -1;
+        *x -= (uint64_t)1 << (5 * k); /* sign-extend */
+    }
     return 0;
 }
 
@@ -136,9 +170,12 @@ static int64_t rle_string_total(const unsigned char *s, Py_ssize_t len) {
     return (int64_t)total;
 }
 
-static PyObject *py_rle_totals(PyObject *self, PyObject *args) {
-    PyObject *strings, *out_obj;
-    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &strings, &out_obj)) return NULL;
+static PyObject *py_rle_totals(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"strings", "out", NULL};
+    PyObject *strings = NULL, *out_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O!O:rle_totals", names, &PyList_Type, &strings, &out_obj)) return NULL;
+    PyObject *given[] = {strings, out_obj};
+    if (all_given(given, names, 2) < 0) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(strings);
     Buf out;
     if (get_buf(out_obj, &out, 'i', n, 1, "out") < 0) { release(&out); return NULL; }
@@ -158,22 +195,80 @@ static PyObject *py_rle_totals(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------- errors */
+
+/* A corrupt string of match_segm: segpipe.evaluators.kernel.GtStringError or DetStringError(message, index), so a
+ * caller tells a bad ground truth from a bad detection by type. The classes live in that (pure Python) module,
+ * looked up when raised: it is the module that imports this one, so it is loaded by then. */
+static void string_error(const char *what, Py_ssize_t index, uint64_t pixels) {
+    const char *name = strcmp(what, "gt_strings") == 0 ? "GtStringError" : "DetStringError";
+    PyObject *module = PyImport_ImportModule("segpipe.evaluators.kernel");
+    PyObject *cls = module ? PyObject_GetAttrString(module, name) : NULL;
+    Py_XDECREF(module);
+    if (!cls) return; /* the import's error stands */
+    PyObject *msg = PyUnicode_FromFormat("%s[%zd]: RLE counts string is corrupt or does not cover %llu pixels", what, index,
+                                         (unsigned long long)pixels);
+    PyObject *exc = msg ? PyObject_CallFunction(cls, "On", msg, index) : NULL;
+    Py_DECREF(cls);
+    Py_XDECREF(msg);
+    if (!exc) return;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+}
+
 /* ---------------------------------------------------------------- decoded masks */
 
-/* A mask as its foreground intervals [start, end) in column-major pixel order (the RLE's own order). */
+/* A mask as its foreground intervals [start, end) in column-major pixel order (the RLE's own order), and, when
+ * it has a zero-length run after the first, its runs as pycocotools holds them (see mask_iou). */
 typedef struct {
     Py_ssize_t first, count; /* into the interval pool */
     uint64_t area;
     uint64_t lo, hi; /* first foreground pixel, one past the last (lo = hi = 0 when empty) */
+    int irregular;   /* a zero-length run at index >= 1 (rleEncode never writes one) */
+    Py_ssize_t run_first, run_count; /* into the run pool, when irregular */
 } Mask;
 
 typedef struct {
     uint64_t *iv; /* pairs start, end */
     Py_ssize_t size, cap;
+    uint32_t *runs; /* the runs of irregular masks, as rleFrString's uint cnts */
+    Py_ssize_t run_size, run_cap;
 } Pool;
+
+static int pool_push_run(Pool *pool, uint32_t run) {
+    if (pool->run_size + 1 > pool->run_cap) {
+        if (pool->run_cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(uint32_t)) { PyErr_NoMemory(); return -1; }
+        Py_ssize_t cap = pool->run_cap ? pool->run_cap * 2 : 1024;
+        uint32_t *runs = PyMem_Realloc(pool->runs, (size_t)cap * sizeof(uint32_t));
+        if (!runs) { PyErr_NoMemory(); return -1; }
+        pool->runs = runs;
+        pool->run_cap = cap;
+    }
+    pool->runs[pool->run_size++] = run;
+    return 0;
+}
+
+/* The runs of an already checked string (every run in 0..pixels < 2**31) into the run pool. */
+static int keep_runs(const unsigned char *s, Py_ssize_t len, Pool *pool, Mask *mask) {
+    Py_ssize_t p = 0, m = 0;
+    int64_t run_m2 = 0, run_m1 = 0;
+    mask->run_first = pool->run_size;
+    while (p < len) {
+        uint64_t x;
+        read_token(s, len, &p, &x); /* cannot fail: decode_mask read the same string */
+        int64_t run = (int64_t)(m > 2 ? x + (uint64_t)run_m2 : x);
+        if (pool_push_run(pool, (uint32_t)run) < 0) return -1;
+        run_m2 = run_m1;
+        run_m1 = run;
+        m++;
+    }
+    mask->run_count = m;
+    return 0;
+}
 
 static int pool_push(Pool *pool, uint64_t start, uint64_t end) {
     if (pool->size + 2 > pool->cap) {
+        if (pool->cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(uint64_t)) { PyErr_NoMemory(); return -1; }
         Py_ssize_t cap = pool->cap ? pool->cap * 2 : 4096;
         uint64_t *iv = PyMem_Realloc(pool->iv, (size_t)cap * sizeof(uint64_t));
         if (!iv) { PyErr_NoMemory(); return -1; }
@@ -196,11 +291,14 @@ static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, ui
     mask->first = pool->size / 2;
     mask->count = 0;
     mask->area = 0;
+    mask->irregular = 0;
+    mask->run_first = mask->run_count = 0;
     while (p < len) {
         uint64_t x;
         if (read_token(s, len, &p, &x) < 0) goto corrupt;
         int64_t run = (int64_t)(m > 2 ? x + (uint64_t)run_m2 : x);
         if (run < 0 || (uint64_t)run > pixels - pos) goto corrupt;
+        if (run == 0 && m > 0) mask->irregular = 1;
         if ((m & 1) && run > 0) { /* odd runs are foreground */
             if (pool_push(pool, pos, pos + (uint64_t)run) < 0) {
                 Py_XDECREF(tmp);
@@ -215,6 +313,10 @@ static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, ui
         m++;
     }
     if (pos != pixels) goto corrupt;
+    if (mask->irregular && keep_runs(s, len, pool, mask) < 0) {
+        Py_XDECREF(tmp);
+        return -1;
+    }
     Py_XDECREF(tmp);
     if (mask->count) {
         mask->lo = pool->iv[2 * mask->first];
@@ -225,15 +327,47 @@ static int decode_mask(PyObject *strings, Py_ssize_t index, const char *what, ui
     return 0;
 corrupt:
     Py_XDECREF(tmp);
-    PyErr_Format(PyExc_ValueError, "%s[%zd]: RLE counts string is corrupt or does not cover %llu pixels", what, index,
-                 (unsigned long long)pixels);
+    string_error(what, index, pixels);
     return -1;
+}
+
+/* maskApi.c rleIou's merge walk, literally (uint arithmetic included): it ends as soon as both masks are at a
+ * zero-length run (or past their last run) at the same pixel, so with zero-length runs on both sides it can stop
+ * before the end and count less than the true intersection and union. For the images the kernel takes
+ * (fewer than 2**31 pixels) `ct` cannot wrap. */
+static double walk_iou(const uint32_t *A, Py_ssize_t ka, const uint32_t *B, Py_ssize_t kb, int crowd, uint64_t det_area) {
+    Py_ssize_t a = 1, b = 1;
+    uint32_t c, ca = A[0], cb = B[0], ct = 1, i = 0, u = 0;
+    int va = 0, vb = 0;
+    while (ct > 0) {
+        c = ca < cb ? ca : cb;
+        if (va || vb) {
+            u += c;
+            if (va && vb) i += c;
+        }
+        ct = 0;
+        ca -= c;
+        if (!ca && a < ka) { ca = A[a++]; va = !va; }
+        ct += ca;
+        cb -= c;
+        if (!cb && b < kb) { cb = B[b++]; vb = !vb; }
+        ct += cb;
+    }
+    if (i == 0) return 0.0;
+    if (crowd) u = (uint32_t)det_area; /* rleArea */
+    return (double)i / (double)u;
 }
 
 /* maskApi.c rleIou: intersection over union as pixel counts, union = the detection's area for a crowd GT,
  * (double)i / (double)u, and 0 when nothing intersects (u = 1 there). Masks of one image share a size, so the
  * union is area(d) + area(g) - i, the count rleIou's merge walk arrives at. */
-static double mask_iou(const Mask *d, const Mask *g, int crowd, const uint64_t *iv) {
+static double mask_iou(const Mask *d, const Mask *g, int crowd, const Pool *pool) {
+    /* Only a walk over two masks that both have zero-length runs can end early (a mask without them is at a
+     * zero-length run only when every pixel is consumed); rleIou's bounding-box test before the walk contains
+     * every foreground pixel, so it changes nothing. */
+    if (d->irregular && g->irregular)
+        return walk_iou(pool->runs + d->run_first, d->run_count, pool->runs + g->run_first, g->run_count, crowd, d->area);
+    const uint64_t *iv = pool->iv;
     if (!d->count || !g->count || d->hi <= g->lo || g->hi <= d->lo) return 0.0;
     const uint64_t *a = iv + 2 * d->first, *a_end = a + 2 * d->count;
     const uint64_t *b = iv + 2 * g->first, *b_end = b + 2 * g->count;
@@ -332,11 +466,15 @@ static int open_match(PyObject **objs, Buf *bufs, Py_ssize_t n_det, Py_ssize_t n
     Py_ssize_t A = items(&bufs[B_LO]);
     if (get_buf(objs[B_THR], &bufs[B_THR], 'f', -1, 0, "thresholds") < 0) return -1;
     Py_ssize_t T = items(&bufs[B_THR]);
+    Py_ssize_t n_gt_a, n_det_a, n_det_at;
+    if (mul_count(n_gt, A, &n_gt_a, "gt_ignored") < 0 || mul_count(n_det, A, &n_det_a, "det_matched") < 0 ||
+        mul_count(n_det_a, T, &n_det_at, "det_matched") < 0)
+        return -1;
     if (get_buf(objs[B_HI], &bufs[B_HI], 'f', A, 0, "area_hi") < 0 || get_buf(objs[B_CROWD], &bufs[B_CROWD], 'b', n_gt, 0, "gt_crowd") < 0 ||
         get_buf(objs[B_IDOK], &bufs[B_IDOK], 'b', n_gt, 0, "gt_id_nonzero") < 0 ||
-        get_buf(objs[B_GTIG], &bufs[B_GTIG], 'b', n_gt * A, 0, "gt_ignored") < 0 ||
-        get_buf(objs[B_MATCHED], &bufs[B_MATCHED], 'b', n_det * A * T, 1, "det_matched") < 0 ||
-        get_buf(objs[B_IGNORED], &bufs[B_IGNORED], 'b', n_det * A * T, 1, "det_ignored") < 0 ||
+        get_buf(objs[B_GTIG], &bufs[B_GTIG], 'b', n_gt_a, 0, "gt_ignored") < 0 ||
+        get_buf(objs[B_MATCHED], &bufs[B_MATCHED], 'b', n_det_at, 1, "det_matched") < 0 ||
+        get_buf(objs[B_IGNORED], &bufs[B_IGNORED], 'b', n_det_at, 1, "det_ignored") < 0 ||
         get_buf(objs[B_IOU], &bufs[B_IOU], 'f', n_det, 1, "det_iou") < 0 || get_buf(objs[B_BLOCKS], &bufs[B_BLOCKS], 'i', -1, 0, "blocks") < 0)
         return -1;
     if (items(&bufs[B_BLOCKS]) % block_width) {
@@ -386,6 +524,7 @@ typedef struct {
 } Scratch;
 
 static double *scratch(Scratch *s, size_t n) {
+    if (n > SIZE_MAX / 2 / sizeof(double)) { PyErr_NoMemory(); return NULL; }
     if (n > s->cap) {
         size_t cap = n > 2 * s->cap ? n : 2 * s->cap;
         double *data = PyMem_Realloc(s->data, cap * sizeof(double));
@@ -396,15 +535,21 @@ static double *scratch(Scratch *s, size_t n) {
     return s->data;
 }
 
-static PyObject *py_match_segm(PyObject *self, PyObject *args) {
-    PyObject *dets, *gts, *objs[N_BUFS];
-    if (!PyArg_ParseTuple(args, "O!O!OOOOOOOOOO", &PyList_Type, &dets, &PyList_Type, &gts, &objs[B_BLOCKS], &objs[B_CROWD], &objs[B_IDOK],
-                          &objs[B_GTIG], &objs[B_LO], &objs[B_HI], &objs[B_THR], &objs[B_MATCHED], &objs[B_IGNORED], &objs[B_IOU]))
+/* The keyword names of the common arguments, in the order of the B_* enum. */
+#define MATCH_NAMES "gt_crowd", "gt_id_nonzero", "gt_ignored", "area_lo", "area_hi", "thresholds", "det_matched", "det_ignored", "det_iou", "blocks"
+#define MATCH_ARGS &objs[B_CROWD], &objs[B_IDOK], &objs[B_GTIG], &objs[B_LO], &objs[B_HI], &objs[B_THR], &objs[B_MATCHED], &objs[B_IGNORED], &objs[B_IOU], &objs[B_BLOCKS]
+
+static PyObject *py_match_segm(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"det_strings", "gt_strings", MATCH_NAMES, NULL};
+    PyObject *dets = NULL, *gts = NULL, *objs[N_BUFS] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O!O!OOOOOOOOOO:match_segm", names, &PyList_Type, &dets, &PyList_Type, &gts, MATCH_ARGS))
         return NULL;
+    PyObject *given[] = {dets, gts, objs[0], objs[1], objs[2], objs[3], objs[4], objs[5], objs[6], objs[7], objs[8], objs[9]};
+    if (all_given(given, names, 12) < 0) return NULL;
     Py_ssize_t n_det = PyList_GET_SIZE(dets), n_gt = PyList_GET_SIZE(gts);
     Buf bufs[N_BUFS];
     Match mt;
-    Pool pool = {NULL, 0, 0};
+    Pool pool = {NULL, 0, 0, NULL, 0, 0};
     Mask *masks = NULL;
     Scratch ious = {NULL, 0}, areas = {NULL, 0};
     PyObject *result = NULL;
@@ -418,21 +563,23 @@ static PyObject *py_match_segm(PyObject *self, PyObject *args) {
     Py_ssize_t most = 1; /* the largest D + G of a block: the masks of one block */
     for (Py_ssize_t b = 0; b < n_blocks; b++) {
         const int64_t *row = blocks + 6 * b;
-        if (row[0] < 0 || row[1] < 0 || (row[0] && (uint64_t)row[1] > UINT64_MAX / (uint64_t)row[0])) {
-            PyErr_Format(PyExc_ValueError, "blocks[%zd]: bad image height/width", b);
+        /* Below 2**31 pixels rleIou's uint sums (ct = ca + cb) cannot wrap; larger images go to pycocotools
+         * itself (segpipe.evaluators.kernel.MAX_PIXELS). */
+        if (row[0] < 0 || row[1] < 0 || (row[0] && row[1] > (MAX_PIXELS - 1) / row[0])) {
+            PyErr_Format(PyExc_ValueError, "blocks[%zd]: image height/width negative or of %lld pixels or more", b, (long long)MAX_PIXELS);
             goto done;
         }
         if (check_block(row + 2, b, &next_d, &next_g, n_det, n_gt) < 0) goto done;
         if (row[3] - row[2] + row[5] - row[4] > most) most = (Py_ssize_t)(row[3] - row[2] + row[5] - row[4]);
     }
     if (check_tiled(next_d, next_g, n_det, n_gt) < 0) goto done;
-    masks = PyMem_Malloc((size_t)most * sizeof(Mask));
+    masks = (size_t)most > SIZE_MAX / sizeof(Mask) ? NULL : PyMem_Malloc((size_t)most * sizeof(Mask));
     if (!masks) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t b = 0; b < n_blocks; b++) {
         const int64_t *row = blocks + 6 * b;
         uint64_t pixels = (uint64_t)row[0] * (uint64_t)row[1];
         Py_ssize_t d0 = row[2], d1 = row[3], g0 = row[4], g1 = row[5], D = d1 - d0, G = g1 - g0;
-        pool.size = 0;
+        pool.size = pool.run_size = 0;
         /* every GT string is decoded, also without detections: this is where GT strings are checked */
         for (Py_ssize_t g = 0; g < G; g++)
             if (decode_mask(gts, g0 + g, "gt_strings", pixels, &pool, &masks[D + g]) < 0) goto done;
@@ -447,10 +594,12 @@ static PyObject *py_match_segm(PyObject *self, PyObject *args) {
             unmatched_block(&mt, d0, d1, det_area);
             continue;
         }
-        double *iou = scratch(&ious, (size_t)D * (size_t)G);
+        Py_ssize_t cells;
+        if (mul_count(D, G, &cells, "ious") < 0) goto done;
+        double *iou = scratch(&ious, (size_t)cells);
         if (!iou) goto done;
         for (Py_ssize_t d = 0; d < D; d++)
-            for (Py_ssize_t g = 0; g < G; g++) iou[d * G + g] = mask_iou(&masks[d], &masks[D + g], mt.gt_crowd[g0 + g], pool.iv);
+            for (Py_ssize_t g = 0; g < G; g++) iou[d * G + g] = mask_iou(&masks[d], &masks[D + g], mt.gt_crowd[g0 + g], &pool);
         match_block(&mt, d0, d1, g0, g1, iou, det_area);
     }
     result = Py_None;
@@ -460,16 +609,19 @@ done:
     PyMem_Free(mt.taken);
     PyMem_Free(masks);
     PyMem_Free(pool.iv);
+    PyMem_Free(pool.runs);
     PyMem_Free(ious.data);
     PyMem_Free(areas.data);
     return result;
 }
 
-static PyObject *py_match_bbox(PyObject *self, PyObject *args) {
-    PyObject *det_box_obj, *det_area_obj, *gt_box_obj, *objs[N_BUFS];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO", &det_box_obj, &det_area_obj, &gt_box_obj, &objs[B_BLOCKS], &objs[B_CROWD], &objs[B_IDOK],
-                          &objs[B_GTIG], &objs[B_LO], &objs[B_HI], &objs[B_THR], &objs[B_MATCHED], &objs[B_IGNORED], &objs[B_IOU]))
+static PyObject *py_match_bbox(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"det_boxes", "det_area", "gt_boxes", MATCH_NAMES, NULL};
+    PyObject *det_box_obj = NULL, *det_area_obj = NULL, *gt_box_obj = NULL, *objs[N_BUFS] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOO:match_bbox", names, &det_box_obj, &det_area_obj, &gt_box_obj, MATCH_ARGS))
         return NULL;
+    PyObject *given[] = {det_box_obj, det_area_obj, gt_box_obj, objs[0], objs[1], objs[2], objs[3], objs[4], objs[5], objs[6], objs[7], objs[8], objs[9]};
+    if (all_given(given, names, 13) < 0) return NULL;
     Buf bufs[N_BUFS], det_box = {.held = 0}, det_area = {.held = 0}, gt_box = {.held = 0};
     Match mt;
     Scratch ious = {NULL, 0};
@@ -477,8 +629,9 @@ static PyObject *py_match_bbox(PyObject *self, PyObject *args) {
     mt.taken = NULL;
     for (int i = 0; i < N_BUFS; i++) bufs[i].held = 0;
     if (get_buf(det_area_obj, &det_area, 'f', -1, 0, "det_area") < 0) goto done;
-    Py_ssize_t n_det = items(&det_area);
-    if (get_buf(det_box_obj, &det_box, 'f', n_det * 4, 0, "det_boxes") < 0 || get_buf(gt_box_obj, &gt_box, 'f', -1, 0, "gt_boxes") < 0) goto done;
+    Py_ssize_t n_det = items(&det_area), n_det_4;
+    if (mul_count(n_det, 4, &n_det_4, "det_boxes") < 0) goto done;
+    if (get_buf(det_box_obj, &det_box, 'f', n_det_4, 0, "det_boxes") < 0 || get_buf(gt_box_obj, &gt_box, 'f', -1, 0, "gt_boxes") < 0) goto done;
     if (items(&gt_box) % 4) {
         PyErr_SetString(PyExc_ValueError, "gt_boxes: expected rows of 4 numbers");
         goto done;
@@ -502,7 +655,9 @@ static PyObject *py_match_bbox(PyObject *self, PyObject *args) {
             unmatched_block(&mt, d0, d1, da + d0);
             continue;
         }
-        double *iou = scratch(&ious, (size_t)D * (size_t)G);
+        Py_ssize_t cells;
+        if (mul_count(D, G, &cells, "ious") < 0) goto done;
+        double *iou = scratch(&ious, (size_t)cells);
         if (!iou) goto done;
         for (Py_ssize_t d = 0; d < D; d++)
             for (Py_ssize_t g = 0; g < G; g++) iou[d * G + g] = box_iou(db + 4 * (d0 + d), gb + 4 * (g0 + g), mt.gt_crowd[g0 + g]);
@@ -520,15 +675,16 @@ done:
     return result;
 }
 
+/* Keyword-only arguments; the signatures and types are in _kernel.pyi, the typed entry points in kernel.py. */
 static PyMethodDef methods[] = {
-    {"rle_totals", py_rle_totals, METH_VARARGS,
-     "rle_totals(strings: list[bytes | str], out: int64 buffer) -> None: pixel total of each compressed RLE string, -1 when corrupt."},
-    {"match_segm", py_match_segm, METH_VARARGS,
-     "match_segm(det_strings, gt_strings, blocks[B, 6] (height, width, d0, d1, g0, g1), gt_crowd, gt_id_nonzero, gt_ignored[G, A], "
-     "area_lo, area_hi, thresholds, det_matched[N, A, T] out, det_ignored[N, A, T] out, det_iou[N] out) -> None"},
-    {"match_bbox", py_match_bbox, METH_VARARGS,
-     "match_bbox(det_boxes[N, 4], det_area[N], gt_boxes[G, 4], blocks[B, 4] (d0, d1, g0, g1), gt_crowd, gt_id_nonzero, gt_ignored[G, A], "
-     "area_lo, area_hi, thresholds, det_matched out, det_ignored out, det_iou out) -> None"},
+    {"rle_totals", (PyCFunction)(void (*)(void))py_rle_totals, METH_VARARGS | METH_KEYWORDS,
+     "rle_totals(*, strings, out) -> None: pixel total of each compressed RLE string into out, -1 when corrupt."},
+    {"match_segm", (PyCFunction)(void (*)(void))py_match_segm, METH_VARARGS | METH_KEYWORDS,
+     "match_segm(*, det_strings, gt_strings, gt_crowd, gt_id_nonzero, gt_ignored, area_lo, area_hi, thresholds, det_matched, "
+     "det_ignored, det_iou, blocks) -> None: COCOeval's IoUs and greedy matches of compressed RLE masks."},
+    {"match_bbox", (PyCFunction)(void (*)(void))py_match_bbox, METH_VARARGS | METH_KEYWORDS,
+     "match_bbox(*, det_boxes, det_area, gt_boxes, gt_crowd, gt_id_nonzero, gt_ignored, area_lo, area_hi, thresholds, det_matched, "
+     "det_ignored, det_iou, blocks) -> None: COCOeval's IoUs and greedy matches of [x, y, w, h] boxes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -218,7 +218,7 @@ class _Collector:
 
 def _counts_bytes(rle: Mapping[str, Any]) -> bytes:
     counts = rle["counts"]
-    return counts.encode("utf-8", "replace") if isinstance(counts, str) else bytes(counts)
+    return counts.encode("utf-8", "surrogatepass") if isinstance(counts, str) else bytes(counts)  # see compressed_counts
 
 
 def _string_counts(segm: Any, *, height: int, width: int) -> bytes | str | None:
@@ -340,18 +340,17 @@ def _kernel_stats(truth: GroundTruth, dets: list[Mapping[str, Any]], *, wanted: 
     matched = np.empty((n, A, T), dtype=bool)
     ignored = np.empty((n, A, T), dtype=bool)
     iou = np.empty(n, dtype=np.float64)
-    flags = (blocks, crowd, id_nonzero, gt_ignored, AREA_LO, AREA_HI, THRESHOLDS, matched, ignored, iou)
-    assert kernel.KERNEL is not None
+    flags = dict(blocks=blocks, gt_crowd=crowd, gt_id_nonzero=id_nonzero, gt_ignored=gt_ignored, area_lo=AREA_LO, area_hi=AREA_HI,
+                 thresholds=THRESHOLDS, det_matched=matched, det_ignored=ignored, det_iou=iou)
     if segm:
         try:
-            kernel.KERNEL.match_segm(det_geoms, gt_geoms, *flags)
-        except ValueError as err:
-            if str(err).startswith("gt_strings"):  # detections were checked by validate_results already
-                _gt_problem(truth, wanted)  # the first bad GT mask, named as the numpy path names it
+            kernel.match_segm(det_strings=det_geoms, gt_strings=gt_geoms, **flags)
+        except kernel.GtStringError:  # detections were checked by validate_results already
+            _gt_problem(truth, wanted)  # the first bad GT mask, named as the numpy path names it
             raise
     else:
-        kernel.KERNEL.match_bbox(np.array(det_geoms, dtype=np.float64).reshape(n, 4), det_area,
-                                 np.array(gt_geoms, dtype=np.float64).reshape(g_total, 4), *flags)
+        kernel.match_bbox(det_boxes=np.array(det_geoms, dtype=np.float64).reshape(n, 4), det_area=det_area,
+                          gt_boxes=np.array(gt_geoms, dtype=np.float64).reshape(g_total, 4), **flags)
     category_ids = np.array(all_cats, dtype=np.int64)
     wanted_ids = np.array(wanted, dtype=np.int64)
     return InstanceStats(
@@ -396,7 +395,7 @@ def instance_update(
         raise EvaluationError("image_ids", "", f"{len(unknown)} image id(s) not in the ground truth, e.g. {unknown[:5]}")
     warnings = truth.warnings + tuple(result_warnings)
     wanted_set = set(wanted)
-    if kernel.KERNEL is not None:
+    if kernel.available() and (iou_type != "segm" or all(kernel.takes_image(truth.images[i].height, truth.images[i].width) for i in wanted)):
         try:
             stats = _kernel_stats(truth, [r for r in kept if r["image_id"] in wanted_set], wanted=wanted, iou_type=iou_type, warnings=warnings)
         except EvaluationError:

@@ -35,6 +35,8 @@ class ImageOverlaps:
     iou: np.ndarray  # float64 [D, G]
     det_gt: np.ndarray  # int64 [D]: index of the same-class GT matched at the threshold, -1 if none
     det_ignored: np.ndarray  # bool [D]: matched to a crowd GT (COCOeval's dtIgnore, area "all")
+    det_index: np.ndarray  # int64 [D]: position of the detection in the (validated) results list: file order, for score ties
+    file_position: int  # position of the image in the GT file's image list (tidecv visits images in that order)
 
 
 def image_overlaps(
@@ -43,21 +45,24 @@ def image_overlaps(
     """One ImageOverlaps per GT image, in image id order."""
     truth = gt if isinstance(gt, GroundTruth) else parse_ground_truth(gt)
     kept, _ = validate_results(truth, list(results), iou_type=iou_type)
-    by_image: dict[int, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in kept:
-        by_image[r["image_id"]][r["category_id"]].append(r)
+    by_image: dict[int, dict[int, list[tuple[int, Mapping[str, Any]]]]] = defaultdict(lambda: defaultdict(list))
+    for index, r in enumerate(kept):
+        by_image[r["image_id"]][r["category_id"]].append((index, r))
     out = []
+    position = {image_id: k for k, image_id in enumerate(truth.images)}  # dicts keep the file's order
     for image_id in sorted(truth.images):
         image = truth.images[image_id]
         dets_by_cat = by_image.get(image_id, {})
         dets: list[Mapping[str, Any]] = []
+        det_index: list[int] = []
         det_cat: list[int] = []
         gts: list[Mapping[str, Any]] = []
         gt_cat: list[int] = []
         for cat in sorted(set(truth.image_categories.get(image_id, ())).union(dets_by_cat)):
-            cat_dets = sorted(dets_by_cat.get(cat, ()), key=lambda r: -r["score"])[:MAX_DET]
+            cat_dets = sorted(dets_by_cat.get(cat, ()), key=lambda ir: -ir[1]["score"])[:MAX_DET]
             cat_gts = list(truth.annotations.get((image_id, cat), ()))
-            dets += cat_dets
+            det_index += [i for i, _ in cat_dets]
+            dets += [r for _, r in cat_dets]
             det_cat += [cat] * len(cat_dets)
             gts += cat_gts
             gt_cat += [cat] * len(cat_gts)
@@ -75,6 +80,7 @@ def image_overlaps(
             image_id=image_id, file_name=image.file_name, det_category=categories,
             det_score=np.array([float(d["score"]) for d in dets]), gt_category=gt_categories, gt_crowd=crowd,
             iou=iou, det_gt=det_gt, det_ignored=(det_gt >= 0) & crowd[np.maximum(det_gt, 0)] if len(gts) else np.zeros(len(dets), dtype=bool),
+            det_index=np.array(det_index, dtype=np.int64), file_position=position[image_id],
         ))
     return out
 

@@ -36,9 +36,9 @@ def rle_totals(counts: Sequence[bytes]) -> np.ndarray:
     >>> rle_totals([b"51", b"5\x7f", b""]).tolist()  # encode() of a 3x2 mask whose last pixel is set; garbage; empty
     [6, -1, 0]
     """
-    if kernel.KERNEL is not None:  # the same values, one C loop (segpipe/evaluators/_kernel.c)
+    if kernel.available():  # the same values, one C loop (segpipe/evaluators/_kernel.c)
         totals = np.empty(len(counts), dtype=np.int64)
-        kernel.KERNEL.rle_totals(counts if isinstance(counts, list) else list(counts), totals)
+        kernel.rle_totals(strings=list(counts), out=totals)
         return totals
     return rle_totals_numpy(counts)
 
@@ -95,6 +95,9 @@ def _rle_totals_chunk(counts: Sequence[bytes], lens: np.ndarray) -> np.ndarray:
         x[longer] |= (v[starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
         longer = longer[width[longer] > k + 1]
     negative = np.flatnonzero(v[ends] & 0x10)
+    # a negative run of 7 characters: pycocotools' rleFrString shifts -1 by 35 bits for it (undefined in C; x86 builds
+    # misread it), so it is corrupt here (see _kernel.c read_token)
+    bad[tok_owner[negative[width[negative] >= _MAX_RUN_CHARS]]] = True
     x[negative] -= np.left_shift(1, 5 * np.minimum(width[negative], _MAX_RUN_CHARS))
     j = np.arange(ends.size) - np.repeat(np.cumsum(tokens) - tokens, tokens)  # token index within its string
     runs = x.copy()
@@ -116,5 +119,8 @@ def compressed_counts(segm: Any) -> bytes | None:
     """The compressed RLE string of `segm` as bytes (what pycocotools decodes), or None when it has none."""
     counts = segm.get("counts") if isinstance(segm, dict) else None
     if isinstance(counts, str):
-        return counts.encode("utf-8", "replace")  # non-ASCII bytes are out of the RLE alphabet: flagged corrupt
+        # pycocotools' _frString encodes strictly, so a lone surrogate is an error there. "surrogatepass" makes it
+        # bytes >= 0x80, out of the RLE alphabet like every non-ASCII byte: flagged corrupt ("replace" would make
+        # it '?', a valid RLE character, and the string would be scored).
+        return counts.encode("utf-8", "surrogatepass")
     return counts if isinstance(counts, bytes) else None

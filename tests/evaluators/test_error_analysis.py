@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from segpipe.evaluators.instance import instance_update
 from segpipe.evaluators.instance_confusion import instance_confusion
 from segpipe.evaluators.overlaps import check_against_records, image_overlaps
-from segpipe.evaluators.tide import tide_tables
+from segpipe.evaluators.tide import TIDE_VARIANTS, tide_tables
 from tests.evaluators.test_instance import make_dataset, reference_eval
 
 CAT, DOG = 1, 2
@@ -54,11 +57,13 @@ def _plain_ap(points: list[tuple[float, bool]], n_gt: int) -> float:
     return total / 101
 
 
-def test_tide_errors_and_dap_on_a_worked_case() -> None:
+@pytest.mark.parametrize("variant", TIDE_VARIANTS)
+def test_tide_errors_and_dap_on_a_worked_case(variant: str) -> None:
+    """On this case (no crowd GT, no IoU at a bound, no class emptied by the Miss fix) every variant agrees."""
     gt, results = _case()
     overlaps = image_overlaps(gt, results, iou_type="bbox")
     check_against_records(overlaps, instance_update(gt, results, iou_type="bbox"))
-    summary, errors = tide_tables(overlaps, category_ids=[CAT, DOG])
+    summary, errors = tide_tables(overlaps, category_ids=[CAT, DOG], variant=variant)
     counts = dict(zip(summary["error"], summary["count"]))
     assert counts == {"Cls": 1, "Loc": 1, "Both": 1, "Dupe": 1, "Bkg": 1, "Miss": 2}
     by_score = dict(zip(errors["score"], errors["error"]))
@@ -99,7 +104,7 @@ def test_overlaps_agree_with_records_and_tide_base_is_ap50(iou_type: str) -> Non
     gt, results = make_dataset(seed=4, n_images=8)
     overlaps = image_overlaps(gt, results, iou_type=iou_type)
     check_against_records(overlaps, instance_update(gt, results, iou_type=iou_type))
-    summary, _ = tide_tables(overlaps, category_ids=[c["id"] for c in gt["categories"]])
+    summary, _ = tide_tables(overlaps, category_ids=[c["id"] for c in gt["categories"]], variant="coco-matches")
     assert summary["AP50"].iloc[0] == pytest.approx(reference_eval(gt, results, iou_type).stats[1], abs=1e-12)
     table = instance_confusion(overlaps, category_ids=[1, 2, 3, 4], category_names=list("abcd"), score_threshold=0.0)
     n_gt = sum(1 for a in gt["annotations"] if not a["iscrowd"])
@@ -109,8 +114,13 @@ def test_overlaps_agree_with_records_and_tide_base_is_ap50(iou_type: str) -> Non
 def _tidecv_run(gt: dict[str, Any], results: list[dict[str, Any]]) -> Any:
     tidecv = pytest.importorskip("tidecv")
     g, p = tidecv.Data("gt"), tidecv.Data("pred")
-    for a in gt["annotations"]:
-        g.add_ground_truth(a["image_id"], a["category_id"], box=a["bbox"])
+    for im in gt["images"]:
+        g.add_image(im["id"], im["file_name"])
+    for a in gt["annotations"]:  # as tidecv.datasets.COCO reads a COCO file: crowd GTs are ignore regions
+        if a["iscrowd"]:
+            g.add_ignore_region(a["image_id"], a["category_id"], box=a["bbox"])
+        else:
+            g.add_ground_truth(a["image_id"], a["category_id"], box=a["bbox"])
     for r in results:
         p.add_detection(r["image_id"], r["category_id"], r["score"], box=r["bbox"])
     tide = tidecv.TIDE()
@@ -118,25 +128,25 @@ def _tidecv_run(gt: dict[str, Any], results: list[dict[str, Any]]) -> Any:
     return tide.runs["run"]
 
 
-@pytest.mark.parametrize("seed", [None, 11])
+@pytest.mark.parametrize("seed", [None, 11, 5, 3])
 def test_tide_agrees_with_tidecv(seed: int | None) -> None:
-    """tidecv (when installed) on the worked case and on random boxes without crowd GT, untied scores and
-    IoUs never exactly 0.5 (where the deliberate differences in the module docstring do not arise)."""
+    """tidecv (when installed) on the worked case and on random boxes with crowd GT, score ties, a class without
+    GT and an (image, class) of over 100 detections: the default variant gives tidecv's counts, AP50 and dAP."""
     if seed is None:
         gt, results = _case()
     else:
-        gt, results = make_dataset(seed=seed, n_images=6, ties=False)
-        gt = {**gt, "annotations": [a for a in gt["annotations"] if not a["iscrowd"]]}
-        # no (image, class) over 100 detections; no detections of the class without GT (4), which tidecv
-        # averages in as AP 0 while COCO leaves it out
-        results = [r for r in results if not (r["image_id"] == 5 and r["category_id"] == 2) and r["category_id"] != 4]
+        gt, results = make_dataset(seed=seed, n_images=6)
     run = _tidecv_run(gt, results)
     summary, _ = tide_tables(image_overlaps(gt, results, iou_type="bbox"), category_ids=[c["id"] for c in gt["categories"]])
+    _assert_tidecv_summary(summary, run, abs_tol=1e-12)
+
+
+def _assert_tidecv_summary(summary: Any, run: Any, *, abs_tol: float) -> None:
     ours = summary.set_index("error")
-    assert ours["AP50"].iloc[0] * 100 == pytest.approx(run.ap, abs=1e-9)
+    assert ours["AP50"].iloc[0] == pytest.approx(run.ap / 100, abs=abs_tol)
     assert {k.short_name: v for k, v in run.count_errors().items()} == dict(ours["count"])
     for kind, dap in run.fix_main_errors().items():
-        assert max(ours.loc[kind.short_name, "dAP50"] * 100, 0.0) == pytest.approx(dap, abs=1e-9), kind.short_name
+        assert ours.loc[kind.short_name, "dAP50"] == pytest.approx(dap / 100, abs=abs_tol), kind.short_name
 
 
 def _hotcoco_eval(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, tmp_path: Any) -> Any:
@@ -165,7 +175,7 @@ def test_tide_and_confusion_agree_with_hotcoco(case: str, tmp_path: Any) -> None
     ref = ev.tide_errors()
     cats = [c["id"] for c in gt["categories"]]
     overlaps = image_overlaps(gt, results, iou_type=iou_type)
-    summary, _ = tide_tables(overlaps, category_ids=cats)
+    summary, _ = tide_tables(overlaps, category_ids=cats, variant="coco-matches")
     ours = summary.set_index("error")
     assert ours["AP50"].iloc[0] == pytest.approx(ref["ap_base"], abs=1e-9)
     assert dict(ours["count"]) == ref["counts"]
@@ -182,3 +192,84 @@ def test_tide_and_confusion_agree_with_hotcoco(case: str, tmp_path: Any) -> None
     cm = ev.confusion_matrix()
     table = instance_confusion(overlaps, category_ids=cm["cat_ids"], category_names=cm["cat_names"], score_threshold=0.0)
     assert table.iloc[:, 1:].to_numpy().tolist() == cm["matrix"].astype(int).tolist()
+
+
+# ---------------------------------------------------------------- peers: cocoapi's published example, and injected errors
+
+
+def _injected(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, seed: int = 0) -> list[dict[str, Any]]:
+    """Errors injected into a results list: dropped (Miss), relabelled (Cls), shifted (Loc), duplicated at a lower
+    score (Dupe) and, for boxes, copied onto another image (Bkg)."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    cats = sorted(c["id"] for c in gt["categories"])
+    image_ids = sorted(im["id"] for im in gt["images"])
+    out = []
+    for r in copy.deepcopy(results):
+        u = rng.random()
+        if u < 0.1:
+            continue
+        if u < 0.25:
+            r["category_id"] = int(rng.choice([c for c in cats if c != r["category_id"]]))
+        elif u < 0.4:
+            if iou_type == "bbox":
+                x, y, w, h = r["bbox"]
+                r["bbox"] = [x + 0.35 * w, y + 0.2 * h, w, h]
+            else:
+                m = mask_utils.decode(r["segmentation"])
+                rle = mask_utils.encode(np.asfortranarray(np.roll(m, max(1, int(0.35 * m.any(axis=0).sum())), axis=1)))
+                r["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+        out.append(r)
+        if rng.random() < 0.1:
+            out.append({**copy.deepcopy(r), "score": r["score"] * 0.8})
+        if rng.random() < 0.05 and iou_type == "bbox":
+            out.append({**copy.deepcopy(r), "image_id": int(rng.choice(image_ids)), "score": float(rng.random())})
+    return out
+
+
+def _peer_case(peers: Path, iou_type: str, injected: bool, tmp_path: Path) -> tuple[Path, dict[str, Any], Path, list[dict[str, Any]]]:
+    gt_path = peers / "faster_coco_eval" / "instances_val2014_100.json"
+    res_path = peers / "cocoapi" / f"instances_val2014_fake{iou_type}100_results.json"
+    gt, results = json.loads(gt_path.read_text()), json.loads(res_path.read_text())
+    if injected:
+        results = _injected(gt, results, iou_type)
+        res_path = tmp_path / "injected.json"
+        res_path.write_text(json.dumps(results))
+    return gt_path, gt, res_path, results
+
+
+@pytest.mark.parametrize("injected", [False, True], ids=["published", "injected"])
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_tide_default_is_tidecv_on_the_peer_example(peers: Path, iou_type: str, injected: bool, tmp_path: Path) -> None:
+    """cocoapi's 734 fake detections on 100 val2014 images (and the same with injected errors), tidecv live:
+    the default variant's counts, AP50 and dAP are tidecv's (its Miss dAP50 on boxes is 0.08524, where the
+    COCOeval-matched variant gives 0.10521)."""
+    tidecv = pytest.importorskip("tidecv")
+    gt_path, gt, res_path, results = _peer_case(peers, iou_type, injected, tmp_path)
+    tide = tidecv.TIDE()
+    mode = tidecv.TIDE.BOX if iou_type == "bbox" else tidecv.TIDE.MASK
+    tide.evaluate(tidecv.datasets.COCO(str(gt_path)), tidecv.datasets.COCOResult(str(res_path)), mode=mode, name="run")
+    summary, _ = tide_tables(image_overlaps(gt, results, iou_type=iou_type), category_ids=[c["id"] for c in gt["categories"]])
+    _assert_tidecv_summary(summary, tide.runs["run"], abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("injected", [False, True], ids=["published", "injected"])
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_tide_hotcoco_variant_is_hotcoco_on_the_peer_example(peers: Path, iou_type: str, injected: bool, tmp_path: Path) -> None:
+    """hotcoco live on the same sets: "hotcoco" gives its counts and every dAP; "coco-matches" differs only in
+    Miss, where hotcoco keeps a class whose GTs the fix removed as AP 0 (so its Cls dAP is the same)."""
+    pytest.importorskip("hotcoco")
+    _, gt, _, results = _peer_case(peers, iou_type, injected, tmp_path)
+    ref = _hotcoco_eval(gt, results, iou_type, tmp_path).tide_errors()
+    overlaps = image_overlaps(gt, results, iou_type=iou_type)
+    cats = [c["id"] for c in gt["categories"]]
+    ours = tide_tables(overlaps, category_ids=cats, variant="hotcoco")[0].set_index("error")
+    ours_coco = tide_tables(overlaps, category_ids=cats, variant="coco-matches")[0].set_index("error")
+    assert ours["AP50"].iloc[0] == pytest.approx(ref["ap_base"], abs=1e-9)
+    assert dict(ours["count"]) == ref["counts"] == dict(ours_coco["count"])
+    for kind in ours.index:
+        assert ours.loc[kind, "dAP50"] == pytest.approx(ref["delta_ap"][kind], abs=1e-9), kind
+        if kind != "Miss":
+            assert ours_coco.loc[kind, "dAP50"] == ours.loc[kind, "dAP50"], kind
+    assert ours_coco.loc["Miss", "dAP50"] > ours.loc["Miss", "dAP50"] + 1e-3

@@ -45,6 +45,10 @@ BAD_COUNTS = [
     pytest.param("5o", "corrupt", id="cut-off-run"),  # 'o' carries the continuation bit and ends the string
     pytest.param("@", "corrupt", id="negative-run"),  # "@" = 16: one 5-bit chunk with the sign bit set
     pytest.param("é", "corrupt", id="non-ascii"),
+    # "?aZ2" is a valid 40x60 string (15 background pixels, then foreground); with its "?" a lone surrogate,
+    # which pycocotools' _frString refuses, it was once read as "?" (str.encode's "replace") and scored
+    pytest.param("\udc80aZ2", "corrupt", id="lone-surrogate"),
+    pytest.param("?aZ2\ud800", "corrupt", id="trailing-surrogate"),
     pytest.param(mask_utils.encode(np.zeros((H, W + 1, 1), dtype=np.uint8, order="F"))[0]["counts"].decode(), "not 2400",
                  id="another-image-size"),
 ]
