@@ -13,6 +13,11 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml setup.py evaluators/_kernel.c | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[test]'
+	# Reference implementations the tests compare against, live. tidecv 1.0.1 declares opencv-python, which would
+	# install a second cv2 over opencv-python-headless's, so it goes in without its declared dependencies (numpy,
+	# pandas, matplotlib and pycocotools are ours already; appdirs and seaborn are what it imports besides).
+	$(BIN)/python -m pip install "hotcoco==1.3.0"
+	$(BIN)/python -m pip install --no-deps "tidecv==1.0.1" "appdirs>=1.4" "seaborn>=0.13"
 	touch $(STAMP)
 
 install: $(STAMP)
