@@ -145,7 +145,8 @@ def load_source(dataset: str | os.PathLike[str], *, report: ConversionReport, im
             report.add(file=where, severity="error", code="invalid_category", message=f"categories[{k}]: needs a positive int id and a name; skipped")
             continue
         if c["id"] in cats or c["name"] in cats.values():
-            report.add(file=where, severity="error", code="duplicate_category", message=f"categories[{k}]: id {c['id']} or name {c['name']!r} listed twice; skipped")
+            report.add(file=where, severity="error", code="duplicate_category",
+                       message=f"categories[{k}]: id {c['id']} or name {c['name']!r} listed twice; skipped")
             continue
         cats[c["id"]] = c["name"]
     image_rows: dict[int, dict[str, Any]] = {}
@@ -182,7 +183,8 @@ def load_source(dataset: str | os.PathLike[str], *, report: ConversionReport, im
                 continue
         if bbox is None:
             if mask is None:
-                report.add(file=where, severity="error", code="invalid_bbox", message=f"{label} of {im['file_name']}: no usable bbox and no segmentation; not exported")
+                report.add(file=where, severity="error", code="invalid_bbox",
+                           message=f"{label} of {im['file_name']}: no usable bbox and no segmentation; not exported")
                 continue
             from segpipe.converters.coco import mask_bbox
 
