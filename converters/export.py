@@ -189,7 +189,7 @@ def load_source(dataset: str | os.PathLike[str], *, report: ConversionReport, im
             from segpipe.converters.coco import mask_bbox
 
             bbox = list(mask_bbox(mask))
-        attrs = ann.get("attributes") if isinstance(ann.get("attributes"), dict) else {}
+        attrs: dict[str, Any] = ann["attributes"] if isinstance(ann.get("attributes"), dict) else {}
         objects[image_id].append(ExportObject(annotation_id=int(ann_id) if isinstance(ann_id, int) else -1, category=cats[cat],
             bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])), mask=mask, polygons=polygons,
             iscrowd=bool(ann.get("iscrowd", 0)), attributes=attrs))

@@ -80,7 +80,8 @@ def cvat_document(labels: Sequence[str], images: Sequence[tuple[str, int, int, S
         im = SubElement(root, "image", {"id": str(i), "name": name, "width": str(width), "height": str(height)})
         im.extend(shapes)
     indent(root, space="  ")
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"
+    body: bytes = tostring(root, encoding="utf-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body + b"\n"
 
 
 def export_cvat(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *, images: Path | None = None, **_: Any) -> ConversionReport:

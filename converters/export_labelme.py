@@ -46,7 +46,7 @@ def object_shapes(o: ExportObject, *, image: ExportImage, report: ConversionRepo
 
 
 def labelme_document(image: ExportImage, shapes: list[dict[str, Any]], *, image_path: str) -> str:
-    doc = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
+    doc: dict[str, Any] = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
            "imageHeight": image.height, "imageWidth": image.width}
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 

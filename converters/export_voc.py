@@ -53,7 +53,8 @@ def voc_xml(image: ExportImage, objects: list[ExportObject], *, depth: int) -> b
         for tag, value in (("xmin", x), ("ymin", y), ("xmax", x + w), ("ymax", y + h)):
             SubElement(box, tag).text = fmt(value)
     indent(root, space="  ")
-    return tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"
+    data: bytes = tostring(root, encoding="utf-8", xml_declaration=False)
+    return data + b"\n"
 
 
 def palette_png(indices: np.ndarray) -> bytes:

@@ -55,8 +55,7 @@ def yolo_lines(image: ExportImage, *, names: dict[str, int], task: str, report: 
             if o.polygons is None:
                 iou = mask_iou(polygons_mask([flat], width=image.width, height=image.height), o.mask)
                 if iou < 1.0:
-                    severity = "warning" if iou < OUTLINE_WARN_IOU else "info"
-                    report.add(file=image.file_name, severity=severity, code="outline_approximation",
+                    report.add(file=image.file_name, severity="warning" if iou < OUTLINE_WARN_IOU else "info", code="outline_approximation",
                         message=f"annotation {o.annotation_id} ({o.category}): a YOLO polygon cannot hold its holes; "
                                 f"the outline's IoU with the mask is {iou:.4f}")
         lines.append(" ".join([str(c), *_normalised(flat, width=image.width, height=image.height)]))

@@ -100,7 +100,8 @@ def _finding_text(findings: Sequence[Mapping[str, Any]]) -> str:
     return " | ".join(f"{f['check']} ({float(f['score']):.2f}): {f['message']}" for f in findings)
 
 
-def _pred_objects(predictions: Sequence[Mapping[str, Any]], image: ExportImage, categories: Mapping[int, str], min_score: float) -> list[tuple[float, ExportObject]]:
+def _pred_objects(predictions: Sequence[Mapping[str, Any]], image: ExportImage, categories: Mapping[int, str],
+                  min_score: float) -> list[tuple[float, ExportObject]]:
     """The image's predictions at or above `min_score`, as objects (masks decoded), best first."""
     from segpipe.converters.export import decode_segmentation
 
@@ -128,8 +129,8 @@ def _pred_objects(predictions: Sequence[Mapping[str, Any]], image: ExportImage, 
 
 def _iou(a: ExportObject, b: ExportObject) -> float:
     if a.mask is not None and b.mask is not None:
-        union = int(np.count_nonzero(a.mask | b.mask))
-        return float(np.count_nonzero(a.mask & b.mask)) / union if union else 0.0
+        pixels = int(np.count_nonzero(a.mask | b.mask))
+        return float(np.count_nonzero(a.mask & b.mask)) / pixels if pixels else 0.0
     ax, ay, aw, ah = a.bbox
     bx, by, bw, bh = b.bbox
     ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
@@ -587,13 +588,14 @@ def apply_relabel(task: str | os.PathLike[str], dataset: str | os.PathLike[str],
 RELABEL_DIR = "relabel"
 
 
-def audit_relabel_task(dataset: Path, findings: pd.DataFrame, audit_dir: Path, *, fmt: str, pred: Path | None, min_score: float) -> str:
+def audit_relabel_task(dataset: Path, findings: pd.DataFrame, audit_dir: Path, *, fmt: str, pred: Path | None, min_score: float,
+                       suggest_min_score: float | None = None) -> str:
     """`segpipe audit --relabel FMT`: the task in AUDIT_DIR/relabel/; returns the line the command prints."""
     from segpipe.evaluators.audit import read_predictions
 
     predictions = read_predictions(pred) if pred is not None else None
     out = Path(audit_dir) / RELABEL_DIR
-    tasks = write_relabel_task(dataset, findings, out, fmt=fmt, predictions=predictions, min_score=min_score)
+    tasks = write_relabel_task(dataset, findings, out, fmt=fmt, predictions=predictions, min_score=min_score, suggest_min_score=suggest_min_score)
     n = sum(len(t.suggestions) + len(t.delete) for t in tasks)
     return (f"wrote the {fmt} relabel task to {out}: {len(tasks)} flagged image(s), {n} suggestion(s); "
             f"after fixing it: segpipe relabel apply {out} --dataset {dataset} -o FIXED")
