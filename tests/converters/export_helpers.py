@@ -60,8 +60,10 @@ class Comparison:
         return min(self.mask_ious) if self.mask_ious else 1.0
 
 
-def compare(original: Path, back: Path, *, prefix: str = "", boxes_only: bool = False) -> Comparison:
-    """Image by image, object by object (annotation order), pycocotools reading both files."""
+def compare(original: Path, back: Path, *, prefix: str = "", boxes_only: bool = False, mask_boxes: bool = True) -> Comparison:
+    """Image by image, object by object (annotation order), pycocotools reading both files. `mask_boxes=False`:
+    the boxes of masked objects are not compared (a COCO file may box a polygon by its vertices, segpipe's
+    converters box the rasterised pixels); their masks are."""
     a, b = load(original), load(back)
     result = Comparison()
     cats_a = [c["name"] for c in sorted(a.dataset["categories"], key=lambda c: c["id"])]
@@ -88,7 +90,8 @@ def compare(original: Path, back: Path, *, prefix: str = "", boxes_only: bool = 
             result.objects += 1
             if name_a[x["category_id"]] != name_b[y["category_id"]]:
                 result.problems.append(f"{im['file_name']} ann {x['id']}: category {name_a[x['category_id']]} -> {name_b[y['category_id']]}")
-            result.box_max_error = max(result.box_max_error, float(np.abs(np.subtract(x["bbox"], y["bbox"])).max()))
+            if mask_boxes or boxes_only or "segmentation" not in x:
+                result.box_max_error = max(result.box_max_error, float(np.abs(np.subtract(x["bbox"], y["bbox"])).max()))
             if boxes_only or "segmentation" not in x:
                 continue
             ma, mb = a.annToMask(x).astype(bool), b.annToMask(y).astype(bool)
