@@ -167,6 +167,7 @@ def run_loop(work: Path, *, fmt: str, clean: Path, pred: Path, injected: list[In
         "task_images": [t.image.file_name for t in tasks],
         "accepted": accepted,
         "changes": result.changes,
+        "stale_semantic_maps": result.stale_semantic_maps,
         "found_before": flagged(before, injected, min_score=TASK_MIN_SCORE),
         "found_after": flagged(after, injected, min_score=TASK_MIN_SCORE),
         "findings_before": before[before["score"] >= TASK_MIN_SCORE]["check"].value_counts().to_dict(),

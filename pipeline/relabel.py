@@ -423,6 +423,7 @@ class ApplyResult:
     changes: pd.DataFrame
     images: int  # flagged images replaced
     conversion_rows: tuple[Any, ...]
+    stale_semantic_maps: int = 0  # changed images whose copied semantic/ label map still shows the old labels
 
 
 def _read_task(task: Path, fmt: str) -> tuple[dict[str, Any], tuple[Any, ...]]:
@@ -452,6 +453,14 @@ def _mask(ann: Mapping[str, Any], height: int, width: int) -> np.ndarray | None:
     if seg in (None, [], {}):
         return None
     return decode_segmentation(seg, width=width, height=height)[0]
+
+
+def _as_outlined(old: np.ndarray, new: np.ndarray) -> bool:
+    """True when `new` is `old` as the LabelMe task drew it (holes filled): an untouched shape, not a reshape."""
+    from segpipe.converters.export_geometry import mask_outlines, polygons_mask
+
+    outlines, holes = mask_outlines(old)
+    return bool(holes) and bool((polygons_mask(outlines, width=old.shape[1], height=old.shape[0]) == new).all())
 
 
 def apply_relabel(task: str | os.PathLike[str], dataset: str | os.PathLike[str], out: str | os.PathLike[str]) -> ApplyResult:
@@ -528,7 +537,7 @@ def apply_relabel(task: str | os.PathLike[str], dataset: str | os.PathLike[str],
             if old_mask is not None and new_mask is not None:
                 union = int(np.count_nonzero(old_mask | new_mask))
                 iou = float(np.count_nonzero(old_mask & new_mask)) / union if union else 1.0
-                same_shape = bool((old_mask == new_mask).all())
+                same_shape = bool((old_mask == new_mask).all()) or (fmt == "labelme" and _as_outlined(old_mask, new_mask))
             else:
                 iou, same_shape = None, same_box and (old_mask is None) == (new_mask is None)
             if label == old_label and same_shape:
@@ -582,7 +591,9 @@ def apply_relabel(task: str | os.PathLike[str], dataset: str | os.PathLike[str],
     atomic_write_bytes(out / INSTANCES_FILE, dumps_coco(fixed))
     table = pd.DataFrame(changes, columns=list(CHANGE_COLUMNS))
     write_table(out, CHANGES_TABLE, table, parquet=False)
-    return ApplyResult(changes=table, images=len(replacement), conversion_rows=tuple(rows))
+    changed = set(table.loc[table["change"] != "suggestion_dropped", "file_name"])
+    stale = sum((out / "semantic" / f"{PurePosixPath(name).stem}.png").is_file() for name in changed) if dataset.is_dir() else 0
+    return ApplyResult(changes=table, images=len(replacement), conversion_rows=tuple(rows), stale_semantic_maps=stale)
 
 
 RELABEL_DIR = "relabel"

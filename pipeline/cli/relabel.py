@@ -44,6 +44,9 @@ def apply(task: Path, dataset: Path, out: Path) -> None:
     counts = result.changes["change"].value_counts()
     listed = ", ".join(f"{int(counts.get(c, 0))} {c}" for c in ("added", "removed", "relabelled", "reshaped", "suggestion_dropped"))
     click.echo(f"applied {result.images} image(s) of {task} -> {out}: {listed} ({out / 'relabel_changes.csv'})")
+    if result.stale_semantic_maps:
+        click.echo(f"warning: {out / 'semantic'}: the label maps of {result.stale_semantic_maps} changed image(s) are DATASET's, "
+                   "not redrawn from the fixed annotations; `segpipe evaluate semantic` on them scores the old labels", err=True)
     raise SystemExit(EXIT_OK)
 
 

@@ -47,6 +47,7 @@ def test_loop_fixes_the_injected_errors(bench: ModuleType, prepared: tuple, fmt:
         ("added", by_kind["delete"].image_id), ("reshaped", by_kind["shift"].image_id),
         ("reshaped", by_kind["grow"].image_id), ("removed", by_kind["spurious"].image_id)])
     assert set(applied.loc[applied["change"] == "removed", "annotation_id"]) == {by_kind["spurious"].annotation_id}
+    assert r["stale_semantic_maps"] == 4  # the copied trimap-based maps of the four changed images, said so
     for e in injected:  # every injected image's labels are closer to the clean ones
         assert r["label_iou_after"][e.image_id] > r["label_iou_before"][e.image_id] + 0.1
         assert r["label_iou_after"][e.image_id] >= 0.8

@@ -177,3 +177,31 @@ def test_cli_audit_relabel_accept_apply(dataset: tuple[Path, Path], tmp_path: Pa
     assert applied.exit_code == 0, applied.output
     assert "1 added, 1 removed, 1 relabelled, 1 reshaped" in applied.output
     assert (tmp_path / "fixed" / "relabel_changes.csv").is_file() and (tmp_path / "fixed" / "dataset.json").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "labelme"])
+def test_task_is_byte_identical_on_rerun(dataset: tuple[Path, Path], tmp_path: Path, fmt: str) -> None:
+    gt, results = dataset
+    findings = model_findings(gt, results)
+    for name in ("a", "b"):
+        write_relabel_task(gt, findings, tmp_path / name, fmt=fmt, predictions=json.loads(results.read_text()))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_labelme_filled_hole_of_an_untouched_shape_is_not_a_reshape(tmp_path: Path) -> None:
+    """LabelMe polygons cannot hold holes: a shape read back as its filled outline was not edited."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / "a.png")
+    ring = square(5, 5, 30, 30) & ~square(12, 12, 20, 20)
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": W, "height": H}], "annotations": [ann(1, 1, 1, ring)],
+            "categories": [{"id": 1, "name": "a", "supercategory": ""}]}
+    (root / "instances.json").write_bytes(dumps_coco(coco))
+    findings = pd.DataFrame([{"check": "area_outlier", "severity": "warning", "image_id": 1, "file_name": "a.png", "annotation_id": 1,
+                              "category": "a", "score": 0.7, "message": "large"}])
+    write_relabel_task(root, findings, tmp_path / "task", fmt="labelme")
+    result = apply_relabel(tmp_path / "task", root, tmp_path / "fixed")
+    assert result.changes.empty
+    assert (tmp_path / "fixed" / "instances.json").read_bytes() == (root / "instances.json").read_bytes()
