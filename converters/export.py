@@ -226,6 +226,20 @@ def exportable(image: ExportImage, *, report: ConversionReport, fmt_name: str) -
     return kept
 
 
+def report_unheld_attributes(source: ExportSource, *, held: frozenset[str] | None, fmt_name: str, report: ConversionReport) -> None:
+    """One info row per annotation attribute the format has no place for (`held` None: every scalar one is
+    written), with how many annotations carry it: said once, not per object."""
+    counts: dict[str, int] = {}
+    for im in source.images:
+        for o in im.objects:
+            for name, value in o.attributes.items():
+                if (held is None and isinstance(value, (dict, list))) or (held is not None and name not in held):
+                    counts[name] = counts.get(name, 0) + 1
+    for name, n in sorted(counts.items()):
+        report.add(file=str(source.annotations_file), severity="info", code="attribute_not_exported",
+                   message=f"attribute {name!r} of {n} annotation(s): {fmt_name} has no place for it; not written")
+
+
 def unique_stems(images: Sequence[ExportImage], *, report: ConversionReport, key: Callable[[str], str]) -> list[ExportImage]:
     """Images whose annotation file name (`key` of file_name) is free: the second image that would write the same
     annotation file (a.jpg and a.png in one folder) is a row, not an overwrite."""
@@ -259,8 +273,9 @@ class Exporter:
     name: str
     module: str
     function: str
-    reader: str
+    reader: str  # the `segpipe convert` command line that reads OUT back, "{out}" standing for OUT
     summary: str
+    held_attributes: frozenset[str] = frozenset()  # annotation attributes the format has a place for
 
     def write(self, dataset: Path, out: Path, **options: Any) -> ConversionReport:
         import importlib
@@ -271,13 +286,17 @@ class Exporter:
 
 EXPORTERS: Mapping[str, Exporter] = {
     e.name: e for e in (
-        Exporter("yolo", "segpipe.converters.export_yolo", "export_yolo", "yolo",
+        Exporter("yolo", "segpipe.converters.export_yolo", "export_yolo", "yolo {out}",
                  "Ultralytics layout: images/, labels/*.txt (boxes `c cx cy w h`, masks as polygons `c x y ...`), data.yaml"),
-        Exporter("voc", "segpipe.converters.export_voc", "export_voc", "voc",
-                 "LabelImg XML in Annotations/, JPEGImages/, classes.txt; SegmentationClass/ and SegmentationObject/ PNGs for masks"),
-        Exporter("labelme", "segpipe.converters.export_labelme", "export_labelme", "labelme",
-                 "One LabelMe JSON beside each image: rectangles, polygons (one group per object); classes.txt"),
-        Exporter("cvat", "segpipe.converters.export_cvat", "export_cvat", "cvat",
+        Exporter("voc", "segpipe.converters.export_voc", "export_voc",
+                 "voc {out}/Annotations --images {out}/JPEGImages --classes {out}/classes.txt (masks: "
+                 "segpipe convert voc-seg {out} --classes {out}/segmentation_classes.txt)",
+                 "LabelImg XML in Annotations/, JPEGImages/, classes.txt; SegmentationClass/ and SegmentationObject/ PNGs for masks",
+                 frozenset({"truncated", "difficult", "occluded", "pose", "voc_object_index"})),
+        Exporter("labelme", "segpipe.converters.export_labelme", "export_labelme", "labelme {out} --classes {out}/classes.txt",
+                 "One LabelMe JSON beside each image: rectangles, polygons (one group per object); classes.txt",
+                 frozenset({"flags", "description", "group_id"})),
+        Exporter("cvat", "segpipe.converters.export_cvat", "export_cvat", "cvat {out}",
                  "CVAT for images 1.1: annotations.xml (boxes, polygons, masks as CVAT's RLE: exact) + images/"),
     )
 }

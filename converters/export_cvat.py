@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from xml.etree.ElementTree import Element, SubElement, indent, tostring
 
 from segpipe.converters.atomic_write import atomic_write_bytes
-from segpipe.converters.export import ExportObject, copy_image, exportable, finish, fmt, load_source
+from segpipe.converters.export import ExportObject, copy_image, exportable, finish, fmt, load_source, report_unheld_attributes
 from segpipe.converters.export_geometry import cvat_rle
 from segpipe.converters.report import ConversionReport
 
@@ -89,6 +89,7 @@ def export_cvat(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *,
     out = Path(out)
     report = ConversionReport()
     source = load_source(dataset, report=report, images=images)
+    report_unheld_attributes(source, held=None, fmt_name="CVAT", report=report)
     entries = []
     for image in (im for im in source.images if im.path is not None):
         copy_image(image, out / "images" / image.file_name)

@@ -18,7 +18,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
 from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.export import ExportImage, ExportObject, copy_image, exportable, finish, load_source, stem_path, unique_stems
+from segpipe.converters.export import (
+    EXPORTERS, ExportImage, ExportObject, copy_image, exportable, finish, load_source, report_unheld_attributes, stem_path, unique_stems,
+)
 from segpipe.converters.export_geometry import mask_iou, mask_outlines, polygons_mask
 from segpipe.converters.report import ConversionReport
 
@@ -45,6 +47,10 @@ def object_shapes(o: ExportObject, *, image: ExportImage, report: ConversionRepo
     return [{**base, "shape_type": "polygon", "points": [[float(p[i]), float(p[i + 1])] for i in range(0, len(p), 2)]} for p in polys]
 
 
+def _flags(value: Any) -> dict[str, bool]:
+    return {str(k): v for k, v in value.items() if isinstance(v, bool)} if isinstance(value, dict) else {}
+
+
 def labelme_document(image: ExportImage, shapes: list[dict[str, Any]], *, image_path: str) -> str:
     doc: dict[str, Any] = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
            "imageHeight": image.height, "imageWidth": image.width}
@@ -56,9 +62,12 @@ def export_labelme(dataset: str | os.PathLike[str], out: str | os.PathLike[str],
     out = Path(out)
     report = ConversionReport()
     source = load_source(dataset, report=report, images=images)
+    report_unheld_attributes(source, held=EXPORTERS["labelme"].held_attributes, fmt_name="LabelMe", report=report)
     for image in unique_stems([im for im in source.images if im.path is not None], report=report, key=lambda f: stem_path(f, ".json")):
         copy_image(image, out / image.file_name)
-        shapes = [s for o in exportable(image, report=report, fmt_name="LabelMe") for s in object_shapes(o, image=image, report=report)]
+        shapes = [s for o in exportable(image, report=report, fmt_name="LabelMe")
+                  for s in object_shapes(o, image=image, report=report, description=str(o.attributes.get("description", "")),
+                                         flags=_flags(o.attributes.get("flags")))]
         atomic_write_text(out / stem_path(image.file_name, ".json"), labelme_document(image, shapes, image_path=PurePosixPath(image.file_name).name))
     atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in source.categories))
     return finish(out, report)

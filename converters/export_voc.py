@@ -25,7 +25,9 @@ from xml.etree.ElementTree import Element, SubElement, indent, tostring
 import numpy as np
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.export import ExportImage, ExportObject, copy_image, exportable, finish, fmt, load_source, stem_path, unique_stems
+from segpipe.converters.export import (
+    EXPORTERS, ExportImage, ExportObject, copy_image, exportable, finish, fmt, load_source, report_unheld_attributes, stem_path, unique_stems,
+)
 from segpipe.converters.report import ConversionReport
 
 MAX_INDEX = 254  # 255 is VOC's void/border value
@@ -45,8 +47,10 @@ def voc_xml(image: ExportImage, objects: list[ExportObject], *, depth: int) -> b
     for o in objects:
         obj = SubElement(root, "object")
         SubElement(obj, "name").text = o.category
-        SubElement(obj, "pose").text = "Unspecified"
+        SubElement(obj, "pose").text = str(o.attributes.get("pose") or "Unspecified")
         SubElement(obj, "truncated").text = "1" if o.attributes.get("truncated") else "0"
+        if "occluded" in o.attributes:
+            SubElement(obj, "occluded").text = "1" if o.attributes["occluded"] else "0"
         SubElement(obj, "difficult").text = "1" if o.attributes.get("difficult") else "0"
         box = SubElement(obj, "bndbox")
         x, y, w, h = o.bbox
@@ -108,6 +112,7 @@ def export_voc(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     report = ConversionReport()
     source = load_source(dataset, report=report, images=images)
     class_index = {n: i for i, n in enumerate(source.categories, start=1)}
+    report_unheld_attributes(source, held=EXPORTERS["voc"].held_attributes, fmt_name="VOC", report=report)
     seg_names: dict[str, str] = {}
     for image in unique_stems([im for im in source.images if im.path is not None], report=report, key=lambda f: stem_path(f, ".xml")):
         assert image.path is not None

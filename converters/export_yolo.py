@@ -18,7 +18,9 @@ from typing import Any
 
 from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.errors import OptionError
-from segpipe.converters.export import ExportImage, copy_image, exportable, finish, fmt, load_source, stem_path, unique_stems
+from segpipe.converters.export import (
+    ExportImage, copy_image, exportable, finish, fmt, load_source, report_unheld_attributes, stem_path, unique_stems,
+)
 from segpipe.converters.export_geometry import bridged, mask_iou, mask_outlines, polygons_mask
 from segpipe.converters.report import ConversionReport
 
@@ -79,6 +81,7 @@ def export_yolo(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *,
     report = ConversionReport()
     source = load_source(dataset, report=report, images=images)
     names = {n: i for i, n in enumerate(source.categories)}
+    report_unheld_attributes(source, held=frozenset(), fmt_name="YOLO", report=report)
     for image in unique_stems([im for im in source.images if im.path is not None], report=report, key=lambda f: stem_path(f, ".txt")):
         copy_image(image, out / "images" / image.file_name)
         atomic_write_text(out / "labels" / stem_path(image.file_name, ".txt"), yolo_lines(image, names=names, task=task, report=report))

@@ -41,5 +41,5 @@ def export(fmt: str, dataset: Path, out: Path, images: Path | None, yolo_task: s
         raise click.UsageError(str(err)) from err
     c = report.counts()
     click.echo(f"exported {dataset} as {fmt} -> {out}; {c['error']} error(s), {c['warning']} warning(s), {c['info']} info row(s) "
-               f"in {out / EXPORT_REPORT_FILE}; read it back with `segpipe convert {exporter.reader} {out}`")
+               f"in {out / EXPORT_REPORT_FILE}; read it back with `segpipe convert {exporter.reader.format(out=out)}`")
     raise SystemExit(EXIT_SKIPPED_ERRORS if report.has_errors else EXIT_OK)
