@@ -75,7 +75,8 @@ class TaskImage:
 
 
 def _clean(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+    """A findings cell as plain JSON: NaN, None and pandas' NA (nullable integer columns) are None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     if isinstance(value, (np.integer,)):
         return int(value)

@@ -205,3 +205,13 @@ def test_labelme_filled_hole_of_an_untouched_shape_is_not_a_reshape(tmp_path: Pa
     result = apply_relabel(tmp_path / "task", root, tmp_path / "fixed")
     assert result.changes.empty
     assert (tmp_path / "fixed" / "instances.json").read_bytes() == (root / "instances.json").read_bytes()
+
+
+def test_findings_with_nullable_integer_columns() -> None:
+    """findings.parquet read back gives pandas' nullable Int64 columns: missing ids are NA, not NaN."""
+    from segpipe.relabel import _finding_records
+
+    frame = pd.DataFrame({"check": ["x", "y"], "severity": ["warning"] * 2, "image_id": pd.array([1, None], dtype="Int64"),
+                          "annotation_id": pd.array([None, 3], dtype="Int64"), "category": ["a", "b"], "score": [0.5, 0.4], "message": ["m", "n"]})
+    assert _finding_records(frame) == [{"check": "x", "severity": "warning", "image_id": 1, "annotation_id": None, "category": "a",
+                                        "score": 0.5, "message": "m"}]
