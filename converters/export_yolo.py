@@ -2,7 +2,7 @@
 
     OUT/images/<file_name>          the images, copied
     OUT/labels/<file_name>.txt      one line per object: `c cx cy w h` (a box) or `c x0 y0 x1 y1 ...` (a mask's outline)
-    OUT/data.yaml                   `path`, `train`, `names` (Ultralytics, https://docs.ultralytics.com/datasets/segment/)
+    OUT/data.yaml                   `train`, `val`, `nc`, `names` (Ultralytics, https://docs.ultralytics.com/datasets/segment/)
 
 Coordinates are normalised by the image size and printed by `repr`, so boxes read back to 1e-6 px (the
 reader's rounding). Masks become their pixel-edge outline; an object in several parts becomes one polygon
@@ -69,7 +69,10 @@ def data_yaml(names: tuple[str, ...]) -> str:
 
     # JSON strings are valid YAML scalars: names with ':' or quotes stay intact.
     body = "".join(f"  {i}: {json.dumps(n, ensure_ascii=False)}\n" for i, n in enumerate(names))
-    return f"path: .\ntrain: images\nval: images\nnc: {len(names)}\nnames:\n{body}"
+    # No `path:` key: Ultralytics then resolves `train`/`val` against the yaml's own folder; a relative `path: .`
+    # would be resolved against the working directory or its datasets_dir instead (`check_det_dataset` in
+    # https://github.com/ultralytics/ultralytics/blob/main/ultralytics/data/utils.py).
+    return f"train: images\nval: images\nnc: {len(names)}\nnames:\n{body}"
 
 
 def export_yolo(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *, task: str = "segment", images: Path | None = None,
