@@ -38,6 +38,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                        "Generate the sample, evaluate the shipped U-Net checkpoints on it and print the leaderboard."),
     "compare": Subcommand("segpipe.cli.compare", "compare",
                           "Compare two models' predictions on one dataset: deltas per class and per image, paired bootstrap"),
+    "export": Subcommand("segpipe.cli.export", "export", "Export DATASET (a converted dataset dir, or a COCO json with its images) to FORMAT: yolo"),
+    "relabel": Subcommand("segpipe.cli.relabel", "relabel", "Read a relabel task's fixes back into the dataset."),
 }
 
 

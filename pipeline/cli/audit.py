@@ -61,7 +61,14 @@ def format_audit_summary(findings: pd.DataFrame, summary: pd.DataFrame, *, top: 
     help="Audit directory: findings.csv, summary.csv (+ .parquet). Created if missing.",
 )
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="How many top-scored findings to print.")
-def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
+@click.option("--relabel", "relabel", type=click.Choice(("cvat", "labelme")), default=None,
+              help="Also write OUT/relabel/: the flagged images as a CVAT or LabelMe task (findings attached, --pred's suggestions).")
+@click.option("--relabel-min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Only images with a finding scored at least this go into the relabel task.")
+@click.option("--relabel-suggest-min-score", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Only predictions scored at least this become suggestions in the relabel task.")
+def audit(dataset: Path, pred: Path | None, out: Path, top: int, relabel: str | None, relabel_min_score: float,
+          relabel_suggest_min_score: float) -> None:
     """Audit label quality of DATASET: a converted dataset dir (its conversion_report.csv rows are carried in)
     or any COCO json file with its images (in the json's folder or an images/ folder beside it).
 
@@ -101,3 +108,8 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int) -> None:
             gallery = replace(gallery, results=pred)
     page = render_audit_report(out, gallery=gallery)
     click.echo(f"wrote {path}, {out / (SUMMARY_TABLE + '.csv')} (+ parquet) and {page}")
+    if relabel is not None:
+        from segpipe.relabel import audit_relabel_task
+
+        click.echo(audit_relabel_task(dataset, result.findings, out, fmt=relabel, pred=pred, min_score=relabel_min_score,
+                                      suggest_min_score=relabel_suggest_min_score))
