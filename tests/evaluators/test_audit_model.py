@@ -90,7 +90,9 @@ def test_possibly_sloppy_outline() -> None:
     preds[0] = pred(1, rect(4, 4, 14, 24), 0.9)  # the model's object is half the labelled one: IoU 0.5
     f = model_findings(coco, preds)
     assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 1]]
-    assert f["score"].item() == pytest.approx(0.9 * 0.5)
+    # No other label of the class disagrees with the model: nothing discounts its confidence.
+    assert f["score"].item() == pytest.approx(0.9)
+    assert "IoU 0.50" in f["message"].item() and "label area 2.00x" in f["message"].item()
     preds[0] = pred(1, rect(4, 4, 23, 24), 0.9)  # IoU 0.95: a fine outline
     assert model_findings(coco, preds).empty
 
@@ -101,12 +103,55 @@ def test_scores_grow_with_confidence_and_shrink_with_overlap() -> None:
     sure = model_findings(coco, preds)["score"].item()
     unsure = model_findings(coco, preds[:2] + [{**preds[2], "score": 0.6}])["score"].item()
     assert sure > unsure
-    coco2, preds2 = coco_and_preds()
-    preds2[0] = pred(1, rect(4, 4, 14, 24), 0.9)
-    half = model_findings(coco2, preds2)["score"].item()
-    preds2[0] = pred(1, rect(4, 4, 18, 24), 0.9)
-    closer = model_findings(coco2, preds2)["score"].item()
-    assert half > closer
+
+
+
+def grid_dataset(n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """n images with one 12x12 cat each and a perfect confident prediction for it."""
+    boxes = [(8 + i % 7, 8 + i % 5, 20 + i % 7, 20 + i % 5) for i in range(n)]
+    coco = dataset([[(1, rect(*b))] for b in boxes])
+    preds = [pred(1, rect(*b), 0.9, image_id=i + 1) for i, b in enumerate(boxes)]
+    return coco, preds
+
+
+def shifted(p: dict[str, Any], dx: int) -> dict[str, Any]:
+    x0, y0, w, h = (int(v) for v in p["bbox"])
+    return pred(1, rect(x0 + dx, y0, x0 + dx + w, y0 + h), p["score"], image_id=p["image_id"])
+
+
+def test_the_models_ordinary_misplacement_sinks_and_a_rarer_disagreement_rises() -> None:
+    """Calibration: 4 of 40 predictions are misplaced by 4 px (the model's habit), one label is off by 8 px and
+    one is grown: the habit scores below both, and below its uncalibrated confidence."""
+    coco, preds = grid_dataset(40)
+    for k in range(4):
+        preds[k] = shifted(preds[k], 4)  # IoU 0.5: the model's own mistake, 10 % of the class
+    preds[10] = shifted(preds[10], 8)  # IoU 0.2: further off than any of the model's habits
+    x0, y0 = (int(v) for v in coco["annotations"][20]["bbox"][:2])
+    grown = rect(x0 - 4, y0 - 4, x0 + 16, y0 + 16)  # 20x20 label around a 12x12 object
+    coco["annotations"][20] = {**coco["annotations"][20], "segmentation": rle_of(grown), "area": float(grown.sum()),
+                               "bbox": [float(x0 - 4), float(y0 - 4), 20.0, 20.0]}
+    f = model_findings(coco, preds).set_index("annotation_id")["score"]
+    # p / e by hand for the 8 px shift: no other label is as far off on IoU (p = 0), so it keeps its evidence.
+    assert f[11] == pytest.approx(0.9)
+    # The grown label: no other label's area differs from the model's (p = 0 on the area ratio).
+    assert f[21] == pytest.approx(0.9) and "label area 2.78x" in model_findings(coco, preds).set_index("annotation_id").loc[21, "message"]
+    # Each habit: all 5 other outline disagreements are at least as strong (p = e = 5/39): score 0, not reported.
+    assert not any(k + 1 in f.index for k in range(4)), f.to_dict()
+
+
+def test_missing_scored_by_the_models_reliability_at_that_confidence() -> None:
+    """A confident unexplained detection counts as much as the model's detections at that confidence are right."""
+    coco, preds = grid_dataset(20)
+    extra = [pred(2, rect(40, 40, 52, 52), s, image_id=i + 1) for i, s in enumerate([0.6] * 4 + [0.96])]
+    f = model_findings(coco, preds + extra)
+    f = f[f["check"] == F.CHECK_POSSIBLY_MISSING].set_index("image_id")["score"]
+    # Dogs are never confirmed at 0.6 (reliability 0) but the lone 0.96 has no neighbour: all others count (0/4).
+    assert f.to_dict() == {}
+    extra[4] = pred(1, rect(40, 40, 52, 52), 0.91, image_id=5)  # a cat where cats at 0.85-0.95 are all right
+    f = model_findings(coco, preds + extra)
+    f = f[f["check"] == F.CHECK_POSSIBLY_MISSING]
+    assert f[["image_id", "category"]].values.tolist() == [[5, "cat"]]
+    assert f["score"].item() == pytest.approx(0.91)
 
 
 def test_prediction_order_does_not_change_findings() -> None:
