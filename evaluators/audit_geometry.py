@@ -32,7 +32,7 @@ IMBALANCE_RATIO = 10.0  # largest class / this class above this is flagged
 NEAR_DUPLICATE_IOU = 0.9  # above this a same-class pair is a duplicate whatever the dataset's habits
 # Between NEAR_DUPLICATE_MIN_IOU and NEAR_DUPLICATE_IOU a pair is a duplicate when the dataset's other overlapping
 # same-class pairs rarely overlap as much: at most DUPLICATE_TAIL of them (crowded classes overlap by nature).
-NEAR_DUPLICATE_MIN_IOU = 0.5
+NEAR_DUPLICATE_MIN_IOU = 0.75
 DUPLICATE_TAIL = 0.05
 # An image without any annotation is a finding while at most EMPTY_SHARE of the other images are empty too
 # (datasets with deliberate background images have many; COCO train2017 has about 1 %).

@@ -322,14 +322,15 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
                 continue
             e = (n_flagged - 1) / n_others if n_others > 0 else 0.0
             if ev.kind == F.CHECK_POSSIBLY_SLOPPY:
-                # Against the model's other outline disagreements: its ordinary misplacements are as common.
-                e = (n_outline - 1) / n_others if n_others > 0 else 0.0
                 shares = [
                     _tail_share(outline[:, f], flagged & ~np.isnan(outline[:, f]), float(outline[i, f]), self_flagged=True)
                     for f in TAIL_FEATURES
                     if not math.isnan(outline[i, f])
                 ]
                 p = min(shares, default=1.0)
+                # Against the model's outline disagreements with this class (this one counted: p / e < 1): its
+                # ordinary misplacements, as common as that, sink; rarer ones keep their evidence.
+                e = n_outline / len(group)
             elif ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS:
                 p = (int(np.count_nonzero(swaps == ev.other_category)) - 1) / n_others if n_others > 0 else 0.0
             else:
