@@ -135,8 +135,11 @@ def test_the_models_ordinary_misplacement_sinks_and_a_rarer_disagreement_rises()
     assert f[11] == pytest.approx(0.9)
     # The grown label: no other label's area differs from the model's (p = 0 on the area ratio).
     assert f[21] == pytest.approx(0.9) and "label area 2.78x" in model_findings(coco, preds).set_index("annotation_id").loc[21, "message"]
-    # Each habit: all 5 other outline disagreements are at least as strong (p = e = 5/39): score 0, not reported.
-    assert not any(k + 1 in f.index for k in range(4)), f.to_dict()
+    # Each habit: the 5 other outline disagreements are at least as strong on IoU (p = 5/39) out of the 6 of 40
+    # labels the model disagrees with on the outline (e = 6/40): little is left of its confidence.
+    habit = [f[k + 1] for k in range(4)]
+    assert habit == pytest.approx([0.9 * (1 - (5 / 39) / (6 / 40))] * 4)
+    assert max(habit) < 0.2 < 0.9 == pytest.approx(f[11])
 
 
 def test_missing_scored_by_the_models_reliability_at_that_confidence() -> None:
