@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
@@ -180,6 +180,7 @@ class _AnnEvidence:
     # Badness on each kind of outline evidence (larger = worse; NaN = not measured), for the per-class tails.
     outline: tuple[float, float, float, float] = (math.nan, math.nan, math.nan, math.nan)
     other_category: int = 0  # wrong class: the class the model sees
+    reasons: list[tuple[int, str]] = field(default_factory=list)  # (outline evidence index, text) past the fixed bounds
 
 
 @dataclass
@@ -234,19 +235,17 @@ def image_evidence(
                 ratio = a.area / pred_area[j] if pred_area[j] > 0 else math.inf
                 a_fill, p_fill = _fill(a.area, a.bbox), _fill(pred_area[j], preds[j].bbox)
                 boxy = use_masks and a_fill >= BOX_FILL and p_fill < MODEL_NOT_BOX_FILL
-                outline = (1 - s_iou, math.nan, abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf, a_fill - p_fill if boxy else math.nan)
-                reasons = []
+                outline = (1 - s_iou, 0.0 if use_masks else math.nan, abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf, a_fill - p_fill)
+                reasons: list[tuple[int, str]] = []
                 if s_iou < SLOPPY_IOU:
-                    reasons.append(f"IoU {s_iou:.2f} (< {SLOPPY_IOU})")
+                    reasons.append((0, f"IoU {s_iou:.2f} (< {SLOPPY_IOU})"))
                 if not 1 / SLOPPY_AREA_RATIO <= ratio <= SLOPPY_AREA_RATIO:
-                    reasons.append(f"label area {ratio:.2f}x the model's")
+                    reasons.append((2, f"label area {ratio:.2f}x the model's"))
                 if boxy:
-                    reasons.append(f"box-shaped label (fills {a_fill:.0%} of its box, the model's mask {p_fill:.0%})")
+                    reasons.append((3, f"box-shaped label (fills {a_fill:.0%} of its box, the model's mask {p_fill:.0%})"))
                 # The model's confidence is the evidence; how far apart the outlines are enters through p (rarity).
-                strength = 1.0
-                kind = F.CHECK_POSSIBLY_SLOPPY if reasons else ""
-                message = f"best {a.category!r} prediction (score {scores[j]:.2f}) disagrees with the outline: " + "; ".join(reasons)
-                out.append(_AnnEvidence(a, image, kind, float(scores[j] * strength), message, outline=outline))
+                message = f"best {a.category!r} prediction (score {scores[j]:.2f}) disagrees with the outline: "
+                out.append(_AnnEvidence(a, image, "", float(scores[j]), message, outline=outline, reasons=reasons))
                 if use_masks and s_iou < 1.0:
                     pending.append((len(out) - 1, g, j))
             elif top >= CONFIDENT:
@@ -268,26 +267,45 @@ def image_evidence(
             b_iou = pair_boundary_iou(a_masks[:, :, a_idx.index(g)], p_masks[:, :, p_idx.index(j)], width)
             ev.outline = (ev.outline[0], 1 - b_iou, ev.outline[2], ev.outline[3])
             if b_iou < SLOPPY_BOUNDARY_IOU:
-                reason = f"boundary IoU {b_iou:.2f} (< {SLOPPY_BOUNDARY_IOU})"
-                ev.kind = F.CHECK_POSSIBLY_SLOPPY
-                ev.message = ev.message + ("" if ev.message.endswith(": ") else "; ") + reason
+                ev.reasons.insert(1 if ev.reasons and ev.reasons[0][0] == 0 else 0, (1, f"boundary IoU {b_iou:.2f} (< {SLOPPY_BOUNDARY_IOU})"))
     max_gt_iou = iou.max(axis=0) if anns and preds else np.zeros(len(preds))
     pred_out = []
     for j, p in enumerate(preds):
         if not confident[j]:
             continue
         area = float(mask_utils.area(p.rle)) if p.rle is not None else p.bbox[2] * p.bbox[3]
-        speck = area < speck_area.get(p.category_id, 0.0)
-        unexplained = bool(~explained[j] & (max_gt_iou[j] < DUPLICATE_IOU)) and not speck
+        if area < speck_area.get(p.category_id, 0.0) and not explained[j]:
+            continue  # a speck: neither a missing object nor evidence of the model's reliability
+        unexplained = bool(~explained[j] & (max_gt_iou[j] < DUPLICATE_IOU))
         pred_out.append(_PredEvidence(p, image, unexplained, float(max_gt_iou[j])))
     return out, pred_out
 
 
-# Outline evidence whose per-class tail makes the p: IoU (overlap), area ratio (scale), box shape. Boundary IoU
-# is left out there: it moves with IoU, and a second overlap measure would double the model's misplacements'
-# chances to look rare; it sets the evidence's strength and flags outlines IoU alone passes.
-RELIABILITY_HALF_WIDTH = 0.05
-TAIL_FEATURES: tuple[int, ...] = (0, 2, 3)
+RELIABILITY_HALF_WIDTH = 0.05  # a reliability diagram's bin of width 0.1 around the detection's confidence
+# Outline evidence, per pair: 1 - IoU, 1 - boundary IoU, |log area ratio|, label's box fill - the model's. Each is
+# a reason when past its fixed bound above *and* an outlier among the class's matched pairs (modified z-score,
+# as the geometry checks use), so that a model whose outlines differ from every label the same way (a trimap's
+# unlabelled border band) raises nothing. The floors on the spread keep pixel noise from making outliers.
+OUTLINE_MIN_SPREAD: tuple[float, ...] = (0.02, 0.02, 0.05, 0.02)
+
+
+def _outline_outliers(group: Sequence[_AnnEvidence], outline: np.ndarray) -> list[list[int]]:
+    """Per member: the outline evidence that holds (a sloppy outline when any does); sets kind and message."""
+    from segpipe.evaluators.audit_geometry import MIN_INSTANCES_FOR_STATS, Z_THRESHOLD, robust_z
+
+    z = np.full(outline.shape, np.inf)
+    for f in range(outline.shape[1]):
+        have = np.isfinite(outline[:, f])
+        if int(np.count_nonzero(have)) >= MIN_INSTANCES_FOR_STATS:
+            z[have, f] = robust_z(outline[have, f], min_mad=OUTLINE_MIN_SPREAD[f])
+    out: list[list[int]] = []
+    for i, ev in enumerate(group):
+        held = [(f, text) for f, text in ev.reasons if z[i, f] > Z_THRESHOLD]
+        out.append([f for f, _ in held])
+        if held and not ev.kind:
+            ev.kind = F.CHECK_POSSIBLY_SLOPPY
+            ev.message = ev.message + "; ".join(text for _, text in held)
+    return out
 
 
 def _tail_share(values: np.ndarray, flagged: np.ndarray, value: float, *, self_flagged: bool) -> float:
@@ -311,22 +329,21 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
         by_cat[ev.ann.category_id].append(ev)
     for _cat, group in sorted(by_cat.items()):
         n_others = len(group) - 1
+        outline = np.array([ev.outline for ev in group], dtype=np.float64).reshape(len(group), 4)
+        reason_features = _outline_outliers(group, outline)
         kinds = np.array([ev.kind for ev in group], dtype=object)
         flagged = kinds != ""
         n_flagged = int(np.count_nonzero(flagged))
         n_outline = int(np.count_nonzero(kinds == F.CHECK_POSSIBLY_SLOPPY))
-        outline = np.array([ev.outline for ev in group], dtype=np.float64).reshape(len(group), 4)
         swaps = np.array([ev.other_category if ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS else 0 for ev in group])
         for i, ev in enumerate(group):
             if not ev.kind:
                 continue
             e = (n_flagged - 1) / n_others if n_others > 0 else 0.0
             if ev.kind == F.CHECK_POSSIBLY_SLOPPY:
-                shares = [
-                    _tail_share(outline[:, f], flagged & ~np.isnan(outline[:, f]), float(outline[i, f]), self_flagged=True)
-                    for f in TAIL_FEATURES
-                    if not math.isnan(outline[i, f])
-                ]
+                # IoU and boundary IoU are one kind of evidence (overlap): the IoU's tail when both disagree.
+                used = [f for f in reason_features[i] if not (f == 1 and 0 in reason_features[i])]
+                shares = [_tail_share(outline[:, f], flagged & ~np.isnan(outline[:, f]), float(outline[i, f]), self_flagged=True) for f in used]
                 p = min(shares, default=1.0)
                 # Against the model's outline disagreements with this class (this one counted: p / e < 1): its
                 # ordinary misplacements, as common as that, sink; rarer ones keep their evidence.

@@ -180,3 +180,30 @@ def test_malformed_predictions_raise(bad: dict[str, Any], field: str) -> None:
     coco, preds = coco_and_preds()
     with pytest.raises(EvaluationError, match=field):
         audit_dataset(coco, image_root=None, predictions=[{**preds[0], **bad}])
+
+
+def test_specks_are_not_missing_objects() -> None:
+    """A semantic model's stray pixels (connected components under SPECK_FRACTION of a cat) raise nothing; the
+    same prediction at a cat's size does."""
+    from segpipe.evaluators.audit_model import SPECK_FRACTION
+
+    coco, preds = grid_dataset(10)
+    speck = [pred(1, rect(40, 40, 41, 42), 0.9, image_id=1)]  # 2 px against 144 px cats: below 2 %
+    assert 2 < SPECK_FRACTION * 144 and model_findings(coco, preds + speck).empty
+    whole = [pred(1, rect(40, 40, 52, 52), 0.9, image_id=1)]
+    assert model_findings(coco, preds + whole)["check"].tolist() == [F.CHECK_POSSIBLY_MISSING]
+
+
+def test_a_model_whose_outlines_all_differ_the_same_way_raises_no_sloppy_outline() -> None:
+    """Every label is 2 px larger than the model's mask on each side (a trimap border the model leaves out):
+    IoU ~0.56 everywhere is the model's habit, not 12 sloppy labels; one label 6 px larger still stands out."""
+    coco, preds = grid_dataset(12)
+    preds = [pred(1, rect(int(p["bbox"][0]) + 2, int(p["bbox"][1]) + 2, int(p["bbox"][0]) + 10, int(p["bbox"][1]) + 10), 0.9,
+                  image_id=p["image_id"]) for p in preds]
+    assert model_findings(coco, preds).empty
+    x0, y0 = (int(v) for v in coco["annotations"][5]["bbox"][:2])
+    big = rect(x0 - 4, y0 - 4, x0 + 16, y0 + 16)
+    coco["annotations"][5] = {**coco["annotations"][5], "segmentation": rle_of(big), "area": float(big.sum()),
+                              "bbox": [float(x0 - 4), float(y0 - 4), 20.0, 20.0]}
+    f = model_findings(coco, preds)
+    assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 6]]
