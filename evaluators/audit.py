@@ -166,8 +166,8 @@ def audit_dataset(
     findings += near_duplicate_checks(prepared, images)
     findings += mask_shape_checks(prepared, images)
     if pet_layout is None and semantic_dir is None:  # the Pet checks report an empty trimap themselves
-        raw = [a for a in coco.get("annotations") or [] if isinstance(a, Mapping)]
-        findings += empty_image_checks({a.get("image_id") for a in raw if isinstance(a.get("image_id"), int)}, images)
+        annotated = {a["image_id"] for a in coco.get("annotations") or [] if isinstance(a, Mapping) and isinstance(a.get("image_id"), int)}
+        findings += empty_image_checks(annotated, images)
     if pet_layout is not None or semantic_dir is not None:
         layout = pet_layout or PetLayout()
         if semantic_dir is not None:

@@ -376,7 +376,7 @@ def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[in
         order = np.argsort(conf, kind="stable")
         sorted_conf, sorted_matched = conf[order], (~unexplained[order]).astype(np.int64)
         cum = np.concatenate([[0], np.cumsum(sorted_matched)])
-        for k, ev in enumerate(group):
+        for ev in group:
             if not ev.unexplained:
                 continue
             # Reliability at this confidence (a reliability diagram's bin of width 2 x RELIABILITY_HALF_WIDTH):
@@ -393,7 +393,8 @@ def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[in
                 continue
             box = ", ".join(f"{v:.1f}" for v in ev.pred.bbox)
             message = (f"confident {name!r} prediction (score {ev.pred.score:.2f}) at bbox [{box}] matches no annotation "
-                       f"(best IoU {ev.best_iou:.2f}) [{p:.1%} of the class's other detections within {RELIABILITY_HALF_WIDTH} of this score are unmatched, {e:.1%} at any score]")
+                       f"(best IoU {ev.best_iou:.2f}) [{p:.1%} of the class's other detections within {RELIABILITY_HALF_WIDTH} "
+                       f"of this score are unmatched, {e:.1%} at any score]")
             findings.append(make_finding(check=F.CHECK_POSSIBLY_MISSING, message=message, score=score, category=name,
                                          image_id=ev.image.id, file_name=ev.image.file_name))
     return findings
