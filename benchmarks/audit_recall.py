@@ -390,10 +390,11 @@ def run_rate(args: argparse.Namespace, n_images: int, repeats: int, model_errors
     }
     sub_preds = [p for p in preds if p["image_id"] in sub_ids]
     t = time.perf_counter()
-    cl = run_cleanlab(sub, sub_preds)
+    cl = run_cleanlab(sub, sub_preds) if n_cl > 0 else None
     cl_sem = run_cleanlab_semantic(sub, sub_preds, sorted(sub_ids)) if cl is not None else None
     if cl is None or cl_sem is None:
-        print(f"cleanlab: not importable here (pip install cleanlab to compare); segpipe image level: precision {ours[0]:.3f}, recall {ours[1]:.3f}")
+        why = "--cleanlab-images 0" if n_cl == 0 else "not importable here (pip install cleanlab to compare)"
+        print(f"cleanlab: {why}; segpipe image level: precision {ours[0]:.3f}, recall {ours[1]:.3f}")
         return {"recall": s["recall"], "precision": s["precision"]}
     cl_s = time.perf_counter() - t
     print(f"image level, first {n_cl} images, top {k_img} = 2 x (images with an injected error); cleanlab took {cl_s:.1f} s:")

@@ -55,6 +55,10 @@ SLOPPY_IOU = 0.8  # a confident same-class prediction below this IoU disagrees w
 DUPLICATE_IOU = 0.5  # an unexplained prediction this close to an annotation is a duplicate detection, not a miss
 AGREE_IOU = 0.5  # COCO's match threshold: below it the model disagrees with the annotation
 SLOPPY_BOUNDARY_IOU = 0.5  # boundary IoU below this: the outlines run apart by more than half the band
+# Boundary IoU is measured below this IoU only: for the outline bands to overlap less than half, boundaries
+# must part by ~d/2 (d = 2 % of the diagonal); on a disc of radius R <= half the diagonal that costs IoU
+# 1 - 2 (d / 2) / R <= 0.96. Above, decoding the masks buys nothing.
+BOUNDARY_MAX_IOU = 0.96
 SLOPPY_AREA_RATIO = 1.25  # label area / predicted area beyond 1.25x either way: grown or shrunk outline
 BOX_FILL = 0.97  # a label filling >= 97 % of its box is box-shaped...
 MODEL_NOT_BOX_FILL = 0.9  # ...and suspicious when the model's mask fills less than 90 % of its own box
@@ -149,19 +153,24 @@ def _best(values: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return masked[np.arange(len(values)), idx], idx
 
 
-def pair_boundary_iou(gt: np.ndarray, pred: np.ndarray, width: int) -> float:
+def pair_boundary_iou(gt: np.ndarray, pred: np.ndarray, width: int, *, boxes: Sequence[Sequence[float]] = ()) -> float:
     """Boundary IoU of two boolean masks of one image (1.0 when neither has a boundary pixel).
 
-    Computed on the crop around both masks, padded so that the crop's edge never makes a contour that the
-    image does not have.
+    Computed on the crop around both masks (their [x, y, w, h] `boxes` when given, else found), padded so that
+    the crop's edge never makes a contour that the image does not have.
     """
-    rows = np.flatnonzero((gt | pred).any(axis=1))
-    cols = np.flatnonzero((gt | pred).any(axis=0))
-    if rows.size == 0:
-        return 1.0
+    if boxes:
+        x_lo, y_lo = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        x_hi, y_hi = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    else:
+        rows = np.flatnonzero((gt | pred).any(axis=1))
+        cols = np.flatnonzero((gt | pred).any(axis=0))
+        if rows.size == 0:
+            return 1.0
+        y_lo, y_hi, x_lo, x_hi = float(rows[0]), float(rows[-1] + 1), float(cols[0]), float(cols[-1] + 1)
     pad = width + 1
-    y0, y1 = max(0, int(rows[0]) - pad), min(gt.shape[0], int(rows[-1]) + pad + 1)
-    x0, x1 = max(0, int(cols[0]) - pad), min(gt.shape[1], int(cols[-1]) + pad + 1)
+    y0, y1 = max(0, int(math.floor(y_lo)) - pad), min(gt.shape[0], int(math.ceil(y_hi)) + pad)
+    x0, x1 = max(0, int(math.floor(x_lo)) - pad), min(gt.shape[1], int(math.ceil(x_hi)) + pad)
     g = mask_boundary(np.ascontiguousarray(gt[y0:y1, x0:x1]), width)
     p = mask_boundary(np.ascontiguousarray(pred[y0:y1, x0:x1]), width)
     union = np.count_nonzero(g | p)
@@ -211,6 +220,9 @@ def image_evidence(
     iou = _iou(anns, preds, use_masks=use_masks) if anns and preds else np.zeros((len(anns), len(preds)))
     width = boundary_width((image.height, image.width), DEFAULT_DILATION_RATIO)
     pending: list[tuple[int, int, int]] = []  # (annotation, prediction) pairs whose boundary IoU is measured below
+    pred_area = (
+        [float(v) for v in mask_utils.area([p.rle for p in preds])] if use_masks and preds else [p.bbox[2] * p.bbox[3] for p in preds]
+    )
     if anns and preds:
         gt_cat = np.array([a.category_id for a in anns])
         pr_cat = np.array([p.category_id for p in preds])
@@ -218,7 +230,6 @@ def image_evidence(
         same_iou, same_j = _best(iou, same & confident[None, :])
         other_iou, other_j = _best(iou, ~same & confident[None, :])
         support = (iou * scores[None, :]).max(axis=1)  # best confidence-weighted overlap, any prediction
-        pred_area = [float(mask_utils.area(p.rle)) if use_masks and p.rle is not None else p.bbox[2] * p.bbox[3] for p in preds]
         for g, a in enumerate(anns):
             s_iou, o_iou = float(same_iou[g]), float(other_iou[g])
             if o_iou >= MATCH_IOU and o_iou > s_iou and (o_iou >= WRONG_CLASS_IOU or s_iou < MATCH_IOU):
@@ -235,7 +246,7 @@ def image_evidence(
                 ratio = a.area / pred_area[j] if pred_area[j] > 0 else math.inf
                 a_fill, p_fill = _fill(a.area, a.bbox), _fill(pred_area[j], preds[j].bbox)
                 boxy = use_masks and a_fill >= BOX_FILL and p_fill < MODEL_NOT_BOX_FILL
-                outline = (1 - s_iou, 0.0 if use_masks else math.nan, abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf, a_fill - p_fill)
+                outline = (1 - s_iou, math.nan, abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf, a_fill - p_fill)
                 reasons: list[tuple[int, str]] = []
                 if s_iou < SLOPPY_IOU:
                     reasons.append((0, f"IoU {s_iou:.2f} (< {SLOPPY_IOU})"))
@@ -246,7 +257,7 @@ def image_evidence(
                 # The model's confidence is the evidence; how far apart the outlines are enters through p (rarity).
                 message = f"best {a.category!r} prediction (score {scores[j]:.2f}) disagrees with the outline: "
                 out.append(_AnnEvidence(a, image, "", float(scores[j]), message, outline=outline, reasons=reasons))
-                if use_masks and s_iou < 1.0:
+                if use_masks and s_iou < BOUNDARY_MAX_IOU:
                     pending.append((len(out) - 1, g, j))
             elif top >= CONFIDENT:
                 message = (f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}) "
@@ -260,11 +271,16 @@ def image_evidence(
         # One decode call per image and side: pycocotools' per-call cost dominates on small images.
         a_idx = sorted({g for _, g, _ in pending})
         p_idx = sorted({j for _, _, j in pending})
-        a_masks = np.asarray(mask_utils.decode([anns[g].rle for g in a_idx]), dtype=bool)
-        p_masks = np.asarray(mask_utils.decode([preds[j].rle for j in p_idx]), dtype=bool)
+        rles = [anns[g].rle for g in a_idx] + [preds[j].rle for j in p_idx]
+        masks = mask_utils.decode(rles).view(bool)  # uint8 0/1 read as bool without a copy
+        # Crops from the masks' own extents (a file's bbox may disagree with its mask).
+        boxes = mask_utils.toBbox(rles).tolist()
+        a_masks, p_masks = masks[:, :, : len(a_idx)], masks[:, :, len(a_idx) :]
+        a_box, p_box = boxes[: len(a_idx)], boxes[len(a_idx) :]
         for k, g, j in pending:
             ev = out[k]
-            b_iou = pair_boundary_iou(a_masks[:, :, a_idx.index(g)], p_masks[:, :, p_idx.index(j)], width)
+            b_iou = pair_boundary_iou(a_masks[:, :, a_idx.index(g)], p_masks[:, :, p_idx.index(j)], width,
+                                      boxes=(a_box[a_idx.index(g)], p_box[p_idx.index(j)]))
             ev.outline = (ev.outline[0], 1 - b_iou, ev.outline[2], ev.outline[3])
             if b_iou < SLOPPY_BOUNDARY_IOU:
                 ev.reasons.insert(1 if ev.reasons and ev.reasons[0][0] == 0 else 0, (1, f"boundary IoU {b_iou:.2f} (< {SLOPPY_BOUNDARY_IOU})"))
@@ -273,7 +289,7 @@ def image_evidence(
     for j, p in enumerate(preds):
         if not confident[j]:
             continue
-        area = float(mask_utils.area(p.rle)) if p.rle is not None else p.bbox[2] * p.bbox[3]
+        area = pred_area[j]
         if area < speck_area.get(p.category_id, 0.0) and not explained[j]:
             continue  # a speck: neither a missing object nor evidence of the model's reliability
         unexplained = bool(~explained[j] & (max_gt_iou[j] < DUPLICATE_IOU))
