@@ -1,34 +1,36 @@
 """Model-assisted checks: compare each image's annotations with the model's predictions.
 
 What cleanlab's `object_detection.find_label_issues` and FiftyOne's `compute_mistakenness` look for, in one
-ranking. Per image, one IoU matrix (pycocotools, masks when both sides have them, else boxes), then
+ranking. Phase 1, per image: one IoU matrix (pycocotools, masks when both sides have them, else boxes), then
 
 - possibly wrong class: a confident prediction of another class overlaps the annotation at IoU >= 0.5
   better than any same-class prediction (evidence = confidence * IoU, discounted by a same-class match);
-- possibly sloppy outline: the best confident same-class prediction disagrees with the outline: IoU < 0.8,
-  boundary IoU < 0.5 (Cheng et al., CVPR 2021, https://arxiv.org/abs/2103.16562; band 2 % of the image
-  diagonal), an area 1.25x larger or smaller, or a box-shaped label where the model's mask is not a box
-  (evidence = confidence * (1 - boundary IoU), or * (1 - IoU) with boxes only);
+- possibly sloppy outline: the best confident same-class prediction disagrees with the outline on IoU (< 0.8),
+  boundary IoU (< 0.5; Cheng et al., CVPR 2021, https://arxiv.org/abs/2103.16562, band 2 % of the image
+  diagonal), area (label 1.25x larger or smaller: grown, eroded, dilated) or shape (a label filling its box
+  where the model's mask does not: box-replaced), *and* that value is an outlier among the class's matched
+  pairs (modified z-score > 3.5), so a model whose outlines differ from every label alike raises nothing
+  (evidence = the prediction's confidence);
 - possibly spurious: no confident prediction overlaps the annotation although the model is confident elsewhere
   in the image (evidence = top confidence in the image * (1 - best confidence * IoU over all predictions));
-- possibly missing: a confident prediction, not a speck, that no annotation explains (evidence = confidence *
-  (1 - best IoU) * the share of the model's other detections of that class at that confidence that do match
-  an annotation: its reliability there, as a reliability diagram reads it).
+- possibly missing: a confident prediction, not a speck (under SPECK_FRACTION of the class's median label
+  area), that no annotation explains; score = confidence * (1 - best IoU) * the model's reliability at that
+  confidence: the share of the class's other detections within 0.05 of it that an annotation confirms, as a
+  reliability diagram reads it.
 
-Calibration against the model's own error rate, in the spirit of confident learning (Northcutt et al., JAIR
-2021, https://arxiv.org/abs/1911.00068: per-class thresholds from how the model behaves on the labels it
-agrees with). Per class, e = the share of the *other* annotations that the model disagrees with (no confident
-same-class prediction at IoU >= 0.5): the model's error rate there, label errors included, so an upper bound.
-For a disagreement, p = the share of the other annotations of the class whose disagreement is at least as
-strong on the same evidence (IoU, boundary IoU, area ratio, box shape, "nothing seen", the same class swap);
-the outline's p is the smallest over its kinds of evidence. Then
+Phase 2 calibrates the annotation-side checks against the model's own error rate, in the spirit of confident
+learning (Northcutt et al., JAIR 2021, https://arxiv.org/abs/1911.00068: per-class thresholds from how the
+model behaves on the labels of that class). Per class, p = the share of the *other* labels of the class the
+model disagrees with at least as strongly on the same evidence (the same class swap; "nothing seen"; for an
+outline the smallest share over the evidence that flagged it: IoU, or boundary IoU when IoU passed, area
+ratio, box shape), and e = the share of the class's labels the model disagrees with at all (for an outline:
+on the outline, this label counted, so p / e < 1; otherwise the other labels, any kind). Then
 
-    score = evidence * (1 - min(1, p / e))        (p = 0: nothing else is this bad -> the evidence itself)
+    score = evidence * (1 - min(1, p / e))        (e = 0, the model agrees with every other label: the evidence)
 
-so a disagreement as common as the model's ordinary mistakes scores 0 (and is not reported), one rarer than
-any of them keeps its full evidence. A score of 0.8 reads: strong evidence, and at most a fifth of the model's
-own disagreements with this class are as strong. Leaving the annotation itself out keeps a lone label error
-from excusing itself; a model that never errs elsewhere (e = 0) leaves the evidence as it is.
+so a disagreement as common as the model's ordinary mistakes sinks to 0 (and is not reported), one rarer than
+any of them keeps its full evidence. A score of 0.8 from confidence 0.9 reads: the model is sure, and about a
+tenth of its own disagreements with this class are as strong as this one.
 """
 
 from __future__ import annotations

@@ -207,3 +207,48 @@ def test_a_model_whose_outlines_all_differ_the_same_way_raises_no_sloppy_outline
                               "bbox": [float(x0 - 4), float(y0 - 4), 20.0, 20.0]}
     f = model_findings(coco, preds)
     assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 6]]
+
+
+def test_pair_boundary_iou_matches_the_semantic_boundary_evaluator() -> None:
+    """The audit's boundary IoU of two masks equals evaluators.boundary's on the label maps they make (class 1)."""
+    from segpipe.evaluators.audit_model import pair_boundary_iou
+    from segpipe.evaluators.boundary import boundary_update, boundary_width
+
+    gt = rect(4, 4, 30, 40).astype(bool)
+    for pr in (rect(6, 4, 32, 40), rect(4, 4, 30, 20), rect(0, 0, 64, 64), rect(40, 40, 50, 50)):
+        pr = pr.astype(bool)
+        counts = boundary_update(gt.astype(np.uint8), pr.astype(np.uint8), num_classes=2)
+        expected = counts[1, 0] / counts[1, 1]
+        ys, xs = np.nonzero(gt | pr)
+        assert pair_boundary_iou(gt, pr, boundary_width(gt.shape, 0.02)) == pytest.approx(expected)
+        boxes = [[float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]]
+        assert pair_boundary_iou(gt, pr, boundary_width(gt.shape, 0.02), boxes=boxes) == pytest.approx(expected)
+
+
+def octagon(x0: int, y0: int, side: int = 12, cut: int = 3) -> np.ndarray:
+    m = rect(x0, y0, x0 + side, y0 + side)
+    for k in range(cut):  # cut the four corners: fills ~85 % of its box
+        m[y0 + k, x0 : x0 + cut - k] = 0
+        m[y0 + k, x0 + side - cut + k : x0 + side] = 0
+        m[y0 + side - 1 - k, x0 : x0 + cut - k] = 0
+        m[y0 + side - 1 - k, x0 + side - cut + k : x0 + side] = 0
+    return m
+
+
+def test_a_box_replaced_outline_is_found_where_iou_and_area_pass() -> None:
+    """Octagonal objects, labelled and predicted alike; one label replaced by its box: IoU 0.83 and area ratio
+    1.2 pass the fixed bounds, the box shape where the model sees none does not."""
+    objs = [octagon(8 + i % 7, 8 + i % 5) for i in range(12)]
+    coco = dataset([[(1, m)] for m in objs])
+    preds = [pred(1, m, 0.9, image_id=i + 1) for i, m in enumerate(objs)]
+    assert model_findings(coco, preds).empty
+    x0, y0 = 8 + 5 % 7, 8 + 5 % 5
+    box = rect(x0, y0, x0 + 12, y0 + 12)
+    iou, ratio = objs[5].sum() / box.sum(), box.sum() / objs[5].sum()  # the octagon lies inside its box
+    assert iou > 0.8 and ratio < 1.25
+    coco["annotations"][5] = {**coco["annotations"][5], "segmentation": rle_of(box), "area": float(box.sum()),
+                              "bbox": [float(x0), float(y0), 12.0, 12.0]}
+    f = model_findings(coco, preds)
+    assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 6]]
+    message = f["message"].item()
+    assert "box-shaped label" in message and "(< 0.8)" not in message and "x the model's" not in message, message
