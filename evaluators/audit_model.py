@@ -306,6 +306,7 @@ RELIABILITY_HALF_WIDTH = 0.05  # a reliability diagram's bin of width 0.1 around
 # as the geometry checks use), so that a model whose outlines differ from every label the same way (a trimap's
 # unlabelled border band) raises nothing. The floors on the spread keep pixel noise from making outliers.
 OUTLINE_MIN_SPREAD: tuple[float, ...] = (0.02, 0.02, 0.05, 0.02)
+SOFT_OUTLINE_EVIDENCE = (1, 2)  # boundary IoU and area ratio: evidence only against the class's distribution
 
 
 def _outline_outliers(group: Sequence[_AnnEvidence], outline: np.ndarray) -> list[list[int]]:
@@ -317,9 +318,16 @@ def _outline_outliers(group: Sequence[_AnnEvidence], outline: np.ndarray) -> lis
         have = np.isfinite(outline[:, f])
         if int(np.count_nonzero(have)) >= MIN_INSTANCES_FOR_STATS:
             z[have, f] = robust_z(outline[have, f], min_mad=OUTLINE_MIN_SPREAD[f])
+        elif f in SOFT_OUTLINE_EVIDENCE:
+            # Too few pairs to know the model's ordinary outline habits: a boundary or area difference cannot be
+            # told from them (a U-Net trained on trimaps misses every label's border band alike), so only the
+            # IoU bound and the box shape, which hold on their own, flag an outline; the soft evidence is
+            # then said beside the IoU, never alone.
+            z[:, f] = np.nan
     out: list[list[int]] = []
     for i, ev in enumerate(group):
-        held = [(f, text) for f, text in ev.reasons if z[i, f] > Z_THRESHOLD]
+        iou_held = any(f == 0 and z[i, f] > Z_THRESHOLD for f, _ in ev.reasons)
+        held = [(f, text) for f, text in ev.reasons if z[i, f] > Z_THRESHOLD or (np.isnan(z[i, f]) and iou_held)]
         out.append([f for f, _ in held])
         if held and not ev.kind:
             ev.kind = F.CHECK_POSSIBLY_SLOPPY

@@ -252,3 +252,23 @@ def test_a_box_replaced_outline_is_found_where_iou_and_area_pass() -> None:
     assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 6]]
     message = f["message"].item()
     assert "box-shaped label" in message and "(< 0.8)" not in message and "x the model's" not in message, message
+
+
+def test_a_small_class_whose_outlines_all_miss_the_border_band_raises_no_sloppy_outline() -> None:
+    """Four labels (too few for the class's outline statistics), each 1-3 px wider on every side than the
+    model's mask, as a U-Net trained on trimaps predicts them: IoU passes its bound (>= 0.81), boundary IoU
+    does not. That is the model's habit, not a label error: only IoU or a box shape flags an outline alone."""
+    box = (2, 2, 62, 62)
+    insets = [1, 2, 2, 3]
+    coco = dataset([[(1, rect(*box))] for _ in insets])
+    x0, y0, x1, y1 = box
+    preds = [pred(1, rect(x0 + k, y0 + k, x1 - k, y1 - k), 0.9, image_id=i + 1) for i, k in enumerate(insets)]
+    from segpipe.evaluators.audit_model import SLOPPY_BOUNDARY_IOU, pair_boundary_iou
+    from segpipe.evaluators.boundary import DEFAULT_DILATION_RATIO, boundary_width
+
+    width = boundary_width((S, S), DEFAULT_DILATION_RATIO)
+    worst = pair_boundary_iou(rect(*box).astype(bool), rect(x0 + 3, y0 + 3, x1 - 3, y1 - 3).astype(bool), width)
+    assert worst < SLOPPY_BOUNDARY_IOU
+    assert model_findings(coco, preds).empty
+    preds[0] = pred(1, rect(x0 + 1, y0 + 1, x0 + 26, y1 - 1), 0.9)  # under half the label: IoU 0.40, still flagged
+    assert model_findings(coco, preds)[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 1]]
