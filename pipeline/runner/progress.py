@@ -313,15 +313,15 @@ class _PlainLines:
         return rate_text(done, total, now - self.started)
 
 
-def _screen(stream: TextIO) -> dict[str, int]:
-    """tqdm's ncols and nrows for `stream`: a pseudo-terminal that reports no size (e.g. under `script`, or a
+def _screen(stream: TextIO) -> tuple[int, int]:
+    """tqdm's (ncols, nrows) for `stream`: a pseudo-terminal that reports no size (e.g. under `script`, or a
     CI runner's pty) gets 100 x 24, where tqdm would otherwise draw nothing at all."""
     try:
         size = os.get_terminal_size(stream.fileno())
         columns, lines = size.columns, size.lines
     except (OSError, ValueError, AttributeError):
         columns, lines = 0, 0
-    return {"ncols": columns if columns > 0 else 100, "nrows": lines if lines > 0 else 24}
+    return (columns if columns > 0 else 100), (lines if lines > 0 else 24)
 
 
 class ImageProgress:
@@ -342,7 +342,8 @@ class ImageProgress:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, desc=self.label, unit="img", file=self.stream, **_screen(self.stream))
+                ncols, nrows = _screen(self.stream)
+                self.bar = tqdm(total=total, desc=self.label, unit="img", file=self.stream, ncols=ncols, nrows=nrows)
             if self.bar.total != total:
                 self.bar.total = total
             self.bar.update(done - self.bar.n)
@@ -378,7 +379,8 @@ def image_progress() -> Callable[[int, int], None]:
                 from tqdm import tqdm
 
                 label = " ".join(str(v) for v in describe(task).values()) if task is not None else ""
-                _CURRENT["bar"] = tqdm(total=total, desc=label, unit="img", leave=False, **_screen(sys.stderr))
+                ncols, nrows = _screen(sys.stderr)
+                _CURRENT["bar"] = tqdm(total=total, desc=label, unit="img", leave=False, ncols=ncols, nrows=nrows)
             bar = _CURRENT["bar"]
             if bar.total != total:  # a task looping over several shards learns its total as it goes
                 bar.total = total
