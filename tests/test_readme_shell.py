@@ -78,6 +78,6 @@ def test_readme_and_docs_shell_blocks_run_as_shown(tmp_path: Path) -> None:
     tutorial = root / OUT_FOLDER
     # What the guide tells the reader to open exists.
     for page in ("report-e03/report.html", "nightly/leaderboard.html", "compare-e01-e03/compare.html",
-                 "audit-with-preds/audit.html", "compare-run/compare.html"):
+                 "audit/audit.html", "compare-run/compare.html"):
         assert (tutorial / page).is_file(), page
     print(sorted(timings, reverse=True))
