@@ -34,8 +34,8 @@ def detect_report_kind(directory: Path, saved_kind: str | None) -> str:
               help="Thumbnails of top findings on an audit page (default: as saved, else 24).")
 @click.option("--no-gallery", is_flag=True, help="Leave out the image thumbnails (tables and plots only).")
 def report(report_dir: Path, n_worst: int | None, top: int | None, no_gallery: bool) -> None:
-    """Re-render the HTML page of REPORT_DIR (an evaluate report, a `run` output, a compare or an audit dir)
-    from its saved tables and report_inputs.json; nothing is recomputed."""
+    """Re-render the HTML page of REPORT_DIR (an evaluate report, a `run` output or an audit dir) from its
+    saved tables and report_inputs.json; nothing is recomputed. A `segpipe compare` folder works too."""
     import sys
 
     from segpipe.reports.html import read_report_inputs, render_audit_report, render_evaluate_report, render_leaderboard
