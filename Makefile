@@ -55,4 +55,4 @@ gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --out "$${OUT:-gpu_check_out}"
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache gpu_check_out
+	rm -rf $(VENV) demo_out tutorial .pytest_cache gpu_check_out

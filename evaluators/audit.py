@@ -24,7 +24,14 @@ from segpipe.converters.report import REPORT_FILE_NAME
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, findings_frame, make_finding, summary_frame
 from segpipe.evaluators.audit_format import ImageInfo, parse_images, prepare_annotations
-from segpipe.evaluators.audit_geometry import PetLayout, class_statistics_checks, mask_shape_checks, near_duplicate_checks, pet_layout_checks
+from segpipe.evaluators.audit_geometry import (
+    PetLayout,
+    class_statistics_checks,
+    empty_image_checks,
+    mask_shape_checks,
+    near_duplicate_checks,
+    pet_layout_checks,
+)
 from segpipe.evaluators.audit_model import model_checks, parse_predictions
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.json_files import read_json_file
@@ -158,6 +165,9 @@ def audit_dataset(
     findings += class_statistics_checks(prepared, images, categories=categories)
     findings += near_duplicate_checks(prepared, images)
     findings += mask_shape_checks(prepared, images)
+    if pet_layout is None and semantic_dir is None:  # the Pet checks report an empty trimap themselves
+        annotated = {a["image_id"] for a in coco.get("annotations") or [] if isinstance(a, Mapping) and isinstance(a.get("image_id"), int)}
+        findings += empty_image_checks(annotated, images)
     if pet_layout is not None or semantic_dir is not None:
         layout = pet_layout or PetLayout()
         if semantic_dir is not None:

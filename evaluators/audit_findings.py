@@ -48,6 +48,7 @@ CHECK_POSITION_OUTLIER = "position_outlier"
 CHECK_FEW_INSTANCES = "few_instances"
 CHECK_CLASS_IMBALANCE = "class_imbalance"
 CHECK_NEAR_DUPLICATE = "near_duplicate"
+CHECK_EMPTY_IMAGE = "empty_image"  # no annotation, where nearly every other image has one
 CHECK_EMPTY_MASK = "empty_mask"
 CHECK_TINY_MASK = "tiny_mask"
 CHECK_FRAGMENTED_MASK = "fragmented_mask"
@@ -121,6 +122,7 @@ SCORED_SEVERITY: Mapping[str, Severity] = {
     CHECK_ASPECT_OUTLIER: "warning",
     CHECK_POSITION_OUTLIER: "info",
     CHECK_NEAR_DUPLICATE: "warning",
+    CHECK_EMPTY_IMAGE: "warning",
     CHECK_TINY_MASK: "warning",
     CHECK_FRAGMENTED_MASK: "warning",
     CHECK_HEAD_OUTSIDE_PET: "warning",

@@ -6,6 +6,9 @@ The Python API (each function does what the CLI command of the same name does, a
 >>> sorted(segpipe.__all__)
 ['RunResult', 'SegpipeError', 'audit', 'convert', 'evaluate_instances', 'evaluate_semantic', 'infer', 'run', 'sample']
 
+`segpipe.run(...)` returns a `RunResult` (`.leaderboard`, the rows of leaderboard.csv best first, and
+`.exit_code`); its docstring has a worked example (segpipe.api.run).
+
 Subpackages: `segpipe.converters` (annotation formats in, COCO out), `segpipe.evaluators` (metrics and the
 label audit on in-memory data), `segpipe.inference` (models, checkpoints, the batched engine),
 `segpipe.tasks` and `segpipe.runner` (the cached Luigi pipeline), `segpipe.cache` (fingerprints and

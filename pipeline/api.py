@@ -157,7 +157,20 @@ class RunResult:
 def run(**settings: Any) -> RunResult:
     """The whole cached pipeline (`segpipe run`): `dataset`, `format`, `model`, `checkpoints` (a glob or a list)
     and `out` are required; every other setting of run.toml is accepted by its name (`workers`, `audit`,
-    `cache_dir`, `convert={...}`, `infer={...}`...). Returns the leaderboard as OUT/leaderboard.csv has it."""
+    `cache_dir`, `html`, `convert={...}`, `infer={...}`...). Returns a `RunResult`: `.leaderboard` is
+    OUT/leaderboard.csv as a DataFrame (best first), `.exit_code` what `segpipe run` would exit with, and
+    `.outcome` what ran, came from the cache or failed.
+
+    >>> import tempfile, segpipe
+    >>> from segpipe.demo.checkpoints import SHIPPED_DIR
+    >>> tmp = tempfile.mkdtemp()
+    >>> _ = segpipe.sample(f"{tmp}/sample", n_images=4)
+    >>> result = segpipe.run(dataset=f"{tmp}/sample", format="oxford-pet", model="unet", out=f"{tmp}/nightly",
+    ...                      checkpoints=[SHIPPED_DIR / "unet_e01.pt", SHIPPED_DIR / "unet_e03.pt"], html=False,
+    ...                      infer={"device": "cpu"})
+    >>> result.exit_code, list(result.leaderboard["checkpoint"])
+    (0, ['unet_e03', 'unet_e01'])
+    """
     import pandas as pd
 
     from segpipe.runner.config import parse_run_settings

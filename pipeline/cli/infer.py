@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -67,20 +66,26 @@ MODEL_CHOICES: tuple[str, ...] = (
 @click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code, and TorchScript files too (both run code!).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader decode workers [default: on CUDA min(4, usable cores - 1); on the CPU 0].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or lines (the summary still prints).")
 def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None, classes: str | None,
           class_table: str | None, class_map: str | None, device: str, batch_size: int, precision: str, score_threshold: float,
-          resize: int | str | None, size_bucket: int | None, compile_: bool, trust_checkpoint: bool, workers: int | None) -> None:
+          resize: int | str | None, size_bucket: int | None, compile_: bool, trust_checkpoint: bool, workers: int | None,
+          quiet: bool = False) -> None:
     """Run a checkpoint over DATASET and write predictions that `segpipe evaluate` scores.
 
     Semantic models write semantic/<stem>.png (dataset class indices) and results.json (one instance per
     connected component); Mask R-CNN writes results.json (COCO results, RLE masks). Interrupted runs resume
     from the last finished shard; a rerun retries every image skipped before. Exit code 3 when some images
-    were skipped (see inference_report.csv).
+    were skipped (see inference_report.csv). Progress (images done, images/s, ETA) goes to stderr: a bar on a
+    terminal, a plain line every 10 s otherwise (SEGPIPE_PROGRESS_INTERVAL); -q silences it.
     """
     from segpipe.inference.checkpoints import OPTIONS, InferenceError, UntrustedCheckpointWarning
     from segpipe.inference.class_maps import CLASS_OPTIONS
     from segpipe.inference.data import parse_class_names
     from segpipe.inference.engine import run_inference
+    from segpipe.runner.progress import ImageProgress
+
+    progress = ImageProgress(quiet=quiet, label=f"infer {checkpoint.name}")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UntrustedCheckpointWarning)
@@ -89,9 +94,10 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
                 model=model_name, checkpoint=checkpoint, dataset=dataset, out=out, num_classes=num_classes,
                 classes=parse_class_names(classes), class_table=class_table, class_map=class_map, device=device, batch_size=batch_size, precision=precision,
                 score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
-                progress=sys.stderr.isatty(), workers=workers, size_bucket=size_bucket, compile=compile_,
+                progress=progress, workers=workers, size_bucket=size_bucket, compile=compile_,
             )
         except InferenceError as err:
+            progress.close()
             _echo_warnings(caught)
             flag = f"--{err.field.split('.')[0].replace('_', '-')}"
             if err.path == OPTIONS:  # an option's value: say it with its flag
@@ -99,6 +105,8 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
             if err.path == CLASS_OPTIONS:  # class options that do not fit this model or dataset: an input mismatch, exit 1
                 raise click.ClickException(f"{flag}: {err.field}: {err.reason}") from err
             raise click.ClickException(str(err)) from err
+        finally:
+            progress.close()
     _echo_warnings(caught)
     speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "no image predicted"
     if summary.mean_batch_size:
@@ -114,6 +122,12 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
         shown = ", ".join(names[:12]) + (f" ... ({len(names) - 12} more)" if len(names) > 12 else "")
         click.echo(f"dropped {len(summary.dropped)} model class output(s) not in the dataset: {shown} (meta.json: dropped_model_classes)")
     click.echo(f"scoring: {summary.scoring}")
+    if summary.task == "semantic":
+        click.echo(f"predictions: {summary.out / 'semantic'}/; score them (and get report.html): "
+                   f"segpipe evaluate semantic --gt {dataset} --pred {summary.out} -o REPORT_DIR")
+    else:
+        click.echo(f"predictions: {summary.out / 'results.json'}; score them (and get report.html): "
+                   f"segpipe evaluate instances --gt {dataset / 'instances.json'} --pred {summary.out / 'results.json'} -o REPORT_DIR")
     click.get_current_context().exit(EXIT_SKIPPED_ERRORS if summary.n_skipped else EXIT_OK)
 
 

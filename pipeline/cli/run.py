@@ -165,4 +165,6 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
     except (SegpipeError, FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
         raise click.UsageError(str(err)) from err
     _echo_outcome(outcome, out=settings.out)
+    if (settings.out / "leaderboard.html").is_file():
+        click.echo(f"leaderboard page: {settings.out / 'leaderboard.html'}")
     raise SystemExit(outcome.exit_code)

@@ -211,6 +211,8 @@ class InferenceSession:
 
         categories = {t: c for t, c in zip(mapping.targets, mapping.component_categories) if c is not None}
         started = time.perf_counter()
+        if callable(progress):  # "0/N" once the model is loaded: the first batch of a large model can take a while
+            progress(0, sum(len(b) for i in pending for b in shards[i]))
         processed_now, limit, forward_batches = stream_shards(
             predictor, out=out, shards=shards, pending=pending, short_side=short_side, size_bucket=self.size_bucket,
             workers=self.workers, batch_size=batch_size, categories=categories, score_threshold=score_threshold, progress=progress,

@@ -17,6 +17,7 @@ import numpy as np
 
 from segpipe.layout import INSTANCES_FILE, RESULTS_FILE, SEMANTIC_DIR
 from segpipe.reports.overlay import (
+    GT_OUTLINE,
     RGB,
     BadGeometry,
     Thumbnail,
@@ -224,10 +225,15 @@ def _base_panel(source: GallerySource, image: Mapping[str, Any] | None, *, fallb
     return thumb, thumb.shape[1] / max(w, 16)
 
 
+# Prediction labels drawn per thumbnail: the highest-scoring ones (dozens of stacked "cat 0.05" labels hid the
+# image); every detection above the threshold is still outlined.
+LABELLED_DETECTIONS = 5
+
+
 def _instance_items(anns: Sequence[Mapping[str, Any]], *, source: GallerySource, colours: Mapping[str, RGB],
-                    height: int, width: int, scores: bool) -> list[dict[str, Any]]:
+                    height: int, width: int, scores: bool, labelled: int | None = None) -> list[dict[str, Any]]:
     items = []
-    for ann in anns:
+    for k, ann in enumerate(anns):
         category = ann.get("category_id")
         key = _int_or_none(category)
         name = source.category_names.get(key, str(category)) if key is not None else str(category)
@@ -236,7 +242,14 @@ def _instance_items(anns: Sequence[Mapping[str, Any]], *, source: GallerySource,
             mask = annotation_mask(ann, height=height, width=width)
         except BadGeometry:  # the broken annotations are what an audit gallery shows: label them, draw no shape
             mask, label = None, f"{label}: bad geometry"
-        items.append({"id": ann.get("id"), "mask": mask, "bbox": ann.get("bbox"), "colour": colours.get(name, (128, 128, 128)), "label": label})
+        full = label
+        if labelled is not None and k >= labelled and "bad geometry" not in label:
+            label = ""
+        item = {"id": ann.get("id"), "mask": mask, "bbox": ann.get("bbox"), "colour": colours.get(name, (128, 128, 128)), "label": label,
+                "full_label": full}
+        if not scores:  # ground truth: white outline on a black halo, never a class colour (see overlay.GT_OUTLINE)
+            item.update(outline=GT_OUTLINE, halo=True)
+        items.append(item)
     return items
 
 
@@ -258,14 +271,15 @@ def instance_thumbnail(source: GallerySource, *, image_id: int, colours: Mapping
     titles = ["ground truth"]
     if source.results is not None:
         dets = [d for d in source.detections_by_image.get(int(image_id), []) if _score(d) >= source.score_threshold]
-        dets = sorted(dets, key=lambda d: -float(d.get("score", 1.0)))[:max_detections]
-        pred = _instance_items(dets, source=source, colours=colours, height=h, width=w, scores=True)
+        dets = sorted(dets, key=lambda d: -_score(d))[:max_detections]
+        pred = _instance_items(dets, source=source, colours=colours, height=h, width=w, scores=True, labelled=LABELLED_DETECTIONS)
         flagged = None
         if highlight_box is not None:
             for item in pred:
                 box = item.get("bbox")
                 if isinstance(box, (list, tuple)) and len(box) == 4 and np.allclose(np.asarray(box, dtype=float), highlight_box, atol=0.051):
                     item["id"], flagged = FLAGGED_DETECTION_ID, FLAGGED_DETECTION_ID
+                    item["label"] = item["full_label"]  # the finding's own detection is always labelled
                     break
         panels.append(draw_instances(base, pred, scale=scale, highlight=flagged))
         titles.append(f"prediction, score >= {source.score_threshold:g}")
@@ -297,3 +311,33 @@ def _score(detection: Mapping[str, Any]) -> float:
     except (TypeError, ValueError):
         return float("-inf")
     return value if value == value else float("-inf")
+
+
+def compare_thumbnail(sources: Mapping[str, GallerySource], *, titles: Mapping[str, str], colours: Mapping[str, RGB],
+                      class_colours: Sequence[RGB] = (), image_id: int | None = None, file: str | None = None) -> Thumbnail:
+    """One picture per image for a comparison: ground truth | side A | side B (`sources` by side, sharing the
+    dataset), so an image never appears twice. Instance images by `image_id`, semantic ones by `file`."""
+    first = next(iter(sources.values()))
+    if file is not None:
+        stem = Path(file).stem
+        gt = read_label_map(first.gt_semantic_dir / f"{stem}.png" if first.gt_semantic_dir else None)
+        preds = {side: read_label_map(src.pred_semantic_dir / f"{stem}.png" if src.pred_semantic_dir else None) for side, src in sources.items()}
+        shape = next((m.shape for m in (gt, *preds.values()) if m is not None), (240, 320))
+        base, _ = _base_panel(first, first.image_by_stem.get(stem), fallback_size=(shape[1], shape[0]))
+        panels = []
+        for labels, title in ((gt, "ground truth"), *((preds[side], titles[side]) for side in sources)):
+            panels.append(placeholder(width=base.shape[1], height=base.shape[0], text=f"no {title}") if labels is None
+                          else draw_label_map(base, labels, colours=class_colours))
+        return encode_thumbnail(side_by_side(panels, titles=["ground truth", *(titles[s] for s in sources)]))
+    image = first.images_by_id.get(int(image_id if image_id is not None else -1))
+    base, scale = _base_panel(first, image, fallback_size=(320, 240))
+    w, h = _image_size(image) or (320, 240)
+    gt_items = _instance_items(first.annotations_by_image.get(int(image_id or -1), []), source=first, colours=colours,
+                               height=h, width=w, scores=False)
+    panels = [draw_instances(base, gt_items, scale=scale)]
+    for src in sources.values():
+        dets = sorted((d for d in src.detections_by_image.get(int(image_id or -1), []) if _score(d) >= src.score_threshold),
+                      key=lambda d: -_score(d))[:30]
+        items = _instance_items(dets, source=src, colours=colours, height=h, width=w, scores=True, labelled=LABELLED_DETECTIONS)
+        panels.append(draw_instances(base, items, scale=scale))
+    return encode_thumbnail(side_by_side(panels, titles=["ground truth", *(titles[s] for s in sources)]))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import jinja2
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -22,7 +23,7 @@ from segpipe.layout import REPORT_HEADER_FILE, REPORT_PAGE_FILE
 from segpipe.reports import data as rd
 from segpipe.reports import plots as plots
 from segpipe.reports.gallery import GallerySource, instance_thumbnail, semantic_thumbnail
-from segpipe.reports.overlay import IGNORE_COLOUR, class_colours
+from segpipe.reports.overlay import GT_OUTLINE, HIGHLIGHT_COLOUR, IGNORE_COLOUR, class_colours
 
 REPORT_INPUTS_FILE = "report_inputs.json"
 EVALUATE_PAGE = REPORT_PAGE_FILE
@@ -73,6 +74,38 @@ def read_report_inputs(directory: Path) -> tuple[str | None, GallerySource | Non
 
 def _progress(items: Sequence[Any], *, enabled: bool, desc: str) -> Iterable[Any]:
     return tqdm(items, desc=desc, unit="img", disable=not enabled, leave=False)
+
+
+def warnings_banner(header: Mapping[str, Any]) -> list[str]:
+    """The warnings a report's header.json lists, one line each, for the banner at the top of the page (a
+    JSON list in a table cell is easy to miss)."""
+    found = header.get("warnings") or []
+    return [str(w) for w in (found if isinstance(found, list) else [found]) if str(w).strip()]
+
+
+def _header_without_warnings(header: Mapping[str, Any]) -> dict[str, Any]:
+    n = len(warnings_banner(header))
+    rest = {k: v for k, v in header.items() if k != "warnings"}
+    if "warnings" in header:
+        rest["warnings"] = f"{n}, listed at the top of the page" if n else "none"
+    return rest
+
+
+def prediction_state(header: Mapping[str, Any], per_class: pd.DataFrame | None, *, kind: str) -> list[str]:
+    """What makes a page of zeros readable: the predictions held no detection, or model classes were dropped
+    because the dataset does not have them (the run's inference says which, in header.json)."""
+    lines = []
+    if kind == "instances" and per_class is not None and "n_dt" in per_class.columns:
+        n_dt = int(pd.to_numeric(per_class["n_dt"], errors="coerce").fillna(0).sum())
+        if n_dt == 0:
+            lines.append("0 detections: the predictions hold no detection of any dataset category, so every AP and AR is 0 "
+                         "(check the score threshold and that the model's classes map onto the dataset's).")
+    dropped = int(header.get("n_dropped_model_outputs") or 0)
+    if dropped:
+        names = [str(n) for n in header.get("dropped_model_classes") or []]
+        shown = ", ".join(names[:10]) + (f" … ({len(names) - 10} more)" if len(names) > 10 else "")
+        lines.append(f"{dropped} model classes dropped (not in the dataset): {shown}.")
+    return lines
 
 
 # --- evaluate ------------------------------------------------------------------------------------------------
@@ -135,15 +168,18 @@ def render_evaluate_report(report_dir: Path, *, gallery: GallerySource | None = 
     context["worst"] = rd.table_model(worst, digits=4)
     context["gallery"], used = _evaluate_gallery(worst, kind=kind, gallery=gallery, colours=colours, names=names, progress=progress)
     context["legend"] = [(n, _css(colours[n])) for n in names if n in used]
+    if kind == "instances" and context["gallery"]:
+        context["legend"].insert(0, ("ground truth (white outline)", _css(GT_OUTLINE)))
     if kind == "semantic" and context["gallery"]:
         context["legend"].append(("ignore (255)", _css(IGNORE_COLOUR)))
     inputs = gallery.input_paths() if gallery is not None else []
+    context["state"] = prediction_state(header, per_class, kind=kind)
     title = f"{'Instance' if kind == 'instances' else 'Semantic'} evaluation: {header.get('checkpoint', report_dir.name)}"
     nav = [("summary", "summary"), ("per-class", "per class"),
            ("pr-curves", "PR curves") if kind == "instances" else ("confusion", "confusion"), ("worst", "worst images")]
     write_report_inputs(report_dir, kind=f"evaluate-{kind}", gallery=gallery, options={"n_worst": n_worst})
-    return _render("evaluate.html.j2", report_dir / EVALUATE_PAGE, title=title, nav=nav,
-                   header=rd.header_rows(header, extra_inputs=inputs), **context)
+    return _render("evaluate.html.j2", report_dir / EVALUATE_PAGE, title=title, nav=nav, banner=warnings_banner(header),
+                   header=rd.header_rows(_header_without_warnings(header), extra_inputs=inputs), **context)
 
 
 def _evaluate_gallery(worst: pd.DataFrame, *, kind: str, gallery: GallerySource | None, colours: Mapping[str, Any],
@@ -180,6 +216,57 @@ def _checkpoint_reports(out_dir: Path, checkpoint: str) -> list[str]:
         return []
     pages = sorted(base.rglob(EVALUATE_PAGE), key=lambda p: p.as_posix())
     return [p.relative_to(out_dir).as_posix() for p in pages]
+
+
+def checkpoint_notes(out_dir: Path, checkpoint: str) -> str:
+    """'0 detections; 88 model classes dropped' for a checkpoint whose reports say so (empty when nothing to say)."""
+    lines: list[str] = []
+    for header_path in sorted((out_dir / "checkpoints" / checkpoint).glob("*/" + REPORT_HEADER_FILE)):
+        header = rd.read_json(header_path)
+        kind = "semantic" if header.get("evaluation") == "semantic" or header.get("task") == "semantic" else "instances"
+        per_class = rd.read_table(header_path.parent, "per_class")
+        for line in prediction_state(header, per_class, kind=kind):
+            short = line.split(":", 1)[0] if line.startswith("0 detections") else line.split(" (", 1)[0]
+            if short not in lines:
+                lines.append(short)
+    return "; ".join(lines)
+
+
+def leaderboard_model(board: pd.DataFrame, *, links: Mapping[str, list[str]], notes: Mapping[str, str]) -> dict[str, Any]:
+    """The leaderboard table in leaderboard.csv's order (best first), compact enough to fit a page: each
+    metric's bootstrap interval sits under its value, `vs_best` carries its interval and the
+    `significantly_worse` flag, the hash is shortened into the checkpoint cell's tooltip; every number of
+    the CSV is still on the page (tooltip or cell)."""
+    columns = [str(c) for c in board.columns]
+    intervals = {c: (f"{c}_low", f"{c}_high") for c in columns if f"{c}_low" in columns and f"{c}_high" in columns}
+    folded = {x for lo_hi in intervals.values() for x in lo_hi} | {"sha256", "significantly_worse"}
+    shown = [c for c in columns if c not in folded and not (c == "error" and board[c].fillna("").astype(str).eq("").all())]
+    head = ["checkpoint", "report"] + [c for c in shown if c != "checkpoint"]
+    if any(notes.values()):
+        head.append("notes")
+    rows = []
+    for rec in board.to_dict("records"):
+        name = str(rec["checkpoint"])
+        sha = str(rec.get("sha256") or "")
+        row: list[dict[str, Any]] = [{"text": name, "sort": "", "title": f"sha256 {sha}" if sha else ""}]
+        page = links.get(name) or []
+        row.append({"text": "report" if page else "", "sort": "", "link": page[0] if page else None})
+        for c in shown:
+            if c == "checkpoint":
+                continue
+            text, key = rd.format_cell(rec.get(c))
+            cell: dict[str, Any] = {"text": text, "sort": key}
+            if c in intervals:
+                lo, _ = rd.format_cell(rec.get(intervals[c][0]))
+                hi, _ = rd.format_cell(rec.get(intervals[c][1]))
+                cell["sub"] = f"[{lo}, {hi}]" if lo and hi else ""
+            if c == "vs_best" and bool(rec.get("significantly_worse")) is True:
+                cell["flag"] = "significantly worse"
+            row.append(cell)
+        if "notes" in head:
+            row.append({"text": notes.get(name, ""), "sort": "", "warn": bool(notes.get(name))})
+        rows.append(row)
+    return {"columns": head, "rows": rows}
 
 
 def leaderboard_metrics(table: pd.DataFrame) -> list[str]:
@@ -227,20 +314,11 @@ def render_leaderboard(out_dir: Path) -> Path:
         raise rd.MissingReportFile(out_dir, "", "no leaderboard.csv to render: not a `segpipe run` output folder")
     if "checkpoint" not in board.columns:
         raise rd.ReportError(out_dir / "leaderboard.csv", "checkpoint", "missing column")
-    board = rd.order_checkpoints(board)
-    model = rd.table_model(board, digits=4)
-    # The report link goes right after the checkpoint name, and the hash is shortened (full value on hover
-    # and in leaderboard.csv), so the link stays on screen however many metric columns follow.
-    model["columns"].insert(1, "report")
-    sha_col = model["columns"].index("sha256") if "sha256" in model["columns"] else None
-    for row, ckpt in zip(model["rows"], board["checkpoint"].astype(str)):
-        links = _checkpoint_reports(out_dir, ckpt)
-        row.insert(1, ("report" if links else "", "", links[0] if links else None))
-        if sha_col is not None and len(row[sha_col][0]) > 12:
-            full = row[sha_col][0]
-            row[sha_col] = (full[:12] + "…", "", None, full)
+    notes = {str(c): checkpoint_notes(out_dir, str(c)) for c in board["checkpoint"]}
+    model = leaderboard_model(board, links={str(c): _checkpoint_reports(out_dir, str(c)) for c in board["checkpoint"]}, notes=notes)
     by_ckpt = rd.read_table(out_dir, "per_class_by_checkpoint")
-    heatmaps = [] if by_ckpt is None or by_ckpt.empty else per_class_heatmaps(by_ckpt, order=[str(c) for c in board["checkpoint"]])
+    natural = rd.order_checkpoints(board)  # the trend plot and heatmaps read left to right in training order
+    heatmaps = [] if by_ckpt is None or by_ckpt.empty else per_class_heatmaps(by_ckpt, order=[str(c) for c in natural["checkpoint"]])
     header = {"output": str(out_dir.resolve()), "checkpoints": str(len(board))}
     dates = [_report_inputs_date(p) for p in sorted(out_dir.glob("checkpoints/*/**/header.json"))]
     dates = sorted(d for d in dates if d != "unknown")  # ISO dates: the string order is the time order
@@ -252,9 +330,10 @@ def render_leaderboard(out_dir: Path) -> Path:
         pages = sorted((out_dir / "best").glob(f"*/{EVALUATE_PAGE}"))
         best["page"] = pages[0].relative_to(out_dir).as_posix() if pages else "best/"
     write_report_inputs(out_dir, kind="leaderboard", gallery=None, options={})
-    return _render("leaderboard.html.j2", out_dir / LEADERBOARD_PAGE, title="Checkpoint leaderboard", header=rows,
+    banner = [f"{c}: {n}" for c, n in notes.items() if n]
+    return _render("leaderboard.html.j2", out_dir / LEADERBOARD_PAGE, title="Checkpoint leaderboard", header=rows, banner=banner,
                    nav=[("leaderboard", "leaderboard"), ("trend", "trend"), ("per-class", "per class")], leaderboard=model,
-                   lines=plots.plot_metric_lines(board, x="checkpoint", metrics=leaderboard_metrics(board)), heatmaps=heatmaps,
+                   lines=plots.plot_metric_lines(natural, x="checkpoint", metrics=leaderboard_metrics(natural)), heatmaps=heatmaps,
                    best=best, comparison=(out_dir / "comparison" / "compare.html").is_file() or (out_dir / "comparison" / "header.json").is_file())
 
 
@@ -317,8 +396,13 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
     colours = class_colours(names)
     items: list[dict[str, Any]] = []
     used: set[str] = set()
+    repeated: dict[int, int] = {}
     if gallery is not None and "image_id" in ranked.columns:
-        with_image = ranked_for_top[pd.to_numeric(ranked_for_top["image_id"], errors="coerce").notna()].head(top)
+        with_image = ranked_for_top[pd.to_numeric(ranked_for_top["image_id"], errors="coerce").notna()]
+        # One thumbnail per image, for its highest-ranked finding: the same picture side by side said nothing new.
+        ids = pd.to_numeric(with_image["image_id"], errors="coerce").astype("int64")
+        repeated = {int(k): int(v) for k, v in zip(*np.unique(ids.to_numpy(), return_counts=True))}
+        with_image = with_image[~ids.duplicated()].head(top)
         for row in _progress(list(with_image.to_dict("records")), enabled=progress, desc="thumbnails"):
             raw = row.get("annotation_id")
             ann = None if raw is None or pd.isna(raw) else int(raw)
@@ -328,7 +412,9 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
             # Raw JSON ids: a missing or non-int id simply finds no name.
             used |= {gallery.category_names.get(a.get("category_id"), "") for a in anns if isinstance(a, dict)}  # type: ignore[arg-type]
             where = f"{row.get('file_name', row['image_id'])}" + (f", annotation {ann}" if ann is not None else "")
-            caption = f"{row['check']}: {where}. {row.get('message', '')}"
+            more = int(repeated.get(int(row["image_id"]), 1)) - 1
+            caption = f"{row['check']}: {where}. {row.get('message', '')}" + (
+                f" (+{more} more finding{'s' if more > 1 else ''} on this image: see the tables below)" if more else "")
             items.append({"uri": thumb.uri, "width": thumb.width, "height": thumb.height, "alt": caption, "caption": caption,
                           "severity": str(row.get("severity", ""))})
     header = {"audit": str(audit_dir.resolve()), "findings": str(len(findings))}
@@ -339,4 +425,6 @@ def render_audit_report(audit_dir: Path, *, gallery: GallerySource | None = None
                    summary=rd.table_model(rd.read_table(audit_dir, "summary")), counts=rd.table_model(counts),
                    counts_plot=plots.plot_counts(plotted, label="check", value="findings", hue="severity", title="findings per check"),
                    counts_caption=plot_caption,
-                   top=items, legend=[(n, _css(colours[n])) for n in names if n in used], groups=groups)
+                   top=items, groups=groups,
+                   legend=[("ground truth (white outline)", _css(GT_OUTLINE)), ("what the finding names (magenta)", _css(HIGHLIGHT_COLOUR)),
+                           *[(n, _css(colours[n])) for n in names if n in used]] if items else [])

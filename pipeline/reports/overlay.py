@@ -18,6 +18,10 @@ THUMB_MAX_WIDTH = 300
 JPEG_QUALITY = 80
 OVERLAY_ALPHA = 0.5
 IGNORE_COLOUR: RGB = (255, 255, 255)
+# Ground truth is outlined in white on a black halo, predictions in their class colour, so the two never share a
+# colour whatever the class; what an audit finding names is outlined in magenta, a colour no class gets.
+GT_OUTLINE: RGB = (255, 255, 255)
+HIGHLIGHT_COLOUR: RGB = (255, 0, 255)
 BACKGROUND_COLOUR: RGB = (110, 110, 110)
 # tab10 without its grey, then tab20's light shades: distinguishable on photos and on white paper.
 _PALETTE: tuple[RGB, ...] = (
@@ -187,19 +191,32 @@ def draw_instances(image: np.ndarray, items: Sequence[Mapping[str, Any]], *, sca
     blended = cv2.addWeighted(layer, OVERLAY_ALPHA, image, 1.0 - OVERLAY_ALPHA, 0.0)
     out = np.where(painted[..., None], blended, image)
     taken: list[Box] = []
-    for item, sm in zip(items, small_masks):
-        colour = _bgr(item["colour"])
-        thick = 3 if highlight is not None and item.get("id") == highlight else 2
+    # The highlighted item is drawn last, and its label placed first, so nothing covers it.
+    order = sorted(range(len(items)), key=lambda i: highlight is not None and items[i].get("id") == highlight)
+    labels: list[tuple[str, tuple[int, int], RGB]] = []
+    for i in order:
+        item, sm = items[i], small_masks[i]
+        marked = highlight is not None and item.get("id") == highlight
+        outline: RGB = HIGHLIGHT_COLOUR if marked else item.get("outline", item["colour"])
+        thick = 3 if marked else 2
         # A thumbnail is a few hundred pixels: a box further out than that many thumbnails is not drawn.
         box = parse_bbox(item.get("bbox"), limit=_coordinate_limit(th, tw) / max(scale, 1e-9)) or (0.0, 0.0, 0.0, 0.0)
         x, y, w, h = (v * scale for v in box)
+        halo = item.get("halo", False) and not marked
         if sm is not None:
             contours, _ = cv2.findContours(sm.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(out, contours, -1, colour, thick, cv2.LINE_AA)
-        if sm is None or thick > 2:
-            cv2.rectangle(out, (int(x), int(y)), (int(round(x + w)), int(round(y + h))), colour, thick)
+            if halo:
+                cv2.drawContours(out, contours, -1, (0, 0, 0), thick + 2, cv2.LINE_AA)
+            cv2.drawContours(out, contours, -1, _bgr(outline), thick, cv2.LINE_AA)
+        if sm is None or marked:
+            p1, p2 = (int(x), int(y)), (int(round(x + w)), int(round(y + h)))
+            if halo:
+                cv2.rectangle(out, p1, p2, (0, 0, 0), thick + 2)
+            cv2.rectangle(out, p1, p2, _bgr(outline), thick)
         if item.get("label"):
-            draw_label(out, str(item["label"]), org=(int(x), int(y) - 1), colour=item["colour"], taken=taken)
+            labels.append((str(item["label"]), (int(x), int(y) - 1), HIGHLIGHT_COLOUR if marked else item["colour"]))
+    for text, org, colour in reversed(labels):  # the last drawn (highlighted, then the highest scores) claim their place first
+        draw_label(out, text, org=org, colour=colour, taken=taken)
     return out
 
 

@@ -99,21 +99,22 @@ def plot_pr_curves(curves: pd.DataFrame, *, colours: Mapping[str, RGB], columns:
     n = len(categories)
     cols = min(columns, n)
     rows = int(np.ceil(n / cols))
-    step_x, step_y = 1.22, 1.38  # panel pitch in data units (a panel is 1 x 1)
+    step_x, step_y = 1.3, 1.45  # panel pitch in data units (a panel is 1 x 1)
     # One or two classes get larger panels, and the figure is never narrower than its legend: a single-class
     # plot at small-multiple size was a thumbnail with the legend cut off at both sides.
-    panel = 2.1 if n > 2 else 3.4
-    height = (1.85 if n > 2 else 3.0) * rows + 0.5
-    fig, ax = plt.subplots(figsize=(max(panel * cols + 0.3, MIN_PR_FIGURE_WIDTH_IN), height))
+    panel = 2.7 if n > 2 else 4.2
+    height = (2.6 if n > 2 else 3.9) * rows + 0.5
+    fig, ax = plt.subplots(figsize=(max(panel * cols + 0.4, MIN_PR_FIGURE_WIDTH_IN), height))
     fig.subplots_adjust(left=0.03, right=0.99, bottom=0.02, top=1 - 0.45 / height)
     grouped = {cat: sub for cat, sub in curves.groupby(curves["category"].astype(str), sort=False)}
+    pad = 0.04  # the frame sits outside the 0-1 square: a curve at precision 1 or recall 1 is not drawn on it
     for i, cat in enumerate(categories):
         r, c = divmod(i, cols)
         ox, oy = c * step_x, -r * step_y
-        ax.add_patch(Rectangle((ox, oy), 1, 1, fill=False, linewidth=0.7, edgecolor="#888888"))
+        ax.add_patch(Rectangle((ox - pad, oy - pad), 1 + 2 * pad, 1 + 2 * pad, fill=False, linewidth=0.7, edgecolor="#888888"))
         for g in (0.25, 0.5, 0.75):
-            ax.plot([ox + g, ox + g], [oy, oy + 1], color="#e3e3e3", linewidth=0.5, zorder=0)
-            ax.plot([ox, ox + 1], [oy + g, oy + g], color="#e3e3e3", linewidth=0.5, zorder=0)
+            ax.plot([ox + g, ox + g], [oy - pad, oy + 1 + pad], color="#e3e3e3", linewidth=0.5, zorder=0)
+            ax.plot([ox - pad, ox + 1 + pad], [oy + g, oy + g], color="#e3e3e3", linewidth=0.5, zorder=0)
         sub = grouped[cat]
         colour = _mpl_colour(colours.get(cat, (80, 80, 80)))
         drawn = False
@@ -122,16 +123,16 @@ def plot_pr_curves(curves: pd.DataFrame, *, colours: Mapping[str, RGB], columns:
             p = np.clip(cur["precision"].to_numpy(dtype=float), 0.0, 1.0)
             if cur.empty or not np.isfinite(p).any():
                 continue
-            ax.plot(ox + cur["recall"].to_numpy(dtype=float), oy + p, style, color=colour, linewidth=1.5)
+            ax.plot(ox + cur["recall"].to_numpy(dtype=float), oy + p, style, color=colour, linewidth=2.0, zorder=3)
             drawn = True
         if not drawn:
-            ax.text(ox + 0.5, oy + 0.5, "no ground truth", ha="center", va="center", fontsize=7, color="#666666")
-        ax.text(ox + 0.5, oy + 1.04, cat, ha="center", va="bottom", fontsize=8)
-        ax.text(ox - 0.03, oy, "0", ha="right", va="center", fontsize=6, color="#555555")
-        ax.text(ox - 0.03, oy + 1, "1", ha="right", va="center", fontsize=6, color="#555555")
-        ax.text(ox + 1, oy - 0.03, "1", ha="center", va="top", fontsize=6, color="#555555")
-    y0, y1 = -(rows - 1) * step_y - 0.12, 1.2
-    x0, x1 = -0.12, (cols - 1) * step_x + 1.03
+            ax.text(ox + 0.5, oy + 0.5, "no ground truth", ha="center", va="center", fontsize=9, color="#666666")
+        ax.text(ox + 0.5, oy + 1 + pad + 0.03, cat, ha="center", va="bottom", fontsize=10)
+        for t in (0.0, 0.5, 1.0):
+            ax.text(ox - pad - 0.03, oy + t, f"{t:g}", ha="right", va="center", fontsize=8, color="#444444")
+            ax.text(ox + t, oy - pad - 0.03, f"{t:g}", ha="center", va="top", fontsize=8, color="#444444")
+    y0, y1 = -(rows - 1) * step_y - 0.2, 1.22
+    x0, x1 = -0.2, (cols - 1) * step_x + 1.08
     if n <= 2:  # the figure is wider than the panels: widen the x range so that panels stay square, centred
         box = ax.get_position()
         fig_w, fig_h = fig.get_size_inches()
@@ -142,7 +143,7 @@ def plot_pr_curves(curves: pd.DataFrame, *, colours: Mapping[str, RGB], columns:
     ax.axis("off")
     handles = [Line2D([], [], color="#333333", linestyle=s, label=nm) for _, nm, s in _PR_IOUS]
     handles.append(Line2D([], [], color="none", label="x: recall, y: precision (0 to 1)"))
-    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 1.0))
     return figure_to_data_uri(fig, tight=False)
 
 
@@ -187,7 +188,15 @@ def plot_metric_lines(table: pd.DataFrame, *, x: str, metrics: Sequence[str]) ->
     for i, metric in enumerate(metrics):
         v = pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
         v = np.where(v < 0, np.nan, v)  # COCO's −1 means "not defined", not a score
-        ax.plot(xs, v, marker="o", markersize=4, linewidth=1.5, color=cmap(i % 10), label=metric)
+        ax.plot(xs, v, marker="o", markersize=4 if len(labels) > 1 else 8, linewidth=1.5, color=cmap(i % 10), label=metric)
+    values = np.concatenate([pd.to_numeric(table[m], errors="coerce").to_numpy(dtype=float) for m in metrics])
+    values = values[np.isfinite(values) & (values >= 0)]
+    if values.size == 0 or values.max() - values.min() < 0.05:
+        # Nearly equal values get the whole 0-1 scale: a leaderboard of zeros must read as zeros, not as a
+        # dot on a ±0.04 axis that matplotlib would zoom onto.
+        ax.set_ylim(-0.03, 1.03)
+    if len(labels) == 1:
+        ax.set_xlim(-1.0, 1.0)
     ax.set_xticks(xs, labels=labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center", fontsize=8)
     ax.set_xlabel("checkpoint (natural order)")
     ax.set_ylabel("metric value")
@@ -248,4 +257,38 @@ def plot_counts(counts: pd.DataFrame, *, label: str, value: str, hue: str | None
     if hue:
         ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=10)
+    return figure_to_data_uri(fig)
+
+
+def plot_per_class_delta(table: pd.DataFrame, *, label: str, metrics: Sequence[str], a: str, b: str) -> str | None:
+    """Per class, the change B − A of each of `metrics` (one panel each): bars right of 0 (green) where B is
+    better, left (red) where it is worse, each with its value; classes without a value are marked n/a."""
+    metrics = [m for m in metrics if f"{m}_delta" in table.columns]
+    if table.empty or not metrics or label not in table.columns:
+        return None
+    names = [str(n) for n in table[label]]
+    n = len(names)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics) + 1.6, 1.0 + 0.32 * n), sharey=True, squeeze=False)
+    y = np.arange(n)
+    for ax, metric in zip(axes[0], metrics):
+        delta = pd.to_numeric(table[f"{metric}_delta"], errors="coerce").to_numpy(dtype=float)
+        for col in (f"{metric}_A", f"{metric}_B"):  # COCO's −1 (no ground truth) is no value, not a change
+            if col in table.columns:
+                delta = np.where(pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=float) < 0, np.nan, delta)
+        ok = np.isfinite(delta)
+        reach = max(0.05, float(np.abs(delta[ok]).max()) if ok.any() else 0.0) * 1.35
+        colours = ["#2e7d32" if d >= 0 else "#c62828" for d in np.where(ok, delta, 0.0)]
+        ax.barh(y, np.where(ok, delta, 0.0), color=colours, height=0.65)
+        ax.axvline(0.0, color="#333333", linewidth=0.8)
+        for yi, d, good in zip(y, delta, ok):
+            text = f"{d:+.3f}" if good else "n/a"
+            ax.text(d if good else 0.0, yi, f" {text} " if good else " n/a", va="center", ha="left" if not good or d >= 0 else "right", fontsize=8)
+        ax.set_xlim(-reach, reach)
+        ax.set_yticks(y, labels=names, fontsize=9)
+        if ax is axes[0][0]:  # the panels share the y axis: invert it once, first class on top like the table
+            ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel(f"{metric}: B − A", fontsize=9)
+        ax.set_title(f"{metric} per class: B = {b} − A = {a}\n(green, right of 0: B better)", fontsize=9)
+    fig.tight_layout()
     return figure_to_data_uri(fig)

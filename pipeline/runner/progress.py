@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -37,6 +38,9 @@ STAGES: dict[str, str] = {
 }
 # The scheduler is told about a task's per-image progress at most this often (each call is an RPC to luigid).
 STATUS_INTERVAL_S = 1.0
+# Off a terminal (a pipe, a log file, a CI job) a plain progress line is printed at the first image, at most this
+# often after, and at the last one; SEGPIPE_PROGRESS_INTERVAL (seconds) changes it.
+PLAIN_INTERVAL_S = 10.0
 _STOP = "stop"
 
 
@@ -120,7 +124,7 @@ class RunProgress:
                 stack.extend(luigi.task.flatten(t.requires()))  # type: ignore[no-untyped-call]  # luigi's API is unannotated
 
     def _on_start(self, task: luigi.Task) -> None:
-        _CURRENT["task"], _CURRENT["bars"] = task, self.bars
+        _CURRENT["task"], _CURRENT["bars"], _CURRENT["reporter"] = task, self.bars, self
         self._put("start", task)
 
     def _on_success(self, task: luigi.Task) -> None:
@@ -145,6 +149,10 @@ class RunProgress:
             self._cached.append((task_id, info))
             return
         self._flush_cached()
+        if kind == "images":  # a running task's per-image progress, off a terminal: a plain line
+            if self.echo is not None:
+                self.echo(f"  {_what(info)}: {extra['text']}")
+            return
         if kind == "start":
             tally.started[task_id] = when
             return
@@ -238,10 +246,14 @@ class RunProgress:
         _CURRENT.clear()
 
 
+def _what(record: dict[str, Any]) -> str:
+    return " ".join([record["stage"], *(f"{k}={record[k]}" for k in ("checkpoint", "group", "shard") if k in record)])
+
+
 def format_line(record: dict[str, Any]) -> str:
     """'[ 3/14] ran     infer checkpoint=unet_e03 shard=2  12.3s  | 11 left, ETA 2m10s'"""
     width = len(str(record["total"]))
-    what = " ".join([record["stage"], *(f"{k}={record[k]}" for k in ("checkpoint", "group", "shard") if k in record)])
+    what = _what(record)
     took = f"  {format_seconds(record['seconds'])}" if record.get("seconds") is not None else ""
     left = record["total"] - record["done"]
     eta = "" if record.get("eta_seconds") is None or not left else f", ETA {format_seconds(record['eta_seconds'])}"
@@ -260,19 +272,115 @@ def _close_bar() -> None:
         bar.close()
 
 
+def plain_interval() -> float:
+    """PLAIN_INTERVAL_S, or the seconds SEGPIPE_PROGRESS_INTERVAL gives."""
+    try:
+        return max(0.0, float(os.environ.get("SEGPIPE_PROGRESS_INTERVAL", PLAIN_INTERVAL_S)))
+    except ValueError:
+        return PLAIN_INTERVAL_S
+
+
+def rate_text(done: int, total: int, seconds: float) -> str:
+    """What a plain progress line says: images done, the rate since the first image, the time left.
+
+    >>> rate_text(6, 24, 12.0)
+    '6/24 images, 0.50 images/s, ETA 36.0s'
+    >>> rate_text(0, 24, 0.0)
+    '0/24 images'
+    """
+    if done <= 0 or seconds <= 0:
+        return f"{done}/{total} images"
+    rate = done / seconds
+    eta = "done" if done >= total else f"ETA {format_seconds((total - done) / rate)}"
+    return f"{done}/{total} images, {rate:.2f} images/s, {eta}"
+
+
+class _PlainLines:
+    """Decides when a plain line is due: the first update, then at most once per interval, and the last one."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.last: float | None = None
+        self.interval = plain_interval()
+
+    def due(self, done: int, total: int) -> str | None:
+        now = time.monotonic()
+        if self.started is None or done == 0:  # the clock starts at the first report (the model is loaded by then)
+            self.started = now
+        if self.last is not None and done < total and now - self.last < self.interval:
+            return None
+        self.last = now
+        return rate_text(done, total, now - self.started)
+
+
+def _screen(stream: TextIO) -> tuple[int, int]:
+    """tqdm's (ncols, nrows) for `stream`: a pseudo-terminal that reports no size (e.g. under `script`, or a
+    CI runner's pty) gets 100 x 24, where tqdm would otherwise draw nothing at all."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        columns, lines = size.columns, size.lines
+    except (OSError, ValueError, AttributeError):
+        columns, lines = 0, 0
+    return (columns if columns > 0 else 100), (lines if lines > 0 else 24)
+
+
+class ImageProgress:
+    """A `progress(done, total)` callback for `segpipe infer`: a tqdm bar (images done, images/s, ETA) when
+    `stream` is a terminal, plain lines otherwise (see _PlainLines), nothing when `quiet`. `close()` ends it."""
+
+    def __init__(self, *, stream: TextIO | None = None, quiet: bool = False, label: str = "infer") -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet, self.label = quiet, label
+        self.tty = self.stream.isatty()
+        self.bar: Any = None
+        self.lines = _PlainLines()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                ncols, nrows = _screen(self.stream)
+                self.bar = tqdm(total=total, desc=self.label, unit="img", file=self.stream, ncols=ncols, nrows=nrows)
+            if self.bar.total != total:
+                self.bar.total = total
+            self.bar.update(done - self.bar.n)
+            return
+        text = self.lines.due(done, total)
+        if text is not None:
+            print(f"{self.label}: {text}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def image_progress() -> Callable[[int, int], None]:
     """A `progress(done, total)` callback for a per-image loop of the running task: a tqdm bar on a terminal
-    (unless quiet) and, at most once per STATUS_INTERVAL_S, the task's status and percentage in luigid."""
+    (unless quiet), plain lines through the run's reporter otherwise (`_PlainLines`: they reach the driver's
+    process from a forked worker too), and, at most once per STATUS_INTERVAL_S, the task's status and
+    percentage in luigid."""
     task = _CURRENT.get("task")
+    reporter = _CURRENT.get("reporter")
     last = [0.0]
+    lines = _PlainLines()
 
     def update(done: int, total: int) -> None:
-        if _CURRENT.get("bars") and sys.stderr.isatty():
+        bars = bool(_CURRENT.get("bars")) and sys.stderr.isatty()
+        if not bars and task is not None and reporter is not None and reporter.echo is not None:
+            text = lines.due(done, total)
+            if text is not None:
+                reporter._put("images", task, text=text)
+        if bars:
             if "bar" not in _CURRENT:
                 from tqdm import tqdm
 
                 label = " ".join(str(v) for v in describe(task).values()) if task is not None else ""
-                _CURRENT["bar"] = tqdm(total=total, desc=label, unit="img", leave=False)
+                ncols, nrows = _screen(sys.stderr)
+                _CURRENT["bar"] = tqdm(total=total, desc=label, unit="img", leave=False, ncols=ncols, nrows=nrows)
             bar = _CURRENT["bar"]
             if bar.total != total:  # a task looping over several shards learns its total as it goes
                 bar.total = total

@@ -298,3 +298,53 @@ def test_area_is_compared_relative_to_the_image() -> None:
     f = found(coco)
     hit = f[f["check"] == F.CHECK_AREA_OUTLIER]
     assert hit["annotation_id"].tolist() == [99] and "of the image" in hit["message"].iloc[0]
+
+
+def test_shifted_duplicate_below_the_fixed_cut_off_is_found_by_distribution() -> None:
+    """A copy of image 4's dog moved 1 px (IoU ~0.88 < 0.9) in a dataset where same-class objects never overlap."""
+    masks = clean_masks()
+    dog = masks[3][1][1]
+    moved = np.roll(dog, 1, axis=1)
+    inter, union = np.count_nonzero(dog & moved), np.count_nonzero(dog | moved)
+    assert 0.8 < inter / union < 0.9  # the pair the old fixed 0.9 rule missed
+    masks[3] = masks[3] + [(2, moved)]
+    coco = dataset(masks)
+    f = found(coco)
+    rows = f[f["check"] == F.CHECK_NEAR_DUPLICATE]
+    later = max(a["id"] for a in coco["annotations"] if a["image_id"] == 4)
+    assert rows[["image_id", "annotation_id"]].values.tolist() == [[4, later]]
+    # p = 0 (no other overlapping pair): 0.9 x IoU, the IoU computed here with numpy
+    assert rows["score"].item() == pytest.approx(0.9 * inter / union, abs=1e-6)
+
+
+def test_overlap_that_is_usual_in_the_dataset_is_not_a_duplicate() -> None:
+    """Every image has two dogs overlapping at IoU ~0.6 to 0.8 (a crowd): none is a near duplicate."""
+    masks = []
+    for i in range(24):
+        a = rect(10, 10, 30, 30)
+        b = rect(10 + 3 + i % 3, 10, 30 + 3 + i % 3, 30)
+        masks.append([(2, a), (2, b)])
+    f = found(dataset(masks))
+    assert f[f["check"] == F.CHECK_NEAR_DUPLICATE].empty
+
+
+def test_empty_image_where_all_others_are_annotated(tmp_path: Path) -> None:
+    """A bare COCO file: 2 of 30 images lost their only annotation; found without predictions, through the CLI."""
+    from click.testing import CliRunner
+
+    from segpipe.cli import main
+
+    coco = dataset(clean_masks(30))
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] not in (5, 17)]
+    path = tmp_path / "instances.json"
+    path.write_text(__import__("json").dumps(coco), encoding="utf-8")
+    f = audit_path(path).findings
+    rows = f[f["check"] == F.CHECK_EMPTY_IMAGE]
+    assert rows["image_id"].tolist() == [5, 17]
+    assert rows["score"].tolist() == pytest.approx([0.6 * (1 - (1 / 29) / 0.1)] * 2, abs=1e-6)
+    result = CliRunner().invoke(main, ["audit", str(path), "-o", str(tmp_path / "audit")])
+    assert result.exit_code == 0, result.output
+    assert "empty_image" in (tmp_path / "audit" / "findings.csv").read_text(encoding="utf-8")
+    # Many background images: emptiness is this dataset's habit, not a finding.
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] > 6]
+    assert found(coco).query("check == @F.CHECK_EMPTY_IMAGE").empty

@@ -90,7 +90,9 @@ def test_possibly_sloppy_outline() -> None:
     preds[0] = pred(1, rect(4, 4, 14, 24), 0.9)  # the model's object is half the labelled one: IoU 0.5
     f = model_findings(coco, preds)
     assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 1]]
-    assert f["score"].item() == pytest.approx(0.9 * 0.5)
+    # No other label of the class disagrees with the model: nothing discounts its confidence.
+    assert f["score"].item() == pytest.approx(0.9)
+    assert "IoU 0.50" in f["message"].item() and "label area 2.00x" in f["message"].item()
     preds[0] = pred(1, rect(4, 4, 23, 24), 0.9)  # IoU 0.95: a fine outline
     assert model_findings(coco, preds).empty
 
@@ -101,12 +103,58 @@ def test_scores_grow_with_confidence_and_shrink_with_overlap() -> None:
     sure = model_findings(coco, preds)["score"].item()
     unsure = model_findings(coco, preds[:2] + [{**preds[2], "score": 0.6}])["score"].item()
     assert sure > unsure
-    coco2, preds2 = coco_and_preds()
-    preds2[0] = pred(1, rect(4, 4, 14, 24), 0.9)
-    half = model_findings(coco2, preds2)["score"].item()
-    preds2[0] = pred(1, rect(4, 4, 18, 24), 0.9)
-    closer = model_findings(coco2, preds2)["score"].item()
-    assert half > closer
+
+
+
+def grid_dataset(n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """n images with one 12x12 cat each and a perfect confident prediction for it."""
+    boxes = [(8 + i % 7, 8 + i % 5, 20 + i % 7, 20 + i % 5) for i in range(n)]
+    coco = dataset([[(1, rect(*b))] for b in boxes])
+    preds = [pred(1, rect(*b), 0.9, image_id=i + 1) for i, b in enumerate(boxes)]
+    return coco, preds
+
+
+def shifted(p: dict[str, Any], dx: int) -> dict[str, Any]:
+    x0, y0, w, h = (int(v) for v in p["bbox"])
+    return pred(1, rect(x0 + dx, y0, x0 + dx + w, y0 + h), p["score"], image_id=p["image_id"])
+
+
+def test_the_models_ordinary_misplacement_sinks_and_a_rarer_disagreement_rises() -> None:
+    """Calibration: 4 of 40 predictions are misplaced by 4 px (the model's habit), one label is off by 8 px and
+    one is grown: the habit scores below both, and below its uncalibrated confidence."""
+    coco, preds = grid_dataset(40)
+    for k in range(4):
+        preds[k] = shifted(preds[k], 4)  # IoU 0.5: the model's own mistake, 10 % of the class
+    preds[10] = shifted(preds[10], 8)  # IoU 0.2: further off than any of the model's habits
+    x0, y0 = (int(v) for v in coco["annotations"][20]["bbox"][:2])
+    grown = rect(x0 - 4, y0 - 4, x0 + 16, y0 + 16)  # 20x20 label around a 12x12 object
+    coco["annotations"][20] = {**coco["annotations"][20], "segmentation": rle_of(grown), "area": float(grown.sum()),
+                               "bbox": [float(x0 - 4), float(y0 - 4), 20.0, 20.0]}
+    f = model_findings(coco, preds).set_index("annotation_id")["score"]
+    # p / e by hand for the 8 px shift: no other label is as far off on IoU (p = 0), so it keeps its evidence.
+    assert f[11] == pytest.approx(0.9)
+    # The grown label: no other label's area differs from the model's (p = 0 on the area ratio).
+    assert f[21] == pytest.approx(0.9) and "label area 2.78x" in model_findings(coco, preds).set_index("annotation_id").loc[21, "message"]
+    # Each habit: the 5 other outline disagreements are at least as strong on IoU (p = 5/39) out of the 6 of 40
+    # labels the model disagrees with on the outline (e = 6/40): little is left of its confidence.
+    habit = [f[k + 1] for k in range(4)]
+    assert habit == pytest.approx([0.9 * (1 - (5 / 39) / (6 / 40))] * 4, abs=1e-6)  # scores are rounded to 6 places
+    assert max(habit) < 0.2 < 0.9 == pytest.approx(f[11])
+
+
+def test_missing_scored_by_the_models_reliability_at_that_confidence() -> None:
+    """A confident unexplained detection counts as much as the model's detections at that confidence are right."""
+    coco, preds = grid_dataset(20)
+    extra = [pred(2, rect(40, 40, 52, 52), s, image_id=i + 1) for i, s in enumerate([0.6] * 4 + [0.96])]
+    f = model_findings(coco, preds + extra)
+    f = f[f["check"] == F.CHECK_POSSIBLY_MISSING].set_index("image_id")["score"]
+    # Dogs are never confirmed at 0.6 (reliability 0) but the lone 0.96 has no neighbour: all others count (0/4).
+    assert f.to_dict() == {}
+    extra[4] = pred(1, rect(40, 40, 52, 52), 0.91, image_id=5)  # a cat where cats at 0.85-0.95 are all right
+    f = model_findings(coco, preds + extra)
+    f = f[f["check"] == F.CHECK_POSSIBLY_MISSING]
+    assert f[["image_id", "category"]].values.tolist() == [[5, "cat"]]
+    assert f["score"].item() == pytest.approx(0.91)
 
 
 def test_prediction_order_does_not_change_findings() -> None:
@@ -132,3 +180,95 @@ def test_malformed_predictions_raise(bad: dict[str, Any], field: str) -> None:
     coco, preds = coco_and_preds()
     with pytest.raises(EvaluationError, match=field):
         audit_dataset(coco, image_root=None, predictions=[{**preds[0], **bad}])
+
+
+def test_specks_are_not_missing_objects() -> None:
+    """A semantic model's stray pixels (connected components under SPECK_FRACTION of a cat) raise nothing; the
+    same prediction at a cat's size does."""
+    from segpipe.evaluators.audit_model import SPECK_FRACTION
+
+    coco, preds = grid_dataset(10)
+    speck = [pred(1, rect(40, 40, 41, 42), 0.9, image_id=1)]  # 2 px against 144 px cats: below 2 %
+    assert 2 < SPECK_FRACTION * 144 and model_findings(coco, preds + speck).empty
+    whole = [pred(1, rect(40, 40, 52, 52), 0.9, image_id=1)]
+    assert model_findings(coco, preds + whole)["check"].tolist() == [F.CHECK_POSSIBLY_MISSING]
+
+
+def test_a_model_whose_outlines_all_differ_the_same_way_raises_no_sloppy_outline() -> None:
+    """Every label is 2 px larger than the model's mask on each side (a trimap border the model leaves out):
+    IoU ~0.56 everywhere is the model's habit, not 12 sloppy labels; one label 6 px larger still stands out."""
+    coco, preds = grid_dataset(12)
+    preds = [pred(1, rect(int(p["bbox"][0]) + 2, int(p["bbox"][1]) + 2, int(p["bbox"][0]) + 10, int(p["bbox"][1]) + 10), 0.9,
+                  image_id=p["image_id"]) for p in preds]
+    assert model_findings(coco, preds).empty
+    x0, y0 = (int(v) for v in coco["annotations"][5]["bbox"][:2])
+    big = rect(x0 - 4, y0 - 4, x0 + 16, y0 + 16)
+    coco["annotations"][5] = {**coco["annotations"][5], "segmentation": rle_of(big), "area": float(big.sum()),
+                              "bbox": [float(x0 - 4), float(y0 - 4), 20.0, 20.0]}
+    f = model_findings(coco, preds)
+    assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 6]]
+
+
+def test_pair_boundary_iou_matches_the_semantic_boundary_evaluator() -> None:
+    """The audit's boundary IoU of two masks equals evaluators.boundary's on the label maps they make (class 1)."""
+    from segpipe.evaluators.audit_model import pair_boundary_iou
+    from segpipe.evaluators.boundary import boundary_update, boundary_width
+
+    gt = rect(4, 4, 30, 40).astype(bool)
+    for pr in (rect(6, 4, 32, 40), rect(4, 4, 30, 20), rect(0, 0, 64, 64), rect(40, 40, 50, 50)):
+        pr = pr.astype(bool)
+        counts = boundary_update(gt.astype(np.uint8), pr.astype(np.uint8), num_classes=2)
+        expected = counts[1, 0] / counts[1, 1]
+        ys, xs = np.nonzero(gt | pr)
+        assert pair_boundary_iou(gt, pr, boundary_width(gt.shape, 0.02)) == pytest.approx(expected)
+        boxes = [[float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]]
+        assert pair_boundary_iou(gt, pr, boundary_width(gt.shape, 0.02), boxes=boxes) == pytest.approx(expected)
+
+
+def octagon(x0: int, y0: int, side: int = 12, cut: int = 3) -> np.ndarray:
+    m = rect(x0, y0, x0 + side, y0 + side)
+    for k in range(cut):  # cut the four corners: fills ~85 % of its box
+        m[y0 + k, x0 : x0 + cut - k] = 0
+        m[y0 + k, x0 + side - cut + k : x0 + side] = 0
+        m[y0 + side - 1 - k, x0 : x0 + cut - k] = 0
+        m[y0 + side - 1 - k, x0 + side - cut + k : x0 + side] = 0
+    return m
+
+
+def test_a_box_replaced_outline_is_found_where_iou_and_area_pass() -> None:
+    """Octagonal objects, labelled and predicted alike; one label replaced by its box: IoU 0.83 and area ratio
+    1.2 pass the fixed bounds, the box shape where the model sees none does not."""
+    objs = [octagon(8 + i % 7, 8 + i % 5) for i in range(12)]
+    coco = dataset([[(1, m)] for m in objs])
+    preds = [pred(1, m, 0.9, image_id=i + 1) for i, m in enumerate(objs)]
+    assert model_findings(coco, preds).empty
+    x0, y0 = 8 + 5 % 7, 8 + 5 % 5
+    box = rect(x0, y0, x0 + 12, y0 + 12)
+    iou, ratio = objs[5].sum() / box.sum(), box.sum() / objs[5].sum()  # the octagon lies inside its box
+    assert iou > 0.8 and ratio < 1.25
+    coco["annotations"][5] = {**coco["annotations"][5], "segmentation": rle_of(box), "area": float(box.sum()),
+                              "bbox": [float(x0), float(y0), 12.0, 12.0]}
+    f = model_findings(coco, preds)
+    assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 6]]
+    message = f["message"].item()
+    assert "box-shaped label" in message and "(< 0.8)" not in message and "x the model's" not in message, message
+
+
+def test_a_small_class_whose_outlines_all_miss_the_border_band_raises_no_sloppy_outline() -> None:
+    """Four labels (too few for the class's outline statistics), each 1-3 px wider on every side than the
+    model's mask, as a U-Net trained on trimaps predicts them: IoU passes its bound (>= 0.81), boundary IoU
+    does not. That is the model's habit, not a label error: only IoU or a box shape flags an outline alone."""
+    box = (2, 2, 62, 62)
+    insets = [1, 2, 2, 3]
+    coco = dataset([[(1, rect(*box))] for _ in insets])
+    x0, y0, x1, y1 = box
+    preds = [pred(1, rect(x0 + k, y0 + k, x1 - k, y1 - k), 0.9, image_id=i + 1) for i, k in enumerate(insets)]
+    from segpipe.evaluators.audit_model import SLOPPY_BOUNDARY_IOU, pair_boundary_iou
+    from segpipe.evaluators.boundary import DEFAULT_DILATION_RATIO, boundary_width
+
+    width = boundary_width((S, S), DEFAULT_DILATION_RATIO)
+    worst = pair_boundary_iou(rect(*box).astype(bool), rect(x0 + 3, y0 + 3, x1 - 3, y1 - 3).astype(bool), width)
+    assert worst < SLOPPY_BOUNDARY_IOU
+    assert model_findings(coco, preds).empty
+    preds[0] = pred(1, rect(x0 + 1, y0 + 1, x0 + 26, y1 - 1), 0.9)  # under half the label: IoU 0.40, still flagged
+    assert model_findings(coco, preds)[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 1]]

@@ -59,3 +59,14 @@ def test_without_predictions_model_errors_go_unfound(bench: ModuleType, injected
     assert s["per_type"]["delete"][0] == 0
     empty = bench.score_findings(findings_frame([]), injected)
     assert empty["recall"] == 0.0 and empty["rows"] == 0
+
+
+def test_an_imperfect_model_s_own_mistakes_do_not_bury_injected_errors(bench: ModuleType) -> None:
+    """5 % of the model's objects missed, 5 % misplaced, 5 % hallucinated: the label errors still come first
+    (before calibration this setting found 0.67 of them, grown and eroded/dilated outlines hardly at all)."""
+    clean, preds, shapes = bench.generate_clean(400, seed=0, model_errors=0.05)
+    dirty, injected = bench.inject_errors(clean, shapes, seed=0)
+    s = bench.score_findings(audit_dataset(dirty, image_root=None, predictions=preds).findings, injected)
+    assert s["recall"] >= 0.9, s
+    for kind, (hit, total) in s["per_type"].items():
+        assert hit / total >= 0.8, (kind, s)

@@ -205,7 +205,7 @@ def test_cli_names_the_results_file_and_drops_with_the_flag(over_limit: tuple[di
 
 
 def test_readme_states_the_limit() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    section = readme.split("# Reliability", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in section.splitlines() if MAX_DETECTIONS_PER_IMAGE_ENV in line)
     assert f"| {MAX_DETECTIONS_PER_IMAGE_DEFAULT:,} |" in row and "--drop-invalid" in row

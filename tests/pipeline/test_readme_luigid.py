@@ -15,7 +15,7 @@ from tests.pipeline.test_run_luigid import LUIGID, _free_port, _wait_for_port
 
 
 def _readme_luigid_lines() -> list[str]:
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    text = (REPO_ROOT / "docs" / "several-machines.md").read_text(encoding="utf-8")
     lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
     start = next(i for i, ln in enumerate(lines) if ln.startswith("luigid "))
     # the luigid line and the set-up lines right above it (up to the comment that opens the snippet)

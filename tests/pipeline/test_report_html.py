@@ -300,14 +300,18 @@ def test_semantic_page_has_confusion_and_worst_first(tmp_path: Path) -> None:
     assert worst_files == list(per_image["file"].head(3))
 
 
-def test_leaderboard_natural_order_links_and_heatmap(tmp_path: Path) -> None:
+def test_leaderboard_in_csv_order_with_links_and_heatmap(tmp_path: Path) -> None:
     source = make_instance_dataset(tmp_path / "ds", n_images=4)
     out = make_run_output(tmp_path / "out", source)
     html = render_leaderboard(out).read_text(encoding="utf-8")
-    order = re.findall(r"<tr><td>(best|epoch_\d+)</td>", html)
-    assert order == ["best", "epoch_1", "epoch_2", "epoch_3", "epoch_10"]
+    # The table lists the checkpoints exactly as leaderboard.csv ranks them (segpipe run writes it best first).
+    csv_order = [str(c) for c in pd.read_csv(out / "leaderboard.csv")["checkpoint"]]
+    order = re.findall(r'<tr><td title="sha256 [0-9a-f]{64}">(best|epoch_\d+)</td>', html)
+    assert order == csv_order and sorted(order) == sorted(CHECKPOINTS)
     links = re.findall(r'<a href="(checkpoints/[^"]+)">', html)
-    assert links == [f"checkpoints/{c}/segm/report.html" for c in ("best", "epoch_1", "epoch_2", "epoch_10")]  # epoch_3 failed
+    assert links == [f"checkpoints/{c}/segm/report.html" for c in csv_order if c != FAILED_CHECKPOINT]
+    # the trend plot still reads in training order
+    assert re.search(r"checkpoints in natural order", html)
     assert all((out / link).is_file() for link in links)
     assert html.count('<img src="data:image/png') == 3  # line plot + AP and AP50 heatmaps
     assert "AP (segm) per class" in html and INPUT_DATE in html  # the checkpoints' inputs, not the run

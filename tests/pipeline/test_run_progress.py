@@ -130,3 +130,81 @@ def test_run_prints_progress_and_one_line_for_a_broken_checkpoint(tmp_path: Path
     assert "] " not in quiet.stderr and "checkpoint bad FAILED" in quiet.stderr
     verbose = run_cli_subprocess([*cli_args(settings), "-v"])
     assert "Traceback" in verbose.stderr
+
+
+def _converted(tmp_path: Path, n_images: int = 6) -> tuple[Path, Path]:
+    make_dataset(tmp_path / "pets", n_images=n_images)
+    proc = run_cli_subprocess(["convert", "oxford-pet", str(tmp_path / "pets"), "-o", str(tmp_path / "converted")])
+    assert proc.returncode == 0, proc.stderr
+    return tmp_path / "converted", make_checkpoint(tmp_path / "ckpts" / "good.pt", seed=0)
+
+
+def _infer_args(converted: Path, checkpoint: Path, out: Path) -> list[str]:
+    return ["infer", "--model", "unet", "--checkpoint", str(checkpoint), "--dataset", str(converted), "-o", str(out),
+            "--device", "cpu", "--batch-size", "2", "--workers", "0"]
+
+
+def test_infer_prints_plain_progress_lines_in_a_pipe_and_nothing_with_q(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    converted, checkpoint = _converted(tmp_path)
+    monkeypatch.setenv("SEGPIPE_PROGRESS_INTERVAL", "0")  # every batch, so that a 6-image run shows the lines in between
+    proc = run_cli_subprocess(_infer_args(converted, checkpoint, tmp_path / "preds"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("infer good.pt: ")]
+    assert lines[0] == "infer good.pt: 0/6 images"  # printed once the model is loaded, before the first batch
+    assert [ln.split(": ")[1].split(" ")[0] for ln in lines] == ["0/6", "2/6", "4/6", "6/6"]
+    assert all(" images/s, ETA " in ln for ln in lines[1:-1]) and lines[-1].endswith(" images/s, done")
+    assert "\r" not in proc.stderr  # no bar off a terminal
+    assert f"predictions: {tmp_path / 'preds' / 'semantic'}/" in proc.stdout and "segpipe evaluate semantic --gt" in proc.stdout
+
+    monkeypatch.setenv("SEGPIPE_PROGRESS_INTERVAL", "3600")  # the default cadence: the first and the last line only
+    proc = run_cli_subprocess(_infer_args(converted, checkpoint, tmp_path / "preds2"))
+    assert [ln.split(": ")[1].split(" ")[0] for ln in proc.stderr.splitlines() if ln.startswith("infer good.pt: ")] == ["0/6", "6/6"]
+    quiet = run_cli_subprocess([*_infer_args(converted, checkpoint, tmp_path / "preds3"), "-q"])
+    assert quiet.returncode == 0 and "images/s" not in quiet.stderr and "6/6 images" in quiet.stdout
+
+
+def test_infer_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    converted, checkpoint = _converted(tmp_path)
+    master, slave = pty.openpty()
+    code = f"from segpipe.cli import main\nmain.main(args={_infer_args(converted, checkpoint, tmp_path / 'preds')!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                            env={**os.environ, "COLUMNS": "120"})
+    os.close(slave)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    stdout, _ = proc.communicate(timeout=120)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, screen[-2000:]
+    assert "\r" in screen and "infer good.pt:" in screen  # a tqdm bar redrawn in place
+    assert "6/6" in screen and "img/s" in screen and "<" in screen  # done/total, the rate, elapsed<remaining
+    assert "infer good.pt: 0/6 images" not in screen  # the plain lines are for pipes
+    assert b"6/6 images -> " in stdout
+
+
+def test_run_surfaces_the_inference_tasks_per_image_progress_and_names_the_pages(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = make_dataset(tmp_path / "pets", n_images=6)
+    make_checkpoint(tmp_path / "ckpts" / "good.pt", seed=0)
+    settings = settings_for(tmp_path, dataset=dataset, ckpts=tmp_path / "ckpts", shard_size=3, html=True)
+    monkeypatch.setenv("SEGPIPE_PROGRESS_INTERVAL", "0")
+    proc = run_cli_subprocess(cli_args(settings))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_image = [ln for ln in proc.stderr.splitlines() if ln.startswith("  infer+evaluate checkpoint=good group=")]
+    assert per_image, proc.stderr
+    assert any(ln.endswith(" images/s, done") for ln in per_image)
+    assert any(" images/s, ETA " in ln for ln in per_image) or all("done" in ln or ln.endswith(" images") for ln in per_image)
+    assert f"leaderboard page: {settings.out / 'leaderboard.html'}" in proc.stdout
+    assert (settings.out / "leaderboard.html").is_file()
