@@ -224,3 +224,18 @@ def test_each_format_declares_its_layout_and_its_exporter() -> None:
         assert spec.layout and spec.layout in nothing_converted_message(name, REPO, rows=0, report=REPO / "r.csv")
         assert (spec.exporter is not None) == (name in EXPORTERS)
     assert set(EXPORTERS) <= set(FORMATS)
+
+
+def test_the_format_guide_lists_every_registered_format_with_real_flags() -> None:
+    """docs/formats.md shows one `segpipe convert FMT` line per format; each flag it shows is an option of that
+    command (the guide is checked against the registry, not the other way round)."""
+    guide = REPO / "docs" / "formats.md"
+    if not guide.is_file():
+        pytest.skip("no docs/formats.md in this checkout")
+    lines = {line.split()[2]: line for line in guide.read_text(encoding="utf-8").splitlines()
+             if line.startswith("segpipe convert ") and len(line.split()) > 2}
+    assert set(lines) == set(FORMAT_NAMES)
+    for fmt, line in lines.items():
+        shown = {word.strip("[]").split("=")[0] for word in line.split("#")[0].split() if word.strip("[").startswith("--")}
+        flags = {flag for p in convert_group.commands[fmt].params for flag in (*p.opts, *p.secondary_opts)}
+        assert shown <= flags, (fmt, shown - flags)
