@@ -147,3 +147,54 @@ def test_report_overlay_refuses_far_polygons_without_crashing() -> None:
 
     with pytest.raises(BadGeometry):
         annotation_mask({"segmentation": [[0, 0, 1e9, 0, 1e9, 1e9]]}, height=H, width=W)
+
+
+def _semantic_dirs(root: Path) -> tuple[Path, Path]:
+    gt, pred = root / "gt", root / "pred"
+    gt.mkdir(parents=True)
+    pred.mkdir(parents=True)
+    for i in range(3):
+        m = np.zeros((20, 30), np.uint8)
+        m[5:10, 5:10] = 1
+        cv2.imwrite(str(gt / f"x{i}.png"), m)
+        cv2.imwrite(str(pred / f"x{i}.png"), m)
+    return gt, pred
+
+
+def test_a_tiff_named_png_meets_the_pixel_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pixel limit comes from the real header: a TIFF named .png used to be decoded whatever its size."""
+    from PIL import Image
+
+    from segpipe.converters.errors import AnnotationError
+    from segpipe.converters.images import MAX_IMAGE_PIXELS_ENV, decode_image_file
+    from segpipe.evaluators.errors import EvaluationError
+    from segpipe.evaluators.label_maps import read_label_map
+
+    gt, pred = _semantic_dirs(tmp_path)
+    Image.new("L", (2000, 1000)).save(pred / "x1.png", format="TIFF", compression="tiff_deflate")
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, "1000000")
+    with pytest.raises(EvaluationError, match=r"x1\.png: size: 2000x1000 = 2000000 pixels is over the limit of 1000000"):
+        read_label_map(pred / "x1.png")
+    with pytest.raises(AnnotationError, match="2000x1000 = 2000000 pixels is over the limit") as info:
+        decode_image_file(pred / "x1.png")
+    assert info.value.code == "image_too_large"
+    done = subprocess.run([*SEGPIPE, "evaluate", "semantic", "--gt", str(gt), "--pred", str(pred), "--classes", "bg,fg",
+                           "-o", str(tmp_path / "o"), "--no-html"], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**__import__("os").environ, MAX_IMAGE_PIXELS_ENV: "1000000"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{pred / 'x1.png'}: size: 2000x1000 = 2000000 pixels is over the limit of 1000000" in done.stderr
+
+
+def test_an_empty_prediction_png_is_a_located_error(tmp_path: Path) -> None:
+    gt, pred = _semantic_dirs(tmp_path)
+    (pred / "x2.png").write_bytes(b"")
+    (pred / "x1.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # cut inside the header
+    done = _segpipe("evaluate", "semantic", "--gt", str(gt), "--pred", str(pred), "--classes", "bg,fg", "-o", str(tmp_path / "o"), "--no-html")
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "cv2.error" not in done.stderr, done.stderr
+    assert f"Error: {pred / 'x1.png'}: png: truncated PNG (no IHDR header) (and 1 more bad files: x2.png)" in done.stderr
+
+    from segpipe.evaluators.errors import EvaluationError
+    from segpipe.evaluators.label_maps import read_label_map
+
+    with pytest.raises(EvaluationError, match=r"x2\.png: png: empty file \(0 bytes\), not an image"):
+        read_label_map(pred / "x2.png")
