@@ -34,6 +34,7 @@ class RunOutcome:
     failed_checkpoints: dict[str, str] = field(default_factory=dict)
     leaderboard: Path | None = None
     conversion_errors: int = 0
+    skipped_inputs: list[str] = field(default_factory=list)  # "path: reason" of dataset files never read (FIFOs, ...)
     published: int = 0  # files written into OUT by this run
     exit_code: int = 0
     statuses: list[str] = field(default_factory=list)
