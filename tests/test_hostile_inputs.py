@@ -198,3 +198,75 @@ def test_an_empty_prediction_png_is_a_located_error(tmp_path: Path) -> None:
 
     with pytest.raises(EvaluationError, match=r"x2\.png: png: empty file \(0 bytes\), not an image"):
         read_label_map(pred / "x2.png")
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("which", ["gt", "pred"])
+def test_a_100000_deep_json_is_a_located_error_in_evaluate(tmp_path: Path, which: str) -> None:
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": W, "height": H}], "categories": [{"id": 1, "name": "dog"}],
+            "annotations": []}
+    (tmp_path / "gt.json").write_text(json.dumps(coco) if which == "pred" else DEEP, encoding="utf-8")
+    (tmp_path / "pred.json").write_text(DEEP if which == "pred" else "[]", encoding="utf-8")
+    done = _segpipe("evaluate", "instances", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+                    "-o", str(tmp_path / "o"), "--iou-type", "bbox")
+    what = "ground truth" if which == "gt" else "results"
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{tmp_path / (which + '.json')}: cannot read {what} JSON: nested too deeply" in done.stderr
+
+
+def test_a_100000_deep_json_is_a_located_error_in_audit_convert_and_model_cards(tmp_path: Path) -> None:
+    (tmp_path / "deep.json").write_text(DEEP, encoding="utf-8")
+    done = _segpipe("audit", str(tmp_path / "deep.json"), "-o", str(tmp_path / "audit"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{tmp_path / 'deep.json'}: cannot read COCO JSON: nested too deeply" in done.stderr
+
+    from segpipe.converters.coco import read_coco
+    from segpipe.converters.labelme import convert_labelme
+    from segpipe.inference.checkpoints import InferenceError, read_model_card
+
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_coco(tmp_path / "deep.json")
+    src = _labelme(tmp_path / "lm", [_shape("polygon", [[1, 1], [5, 1], [5, 5]])])
+    (src / "b.json").write_text('{"shapes": ' + DEEP + "}", encoding="utf-8")
+    report = convert_labelme(src, tmp_path / "out")
+    assert [(Path(f.file).name, f.code, f.message) for f in report.findings if f.severity == "error"] == [
+        ("b.json", "invalid_json", "not valid JSON: nested too deeply (more than about 1000 levels of arrays/objects)")]
+    (tmp_path / "m.pt").write_bytes(b"")
+    for card, text in (("m.json", DEEP), ("m.toml", "a = " + DEEP)):
+        for old in tmp_path.glob("m.json"), tmp_path.glob("m.toml"):
+            for path in old:
+                path.unlink()
+        (tmp_path / card).write_text(text, encoding="utf-8")
+        with pytest.raises(InferenceError, match="unreadable model card: .*nested too deeply"):
+            read_model_card(tmp_path / "m.pt")
+
+
+def test_a_yaml_alias_bomb_is_a_row_in_bounded_memory(tmp_path: Path) -> None:
+    """354 bytes of nested aliases: 9**9 strings once expanded (the class name used to be the expansion)."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "data.yaml").write_text("\n".join([*lines, "names: [*i]"]) + "\n", encoding="utf-8")
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n", encoding="utf-8")
+    code = ("import sys\nfrom pathlib import Path\nfrom segpipe.converters.yolo import convert_yolo\n"
+            "r = convert_yolo(Path(sys.argv[1]), Path(sys.argv[1]) / 'out')\n"
+            "print([(f.code, f.message.splitlines()[0]) for f in r.findings if f.severity == 'error'])\n"
+            "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows, rss_kb = done.stdout.strip().splitlines()
+    assert rows == "[('invalid_yaml', 'not valid YAML: aliases (*name) are not allowed here')]"
+    assert int(rss_kb) < 400 * 1024
+
+
+def test_data_yaml_class_names_must_be_text() -> None:
+    from segpipe.converters.yolo import parse_data_yaml
+
+    names, findings = parse_data_yaml("names: [[a, b], dog]", path="d.yaml")
+    assert names is None and [f.message for f in findings] == ["names[0]: a class name must be text, got list"]
+    assert parse_data_yaml("names: [cat, 7]", path="d.yaml")[0] == ["cat", "7"]
