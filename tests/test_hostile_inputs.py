@@ -270,3 +270,16 @@ def test_data_yaml_class_names_must_be_text() -> None:
     names, findings = parse_data_yaml("names: [[a, b], dog]", path="d.yaml")
     assert names is None and [f.message for f in findings] == ["names[0]: a class name must be text, got list"]
     assert parse_data_yaml("names: [cat, 7]", path="d.yaml")[0] == ["cat", "7"]
+
+
+def test_a_negative_gt_image_size_is_a_located_error(tmp_path: Path) -> None:
+    """It used to be scored (bbox: exit 0 with AP 0) or end in a traceback."""
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": -64, "height": 48}], "categories": [{"id": 1, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}]}
+    (tmp_path / "gt.json").write_text(json.dumps(coco), encoding="utf-8")
+    (tmp_path / "pred.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [0, 0, 5, 5]}]),
+                                        encoding="utf-8")
+    done = _segpipe("evaluate", "instances", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+                    "-o", str(tmp_path / "o"), "--iou-type", "bbox")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{tmp_path / 'gt.json'}: images[0].width/height: must be positive, got -64x48" in done.stderr
