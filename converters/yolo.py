@@ -69,7 +69,7 @@ def parse_data_yaml(text: str, *, path: str) -> tuple[list[str] | None, list[Fin
     """
     import yaml
 
-    class NoAliasLoader(yaml.SafeLoader):
+    class NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type stubs here
         # An alias is a reference: a few hundred bytes of nested `&a [*a, *a]` expand to gigabytes once
         # printed ("billion laughs", https://en.wikipedia.org/wiki/Billion_laughs_attack). data.yaml needs none.
         def compose_node(self, parent: Any, index: Any) -> Any:
