@@ -88,7 +88,10 @@ def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str,
     from segpipe.reports.data import read_table
     from segpipe.reports.records import read_records
 
-    found_a, found_b = read_records(a), read_records(b)
+    with comparison.model_side("A"):
+        found_a = read_records(a)
+    with comparison.model_side("B"):
+        found_b = read_records(b)
     if found_a is None or found_b is None or found_a[0] != found_b[0]:
         raise EvaluationError(b, "", "A and B are not reports of the same kind of evaluation: nothing to compare")
     found = (found_a, found_b)
@@ -135,16 +138,24 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
         from segpipe.evaluators.json_files import read_json_file
 
         gt = read_json_file(dataset / INSTANCES_FILE, what="ground truth")
-        loaded = [read_json_file(p / RESULTS_FILE, what="results") for p in (a, b)]
+        loaded, analyses = [], []
+        for side, p in zip(SIDES, (a, b)):
+            with comparison.model_side(side):
+                loaded.append(read_json_file(p / RESULTS_FILE, what="results"))
         kind = iou_type or default_iou_type(loaded[0])
-        analyses = [comparison.instance_analysis(gt, r, iou_type=kind, score_threshold=options["score_threshold"]) for r in loaded]
+        for side, r in zip(SIDES, loaded):
+            with comparison.model_side(side):
+                analyses.append(comparison.instance_analysis(gt, r, iou_type=kind, score_threshold=options["score_threshold"]))
         tables = comparison.compare_instances(analyses[0], analyses[1], **options["bootstrap"])
         return kind, {"compare": tables, "A": analyses[0][1], "B": analyses[1][1]}
     from segpipe.cli.evaluate_semantic import read_class_names
 
     gt_dir = dataset / SEMANTIC_DIR
     names = read_class_names(str(gt_dir / SEMANTIC_CLASSES_FILE), gt_dir=gt_dir)
-    found = [semantic_confusions(gt_dir, p / SEMANTIC_DIR, num_classes=len(names)) for p in (a, b)]
+    found = []
+    for side, p in zip(SIDES, (a, b)):
+        with comparison.model_side(side):
+            found.append(semantic_confusions(gt_dir, p / SEMANTIC_DIR, num_classes=len(names)))
     files = found[0][0]
     boundaries: list[Any] = [None, None]
     if boundary_ratio is not None:

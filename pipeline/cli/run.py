@@ -41,6 +41,8 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
         click.echo(f"failed: {len(outcome.failed)} task(s) ({family_counts(list(outcome.failed))})", err=True)
     for name, reason in sorted(outcome.failed_checkpoints.items()):
         click.echo(f"checkpoint {name} FAILED: {reason}", err=True)
+    for line in outcome.skipped_inputs:
+        click.echo(f"skipped: {line}", err=True)
     if outcome.conversion_errors:
         click.echo(f"conversion: {outcome.conversion_errors} error row(s) in {out / 'conversion_report.csv'}", err=True)
     if outcome.leaderboard is not None and outcome.leaderboard.is_file():

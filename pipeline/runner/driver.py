@@ -123,6 +123,7 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
                        classes=settings.classes.resolve() if settings.classes else None,
                        list_file=settings.list_file.resolve() if settings.list_file else None)
     scan = scan_dataset(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
+    outcome.skipped_inputs = [f"{path}: {reason}" for path, reason in scan.skipped]
     plan = plan_shards(scan.manifest, spec=spec, shard_size=settings.shard_size)
     spec.refuse_empty(len(plan.images))
     paths = expand_checkpoints(settings.checkpoints)
