@@ -12,6 +12,7 @@ from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
 
 # Kept in sync with segpipe.inference.class_tables.CLASS_TABLE_NAMES by a test (no torch import for `--help`).
 CLASS_TABLE_CHOICES: tuple[str, ...] = ("coco", "voc")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _resize_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
@@ -99,6 +100,10 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
             if err.path == CLASS_OPTIONS:  # class options that do not fit this model or dataset: an input mismatch, exit 1
                 raise click.ClickException(f"{flag}: {err.field}: {err.reason}") from err
             raise click.ClickException(str(err)) from err
+        except KeyboardInterrupt:
+            _echo_warnings(caught)
+            _echo_interrupted(out)
+            raise SystemExit(EXIT_INTERRUPTED) from None
     _echo_warnings(caught)
     speed = f"{summary.images_per_second:.2f} images/s" if summary.images_per_second else "no image predicted"
     if summary.mean_batch_size:
@@ -115,6 +120,19 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
         click.echo(f"dropped {len(summary.dropped)} model class output(s) not in the dataset: {shown} (meta.json: dropped_model_classes)")
     click.echo(f"scoring: {summary.scoring}")
     click.get_current_context().exit(EXIT_SKIPPED_ERRORS if summary.n_skipped else EXIT_OK)
+
+
+def _echo_interrupted(out: Path) -> None:
+    """What an interrupted inference leaves: its finished shards, in an OUT marked incomplete."""
+    from segpipe.inference.outputs import SHARDS_DIR, finished_image_ids
+    from segpipe.out_manifest import read_manifest
+
+    total = (read_manifest(out) or {}).get("n_images")
+    done = len(finished_image_ids(out))
+    of = f" of {total}" if isinstance(total, int) else ""
+    click.echo(f"interrupted: {done}{of} image(s) finished and kept in {out / SHARDS_DIR}; {out} is marked incomplete "
+               "(evaluate, compare and audit refuse it without --allow-partial); run the same command again to resume "
+               "(finished images are not predicted again)", err=True)
 
 
 def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:

@@ -20,6 +20,7 @@ from segpipe.errors import SegpipeError
 
 _PATH = click.Path(path_type=Path)
 # As segpipe.runner.shards.FORMATS (not imported here: the CLI starts without the runner's imports).
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 RUN_FORMATS = ("oxford-pet", "voc", "trimap", "yolo", "labelme", "cvat", "voc-seg")
 
 
@@ -163,5 +164,10 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
             outcome = run_pipeline(settings)
     except (SegpipeError, FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
         raise click.UsageError(str(err)) from err
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: every task that finished is kept in the cache {settings.cache} (a half-done one never "
+                   "is); run the same command again to continue: finished tasks are taken from the cache, not redone",
+                   err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     _echo_outcome(outcome, out=settings.out)
     raise SystemExit(outcome.exit_code)

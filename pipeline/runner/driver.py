@@ -111,7 +111,82 @@ def run_pipeline(settings: RunSettings) -> RunOutcome:
         return _run_pipeline(settings)
 
 
+def check_before_work(settings: RunSettings) -> None:
+    """What can be checked before any task runs is checked here (RunConfigError, a usage error in the CLI):
+    the inference device exists on this host, the dataset folder has the layout --format expects, and the
+    class list and list file it needs are there. Otherwise a run converts first, then fails every checkpoint."""
+    _check_device(settings)
+    _check_layout(settings)
+    classes, num_classes = settings.infer.get("classes"), settings.infer.get("num_classes")
+    if classes is not None and num_classes is not None and len(classes) != int(num_classes):
+        raise RunConfigError("command line or run config", "infer.classes",
+                             f"{len(classes)} model class name(s) given for {num_classes} model output(s)")
+
+
+def _check_device(settings: RunSettings) -> None:
+    device = str(settings.infer.get("device") or "auto")
+    if device == "auto" and not settings.devices:
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    wanted = [f"cuda:{i}" for i in settings.devices] or [device]
+    for name in wanted:
+        if not name.startswith("cuda"):
+            continue
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            field = "devices" if settings.devices else "infer.device"
+            raise RunConfigError("command line or run config", field,
+                                 f"{name} requested but torch sees {count} CUDA device(s) on this host; "
+                                 + ("use --device cpu" if count == 0 else f"use an index below {count}")
+                                 + " (checked before any task runs: nothing was converted)")
+
+
+def _check_layout(settings: RunSettings) -> None:
+    from segpipe.converters.layout_hints import describe_folder, is_pet_root, oxford_pet_root_problem, voc_source_problem
+
+    root, fmt = settings.dataset, settings.format
+    if not root.exists():
+        raise RunConfigError(str(root), "dataset", "no such folder")
+    for name, path in (("images", settings.images), ("classes", settings.classes), ("list_file", settings.list_file)):
+        if path is not None and not path.exists():
+            raise RunConfigError(str(path), name, "no such file or folder")
+    if fmt == "oxford-pet":
+        problem = oxford_pet_root_problem(root)
+        if problem is not None:
+            raise RunConfigError(str(root), "format", problem)
+        return
+    if fmt == "voc":
+        problem = voc_source_problem(root, images=settings.images)
+        if problem is not None:
+            raise RunConfigError(str(root), "format", problem)
+    elif root.is_dir() and is_pet_root(root) and fmt in ("yolo", "labelme", "cvat", "voc-seg", "trimap"):
+        raise RunConfigError(str(root), "format", f"--format {fmt}, but {root} is an Oxford-IIIT Pet root "
+                             f"({describe_folder(root)}): use --format oxford-pet")
+    if fmt == "yolo" and settings.classes is None:
+        from segpipe.converters.errors import AnnotationError
+        from segpipe.converters.yolo import find_class_file
+
+        try:
+            find_class_file(root)
+        except AnnotationError as err:
+            raise RunConfigError(str(root), "classes", f"{err.reason} (give --classes)") from err
+    if settings.classes is not None and settings.classes.is_file() and fmt != "yolo":
+        from segpipe.converters.dataset_layout import read_class_names_file
+
+        try:
+            names = read_class_names_file(settings.classes)
+        except (OSError, UnicodeDecodeError) as err:
+            raise RunConfigError(str(settings.classes), "classes", f"unreadable class list: {err}") from err
+        if not names:
+            raise RunConfigError(str(settings.classes), "classes", "no class names in the file")
+        if len(set(names)) != len(names):
+            raise RunConfigError(str(settings.classes), "classes", f"duplicate class names: {names}")
+
+
 def _run_pipeline(settings: RunSettings) -> RunOutcome:
+    check_before_work(settings)
     outcome = RunOutcome()
     cache = settings.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
