@@ -34,7 +34,7 @@ MANIFEST_FILE = ".segpipe.json"
 SHARDS_DIR = ".shards"  # segpipe.inference.outputs.SHARDS_DIR
 EMBEDDED_IMAGES_DIR = "images"  # segpipe.converters.conversion_output.EMBEDDED_IMAGES_DIR
 
-CONVERT, INFER, COMPARE, AUDIT = "convert", "infer", "compare", "audit"
+CONVERT, INFER, COMPARE, AUDIT, RUN = "convert", "infer", "compare", "audit", "run"
 EVALUATE_INSTANCES, EVALUATE_SEMANTIC = "evaluate instances", "evaluate semantic"
 # What each command writes at most (a conversion's images/ only when its annotations embed the images).
 OWNED: dict[str, tuple[str, ...]] = {
@@ -48,6 +48,7 @@ LEGACY_SIGNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (META_FILE, INFER, OWNED[INFER]),
     (SHARDS_DIR, INFER, OWNED[INFER]),
     ("findings.csv", AUDIT, ()),
+    ("run_log.json", RUN, ()),
 )
 
 
@@ -151,3 +152,12 @@ def is_partial_prediction(path: Path) -> bool:
     if found is not None:
         return found.get("command") == INFER and found.get("complete") is not True
     return (folder / SHARDS_DIR).is_dir() and not (folder / META_FILE).is_file()
+
+
+def merge_manifests(parts: Sequence[Path], out: Path) -> None:
+    """The manifest of a dataset merged from conversions of its shards (`segpipe run`): the first one's, owning
+    what any of them owned, so the merged folder reads as the one conversion of the whole dataset would."""
+    found = [m for m in (read_manifest(p) for p in parts) if m is not None]
+    if found:
+        owns = sorted({str(n) for m in found for n in m.get("owns") or ()})
+        write_manifest(out, **{**found[0], "owns": owns, "complete": all(m.get("complete") is True for m in found)})

@@ -125,15 +125,13 @@ def check_before_work(settings: RunSettings) -> None:
 
 def _check_device(settings: RunSettings) -> None:
     device = str(settings.infer.get("device") or "auto")
-    if device == "auto" and not settings.devices:
+    wanted = [name for name in ([f"cuda:{i}" for i in settings.devices] or [device]) if name.startswith("cuda")]
+    if not wanted:  # auto falls back to the CPU; cpu needs no check
         return
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    wanted = [f"cuda:{i}" for i in settings.devices] or [device]
     for name in wanted:
-        if not name.startswith("cuda"):
-            continue
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= count:
             field = "devices" if settings.devices else "infer.device"
@@ -186,7 +184,10 @@ def _check_layout(settings: RunSettings) -> None:
 
 
 def _run_pipeline(settings: RunSettings) -> RunOutcome:
+    from segpipe.out_manifest import RUN, claim_output_folder
+
     check_before_work(settings)
+    claim_output_folder(settings.out, command=RUN, what="`segpipe run`", owns=())  # not a conversion's or a report's folder
     outcome = RunOutcome()
     cache = settings.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)

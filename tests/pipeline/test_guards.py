@@ -146,6 +146,8 @@ def test_writing_into_another_commands_folder_is_a_usage_error(world: dict[str, 
     assert not (world["species"] / "results.json").exists()
     evaluated = invoke("evaluate", "semantic", "--gt", world["pet"], "--pred", world["pred"], "-o", world["species"], "--no-html")
     assert evaluated.exit_code == 2 and not (world["species"] / "summary.csv").exists(), evaluated.output
+    ran = invoke(*_run_args(world, world["species"], "--device", "cpu"))
+    assert ran.exit_code == 2 and "conversion" in ran.output and not (world["species"] / ".cache").exists(), ran.output
 
 
 # --- partial predictions ---------------------------------------------------------------------------------------
@@ -188,6 +190,8 @@ def test_interrupted_infer_is_marked_refused_and_resumed(world: dict[str, Path],
     instances = invoke("evaluate", "instances", "--gt", world["pet"] / "instances.json", "--pred", out, "-o", tmp_path / "i",
                        "--no-html", "--allow-partial")
     assert instances.exit_code == 0 and f"of {N_IMAGES} image(s) have no prediction" in instances.output, instances.output
+    audited = invoke("audit", world["pet"], "--pred", out, "-o", tmp_path / "a", "--allow-partial")
+    assert audited.exit_code == 0 and f"{N_IMAGES - finished} of {N_IMAGES} image(s) have no prediction" in audited.output, audited.output
 
     interrupt, before = False, len(predicted)
     resumed = invoke(*args)
@@ -251,3 +255,25 @@ def test_ctrl_c_during_run_says_interrupted_and_a_rerun_continues(world: dict[st
     rerun = invoke(*args)
     assert rerun.exit_code == 0, rerun.output
     assert "from cache: 0 task(s)" not in rerun.output  # the conversion finished before Ctrl-C is not redone
+
+
+def test_run_model_class_names_must_fit_the_model_outputs(world: dict[str, Path], tmp_path: Path) -> None:
+    result = invoke(*_run_args(world, tmp_path / "out", "--device", "cpu", "--model-classes", "background,cat,dog", "--num-classes", 2))
+    assert result.exit_code == 2 and "3 model class name(s) given for 2 model output(s)" in result.output, result.output
+    assert not (tmp_path / "out" / ".cache").exists() or not any((tmp_path / "out" / ".cache").rglob("instances.json"))
+
+
+def test_the_python_api_makes_the_same_checks(world: dict[str, Path]) -> None:
+    import segpipe
+    from segpipe.prediction_checks import PredictionCheckError
+
+    with pytest.raises(PredictionCheckError, match="2=dog"):
+        segpipe.evaluate_instances(world["species"] / "instances.json", world["pred"] / "results.json")
+    with pytest.warns(UserWarning, match="1=pet"):
+        segpipe.evaluate_instances(world["species"] / "instances.json", world["pred"], allow_label_mismatch=True)
+    with pytest.raises(PredictionCheckError, match="--allow-partial"):
+        partial = world["pred"].parent / "partial"
+        shutil.copytree(world["pred"], partial)
+        manifest = json.loads((partial / ".segpipe.json").read_text())
+        (partial / ".segpipe.json").write_text(json.dumps({**manifest, "complete": False}))
+        segpipe.evaluate_semantic(world["pet"], partial)
