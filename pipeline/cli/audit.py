@@ -128,6 +128,9 @@ def _guarded_predictions(dataset: Path, pred: Path, *, out: Path, allow_label_mi
     from segpipe.prediction_checks import PredictionCheckError, check_categories, check_partial, finished_shard_results
 
     gt_file = dataset / INSTANCES_FILE if dataset.is_dir() else dataset
+    if pred.is_file() and _first_character(pred) == "{":  # a results list is a JSON array; a COCO ground truth an object
+        raise click.UsageError(f"--pred {pred} is a JSON object, not a results list: is it a ground truth? "
+                               "(DATASET is the ground truth, --pred the predictions)")
     try:
         gt = json.loads(gt_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -145,3 +148,10 @@ def _guarded_predictions(dataset: Path, pred: Path, *, out: Path, allow_label_mi
     if warnings and any("--allow-partial" in w for w in warnings):
         pred = atomic_write_text(out / PARTIAL_RESULTS_FILE, json.dumps(partial_results, sort_keys=True) + "\n")
     return pred, warnings
+
+
+def _first_character(path: Path) -> str:
+    """The first non-blank character of a file (a UTF-8 BOM skipped), read from its first 4 KiB."""
+    with path.open("rb") as handle:
+        head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    return head[:1]

@@ -82,7 +82,9 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
     from segpipe.inference.class_maps import CLASS_OPTIONS
     from segpipe.inference.data import parse_class_names
     from segpipe.inference.engine import run_inference
+    from segpipe.out_manifest import INFER, check_output_folder
 
+    check_output_folder(out, command=INFER)  # another command's folder: refused before the model loads
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UntrustedCheckpointWarning)
         try:

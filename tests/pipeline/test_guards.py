@@ -6,6 +6,7 @@ the embedded sample (`segpipe sample`) and tiny random U-Nets."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ def test_swapped_gt_and_pred_are_said(world: dict[str, Path], tmp_path: Path) ->
     assert result.exit_code == 2 and "is a COCO ground truth" in result.output, result.output
     swapped = invoke("evaluate", "instances", "--gt", pred, "--pred", gt, "-o", tmp_path / "r", "--no-html")
     assert swapped.exit_code == 2 and "look swapped" in swapped.output, swapped.output
+    audited = invoke("audit", world["pet"], "--pred", gt, "-o", tmp_path / "a")
+    assert audited.exit_code == 2 and "is it a ground truth" in audited.output, audited.output
 
 
 def test_compare_iou_type_on_semantic_predictions_is_a_usage_error(world: dict[str, Path], tmp_path: Path) -> None:
@@ -250,11 +253,13 @@ def test_ctrl_c_during_run_says_interrupted_and_a_rerun_continues(world: dict[st
     cut = invoke(*args)
     assert cut.exit_code == 130, cut.output
     assert "interrupted" in cut.output and "upstream task failed" not in cut.output
-    assert "run the same command again" in cut.output
+    assert "run the same command again" in cut.output and "task(s) not run: interrupted" in cut.output
+    kept = re.search(r"interrupted: (\d+) finished task\(s\) are kept in the cache", cut.output)
+    assert kept is not None and int(kept.group(1)) > 0, cut.output  # the conversion's groups and merge
     monkeypatch.setattr(engine.InferenceSession, "run", real)
     rerun = invoke(*args)
     assert rerun.exit_code == 0, rerun.output
-    assert "from cache: 0 task(s)" not in rerun.output  # the conversion finished before Ctrl-C is not redone
+    assert f"from cache: {kept.group(1)} task(s)" in rerun.output  # what finished before Ctrl-C is not redone
 
 
 def test_run_model_class_names_must_fit_the_model_outputs(world: dict[str, Path], tmp_path: Path) -> None:
