@@ -128,9 +128,9 @@ def _guarded_predictions(dataset: Path, pred: Path, *, out: Path, allow_label_mi
     from segpipe.prediction_checks import PredictionCheckError, check_categories, check_partial, finished_shard_results
 
     gt_file = dataset / INSTANCES_FILE if dataset.is_dir() else dataset
-    if pred.is_file() and _first_character(pred) == "{":  # a results list is a JSON array; a COCO ground truth an object
-        raise click.UsageError(f"--pred {pred} is a JSON object, not a results list: is it a ground truth? "
-                               "(DATASET is the ground truth, --pred the predictions)")
+    if pred.is_file() and _first_character(pred) == "{" and _is_ground_truth(pred):  # results are a JSON array
+        raise click.UsageError(f"--pred {pred} is a COCO ground truth (it has images/annotations), not a results list: "
+                               "is it a ground truth? (DATASET is the ground truth, --pred the predictions)")
     try:
         gt = json.loads(gt_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -155,3 +155,14 @@ def _first_character(path: Path) -> str:
     with path.open("rb") as handle:
         head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     return head[:1]
+
+
+def _is_ground_truth(path: Path) -> bool:
+    """A JSON object with COCO ground-truth keys; False for anything unreadable (the audit itself says so)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool({"images", "annotations"} & set(data))
