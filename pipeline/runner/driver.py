@@ -128,9 +128,7 @@ def _check_device(settings: RunSettings) -> None:
     wanted = [name for name in ([f"cuda:{i}" for i in settings.devices] or [device]) if name.startswith("cuda")]
     if not wanted:  # auto falls back to the CPU; cpu needs no check
         return
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = cuda_device_count()
     for name in wanted:
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= count:
@@ -139,6 +137,13 @@ def _check_device(settings: RunSettings) -> None:
                                  f"{name} requested but torch sees {count} CUDA device(s) on this host; "
                                  + ("use --device cpu" if count == 0 else f"use an index below {count}")
                                  + " (checked before any task runs: nothing was converted)")
+
+
+def cuda_device_count() -> int:
+    """The GPUs torch sees on this host (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _check_layout(settings: RunSettings) -> None:
