@@ -129,6 +129,8 @@ def _check_device(settings: RunSettings) -> None:
     if not wanted:  # auto falls back to the CPU; cpu needs no check
         return
     count = cuda_device_count()
+    if count is None:  # the probe itself failed: inference reports the device when it opens it
+        return
     for name in wanted:
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= count:
@@ -139,11 +141,19 @@ def _check_device(settings: RunSettings) -> None:
                                  + " (checked before any task runs: nothing was converted)")
 
 
-def cuda_device_count() -> int:
-    """The GPUs torch sees on this host (0 without CUDA)."""
-    import torch
+def cuda_device_count() -> int | None:
+    """The GPUs torch sees on this host (0 without CUDA), None when that cannot be asked. Asked in a child
+    interpreter: CUDA initialised in this process would be inherited broken by Luigi's forked workers
+    (https://pytorch.org/docs/stable/notes/multiprocessing.html#cuda-in-multiprocessing)."""
+    import subprocess
+    import sys
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    code = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        return int(done.stdout.split()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def _check_layout(settings: RunSettings) -> None:
