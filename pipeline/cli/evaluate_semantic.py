@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from segpipe.cli.evaluate import NO_HTML_HELP
+from segpipe.cli.evaluate import ALLOW_MISMATCH_HELP, ALLOW_PARTIAL_HELP, NO_HTML_HELP
 from segpipe.evaluators.confusion import IGNORE_INDEX
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
@@ -106,15 +106,22 @@ def format_report(report: SemanticReport) -> str:
               help="GT value left out of the scores; a prediction with this value counts as a miss.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: all cores].")
 @click.option("--no-html", is_flag=True, help=NO_HTML_HELP)
+@click.option("--allow-label-mismatch", is_flag=True, help=ALLOW_MISMATCH_HELP)
+@click.option("--allow-partial", is_flag=True, help=ALLOW_PARTIAL_HELP)
 def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignore_index: int, workers: int | None,
-             no_html: bool) -> None:
+             no_html: bool, allow_label_mismatch: bool, allow_partial: bool) -> None:
     """Score semantic label maps: mIoU, Dice, pixel accuracy, per class and per image."""
     from tqdm import tqdm
 
+    from segpipe.out_manifest import EVALUATE_SEMANTIC, check_output_folder, claim_output_folder
+
+    check_output_folder(out, command=EVALUATE_SEMANTIC)
     gt_dir, pred_dir = label_map_dir(gt_dir), label_map_dir(pred_dir)
     class_names = read_class_names(classes, gt_dir=gt_dir)
     try:
         n_images = len(label_maps_by_stem(gt_dir))
+        guard_warnings = guard_label_maps(gt_dir, pred_dir, class_names=class_names,
+                                          allow_label_mismatch=allow_label_mismatch, allow_partial=allow_partial)
     except EvaluationError as err:
         raise click.ClickException(str(err)) from err
     with tqdm(total=n_images, desc="evaluate semantic", unit="img", disable=not sys.stderr.isatty()) as bar:
@@ -128,7 +135,25 @@ def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignor
         "classes": class_names, "ignore_index": ignore_index, "n_images": len(report.per_image),
         "conventions": CONVENTIONS,
     }
+    if guard_warnings:
+        import dataclasses
+
+        report = dataclasses.replace(report, warnings=(*guard_warnings, *report.warnings))
+    claim_output_folder(out, command=EVALUATE_SEMANTIC, what="`segpipe evaluate semantic`", owns=())
     write_semantic_report(report, out, header=header)
     from segpipe.cli.evaluate import announce_report
 
     announce_report(out, text=format_report(report), warnings=report.warnings, html=not no_html)
+
+
+def guard_label_maps(gt_dir: Path, pred_dir: Path, *, class_names: list[str], allow_label_mismatch: bool,
+                     allow_partial: bool) -> list[str]:
+    """segpipe.prediction_checks' label-space and partial-output checks; a refusal is a usage error."""
+    from segpipe.prediction_checks import PredictionCheckError
+    from segpipe.prediction_checks import guard_label_maps as guard
+
+    try:
+        return guard(gt_dir, pred_dir, class_names=class_names, allow_label_mismatch=allow_label_mismatch,
+                     allow_partial=allow_partial)
+    except PredictionCheckError as err:
+        raise click.UsageError(str(err)) from err

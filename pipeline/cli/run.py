@@ -20,6 +20,7 @@ from segpipe.errors import SegpipeError
 
 _PATH = click.Path(path_type=Path)
 # As segpipe.runner.shards.FORMATS (not imported here: the CLI starts without the runner's imports).
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 RUN_FORMATS = ("oxford-pet", "voc", "trimap", "yolo", "labelme", "cvat", "voc-seg")
 
 
@@ -159,12 +160,19 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
         problem = oxford_pet_root_problem(settings.dataset)
         if problem is not None:
             raise click.UsageError(f"--dataset {problem}")
+    progress = RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl, workers=settings.workers,
+                           bars=not quiet and settings.workers == 1)
     try:
-        with luigi_log(verbose=verbose), RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl,
-                                                     workers=settings.workers, bars=not quiet and settings.workers == 1):
+        with luigi_log(verbose=verbose), progress:
             outcome = run_pipeline(settings)
     except (SegpipeError, FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
         raise click.UsageError(str(err)) from err
+    except KeyboardInterrupt:
+        kept = sum(1 for how in progress.tally.finished.values() if how in ("ran", "cached"))
+        click.echo(f"interrupted: {kept} finished task(s) are kept in the cache {settings.cache} (a half-done one never "
+                   "is); run the same command again to continue: finished tasks are taken from the cache, not redone",
+                   err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     _echo_outcome(outcome, out=settings.out)
     if (settings.out / "leaderboard.html").is_file():
         click.echo(f"leaderboard page: {settings.out / 'leaderboard.html'}")
