@@ -199,10 +199,10 @@ def _check_layout(settings: RunSettings) -> None:
 
 
 def _run_pipeline(settings: RunSettings) -> RunOutcome:
-    from segpipe.out_manifest import RUN, claim_output_folder
+    from segpipe.out_manifest import RUN, check_output_folder, claim_output_folder
 
     check_before_work(settings)
-    claim_output_folder(settings.out, command=RUN, what="`segpipe run`", owns=())  # not a conversion's or a report's folder
+    check_output_folder(settings.out, command=RUN)  # not a conversion's or a report's folder: refused before any work
     outcome = RunOutcome()
     cache = settings.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -220,6 +220,7 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
     paths = expand_checkpoints(settings.checkpoints)
     if not paths:
         raise RunConfigError(", ".join(settings.checkpoints), "checkpoints", "no checkpoint file matches (give files, folders or glob patterns)")
+    claim_output_folder(settings.out, command=RUN, what="`segpipe run`", owns=())  # written once the dataset and checkpoints are known good
     checkpoints = []
     for name, path in zip(checkpoint_names(paths), paths):
         card = model_card_path(path)
