@@ -80,7 +80,7 @@ def evaluate_instances(gt: PathLike, pred: PathLike, *, out: PathLike | None = N
 
     Predictions of `segpipe infer` made on other category names, or of an unfinished inference, raise
     segpipe.prediction_checks.PredictionCheckError unless `allow_label_mismatch` / `allow_partial`."""
-    from segpipe.cli.evaluate_instances import CONVENTIONS, write_instance_report
+    from segpipe.commands.evaluate_instances import INSTANCE_CONVENTIONS as CONVENTIONS, write_instance_report
     from segpipe.evaluators.coco_ground_truth import GT_PATH
     from segpipe.evaluators.coco_results import RESULTS_PATH
     from segpipe.evaluators.errors import EvaluationError
@@ -124,7 +124,7 @@ def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = No
     `gt`/`pred` are folders of PNGs or dataset/prediction dirs holding them under semantic/; `classes`
     defaults to the GT folder's classes.txt. With `out`, write the report folder (tables + header.json).
     """
-    from segpipe.cli.evaluate_semantic import CONVENTIONS, label_map_dir, write_semantic_report
+    from segpipe.commands.evaluate_semantic import SEMANTIC_CONVENTIONS as CONVENTIONS, label_map_dir, write_semantic_report
     from segpipe.converters.dataset_layout import read_class_names_file
     from segpipe.evaluators.confusion import IGNORE_INDEX
     from segpipe.evaluators.errors import EvaluationError
@@ -164,7 +164,7 @@ def infer(*, model: str, checkpoint: PathLike, dataset: PathLike, out: PathLike,
 def audit(dataset: PathLike, *, pred: PathLike | None = None, out: PathLike | None = None) -> AuditResult:
     """Audit label quality of a converted dataset dir (or a COCO file); `pred` adds the model-assisted checks.
     With `out`, write findings.csv and summary.csv (+ Parquet) as `segpipe audit` does."""
-    from segpipe.cli.audit import write_audit
+    from segpipe.commands.audit import write_audit
     from segpipe.evaluators.audit import audit_path
 
     result = audit_path(Path(dataset), pred=Path(pred) if pred is not None else None)

@@ -8,23 +8,12 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from segpipe.reports.tables import write_table
+from segpipe.commands.audit import FINDINGS_TABLE as FINDINGS_TABLE, PARTIAL_RESULTS_FILE, SUMMARY_TABLE, write_audit
 
-FINDINGS_TABLE = "findings"
-PARTIAL_RESULTS_FILE = "partial_results.json"  # the finished shards of an unfinished inference (--allow-partial)
-SUMMARY_TABLE = "summary"
 # Exit codes: findings never fail the command; unreadable inputs do. 2 is click's usage error.
 EXIT_OK = 0
 EXIT_UNREADABLE_INPUT = 1
 MESSAGE_WIDTH = 110
-
-
-def write_audit(out: Path, *, findings: pd.DataFrame, summary: pd.DataFrame) -> Path:
-    """AUDIT_DIR/findings.csv + summary.csv and their parquet twins; returns the findings CSV path."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_table(out, FINDINGS_TABLE, findings)
-    write_table(out, SUMMARY_TABLE, summary)
-    return path
 
 
 def format_audit_summary(findings: pd.DataFrame, summary: pd.DataFrame, *, top: int) -> str:

@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from segpipe.cli.evaluate import ALLOW_MISMATCH_HELP, ALLOW_PARTIAL_HELP, NO_HTML_HELP
+from segpipe.commands.evaluate_instances import (  # the command's files and refusals live one layer down
+    HEADER_FILE_NAME as HEADER_FILE_NAME, INSTANCE_CONVENTIONS, located_warning, refuse_empty_by_construction,
+    write_instance_report,
+)
 from segpipe.evaluators.coco_ground_truth import GT_PATH
 from segpipe.evaluators.errors import EvaluationError
 
@@ -22,34 +26,7 @@ if TYPE_CHECKING:  # numpy/pandas are imported when the command runs, not for `-
     from segpipe.evaluators.instance import InstanceReport
     from segpipe.reports.gallery import GallerySource
 
-HEADER_FILE_NAME = "header.json"  # segpipe.reports.tables.REPORT_HEADER_FILE (a test keeps them equal)
-CONVENTIONS = (
-    "pycocotools COCOeval numbers (evaluate + accumulate + summarize), fractions; -1 = no ground truth. "
-    "per_class: summarize() on each category's slice of eval['precision'] / eval['recall']; n_gt counts "
-    "iscrowd=0 annotations, n_dt the detections evaluated (best 100 per image and category). "
-    "per_image: IoU 0.5, area 'all', maxDets 100; mean_iou over the true positives. "
-    "pr_curves: precision at the 101 recall thresholds, area 'all', maxDets 100."
-)
-
-
-def located_warning(warning: str, *, gt_path: Path, pred_path: Path) -> str:
-    """A warning about the in-memory "ground truth" / "results" names the file it came from."""
-    from segpipe.evaluators.coco_results import RESULTS_PATH
-
-    for name, path in ((GT_PATH, gt_path), (RESULTS_PATH, pred_path)):
-        if warning.startswith(f"{name}: "):
-            return f"{path}{warning[len(name):]}"
-    return warning
-
-
-def write_instance_report(report: InstanceReport, out: Path, *, header: dict[str, Any]) -> None:
-    """Write every table (CSV + Parquet) and header.json into `out`."""
-    from segpipe.reports.tables import write_report_dir
-
-    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
-              "pr_curves": report.pr_curves}
-    write_report_dir(out, tables, header={**header, "iou_type": report.iou_type, "area": report.area_note,
-                                          "warnings": list(report.warnings)})
+CONVENTIONS = INSTANCE_CONVENTIONS
 
 
 def format_report(report: InstanceReport) -> str:
@@ -57,23 +34,6 @@ def format_report(report: InstanceReport) -> str:
     from segpipe.reports.tables import format_tables
 
     return f"# {report.area_note}\n{format_tables(report.summary, report.per_class)}"
-
-
-def refuse_empty_by_construction(pred_path: Path, results: object) -> None:
-    """`segpipe infer` records in meta.json when its results.json is empty because no model class is a dataset
-    category: scoring it would report a meaningless 0 as a success."""
-    import json
-
-    meta = pred_path.parent / "meta.json"
-    if results != [] or not meta.is_file():
-        return
-    try:
-        reason = json.loads(meta.read_text(encoding="utf-8")).get("empty_results_reason")
-    except (OSError, ValueError, AttributeError):
-        return
-    if reason:
-        raise EvaluationError(pred_path, "", f"empty by construction ({meta}: {reason}); score the semantic label maps "
-                              "with `segpipe evaluate semantic`, or give infer a class map onto the dataset's categories")
 
 
 @click.command("instances")

@@ -8,30 +8,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from segpipe.cli.evaluate import ALLOW_MISMATCH_HELP, ALLOW_PARTIAL_HELP, NO_HTML_HELP
+from segpipe.commands.evaluate_semantic import (  # the command's files live one layer down
+    CLASSES_FILE_NAME, HEADER_FILE_NAME as HEADER_FILE_NAME, SEMANTIC_CONVENTIONS, label_map_dir, write_semantic_report,
+)
 from segpipe.evaluators.confusion import IGNORE_INDEX
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from segpipe.evaluators.semantic_tables import SemanticReport
 from segpipe.converters.dataset_layout import class_names_option, is_existing_file, read_class_names_file
-from segpipe.layout import REPORT_HEADER_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
-from segpipe.reports.tables import format_tables, write_report_dir
+from segpipe.reports.tables import format_tables
 
-CLASSES_FILE_NAME = SEMANTIC_CLASSES_FILE  # what `segpipe convert` writes beside the semantic maps
-HEADER_FILE_NAME = REPORT_HEADER_FILE
 CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
-CONVENTIONS = (
-    "Fractions, not percentages. One int64 confusion matrix summed over all images (rows = GT). "
-    "IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), aAcc = sum TP / labelled pixels, mAcc = mean recall. "
-    "A class with neither GT nor predicted pixels is NaN and left out of the means; a predicted class absent "
-    "from GT scores 0. GT pixels equal to the ignore index are left out; a prediction equal to it, or a missing "
-    "prediction file, counts the GT pixel as a miss (column '(no prediction)' of confusion.csv). "
-    "mIoU_per_image / mDice_per_image average per-image means over the classes present in each image."
-)
+CONVENTIONS = SEMANTIC_CONVENTIONS
 
 
 def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
@@ -71,20 +63,6 @@ def check_against_gt_classes(names: list[str], *, gt_dir: Path) -> None:
             param_hint="--classes")
     click.echo(f"warning: --classes {','.join(names)} differs from {default} ({','.join(declared)}); "
                "pixel value i is scored as the i-th name given", err=True)
-
-
-def label_map_dir(path: Path) -> Path:
-    """A folder of PNGs, or a converted dataset / predictions dir holding them under semantic/."""
-    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / SEMANTIC_DIR).is_dir():
-        return path / SEMANTIC_DIR
-    return path
-
-
-def write_semantic_report(report: SemanticReport, out: Path, *, header: dict[str, Any]) -> None:
-    """Write every table (CSV + Parquet) and header.json into `out`."""
-    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
-              "confusion": report.confusion, "notes": report.notes}
-    write_report_dir(out, tables, header={**header, "warnings": list(report.warnings)})
 
 
 def format_report(report: SemanticReport) -> str:
