@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from segpipe.converters import json_depth
 from segpipe.converters.atomic_write import atomic_write_bytes
 
 if TYPE_CHECKING:  # numpy is imported by the mask helpers: box-only conversions (voc, yolo) start without it
@@ -178,5 +179,5 @@ def write_coco(path: str | os.PathLike[str], dataset: Mapping[str, Any]) -> Path
 
 def read_coco(path: str | os.PathLike[str]) -> dict[str, Any]:
     with open(path, "rb") as fh:
-        coco: dict[str, Any] = json.load(fh)
+        coco: dict[str, Any] = json_depth.load(fh)  # deep nesting: a ValueError, not a RecursionError
     return coco

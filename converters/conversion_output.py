@@ -141,6 +141,9 @@ def streamed_label_maps(out: Path) -> Iterator[ConversionOutputs]:
     but not fsynced one by one: a flush per map was a third of a trimap conversion's time
     (benchmarks/convert_trimap.py). A map lost to a power cut is caught later: `segpipe run` checks every
     small output's sha256 against its completion marker before trusting a cached conversion."""
+    from segpipe.out_manifest import CONVERT, check_output_folder
+
+    check_output_folder(Path(out), command=CONVERT)  # before a map lands in another command's semantic/
     semantic = Path(out) / SEMANTIC_DIR
     made: list[bool] = []
 
@@ -191,12 +194,30 @@ def write_conversion_dir(out: Path, conversion: Conversion) -> ConversionReport:
     earlier run removed), images/, dataset.json, conversion_report.csv. An aborted (--strict) conversion
     writes its report so far, removes OUT's converted outputs so that no earlier run's output passes for
     this one's, and raises its StrictModeError."""
+    from segpipe.layout import DATASET_META_FILE
+    from segpipe.out_manifest import CONVERT, claim_output_folder
+
     out = Path(out)
+    what = f"a {conversion.format} conversion (`segpipe convert {conversion.format}`)"
+    outputs = conversion.outputs
     if conversion.aborted is not None:
+        claim_output_folder(out, command=CONVERT, what=what, owns=(REPORT_FILE_NAME, DATASET_META_FILE), complete=False)
         write_report(out / REPORT_FILE_NAME, conversion.findings)
         discard_outputs(out)
         raise conversion.aborted
-    outputs = conversion.outputs
+    # What this conversion writes; whatever an earlier conversion into OUT owned beyond it (an Oxford-IIIT Pet
+    # conversion's semantic/ and heads.json under a YOLO one) is removed: `evaluate semantic --gt OUT` would
+    # score those stale maps.
+    owns = [REPORT_FILE_NAME, DATASET_META_FILE]
+    if conversion.coco is not None:
+        owns.append(INSTANCES_FILE)
+        if outputs.heads is not None:
+            owns.append(HEADS_FILE)
+    if outputs.semantic_classes is not None or outputs.streamed:
+        owns.append(SEMANTIC_DIR)
+    if outputs.images:
+        owns.append(EMBEDDED_IMAGES_DIR)
+    claim_output_folder(out, command=CONVERT, what=what, owns=owns)
     for name, data in sorted(outputs.images.items()):
         atomic_write_bytes(out / EMBEDDED_IMAGES_DIR / name, data)
     if outputs.semantic_classes is not None:

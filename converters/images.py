@@ -81,22 +81,22 @@ def read_input_bytes(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
-def decode_image_file(path: str | os.PathLike[str]) -> Any:
-    """An image or label map decoded as stored (cv2.IMREAD_UNCHANGED), or None when it does not decode.
+def declared_image_size(path: str | os.PathLike[str], data: bytes) -> tuple[int, int]:
+    """(width, height) an image file's header declares, recognised by content whatever its extension (a TIFF
+    named .png is a TIFF), checked against the pixel limit before anything is decoded.
 
-    The bytes are read by Python, not by `cv2.imread`: OpenCV converts the path to a C string and crashes on
-    a name that is not valid UTF-8 (a lone surrogate from os.fsdecode). The declared size is checked
-    against the pixel limit before decoding, so a small PNG cannot expand into gigabytes. Raises
-    AnnotationError for a file that is not regular, too big, or over the pixel limit.
+    The one size check in front of every decoder of whole images and label maps. A format Pillow cannot
+    identify is refused rather than handed to OpenCV, whose readers (Radiance HDR, PFM, ...) would allocate
+    what the file declares before any check here could see it. Raises AnnotationError: "unreadable_image"
+    for an empty, truncated or unknown file, "image_too_large" over the limit.
     """
-    import io
-
-    import cv2
-    import numpy as np
     from PIL import Image
 
-    data = read_input_bytes(path)
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    if not data:
+        raise AnnotationError(path, "", "empty file (0 bytes), not an image", code="unreadable_image")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise AnnotationError(path, "", "truncated PNG (no IHDR header)", code="unreadable_image")
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     else:
         try:
@@ -106,10 +106,31 @@ def decode_image_file(path: str | os.PathLike[str]) -> Any:
                     width, height = im.size
         except Image.DecompressionBombError as err:
             raise AnnotationError(path, "size", f"too many pixels: {err}", code="image_too_large") from err
-        except Exception:  # not an image Pillow knows: let OpenCV try (and fail) below
-            width, height = 0, 0
+        except Exception as err:  # Pillow raises several types for unknown or broken headers
+            raise AnnotationError(path, "", f"not an image format that can be read safely: {type(err).__name__}: {err}",
+                                  code="unreadable_image") from err
     check_pixel_count(path, width=width, height=height)
-    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    return width, height
+
+
+def decode_image_file(path: str | os.PathLike[str]) -> Any:
+    """An image or label map decoded as stored (cv2.IMREAD_UNCHANGED), or None when it does not decode.
+
+    The bytes are read by Python, not by `cv2.imread`: OpenCV converts the path to a C string and crashes on
+    a name that is not valid UTF-8 (a lone surrogate from os.fsdecode). The declared size is checked
+    against the pixel limit before decoding (`declared_image_size`), so a small file cannot expand into
+    gigabytes. Raises AnnotationError for a file that is not regular, too big, empty, of an unknown format
+    or over the pixel limit.
+    """
+    import cv2
+    import numpy as np
+
+    data = read_input_bytes(path)
+    declared_image_size(path, data)
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # a header that parsed but a body OpenCV refuses
+        return None
 
 
 NON_UTF8_REASON = ("file name is not valid UTF-8; skipped: reports, Parquet tables and OpenCV need UTF-8 names, so "

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeGuard
 
 import numpy as np
 
+from segpipe.converters import json_depth
 from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
     EMBEDDED_IMAGES_DIR, Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
@@ -91,7 +92,7 @@ def parse_labelme_json(data: bytes, *, path: str) -> LabelmeDocument:
     """A LabelMe file's bytes -> its shapes; raises AnnotationError for a file that is not LabelMe JSON at all.
     A bad shape is a finding (error), the others are kept."""
     try:
-        doc = json.loads(data.decode("utf-8-sig"))
+        doc = json_depth.loads(data.decode("utf-8-sig"))  # deep nesting: a JSONDecodeError
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise AnnotationError(path, "", f"not valid JSON: {err}", code="invalid_json") from err
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):

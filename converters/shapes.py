@@ -1,7 +1,8 @@
 """Geometry shared by the polygon/box formats (YOLO, LabelMe, CVAT): shapes to COCO annotation records.
 
 Polygons are rasterised by pycocotools (`frPyObjects` + `merge`), exactly as COCO loaders rasterise
-polygon annotations, then stored as compressed RLE like every other mask (design: masks are RLE).
+polygon annotations, behind the one geometry guard (segpipe.evaluators.polygon_bounds: a shape reaching far
+outside its image is clipped first, never a crash), then stored as compressed RLE like every other mask.
 Coordinates are pixel-corner coordinates: pixel (x, y) covers [x, x + 1) × [y, y + 1).
 """
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # imported where masks are made: box-only conversions start w
     import numpy as np
 
 MIN_POLYGON_POINTS = 3
+_DISC_BLOCK_VALUES = 1 << 21  # float64 distances computed at once by disc_mask (16 MB)
 
 
 def polygon_mask(polygons: Sequence[Sequence[float]], *, width: int, height: int) -> np.ndarray:
@@ -24,19 +26,38 @@ def polygon_mask(polygons: Sequence[Sequence[float]], *, width: int, height: int
     >>> int(polygon_mask([[0, 0, 2, 0, 2, 2, 0, 2]], width=3, height=3).sum())
     4
     """
-    from pycocotools import mask as mask_utils
+    from segpipe.evaluators.polygon_bounds import polygons_mask
 
-    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    mask: np.ndarray = mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-    return mask
+    return polygons_mask(polygons, height=height, width=width)
 
 
 def disc_mask(*, cx: float, cy: float, radius: float, width: int, height: int) -> np.ndarray:
-    """Pixels whose centre (x + 0.5, y + 0.5) lies within `radius` of (cx, cy)."""
+    """Pixels whose centre (x + 0.5, y + 0.5) lies within `radius` of (cx, cy).
+
+    Only the disc's bounding box, clipped to the image, is computed, a block of rows at a time: memory is
+    the HxW bool result, whatever the radius or centre.
+
+    >>> disc_mask(cx=1.5, cy=1.5, radius=1.0, width=4, height=3).astype(int).tolist()
+    [[0, 1, 0, 0], [1, 1, 1, 0], [0, 1, 0, 0]]
+    >>> int(disc_mask(cx=1e12, cy=-1e12, radius=1e13, width=64, height=48).sum())
+    3072
+    """
     import numpy as np
 
-    ys, xs = np.mgrid[0:height, 0:width]
-    inside: np.ndarray = (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= radius * radius
+    inside = np.zeros((height, width), dtype=bool)
+    if not (math.isfinite(cx) and math.isfinite(cy) and math.isfinite(radius)) or radius < 0:
+        return inside
+    # pixel x is in when |x + 0.5 - cx| <= radius: x in [cx - radius - 0.5, cx + radius - 0.5]
+    x0, x1 = max(0, math.floor(cx - radius - 0.5)), min(width, math.ceil(cx + radius - 0.5) + 1)
+    y0, y1 = max(0, math.floor(cy - radius - 0.5)), min(height, math.ceil(cy + radius - 0.5) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return inside
+    dx2 = (np.arange(x0, x1, dtype=np.float64) + 0.5 - cx) ** 2
+    dy2 = (np.arange(y0, y1, dtype=np.float64) + 0.5 - cy) ** 2
+    rows = max(1, _DISC_BLOCK_VALUES // (x1 - x0))  # a block of rows at a time: float64 distances stay small
+    for top in range(0, y1 - y0, rows):
+        block = dy2[top:top + rows, None] + dx2[None, :]
+        inside[y0 + top:y0 + top + len(block), x0:x1] = block <= radius * radius
     return inside
 
 

@@ -81,8 +81,16 @@ def parse_data_yaml(text: str, *, path: str) -> tuple[list[str] | None, list[Fin
     """
     import yaml
 
+    class NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type stubs here
+        # An alias is a reference: a few hundred bytes of nested `&a [*a, *a]` expand to gigabytes once
+        # printed ("billion laughs", https://en.wikipedia.org/wiki/Billion_laughs_attack). data.yaml needs none.
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliasLoader)  # noqa: S506  # a SafeLoader subclass
     except yaml.YAMLError as err:
         return None, [row(path, "error", "invalid_yaml", f"not valid YAML: {err}")]
     raw = data.get("names") if isinstance(data, dict) else None
@@ -94,6 +102,8 @@ def parse_data_yaml(text: str, *, path: str) -> tuple[list[str] | None, list[Fin
     if not isinstance(raw, list) or not raw:
         return None, [row(path, "error", "no_classes", "names: missing or not a list/mapping of class names")]
     findings: list[Finding] = []
+    if (bad := next((i for i, n in enumerate(raw) if not isinstance(n, (str, int, float))), None)) is not None:
+        return None, [row(path, "error", "invalid_classes", f"names[{bad}]: a class name must be text, got {type(raw[bad]).__name__}")]
     names = [str(n).strip() for n in raw]
     for i, name in enumerate(names):
         if not name:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, TypeGuard, cast
 
 from segpipe.evaluators import audit_findings as F
 from segpipe.evaluators.audit_findings import AuditFinding, make_finding
+from segpipe.evaluators.polygon_bounds import polygons_rle
 from segpipe.evaluators.rle_strings import INVALID_RLE, compressed_counts, rle_totals
 
 # Polygon areas in COCO are the polygon's own area, which differs from its rasterisation by up to a boundary's
@@ -94,8 +95,6 @@ def parse_images(coco: Mapping[str, Any]) -> tuple[dict[int, ImageInfo], list[Au
 
 
 def _polygons_rle(seg: list[Any], *, width: int, height: int, where: str) -> tuple[Mapping[str, Any] | None, list[Issue]]:
-    from pycocotools import mask as mask_utils
-
     polys: list[list[float]] = []
     for k, poly in enumerate(seg):
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_is_number(v) for v in poly):
@@ -113,7 +112,7 @@ def _polygons_rle(seg: list[Any], *, width: int, height: int, where: str) -> tup
     ]
     if width <= 0 or height <= 0:
         return None, outside
-    return mask_utils.merge(mask_utils.frPyObjects(polys, height, width)), outside
+    return polygons_rle(polys, height=height, width=width), outside  # clipped far outside: never a crash
 
 
 def _segmentation_rle(seg: Any, *, width: int, height: int, where: str, total: int | None) -> tuple[Mapping[str, Any] | None, list[Issue]]:

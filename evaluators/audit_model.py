@@ -301,6 +301,7 @@ def image_evidence(
 
 
 RELIABILITY_HALF_WIDTH = 0.05  # a reliability diagram's bin of width 0.1 around the detection's confidence
+RELIABILITY_PRIOR = 2.0  # pseudo-detections at the class's overall reliability (additive smoothing)
 # Outline evidence, per pair: 1 - IoU, 1 - boundary IoU, |log area ratio|, label's box fill - the model's. Each is
 # a reason when past its fixed bound above *and* an outlier among the class's matched pairs (modified z-score,
 # as the geometry checks use), so that a model whose outlines differ from every label the same way (a trimap's
@@ -411,9 +412,11 @@ def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[in
             lo = int(np.searchsorted(sorted_conf, ev.pred.score - RELIABILITY_HALF_WIDTH, side="left"))
             hi = int(np.searchsorted(sorted_conf, ev.pred.score + RELIABILITY_HALF_WIDTH, side="right"))
             n_bin, matched = hi - lo - 1, int(cum[hi] - cum[lo])
-            if n_bin <= 0:
-                n_bin, matched = n_others, int(cum[-1])
-            reliability = matched / n_bin if n_bin > 0 else 1.0
+            # The bin's share shrunk towards the class's share at any score (a Beta prior worth
+            # RELIABILITY_PRIOR detections), so one or two neighbours cannot decide alone: two identical false
+            # positives would otherwise each read the other as proof that the model is never right there.
+            overall = int(cum[-1]) / n_others if n_others > 0 else 1.0
+            reliability = (matched + RELIABILITY_PRIOR * overall) / (n_bin + RELIABILITY_PRIOR)
             p = 1 - reliability
             score = ev.pred.score * (1 - ev.best_iou) * reliability
             if score <= 0:

@@ -65,6 +65,8 @@ def parse_ground_truth(gt: Mapping[str, Any], *, path: str = GT_PATH) -> GroundT
             raise EvaluationError(path, f"{where}.id", f"image id {image_id} appears twice")
         height = _int_field(im, "height", where, path=path)
         width = _int_field(im, "width", where, path=path)
+        if height < 1 or width < 1:  # masks and boxes of a negative-size image would score silently wrong
+            raise EvaluationError(path, f"{where}.width/height", f"must be positive, got {width}x{height}")
         images[image_id] = GtImage(image_id=image_id, file_name=str(im.get("file_name", "")), height=height, width=width)
     names: dict[int, str] = {}
     for i, cat in enumerate(gt["categories"]):

@@ -7,12 +7,14 @@ tables out (the CLI and the pipeline write them). The pieces: segpipe.evaluators
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from segpipe.evaluators.bootstrap import instance_intervals, semantic_intervals
+from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.compare import (
     SEMANTIC_IMAGE_METRICS, instance_image_scores, per_class_deltas, per_image_class_iou, per_image_deltas,
     worst_images_per_class,
@@ -28,6 +30,35 @@ from segpipe.evaluators.tide import tide_tables
 WORST_PER_CLASS = 5
 INSTANCE_RANK_METRIC = "f1"
 SEMANTIC_RANK_METRIC = "IoU"
+
+
+# What the evaluate commands suggest for invalid results; compare has no such option (both models must be
+# scored on their full output for the comparison to mean anything), so its errors leave it out.
+_DROP_INVALID_HINTS = (" (use --drop-invalid to leave them out and report them)", ", or use --drop-invalid to keep the best ")
+
+
+class ModelError(EvaluationError):
+    """An input problem of one side of a comparison: the message starts with "A: " or "B: "."""
+
+    def __init__(self, side: str, err: EvaluationError) -> None:
+        reason = err.reason
+        for hint in _DROP_INVALID_HINTS:
+            if hint in reason:
+                reason = reason[:reason.index(hint)]
+        super().__init__(err.path, err.field, reason)
+        self.side = side
+        self.args = (f"{side}: {self.args[0]}",)
+
+
+@contextmanager
+def model_side(side: str) -> Iterator[None]:
+    """Say which model ("A" or "B") an input error inside the block belongs to."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except EvaluationError as err:
+        raise ModelError(side, err) from err
 
 
 def instance_analysis(

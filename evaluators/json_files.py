@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+from segpipe.converters import json_depth
 from segpipe.evaluators.errors import EvaluationError
 
 
@@ -19,7 +19,7 @@ def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type[list
     """
     try:
         with open(path, "rb") as fh:
-            data = json.load(fh)
+            data = json_depth.load(fh)  # a RecursionError on deep nesting becomes a ValueError
     except (OSError, ValueError) as err:  # ValueError covers JSONDecodeError and UnicodeDecodeError
         raise EvaluationError(path, "", f"cannot read {what} JSON: {err}") from err
     if expect is not None and not isinstance(data, expect):

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import check_pixel_count, read_input_bytes
+from segpipe.converters.images import declared_image_size, read_input_bytes
 from segpipe.evaluators.errors import EvaluationError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -58,17 +58,20 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         # Python reads the bytes: cv2.imread crashes on names that are not UTF-8, and only a regular file
         # within the size limit is read; the declared pixel count is checked before anything is decoded.
+        # The real format and size come from the header whatever the extension (a TIFF named .png too).
         data = read_input_bytes(path)
         header = png_header(data[:PNG_HEADER_BYTES])
-        if data.startswith(PNG_SIGNATURE) and len(data) >= 24:
-            check_pixel_count(path, width=int.from_bytes(data[16:20], "big"), height=int.from_bytes(data[20:24], "big"))
+        declared_image_size(path, data)
     except AnnotationError as err:
         raise EvaluationError(path, err.field or "png", err.reason) from err
     if header is not None and header[1] in COLOUR_TYPE_NAMES:
         raise EvaluationError(path, "channels", f"is a {COLOUR_TYPE_NAMES[header[1]]} PNG, not a label map; {CONVERT_HINT}")
     if header is not None and header[1] == PALETTE:
         return _palette_indices(data, path=path)
-    labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)  # GIL released: threads scale
+    try:
+        labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)  # GIL released: threads scale
+    except cv2.error as err:  # a header that parsed but a body OpenCV refuses
+        raise EvaluationError(path, "png", f"cannot be decoded as an image: {err.err or err}") from err
     if labels is None:
         raise EvaluationError(path, "png", "cannot be read or decoded as an image")
     if labels.ndim != 2:

@@ -18,11 +18,12 @@ Errors are `segpipe.SegpipeError` subclasses naming the file and the field.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from segpipe.layout import SEMANTIC_CLASSES_FILE
+from segpipe.layout import RESULTS_FILE, SEMANTIC_CLASSES_FILE
 
 if TYPE_CHECKING:  # imported lazily at call time: `import segpipe` must stay cheap
     import pandas as pd
@@ -62,10 +63,13 @@ def convert(fmt: str, src: PathLike, out: PathLike, **options: Any) -> pd.DataFr
 
 
 def evaluate_instances(gt: PathLike, pred: PathLike, *, out: PathLike | None = None, iou_type: str | None = None,
-                       drop_invalid: bool = False) -> InstanceReport:
+                       drop_invalid: bool = False, allow_label_mismatch: bool = False, allow_partial: bool = False) -> InstanceReport:
     """Score a COCO results file against a COCO ground truth (pycocotools' numbers); with `out`, write the
-    report folder `segpipe evaluate instances` writes (tables + header.json, no HTML page)."""
-    from segpipe.cli.evaluate_instances import CONVENTIONS, write_instance_report
+    report folder `segpipe evaluate instances` writes (tables + header.json, no HTML page).
+
+    Predictions of `segpipe infer` made on other category names, or of an unfinished inference, raise
+    segpipe.prediction_checks.PredictionCheckError unless `allow_label_mismatch` / `allow_partial`."""
+    from segpipe.commands.evaluate_instances import INSTANCE_CONVENTIONS as CONVENTIONS, write_instance_report
     from segpipe.evaluators.coco_ground_truth import GT_PATH
     from segpipe.evaluators.coco_results import RESULTS_PATH
     from segpipe.evaluators.errors import EvaluationError
@@ -73,9 +77,20 @@ def evaluate_instances(gt: PathLike, pred: PathLike, *, out: PathLike | None = N
     from segpipe.evaluators.instance import evaluate_instances as evaluate
     from segpipe.evaluators.json_files import read_json_file
 
+    from segpipe.out_manifest import is_partial_prediction
+    from segpipe.prediction_checks import guard_instance_predictions
+
     gt_path, pred_path = Path(gt), Path(pred)
+    if pred_path.is_dir():
+        pred_path = pred_path / RESULTS_FILE
     gt_data = read_json_file(gt_path, what="ground truth")
-    results = read_json_file(pred_path, what="results")
+    results = [] if is_partial_prediction(pred_path) else read_json_file(pred_path, what="results")
+    guard_warnings: list[str] = []
+    if isinstance(gt_data, dict):
+        results, guard_warnings = guard_instance_predictions(gt_data, results, gt_path=gt_path, pred_path=pred_path,
+                                                             allow_label_mismatch=allow_label_mismatch, allow_partial=allow_partial)
+    for message in guard_warnings:
+        warnings.warn(message, stacklevel=2)
     kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
     try:
         report = evaluate(gt_data, results, iou_type=kind, drop_invalid=drop_invalid)
@@ -91,13 +106,14 @@ def evaluate_instances(gt: PathLike, pred: PathLike, *, out: PathLike | None = N
 
 
 def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = None,
-                      classes: Sequence[str] | None = None, ignore_index: int | None = None) -> SemanticReport:
+                      classes: Sequence[str] | None = None, ignore_index: int | None = None,
+                      allow_label_mismatch: bool = False, allow_partial: bool = False) -> SemanticReport:
     """Score predicted label maps against ground-truth label maps, matched by stem (mIoU, Dice, accuracy).
 
     `gt`/`pred` are folders of PNGs or dataset/prediction dirs holding them under semantic/; `classes`
     defaults to the GT folder's classes.txt. With `out`, write the report folder (tables + header.json).
     """
-    from segpipe.cli.evaluate_semantic import CONVENTIONS, label_map_dir, write_semantic_report
+    from segpipe.commands.evaluate_semantic import SEMANTIC_CONVENTIONS as CONVENTIONS, label_map_dir, write_semantic_report
     from segpipe.converters.dataset_layout import read_class_names_file
     from segpipe.evaluators.confusion import IGNORE_INDEX
     from segpipe.evaluators.errors import EvaluationError
@@ -111,6 +127,11 @@ def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = No
             raise EvaluationError(classes_file, "", "no classes.txt beside the label maps: pass classes=[...]")
         classes = read_class_names_file(classes_file)
     names = list(classes)
+    from segpipe.prediction_checks import guard_label_maps
+
+    for message in guard_label_maps(gt_dir, pred_dir, class_names=names, allow_label_mismatch=allow_label_mismatch,
+                                    allow_partial=allow_partial):
+        warnings.warn(message, stacklevel=2)
     report = evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, ignore_index=ignore)
     if out is not None:
         header = {"command": "evaluate semantic", "gt": str(gt_dir.resolve()), "pred": str(pred_dir.resolve()),
@@ -132,7 +153,7 @@ def infer(*, model: str, checkpoint: PathLike, dataset: PathLike, out: PathLike,
 def audit(dataset: PathLike, *, pred: PathLike | None = None, out: PathLike | None = None) -> AuditResult:
     """Audit label quality of a converted dataset dir (or a COCO file); `pred` adds the model-assisted checks.
     With `out`, write findings.csv and summary.csv (+ Parquet) as `segpipe audit` does."""
-    from segpipe.cli.audit import write_audit
+    from segpipe.commands.audit import write_audit
     from segpipe.evaluators.audit import audit_path
 
     result = audit_path(Path(dataset), pred=Path(pred) if pred is not None else None)

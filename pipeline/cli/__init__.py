@@ -78,8 +78,12 @@ class LazyGroup(click.Group):
         """A file-system failure while writing outputs (read-only OUT, full disk, a path through a file) is a
         message naming the path and what to do, exit 1, not a traceback; every output is written atomically,
         so a rerun after fixing it recovers."""
+        from segpipe.out_manifest import OutputFolderError
+
         try:
             return super().invoke(ctx)
+        except OutputFolderError as err:  # OUT holds another command's outputs: choose another folder
+            raise click.UsageError(str(err)) from err
         except OSError as err:
             if isinstance(err, BrokenPipeError):  # click reports a closed stdout itself
                 raise

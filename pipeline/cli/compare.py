@@ -38,7 +38,9 @@ def prediction_kind(pred_dir: Path) -> str:
         task = json.loads((pred_dir / META_FILE).read_text(encoding="utf-8")).get("task")
     if (pred_dir / SEMANTIC_DIR).is_dir() and task != "instance":
         return "semantic"
-    if (pred_dir / RESULTS_FILE).is_file():
+    from segpipe.out_manifest import is_partial_prediction
+
+    if (pred_dir / RESULTS_FILE).is_file() or is_partial_prediction(pred_dir):  # partial: its shards hold the results
         return "instance"
     raise EvaluationError(pred_dir, "", f"neither {RESULTS_FILE} nor {SEMANTIC_DIR}/: not a predictions folder of `segpipe infer`")
 
@@ -88,7 +90,10 @@ def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str,
     from segpipe.reports.data import read_table
     from segpipe.reports.records import read_records
 
-    found_a, found_b = read_records(a), read_records(b)
+    with comparison.model_side("A"):
+        found_a = read_records(a)
+    with comparison.model_side("B"):
+        found_b = read_records(b)
     if found_a is None or found_b is None or found_a[0] != found_b[0]:
         raise EvaluationError(b, "", "A and B are not reports of the same kind of evaluation: nothing to compare")
     found = (found_a, found_b)
@@ -123,28 +128,45 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
 
     reports = [report_records_dir(p) for p in (a, b)]
     if reports[0] is not None and reports[1] is not None:
-        return _compare_reports(reports[0], reports[1], options=options)
+        compared = _compare_reports(reports[0], reports[1], options=options)
+        if compared[0] == "semantic" and iou_type is not None:
+            raise click.UsageError(f"--iou-type {iou_type} applies to instance evaluations; A and B are semantic reports: leave it out")
+        return compared
     if dataset is None:
         raise click.UsageError("prediction folders need the dataset they were predicted on: give --dataset")
     kinds = {prediction_kind(a), prediction_kind(b)}
     if len(kinds) != 1:
         raise EvaluationError(b, "", "A holds instance results and B semantic label maps (or the reverse): nothing to compare")
     kind = kinds.pop()
+    if kind == "semantic" and iou_type is not None:
+        raise click.UsageError(f"--iou-type {iou_type} applies to instance predictions; A and B hold semantic label maps "
+                               "(scored by mIoU): leave --iou-type out")
     if kind == "instance":
         from segpipe.evaluators.coco_results import default_iou_type
         from segpipe.evaluators.json_files import read_json_file
 
         gt = read_json_file(dataset / INSTANCES_FILE, what="ground truth")
-        loaded = [read_json_file(p / RESULTS_FILE, what="results") for p in (a, b)]
+        loaded, analyses = [], []
+        for side, p in zip(SIDES, (a, b)):
+            with comparison.model_side(side):
+                loaded.append(_guarded_results(p, gt=gt, dataset=dataset, options=options))
         kind = iou_type or default_iou_type(loaded[0])
-        analyses = [comparison.instance_analysis(gt, r, iou_type=kind, score_threshold=options["score_threshold"]) for r in loaded]
+        for side, r in zip(SIDES, loaded):
+            with comparison.model_side(side):
+                analyses.append(comparison.instance_analysis(gt, r, iou_type=kind, score_threshold=options["score_threshold"]))
         tables = comparison.compare_instances(analyses[0], analyses[1], **options["bootstrap"])
         return kind, {"compare": tables, "A": analyses[0][1], "B": analyses[1][1]}
     from segpipe.cli.evaluate_semantic import read_class_names
 
     gt_dir = dataset / SEMANTIC_DIR
     names = read_class_names(str(gt_dir / SEMANTIC_CLASSES_FILE), gt_dir=gt_dir)
-    found = [semantic_confusions(gt_dir, p / SEMANTIC_DIR, num_classes=len(names)) for p in (a, b)]
+    for side, p in zip(SIDES, (a, b)):
+        with comparison.model_side(side):
+            _guard_label_maps(p, gt_dir=gt_dir, names=names, options=options)
+    found = []
+    for side, p in zip(SIDES, (a, b)):
+        with comparison.model_side(side):
+            found.append(semantic_confusions(gt_dir, p / SEMANTIC_DIR, num_classes=len(names)))
     files = found[0][0]
     boundaries: list[Any] = [None, None]
     if boundary_ratio is not None:
@@ -154,6 +176,38 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
     per_model = [comparison.semantic_analysis(c, files=files, class_names=names, boundary=bd) for (_, c), bd in zip(found, boundaries)]
     tables = comparison.compare_semantic(found[0][1], found[1][1], per_model[0], per_model[1], **options["bootstrap"])
     return "semantic", {"compare": tables, "A": per_model[0], "B": per_model[1]}
+
+
+def _guarded_results(pred: Path, *, gt: Any, dataset: Path, options: dict[str, Any]) -> Any:
+    """One side's results after segpipe.prediction_checks' checks (a refusal is a usage error; warnings are
+    printed): an unfinished inference's finished shards with --allow-partial."""
+    from segpipe.evaluators.json_files import read_json_file
+    from segpipe.out_manifest import is_partial_prediction
+    from segpipe.prediction_checks import PredictionCheckError, guard_instance_predictions
+
+    results = [] if is_partial_prediction(pred) else read_json_file(pred / RESULTS_FILE, what="results")
+    try:
+        results, warnings = guard_instance_predictions(gt, results, gt_path=dataset / INSTANCES_FILE, pred_path=pred / RESULTS_FILE,
+                                                       allow_label_mismatch=options["allow_label_mismatch"],
+                                                       allow_partial=options["allow_partial"])
+    except PredictionCheckError as err:
+        raise click.UsageError(str(err)) from err
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return results
+
+
+def _guard_label_maps(pred: Path, *, gt_dir: Path, names: list[str], options: dict[str, Any]) -> None:
+    """One side's label maps through segpipe.prediction_checks' checks (a refusal is a usage error; warnings are printed)."""
+    from segpipe.prediction_checks import PredictionCheckError, guard_label_maps
+
+    try:
+        warnings = guard_label_maps(gt_dir, pred / SEMANTIC_DIR, class_names=names, allow_label_mismatch=options["allow_label_mismatch"],
+                                    allow_partial=options["allow_partial"])
+    except PredictionCheckError as err:
+        raise click.UsageError(str(err)) from err
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command("compare")
@@ -172,18 +226,27 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
 @click.option("--gallery", "n_gallery", type=click.IntRange(min=0), default=6, show_default=True,
               help="Images shown per side of the regressed / improved galleries (0: none).")
 @click.option("--html/--no-html", default=True, show_default=True)
+@click.option("--allow-label-mismatch", is_flag=True,
+              help="Compare predictions whose recorded label space differs from the dataset's (a warning, not a usage error).")
+@click.option("--allow-partial", is_flag=True,
+              help="Compare the predictions of an unfinished (interrupted) `segpipe infer`; images it has not reached count as missed.")
 def compare(a: Path, b: Path, dataset: Path | None, out: Path, iou_type: str | None, replicates: int, seed: int, confidence: float,
-            score_threshold: float, boundary_ratio: float | None, n_gallery: int, html: bool) -> None:
+            score_threshold: float, boundary_ratio: float | None, n_gallery: int, html: bool, allow_label_mismatch: bool,
+            allow_partial: bool) -> None:
     """Compare two models' predictions on one dataset: deltas per class and per image, paired bootstrap
     intervals with a significance statement, and each model's error analysis."""
     from segpipe.evaluators.comparison import verdict
+    from segpipe.out_manifest import COMPARE, check_output_folder, claim_output_folder
     from segpipe.reports.tables import write_report_dir
 
-    options = {"score_threshold": score_threshold, "bootstrap": {"replicates": replicates, "seed": seed, "confidence": confidence}}
+    check_output_folder(out, command=COMPARE)
+    options = {"score_threshold": score_threshold, "bootstrap": {"replicates": replicates, "seed": seed, "confidence": confidence},
+               "allow_partial": allow_partial, "allow_label_mismatch": allow_label_mismatch}
     try:
         evaluation, tables = _compare(a, b, dataset=dataset, iou_type=iou_type, options=options, boundary_ratio=boundary_ratio)
     except EvaluationError as err:
         raise click.ClickException(str(err)) from err
+    claim_output_folder(out, command=COMPARE, what="`segpipe compare`", owns=())
     lines = verdict(tables["compare"]["intervals"])
     header = {"command": "compare", "A": str(a.resolve()), "B": str(b.resolve()), "dataset": str(dataset.resolve()) if dataset else None,
               "evaluation": evaluation, "replicates": replicates, "seed": seed, "confidence": confidence,

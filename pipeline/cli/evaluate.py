@@ -12,6 +12,10 @@ from segpipe.cli import LazyGroup, Subcommand
 
 EVALUATE_PAGE = "report.html"  # what segpipe.reports.html writes; not imported here (it pulls in matplotlib)
 NO_HTML_HELP = "Write the tables only, no report.html (build it later with `segpipe report REPORT`)."
+ALLOW_MISMATCH_HELP = ("Score predictions whose recorded label space (the category/class names `segpipe infer` wrote) "
+                       "differs from the ground truth's (a warning instead of a usage error).")
+ALLOW_PARTIAL_HELP = ("Score the predictions of an unfinished (interrupted) `segpipe infer`; the images it has not "
+                      "reached count as missed.")
 
 
 class _LazyEvaluate(LazyGroup):

@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from segpipe.cli.evaluate import NO_HTML_HELP
+from segpipe.cli.evaluate import ALLOW_MISMATCH_HELP, ALLOW_PARTIAL_HELP, NO_HTML_HELP
+from segpipe.commands.evaluate_instances import (  # the command's files and refusals live one layer down
+    HEADER_FILE_NAME as HEADER_FILE_NAME, INSTANCE_CONVENTIONS, located_warning, refuse_empty_by_construction,
+    write_instance_report,
+)
 from segpipe.evaluators.coco_ground_truth import GT_PATH
 from segpipe.evaluators.errors import EvaluationError
 
@@ -22,34 +26,7 @@ if TYPE_CHECKING:  # numpy/pandas are imported when the command runs, not for `-
     from segpipe.evaluators.instance import InstanceReport
     from segpipe.reports.gallery import GallerySource
 
-HEADER_FILE_NAME = "header.json"  # segpipe.reports.tables.REPORT_HEADER_FILE (a test keeps them equal)
-CONVENTIONS = (
-    "pycocotools COCOeval numbers (evaluate + accumulate + summarize), fractions; -1 = no ground truth. "
-    "per_class: summarize() on each category's slice of eval['precision'] / eval['recall']; n_gt counts "
-    "iscrowd=0 annotations, n_dt the detections evaluated (best 100 per image and category). "
-    "per_image: IoU 0.5, area 'all', maxDets 100; mean_iou over the true positives. "
-    "pr_curves: precision at the 101 recall thresholds, area 'all', maxDets 100."
-)
-
-
-def located_warning(warning: str, *, gt_path: Path, pred_path: Path) -> str:
-    """A warning about the in-memory "ground truth" / "results" names the file it came from."""
-    from segpipe.evaluators.coco_results import RESULTS_PATH
-
-    for name, path in ((GT_PATH, gt_path), (RESULTS_PATH, pred_path)):
-        if warning.startswith(f"{name}: "):
-            return f"{path}{warning[len(name):]}"
-    return warning
-
-
-def write_instance_report(report: InstanceReport, out: Path, *, header: dict[str, Any]) -> None:
-    """Write every table (CSV + Parquet) and header.json into `out`."""
-    from segpipe.reports.tables import write_report_dir
-
-    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
-              "pr_curves": report.pr_curves}
-    write_report_dir(out, tables, header={**header, "iou_type": report.iou_type, "area": report.area_note,
-                                          "warnings": list(report.warnings)})
+CONVENTIONS = INSTANCE_CONVENTIONS
 
 
 def format_report(report: InstanceReport) -> str:
@@ -59,28 +36,11 @@ def format_report(report: InstanceReport) -> str:
     return f"# {report.area_note}\n{format_tables(report.summary, report.per_class)}"
 
 
-def refuse_empty_by_construction(pred_path: Path, results: object) -> None:
-    """`segpipe infer` records in meta.json when its results.json is empty because no model class is a dataset
-    category: scoring it would report a meaningless 0 as a success."""
-    import json
-
-    meta = pred_path.parent / "meta.json"
-    if results != [] or not meta.is_file():
-        return
-    try:
-        reason = json.loads(meta.read_text(encoding="utf-8")).get("empty_results_reason")
-    except (OSError, ValueError, AttributeError):
-        return
-    if reason:
-        raise EvaluationError(pred_path, "", f"empty by construction ({meta}: {reason}); score the semantic label maps "
-                              "with `segpipe evaluate semantic`, or give infer a class map onto the dataset's categories")
-
-
 @click.command("instances")
 @click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO ground truth (instances.json; ours or anyone's).")
-@click.option("--pred", "pred_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="COCO results list (image_id, category_id, score, segmentation and/or bbox).")
+@click.option("--pred", "pred_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="COCO results list (image_id, category_id, score, segmentation and/or bbox), or a `segpipe infer` folder.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Report directory (created if missing).")
 @click.option("--iou-type", type=click.Choice(["segm", "bbox"]), default=None,
@@ -88,11 +48,22 @@ def refuse_empty_by_construction(pred_path: Path, results: object) -> None:
 @click.option("--drop-invalid", is_flag=True,
               help="Leave invalid results out (counted in the report's warnings) instead of failing.")
 @click.option("--no-html", is_flag=True, help=NO_HTML_HELP)
-def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool, no_html: bool) -> None:
+@click.option("--allow-label-mismatch", is_flag=True, help=ALLOW_MISMATCH_HELP)
+@click.option("--allow-partial", is_flag=True, help=ALLOW_PARTIAL_HELP)
+def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool, no_html: bool,
+              allow_label_mismatch: bool, allow_partial: bool) -> None:
     """Score COCO results: mask or box mAP with pycocotools' numbers, per class and per image."""
+    from segpipe.out_manifest import EVALUATE_INSTANCES, check_output_folder
+
+    if pred_path.is_dir():
+        from segpipe.layout import RESULTS_FILE
+
+        pred_path = pred_path / RESULTS_FILE
+    check_output_folder(out, command=EVALUATE_INSTANCES)
     frozen_before = gc.get_freeze_count()
     try:
-        score_files(gt_path, pred_path, out, iou_type=iou_type, drop_invalid=drop_invalid, no_html=no_html)
+        score_files(gt_path, pred_path, out, iou_type=iou_type, drop_invalid=drop_invalid, no_html=no_html,
+                    allow_label_mismatch=allow_label_mismatch, allow_partial=allow_partial)
     finally:
         # An in-process caller (CliRunner, a notebook) gets its collector back as it was. One that had frozen
         # objects itself (a pre-fork server) keeps everything frozen: unfreezing would undo its own freeze too.
@@ -100,12 +71,38 @@ def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, d
             gc.unfreeze()
 
 
-def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | None, drop_invalid: bool, no_html: bool) -> None:
+def looks_swapped(gt: Any, results: Any, *, gt_path: Path, pred_path: Path) -> None:
+    """A ground truth given as --pred (or the two swapped) is said as such, not as a type error."""
+    gt_like = isinstance(results, dict) and bool({"images", "annotations"} & set(results))
+    results_like = isinstance(gt, list)
+    if gt_like or results_like:
+        which = (f"--pred {pred_path} is a COCO ground truth (it has images/annotations)" if gt_like
+                 else f"--gt {gt_path} is a results list")
+        hint = ("--gt and --pred look swapped" if gt_like and results_like else
+                "give the ground truth as --gt and the results list as --pred")
+        raise click.UsageError(f"{which}: {hint}")
+
+
+def guard_predictions(gt: Any, results: Any, *, gt_path: Path, pred_path: Path, allow_label_mismatch: bool,
+                      allow_partial: bool) -> tuple[Any, list[str]]:
+    """segpipe.prediction_checks' label-space and partial-output checks; a refusal is a usage error."""
+    from segpipe.prediction_checks import PredictionCheckError, guard_instance_predictions
+
+    try:
+        return guard_instance_predictions(gt, results, gt_path=gt_path, pred_path=pred_path,
+                                          allow_label_mismatch=allow_label_mismatch, allow_partial=allow_partial)
+    except PredictionCheckError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | None, drop_invalid: bool, no_html: bool,
+                allow_label_mismatch: bool = False, allow_partial: bool = False) -> None:
     from tqdm import tqdm
 
     from segpipe.evaluators.coco_results import RESULTS_PATH
     from segpipe.evaluators.instance import default_iou_type, instance_compute, instance_update
     from segpipe.evaluators.json_files import read_json_file
+    from segpipe.out_manifest import is_partial_prediction
 
     try:
         # Parsed JSON is millions of small containers, and every full pass of CPython's cyclic collector walks them
@@ -117,11 +114,17 @@ def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | No
         gc.disable()
         try:
             gt = read_json_file(gt_path, what="ground truth")
-            results = read_json_file(pred_path, what="results")
+            # an unfinished inference: its finished shards are read by guard_predictions (with --allow-partial)
+            results = [] if is_partial_prediction(pred_path) else read_json_file(pred_path, what="results")
         finally:
             if collecting:
                 gc.enable()
         gc.freeze()
+        looks_swapped(gt, results, gt_path=gt_path, pred_path=pred_path)
+        guard_warnings: list[str] = []
+        if isinstance(gt, dict):
+            results, guard_warnings = guard_predictions(gt, results, gt_path=gt_path, pred_path=pred_path,
+                                                        allow_label_mismatch=allow_label_mismatch, allow_partial=allow_partial)
         refuse_empty_by_construction(pred_path, results)
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
         n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0
@@ -131,8 +134,8 @@ def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | No
         # evaluators name in-memory inputs "ground truth" / "results"; here they are files
         path = {GT_PATH: str(gt_path), RESULTS_PATH: str(pred_path)}.get(err.path, err.path)
         raise click.ClickException(str(EvaluationError(path, err.field, err.reason))) from err
-    stats = dataclasses.replace(stats, warnings=tuple(located_warning(w, gt_path=gt_path, pred_path=pred_path)
-                                                      for w in stats.warnings))
+    stats = dataclasses.replace(stats, warnings=(*guard_warnings, *(located_warning(w, gt_path=gt_path, pred_path=pred_path)
+                                                                    for w in stats.warnings)))
     header = {
         "command": "evaluate instances", "gt": str(gt_path.resolve()), "pred": str(pred_path.resolve()),
         "n_images": int(len(stats.image_ids)), "n_results": len(results) if isinstance(results, list) else 0,
@@ -143,6 +146,9 @@ def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | No
     # two are the largest things this process holds; together they set its peak memory).
     del gt, results
     report = instance_compute(stats)
+    from segpipe.out_manifest import EVALUATE_INSTANCES, claim_output_folder
+
+    claim_output_folder(out, command=EVALUATE_INSTANCES, what="`segpipe evaluate instances`", owns=())
     write_instance_report(report, out, header=header)
     from segpipe.cli.evaluate import announce_report
 

@@ -8,30 +8,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from segpipe.cli.evaluate import NO_HTML_HELP
+from segpipe.cli.evaluate import ALLOW_MISMATCH_HELP, ALLOW_PARTIAL_HELP, NO_HTML_HELP
+from segpipe.commands.evaluate_semantic import (  # the command's files live one layer down
+    CLASSES_FILE_NAME, HEADER_FILE_NAME as HEADER_FILE_NAME, SEMANTIC_CONVENTIONS, label_map_dir, write_semantic_report,
+)
 from segpipe.evaluators.confusion import IGNORE_INDEX
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
 from segpipe.evaluators.semantic_tables import SemanticReport
 from segpipe.converters.dataset_layout import class_names_option, is_existing_file, read_class_names_file
-from segpipe.layout import REPORT_HEADER_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
-from segpipe.reports.tables import format_tables, write_report_dir
+from segpipe.reports.tables import format_tables
 
-CLASSES_FILE_NAME = SEMANTIC_CLASSES_FILE  # what `segpipe convert` writes beside the semantic maps
-HEADER_FILE_NAME = REPORT_HEADER_FILE
 CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
-CONVENTIONS = (
-    "Fractions, not percentages. One int64 confusion matrix summed over all images (rows = GT). "
-    "IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), aAcc = sum TP / labelled pixels, mAcc = mean recall. "
-    "A class with neither GT nor predicted pixels is NaN and left out of the means; a predicted class absent "
-    "from GT scores 0. GT pixels equal to the ignore index are left out; a prediction equal to it, or a missing "
-    "prediction file, counts the GT pixel as a miss (column '(no prediction)' of confusion.csv). "
-    "mIoU_per_image / mDice_per_image average per-image means over the classes present in each image."
-)
+CONVENTIONS = SEMANTIC_CONVENTIONS
 
 
 def read_class_names(option: str | None, *, gt_dir: Path) -> list[str]:
@@ -73,20 +65,6 @@ def check_against_gt_classes(names: list[str], *, gt_dir: Path) -> None:
                "pixel value i is scored as the i-th name given", err=True)
 
 
-def label_map_dir(path: Path) -> Path:
-    """A folder of PNGs, or a converted dataset / predictions dir holding them under semantic/."""
-    if not any(p.suffix.lower() == ".png" for p in path.iterdir()) and (path / SEMANTIC_DIR).is_dir():
-        return path / SEMANTIC_DIR
-    return path
-
-
-def write_semantic_report(report: SemanticReport, out: Path, *, header: dict[str, Any]) -> None:
-    """Write every table (CSV + Parquet) and header.json into `out`."""
-    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
-              "confusion": report.confusion, "notes": report.notes}
-    write_report_dir(out, tables, header={**header, "warnings": list(report.warnings)})
-
-
 def format_report(report: SemanticReport) -> str:
     """The stdout table: summary, then per class."""
     return format_tables(report.summary, report.per_class, width=120)
@@ -106,15 +84,22 @@ def format_report(report: SemanticReport) -> str:
               help="GT value left out of the scores; a prediction with this value counts as a miss.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding threads [default: all cores].")
 @click.option("--no-html", is_flag=True, help=NO_HTML_HELP)
+@click.option("--allow-label-mismatch", is_flag=True, help=ALLOW_MISMATCH_HELP)
+@click.option("--allow-partial", is_flag=True, help=ALLOW_PARTIAL_HELP)
 def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignore_index: int, workers: int | None,
-             no_html: bool) -> None:
+             no_html: bool, allow_label_mismatch: bool, allow_partial: bool) -> None:
     """Score semantic label maps: mIoU, Dice, pixel accuracy, per class and per image."""
     from tqdm import tqdm
 
+    from segpipe.out_manifest import EVALUATE_SEMANTIC, check_output_folder, claim_output_folder
+
+    check_output_folder(out, command=EVALUATE_SEMANTIC)
     gt_dir, pred_dir = label_map_dir(gt_dir), label_map_dir(pred_dir)
     class_names = read_class_names(classes, gt_dir=gt_dir)
     try:
         n_images = len(label_maps_by_stem(gt_dir))
+        guard_warnings = guard_label_maps(gt_dir, pred_dir, class_names=class_names,
+                                          allow_label_mismatch=allow_label_mismatch, allow_partial=allow_partial)
     except EvaluationError as err:
         raise click.ClickException(str(err)) from err
     with tqdm(total=n_images, desc="evaluate semantic", unit="img", disable=not sys.stderr.isatty()) as bar:
@@ -128,7 +113,25 @@ def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignor
         "classes": class_names, "ignore_index": ignore_index, "n_images": len(report.per_image),
         "conventions": CONVENTIONS,
     }
+    if guard_warnings:
+        import dataclasses
+
+        report = dataclasses.replace(report, warnings=(*guard_warnings, *report.warnings))
+    claim_output_folder(out, command=EVALUATE_SEMANTIC, what="`segpipe evaluate semantic`", owns=())
     write_semantic_report(report, out, header=header)
     from segpipe.cli.evaluate import announce_report
 
     announce_report(out, text=format_report(report), warnings=report.warnings, html=not no_html)
+
+
+def guard_label_maps(gt_dir: Path, pred_dir: Path, *, class_names: list[str], allow_label_mismatch: bool,
+                     allow_partial: bool) -> list[str]:
+    """segpipe.prediction_checks' label-space and partial-output checks; a refusal is a usage error."""
+    from segpipe.prediction_checks import PredictionCheckError
+    from segpipe.prediction_checks import guard_label_maps as guard
+
+    try:
+        return guard(gt_dir, pred_dir, class_names=class_names, allow_label_mismatch=allow_label_mismatch,
+                     allow_partial=allow_partial)
+    except PredictionCheckError as err:
+        raise click.UsageError(str(err)) from err

@@ -11,6 +11,7 @@ from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
 
 # Kept in sync with segpipe.inference.class_tables.CLASS_TABLE_NAMES by a test (no torch import for `--help`).
 CLASS_TABLE_CHOICES: tuple[str, ...] = ("coco", "voc")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _resize_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
@@ -83,10 +84,11 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
     from segpipe.inference.class_maps import CLASS_OPTIONS
     from segpipe.inference.data import parse_class_names
     from segpipe.inference.engine import run_inference
+    from segpipe.out_manifest import INFER, check_output_folder
     from segpipe.runner.progress import ImageProgress
 
+    check_output_folder(out, command=INFER)  # another command's folder: refused before the model loads
     progress = ImageProgress(quiet=quiet, label=f"infer {checkpoint.name}")
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UntrustedCheckpointWarning)
         try:
@@ -105,6 +107,11 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
             if err.path == CLASS_OPTIONS:  # class options that do not fit this model or dataset: an input mismatch, exit 1
                 raise click.ClickException(f"{flag}: {err.field}: {err.reason}") from err
             raise click.ClickException(str(err)) from err
+        except KeyboardInterrupt:
+            progress.close()
+            _echo_warnings(caught)
+            _echo_interrupted(out)
+            raise SystemExit(EXIT_INTERRUPTED) from None
         finally:
             progress.close()
     _echo_warnings(caught)
@@ -129,6 +136,19 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
         click.echo(f"predictions: {summary.out / 'results.json'}; score them (and get report.html): "
                    f"segpipe evaluate instances --gt {dataset / 'instances.json'} --pred {summary.out / 'results.json'} -o REPORT_DIR")
     click.get_current_context().exit(EXIT_SKIPPED_ERRORS if summary.n_skipped else EXIT_OK)
+
+
+def _echo_interrupted(out: Path) -> None:
+    """What an interrupted inference leaves: its finished shards, in an OUT marked incomplete."""
+    from segpipe.inference.outputs import SHARDS_DIR, finished_image_ids
+    from segpipe.out_manifest import read_manifest
+
+    total = (read_manifest(out) or {}).get("n_images")
+    done = len(finished_image_ids(out))
+    of = f" of {total}" if isinstance(total, int) else ""
+    click.echo(f"interrupted: {done}{of} image(s) finished and kept in {out / SHARDS_DIR}; {out} is marked incomplete "
+               "(evaluate, compare and audit refuse it without --allow-partial); run the same command again to resume "
+               "(finished images are not predicted again)", err=True)
 
 
 def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:

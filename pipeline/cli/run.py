@@ -20,6 +20,7 @@ from segpipe.converters.formats import FORMAT_NAMES, FORMATS
 from segpipe.errors import SegpipeError
 
 _PATH = click.Path(path_type=Path)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 # The registry's formats (segpipe.converters.formats imports no converter: the CLI starts light).
 RUN_FORMATS = FORMAT_NAMES
 
@@ -42,6 +43,8 @@ def _echo_outcome(outcome: Any, *, out: Path) -> None:
         click.echo(f"failed: {len(outcome.failed)} task(s) ({family_counts(list(outcome.failed))})", err=True)
     for name, reason in sorted(outcome.failed_checkpoints.items()):
         click.echo(f"checkpoint {name} FAILED: {reason}", err=True)
+    for line in outcome.skipped_inputs:
+        click.echo(f"skipped: {line}", err=True)
     if outcome.conversion_errors:
         click.echo(f"conversion: {outcome.conversion_errors} error row(s) in {out / 'conversion_report.csv'}", err=True)
     if outcome.leaderboard is not None and outcome.leaderboard.is_file():
@@ -158,12 +161,19 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
         problem = source_problem(settings.dataset, {"images": settings.images})
         if problem is not None:
             raise click.UsageError(f"--dataset {problem}")
+    progress = RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl, workers=settings.workers,
+                           bars=not quiet and settings.workers == 1)
     try:
-        with luigi_log(verbose=verbose), RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl,
-                                                     workers=settings.workers, bars=not quiet and settings.workers == 1):
+        with luigi_log(verbose=verbose), progress:
             outcome = run_pipeline(settings)
     except (SegpipeError, FileNotFoundError, ValueError) as err:  # raised before any task runs: a missing dataset, no checkpoint
         raise click.UsageError(str(err)) from err
+    except KeyboardInterrupt:
+        kept = sum(1 for how in progress.tally.finished.values() if how in ("ran", "cached"))
+        click.echo(f"interrupted: {kept} finished task(s) are kept in the cache {settings.cache} (a half-done one never "
+                   "is); run the same command again to continue: finished tasks are taken from the cache, not redone",
+                   err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     _echo_outcome(outcome, out=settings.out)
     if (settings.out / "leaderboard.html").is_file():
         click.echo(f"leaderboard page: {settings.out / 'leaderboard.html'}")

@@ -24,6 +24,10 @@ PICKLE_PROTO = b"\x80"
 SAFE_MODULE_PREFIXES: tuple[str, ...] = ("torch.", "collections.", "_codecs.encode")
 # Opcodes that name a global: the GLOBAL argument is "module name"; STACK_GLOBAL takes two pushed strings.
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+# torch.save(..., _use_new_zipfile_serialization=False) writes five pickles in a row (magic number, protocol
+# version, system info, the object, the storage keys), then the raw tensor bytes; the object, the one that
+# may carry code, is the fourth (torch/serialization.py `_legacy_save`).
+LEGACY_PICKLES = 5
 TRUST_ADVICE = ("If you trust where it came from, pass --trust-checkpoint (trust_checkpoint=True): that runs the "
                 "code inside it on this machine")
 
@@ -42,7 +46,7 @@ def diagnose_checkpoint(path: Path) -> CheckpointDiagnosis:
     if data.startswith(ZIP_MAGIC):
         return _diagnose_zip(data)
     if data.startswith(PICKLE_PROTO):
-        return _diagnose_pickle(data, what="legacy (pre-zip) torch pickle")
+        return _diagnose_pickle(data, what="legacy (pre-zip) torch pickle", pickles=LEGACY_PICKLES)
     return _broken(f"not a torch checkpoint: {_what_it_is(data)}")
 
 
@@ -84,31 +88,35 @@ def _diagnose_zip(data: bytes) -> CheckpointDiagnosis:
     return _diagnose_pickle(payload, what="torch zip checkpoint")
 
 
-def _diagnose_pickle(data: bytes, *, what: str) -> CheckpointDiagnosis:
+def _diagnose_pickle(data: bytes, *, what: str, pickles: int = 1) -> CheckpointDiagnosis:
+    """Every global the first `pickles` pickles of `data` name, read one after the other (never unpickled)."""
     names: list[str] = []
-    strings: list[str] = []
-    stopped = False
-    try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-            if op.name == "GLOBAL":
-                names.append(str(arg).replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                names.append(f"{strings[-2]}.{strings[-1]}")
-            elif op.name in _STRING_OPS:
-                strings.append(str(arg))
-            elif op.name == "STOP":
-                stopped = True
-                break
-    except Exception as err:  # pickletools raises ValueError/struct errors on truncated or garbage input
-        return _broken(f"a damaged or truncated {what} ({type(err).__name__}: {err}): copy the file again")
-    if not stopped:
-        return _broken(f"a truncated {what} (the pickle has no end): copy the file again")
+    stream = io.BytesIO(data)
+    for _ in range(pickles):
+        strings: list[str] = []
+        stopped = False
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif op.name in _STRING_OPS:
+                    strings.append(str(arg))
+                elif op.name == "STOP":
+                    stopped = True
+                    break
+        except Exception as err:  # pickletools raises ValueError/struct errors on truncated or garbage input
+            return _broken(f"a damaged or truncated {what} ({type(err).__name__}: {err}): copy the file again")
+        if not stopped:
+            return _broken(f"a truncated {what} (the pickle has no end): copy the file again")
     unsafe = sorted({n for n in names if not n.startswith(SAFE_MODULE_PREFIXES)})
     if unsafe:
         shown = ", ".join(unsafe[:5]) + (f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
         return CheckpointDiagnosis(needs_trust=True, message=(
             f"refused: this {what} needs arbitrary pickled code to load ({shown}), which could run anything on "
             f"this machine. {TRUST_ADVICE}"))
+    shown = ", ".join(sorted(set(names))[:5]) + (f" and {len(set(names)) - 5} more" if len(set(names)) > 5 else "")
     return CheckpointDiagnosis(needs_trust=True, message=(
         f"refused by torch's weights-only loader although this {what} names only torch/collections globals "
-        f"({', '.join(sorted(set(names))[:5]) or 'none'}); a newer torch may load it. {TRUST_ADVICE}"))
+        f"({shown or 'none'}: what full unpickling would call); a newer torch may load it. {TRUST_ADVICE}"))

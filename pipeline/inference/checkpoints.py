@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from segpipe.converters import json_depth
 from segpipe.errors import SegpipeError
 
 # Keys under which training scripts nest the weights (torchvision references, Lightning-style exports).
@@ -205,9 +206,11 @@ def read_model_card(checkpoint: str | os.PathLike[str]) -> ModelCard:
         return ModelCard()
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        data = json_depth.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise InferenceError(path, "", f"unreadable model card: {err}") from err
+    except RecursionError:  # tomllib recurses per nested array, as json does
+        raise InferenceError(path, "", "unreadable model card: nested too deeply") from None
     return parse_model_card(data, path=path)
 
 

@@ -38,7 +38,7 @@ from segpipe.inference.speed import few_input_shapes, set_cudnn_benchmark, usabl
 from segpipe.inference.streaming import shard_needs_run, stream_shards
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-SHARD_IMAGES = 256  # images per shard file: small enough to lose little on a crash, few enough files for 100k images
+SHARD_IMAGES = 32  # images per shard file: an interrupted run redoes at most this many; 3,125 small files for 100k images
 # Encoder threads (RLE, PNG, shard files). The RLE encoder is vectorised numpy and cv2.imencode releases the GIL,
 # so a few threads overlap; more than 4 only compete with the DataLoader's decode workers for cores.
 ENCODER_THREADS = max(1, min(4, usable_cores() // 2))
@@ -203,7 +203,7 @@ class InferenceSession:
                     "score_threshold": score_threshold, "outputs": list(mapping.output_names),
                     "kept_outputs": [int(k) for k in mapping.kept], **({"compile": True} if self.compile else {})}
         fingerprint = plan_fingerprint(settings, [[e.image_id for b in shard for e in b] for shard in shards])
-        out = prepare_out_dir(out)
+        out = prepare_out_dir(out, dataset=info)
         if read_plan_fingerprint(out) != fingerprint:
             start_fresh_plan(out, fingerprint=fingerprint, n_shards=len(shards))
         pending = [i for i in range(len(shards)) if shard_needs_run(shard_path(out, i))]

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.inference.data import ImageEntry
+from segpipe.inference.data import DatasetInfo, ImageEntry
 from segpipe.inference.mask_rle import MaskCrop, encode_crop
 from segpipe.layout import INFERENCE_REPORT_FILE, META_FILE, RESULTS_FILE, SEMANTIC_DIR  # noqa: F401  (re-exported)
 
@@ -195,10 +195,38 @@ def write_final_outputs(out: Path, *, n_shards: int, meta: Mapping[str, Any]) ->
     write_table(out, Path(REPORT_FILE).stem, table, parquet=False)
     full_meta = {**meta, "images_processed": processed, "images_skipped": len(skipped), "n_results": len(results)}
     atomic_write_text(out / META_FILE, json.dumps(full_meta, sort_keys=True, indent=2) + "\n")
+    from segpipe.out_manifest import mark_complete
+
+    mark_complete(out)
     return processed, len(skipped)
 
 
-def prepare_out_dir(out: str | os.PathLike[str]) -> Path:
+def prepare_out_dir(out: str | os.PathLike[str], *, dataset: DatasetInfo | None = None) -> Path:
+    """Claim OUT for this inference (segpipe.out_manifest): refused when another command wrote it; marked
+    incomplete until `write_final_outputs` ends, so that no reader takes an interrupted run's files (or an
+    earlier run's results.json beside them) for finished predictions. The manifest also records the dataset's
+    label space (category ids and names, semantic class names) and image count: the readers compare them
+    with the ground truth they are given."""
+    from segpipe.out_manifest import INFER, OWNED, claim_output_folder
+
     path = Path(out)
+    space: dict[str, Any] = {}
+    if dataset is not None:
+        space = {"dataset": str(dataset.root.resolve()), "n_images": len(dataset.images),
+                 "categories": [[int(i), str(n)] for i, n in dataset.categories],
+                 "semantic_classes": [str(c) for c in dataset.semantic_classes]}
+    claim_output_folder(path, command=INFER, what="`segpipe infer` predictions", owns=OWNED[INFER], complete=False, **space)
     (path / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     return path
+
+
+def finished_image_ids(out: Path) -> set[int]:
+    """Images of OUT's shard files (finished shards of this or an interrupted run)."""
+    done: set[int] = set()
+    shards = Path(out) / SHARDS_DIR
+    for path in sorted(shards.glob("[0-9]*.json")) if shards.is_dir() else ():
+        try:
+            done.update(int(i) for i in read_shard(path)["image_ids"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return done

@@ -46,10 +46,27 @@ def bind_device(device: Any) -> None:
         torch.cuda.set_device(device)
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the host allocator's RuntimeError (torch's CPU
+    allocator raises a plain RuntimeError, "DefaultCPUAllocator: can't allocate memory", c10/core/impl/alloc_cpu.cpp)."""
+    import torch
+
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+def _memory_line(err: BaseException) -> str:
+    """The line of an error that says what could not be allocated (TorchScript wraps it in a traceback)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "allocate" in ln or "out of memory" in ln.lower()), lines[0] if lines else type(err).__name__)
+
+
 def run_with_oom_backoff(
     fn: Callable[[list[Sample]], list[Any]], samples: list[Sample], *, limit: int, on_oom: Callable[[], None] = lambda: None
 ) -> tuple[list[Any], list[SkippedImage], int]:
-    """Run `fn` over `samples` in chunks of at most `limit`; on out-of-memory halve the chunk and retry.
+    """Run `fn` over `samples` in chunks of at most `limit`; on out-of-memory (device or host) halve the chunk and
+    retry. An image that runs out of memory alone is skipped with a row; the others are predicted.
     Returns (outputs, images that failed even alone, the new limit, kept for later batches)."""
     import torch
 
@@ -60,10 +77,12 @@ def run_with_oom_backoff(
         chunk = samples[i:i + limit]
         try:
             outputs.extend(fn(chunk))
-        except torch.OutOfMemoryError as err:
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise
             on_oom()
             if len(chunk) == 1:
-                failed.append(SkippedImage(chunk[0].entry, "out_of_memory", f"out of memory at batch size 1: {str(err).splitlines()[0] if str(err) else ''}"))
+                failed.append(SkippedImage(chunk[0].entry, "out_of_memory", f"out of memory at batch size 1: {_memory_line(err)}"))
             else:
                 limit = (len(chunk) + 1) // 2  # halve, rounding up: 3 -> 2 -> 1
                 continue

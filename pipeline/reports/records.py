@@ -18,6 +18,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.converters.errors import AnnotationError
+from segpipe.converters.images import MAX_FILE_BYTES_DEFAULT, MAX_FILE_BYTES_ENV, configured_limit, read_input_bytes
 from segpipe.evaluators.errors import EvaluationError
 
 INSTANCE_RECORDS = "match_records"
@@ -39,11 +41,36 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each checked from its headers before anything is inflated or allocated."""
     try:
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as npz:
+        data = read_input_bytes(path)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            _check_npz_members(archive, path=path)
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {name: npz[name] for name in sorted(npz.files)}
+    except AnnotationError as err:
+        raise EvaluationError(path, "", err.reason) from err
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise EvaluationError(path, "", f"not a readable statistics archive: {type(err).__name__}: {err}") from err
+
+
+def _check_npz_members(archive: zipfile.ZipFile, *, path: Path) -> None:
+    """Refuse a zip bomb (members inflating past the file-size limit) and an .npy header declaring more data
+    than its member holds (np.load would allocate the declared shape first), before either costs memory."""
+    limit = configured_limit(MAX_FILE_BYTES_ENV, MAX_FILE_BYTES_DEFAULT)
+    total = sum(info.file_size for info in archive.infolist())
+    if total > limit:
+        raise EvaluationError(path, "", f"statistics archive inflates to {total} bytes, over the limit of {limit} "
+                                        f"(raise it with {MAX_FILE_BYTES_ENV})")
+    for info in archive.infolist():
+        with archive.open(info) as member:  # zipfile stops at the declared size: a lying member fails its CRC
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if dtype.hasobject or declared > info.file_size:
+            raise EvaluationError(path, info.filename, f"declares a {dtype} array of shape {shape} ({declared} bytes) "
+                                                       f"in a {info.file_size}-byte member")
 
 
 def write_instance_records(directory: Path, *, stats: Any) -> None:
@@ -87,5 +114,8 @@ def read_records(directory: Path) -> tuple[str, Any] | None:
         if not (isinstance(files, list) and isinstance(names, list) and isinstance(confusion, np.ndarray)
                 and confusion.dtype.kind == "i" and confusion.shape == (len(files), len(names), len(names) + 1)):
             raise EvaluationError(path, "confusion", "expected one [n, n+1] integer matrix per file of the .json")
+        if confusion.size and int(confusion.min()) < 0:  # pixel counts: a negative one makes NaN or wrong metrics
+            image = int(np.argwhere(confusion < 0)[0][0])
+            raise EvaluationError(path, "confusion", f"negative pixel count in the matrix of {files[image]!r}: not written by segpipe")
         return "semantic", ([str(f) for f in files], confusion, [str(n) for n in names])
     return None

@@ -111,7 +111,98 @@ def run_pipeline(settings: RunSettings) -> RunOutcome:
         return _run_pipeline(settings)
 
 
+def check_before_work(settings: RunSettings) -> None:
+    """What can be checked before any task runs is checked here (RunConfigError, a usage error in the CLI):
+    the inference device exists on this host, the dataset folder has the layout --format expects, and the
+    class list and list file it needs are there. Otherwise a run converts first, then fails every checkpoint."""
+    _check_device(settings)
+    _check_layout(settings)
+    classes, num_classes = settings.infer.get("classes"), settings.infer.get("num_classes")
+    if classes is not None and num_classes is not None and len(classes) != int(num_classes):
+        raise RunConfigError("command line or run config", "infer.classes",
+                             f"{len(classes)} model class name(s) given for {num_classes} model output(s)")
+
+
+def _check_device(settings: RunSettings) -> None:
+    device = str(settings.infer.get("device") or "auto")
+    wanted = [name for name in ([f"cuda:{i}" for i in settings.devices] or [device]) if name.startswith("cuda")]
+    if not wanted:  # auto falls back to the CPU; cpu needs no check
+        return
+    count = cuda_device_count()
+    if count is None:  # the probe itself failed: inference reports the device when it opens it
+        return
+    for name in wanted:
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            field = "devices" if settings.devices else "infer.device"
+            raise RunConfigError("command line or run config", field,
+                                 f"{name} requested but torch sees {count} CUDA device(s) on this host; "
+                                 + ("use --device cpu" if count == 0 else f"use an index below {count}")
+                                 + " (checked before any task runs: nothing was converted)")
+
+
+def cuda_device_count() -> int | None:
+    """The GPUs torch sees on this host (0 without CUDA), None when that cannot be asked. Asked in a child
+    interpreter: CUDA initialised in this process would be inherited broken by Luigi's forked workers
+    (https://pytorch.org/docs/stable/notes/multiprocessing.html#cuda-in-multiprocessing)."""
+    import subprocess
+    import sys
+
+    code = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        return int(done.stdout.split()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _check_layout(settings: RunSettings) -> None:
+    from segpipe.converters.layout_hints import describe_folder, is_pet_root, oxford_pet_root_problem, voc_source_problem
+
+    root, fmt = settings.dataset, settings.format
+    if not root.exists():
+        raise RunConfigError(str(root), "dataset", "no such folder")
+    for name, path in (("images", settings.images), ("classes", settings.classes), ("list_file", settings.list_file)):
+        if path is not None and not path.exists():
+            raise RunConfigError(str(path), name, "no such file or folder")
+    if fmt == "oxford-pet":
+        problem = oxford_pet_root_problem(root)
+        if problem is not None:
+            raise RunConfigError(str(root), "format", problem)
+        return
+    if fmt == "voc":
+        problem = voc_source_problem(root, images=settings.images)
+        if problem is not None:
+            raise RunConfigError(str(root), "format", problem)
+    elif root.is_dir() and is_pet_root(root) and fmt in ("yolo", "labelme", "cvat", "voc-seg", "trimap"):
+        raise RunConfigError(str(root), "format", f"--format {fmt}, but {root} is an Oxford-IIIT Pet root "
+                             f"({describe_folder(root)}): use --format oxford-pet")
+    if fmt == "yolo" and settings.classes is None:
+        from segpipe.converters.errors import AnnotationError
+        from segpipe.converters.yolo import find_class_file
+
+        try:
+            find_class_file(root)
+        except AnnotationError as err:
+            raise RunConfigError(str(root), "classes", f"{err.reason} (give --classes)") from err
+    if settings.classes is not None and settings.classes.is_file() and fmt != "yolo":
+        from segpipe.converters.dataset_layout import read_class_names_file
+
+        try:
+            names = read_class_names_file(settings.classes)
+        except (OSError, UnicodeDecodeError) as err:
+            raise RunConfigError(str(settings.classes), "classes", f"unreadable class list: {err}") from err
+        if not names:
+            raise RunConfigError(str(settings.classes), "classes", "no class names in the file")
+        if len(set(names)) != len(names):
+            raise RunConfigError(str(settings.classes), "classes", f"duplicate class names: {names}")
+
+
 def _run_pipeline(settings: RunSettings) -> RunOutcome:
+    from segpipe.out_manifest import RUN, check_output_folder, claim_output_folder
+
+    check_before_work(settings)
+    check_output_folder(settings.out, command=RUN)  # not a conversion's or a report's folder: refused before any work
     outcome = RunOutcome()
     cache = settings.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -123,11 +214,13 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
                        classes=settings.classes.resolve() if settings.classes else None,
                        list_file=settings.list_file.resolve() if settings.list_file else None)
     scan = scan_dataset(spec.roots(), stat_cache=stat_cache, exclude=[settings.out, cache])
+    outcome.skipped_inputs = [f"{path}: {reason}" for path, reason in scan.skipped]
     plan = plan_shards(scan.manifest, spec=spec, shard_size=settings.shard_size)
     spec.refuse_empty(len(plan.images))
     paths = expand_checkpoints(settings.checkpoints)
     if not paths:
         raise RunConfigError(", ".join(settings.checkpoints), "checkpoints", "no checkpoint file matches (give files, folders or glob patterns)")
+    claim_output_folder(settings.out, command=RUN, what="`segpipe run`", owns=())  # written once the dataset and checkpoints are known good
     checkpoints = []
     for name, path in zip(checkpoint_names(paths), paths):
         card = model_card_path(path)

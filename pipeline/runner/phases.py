@@ -34,6 +34,7 @@ class RunOutcome:
     failed_checkpoints: dict[str, str] = field(default_factory=dict)
     leaderboard: Path | None = None
     conversion_errors: int = 0
+    skipped_inputs: list[str] = field(default_factory=list)  # "path: reason" of dataset files never read (FIFOs, ...)
     published: int = 0  # files written into OUT by this run
     exit_code: int = 0
     statuses: list[str] = field(default_factory=list)
@@ -55,6 +56,10 @@ def configure_luigi() -> None:
             if not config.has_section(section):
                 config.add_section(section)
             config.set(section, option, value)
+
+
+# How long a run asks luigid again for goals it still remembers as done (its stable_done_cooldown_secs).
+REMEMBERED_DONE_WAIT_S = 60.0
 
 
 def worker_count(settings: RunSettings) -> int:
@@ -125,6 +130,7 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
     """Build `tasks` until each is done or failed (another worker on luigid may still hold some)."""
     first = True
     cache = Path(settings.cache)
+    remembered = 0.0  # seconds waited on luigid's memory of finished tasks
     while True:
         result = _luigi_build(tasks, settings=settings)
         summary: dict[str, Any] = _summary_dict(result.worker)  # type: ignore[no-untyped-call]  # luigi's summary API is unannotated
@@ -163,6 +169,13 @@ def run_phase(tasks: list[CachedTask], *, settings: RunSettings, outcome: RunOut
         others = summary.get("run_by_other_worker", set())
         _extend(outcome.by_others, [t.task_id for t in sorted(others, key=str)])
         done = all(is_complete(t) for t in tasks)
+        if not done and not others and not summary.get("failed") and settings.scheduler_url and remembered < REMEMBERED_DONE_WAIT_S:
+            # luigid ignores a worker's "pending" for a task it saw finish less than stable_done_cooldown_secs
+            # ago (10 s by default; luigi/scheduler.py add_task): a rerun right after a run whose outputs were
+            # deleted is then left NOT_RUN. Asking again once the cooldown has passed reruns it.
+            time.sleep(OTHER_WORKER_POLL_S)
+            remembered += OTHER_WORKER_POLL_S
+            continue
         if done or not others:
             # Statuses while another worker still held our goals say nothing; the final one counts.
             if not done:

@@ -98,6 +98,7 @@ class RunProgress:
                  bars: bool = False) -> None:
         self.echo, self.jsonl_path, self.workers, self.bars = echo, jsonl, workers, bars
         self.tally = _Tally()
+        self.interrupted = False  # Ctrl-C: the tasks left are "not run: interrupted", not blamed on a failure
         self._queue: Any = None
         self._thread: threading.Thread | None = None
         self._jsonl: TextIO | None = None
@@ -194,7 +195,8 @@ class RunProgress:
         for task_id in never:
             self._write({"event": "not_run", "task_id": task_id, "stage": STAGES.get(self.tally.family[task_id], self.tally.family[task_id])})
         if never and self.echo is not None:
-            self.echo(f"{len(never)} task(s) not run: an upstream task failed (or another worker holds them)")
+            why = "interrupted" if self.interrupted else "an upstream task failed (or another worker holds them)"
+            self.echo(f"{len(never)} task(s) not run: {why}")
 
     def _repeated_failure(self, record: dict[str, Any]) -> bool:
         """A broken checkpoint fails each of its shards with the same reason: say it once."""
@@ -232,6 +234,7 @@ class RunProgress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.interrupted = exc[0] is not None and issubclass(exc[0], KeyboardInterrupt)
         for event, handler in self._handlers:
             luigi.Task.remove_event_handler(event, handler)  # type: ignore[no-untyped-call]  # luigi's API is unannotated
         # A forked worker's last events reach the shared pipe when its queue's feeder thread is flushed, at the

@@ -11,7 +11,9 @@ a no-op rerun writes nothing, and every write is a temporary sibling renamed int
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 
 from segpipe.converters.atomic_write import write_bytes_if_changed
@@ -30,14 +32,31 @@ def copy_if_changed(src: Path, dst: Path) -> bool:
     return write_bytes_if_changed(dst, src.read_bytes())
 
 
+# `temporary_sibling`'s names (".<name>.tmp-<pid>-<n>[.ext]", or a digest for a long name): another run
+# publishing into the same OUT is writing them right now. Only one left behind by a killed run (older than
+# STALE_TEMPORARY_S) is removed.
+_TEMPORARY_NAME = re.compile(r"^\..*\.tmp-\d+-\d+(\.[^.]*)?$")
+STALE_TEMPORARY_S = 3600.0
+
+
+def _is_live_temporary(path: Path) -> bool:
+    if not _TEMPORARY_NAME.match(path.name):
+        return False
+    try:
+        return time.time() - path.stat().st_mtime < STALE_TEMPORARY_S
+    except FileNotFoundError:  # renamed into place meanwhile
+        return True
+
+
 def mirror_tree(src: Path, dst: Path) -> int:
-    """Make `dst` hold exactly the files of `src` (marker excluded); returns how many files changed."""
+    """Make `dst` hold exactly the files of `src` (marker excluded); returns how many files changed.
+    Other writers' fresh temporary files are left alone: two runs may publish into one OUT at once."""
     wanted = {p.relative_to(src) for p in src.rglob("*") if p.is_file() and p.name != MARKER_NAME}
     changed = sum(copy_if_changed(src / rel, dst / rel) for rel in sorted(wanted))
     if dst.is_dir():
         for path in sorted(p for p in dst.rglob("*") if p.is_file()):
-            if path.relative_to(dst) not in wanted:
-                path.unlink()
+            if path.relative_to(dst) not in wanted and not _is_live_temporary(path):
+                path.unlink(missing_ok=True)  # another run may have removed it first
                 changed += 1
     return changed
 

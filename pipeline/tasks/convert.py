@@ -175,6 +175,9 @@ class ConvertMerge(CachedTask):
             meta = json.loads((datasets[0] / DATASET_META_FILE).read_text(encoding="utf-8"))
         meta = {**meta, "format": spec.format, "image_root": str(spec.image_root().resolve())}
         atomic_write_text(out / DATASET_META_FILE, json.dumps(meta, sort_keys=True, indent=2) + "\n")
+        from segpipe.out_manifest import merge_manifests
+
+        merge_manifests(datasets, out)  # what wrote it, as `segpipe convert` records it
         index = [_write_shard_gt(part=part, categories=merged["categories"], stems=plan["shards"][i]["stems"], merged=out)
                  for i, part in enumerate(coco_parts)]
         gt_index = {"shards": index, "labels": label_space(out, categories=merged["categories"])}

@@ -78,8 +78,8 @@ class EvalReport(CheckpointTask):
 
     def compute(self) -> None:
         # Imported here, not at the top: a cached rerun imports the task modules and runs none of this.
-        from segpipe.cli.evaluate_instances import write_instance_report
-        from segpipe.cli.evaluate_semantic import write_semantic_report
+        from segpipe.commands.evaluate_instances import write_instance_report
+        from segpipe.commands.evaluate_semantic import write_semantic_report
         from segpipe.evaluators.instance import InstanceStats, instance_compute
         from segpipe.reports.html import render_evaluate_report
 

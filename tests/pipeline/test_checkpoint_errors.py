@@ -60,6 +60,26 @@ def test_a_pickle_with_code_is_the_only_case_that_suggests_trust(tmp_path: Path)
     assert not marker.exists()  # diagnosing reads opcodes, never unpickles
 
 
+def test_a_legacy_pickle_with_code_names_the_code_before_trust_is_suggested(tmp_path: Path) -> None:
+    """torch.save(..., _use_new_zipfile_serialization=False): the object is the fourth of five pickles; reading
+    only the first (the magic number) called the payload harmless ("only torch/collections globals")."""
+    marker = tmp_path / "marker.txt"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": nn.Conv2d(3, 4, 3).state_dict(), "hook": _Payload(marker)}, evil, _use_new_zipfile_serialization=False)
+    diagnosis = diagnose_checkpoint(evil)
+    assert diagnosis.needs_trust and "needs arbitrary pickled code to load (__builtin__.exec)" in diagnosis.message  # protocol 2 spelling
+    assert "only torch/collections" not in diagnosis.message
+    with pytest.raises(InferenceError, match=r"\(__builtin__\.exec\).*pass --trust-checkpoint"):
+        read_checkpoint(evil)
+    assert not marker.exists()
+    plain = tmp_path / "plain.pt"
+    torch.save(nn.Conv2d(3, 4, 3).state_dict(), plain, _use_new_zipfile_serialization=False)
+    assert set(read_checkpoint(plain)) == {"weight", "bias"}  # the weights-only loader reads legacy files
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(evil.read_bytes()[:120])
+    assert not diagnose_checkpoint(cut).needs_trust
+
+
 def test_a_sound_checkpoint_still_loads(tmp_path: Path) -> None:
     state = read_checkpoint(_state(tmp_path))
     assert set(state) == {"weight", "bias"}

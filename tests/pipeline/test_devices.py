@@ -106,6 +106,7 @@ def test_run_with_devices_gives_every_inference_task_a_gpu_slot(tmp_path: Path, 
         return real(**{**kw, "options": {**kw["options"], "device": "cpu"}})
 
     monkeypatch.setattr(evaluate, "open_session", record)
+    monkeypatch.setattr("segpipe.runner.driver.cuda_device_count", lambda: 2)  # the two GPUs this host pretends to have
     dataset = make_dataset(tmp_path / "pets", n_images=6)
     make_checkpoint(tmp_path / "ckpts" / "a.pt", seed=0)
     settings = settings_for(tmp_path, dataset=dataset, ckpts=tmp_path / "ckpts", shard_size=2, devices=(0, 1),

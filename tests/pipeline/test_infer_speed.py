@@ -100,6 +100,7 @@ def test_the_run_process_itself_never_touches_cuda(tmp_path: Path, monkeypatch: 
     real_session = evaluate.open_session
     monkeypatch.setattr(evaluate, "open_session",  # tasks run in forked workers; on this CPU host, on the CPU
                         lambda **kw: real_session(**{**kw, "options": {**kw["options"], "device": "cpu"}}))
+    monkeypatch.setattr("segpipe.runner.driver.cuda_device_count", lambda: 2)  # the two GPUs this host pretends to have
     dataset = make_dataset(tmp_path / "pets", n_images=4)
     make_checkpoint(tmp_path / "ckpts" / "a.pt", seed=0)
     settings = settings_for(tmp_path, dataset=dataset, ckpts=tmp_path / "ckpts", shard_size=2, devices=(0, 1),

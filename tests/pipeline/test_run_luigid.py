@@ -16,7 +16,7 @@ import pytest
 
 from segpipe.cache.targets import read_executions
 from segpipe.runner.driver import run_pipeline
-from tests.pipeline.pipeline_fixtures import REPO_ROOT, cli_args, make_checkpoint, make_dataset, report_files, settings_for
+from tests.pipeline.pipeline_fixtures import REPO_ROOT, cli_args, families, make_checkpoint, make_dataset, report_files, settings_for
 
 LUIGID = Path(sys.executable).with_name("luigid")
 
@@ -46,9 +46,12 @@ def luigid(tmp_path: Path):  # type: ignore[no-untyped-def]
         pytest.skip("luigid is not installed beside this Python")
     state = tmp_path / "luigid"
     state.mkdir()
+    # luigid with its defaults, as the README starts it: it remembers a finished task for `remove_delay`
+    # (600 s) and ignores a worker's claim that it is pending again for `stable_done_cooldown_secs` (10 s)
+    # (https://luigi.readthedocs.io/en/stable/configuration.html#scheduler). An empty config file keeps a
+    # user's own luigi.cfg out of the test.
     config = state / "luigi.cfg"
-    # stable_done_cooldown_secs=0: the scheduler re-accepts a done task at once, so a double run would show.
-    config.write_text("[scheduler]\nstable_done_cooldown_secs = 0\nrecord_task_history = false\n", encoding="utf-8")
+    config.write_text("", encoding="utf-8")
     port = _free_port()
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(config)}
     proc = subprocess.Popen(
@@ -98,3 +101,18 @@ def test_two_workers_on_luigid_share_one_cache_and_run_each_task_once(tmp_path: 
     assert "leaderboard.csv" in expected
     for s in workers:
         assert report_files(s.out) == expected
+
+
+def test_a_rerun_right_after_a_run_recomputes_what_was_deleted(tmp_path: Path, luigid: str) -> None:
+    """luigid still holds the first run's tasks as DONE; their outputs are gone: the rerun computes them."""
+    dataset = make_dataset(tmp_path / "pets", n_images=4)
+    make_checkpoint(tmp_path / "ckpts" / "m0.pt", seed=0)
+    settings = settings_for(tmp_path, dataset=dataset, ckpts=tmp_path / "ckpts", shard_size=2, scheduler_url=luigid)
+    first = run_pipeline(settings)
+    assert first.exit_code == 0 and first.ran
+    expected = report_files(settings.out)
+    shutil.rmtree(settings.out / ".cache")
+    again = run_pipeline(settings)  # at once: within luigid's cooldown and remove_delay
+    assert again.exit_code == 0, (again.failed, again.statuses)
+    assert sorted(families(again.ran)) == sorted(families(first.ran))
+    assert report_files(settings.out) == expected
