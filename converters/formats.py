@@ -181,6 +181,12 @@ def _pet_problem(src: Path, options: Mapping[str, Any]) -> str | None:
     return oxford_pet_root_problem(src)
 
 
+def _find_yolo_classes(root: Path) -> Any:
+    from segpipe.converters.yolo import find_class_file
+
+    return find_class_file(root)
+
+
 def _call(target: str, *args: Any, **kwargs: Any) -> Any:
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)(*args, **kwargs)
@@ -211,6 +217,9 @@ class FormatSpec:
     annotated_only: bool = False
     # A fixed layout under one root (Oxford-IIIT Pet): no separate image folder, classes or list file.
     layout_root: bool = False
+    # Where the class names are found when no classes file is given (YOLO's data.yaml / classes.txt): raises an
+    # AnnotationError when there are none. None: the classes option, when given, is a plain list of names.
+    find_classes: Callable[[Path], Any] | None = None
 
     @property
     def fields(self) -> tuple[dataclasses.Field[Any], ...]:
@@ -296,7 +305,7 @@ FORMATS: Mapping[str, FormatSpec] = {
             "Labels are found the Ultralytics way (images/ -> labels/) or beside each image.",
             YoloOptions, "segpipe.converters.yolo:yolo_conversion", "segpipe.converters.yolo:convert_yolo",
             "images with YOLO .txt labels (labels/ beside images/, the .txt beside its image, or darknet's obj_<subset>_data/)",
-            _yolo_label),
+            _yolo_label, find_classes=_find_yolo_classes),
         FormatSpec(
             "labelme", "LabelMe JSON (rectangles, polygons, circles; points become report rows) -> OUT/instances.json.",
             LabelmeOptions, "segpipe.converters.labelme:labelme_conversion", "segpipe.converters.labelme:convert_labelme",

@@ -156,9 +156,9 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
         settings = parse_run_settings(config, overrides=overrides, source=str(config_path or "command line"))
     except RunConfigError as err:
         raise click.UsageError(str(err)) from err
-    source_problem = FORMATS[settings.format].source_problem
-    if source_problem is not None:  # the folder check of `segpipe convert FMT`
-        problem = source_problem(settings.dataset, {"images": settings.images})
+    spec = FORMATS[settings.format]
+    if spec.layout_root and spec.source_problem is not None:  # a fixed layout's root check, as `segpipe convert FMT`
+        problem = spec.source_problem(settings.dataset, {"images": settings.images})
         if problem is not None:
             raise click.UsageError(f"--dataset {problem}")
     progress = RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl, workers=settings.workers,
