@@ -69,21 +69,11 @@ def voc_source_problem(src: Path, *, images: Path | None) -> str | None:
     return None
 
 
-# What each converter looks for, in words, for the one message of a conversion that converted nothing.
-FORMAT_LAYOUTS: dict[str, str] = {
-    "voc": "Pascal VOC / LabelImg .xml files (recursive), each with its image beside it or under --images",
-    "trimap": "trimap .png files, each with its image (same stem) under --images",
-    "oxford-pet": "an Oxford-IIIT Pet root: images/*.jpg and annotations/trimaps/*.png",
-    "yolo": "images with YOLO .txt labels (labels/ beside images/, the .txt beside its image, or darknet's obj_<subset>_data/)",
-    "labelme": "LabelMe .json files (recursive), each naming its image in imagePath or with the image beside it",
-    "cvat": "a CVAT for images 1.1 XML (annotations.xml) whose <image> names are found under images/ (or images/<subset>/)",
-    "voc-seg": "VOC SegmentationClass/*.png with their JPEGImages/*.jpg",
-}
-
-
 def nothing_converted_message(format: str, src: Path, *, rows: int, report: Path) -> str:
     """The usage error of a conversion that converted no image: what was looked for and what SRC holds."""
-    looked = FORMAT_LAYOUTS.get(format, f"a {format} dataset")
+    from segpipe.converters.formats import FORMATS  # each format's layout is declared with the format
+
+    looked = FORMATS[format].layout if format in FORMATS else f"a {format} dataset"
     where = src if src.is_dir() else src.parent
     found = describe_folder(where)
     tail = f"; the {rows} row(s) of {report} say why each file was left out" if rows else "; no annotation file was found"

@@ -21,7 +21,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from segpipe.layout import RESULTS_FILE, SEMANTIC_CLASSES_FILE
 
@@ -44,32 +44,21 @@ def sample(out: PathLike, *, n_images: int = 24, seed: int = 0) -> Path:
     return generate_sample(Path(out), n_images=n_images, seed=seed)
 
 
-def _converters() -> dict[str, Callable[..., Any]]:
-    from segpipe.converters.oxford_pet import convert_oxford_pet
-    from segpipe.converters.trimap import convert_trimap
-    from segpipe.converters.voc import convert_voc
-
-    return {"voc": convert_voc, "trimap": convert_trimap, "oxford-pet": convert_oxford_pet}
-
-
 def convert(fmt: str, src: PathLike, out: PathLike, **options: Any) -> pd.DataFrame:
-    """Convert the annotation folder `src` (format `fmt`) into the dataset dir `out`.
+    """Convert the annotation folder `src` (format `fmt`) into the dataset dir `out`, as `segpipe convert FMT`.
 
-    `options` are the keyword options of the format's converter (the CLI's options, `-` written `_`: for
-    example `categories="pet"` for oxford-pet, `images=`, `classes=`, `one_based=True` for voc). Returns
-    the rows of OUT/conversion_report.csv (file, severity, code, message); bad input files are rows, not
-    exceptions, exactly as in the CLI.
+    `fmt` is any format of `segpipe.converters.formats.FORMATS`; `options` are exactly the CLI's options of that
+    command, `-` written `_` (for example `categories="pet"` for oxford-pet, `images=`, `classes=`,
+    `one_based=True` for voc, `list_file=` for trimap's --list); an unknown one is a SegpipeError naming the
+    allowed ones. Returns the rows of OUT/conversion_report.csv (file, severity, code, message); bad input
+    files are rows, not exceptions, exactly as in the CLI.
     """
     import pandas as pd
 
+    from segpipe.converters.formats import format_spec
     from segpipe.converters.report import REPORT_FILE_NAME
 
-    converters = _converters()
-    if fmt not in converters:
-        from segpipe.errors import SegpipeError
-
-        raise SegpipeError(Path(src), "format", f"unknown format {fmt!r}; known: {', '.join(sorted(converters))}")
-    converters[fmt](Path(src), Path(out), **options)
+    format_spec(fmt, where=Path(src)).write(Path(src), Path(out), **options)
     return pd.read_csv(Path(out) / REPORT_FILE_NAME, dtype=str, keep_default_na=False)
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import click
 
+from segpipe.converters.formats import FORMAT_NAMES, FORMATS
 from segpipe.errors import SegpipeError
 
 _PATH = click.Path(path_type=Path)
-# As segpipe.runner.shards.FORMATS (not imported here: the CLI starts without the runner's imports).
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
-RUN_FORMATS = ("oxford-pet", "voc", "trimap", "yolo", "labelme", "cvat", "voc-seg")
+# The registry's formats (segpipe.converters.formats imports no converter: the CLI starts light).
+RUN_FORMATS = FORMAT_NAMES
 
 
 def family_counts(task_ids: list[str]) -> str:
@@ -134,7 +135,8 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
     from segpipe.runner.driver import run_pipeline
     from segpipe.runner.progress import RunProgress, luigi_log
 
-    convert_keys = ("border", "categories", "split", "one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict")
+    # The registry's run.toml [convert] keys that have a flag here.
+    convert_keys = tuple(dict.fromkeys(k for spec in FORMATS.values() for k in spec.run_options if k in options))
     infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers",
                   "class_table", "class_map", "size_bucket", "compile")
     flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash", "compile")
@@ -154,10 +156,9 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
         settings = parse_run_settings(config, overrides=overrides, source=str(config_path or "command line"))
     except RunConfigError as err:
         raise click.UsageError(str(err)) from err
-    if settings.format == "oxford-pet":
-        from segpipe.converters.layout_hints import oxford_pet_root_problem
-
-        problem = oxford_pet_root_problem(settings.dataset)
+    spec = FORMATS[settings.format]
+    if spec.layout_root and spec.source_problem is not None:  # a fixed layout's root check, as `segpipe convert FMT`
+        problem = spec.source_problem(settings.dataset, {"images": settings.images})
         if problem is not None:
             raise click.UsageError(f"--dataset {problem}")
     progress = RunProgress(echo=None if quiet else _echo_progress, jsonl=log_jsonl, workers=settings.workers,

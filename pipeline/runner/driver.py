@@ -157,35 +157,33 @@ def cuda_device_count() -> int | None:
 
 
 def _check_layout(settings: RunSettings) -> None:
-    from segpipe.converters.layout_hints import describe_folder, is_pet_root, oxford_pet_root_problem, voc_source_problem
+    from segpipe.converters.formats import FORMATS
+    from segpipe.converters.layout_hints import describe_folder, is_pet_root
 
     root, fmt = settings.dataset, settings.format
+    spec = FORMATS[fmt]
     if not root.exists():
         raise RunConfigError(str(root), "dataset", "no such folder")
     for name, path in (("images", settings.images), ("classes", settings.classes), ("list_file", settings.list_file)):
         if path is not None and not path.exists():
             raise RunConfigError(str(path), name, "no such file or folder")
-    if fmt == "oxford-pet":
-        problem = oxford_pet_root_problem(root)
+    if spec.source_problem is not None:  # the folder check of `segpipe convert FMT`
+        problem = spec.source_problem(root, {"images": settings.images})
         if problem is not None:
             raise RunConfigError(str(root), "format", problem)
-        return
-    if fmt == "voc":
-        problem = voc_source_problem(root, images=settings.images)
-        if problem is not None:
-            raise RunConfigError(str(root), "format", problem)
-    elif root.is_dir() and is_pet_root(root) and fmt in ("yolo", "labelme", "cvat", "voc-seg", "trimap"):
+        if spec.layout_root:
+            return
+    elif root.is_dir() and is_pet_root(root):
         raise RunConfigError(str(root), "format", f"--format {fmt}, but {root} is an Oxford-IIIT Pet root "
                              f"({describe_folder(root)}): use --format oxford-pet")
-    if fmt == "yolo" and settings.classes is None:
+    if spec.find_classes is not None and settings.classes is None:
         from segpipe.converters.errors import AnnotationError
-        from segpipe.converters.yolo import find_class_file
 
         try:
-            find_class_file(root)
+            spec.find_classes(root)
         except AnnotationError as err:
             raise RunConfigError(str(root), "classes", f"{err.reason} (give --classes)") from err
-    if settings.classes is not None and settings.classes.is_file() and fmt != "yolo":
+    if settings.classes is not None and settings.classes.is_file() and spec.find_classes is None:  # a plain list of names
         from segpipe.converters.dataset_layout import read_class_names_file
 
         try:

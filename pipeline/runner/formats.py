@@ -3,16 +3,19 @@ folders a dataset is given as, where the images are, which files annotate one im
 stem, the rest being global files every shard reads), which converter options it takes, and how to
 convert a list of its files in memory (the converter module's `*_conversion` function).
 
-A new format is one converter module and one entry in ADAPTERS.
+Each adapter is derived from the format's entry in segpipe.converters.formats.FORMATS: a new format is one
+converter module and one entry there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from segpipe.converters.conversion_output import Conversion
+from segpipe.converters.formats import FORMATS as REGISTRY
+from segpipe.converters.formats import FormatSpec
 from segpipe.errors import SegpipeError
 
 # (root, images, classes, list file, files or None for the whole folders, converter options) -> Conversion
@@ -94,9 +97,9 @@ class DatasetSpec:
         convert` (nothing converted is a usage error naming the layout looked for and what was found)."""
         if n_images:
             return
-        from segpipe.converters.layout_hints import FORMAT_LAYOUTS, describe_folder
+        from segpipe.converters.layout_hints import describe_folder
 
-        looked = FORMAT_LAYOUTS.get(self.format, f"a {self.format} dataset")
+        looked = REGISTRY[self.format].layout if self.format in REGISTRY else f"a {self.format} dataset"
         raise SegpipeError(self.root, "dataset", f"nothing to convert (0 images): looked for {looked}; found {describe_folder(self.root)}")
 
     def convert(self, *, files: Iterable[Path] | None, options: Mapping[str, Any]) -> Conversion:
@@ -107,96 +110,29 @@ class DatasetSpec:
         return adapter.convert(self.root, self.images, self.classes, self.list_file, files, kwargs)
 
 
-def _oxford_pet(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
+def _converter(spec: FormatSpec) -> Converter:
+    """The registry's in-memory conversion, given the dataset inputs the format declares; a shard converts
+    with one process (the runner runs shards side by side)."""
+
+    def convert(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
                 options: Mapping[str, Any]) -> Conversion:
-    from segpipe.converters.oxford_pet import oxford_pet_conversion
+        given = {"images": images, "classes": classes, "list_file": list_file}
+        inputs = {name: given[name] for name in spec.inputs}
+        if spec.needs_images and images is None:
+            raise SegpipeError(root, "images", f"the {spec.name} format needs the image folder as well as the annotations")
+        return spec.convert(root, files=files, **inputs, **({"workers": 1} if spec.parallel else {}), **options)
 
-    return oxford_pet_conversion(root, files=files, workers=1, **options)
-
-
-def _voc(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
-         options: Mapping[str, Any]) -> Conversion:
-    from segpipe.converters.voc import voc_conversion
-
-    return voc_conversion(root, files=files, images=images, classes=classes, workers=1, **options)
+    return convert
 
 
-def _trimap(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
-            options: Mapping[str, Any]) -> Conversion:
-    from segpipe.converters.trimap import trimap_conversion
-
-    if images is None:
-        raise SegpipeError(root, "images", "the trimap format needs the image folder as well as the trimaps")
-    return trimap_conversion(root, files=files, images=images, list_file=list_file, workers=1, **options)
+def adapter_of(spec: FormatSpec) -> FormatAdapter:
+    return FormatAdapter(spec.name, spec.run_options, spec.is_annotation, spec.image_subdir, _converter(spec),
+                         single_shard=spec.single_shard, annotated_only=spec.annotated_only, layout_root=spec.layout_root,
+                         needs_images=spec.needs_images)
 
 
-def _yolo(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
-          options: Mapping[str, Any]) -> Conversion:
-    from segpipe.converters.yolo import yolo_conversion
-
-    return yolo_conversion(root, files=files, classes=classes, **options)
-
-
-def _labelme(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
-             options: Mapping[str, Any]) -> Conversion:
-    from segpipe.converters.labelme import labelme_conversion
-
-    return labelme_conversion(root, files=files, classes=classes, **options)
-
-
-def _cvat(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
-          options: Mapping[str, Any]) -> Conversion:
-    from segpipe.converters.cvat import cvat_conversion
-
-    return cvat_conversion(root, files=files, images=images, **options)
-
-
-def _voc_seg(root: Path, images: Path | None, classes: Path | None, list_file: Path | None, files: Iterable[Path] | None,
-             options: Mapping[str, Any]) -> Conversion:
-    from segpipe.converters.voc_segmentation import voc_segmentation_conversion
-
-    return voc_segmentation_conversion(root, files=files, classes=classes, **options)
-
-
-def _pet_annotation(rel: str) -> bool:
-    lower = rel.lower()
-    return (rel.startswith("annotations/trimaps/") and lower.endswith(".png")) or (rel.startswith("annotations/xmls/") and lower.endswith(".xml"))
-
-
-# Darknet exports' subset lists (CVAT "YOLO 1.1": train.txt beside obj.data): files every shard reads.
-_DARKNET_LISTS = ("train.txt", "valid.txt", "test.txt")
-
-
-def _yolo_label(rel: str) -> bool:
-    name = PurePosixPath(rel).name
-    return name.endswith(".txt") and name != "classes.txt" and rel not in _DARKNET_LISTS
-
-
-_VOC_SEG_DIRS = ("SegmentationClass", "SegmentationObject", "Annotations")
-
-
-def _voc_seg_annotation(rel: str) -> bool:
-    return PurePosixPath(rel).parts[0] in _VOC_SEG_DIRS and rel.lower().endswith((".png", ".xml"))
-
-
-def _no_subdir(root: Path) -> str:
-    return ""
-
-
-ADAPTERS: dict[str, FormatAdapter] = {
-    "oxford-pet": FormatAdapter("oxford-pet", ("border", "categories", "split", "strict"), _pet_annotation, lambda root: "images", _oxford_pet,
-                                layout_root=True),
-    "voc": FormatAdapter("voc", ("one_based", "difficult", "size_from_xml", "rectangle_segmentation", "strict"),
-                         lambda rel: rel.lower().endswith(".xml"), _no_subdir, _voc),
-    "trimap": FormatAdapter("trimap", ("border", "categories", "strict"), lambda rel: rel.lower().endswith(".png"), _no_subdir, _trimap,
-                            needs_images=True),
-    "yolo": FormatAdapter("yolo", ("rectangle_segmentation", "box_masks", "strict"), _yolo_label, _no_subdir, _yolo),
-    "labelme": FormatAdapter("labelme", ("rectangle_segmentation", "box_masks", "strict"), lambda rel: rel.lower().endswith(".json"), _no_subdir,
-                             _labelme),
-    "cvat": FormatAdapter("cvat", ("rectangle_segmentation", "box_masks", "strict"), lambda rel: False,
-                          lambda root: "images" if (root / "images").is_dir() else "", _cvat, single_shard=True),
-    "voc-seg": FormatAdapter("voc-seg", ("strict",), _voc_seg_annotation, lambda root: "JPEGImages", _voc_seg, annotated_only=True),
-}
+# Derived from the one declaration of each format (segpipe.converters.formats.FORMATS).
+ADAPTERS: dict[str, FormatAdapter] = {name: adapter_of(spec) for name, spec in REGISTRY.items()}
 FORMATS: tuple[str, ...] = tuple(ADAPTERS)
 # Converter options each format accepts (run.toml / CLI pass-through); anything else is a usage error.
 CONVERT_OPTIONS: dict[str, tuple[str, ...]] = {name: adapter.options for name, adapter in ADAPTERS.items()}
