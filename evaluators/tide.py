@@ -176,7 +176,7 @@ def _ap50(overlaps: Sequence[ImageOverlaps], found: Sequence[ImageErrors], *, ca
 
 
 @dataclass
-class _Error:
+class _ErrorRecord:
     kind: str
     image: int  # index into overlaps
     det: int  # index into the image's detections, -1 for Miss
@@ -193,15 +193,15 @@ class _Error:
 class _TidecvRun:
     points: dict[int, dict[int, tuple[float, bool]]]  # class -> detection uid -> (score, true positive), push order
     gt_pos: dict[int, int]  # class -> non-crowd GT count
-    errors: list[_Error]
+    errors: list[_ErrorRecord]
 
 
 def _tidecv_run(overlaps: Sequence[ImageOverlaps], *, t_f: float, t_b: float) -> _TidecvRun:
     points: dict[int, dict[int, tuple[float, bool]]] = {}
     gt_pos: dict[int, int] = {}
-    errors: list[_Error] = []
+    errors: list[_ErrorRecord] = []
     best: dict[tuple[int, int], tuple[float, int]] = {}  # (image, gt) -> (best score, uid) of Loc/Cls errors on it
-    claims: list[tuple[_Error, tuple[int, int]]] = []
+    claims: list[tuple[_ErrorRecord, tuple[int, int]]] = []
     uid = 0
     for i in sorted(range(len(overlaps)), key=lambda k: overlaps[k].file_position):  # ties in AP keep tidecv's push order
         o = overlaps[i]
@@ -215,7 +215,7 @@ def _tidecv_run(overlaps: Sequence[ImageOverlaps], *, t_f: float, t_b: float) ->
         uid += len(valid)
         if not len(o.det_score):  # no detections: every GT missed
             for gi in valid.tolist():
-                errors.append(_Error("Miss", i, -1, gi, gt_uid[gi], int(o.gt_category[gi]), np.nan, True))
+                errors.append(_ErrorRecord("Miss", i, -1, gi, gt_uid[gi], int(o.gt_category[gi]), np.nan, True))
             continue
         order = np.lexsort((o.det_index, -o.det_score))[:TIDECV_MAX_DETS]  # stable sort by score over file order
         det_cls = o.det_category[order]
@@ -244,7 +244,7 @@ def _tidecv_run(overlaps: Sequence[ImageOverlaps], *, t_f: float, t_b: float) ->
             if matched[p]:
                 continue
             d = int(order[p])
-            err = _Error("", i, d, -1, int(det_uid[p]), c, float(o.det_score[d]), bool(ignored[p]))
+            err = _ErrorRecord("", i, d, -1, int(det_uid[p]), c, float(o.det_score[d]), bool(ignored[p]))
             errors.append(err)
             if not len(valid):
                 err.kind = "Bkg"
@@ -272,7 +272,7 @@ def _tidecv_run(overlaps: Sequence[ImageOverlaps], *, t_f: float, t_b: float) ->
                 claims.append((err, key))
         for k, gi in enumerate(valid.tolist()):
             if not used[k] and (i, gi) not in best:
-                errors.append(_Error("Miss", i, -1, gi, gt_uid[gi], int(gt_cls[k]), np.nan, True))
+                errors.append(_ErrorRecord("Miss", i, -1, gi, gt_uid[gi], int(gt_cls[k]), np.nan, True))
     for err, key in claims:
         err.fixes = best[key][1] == err.uid
     return _TidecvRun(points=points, gt_pos=gt_pos, errors=errors)
