@@ -44,7 +44,7 @@ from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache, scan_dataset 
 from segpipe.cache.targets import CachedTask  # noqa: E402
 from segpipe.runner import driver  # noqa: E402
 from segpipe.runner.config import RunSettings  # noqa: E402
-from segpipe.runner.shards import DatasetSpec, plan_shards  # noqa: E402
+from segpipe.plan.shards import DatasetSpec, plan_shards  # noqa: E402
 from benchmarks.scale_stubs import install_stubs, stub_seconds  # noqa: E402
 from benchmarks.scale_scheduling import fork_cost_ms, luigid_server, torch_import_cost_ms  # noqa: E402
 

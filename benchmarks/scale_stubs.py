@@ -16,7 +16,7 @@ from segpipe.converters.atomic_write import atomic_write_text
 from segpipe.converters.conversion_output import Conversion, ConversionOutputs
 from segpipe.converters.images import is_image_name
 from segpipe.inference.images import ImagesInference
-from segpipe.runner.formats import DatasetSpec
+from segpipe.plan.formats import DatasetSpec
 from segpipe.tasks import evaluate as tasks_evaluate
 from segpipe.tasks.evaluate import SEMANTIC_EVAL, write_shard_stats
 from segpipe.tasks.infer import read_unit_images

@@ -2,7 +2,7 @@
 
 From this table are derived the `segpipe convert FMT` commands (their options, defaults and help texts), the
 `segpipe run --format` choices and the `[convert]` keys of run.toml, the runner's per-format adapter
-(segpipe.runner.formats), `segpipe.convert(fmt, src, out, **options)`, and the layout described when nothing
+(segpipe.plan.formats), `segpipe.convert(fmt, src, out, **options)`, and the layout described when nothing
 was converted. A new format is one converter module (an in-memory `*_conversion` function and a `convert_*`
 writer) plus one entry here.
 

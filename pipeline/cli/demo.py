@@ -21,7 +21,7 @@ def demo(out: Path, html: bool) -> None:
     from segpipe.demo.checkpoints import SHIPPED_DIR
     from segpipe.runner.config import RunSettings
     from segpipe.runner.driver import run_pipeline
-    from segpipe.runner.progress import RunProgress, luigi_log
+    from segpipe.plan.progress import RunProgress, luigi_log
     from segpipe.demo.sample import generate_sample
 
     sample = out / "sample"

@@ -85,7 +85,7 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
     from segpipe.inference.data import parse_class_names
     from segpipe.inference.engine import run_inference
     from segpipe.out_manifest import INFER, check_output_folder
-    from segpipe.runner.progress import ImageProgress
+    from segpipe.plan.progress import ImageProgress
 
     check_output_folder(out, command=INFER)  # another command's folder: refused before the model loads
     progress = ImageProgress(quiet=quiet, label=f"infer {checkpoint.name}")

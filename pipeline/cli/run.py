@@ -133,7 +133,7 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
     """
     from segpipe.runner.config import RunConfigError, parse_run_settings, read_run_config
     from segpipe.runner.driver import run_pipeline
-    from segpipe.runner.progress import RunProgress, luigi_log
+    from segpipe.plan.progress import RunProgress, luigi_log
 
     # The registry's run.toml [convert] keys that have a flag here.
     convert_keys = tuple(dict.fromkeys(k for spec in FORMATS.values() for k in spec.run_options if k in options))

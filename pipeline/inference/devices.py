@@ -1,7 +1,7 @@
 """Device names for inference, checked before any task starts and without importing torch.
 
 `--device` takes `auto`, `cpu`, `cuda` or `cuda:N` (torch's own spelling); `segpipe run --devices 0,1` gives
-each inference task of a run one GPU of this host, one task per GPU at a time (segpipe.runner.gpu_slots).
+each inference task of a run one GPU of this host, one task per GPU at a time (segpipe.plan.gpu_slots).
 Whether the GPU exists is checked only inside the inference task, where CUDA is initialised.
 """
 

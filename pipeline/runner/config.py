@@ -27,8 +27,8 @@ from typing import Any, Mapping
 
 from segpipe.errors import SegpipeError
 from segpipe.inference.images import INFER_OPTIONS, INFER_SPEED_OPTIONS
-from segpipe.runner.formats import CONVERT_OPTIONS, FORMATS
-from segpipe.runner.shards import DEFAULT_SHARD_SIZE
+from segpipe.plan.formats import CONVERT_OPTIONS, FORMATS
+from segpipe.plan.shards import DEFAULT_SHARD_SIZE
 
 IOU_TYPES: tuple[str, ...] = ("segm", "bbox")
 PATH_KEYS: tuple[str, ...] = ("dataset", "out", "cache_dir", "images", "classes", "list_file")
@@ -66,7 +66,7 @@ class RunSettings:
     list_file: Path | None = None
     convert: Mapping[str, Any] = field(default_factory=dict)
     infer: Mapping[str, Any] = field(default_factory=dict)
-    devices: tuple[int, ...] = ()  # GPU indices: each inference task takes a free one (segpipe.runner.gpu_slots)
+    devices: tuple[int, ...] = ()  # GPU indices: each inference task takes a free one (segpipe.plan.gpu_slots)
 
     @property
     def cache(self) -> Path:

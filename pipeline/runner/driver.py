@@ -35,7 +35,7 @@ from segpipe.runner.config import RunConfigError, RunSettings
 from segpipe.runner.phases import RunOutcome as RunOutcome, run_phase as run_phase, walk_graph as walk_graph  # the driver's API too
 from segpipe.runner.phases import is_complete, preload_for_forked_workers, worker_count
 from segpipe.runner.publish import publish_outputs
-from segpipe.runner.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
+from segpipe.plan.shards import DatasetSpec, ShardPlan, plan_shards, plan_to_json, read_plan, write_plan
 from segpipe.tasks.convert import ConvertMerge, convert_unit_keys, group_digest, spec_to_json
 from segpipe.tasks.evaluate import read_gt_keys, read_label_space
 from segpipe.tasks.report import EvalReport, Leaderboard, leaderboard_key

@@ -28,7 +28,7 @@ from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, combine_keys, 
 from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
 from segpipe.converters.conversion_output import write_conversion_dir
 from segpipe.errors import SegpipeError
-from segpipe.runner.shards import DatasetSpec, read_plan
+from segpipe.plan.shards import DatasetSpec, read_plan
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory, units_exist, units_present
 
 CONVERT_UNITS = "convert/shards"

@@ -27,9 +27,9 @@ from segpipe.layout import RESULTS_FILE
 from segpipe.cache.fingerprints import combine_keys
 from segpipe.cache.input_check import Expected, inputs_unchanged
 from segpipe.cache.targets import CachedTask, new_task
-from segpipe.runner.gpu_slots import gpu_slot
-from segpipe.runner.progress import image_progress
-from segpipe.runner.shards import read_plan
+from segpipe.plan.gpu_slots import gpu_slot
+from segpipe.plan.progress import image_progress
+from segpipe.plan.shards import read_plan
 from segpipe.inference.images import infer_images, inference_label_space, model_task, open_session, predictions_task
 from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, spec_from_json
 from segpipe.tasks.infer import PRED_DIR, infer_unit_key, infer_unit_kind, read_unit_images, write_unit_images

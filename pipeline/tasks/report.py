@@ -21,7 +21,7 @@ from segpipe.layout import RESULTS_FILE
 from segpipe.reports.tables import write_table
 from segpipe.errors import SegpipeError
 from segpipe.reports import records
-from segpipe.runner.shards import read_plan
+from segpipe.plan.shards import read_plan
 from segpipe.tasks.evaluate import (
     INSTANCE_EVAL, LEADERBOARD_FORMAT, PER_CLASS_LONG, REPORT_DIR, SEMANTIC_EVAL, SUMMARY_FILE, CheckpointTask, EvalGroup, read_gt_keys,
     read_shard_stats, remap_results,

@@ -160,7 +160,7 @@ def _edit_trimap(path: Path) -> None:
 
 def test_an_input_edited_during_a_task_and_restored_is_not_published(
         world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from segpipe.runner.formats import DatasetSpec
+    from segpipe.plan.formats import DatasetSpec
 
     for name in ("pets", "ckpts"):
         shutil.copytree(world / name, tmp_path / name)

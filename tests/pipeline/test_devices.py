@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from segpipe.cli import main
 from segpipe.inference.devices import DeviceError, parse_device, parse_devices
 from segpipe.runner.config import RunConfigError, parse_run_settings
-from segpipe.runner.gpu_slots import gpu_slot
+from segpipe.plan.gpu_slots import gpu_slot
 from tests.pipeline.pipeline_fixtures import make_checkpoint, make_dataset, settings_for
 
 BASE = {"dataset": "d", "format": "oxford-pet", "model": "unet", "checkpoints": "c/*.pt", "out": "o"}

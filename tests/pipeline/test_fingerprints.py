@@ -15,7 +15,7 @@ from segpipe.cache.fingerprints import ManifestEntry
 from segpipe.cache.fingerprints import (
     StatCache, build_manifest, canonical_json, checkpoint_fingerprint, combine_keys, manifest_key, options_key, scan_dataset,
 )
-from segpipe.runner.shards import DatasetSpec, plan_shards, shard_of
+from segpipe.plan.shards import DatasetSpec, plan_shards, shard_of
 from segpipe.converters.coco import dumps_coco
 from segpipe.tasks.convert import merge_category_order, merge_coco
 from tests.pipeline.pipeline_fixtures import make_dataset
@@ -279,7 +279,7 @@ def test_marker_target_exists_only_after_the_marker(tmp_path: Path) -> None:
 
 def test_the_stored_plan_keys_shards_as_manifest_key_does() -> None:
     """plan_to_json hashes each shard's rows as they are (already in manifest order): the same keys as sorting."""
-    from segpipe.runner.shards import plan_to_json
+    from segpipe.plan.shards import plan_to_json
 
     rows = [ManifestEntry("root/annotations/list.txt", 3, "a" * 64)]
     for i in range(600):

@@ -79,7 +79,7 @@ def test_both_converter_signatures_take_the_registry_options_with_its_defaults(f
 def test_run_formats_keys_and_adapters_come_from_the_registry() -> None:
     from segpipe.cli.run import RUN_FORMATS, run
     from segpipe.runner.config import RunConfigError, parse_run_settings
-    from segpipe.runner.formats import ADAPTERS, CONVERT_OPTIONS
+    from segpipe.plan.formats import ADAPTERS, CONVERT_OPTIONS
 
     assert RUN_FORMATS == FORMAT_NAMES == tuple(ADAPTERS)
     format_option = next(p for p in run.params if p.name == "format_")
@@ -207,7 +207,7 @@ def test_a_new_format_is_one_converter_module_and_one_registry_entry() -> None:
     for path, found in named.items():
         # A feature of some formats, never the whole list: a list of every format belongs in the registry.
         assert {text for _, text in found} != set(FORMATS), f"{path} lists every format: derive it from segpipe.converters.formats"
-    for path in ("pipeline/cli/convert.py", "pipeline/runner/formats.py", "pipeline/api.py", "pipeline/runner/config.py"):
+    for path in ("pipeline/cli/convert.py", "pipeline/plan/formats.py", "pipeline/api.py", "pipeline/runner/config.py"):
         assert path not in named, path
     # In converters/, besides each converter's own module, only the registry and the exporters name formats.
     converters = {p.relative_to(REPO).as_posix() for p in (REPO / "converters").rglob("*.py") if _format_literals(p)}

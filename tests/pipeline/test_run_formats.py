@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from segpipe.cache.fingerprints import StatCache, build_manifest
-from segpipe.runner.shards import DatasetSpec, plan_shards
+from segpipe.plan.shards import DatasetSpec, plan_shards
 from tests.converters import test_cvat, test_labelme, test_third_party, test_voc_segmentation, test_yolo
 
 
@@ -109,7 +109,7 @@ def test_labelme_runs_end_to_end_with_an_instance_model(tmp_path: Path) -> None:
 
 def test_the_cli_offers_every_runner_format() -> None:
     from segpipe.cli.run import RUN_FORMATS
-    from segpipe.runner.shards import FORMATS
+    from segpipe.plan.shards import FORMATS
 
     assert RUN_FORMATS == FORMATS
 

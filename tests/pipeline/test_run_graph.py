@@ -14,7 +14,7 @@ from PIL import Image
 
 from segpipe.cache.fingerprints import ManifestEntry
 from segpipe.runner.driver import RUN_LOG_FILE, run_pipeline, walk_graph
-from segpipe.runner.shards import MAX_GROUPS, DatasetSpec, plan_shards
+from segpipe.plan.shards import MAX_GROUPS, DatasetSpec, plan_shards
 from tests.pipeline.pipeline_fixtures import families, make_checkpoint, make_dataset, report_files, settings_for
 
 

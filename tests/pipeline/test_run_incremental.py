@@ -225,7 +225,7 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     from segpipe.runner.driver import (
         CheckpointInput, RunOutcome, build_checkpoint_tasks, build_convert_tasks, read_label_space, run_phase,
     )
-    from segpipe.runner.shards import DatasetSpec, plan_shards, read_plan
+    from segpipe.plan.shards import DatasetSpec, plan_shards, read_plan
     from segpipe.tasks.evaluate import read_gt_keys
     from segpipe.inference.data import images_dataset
     from segpipe.tasks.infer import write_unit_images

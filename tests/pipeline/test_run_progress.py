@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from segpipe.runner.driver import EXIT_TASKS_FAILED
-from segpipe.runner.progress import RunProgress, format_line, image_progress, luigi_log
+from segpipe.plan.progress import RunProgress, format_line, image_progress, luigi_log
 from tests.pipeline.pipeline_fixtures import cli_args, make_checkpoint, make_dataset, run_cli_subprocess, settings_for
 
 

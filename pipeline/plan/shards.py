@@ -27,7 +27,7 @@ from typing import Any
 from segpipe.converters.images import is_image_name, is_utf8_name
 from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key, manifest_order, sorted_rows_key
 from segpipe.errors import SegpipeError
-from segpipe.runner.formats import ADAPTERS, FORMATS as FORMATS, DatasetSpec as DatasetSpec  # re-exported: the plan's readers import them here
+from segpipe.plan.formats import ADAPTERS, FORMATS as FORMATS, DatasetSpec as DatasetSpec  # re-exported: the plan's readers import them here
 
 DEFAULT_SHARD_SIZE = 256
 # Upper bound on scheduling groups per checkpoint: Luigi tasks per run stay a few hundred at most however
