@@ -100,3 +100,14 @@ def test_the_layer_check_sees_a_violation() -> None:
 def test_every_module_is_in_a_declared_layer() -> None:
     for _path, module, target in edges():
         layer_of(module), layer_of(target)
+
+
+def test_each_package_front_door_names_what_it_exports() -> None:
+    """`segpipe.converters` and `segpipe.evaluators` declare their public names, and each one resolves."""
+    import importlib
+
+    for package in ("segpipe.converters", "segpipe.evaluators"):
+        module = importlib.import_module(package)
+        assert module.__all__, package
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"
