@@ -520,6 +520,183 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- accumulate */
+
+/* COCOeval.accumulate's inner loop for L lanes (one per category, area range, maxDets and IoU threshold) of n
+ * detections each, in score order: the running true/false positive counts, recall and precision at every
+ * detection (tp / npig and tp / (fp + tp + eps), the same double operations in the same order as numpy's on
+ * pycocotools' float64 cumsums, so the same floats), the right-to-left running maximum of precision, and precision
+ * at each recall threshold: searchsorted(rc, thresholds, side='left'), 0 past the end. The counts are exact in a
+ * double (n < 2**53). */
+static PyObject *py_accumulate_lanes(PyObject *self, PyObject *args) {
+    PyObject *objs[6];
+    if (!PyArg_ParseTuple(args, "OOOOOO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5])) return NULL;
+    Buf tps = {.held = 0}, fps = {.held = 0}, npig = {.held = 0}, thr = {.held = 0}, prec = {.held = 0}, rec = {.held = 0};
+    double *rc = NULL, *pr = NULL;
+    PyObject *result = NULL;
+    if (get_buf(objs[2], &npig, 'f', -1, 0, "npig") < 0 || get_buf(objs[3], &thr, 'f', -1, 0, "thresholds") < 0) goto done;
+    Py_ssize_t L = items(&npig), R = items(&thr);
+    if (get_buf(objs[0], &tps, 'b', -1, 0, "tps") < 0) goto done;
+    Py_ssize_t n = L ? items(&tps) / L : 0;
+    if (get_buf(objs[1], &fps, 'b', L * n, 0, "fps") < 0 || get_buf(objs[4], &prec, 'f', L * R, 1, "precision") < 0 ||
+        get_buf(objs[5], &rec, 'f', L, 1, "recall") < 0)
+        goto done;
+    if (items(&tps) != L * n) {
+        PyErr_SetString(PyExc_ValueError, "tps: expected L rows of n detections");
+        goto done;
+    }
+    rc = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    pr = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    if (!rc || !pr) { PyErr_NoMemory(); goto done; }
+    const unsigned char *tp_in = tps.view.buf, *fp_in = fps.view.buf;
+    const double *np_ig = npig.view.buf, *thresholds = thr.view.buf;
+    double *precision = prec.view.buf, *recall = rec.view.buf;
+    const double eps = 2.220446049250313e-16; /* np.spacing(1) */
+    for (Py_ssize_t l = 0; l < L; l++) {
+        const unsigned char *tl = tp_in + l * n, *fl = fp_in + l * n;
+        double tp = 0.0, fp = 0.0, *q = precision + l * R;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            tp += tl[i] ? 1.0 : 0.0;
+            fp += fl[i] ? 1.0 : 0.0;
+            rc[i] = tp / np_ig[l];
+            pr[i] = tp / ((fp + tp) + eps);
+        }
+        recall[l] = n ? rc[n - 1] : 0.0;
+        for (Py_ssize_t i = n - 1; i > 0; i--)
+            if (pr[i] > pr[i - 1]) pr[i - 1] = pr[i];
+        Py_ssize_t i = 0;
+        for (Py_ssize_t r = 0; r < R; r++) {
+            while (i < n && rc[i] < thresholds[r]) i++;
+            q[r] = i < n ? pr[i] : 0.0;
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    release(&tps);
+    release(&fps);
+    release(&npig);
+    release(&thr);
+    release(&prec);
+    release(&rec);
+    PyMem_Free(rc);
+    PyMem_Free(pr);
+    return result;
+}
+
+/* ---------------------------------------------------------------- result columns */
+
+/* An exact int (a bool is not one) that fits int64, into *out; 0 otherwise (an overflow is cleared, not raised). */
+static int exact_int(PyObject *v, int64_t *out) {
+    if (!v || !PyLong_CheckExact(v)) return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    *out = (int64_t)x;
+    return 1;
+}
+
+/* One pass over a COCO results list, the common form of each result read into columns (what
+ * segpipe/evaluators/coco_results.py `_plain_columns` reads with one map() per field when there is no kernel):
+ * ok[i] = 1 when results[i] is a dict with exact int image_id and category_id (int64), an exact float score and,
+ * for segm, a dict segmentation whose size is a list of two exact ints and whose counts is a str or bytes (returned
+ * in the list, None elsewhere); for bbox a list bbox of four exact floats or ints (plain[i]: all four floats).
+ * Everything else about a row (ids that exist, sizes that match, strings that decode, finite numbers) is checked
+ * over the columns by the caller. Returns the counts list (segm) or None. */
+static PyObject *py_result_columns(PyObject *self, PyObject *args) {
+    PyObject *results, *objs[7];
+    int segm;
+    if (!PyArg_ParseTuple(args, "O!pOOOOOOO", &PyList_Type, &results, &segm, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &objs[6]))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(results);
+    Buf b[7];
+    const char kinds[7] = {'i', 'i', 'f', 'b', 'b', 'i', 'f'};
+    const Py_ssize_t counts_of[7] = {n, n, n, n, n, 2 * n, 4 * n};
+    const char *names[7] = {"image_id", "category_id", "score", "ok", "plain", "sizes", "boxes"};
+    PyObject *k_image = NULL, *k_cat = NULL, *k_score = NULL, *k_segm = NULL, *k_size = NULL, *k_counts = NULL, *k_bbox = NULL;
+    PyObject *counts = NULL, *result = NULL;
+    for (int i = 0; i < 7; i++) b[i].held = 0;
+    for (int i = 0; i < 7; i++)
+        if (get_buf(objs[i], &b[i], kinds[i], (segm && i == 6) || (!segm && i == 5) ? 0 : counts_of[i], 1, names[i]) < 0) goto done;
+    k_image = PyUnicode_InternFromString("image_id");
+    k_cat = PyUnicode_InternFromString("category_id");
+    k_score = PyUnicode_InternFromString("score");
+    k_segm = PyUnicode_InternFromString("segmentation");
+    k_size = PyUnicode_InternFromString("size");
+    k_counts = PyUnicode_InternFromString("counts");
+    k_bbox = PyUnicode_InternFromString("bbox");
+    if (!k_image || !k_cat || !k_score || !k_segm || !k_size || !k_counts || !k_bbox) goto done;
+    if (segm && !(counts = PyList_New(n))) goto done;
+    int64_t *image_id = b[0].view.buf, *category = b[1].view.buf, *sizes = b[5].view.buf;
+    double *score = b[2].view.buf, *boxes = b[6].view.buf;
+    unsigned char *ok = b[3].view.buf, *plain = b[4].view.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(results, i), *v, *found = Py_None;
+        int good = PyDict_CheckExact(r);
+        image_id[i] = category[i] = 0;
+        score[i] = 0.0;
+        plain[i] = 0;
+        if (segm) sizes[2 * i] = sizes[2 * i + 1] = 0;
+        else boxes[4 * i] = boxes[4 * i + 1] = boxes[4 * i + 2] = boxes[4 * i + 3] = 0.0;
+        if (good) {
+            good = exact_int(PyDict_GetItemWithError(r, k_image), &image_id[i]) &&
+                   exact_int(PyDict_GetItemWithError(r, k_cat), &category[i]);
+            v = PyDict_GetItemWithError(r, k_score);
+            if (good && v && PyFloat_CheckExact(v)) score[i] = PyFloat_AS_DOUBLE(v);
+            else good = 0;
+        }
+        if (good && segm) {
+            PyObject *sg = PyDict_GetItemWithError(r, k_segm);
+            good = sg && PyDict_CheckExact(sg);
+            PyObject *size = good ? PyDict_GetItemWithError(sg, k_size) : NULL;
+            good = good && size && PyList_CheckExact(size) && PyList_GET_SIZE(size) == 2 &&
+                   exact_int(PyList_GET_ITEM(size, 0), &sizes[2 * i]) && exact_int(PyList_GET_ITEM(size, 1), &sizes[2 * i + 1]);
+            v = good ? PyDict_GetItemWithError(sg, k_counts) : NULL;
+            good = good && v && (PyUnicode_CheckExact(v) || PyBytes_CheckExact(v));
+            if (good) found = v;
+        } else if (good) {
+            PyObject *bb = PyDict_GetItemWithError(r, k_bbox);
+            good = bb && PyList_CheckExact(bb) && PyList_GET_SIZE(bb) == 4;
+            int floats = 1;
+            for (Py_ssize_t j = 0; good && j < 4; j++) {
+                v = PyList_GET_ITEM(bb, j);
+                if (PyFloat_CheckExact(v)) boxes[4 * i + j] = PyFloat_AS_DOUBLE(v);
+                else if (PyLong_CheckExact(v)) {
+                    floats = 0;
+                    boxes[4 * i + j] = PyLong_AsDouble(v);
+                    if (boxes[4 * i + j] == -1.0 && PyErr_Occurred()) { PyErr_Clear(); good = 0; } /* beyond a double */
+                } else good = 0;
+            }
+            plain[i] = (unsigned char)(good && floats);
+        }
+        if (PyErr_Occurred()) goto done; /* PyDict_GetItemWithError: a key's __eq__ raised (never for a JSON dict) */
+        ok[i] = (unsigned char)good;
+        if (segm) {
+            Py_INCREF(found);
+            PyList_SET_ITEM(counts, i, found);
+        }
+    }
+    if (segm) {
+        result = counts;
+        counts = NULL;
+    } else {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+done:
+    for (int i = 0; i < 7; i++) release(&b[i]);
+    Py_XDECREF(counts);
+    Py_XDECREF(k_image);
+    Py_XDECREF(k_cat);
+    Py_XDECREF(k_score);
+    Py_XDECREF(k_segm);
+    Py_XDECREF(k_size);
+    Py_XDECREF(k_counts);
+    Py_XDECREF(k_bbox);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"rle_totals", py_rle_totals, METH_VARARGS,
      "rle_totals(strings: list[bytes | str], out: int64 buffer) -> None: pixel total of each compressed RLE string, -1 when corrupt."},
@@ -529,6 +706,12 @@ static PyMethodDef methods[] = {
     {"match_bbox", py_match_bbox, METH_VARARGS,
      "match_bbox(det_boxes[N, 4], det_area[N], gt_boxes[G, 4], blocks[B, 4] (d0, d1, g0, g1), gt_crowd, gt_id_nonzero, gt_ignored[G, A], "
      "area_lo, area_hi, thresholds, det_matched out, det_ignored out, det_iou out) -> None"},
+    {"accumulate_lanes", py_accumulate_lanes, METH_VARARGS,
+     "accumulate_lanes(tps[L, n], fps[L, n], npig[L], thresholds[R], precision[L, R] out, recall[L] out) -> None: "
+     "COCOeval.accumulate's precision at the recall thresholds and final recall of each lane."},
+    {"result_columns", py_result_columns, METH_VARARGS,
+     "result_columns(results: list, segm: bool, image_id[N] out, category_id[N] out, score[N] out, ok[N] out, plain[N] out, "
+     "sizes[N, 2] out (segm; else empty), boxes[N, 4] out (bbox; else empty)) -> list of counts (segm) or None"},
     {NULL, NULL, 0, NULL},
 };
 
