@@ -201,7 +201,7 @@ def _array(values: list[Any], ok: np.ndarray, dtype: type) -> np.ndarray:
     try:
         return np.array(_or_placeholder(values, ok, 0), dtype=dtype)
     except OverflowError:
-        out = np.zeros(len(values), dtype=dtype)
+        out: np.ndarray = np.zeros(len(values), dtype=dtype)
         for i in np.flatnonzero(ok).tolist():
             try:
                 out[i] = values[i]
@@ -233,11 +233,11 @@ def _read_columns(results: list[Any], *, segm: bool) -> _Read:
         cols = _Read(ok=np.zeros(n, dtype=bool), plain=np.zeros(n, dtype=bool), image_id=np.zeros(n, dtype=np.int64),
                      category_id=np.zeros(n, dtype=np.int64), score=np.zeros(n), size_h=np.zeros(0, dtype=np.int64),
                      size_w=np.zeros(0, dtype=np.int64), counts=[], boxes=np.zeros((n, 4)) if not segm else np.zeros((0, 4)))
-        sizes = np.zeros((n, 2) if segm else (0, 2), dtype=np.int64)
+        size_pairs = np.zeros((n, 2) if segm else (0, 2), dtype=np.int64)
         counts = kernel.KERNEL.result_columns(results, segm, cols.image_id, cols.category_id, cols.score, cols.ok, cols.plain,
-                                              sizes, cols.boxes)
+                                              size_pairs, cols.boxes)
         if segm:
-            cols.counts, cols.size_h, cols.size_w = counts, sizes[:, 0], sizes[:, 1]
+            cols.counts, cols.size_h, cols.size_w = counts, size_pairs[:, 0], size_pairs[:, 1]
         return cols
     dicts = _or_placeholder(results, _exactly(results, dict), _NO_FIELDS)
     image_values, category_values, score_values = _values(dicts, "image_id"), _values(dicts, "category_id"), _values(dicts, "score")

@@ -40,9 +40,9 @@ def accumulate(stats: InstanceStats) -> Accumulated:
     """COCOeval.accumulate over the records.
 
     Per category the detections are sorted by score once (a stable sort, so for each maxDets the rows kept are in
-    the order COCOeval's own mergesort of that subset gives) and the cumulative sums run down the rows for every
-    (area, IoU threshold) lane at once: the same integer counts and the same elementwise float operations as
-    pycocotools' per-lane loop, so the arrays are bit-identical.
+    the order COCOeval's own mergesort of that subset gives); each (area, IoU threshold) lane then takes the same
+    integer counts and the same float operations as pycocotools' loop (in C with the kernel, else `_curves`), so
+    the arrays are bit-identical.
     """
     t_n, r_n, k_n, a_n, m_n = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(stats.category_ids), len(AREA_LABELS), len(MAX_DETS)
     precision = -np.ones((t_n, r_n, k_n, a_n, m_n))
@@ -73,23 +73,26 @@ def accumulate(stats: InstanceStats) -> Accumulated:
                 precision[:, :, k, areas, m] = q.reshape(len(areas), t_n, r_n).transpose(1, 2, 0)
                 recall[:, k, areas, m] = final.reshape(len(areas), t_n).T
                 continue
-            tp = np.cumsum(matched & counted, axis=0).astype(dtype=float)
-            fp = np.cumsum(~matched & counted, axis=0).astype(dtype=float)
-            rc = tp / npig[areas][None, :, None]
-            pr = tp / (fp + tp + np.spacing(1))
-            # right-to-left running maximum: the interpolated precision envelope
-            pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
-            recall[:, k, areas, m] = rc[-1].T
-            lanes_rc = np.ascontiguousarray(np.moveaxis(rc, 0, -1))  # [A', T, n]
-            lanes_pr = np.moveaxis(pr, 0, -1)
+            tp_sum = np.cumsum(np.moveaxis(matched & counted, 0, -1), axis=-1).astype(dtype=float)  # [A', T, n]
+            fp_sum = np.cumsum(np.moveaxis(~matched & counted, 0, -1), axis=-1).astype(dtype=float)
             for j, a in enumerate(areas.tolist()):
-                for t in range(t_n):
-                    inds = np.searchsorted(lanes_rc[j, t], RECALL_THRESHOLDS, side="left")
-                    ok = inds < nd  # pycocotools stops at the first index past the end
-                    q = np.zeros(r_n)
-                    q[ok] = lanes_pr[j, t, inds[ok]]
-                    precision[t, :, k, a, m] = q
+                precision[:, :, k, a, m], recall[:, k, a, m] = _curves(tp_sum[j], fp_sum[j], int(npig[a]), nd)
     return Accumulated(precision=precision, recall=recall)
+
+
+def _curves(tp: np.ndarray, fp: np.ndarray, npig: int, nd: int) -> tuple[np.ndarray, np.ndarray]:
+    """Precision at the recall thresholds [T, R] and final recall [T] for one (category, area, maxDets)."""
+    rc = tp / npig
+    pr = tp / (fp + tp + np.spacing(1))
+    # right-to-left running maximum: the interpolated precision envelope
+    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+    q = np.zeros((tp.shape[0], len(RECALL_THRESHOLDS)))
+    for t in range(tp.shape[0]):
+        inds = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+        ok = inds < nd  # pycocotools stops at the first index past the end
+        q[t, ok] = pr[t, inds[ok]]
+    final_recall = rc[:, -1] if nd else np.zeros(tp.shape[0])
+    return q, final_recall
 
 
 def summarize_value(acc: Accumulated, *, ap: bool, iou: float | None, area: str, max_dets: int, category: int | None = None) -> float:

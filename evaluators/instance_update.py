@@ -251,7 +251,7 @@ def _det_counts(r: Mapping[str, Any], image: GtImage) -> bytes | str:
     return _counts_bytes(to_rle(segm, image=image))
 
 
-def _kernel_stats(truth: GroundTruth, columns: ResultColumns, *, wanted: list[int], iou_type: str,
+def _kernel_stats(truth: GroundTruth, dets: ResultColumns, *, wanted: list[int], iou_type: str,
                   warnings: tuple[str, ...]) -> InstanceStats:
     """The records of `wanted` images through the compiled kernel (segpipe/evaluators/_kernel.c).
 
@@ -275,15 +275,15 @@ def _kernel_stats(truth: GroundTruth, columns: ResultColumns, *, wanted: list[in
     category_ids = np.array(all_cats, dtype=np.int64)
     image_index = {image_id: i for i, image_id in enumerate(wanted)}
 
-    at = np.searchsorted(wanted_ids, columns.image_id)
+    at = np.searchsorted(wanted_ids, dets.image_id)
     inside = at < len(wanted_ids)
-    inside[inside] = wanted_ids[at[inside]] == columns.image_id[inside]
+    inside[inside] = wanted_ids[at[inside]] == dets.image_id[inside]
     if not inside.all():
-        columns = columns.take(inside)
-    n_all = len(columns)
-    det_img = np.searchsorted(wanted_ids, columns.image_id)
-    det_cat = np.searchsorted(category_ids, columns.category_id)  # every kept result's category is declared
-    score = columns.score  # COCOeval sorts these as float64
+        dets = dets.take(inside)
+    n_all = len(dets)
+    det_img = np.searchsorted(wanted_ids, dets.image_id)
+    det_cat = np.searchsorted(category_ids, dets.category_id)  # every kept result's category is declared
+    score = dets.score  # COCOeval sorts these as float64
     block_key = det_img * n_cats + det_cat
     order = np.lexsort((-score, block_key))  # lexsort is stable: ties keep file order
     key = block_key[order]
@@ -294,16 +294,16 @@ def _kernel_stats(truth: GroundTruth, columns: ResultColumns, *, wanted: list[in
     n = len(order)
     det_rows = order.tolist()
     # rows not in the common form: converted one at a time, as the numpy path does
-    others = [(j, columns.results[int(columns.rows[i])], images[int(det_img[i])])
-              for j, i in enumerate(det_rows) if not columns.plain[i]] if not columns.plain.all() else []
+    others = [(j, dets.results[int(dets.rows[i])], images[int(det_img[i])])
+              for j, i in enumerate(det_rows) if not dets.plain[i]] if not dets.plain.all() else []
     det_geoms: list[Any]
     det_area = np.zeros(0)
     if segm:
-        det_geoms = list(map(columns.counts.__getitem__, det_rows))
+        det_geoms = list(map(dets.counts.__getitem__, det_rows))
         for j, r, image in others:
             det_geoms[j] = _det_counts(r, image)
     else:
-        boxes = columns.boxes[order]
+        boxes = dets.boxes[order]
         det_area = boxes[:, 2] * boxes[:, 3]
         for j, r, image in others:
             if "bbox" in r:  # numbers of other types (ints): the box and w * h as Python computes them
@@ -401,7 +401,7 @@ def instance_update(
     `progress(1)` is called after each image (a tqdm bar's `update`).
     """
     truth = gt if isinstance(gt, GroundTruth) else parse_ground_truth(gt)
-    columns, result_warnings = validate_result_columns(truth, results, iou_type=iou_type, drop_invalid=drop_invalid)
+    dets, result_warnings = validate_result_columns(truth, results, iou_type=iou_type, drop_invalid=drop_invalid)
     wanted = sorted(truth.images) if image_ids is None else sorted({int(i) for i in image_ids})
     unknown = [i for i in wanted if i not in truth.images]
     if unknown:
@@ -409,7 +409,7 @@ def instance_update(
     warnings = truth.warnings + tuple(result_warnings)
     if kernel.KERNEL is not None:
         try:
-            stats = _kernel_stats(truth, columns, wanted=wanted, iou_type=iou_type, warnings=warnings)
+            stats = _kernel_stats(truth, dets, wanted=wanted, iou_type=iou_type, warnings=warnings)
         except EvaluationError:
             if iou_type == "segm":  # a GT string left to the kernel may come first: report the first, as the numpy path
                 _gt_problem(truth, wanted)
@@ -420,7 +420,7 @@ def instance_update(
         return stats
     wanted_set = set(wanted)
     by_image: dict[int, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in columns.dicts():
+    for r in dets.dicts():
         if r["image_id"] in wanted_set:
             by_image[r["image_id"]][r["category_id"]].append(r)
     collector = _Collector()

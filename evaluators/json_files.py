@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+from types import ModuleType
 from typing import Any
 
-try:  # parses a 60 MB results list in about 0.6x json's time; optional: the standard library parses the same data
-    import orjson
-except ImportError:  # pragma: no cover - depends on the install
-    orjson = None
-
 from segpipe.evaluators.errors import EvaluationError
+
+
+def _load_orjson() -> ModuleType | None:
+    # parses a 60 MB results list in about 0.6x json's time; optional: the standard library parses the same data
+    try:
+        return importlib.import_module("orjson")
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+
+
+_ORJSON = _load_orjson()
 
 
 def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type[list[Any]] | type[dict[str, Any]] | None = None) -> Any:
@@ -37,9 +45,9 @@ def _parse(raw: bytes) -> Any:
     """json.loads(raw), through orjson when it is there. orjson refuses what the standard library accepts (NaN and
     Infinity literals, integers beyond 64 bits, lone surrogates, UTF-16/32 input): any refusal is parsed again by
     json, so every file reads as json reads it and every error is json's own message."""
-    if orjson is not None:
+    if _ORJSON is not None:
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            return _ORJSON.loads(raw)
+        except _ORJSON.JSONDecodeError:
             pass
     return json.loads(raw)
