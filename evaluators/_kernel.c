@@ -1,5 +1,5 @@
-/* segpipe.evaluators._kernel: compressed COCO RLE totals, and COCOeval's per-image IoU + greedy matching for a
- * whole update in one call. Optional: segpipe falls back to its numpy path when this does not build or when
+/* segpipe.evaluators._kernel: compressed COCO RLE totals, COCOeval's per-image IoU + greedy matching for a
+ * whole update in one call, COCOeval.accumulate's precision/recall lanes, and a results list read into columns. Optional: segpipe falls back to its numpy path when this does not build or when
  * SEGPIPE_NO_KERNEL=1 (segpipe/evaluators/kernel.py).
  *
  * Plain CPython C API and the buffer protocol (no numpy headers): arrays come in as C-contiguous buffers whose
@@ -675,6 +675,196 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- accumulate */
+
+/* COCOeval.accumulate's inner loop for L lanes (one per category, area range, maxDets and IoU threshold) of n
+ * detections each, in score order: the running true/false positive counts, recall and precision at every
+ * detection (tp / npig and tp / (fp + tp + eps), the same double operations in the same order as numpy's on
+ * pycocotools' float64 cumsums, so the same floats), the right-to-left running maximum of precision, and precision
+ * at each recall threshold: searchsorted(rc, thresholds, side='left'), 0 past the end. The counts are exact in a
+ * double (n < 2**53). */
+static PyObject *py_accumulate_lanes(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"tps", "fps", "npig", "thresholds", "precision", "recall", NULL};
+    PyObject *objs[6] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOO:accumulate_lanes", names, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                                     &objs[5]))
+        return NULL;
+    if (all_given(objs, names, 6) < 0) return NULL;
+    Buf tps = {.held = 0}, fps = {.held = 0}, npig = {.held = 0}, thr = {.held = 0}, prec = {.held = 0}, rec = {.held = 0};
+    double *rc = NULL, *pr = NULL;
+    PyObject *result = NULL;
+    if (get_buf(objs[2], &npig, 'f', -1, 0, "npig") < 0 || get_buf(objs[3], &thr, 'f', -1, 0, "thresholds") < 0) goto done;
+    Py_ssize_t L = items(&npig), R = items(&thr), L_n, L_r;
+    if (get_buf(objs[0], &tps, 'b', -1, 0, "tps") < 0) goto done;
+    Py_ssize_t n = L ? items(&tps) / L : 0;
+    if (mul_count(L, n, &L_n, "tps") < 0 || mul_count(L, R, &L_r, "precision") < 0) goto done;
+    if (get_buf(objs[1], &fps, 'b', L_n, 0, "fps") < 0 || get_buf(objs[4], &prec, 'f', L_r, 1, "precision") < 0 ||
+        get_buf(objs[5], &rec, 'f', L, 1, "recall") < 0)
+        goto done;
+    if (items(&tps) != L_n) {
+        PyErr_SetString(PyExc_ValueError, "tps: expected L rows of n detections");
+        goto done;
+    }
+    if ((size_t)n > SIZE_MAX / sizeof(double)) { PyErr_NoMemory(); goto done; }
+    rc = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    pr = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    if (!rc || !pr) { PyErr_NoMemory(); goto done; }
+    const unsigned char *tp_in = tps.view.buf, *fp_in = fps.view.buf;
+    const double *np_ig = npig.view.buf, *thresholds = thr.view.buf;
+    double *precision = prec.view.buf, *recall = rec.view.buf;
+    const double eps = 2.220446049250313e-16; /* np.spacing(1) */
+    for (Py_ssize_t l = 0; l < L; l++) {
+        const unsigned char *tl = tp_in + l * n, *fl = fp_in + l * n; /* l * n < L * n, checked above; l * R likewise */
+        double tp = 0.0, fp = 0.0, *q = precision + l * R;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            tp += tl[i] ? 1.0 : 0.0;
+            fp += fl[i] ? 1.0 : 0.0;
+            rc[i] = tp / np_ig[l];
+            pr[i] = tp / ((fp + tp) + eps);
+        }
+        recall[l] = n ? rc[n - 1] : 0.0;
+        for (Py_ssize_t i = n - 1; i > 0; i--)
+            if (pr[i] > pr[i - 1]) pr[i - 1] = pr[i];
+        Py_ssize_t i = 0;
+        for (Py_ssize_t r = 0; r < R; r++) {
+            while (i < n && rc[i] < thresholds[r]) i++;
+            q[r] = i < n ? pr[i] : 0.0;
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    release(&tps);
+    release(&fps);
+    release(&npig);
+    release(&thr);
+    release(&prec);
+    release(&rec);
+    PyMem_Free(rc);
+    PyMem_Free(pr);
+    return result;
+}
+
+/* ---------------------------------------------------------------- result columns */
+
+/* An exact int (a bool is not one) that fits int64, into *out; 0 otherwise (an overflow is cleared, not raised). */
+static int exact_int(PyObject *v, int64_t *out) {
+    if (!v || !PyLong_CheckExact(v)) return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    *out = (int64_t)x;
+    return 1;
+}
+
+/* One pass over a COCO results list, the common form of each result read into columns (what
+ * segpipe/evaluators/coco_results.py `_plain_columns` reads with one map() per field when there is no kernel):
+ * ok[i] = 1 when results[i] is a dict with exact int image_id and category_id (int64), an exact float score and,
+ * for segm, a dict segmentation whose size is a list of two exact ints and whose counts is a str or bytes (returned
+ * in the list, None elsewhere); for bbox a list bbox of four exact floats or ints (plain[i]: all four floats).
+ * Everything else about a row (ids that exist, sizes that match, strings that decode, finite numbers) is checked
+ * over the columns by the caller. Returns the counts list (segm) or None. A str counts is returned as it is, not
+ * decoded: rle_totals and match_segm read it through string_chars (UTF-8, "surrogatepass"), so a lone surrogate is
+ * a corrupt string there, as on the numpy path. */
+static PyObject *py_result_columns(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"results", "segm", "image_id", "category_id", "score", "ok", "plain", "sizes", "boxes", NULL};
+    PyObject *results = NULL, *segm_obj = NULL, *objs[7] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O!OOOOOOOO:result_columns", names, &PyList_Type, &results, &segm_obj, &objs[0],
+                                     &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6]))
+        return NULL;
+    PyObject *given[] = {results, segm_obj, objs[0], objs[1], objs[2], objs[3], objs[4], objs[5], objs[6]};
+    if (all_given(given, names, 9) < 0) return NULL;
+    int segm = PyObject_IsTrue(segm_obj);
+    if (segm < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(results), n_2, n_4;
+    Buf b[7];
+    const char kinds[7] = {'i', 'i', 'f', 'b', 'b', 'i', 'f'};
+    const char **buf_names = (const char **)names + 2;
+    PyObject *k_image = NULL, *k_cat = NULL, *k_score = NULL, *k_segm = NULL, *k_size = NULL, *k_counts = NULL, *k_bbox = NULL;
+    PyObject *counts = NULL, *result = NULL;
+    for (int i = 0; i < 7; i++) b[i].held = 0;
+    if (mul_count(n, 2, &n_2, "sizes") < 0 || mul_count(n, 4, &n_4, "boxes") < 0) goto done;
+    const Py_ssize_t counts_of[7] = {n, n, n, n, n, segm ? n_2 : 0, segm ? 0 : n_4}; /* sizes: segm only; boxes: bbox only */
+    for (int i = 0; i < 7; i++)
+        if (get_buf(objs[i], &b[i], kinds[i], counts_of[i], 1, buf_names[i]) < 0) goto done;
+    k_image = PyUnicode_InternFromString("image_id");
+    k_cat = PyUnicode_InternFromString("category_id");
+    k_score = PyUnicode_InternFromString("score");
+    k_segm = PyUnicode_InternFromString("segmentation");
+    k_size = PyUnicode_InternFromString("size");
+    k_counts = PyUnicode_InternFromString("counts");
+    k_bbox = PyUnicode_InternFromString("bbox");
+    if (!k_image || !k_cat || !k_score || !k_segm || !k_size || !k_counts || !k_bbox) goto done;
+    if (segm && !(counts = PyList_New(n))) goto done;
+    int64_t *image_id = b[0].view.buf, *category = b[1].view.buf, *sizes = b[5].view.buf;
+    double *score = b[2].view.buf, *boxes = b[6].view.buf;
+    unsigned char *ok = b[3].view.buf, *plain = b[4].view.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(results, i), *v, *found = Py_None;
+        int good = PyDict_CheckExact(r);
+        image_id[i] = category[i] = 0;
+        score[i] = 0.0;
+        plain[i] = 0;
+        if (segm) sizes[2 * i] = sizes[2 * i + 1] = 0;
+        else boxes[4 * i] = boxes[4 * i + 1] = boxes[4 * i + 2] = boxes[4 * i + 3] = 0.0;
+        if (good) {
+            good = exact_int(PyDict_GetItemWithError(r, k_image), &image_id[i]) &&
+                   exact_int(PyDict_GetItemWithError(r, k_cat), &category[i]);
+            v = PyDict_GetItemWithError(r, k_score);
+            if (good && v && PyFloat_CheckExact(v)) score[i] = PyFloat_AS_DOUBLE(v);
+            else good = 0;
+        }
+        if (good && segm) {
+            PyObject *sg = PyDict_GetItemWithError(r, k_segm);
+            good = sg && PyDict_CheckExact(sg);
+            PyObject *size = good ? PyDict_GetItemWithError(sg, k_size) : NULL;
+            good = good && size && PyList_CheckExact(size) && PyList_GET_SIZE(size) == 2 &&
+                   exact_int(PyList_GET_ITEM(size, 0), &sizes[2 * i]) && exact_int(PyList_GET_ITEM(size, 1), &sizes[2 * i + 1]);
+            v = good ? PyDict_GetItemWithError(sg, k_counts) : NULL;
+            good = good && v && (PyUnicode_CheckExact(v) || PyBytes_CheckExact(v));
+            if (good) found = v;
+        } else if (good) {
+            PyObject *bb = PyDict_GetItemWithError(r, k_bbox);
+            good = bb && PyList_CheckExact(bb) && PyList_GET_SIZE(bb) == 4;
+            int floats = 1;
+            for (Py_ssize_t j = 0; good && j < 4; j++) {
+                v = PyList_GET_ITEM(bb, j);
+                if (PyFloat_CheckExact(v)) boxes[4 * i + j] = PyFloat_AS_DOUBLE(v);
+                else if (PyLong_CheckExact(v)) {
+                    floats = 0;
+                    boxes[4 * i + j] = PyLong_AsDouble(v);
+                    if (boxes[4 * i + j] == -1.0 && PyErr_Occurred()) { PyErr_Clear(); good = 0; } /* beyond a double */
+                } else good = 0;
+            }
+            plain[i] = (unsigned char)(good && floats);
+        }
+        if (PyErr_Occurred()) goto done; /* PyDict_GetItemWithError: a key's __eq__ raised (never for a JSON dict) */
+        ok[i] = (unsigned char)good;
+        if (segm) {
+            Py_INCREF(found);
+            PyList_SET_ITEM(counts, i, found);
+        }
+    }
+    if (segm) {
+        result = counts;
+        counts = NULL;
+    } else {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+done:
+    for (int i = 0; i < 7; i++) release(&b[i]);
+    Py_XDECREF(counts);
+    Py_XDECREF(k_image);
+    Py_XDECREF(k_cat);
+    Py_XDECREF(k_score);
+    Py_XDECREF(k_segm);
+    Py_XDECREF(k_size);
+    Py_XDECREF(k_counts);
+    Py_XDECREF(k_bbox);
+    return result;
+}
+
 /* Keyword-only arguments; the signatures and types are in _kernel.pyi, the typed entry points in kernel.py. */
 static PyMethodDef methods[] = {
     {"rle_totals", (PyCFunction)(void (*)(void))py_rle_totals, METH_VARARGS | METH_KEYWORDS,
@@ -685,6 +875,12 @@ static PyMethodDef methods[] = {
     {"match_bbox", (PyCFunction)(void (*)(void))py_match_bbox, METH_VARARGS | METH_KEYWORDS,
      "match_bbox(*, det_boxes, det_area, gt_boxes, gt_crowd, gt_id_nonzero, gt_ignored, area_lo, area_hi, thresholds, det_matched, "
      "det_ignored, det_iou, blocks) -> None: COCOeval's IoUs and greedy matches of [x, y, w, h] boxes."},
+    {"accumulate_lanes", (PyCFunction)(void (*)(void))py_accumulate_lanes, METH_VARARGS | METH_KEYWORDS,
+     "accumulate_lanes(*, tps, fps, npig, thresholds, precision, recall) -> None: COCOeval.accumulate's precision at the recall "
+     "thresholds and final recall of each lane."},
+    {"result_columns", (PyCFunction)(void (*)(void))py_result_columns, METH_VARARGS | METH_KEYWORDS,
+     "result_columns(*, results, segm, image_id, category_id, score, ok, plain, sizes, boxes) -> list | None: the common form of "
+     "each COCO result read into columns; the counts list (segm) or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,6 +2,8 @@
 # the same keyword-only arguments. Buffers are C-contiguous numpy arrays of the dtypes named; a wrong dtype or
 # length raises TypeError / ValueError, a size product that overflows OverflowError, a corrupt string of
 # match_segm segpipe.evaluators.kernel.GtStringError / DetStringError.
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -37,3 +39,24 @@ def match_bbox(
     det_iou: npt.NDArray[np.float64],
     blocks: npt.NDArray[np.int64],
 ) -> None: ...
+def accumulate_lanes(
+    *,
+    tps: npt.NDArray[np.bool_],
+    fps: npt.NDArray[np.bool_],
+    npig: npt.NDArray[np.float64],
+    thresholds: npt.NDArray[np.float64],
+    precision: npt.NDArray[np.float64],
+    recall: npt.NDArray[np.float64],
+) -> None: ...
+def result_columns(
+    *,
+    results: list[Any],
+    segm: bool,
+    image_id: npt.NDArray[np.int64],
+    category_id: npt.NDArray[np.int64],
+    score: npt.NDArray[np.float64],
+    ok: npt.NDArray[np.bool_],
+    plain: npt.NDArray[np.bool_],
+    sizes: npt.NDArray[np.int64],
+    boxes: npt.NDArray[np.float64],
+) -> list[Any] | None: ...

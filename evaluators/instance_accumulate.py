@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segpipe.evaluators import kernel
 from segpipe.evaluators.instance_stats import (
     AREA_LABELS,
     IOU_THRESHOLDS,
@@ -36,25 +37,47 @@ class Accumulated:
 
 
 def accumulate(stats: InstanceStats) -> Accumulated:
+    """COCOeval.accumulate over the records.
+
+    Per category the detections are sorted by score once (a stable sort, so for each maxDets the rows kept are in
+    the order COCOeval's own mergesort of that subset gives); each (area, IoU threshold) lane then takes the same
+    integer counts and the same float operations as pycocotools' loop (in C with the kernel, else `_curves`), so
+    the arrays are bit-identical.
+    """
     t_n, r_n, k_n, a_n, m_n = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(stats.category_ids), len(AREA_LABELS), len(MAX_DETS)
     precision = -np.ones((t_n, r_n, k_n, a_n, m_n))
     recall = -np.ones((t_n, k_n, a_n, m_n))
     for k, cat in enumerate(stats.category_ids):
         npig = np.count_nonzero(~stats.gt_ignored[stats.gt_category == cat], axis=0)  # [A]
+        areas = np.flatnonzero(npig)  # COCOeval skips the (category, area) pairs without a non-ignored GT
+        if not len(areas):
+            continue
         in_cat = np.flatnonzero(stats.det_category == cat)  # already in image, rank order
+        by_score = in_cat[np.argsort(-stats.det_score[in_cat], kind="mergesort")]
         for m, max_det in enumerate(MAX_DETS):
-            sel = in_cat[stats.det_rank[in_cat] < max_det]
-            order = np.argsort(-stats.det_score[sel], kind="mergesort")
-            rows = sel[order]
-            matched = np.moveaxis(stats.det_matched[rows], 0, -1)  # [A, T, n]
-            ignored = np.moveaxis(stats.det_ignored[rows], 0, -1)
-            tp_sum = np.cumsum(matched & ~ignored, axis=-1).astype(dtype=float)
-            fp_sum = np.cumsum(~matched & ~ignored, axis=-1).astype(dtype=float)
+            rows = by_score[stats.det_rank[by_score] < max_det]
             nd = len(rows)
-            for a in range(a_n):
-                if npig[a] == 0:
-                    continue
-                precision[:, :, k, a, m], recall[:, k, a, m] = _curves(tp_sum[a], fp_sum[a], int(npig[a]), nd)
+            if not nd:
+                precision[:, :, k, areas, m] = 0.0
+                recall[:, k, areas, m] = 0.0
+                continue
+            matched = stats.det_matched[rows][:, areas]  # [n, A', T]
+            counted = ~stats.det_ignored[rows][:, areas]
+            if kernel.available():  # the same floats, one C loop per lane (segpipe/evaluators/_kernel.c)
+                lanes = len(areas) * t_n
+                tps = np.ascontiguousarray(np.moveaxis(matched & counted, 0, -1)).reshape(lanes, nd)
+                fps = np.ascontiguousarray(np.moveaxis(~matched & counted, 0, -1)).reshape(lanes, nd)
+                q = np.empty((lanes, r_n))
+                final = np.empty(lanes)
+                kernel.accumulate_lanes(tps=tps, fps=fps, npig=np.repeat(npig[areas].astype(np.float64), t_n),
+                                        thresholds=RECALL_THRESHOLDS, precision=q, recall=final)
+                precision[:, :, k, areas, m] = q.reshape(len(areas), t_n, r_n).transpose(1, 2, 0)
+                recall[:, k, areas, m] = final.reshape(len(areas), t_n).T
+                continue
+            tp_sum = np.cumsum(np.moveaxis(matched & counted, 0, -1), axis=-1).astype(dtype=float)  # [A', T, n]
+            fp_sum = np.cumsum(np.moveaxis(~matched & counted, 0, -1), axis=-1).astype(dtype=float)
+            for j, a in enumerate(areas.tolist()):
+                precision[:, :, k, a, m], recall[:, k, a, m] = _curves(tp_sum[j], fp_sum[j], int(npig[a]), nd)
     return Accumulated(precision=precision, recall=recall)
 
 

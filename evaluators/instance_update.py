@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 
 from segpipe.evaluators.rle_strings import compressed_counts, rle_totals
 from segpipe.evaluators.coco_ground_truth import GT_PATH, GroundTruth, GtImage, parse_ground_truth
-from segpipe.evaluators.coco_results import bbox_problem, segmentation_problem, validate_results
+from segpipe.evaluators.coco_results import ResultColumns, bbox_problem, segmentation_problem, validate_result_columns
 from segpipe.evaluators import kernel
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance_matching import AREA_HI, AREA_LO, THRESHOLDS, A, T, PairInput, match_pairs, out_of_range, unmatched
@@ -251,17 +251,18 @@ def _det_counts(r: Mapping[str, Any], image: GtImage) -> bytes | str:
     return _counts_bytes(to_rle(segm, image=image))
 
 
-def _kernel_stats(truth: GroundTruth, dets: list[Mapping[str, Any]], *, wanted: list[int], iou_type: str,
+def _kernel_stats(truth: GroundTruth, dets: ResultColumns, *, wanted: list[int], iou_type: str,
                   warnings: tuple[str, ...]) -> InstanceStats:
     """The records of `wanted` images through the compiled kernel (segpipe/evaluators/_kernel.c).
 
     No per-(image, category) Python: detections of the wanted images are ordered by image, category and score
     in one numpy sort (stable, so score ties keep file order, as COCOeval's mergesort), the GTs are taken in the
     ground truth's (image, category) order, the block table comes from the sorted keys, and one kernel call
-    computes every IoU and greedy match. The rows come out in the order `_Collector` gives them.
+    computes every IoU and greedy match. The rows come out in the order `_Collector` gives them. Detections come
+    as the validated columns: only rows not in the common form (polygons, uncompressed RLE, a mask-only bbox
+    result) are read back from their result.
     """
     segm = iou_type == "segm"
-    image_index = {image_id: i for i, image_id in enumerate(wanted)}
     # GTs can be filed under an undeclared category (COCO.loadAnns with a duplicated id): their rows are kept, as
     # `_Collector` keeps them, so the key space holds every category of the index, in id order.
     all_cats = sorted(set(truth.category_ids).union(cat for _, cat in truth.annotations))
@@ -270,37 +271,50 @@ def _kernel_stats(truth: GroundTruth, dets: list[Mapping[str, Any]], *, wanted: 
     images = [truth.images[i] for i in wanted]
     heights = np.array([im.height for im in images], dtype=np.int64)
     widths = np.array([im.width for im in images], dtype=np.int64)
+    wanted_ids = np.array(wanted, dtype=np.int64)
+    category_ids = np.array(all_cats, dtype=np.int64)
+    image_index = {image_id: i for i, image_id in enumerate(wanted)}
 
+    at = np.searchsorted(wanted_ids, dets.image_id)
+    inside = at < len(wanted_ids)
+    inside[inside] = wanted_ids[at[inside]] == dets.image_id[inside]
+    if not inside.all():
+        dets = dets.take(inside)
     n_all = len(dets)
-    det_img = np.fromiter((image_index[r["image_id"]] for r in dets), dtype=np.int64, count=n_all)
-    det_cat = np.fromiter((cat_index[r["category_id"]] for r in dets), dtype=np.int64, count=n_all)
-    score = np.array([r["score"] for r in dets], dtype=np.float64).reshape(n_all)  # COCOeval sorts these as float64
-    order = np.lexsort((np.arange(n_all), -score, det_cat, det_img))
-    key = (det_img * n_cats + det_cat)[order]
+    det_img = np.searchsorted(wanted_ids, dets.image_id)
+    det_cat = np.searchsorted(category_ids, dets.category_id)  # every kept result's category is declared
+    score = dets.score  # COCOeval sorts these as float64
+    block_key = det_img * n_cats + det_cat
+    order = np.lexsort((-score, block_key))  # lexsort is stable: ties keep file order
+    key = block_key[order]
     first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n_all else np.zeros(0, dtype=np.int64)
     rank = np.arange(n_all) - np.repeat(first, np.diff(np.r_[first, n_all]))
     keep = rank < MAX_DET  # COCOeval keeps the best 100 of each (image, category)
     order, key, rank = order[keep], key[keep], rank[keep]
     n = len(order)
     det_rows = order.tolist()
+    # rows not in the common form: converted one at a time, as the numpy path does
+    others = [(j, dets.results[int(dets.rows[i])], images[int(det_img[i])])
+              for j, i in enumerate(det_rows) if not dets.plain[i]] if not dets.plain.all() else []
     det_geoms: list[Any]
     det_area = np.zeros(0)
     if segm:
-        det_geoms = [_det_counts(dets[i], images[int(det_img[i])]) for i in det_rows]
+        det_geoms = list(map(dets.counts.__getitem__, det_rows))
+        for j, r, image in others:
+            det_geoms[j] = _det_counts(r, image)
     else:
-        det_geoms = []
-        areas: list[float] = []
-        for i in det_rows:
-            r = dets[i]
-            if "bbox" in r:
+        boxes = dets.boxes[order]
+        det_area = boxes[:, 2] * boxes[:, 3]
+        for j, r, image in others:
+            if "bbox" in r:  # numbers of other types (ints): the box and w * h as Python computes them
                 bb = r["bbox"]
-                det_geoms.append(bb)
-                areas.append(bb[2] * bb[3])
+                boxes[j] = bb
+                det_area[j] = bb[2] * bb[3]
             else:  # bbox from a mask-only result: loadRes takes the box and the area from the mask
-                rle = to_rle(r["segmentation"], image=images[int(det_img[i])])
-                det_geoms.append(mask_utils.toBbox(rle).tolist())
-                areas.append(float(mask_utils.area(rle)))
-        det_area = np.array(areas, dtype=np.float64)
+                rle = to_rle(r["segmentation"], image=image)
+                boxes[j] = mask_utils.toBbox(rle)
+                det_area[j] = float(mask_utils.area(rle))
+        det_geoms = [boxes]
 
     gts: list[Mapping[str, Any]] = []
     gt_geoms: list[Any] = []
@@ -345,14 +359,12 @@ def _kernel_stats(truth: GroundTruth, dets: list[Mapping[str, Any]], *, wanted: 
     if segm:
         try:
             kernel.match_segm(det_strings=det_geoms, gt_strings=gt_geoms, **flags)
-        except kernel.GtStringError:  # detections were checked by validate_results already
+        except kernel.GtStringError:  # detections were checked by validate_result_columns already
             _gt_problem(truth, wanted)  # the first bad GT mask, named as the numpy path names it
             raise
     else:
-        kernel.match_bbox(det_boxes=np.array(det_geoms, dtype=np.float64).reshape(n, 4), det_area=det_area,
+        kernel.match_bbox(det_boxes=np.ascontiguousarray(det_geoms[0], dtype=np.float64).reshape(n, 4), det_area=det_area,
                           gt_boxes=np.array(gt_geoms, dtype=np.float64).reshape(g_total, 4), **flags)
-    category_ids = np.array(all_cats, dtype=np.int64)
-    wanted_ids = np.array(wanted, dtype=np.int64)
     return InstanceStats(
         iou_type=iou_type,
         category_ids=truth.category_ids,
@@ -388,16 +400,15 @@ def instance_update(
     `progress(1)` is called after each image (a tqdm bar's `update`).
     """
     truth = gt if isinstance(gt, GroundTruth) else parse_ground_truth(gt)
-    kept, result_warnings = validate_results(truth, results, iou_type=iou_type, drop_invalid=drop_invalid)
+    dets, result_warnings = validate_result_columns(truth, results, iou_type=iou_type, drop_invalid=drop_invalid)
     wanted = sorted(truth.images) if image_ids is None else sorted({int(i) for i in image_ids})
     unknown = [i for i in wanted if i not in truth.images]
     if unknown:
         raise EvaluationError("image_ids", "", f"{len(unknown)} image id(s) not in the ground truth, e.g. {unknown[:5]}")
     warnings = truth.warnings + tuple(result_warnings)
-    wanted_set = set(wanted)
     if kernel.available() and (iou_type != "segm" or all(kernel.takes_image(truth.images[i].height, truth.images[i].width) for i in wanted)):
         try:
-            stats = _kernel_stats(truth, [r for r in kept if r["image_id"] in wanted_set], wanted=wanted, iou_type=iou_type, warnings=warnings)
+            stats = _kernel_stats(truth, dets, wanted=wanted, iou_type=iou_type, warnings=warnings)
         except EvaluationError:
             if iou_type == "segm":  # a GT string left to the kernel may come first: report the first, as the numpy path
                 _gt_problem(truth, wanted)
@@ -406,8 +417,9 @@ def instance_update(
             for _ in wanted:
                 progress(1)
         return stats
+    wanted_set = set(wanted)
     by_image: dict[int, dict[int, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in kept:
+    for r in dets.dicts():
         if r["image_id"] in wanted_set:
             by_image[r["image_id"]][r["category_id"]].append(r)
     collector = _Collector()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import Any
+
 import numpy as np
 
 NO_KERNEL_ENV = "SEGPIPE_NO_KERNEL"
@@ -104,5 +106,28 @@ def match_bbox(
     )
 
 
-__all__ = ["DetStringError", "GtStringError", "KernelStringError", "MAX_PIXELS", "KERNEL", "NO_KERNEL_ENV", "available",
-           "match_bbox", "match_segm", "rle_totals", "takes_image"]
+def accumulate_lanes(*, tps: np.ndarray, fps: np.ndarray, npig: np.ndarray, thresholds: np.ndarray, precision: np.ndarray,
+                     recall: np.ndarray) -> None:
+    """COCOeval.accumulate for L lanes of n detections in score order: tps / fps bool [L, n] (true / false
+    positive, not ignored), npig float64 [L] (GTs not ignored), thresholds float64 [R] (recall thresholds); writes
+    precision float64 [L, R] (interpolated, at each threshold) and recall float64 [L] (at the last detection)."""
+    _compiled().accumulate_lanes(tps=tps, fps=fps, npig=npig, thresholds=thresholds, precision=precision, recall=recall)
+
+
+def result_columns(
+    *, results: list[Any], segm: bool, image_id: np.ndarray, category_id: np.ndarray, score: np.ndarray, ok: np.ndarray,
+    plain: np.ndarray, sizes: np.ndarray, boxes: np.ndarray,
+) -> list[Any] | None:
+    """The common form of each COCO result, in one pass, into columns of [N = len(results)] rows: image_id /
+    category_id int64, score float64, ok bool (the row is in the common form and the columns hold its values),
+    plain bool (bbox: four floats); sizes int64 [N, 2] for segm ([0, 2] for bbox), boxes float64 [N, 4] for bbox
+    ([0, 4] for segm). Returns the counts str/bytes of each row (None where not ok) for segm, None for bbox."""
+    counts: list[Any] | None = _compiled().result_columns(
+        results=results, segm=segm, image_id=image_id, category_id=category_id, score=score, ok=ok, plain=plain, sizes=sizes,
+        boxes=boxes,
+    )
+    return counts
+
+
+__all__ = ["DetStringError", "GtStringError", "KernelStringError", "MAX_PIXELS", "KERNEL", "NO_KERNEL_ENV", "accumulate_lanes",
+           "available", "match_bbox", "match_segm", "result_columns", "rle_totals", "takes_image"]

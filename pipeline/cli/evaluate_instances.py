@@ -97,8 +97,6 @@ def guard_predictions(gt: Any, results: Any, *, gt_path: Path, pred_path: Path, 
 
 def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | None, drop_invalid: bool, no_html: bool,
                 allow_label_mismatch: bool = False, allow_partial: bool = False) -> None:
-    from tqdm import tqdm
-
     from segpipe.evaluators.coco_results import RESULTS_PATH
     from segpipe.evaluators.instance import default_iou_type, instance_compute, instance_update
     from segpipe.evaluators.json_files import read_json_file
@@ -128,8 +126,13 @@ def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | No
         refuse_empty_by_construction(pred_path, results)
         kind = iou_type or default_iou_type(results if isinstance(results, list) else [])
         n_images = len(gt.get("images") or []) if isinstance(gt, dict) else 0
-        with tqdm(total=n_images, desc=f"evaluate {kind}", unit="img", disable=not sys.stderr.isatty()) as bar:
-            stats = instance_update(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=bar.update)
+        if sys.stderr.isatty():
+            from tqdm import tqdm  # only for a bar someone sees: importing tqdm costs more than a small evaluation
+
+            with tqdm(total=n_images, desc=f"evaluate {kind}", unit="img") as bar:
+                stats = instance_update(gt, results, iou_type=kind, drop_invalid=drop_invalid, progress=bar.update)
+        else:
+            stats = instance_update(gt, results, iou_type=kind, drop_invalid=drop_invalid)
     except EvaluationError as err:
         # evaluators name in-memory inputs "ground truth" / "results"; here they are files
         path = {GT_PATH: str(gt_path), RESULTS_PATH: str(pred_path)}.get(err.path, err.path)

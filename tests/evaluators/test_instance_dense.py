@@ -111,19 +111,33 @@ def _peak_mb(code: str, *args: str, env: dict[str, str]) -> float:
     return int(line.split()[1]) / 1024
 
 
+@pytest.fixture(scope="module")
+def crowded_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 images x 9,000 boxes over 80 classes against 1,500 GT each, written once for both evaluation paths."""
+    folder = tmp_path_factory.mktemp("crowded")
+    gt, results = dense(n_images=4, per_image=9000, n_classes=80, gt_per_image=1500, masks=False)
+    (folder / "gt.json").write_text(json.dumps(gt), encoding="utf-8")
+    (folder / "res.json").write_text(json.dumps(results), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pycocotools_peak_mb(crowded_files: Path) -> float:
+    """pycocotools' peak on those files, measured once (it does not depend on segpipe's evaluation path)."""
+    return _peak_mb(_PYCOCOTOOLS, str(crowded_files / "gt.json"), str(crowded_files / "res.json"), env=dict(os.environ))
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_dense_detections_and_crowded_scenes_keep_memory_near_pycocotools(tmp_path: Path, both_evaluation_paths: str) -> None:
+def test_dense_detections_and_crowded_scenes_keep_memory_near_pycocotools(
+        tmp_path: Path, both_evaluation_paths: str, crowded_files: Path, pycocotools_peak_mb: float) -> None:
     """4 images x 9,000 boxes over 80 classes against 1,500 GT each: a whole-image IoU matrix per image would be
     ~100 MB (400 MB kept for the four); COCOeval compares only each category's best 100 with its GTs."""
-    gt, results = dense(n_images=4, per_image=9000, n_classes=80, gt_per_image=1500, masks=False)
-    (tmp_path / "gt.json").write_text(json.dumps(gt), encoding="utf-8")
-    (tmp_path / "res.json").write_text(json.dumps(results), encoding="utf-8")
     env = dict(os.environ)
     if both_evaluation_paths == "numpy":  # the subprocess reads the switch from its environment
         env[NO_KERNEL_ENV] = "1"
-    ours = _peak_mb(_SEGPIPE, "evaluate", "instances", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json"),
+    ours = _peak_mb(_SEGPIPE, "evaluate", "instances", "--gt", str(crowded_files / "gt.json"), "--pred", str(crowded_files / "res.json"),
                     "-o", str(tmp_path / "report"), "--no-html", env=env)
-    theirs = _peak_mb(_PYCOCOTOOLS, str(tmp_path / "gt.json"), str(tmp_path / "res.json"), env=env)
+    theirs = pycocotools_peak_mb
     # segpipe's imports (pandas, pyarrow for the tables) cost ~110 MB more than pycocotools' before any data
     print(f"peak RSS: segpipe {ours:.0f} MB, pycocotools {theirs:.0f} MB")
     assert ours < theirs + 150, (ours, theirs)

@@ -524,7 +524,7 @@ def test_the_kernel_takes_keyword_arguments_as_its_stub_declares(compiled: Any) 
 
     stub = ast.parse((Path(kernel.__file__).parent / "_kernel.pyi").read_text())
     declared = {f.name: [a.arg for a in f.args.kwonlyargs] for f in stub.body if isinstance(f, ast.FunctionDef)}
-    assert set(declared) == {"rle_totals", "match_segm", "match_bbox"}
+    assert set(declared) == {"rle_totals", "match_segm", "match_bbox", "accumulate_lanes", "result_columns"}
     for name, names in declared.items():
         assert not [a for a in ast.walk(stub) if isinstance(a, ast.FunctionDef) and a.name == name and a.args.args]
         wrapper = inspect.signature(getattr(kernel, name))
@@ -532,6 +532,6 @@ def test_the_kernel_takes_keyword_arguments_as_its_stub_declares(compiled: Any) 
         with pytest.raises(TypeError):
             getattr(compiled, name)(*([None] * len(names)))
         with pytest.raises(TypeError, match=f"missing keyword argument '{names[-1]}'"):
-            getattr(compiled, name)(**{n: [] if n.endswith("strings") else None for n in names[:-1]})
+            getattr(compiled, name)(**{n: [] if n.endswith("strings") or n == "results" else None for n in names[:-1]})
     assert issubclass(kernel.GtStringError, kernel.KernelStringError) and issubclass(kernel.DetStringError, kernel.KernelStringError)
     assert not issubclass(kernel.GtStringError, kernel.DetStringError) and issubclass(kernel.KernelStringError, ValueError)
