@@ -43,7 +43,7 @@ from segpipe.converters.errors import AnnotationError
 from segpipe.converters.images import NON_UTF8_REASON, is_utf8_name, read_input_bytes
 from segpipe.converters.input_files import input_files
 from segpipe.converters.report import ConversionReport, Finding
-from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_polygon, box_record, clip_box, disc_mask, finite, mask_record, polygon_mask
+from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_polygon, box_record, clip_box, disc_mask, finite, polygon_mask
 from segpipe.converters.trimap import sniff_image_format
 from segpipe.converters.voc import read_classes_file
 
@@ -179,6 +179,50 @@ def _shape_mask(shape: LabelmeShape, *, width: int, height: int) -> np.ndarray |
     return None
 
 
+def _shape_rle(shape: LabelmeShape, *, width: int, height: int) -> dict[str, Any]:
+    """The shape as a compressed RLE of the whole image. Polygons and rectangles go straight from their corners
+    to runs (pycocotools' rasteriser, the one `polygon_mask` decodes), so a shape on a 13000 x 13000 image costs
+    its outline, not 169 MB of mask to OR, copy and encode; circles and pasted masks are drawn in their box and
+    encoded."""
+    from pycocotools import mask as mask_utils
+
+    from segpipe.evaluators.polygon_bounds import polygons_rle
+
+    pts = shape.points
+    if shape.shape_type in ("oriented_rectangle", "polygon") and len(pts) >= (4 if shape.shape_type == "oriented_rectangle" else MIN_POLYGON_POINTS):
+        return polygons_rle([[v for p in pts for v in p]], height=height, width=width)
+    if shape.shape_type == "rectangle" and len(pts) == 2:
+        (ax, ay), (bx, by) = pts
+        return polygons_rle([box_polygon((min(ax, bx), min(ay, by), abs(bx - ax), abs(by - ay)))], height=height, width=width)
+    mask = _shape_mask(shape, width=width, height=height)
+    if mask is None:
+        mask = np.zeros((height, width), dtype=bool)
+    rle: dict[str, Any] = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return rle
+
+
+def _union_rle(rles: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    merged: dict[str, Any] = mask_utils.merge(list(rles), intersect=0) if len(rles) > 1 else rles[0]
+    return merged
+
+
+def _rle_record(*, category: str, rle: dict[str, Any], attributes: Any) -> AnnotationRecord | None:
+    """As `mask_record` on the decoded mask (same area, tight box and counts), from the runs alone."""
+    from pycocotools import mask as mask_utils
+
+    area = float(mask_utils.area(rle))
+    if area == 0:
+        return None
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    counts = rle["counts"]
+    return AnnotationRecord(category=category, bbox=(x, y, w, h), area=area,
+                            segmentation={"size": [int(rle["size"][0]), int(rle["size"][1])],
+                                          "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts},
+                            attributes=dict(attributes or {}))
+
+
 def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: int, path: str, allowed: frozenset[str] | None = None,
                                   rectangle_segmentation: bool = False) -> tuple[list[AnnotationRecord], list[Finding], list[str]]:
     """Records, findings and the labels seen, for a `width`×`height` image."""
@@ -209,7 +253,7 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
         if key not in groups:
             order.append(key)
         groups.setdefault(key, []).append(shape)
-    ignore = np.zeros((height, width), dtype=bool)
+    ignore: list[dict[str, Any]] = []
     for key in order:
         members = groups[key]
         first = members[0]
@@ -223,22 +267,20 @@ def labelme_shapes_to_annotations(doc: LabelmeDocument, *, width: int, height: i
             records.append(box_record(category=first.label, x0=x0, y0=y0, x1=x1, y1=y1, attributes=first.attributes,
                 rectangle_segmentation=rectangle_segmentation))
             continue
-        mask = np.zeros((height, width), dtype=bool)
         try:
-            for shape in members:
-                mask |= _shape_mask(shape, width=width, height=height)
+            rle = _union_rle([_shape_rle(shape, width=width, height=height) for shape in members])
         except ValueError as err:
             findings.append(row(path, "error", "invalid_shape", f"{where}: {err}"))
             continue
         if first.label == IGNORE_LABEL:
-            ignore |= mask
+            ignore.append(rle)
             continue
-        record = mask_record(category=first.label, mask=mask, attributes=first.attributes)
+        record = _rle_record(category=first.label, rle=rle, attributes=first.attributes)
         if record is None:
             findings.append(row(path, "error", "empty_shape", f"{where}: covers no pixel of the {width}×{height} image"))
             continue
         records.append(record)
-    ignored = mask_record(category=IGNORE_LABEL, mask=ignore, attributes={"ignore_region": IGNORE_LABEL})
+    ignored = _rle_record(category=IGNORE_LABEL, rle=_union_rle(ignore), attributes={"ignore_region": IGNORE_LABEL}) if ignore else None
     if ignored is not None:
         records.append(replace(ignored, iscrowd=ISCROWD_IGNORE_REGION))
     return records, findings, sorted({s.label for s in doc.shapes if s.shape_type in AREA_SHAPES and s.label != IGNORE_LABEL})

@@ -122,3 +122,74 @@ def test_same_bytes_across_hash_seeds(tmp_path: Path) -> None:
     src = dataset(tmp_path / "src")
     first, second = convert_under_seeds(["labelme", str(src)], outs=[tmp_path / "o1", tmp_path / "o2"])
     assert first == second and first
+
+
+def test_shapes_become_runs_equal_to_the_or_of_their_full_image_masks() -> None:
+    """Polygons and rectangles go to runs without a full-image mask; the records must be those of the plain
+    method: each group's masks ORed at full size, then area, tight box and pycocotools' encoding (also for
+    groups mixing circles, pasted-free polygons and rectangles, and the __ignore__ union)."""
+    from pycocotools import mask as mask_utils
+
+    from segpipe.converters.coco import mask_annotation
+    from segpipe.converters.labelme import IGNORE_LABEL, LabelmeDocument, LabelmeShape, _shape_mask, labelme_shapes_to_annotations
+
+    rng = np.random.default_rng(7)
+    h, w = 61, 83
+    for trial in range(40):
+        shapes = []
+        for i in range(int(rng.integers(1, 7))):
+            kind = ["polygon", "rectangle", "circle", "oriented_rectangle"][int(rng.integers(0, 4))]
+            n = {"polygon": int(rng.integers(3, 9)), "rectangle": 2, "circle": 2, "oriented_rectangle": 4}[kind]
+            pts = tuple((float(rng.uniform(-20, w + 20)), float(rng.uniform(-20, h + 20))) for _ in range(n))
+            label = [IGNORE_LABEL, "cat", "dog"][int(rng.integers(0, 3))]
+            group = int(rng.integers(0, 2)) if rng.random() < 0.5 else None
+            shapes.append(LabelmeShape(index=i, label=label, shape_type=kind, points=pts, group_id=group))
+        doc = LabelmeDocument(shapes=tuple(shapes), image_path=None, image_data=None, size=(w, h))
+        records, _, _ = labelme_shapes_to_annotations(doc, width=w, height=h, path="x.json")
+        groups: dict[object, list[LabelmeShape]] = {}
+        for s in shapes:
+            groups.setdefault((s.label, s.index) if s.group_id is None else (s.label, ("group", s.group_id)), []).append(s)
+        expected, ignore = [], np.zeros((h, w), dtype=bool)
+        for members in groups.values():
+            first = members[0]
+            if len(members) == 1 and first.shape_type == "rectangle" and first.label != IGNORE_LABEL:
+                continue  # a lone rectangle is a box record, not a mask
+            mask = np.zeros((h, w), dtype=bool)
+            for s in members:
+                mask |= _shape_mask(s, width=w, height=h)
+            if first.label == IGNORE_LABEL:
+                ignore |= mask
+            elif mask.any():
+                expected.append(mask_annotation(category=first.label, mask=mask))
+        if ignore.any():
+            expected.append(mask_annotation(category=IGNORE_LABEL, mask=ignore))
+        got = [(r.category, r.bbox, r.area, dict(r.segmentation)) for r in records if isinstance(r.segmentation, dict)]
+        want = [(r.category, r.bbox, r.area, dict(r.segmentation)) for r in expected]
+        assert got == want, trial
+        for _, _, area, seg in got:
+            assert mask_utils.area({"size": seg["size"], "counts": seg["counts"].encode()}) == area
+
+
+def test_polygons_on_a_huge_image_never_build_a_full_image_mask(monkeypatch: object) -> None:
+    """300 polygons on a 13000 x 13000 image: each goes from its corners to runs (a full-image mask per shape
+    would be 169 MB to OR, copy and encode, minutes for the whole file)."""
+    import pytest
+
+    from segpipe.converters import labelme
+    from segpipe.converters.labelme import LabelmeDocument, LabelmeShape, labelme_shapes_to_annotations
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a full-image mask was built for a polygon")
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(labelme, "_shape_mask", refuse)
+    rng = np.random.default_rng(1)
+    shapes = []
+    for i in range(300):
+        cx, cy, r = float(rng.integers(500, 12500)), float(rng.integers(500, 12500)), float(rng.integers(50, 400))
+        pts = tuple((cx + r * np.cos(t), cy + r * np.sin(t)) for t in np.linspace(0, 6.28, 30))
+        shapes.append(LabelmeShape(index=i, label="cat", shape_type="polygon", points=pts))
+    doc = LabelmeDocument(shapes=tuple(shapes), image_path=None, image_data=None, size=(13000, 13000))
+    records, findings, _ = labelme_shapes_to_annotations(doc, width=13000, height=13000, path="big.json")
+    assert len(records) == 300 and not findings
+    assert all(200 < r.area < 3.2 * 400 ** 2 for r in records)
