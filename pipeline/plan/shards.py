@@ -22,7 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from segpipe.converters.images import is_image_name, is_utf8_name
 from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key, manifest_order, sorted_rows_key
@@ -162,6 +162,43 @@ def plan_shards(manifest: tuple[ManifestEntry, ...], *, spec: DatasetSpec, shard
 PLANS_DIR = "plans"
 
 
+@dataclass(frozen=True)
+class StoredShard:
+    """One shard as a task reads it from the stored plan (see `plan_to_json`)."""
+
+    index: int
+    stems: tuple[str, ...]
+    entries: tuple[tuple[str, int, str], ...]  # manifest rows (label/path, size, sha256) of its images and annotations
+    image_names: tuple[str, ...]  # relative to the image root, sorted
+    key: str  # content key of its files
+    images_key: str  # content key of its images
+
+
+@dataclass(frozen=True)
+class StoredPlan:
+    """The stored plan, typed: what every task of a run reads about the dataset's files (`read_plan`)."""
+
+    spec: Mapping[str, Any]  # the DatasetSpec as JSON (segpipe.tasks.convert.spec_from_json)
+    globals: tuple[tuple[str, int, str], ...]  # manifest rows every shard reads
+    image_names: tuple[str, ...]
+    images_key: str
+    groups: tuple[tuple[int, ...], ...]  # each scheduling group's shard positions
+    shards: tuple[StoredShard, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StoredPlan:
+        def rows(values: Any) -> tuple[tuple[str, int, str], ...]:
+            return tuple((str(path), int(size), str(sha)) for path, size, sha in values)
+
+        return cls(
+            spec=dict(data["spec"]), globals=rows(data["globals"]), image_names=tuple(str(n) for n in data["image_names"]),
+            images_key=str(data["images_key"]), groups=tuple(tuple(int(p) for p in g) for g in data["groups"]),
+            shards=tuple(StoredShard(index=int(s["index"]), stems=tuple(str(t) for t in s["stems"]), entries=rows(s["entries"]),
+                                     image_names=tuple(str(n) for n in s["image_names"]), key=str(s["key"]),
+                                     images_key=str(s["images_key"])) for s in data["shards"]),
+        )
+
+
 def plan_to_json(plan: ShardPlan, *, spec_json: dict[str, object]) -> dict[str, object]:
     """What the tasks read about the dataset's files (stored once per plan, by content; never read in
     requires() or complete(), only in run()). Shards are listed by position; `groups` gives each
@@ -211,7 +248,7 @@ def write_plan(plan_json: dict[str, object], *, cache: Path) -> str:
         intact = False
     if not intact:
         atomic_write_text(path, text + "\n")
-    _remember_plan(str(cache), key, plan_json)
+    _remember_plan(str(cache), key, StoredPlan.from_json(plan_json))
     return key
 
 
@@ -219,18 +256,18 @@ def plan_path(cache: Path, key: str) -> Path:
     return Path(cache) / PLANS_DIR / f"{key}.json"
 
 
-_PLANS: dict[tuple[str, str], dict[str, Any]] = {}
+_PLANS: dict[tuple[str, str], StoredPlan] = {}
 _PLANS_KEPT = 8
 
 
-def _remember_plan(cache: str, key: str, plan: dict[str, Any]) -> None:
+def _remember_plan(cache: str, key: str, plan: StoredPlan) -> None:
     _PLANS.pop((cache, key), None)
     _PLANS[(cache, key)] = plan
     while len(_PLANS) > _PLANS_KEPT:
         del _PLANS[next(iter(_PLANS))]
 
 
-def read_plan(cache: str, key: str) -> dict[str, Any]:
+def read_plan(cache: str, key: str) -> StoredPlan:
     """The plan a task belongs to (read in run(), never in requires()/complete(); kept per process). Treat it
     as read-only: it is shared by every task of the process."""
     found = _PLANS.get((cache, key))
@@ -239,6 +276,6 @@ def read_plan(cache: str, key: str) -> dict[str, Any]:
     path = plan_path(Path(cache), key)
     if not path.is_file():
         raise SegpipeError(path, "", "the shard plan of this run is gone (the cache was cleared while it ran): run again")
-    plan = dict(json.loads(path.read_text(encoding="utf-8")))
+    plan = StoredPlan.from_json(json.loads(path.read_text(encoding="utf-8")))
     _remember_plan(cache, key, plan)
     return plan

@@ -71,8 +71,9 @@ def build_convert_tasks(*, spec: DatasetSpec, plan: ShardPlan, settings: RunSett
     plan_json = plan_to_json(plan, spec_json=spec_to_json(spec))
     plan_id = write_plan(plan_json, cache=Path(cache))
     options = dict(settings.convert)
-    keys = convert_unit_keys(plan_json, version=version, options=options)
-    groups = [group_digest("convert-group", [keys[p] for p in g]) for g in plan_json["groups"]]  # type: ignore[attr-defined]
+    stored = read_plan(cache, plan_id)  # the typed plan every task reads (kept in memory by write_plan)
+    keys = convert_unit_keys(stored, version=version, options=options)
+    groups = [group_digest("convert-group", [keys[p] for p in g]) for g in stored.groups]
     digest = combine_keys("convert-merge", version, options_key({"format": spec.format, **options}), *keys)
     return new_task(ConvertMerge, cache=cache, digest=digest, groups=groups, plan=plan_id, options=options, version=version)
 
@@ -98,8 +99,8 @@ def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settin
     probe = new_task(EvalReport, **params, digest="", groups=[], html=settings.html)
     plan = read_plan(str(merge.cache), str(merge.plan))
     gt_keys = read_gt_keys(merged)
-    groups = [group_digest("eval-group", [e.key for _, _, e in probe.shard_units(g, gt_keys=gt_keys)]) for g in plan["groups"]]
-    digest = combine_keys("eval-report", version, ckpt.name, ckpt.sha256, str(merge.digest), str(plan["images_key"]),
+    groups = [group_digest("eval-group", [e.key for _, _, e in probe.shard_units(g, gt_keys=gt_keys)]) for g in plan.groups]
+    digest = combine_keys("eval-report", version, ckpt.name, ckpt.sha256, str(merge.digest), plan.images_key,
                           settings.iou_type, str(settings.html), *groups)
     # `inputs_date` stays outside the key: touching a file changes its date, not what the report computes.
     return new_task(EvalReport, **params, digest=digest, groups=groups, html=settings.html, inputs_date=inputs_date)

@@ -28,7 +28,7 @@ from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, combine_keys, 
 from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
 from segpipe.converters.conversion_output import write_conversion_dir
 from segpipe.errors import SegpipeError
-from segpipe.plan.shards import DatasetSpec, read_plan
+from segpipe.plan.shards import DatasetSpec, StoredPlan, StoredShard, read_plan
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory, units_exist, units_present
 
 CONVERT_UNITS = "convert/shards"
@@ -59,13 +59,12 @@ GT_DIR = "gt"
 GT_INDEX_FILE = "gt_index.json"
 
 
-def convert_unit_keys(plan: Mapping[str, Any], *, version: str, options: Mapping[str, Any]) -> list[str]:
+def convert_unit_keys(plan: StoredPlan, *, version: str, options: Mapping[str, Any]) -> list[str]:
     """Content key of each shard's conversion (by shard position): its files, the global files, the
     format and options, the package version. Pure; the driver and the tasks both use it."""
-    spec = plan["spec"]
-    base = [version, options_key({"format": spec["format"], **dict(options)}), manifest_key(entries_from_json(plan["globals"]))]
+    base = [version, options_key({"format": plan.spec["format"], **dict(options)}), manifest_key(entries_from_json(plan.globals))]
     # "files": shards converted from their file lists (earlier shards were converted in symlinked folder views).
-    return [combine_keys("convert-shard/files", *base, str(shard["key"])) for shard in plan["shards"]]
+    return [combine_keys("convert-shard/files", *base, shard.key) for shard in plan.shards]
 
 
 def group_digest(kind: str, keys: Sequence[str]) -> str:
@@ -116,21 +115,21 @@ class ConvertGroup(GroupTask):
     def compute(self) -> None:
         cache = Path(str(self.cache))
         plan = read_plan(str(cache), str(self.plan))
-        spec = spec_from_json(plan["spec"])
+        spec = spec_from_json(plan.spec)
         keys = convert_unit_keys(plan, version=str(self.version), options=dict(self.options))
         done = UnitLog()
-        for position in plan["groups"][int(self.group)]:
-            item = plan["shards"][position]
+        for position in plan.groups[int(self.group)]:
+            item = plan.shards[position]
 
-            def convert(directory: Path, item: Mapping[str, Any] = item) -> None:
+            def convert(directory: Path, item: StoredShard = item) -> None:
                 # The shard's own files and the global ones, at their real paths; they must be what its key
                 # fingerprinted (segpipe.cache.input_check).
-                inputs = fingerprinted_files(spec.roots(), [*item["entries"], *plan["globals"]])
+                inputs = fingerprinted_files(spec.roots(), [*item.entries, *plan.globals])
                 with inputs_unchanged(inputs, cache=cache):
                     conversion = spec.convert(files=[path for path, _, _ in inputs], options=dict(self.options))
                 write_conversion_dir(directory / SHARD_DATASET, conversion)
 
-            done.add(ensure_unit(cache, Unit("ConvertShard", CONVERT_UNITS, keys[position], f"s{int(item['index']):05d}"), convert))
+            done.add(ensure_unit(cache, Unit("ConvertShard", CONVERT_UNITS, keys[position], f"s{item.index:05d}"), convert))
         self.fresh_directory()
         self.finish(**done.marker())
 
@@ -157,7 +156,7 @@ class ConvertMerge(CachedTask):
     def compute(self) -> None:
         cache = Path(str(self.cache))
         plan = read_plan(str(cache), str(self.plan))
-        spec = spec_from_json(plan["spec"])
+        spec = spec_from_json(plan.spec)
         keys = convert_unit_keys(plan, version=str(self.version), options=dict(self.options))
         shard_dirs = [unit_directory(cache, CONVERT_UNITS, k) for k in keys]
         out = self.fresh_directory()
@@ -178,7 +177,7 @@ class ConvertMerge(CachedTask):
         from segpipe.out_manifest import merge_manifests
 
         merge_manifests(datasets, out)  # what wrote it, as `segpipe convert` records it
-        index = [_write_shard_gt(part=part, categories=merged["categories"], stems=plan["shards"][i]["stems"], merged=out)
+        index = [_write_shard_gt(part=part, categories=merged["categories"], stems=plan.shards[i].stems, merged=out)
                  for i, part in enumerate(coco_parts)]
         gt_index = {"shards": index, "labels": label_space(out, categories=merged["categories"])}
         atomic_write_text(out / GT_INDEX_FILE, json.dumps(gt_index, sort_keys=True) + "\n")

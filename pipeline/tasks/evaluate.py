@@ -106,12 +106,12 @@ class CheckpointTask(CachedTask):
         kind = infer_unit_kind(checkpoint_digest=str(self.checkpoint_digest), options_digest=str(self.options_digest))
         out = []
         for position in positions:
-            shard = plan["shards"][position]
+            shard = plan.shards[position]
             ikey = infer_unit_key(version=str(self.version), checkpoint_digest=str(self.checkpoint_digest),
                                   options_digest=str(self.options_digest), labels_digest=str(self.labels_digest),
-                                  images_key=str(shard["images_key"]))
+                                  images_key=shard.images_key)
             ekey = eval_unit_key(version=str(self.version), infer_key=ikey, gt_key=gt_keys[position], iou_type=str(self.iou_type))
-            label = f"{self.checkpoint}_s{int(shard['index']):05d}"
+            label = f"{self.checkpoint}_s{shard.index:05d}"
             out.append((position, Unit("InferShard", kind, ikey, label), Unit("EvalShard", EVAL_UNITS, ekey, label)))
         return out
 
@@ -135,11 +135,11 @@ class EvalGroup(GroupTask, CheckpointTask):
         merged = self.requires().output().directory
         plan = read_plan(str(cache), str(self.plan))
         label_space = inference_label_space(read_label_space(merged), task=model_task(model=str(self.model), checkpoint=Path(str(self.checkpoint_path))))
-        image_root = spec_from_json(plan["spec"]).image_root().resolve()
+        image_root = spec_from_json(plan.spec).image_root().resolve()
         gt_index = read_gt_keys(merged)
         session: list[Any] = []  # loaded at the first shard that needs inference
         progress, done_images = image_progress(), [0]  # one bar and one luigid status for the whole group
-        prefix = spec_from_json(plan["spec"]).image_prefix()
+        prefix = spec_from_json(plan.spec).image_prefix()
         checkpoint = Path(str(self.checkpoint_path))
 
         def loaded() -> Any:  # the checkpoint, loaded at the first shard with an image to predict
@@ -153,11 +153,11 @@ class EvalGroup(GroupTask, CheckpointTask):
             return session[0]
 
         def infer(directory: Path, position: int) -> dict[str, Any]:
-            shard = plan["shards"][position]
-            names = [str(n) for n in shard["image_names"]]
+            shard = plan.shards[position]
+            names = list(shard.image_names)
             wanted = set(names)
             # The images this shard reads, and the checkpoint, must be what the key fingerprinted.
-            inputs: list[Expected] = [(image_root / str(path)[len(prefix):], int(size), str(sha)) for path, size, sha in shard["entries"]
+            inputs: list[Expected] = [(image_root / str(path)[len(prefix):], int(size), str(sha)) for path, size, sha in shard.entries
                                       if str(path).startswith(prefix) and str(path)[len(prefix):] in wanted]
             inputs = [item for item in inputs if item[0].is_file()]  # a dangling link is an unreadable image, said so below
             inputs.append((checkpoint, None, str(self.checkpoint_sha256)))
@@ -172,7 +172,7 @@ class EvalGroup(GroupTask, CheckpointTask):
 
         done = UnitLog()
         with contextlib.ExitStack() as stack:
-            for position, iunit, eunit in self.shard_units(plan["groups"][int(self.group)], gt_keys=gt_index):
+            for position, iunit, eunit in self.shard_units(plan.groups[int(self.group)], gt_keys=gt_index):
                 done.add(ensure_unit(cache, iunit, functools.partial(infer, position=position)))
                 idir = unit_directory(cache, iunit.kind, iunit.key)
 

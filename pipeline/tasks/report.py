@@ -73,7 +73,7 @@ class EvalReport(CheckpointTask):
         cache = Path(str(self.cache))
         plan = read_plan(str(cache), str(self.plan))
         gt_keys = read_gt_keys(self.merge_task().output().directory)
-        units = self.shard_units(range(len(plan["shards"])), gt_keys=gt_keys)
+        units = self.shard_units(range(len(plan.shards)), gt_keys=gt_keys)
         return [(unit_directory(cache, i.kind, i.key), unit_directory(cache, e.kind, e.key)) for _, i, e in units]
 
     def compute(self) -> None:
@@ -88,7 +88,7 @@ class EvalReport(CheckpointTask):
         plan = read_plan(str(self.cache), str(self.plan))
         out = self.fresh_directory()
         header = {"checkpoint": str(self.checkpoint), "sha256": str(self.checkpoint_sha256), "model": str(self.model),
-                  "dataset_key": str(self.merge_digest), "images_key": str(plan["images_key"]), "segpipe": str(self.version),
+                  "dataset_key": str(self.merge_digest), "images_key": plan.images_key, "segpipe": str(self.version),
                   **_inference_classes([i for i, _ in shard_dirs])}
         if self.inputs_date:  # the user's inputs' date, not the cache files' (those change with every clean run)
             header["inputs_date"] = str(self.inputs_date)

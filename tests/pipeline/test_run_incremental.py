@@ -252,8 +252,8 @@ def test_instance_evaluation_through_the_pipeline_matches_pycocotools(tmp_path: 
     plan_json = read_plan(cache, merge.plan)
     rng = np.random.default_rng(0)
     all_results = []
-    for position, infer_unit, _ in report.shard_units(range(len(plan_json["shards"])), gt_keys=read_gt_keys(merged)):
-        names = plan_json["shards"][position]["image_names"]
+    for position, infer_unit, _ in report.shard_units(range(len(plan_json.shards)), gt_keys=read_gt_keys(merged)):
+        names = list(plan_json.shards[position].image_names)
         unit_dir = tmp_path / "cache" / infer_unit.kind / infer_unit.key
         # What the shard's inference records: its images (ids by sorted file name), as infer_images gives them.
         info, unreadable = images_dataset(image_root=spec.image_root(), names=names, categories=[c["name"] for c in label_space["categories"]],
