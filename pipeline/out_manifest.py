@@ -34,7 +34,7 @@ MANIFEST_FILE = ".segpipe.json"
 SHARDS_DIR = ".shards"  # segpipe.inference.outputs.SHARDS_DIR
 EMBEDDED_IMAGES_DIR = "images"  # segpipe.converters.conversion_output.EMBEDDED_IMAGES_DIR
 
-CONVERT, INFER, COMPARE, AUDIT, RUN = "convert", "infer", "compare", "audit", "run"
+CONVERT, INFER, COMPARE, AUDIT, RUN, EXPORT = "convert", "infer", "compare", "audit", "run", "export"
 EVALUATE_INSTANCES, EVALUATE_SEMANTIC = "evaluate instances", "evaluate semantic"
 # What each command writes at most (a conversion's images/ only when its annotations embed the images).
 OWNED: dict[str, tuple[str, ...]] = {
@@ -107,6 +107,20 @@ def check_output_folder(out: Path, *, command: str, flag: str = "-o/--out") -> d
                                 f"`segpipe {command}`; give {flag} a new or empty folder (or delete that one) so that "
                                 "no file of the other command is read as this one's")
     return earlier
+
+
+def begin_rewrite(out: Path, *, command: str, what: str) -> set[str]:
+    """For a command whose outputs are not a fixed list (an export writes one file per image): refuse a folder
+    another command wrote, remove everything an earlier run of this command wrote there, and mark OUT
+    unfinished. Returns the names OUT holds now (the user's own), for `finish_rewrite`."""
+    claim_output_folder(out, command=command, what=what, owns=(), complete=False)
+    return {p.name for p in Path(out).iterdir()}
+
+
+def finish_rewrite(out: Path, *, command: str, what: str, before: set[str]) -> None:
+    """Record what this run wrote (every name under OUT that was not there before it) and that it finished."""
+    owns = [p.name for p in Path(out).iterdir() if p.name not in before and p.name != MANIFEST_FILE]
+    write_manifest(out, command=command, what=what, owns=owns, complete=True)
 
 
 def write_manifest(out: Path, *, command: str, what: str, owns: Sequence[str], complete: bool, **extra: Any) -> None:

@@ -33,12 +33,19 @@ def export(fmt: str, dataset: Path, out: Path, images: Path | None, yolo_task: s
     from segpipe.converters.export import EXPORT_REPORT_FILE, EXPORTERS
     from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
 
+    from segpipe.out_manifest import EXPORT, begin_rewrite, finish_rewrite
+
     exporter = EXPORTERS[fmt]
     options = {"task": yolo_task} if fmt == "yolo" else {}
+    what = f"a {fmt} export"
+    # A conversion's or an inference's folder is refused (exit 2) before anything is written; an earlier export
+    # into OUT is removed first, so a yolo export followed by a labelme one leaves no labels/ for a reader to find.
+    before = begin_rewrite(out, command=EXPORT, what=what)
     try:
         report = exporter.write(dataset, out, images=images, **options)
     except AnnotationError as err:
         raise click.UsageError(str(err)) from err
+    finish_rewrite(out, command=EXPORT, what=what, before=before)
     c = report.counts()
     click.echo(f"exported {dataset} as {fmt} -> {out}; {c['error']} error(s), {c['warning']} warning(s), {c['info']} info row(s) "
                f"in {out / EXPORT_REPORT_FILE}; read it back with `segpipe convert {exporter.reader.format(out=out)}`")
