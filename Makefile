@@ -22,8 +22,13 @@ $(STAMP): pyproject.toml setup.py evaluators/_kernel.c | $(BIN)/python
 
 install: $(STAMP)
 
+# The suite on one pytest-xdist worker per core (at most 4: each worker holds torch and its models, ~1.5 GB),
+# a test file at a time so that a module's fixtures are built once, in the order tests/conftest.py gives
+# (heavy files first) rather than xdist's by test count. `pytest` alone still runs everything in one process.
+# https://pytest-xdist.readthedocs.io/en/stable/distribution.html
+PYTEST_XDIST ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_XDIST)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
