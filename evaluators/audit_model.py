@@ -192,6 +192,7 @@ class _AnnEvidence:
     # Badness on each kind of outline evidence (larger = worse; NaN = not measured), for the per-class tails.
     outline: tuple[float, float, float, float] = (math.nan, math.nan, math.nan, math.nan)
     other_category: int = 0  # wrong class: the class the model sees
+    seen_weakly: bool = False  # spurious: an unconfident detection matches the label (the model's ordinary miss)
     reasons: list[tuple[int, str]] = field(default_factory=list)  # (outline evidence index, text) past the fixed bounds
 
 
@@ -233,6 +234,12 @@ def image_evidence(
         same_iou, same_j = _best(iou, same & confident[None, :])
         other_iou, other_j = _best(iou, ~same & confident[None, :])
         support = (iou * scores[None, :]).max(axis=1)  # best confidence-weighted overlap, any prediction
+        # A detector keeps unconfident detections too (torchvision's Mask R-CNN down to box_score_thresh=0.05,
+        # https://pytorch.org/vision/stable/models/generated/torchvision.models.detection.maskrcnn_resnet50_fpn.html):
+        # an object it missed usually still has one in place, a label on empty background has none. A weak
+        # detection matching the label (IoU >= AGREE_IOU, COCO's match) counts as seen, by its IoU.
+        weak = np.where(confident[None, :], 0.0, iou)
+        weak = np.where(weak >= AGREE_IOU, weak, 0.0).max(axis=1)
         for g, a in enumerate(anns):
             s_iou, o_iou = float(same_iou[g]), float(other_iou[g])
             if o_iou >= MATCH_IOU and o_iou > s_iou and (o_iou >= WRONG_CLASS_IOU or s_iou < MATCH_IOU):
@@ -263,9 +270,11 @@ def image_evidence(
                 if use_masks and s_iou < BOUNDARY_MAX_IOU:
                     pending.append((len(out) - 1, g, j))
             elif top >= CONFIDENT:
-                message = (f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}) "
+                seen = max(float(support[g]), float(weak[g]))
+                weak_text = f"; an unconfident detection matches it at IoU {float(weak[g]):.2f}" if weak[g] > support[g] else ""
+                message = (f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}{weak_text}) "
                            f"while the model is confident elsewhere (top score {top:.2f})")
-                out.append(_AnnEvidence(a, image, F.CHECK_POSSIBLY_SPURIOUS, top * (1 - float(support[g])), message))
+                out.append(_AnnEvidence(a, image, F.CHECK_POSSIBLY_SPURIOUS, top * (1 - seen), message, seen_weakly=bool(weak[g] > 0)))
             else:
                 out.append(_AnnEvidence(a, image, "", 0.0, ""))
     else:
@@ -364,6 +373,7 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
         n_flagged = int(np.count_nonzero(flagged))
         n_outline = int(np.count_nonzero(kinds == F.CHECK_POSSIBLY_SLOPPY))
         swaps = np.array([ev.other_category if ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS else 0 for ev in group])
+        weakly = np.array([ev.kind == F.CHECK_POSSIBLY_SPURIOUS and ev.seen_weakly for ev in group], dtype=bool)
         for i, ev in enumerate(group):
             if not ev.kind:
                 continue
@@ -378,6 +388,11 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
                 e = n_outline / len(group)
             elif ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS:
                 p = (int(np.count_nonzero(swaps == ev.other_category)) - 1) / n_others if n_others > 0 else 0.0
+            elif ev.kind == F.CHECK_POSSIBLY_SPURIOUS:
+                # Against the labels the model sees the same way: the ones an unconfident detection matches (the
+                # model's ordinary misses) do not make a label that nothing covers look ordinary, nor the reverse.
+                same_way = (kinds == F.CHECK_POSSIBLY_SPURIOUS) & (weakly == ev.seen_weakly)
+                p = (int(np.count_nonzero(same_way)) - 1) / n_others if n_others > 0 else 0.0
             else:
                 p = (int(np.count_nonzero(kinds == ev.kind)) - 1) / n_others if n_others > 0 else 0.0
             score = _calibrated(ev.evidence, p, e)

@@ -272,3 +272,28 @@ def test_a_small_class_whose_outlines_all_miss_the_border_band_raises_no_sloppy_
     assert model_findings(coco, preds).empty
     preds[0] = pred(1, rect(x0 + 1, y0 + 1, x0 + 26, y1 - 1), 0.9)  # under half the label: IoU 0.40, still flagged
     assert model_findings(coco, preds)[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 1]]
+
+
+def test_a_label_nothing_covers_stands_out_from_the_models_unconfident_misses() -> None:
+    """20 images, each with two cats. The model misses the second cat in six of them but leaves an unconfident
+    detection there (as a detector keeping scores down to 0.05 does), and has nothing at all on the second cat
+    of image 7: that label is the one to check, and the six misses do not make it look ordinary."""
+    left, right = rect(4, 4, 20, 20), rect(36, 36, 52, 52)
+    coco = dataset([[(1, left), (1, right)] for _ in range(20)])
+    weak_mask = rect(40, 36, 56, 52)  # the miss's leftover detection, 4 px off
+    preds = [pred(1, left, 0.9, image_id=i + 1) for i in range(20)]
+    preds += [pred(1, weak_mask, 0.2, image_id=i + 1) for i in range(6)]
+    preds += [pred(1, right, 0.9, image_id=i + 1) for i in range(7, 20)]
+    f = model_findings(coco, preds).set_index("annotation_id")
+    assert set(f["check"]) == {F.CHECK_POSSIBLY_SPURIOUS}
+    # Image 7's second cat: nothing covers it, no other label is seen that little (p = 0): the top confidence.
+    assert f.loc[14, "score"] == pytest.approx(0.9)
+    # The misses: evidence 0.9 x (1 - IoU of the weak detection), IoU by hand; 5 of the 39 other labels are
+    # seen the same way (p), 6 disagree with the model at all (e).
+    iou = np.count_nonzero(right & weak_mask) / np.count_nonzero(right | weak_mask)
+    expected = 0.9 * (1 - iou) * (1 - (5 / 39) / (6 / 39))
+    assert [f.loc[2 * i + 2, "score"] for i in range(6)] == pytest.approx([expected] * 6, abs=1e-6)
+    assert "an unconfident detection matches it at IoU 0.60" in f.loc[2, "message"]
+    # Without the leftover detections all seven are alike: each as common as the model's misses, none listed.
+    bare = [p for p in preds if p["score"] >= 0.5]
+    assert model_findings(coco, bare).empty
