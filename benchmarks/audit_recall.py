@@ -370,7 +370,8 @@ def run_rate(args: argparse.Namespace, n_images: int, repeats: int, model_errors
     clean, preds, shapes = generate_clean(n_images, seed=args.seed, model_errors=model_errors, misses=misses)
     dirty, injected = inject_errors(clean, shapes, seed=args.seed)
     print(
-        f"\n=== model error rate {model_errors:.0%}, misses leave {misses}: {n_images} images, {len(clean['annotations'])} annotations, {len(preds)} predictions; "
+        f"\n=== model error rate {model_errors:.0%}, misses leave {misses}: {n_images} images, {len(clean['annotations'])} annotations, "
+        f"{len(preds)} predictions; "
         f"injected {len(injected)} errors in {time.perf_counter() - t0:.1f} s"
     )
     with tempfile.TemporaryDirectory() as tmp:

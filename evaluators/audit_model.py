@@ -12,7 +12,9 @@ ranking. Phase 1, per image: one IoU matrix (pycocotools, masks when both sides 
   pairs (modified z-score > 3.5), so a model whose outlines differ from every label alike raises nothing
   (evidence = the prediction's confidence);
 - possibly spurious: no confident prediction overlaps the annotation although the model is confident elsewhere
-  in the image (evidence = top confidence in the image * (1 - best confidence * IoU over all predictions));
+  in the image (evidence = top confidence in the image * (1 - seen), seen = the best confidence * IoU over all
+  predictions, or the IoU of an unconfident detection matching the label at IoU >= 0.5 when larger: a detector
+  that keeps low scores leaves one on an object it missed, none on empty background);
 - possibly missing: a confident prediction, not a speck (under SPECK_FRACTION of the class's median label
   area), that no annotation explains; score = confidence * (1 - best IoU) * the model's reliability at that
   confidence: the share of the class's other detections within 0.05 of it that an annotation confirms, as a
@@ -21,7 +23,8 @@ ranking. Phase 1, per image: one IoU matrix (pycocotools, masks when both sides 
 Phase 2 calibrates the annotation-side checks against the model's own error rate, in the spirit of confident
 learning (Northcutt et al., JAIR 2021, https://arxiv.org/abs/1911.00068: per-class thresholds from how the
 model behaves on the labels of that class). Per class, p = the share of the *other* labels of the class the
-model disagrees with at least as strongly on the same evidence (the same class swap; "nothing seen"; for an
+model disagrees with at least as strongly on the same evidence (the same class swap; "nothing seen", counted
+apart from "seen only by an unconfident detection"; for an
 outline the smallest share over the evidence that flagged it: IoU, or boundary IoU when IoU passed, area
 ratio, box shape), and e = the share of the class's labels the model disagrees with at all (for an outline:
 on the outline, this label counted, so p / e < 1; otherwise the other labels, any kind). Then
