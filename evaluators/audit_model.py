@@ -26,7 +26,8 @@ model behaves on the labels of that class). Per class, p = the share of the *oth
 model disagrees with at least as strongly on the same evidence (the same class swap; "nothing seen", counted
 apart from "seen only by an unconfident detection"; for an
 outline the smallest share over the evidence that flagged it: IoU, or boundary IoU when IoU passed, area
-ratio, box shape), and e = the share of the class's labels the model disagrees with at all (for an outline:
+ratio, box shape; on each, the larger of the shares at least as strong and alike, within 0.05: a misplacement
+the model repeats is its habit however strong), and e = the share of the class's labels the model disagrees with at all (for an outline:
 on the outline, this label counted, so p / e < 1; otherwise the other labels, any kind). Then
 
     score = evidence * (1 - min(1, p / e))        (e = 0, the model agrees with every other label: the evidence)
@@ -357,6 +358,15 @@ def _tail_share(values: np.ndarray, flagged: np.ndarray, value: float, *, self_f
     return max(0, count) / n
 
 
+def _near_share(values: np.ndarray, flagged: np.ndarray, value: float, *, self_flagged: bool) -> float:
+    """Share of the other members within RELIABILITY_HALF_WIDTH of `value` who are themselves flagged (leave one out)."""
+    n = len(values) - 1
+    if n <= 0 or math.isnan(value):
+        return 0.0
+    count = int(np.count_nonzero(flagged & (np.abs(values - value) <= RELIABILITY_HALF_WIDTH))) - (1 if self_flagged else 0)
+    return max(0, count) / n
+
+
 def _calibrated(evidence: float, p: float, e: float) -> float:
     return evidence * (1 - min(1.0, p / e)) if e > 0 else evidence
 
@@ -384,7 +394,12 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
             if ev.kind == F.CHECK_POSSIBLY_SLOPPY:
                 # IoU and boundary IoU are one kind of evidence (overlap): the IoU's tail when both disagree.
                 used = [f for f in reason_features[i] if not (f == 1 and 0 in reason_features[i])]
-                shares = [_tail_share(outline[:, f], flagged & ~np.isnan(outline[:, f]), float(outline[i, f]), self_flagged=True) for f in used]
+                # Per evidence, the larger of two shares of the class's other outline disagreements: those at least
+                # as strong, and those alike (within a reliability diagram's bin, as for a missing object): a
+                # disagreement many others share is the model's habit (a misplacement it repeats), however strong.
+                shares = [max(_tail_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True),
+                              _near_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True))
+                          for f in used for measured in [flagged & ~np.isnan(outline[:, f])]]
                 p = min(shares, default=1.0)
                 # Against the model's outline disagreements with this class (this one counted: p / e < 1): its
                 # ordinary misplacements, as common as that, sink; rarer ones keep their evidence.
@@ -402,7 +417,8 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
             if score <= 0:
                 continue
             where: dict[str, Any] = {"image_id": ev.image.id, "file_name": ev.image.file_name, "annotation_id": ev.ann.id}
-            message = f"{ev.message} [{p:.1%} of the class's other labels disagree this much, {e:.1%} disagree at all]"
+            alike = " or alike" if ev.kind == F.CHECK_POSSIBLY_SLOPPY else ""
+            message = f"{ev.message} [{p:.1%} of the class's other labels disagree this much{alike}, {e:.1%} disagree at all]"
             findings.append(make_finding(check=ev.kind, message=message, score=score, category=ev.ann.category, **where))
     return findings
 

@@ -297,3 +297,32 @@ def test_a_label_nothing_covers_stands_out_from_the_models_unconfident_misses() 
     # Without the leftover detections all seven are alike: each as common as the model's misses, none listed.
     bare = [p for p in preds if p["score"] >= 0.5]
     assert model_findings(coco, bare).empty
+
+
+def test_a_misplacement_the_model_repeats_sinks_however_strong() -> None:
+    """60 cats; six predictions misplaced by 4 px on cats 12, 13 and 14 px wide (IoU 0.50, 0.53, 0.56: one habit,
+    spread by the sizes) and one label moved by 8 px. The strongest habit has few disagreements beyond it, but others
+    alike (within 0.05 of its 1 - IoU): it is weighed against those, and the rare shift keeps its confidence."""
+    widths = [12, 12, 13, 13, 14, 14] + [12] * 54
+    objs = [rect(8 + i % 7, 8 + i % 5, 8 + i % 7 + w, 20 + i % 5) for i, w in enumerate(widths)]
+    coco = dataset([[(1, m)] for m in objs])
+    moved = [np.roll(m, 4, axis=1) if i < 6 else m for i, m in enumerate(objs)]
+    preds = [pred(1, m, 0.9, image_id=i + 1) for i, m in enumerate(moved)]
+    shifted_label = np.roll(objs[10], 8, axis=1)
+    coco["annotations"][10] = {**coco["annotations"][10], "segmentation": rle_of(shifted_label), "area": float(shifted_label.sum()),
+                               "bbox": [float(8 + 10 % 7 + 8), float(8 + 10 % 5), 12.0, 12.0]}
+    f = model_findings(coco, preds).set_index("annotation_id")
+    assert set(f.index) == {1, 2, 3, 4, 5, 6, 11} and set(f["check"]) == {F.CHECK_POSSIBLY_SLOPPY}
+    labels = [shifted_label if i == 10 else m for i, m in enumerate(objs)]
+    bad = np.array([1 - np.count_nonzero(g & p) / np.count_nonzero(g | p) for g, p in zip(labels, moved)])  # 1 - IoU
+    flagged = np.zeros(len(bad), dtype=bool)
+    flagged[[0, 1, 2, 3, 4, 5, 10]] = True
+    n, e = len(bad) - 1, 7 / 60
+    assert f.loc[11, "score"] == pytest.approx(0.9)  # no other disagreement as strong, none alike
+    for k in range(6):
+        others = flagged & (np.arange(len(bad)) != k)
+        tail = np.count_nonzero(others & (bad >= bad[k])) / n
+        alike = np.count_nonzero(others & (np.abs(bad - bad[k]) <= 0.05)) / n
+        assert f.loc[k + 1, "score"] == pytest.approx(0.9 * (1 - max(tail, alike) / e), abs=1e-6), k
+    # The strongest habit (IoU 0.50): one disagreement beyond it besides its twin, three alike.
+    assert f.loc[1, "score"] < 0.9 * (1 - (2 / 59) / e) and "or alike" in f.loc[1, "message"]
