@@ -22,16 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from segpipe.layout import META_FILE
 
 if TYPE_CHECKING:
+    from segpipe.inference.checkpoints import ModelCard
     from segpipe.inference.engine import InferenceSession, InferenceSummary
 
-# Inference options of a run (run.toml / the command line), forwarded to InferenceSession; all of them are
-# part of the inference key.
-INFER_OPTIONS: tuple[str, ...] = (
-    "num_classes", "classes", "class_table", "class_map", "device", "batch_size", "precision", "score_threshold", "resize",
-    "trust_checkpoint", "size_bucket", "compile",
-)
-# Options that change how fast inference runs, never what it outputs: left out of the inference key.
-INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)
 # The process that imported this module: Luigi's worker processes (`--workers 2`) are forks of it.
 _IMPORTED_IN = os.getpid()
 # A process that imported torch only for the workers it forks to inherit, and ran none of it (see
@@ -51,14 +44,16 @@ class ImagesInference:
 
 
 def open_session(*, model: str, checkpoint: Path, options: Mapping[str, Any], loader_workers: int | None,
-                 checkpoint_sha256: str | None = None) -> InferenceSession:
-    """A checkpoint loaded once for several image lists; `checkpoint_sha256` is the caller's digest of the
-    checkpoint, so the file is not read and hashed again. Imports torch."""
+                 checkpoint_sha256: str | None = None, card: ModelCard | None = None) -> InferenceSession:
+    """A checkpoint loaded once for several image lists. `options`: run.toml `[infer]` keys (a task's
+    InferenceOptions.run_items()); `checkpoint_sha256` is the caller's digest of the checkpoint and `card` the
+    model card it read, so neither is read again. Imports torch."""
     from segpipe.inference.engine import InferenceSession
+    from segpipe.inference.options import InferenceOptions
 
     _single_threaded_torch_after_fork()
-    kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
-    return InferenceSession(model=model, checkpoint=checkpoint, workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs)
+    opts = InferenceOptions.from_mapping({**options, "loader_workers": loader_workers}, names="run")
+    return InferenceSession(model=model, checkpoint=checkpoint, options=opts, checkpoint_sha256=checkpoint_sha256, card=card)
 
 
 def _single_threaded_torch_after_fork() -> None:
@@ -94,15 +89,30 @@ def infer_images(session: Callable[[], InferenceSession], *, image_root: Path, n
     return ImagesInference(file_names=tuple(e.file_name for e in info.images), unreadable=tuple(unreadable), summary=summary)
 
 
-def model_task(*, model: str, checkpoint: Path) -> str | None:
+def model_task(*, model: str, card: ModelCard | None) -> str | None:
     """"semantic" or "instance" for a model name (a TorchScript file's model card says which), without
-    importing torch; None for an unknown name (inference then fails with the engine's message)."""
-    from segpipe.inference.checkpoints import InferenceError, read_model_card
+    importing torch; None for an unknown name, or a TorchScript file whose card is unreadable (`card` None:
+    see `readable_card`); inference then fails with the engine's message."""
+    from segpipe.inference.checkpoints import InferenceError
     from segpipe.inference.models import SEMANTIC, TORCHSCRIPT, model_spec
 
     try:
         spec = model_spec(model)
-        return (read_model_card(checkpoint).task or SEMANTIC) if spec.name == TORCHSCRIPT else spec.task
+    except InferenceError:
+        return None
+    if spec.name != TORCHSCRIPT:
+        return spec.task
+    return None if card is None else card.task or SEMANTIC
+
+
+def readable_card(checkpoint: Path) -> ModelCard | None:
+    """The checkpoint's model card, read once by whoever keys or runs its inference and passed down; None when
+    it is unreadable: the caller goes on, and the inference session, which reads it again, fails with the
+    card's own error (so a bad card fails its checkpoint only, not the whole run)."""
+    from segpipe.inference.checkpoints import InferenceError, read_model_card
+
+    try:
+        return read_model_card(checkpoint)
     except InferenceError:
         return None
 
