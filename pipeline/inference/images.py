@@ -30,6 +30,8 @@ _IMPORTED_IN = os.getpid()
 # A process that imported torch only for the workers it forks to inherit, and ran none of it (see
 # `torch_imported_for_forks`): its forks keep torch's threads.
 _TORCH_IDLE_IN: int | None = None
+# Model cards read by this process, by the card file's identity (path, inode, size, times): see `readable_card`.
+_CARDS: dict[tuple[str, int, int, int, int], ModelCard] = {}
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,23 @@ def model_task(*, model: str, card: ModelCard | None) -> str | None:
 
 
 def readable_card(checkpoint: Path) -> ModelCard | None:
-    """The checkpoint's model card, read once by whoever keys or runs its inference and passed down; None when
-    it is unreadable: the caller goes on, and the inference session, which reads it again, fails with the
-    card's own error (so a bad card fails its checkpoint only, not the whole run)."""
-    from segpipe.inference.checkpoints import InferenceError, read_model_card
+    """The checkpoint's model card, read once per process (the driver, then each task, which passes it to its
+    inference session) while the card file stays the same file with the same size and times (as the stat
+    cache of segpipe.cache.fingerprints decides); Luigi's forked workers inherit what the driver read. None
+    when it is unreadable: the caller goes on, and the inference session, which then reads it itself, fails
+    with the card's own error (so a bad card fails its checkpoint only, not the whole run)."""
+    from segpipe.inference.checkpoints import InferenceError, ModelCard, model_card_path, read_model_card
 
+    path = model_card_path(checkpoint)
+    if path is None:
+        return ModelCard()
     try:
-        return read_model_card(checkpoint)
-    except InferenceError:
+        st = path.stat()
+        stamp = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if stamp not in _CARDS:
+            _CARDS[stamp] = read_model_card(checkpoint)
+        return _CARDS[stamp]
+    except (InferenceError, OSError):
         return None
 
 

@@ -123,13 +123,17 @@ def checked_value(name: str, value: Any) -> Any:
 
 
 def _checked(f: dataclasses.Field[Any], value: Any) -> Any:
-    """The field's value, checked against its declaration (and normalised: class names as a tuple, a resize as
-    512 or 'native'); an InferenceError names the field."""
+    """The field's value, checked against its declaration (and normalised: class names as a tuple, a class map
+    as a mapping, a resize as 512 or 'native'); an InferenceError names the field."""
     meta, name = f.metadata, f.name
     if value is None or value == f.default:
         return value
     if name == "classes":
         return _class_names(value)
+    if name == "class_map":  # read now (text or a file): its content, not a file name, is what keys and runs
+        from segpipe.inference.class_maps import CLASS_OPTIONS, class_map_option
+
+        return class_map_option(value, source=CLASS_OPTIONS)
     if name == "device":
         try:
             return parse_device(value)
