@@ -128,7 +128,6 @@ def parse_run_settings(config: Mapping[str, Any], *, overrides: Mapping[str, Any
     infer, devices = _checked_devices(infer, merged.get("devices"), source=source)
     if isinstance(infer.get("class_map"), str):
         infer["class_map"] = _class_map(infer["class_map"], source=source)
-    infer = _checked_resolution(infer, source=source)
     infer = _checked_options(infer, source=source)
     for key in ("shard_size", "workers"):
         if int(merged.get(key, 1)) < 1:
@@ -169,22 +168,10 @@ def _checked_devices(infer: dict[str, Any], devices: Any, *, source: str) -> tup
     return infer, gpus
 
 
-def _checked_resolution(infer: dict[str, Any], *, source: str) -> dict[str, Any]:
-    """`infer.resize` as 512 or 'native' whether it came from TOML or the command line (one inference key)."""
-    from segpipe.inference.resolution import ResolutionError, parse_resize, parse_size_bucket
-
-    try:
-        if infer.get("resize") is not None:
-            infer["resize"] = parse_resize(infer["resize"], field="infer.resize")
-        parse_size_bucket(infer.get("size_bucket"), field="infer.size_bucket")
-    except ResolutionError as err:
-        raise RunConfigError(source, str(err).split(":", 1)[0], str(err).split(": ", 1)[1]) from err
-    return infer
-
-
 def _checked_options(infer: dict[str, Any], *, source: str) -> dict[str, Any]:
     """Every `[infer]` value checked as InferenceOptions checks it (the same refusals as `segpipe infer`), kept as
-    it normalises them: class names read from a file or comma-separated text, before they go into the key."""
+    it normalises them (`resize` as 512 or 'native', class names read from a file or comma-separated text)
+    whether they came from TOML or the command line: one inference key."""
     from segpipe.inference.checkpoints import OPTIONS, InferenceError
 
     try:

@@ -182,3 +182,17 @@ def test_the_model_card_is_read_once_per_process(tmp_path: Path, monkeypatch: py
     assert outcome.exit_code == 0, outcome.failed
     assert sorted(p.name for p in parsed) == ["m0.json", "m1.json"]
     assert len(opened) >= 4 and all(card is not None and card.unet_depth == 1 for card in opened)
+
+
+@pytest.mark.parametrize("command", ["infer", "run"])
+def test_help_built_from_the_declaration_imports_no_torch(command: str) -> None:
+    """The options are derived from InferenceOptions without torch: `--help` stays instant."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom segpipe.cli import main\nsys.argv = ['segpipe', %r, '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(m for m in ('torch', 'torchvision', 'pandas', 'numpy') if m in sys.modules)))") % command
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--batch-size" in done.stdout and json.loads(done.stdout.strip().splitlines()[-1]) == []
