@@ -145,10 +145,9 @@ def infer(*, model: str, checkpoint: PathLike, dataset: PathLike, out: PathLike,
           **options: Any) -> InferenceSummary:
     """Run `checkpoint` (architecture `model`, e.g. "unet", "deeplabv3_resnet50", "maskrcnn_resnet50_fpn") over
     a converted `dataset` into the predictions dir `out` (`segpipe infer`). `options` are exactly the options of
-    `segpipe infer`, `-` written `_`: the fields of segpipe.inference.options.InferenceOptions (device,
-    batch_size, precision, score_threshold, resize, size_bucket, classes, class_table, class_map, num_classes,
-    compile, trust_checkpoint, workers), checked as the command line checks them; an unknown one is an
-    InferenceError naming the known ones. `progress`: a progress bar (the command line's is on unless -q)."""
+    `segpipe infer`, `-` written `_`: the fields of segpipe.inference.options.InferenceOptions (for example
+    device, batch_size, precision, resize, classes, workers), checked as the command line checks them; an
+    unknown one is an InferenceError naming the known ones. `progress`: a progress bar (the command line's is on unless -q)."""
     from segpipe.inference.engine import run_inference
     from segpipe.inference.options import InferenceOptions
 
