@@ -18,8 +18,9 @@ The common case, an 8-bit greyscale or palette PNG, non-interlaced and well form
 checked, https://www.w3.org/TR/png/#5ChunkOrdering), is decoded here when the compiled helper
 (`segpipe.evaluators._labelmap`) is built: the IDAT stream is inflated in one call (libdeflate through the
 `deflate` package when installed, else zlib; both release the GIL) and the row filters are undone in C. That is
-the same pixels OpenCV/libpng or Pillow return, in about half their time. Anything else, and any file that
-fails one of those checks, goes to OpenCV/Pillow, which decode it or give the error they always gave.
+the same pixels OpenCV/libpng or Pillow return, in a third of their CPU or less (benchmarks/eval_semantic.py).
+Anything else, and any file that fails one of those checks, goes to OpenCV/Pillow, which decode it or give the
+error they always gave.
 """
 
 from __future__ import annotations
