@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=23.1" "setuptools>=68" wheel
 
-$(STAMP): pyproject.toml setup.py evaluators/_kernel.c | $(BIN)/python
+$(STAMP): pyproject.toml setup.py evaluators/_kernel.c evaluators/_labelmap.c | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[test]'
 	# Reference implementations the tests compare against, live. tidecv 1.0.1 declares opencv-python, which would
 	# install a second cv2 over opencv-python-headless's, so it goes in without its declared dependencies (numpy,

@@ -14,4 +14,5 @@ from setuptools import Extension, setup
 # default where the target has FMA, e.g. aarch64: https://gcc.gnu.org/onlinedocs/gcc/Optimize-Options.html#index-ffp-contract).
 FLAGS = [] if sys.platform == "win32" else ["-ffp-contract=off"]
 
-setup(ext_modules=[Extension("segpipe.evaluators._kernel", sources=["evaluators/_kernel.c"], extra_compile_args=FLAGS, optional=True)])
+setup(ext_modules=[Extension("segpipe.evaluators._kernel", sources=["evaluators/_kernel.c"], extra_compile_args=FLAGS, optional=True),
+                   Extension("segpipe.evaluators._labelmap", sources=["evaluators/_labelmap.c"], optional=True)])

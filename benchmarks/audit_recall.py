@@ -17,7 +17,9 @@ A finding points at an error when it names the modified or added annotation, or,
     python benchmarks/audit_recall.py --quick --model-errors 0.05
 
 `--model-errors` makes the simulated model imperfect (that share of objects missed, as many misplaced, as many
-confident false positives). Per rate it prints recall per error kind and precision per check among the top
+confident false positives); `--misses` says what a missed object leaves: `nothing` (a miss then looks exactly
+like a spurious label) or `low-score` (its mask at score 0.05-0.45, as a detector that keeps unconfident
+detections leaves it); both by default. Per rate it prints recall per error kind and precision per check among the top
 2 x (injected) findings, and, when cleanlab is importable, cleanlab's `segmentation.find_label_issues` /
 `get_label_quality_scores` on the semantic version of the same data (64 x 64 label maps, pixel probabilities
 from the predictions) beside segpipe at the image level. `--demo` adds a real model: the shipped demo U-Net's
@@ -98,13 +100,29 @@ def _random_object(rng: np.random.Generator) -> tuple[int, tuple[float, float, f
     return cat + 1, (float(cx), float(cy), a, b, 0.0)
 
 
-def generate_clean(n_images: int, *, seed: int, model_errors: float = 0.0) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, tuple]]:
+MISSES: tuple[str, ...] = ("nothing", "low-score")
+# A missed object's leftover detection: unconfident (under the audit's 0.5), above the 0.05 floor that
+# torchvision's Mask R-CNN keeps (box_score_thresh=0.05,
+# https://pytorch.org/vision/stable/models/generated/torchvision.models.detection.maskrcnn_resnet50_fpn.html).
+MISS_SCORE_RANGE = (0.05, 0.45)
+
+
+def generate_clean(
+    n_images: int, *, seed: int, model_errors: float = 0.0, misses: str = "nothing"
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, tuple]]:
     """A clean COCO dataset, near-perfect predictions, and each annotation's ellipse parameters.
 
     `model_errors` > 0 makes the model imperfect: it misses that fraction of the objects, outlines as many
     sloppily (moved by a quarter of their size) and adds as many confident false positives per object.
+    `misses`: "nothing" leaves no prediction for a missed object (a semantic model's lost component, and the
+    hardest case: a miss then looks exactly like a spurious label); "low-score" leaves the object's mask at a
+    score in MISS_SCORE_RANGE, as a detector that keeps its unconfident detections does.
     """
+    if misses not in MISSES:
+        raise ValueError(f"misses must be one of {MISSES}, not {misses!r}")
     rng = np.random.default_rng(seed)
+    # Its own stream, so that both `misses` settings draw the same dataset and the same model errors.
+    miss_rng = np.random.default_rng(seed + 2)
     images, anns, preds, shapes = [], [], [], {}
     ann_id = 1
     for image_id in range(1, n_images + 1):
@@ -119,6 +137,8 @@ def generate_clean(n_images: int, *, seed: int, model_errors: float = 0.0) -> tu
             pmask = _ellipse_mask(shape[0] + dx, shape[1] + dy, *shape[2:])
             if rng.random() >= model_errors:
                 preds.append({"image_id": image_id, "category_id": cat, "score": float(rng.uniform(0.75, 0.99)), "segmentation": _encode(pmask)})
+            elif misses == "low-score":
+                preds.append({"image_id": image_id, "category_id": cat, "score": float(miss_rng.uniform(*MISS_SCORE_RANGE)), "segmentation": _encode(pmask)})
             if rng.random() < model_errors:
                 cat_fp, shape_fp = _random_object(rng)
                 preds.append(
@@ -345,12 +365,13 @@ def run_cleanlab_semantic(coco: dict[str, Any], preds: list[dict[str, Any]], ids
     return flagged, [ids[int(k)] for k in np.argsort(np.asarray(scores), kind="stable")]
 
 
-def run_rate(args: argparse.Namespace, n_images: int, repeats: int, model_errors: float) -> dict[str, float]:
+def run_rate(args: argparse.Namespace, n_images: int, repeats: int, model_errors: float, misses: str = "nothing") -> dict[str, float]:
     t0 = time.perf_counter()
-    clean, preds, shapes = generate_clean(n_images, seed=args.seed, model_errors=model_errors)
+    clean, preds, shapes = generate_clean(n_images, seed=args.seed, model_errors=model_errors, misses=misses)
     dirty, injected = inject_errors(clean, shapes, seed=args.seed)
     print(
-        f"\n=== model error rate {model_errors:.0%}: {n_images} images, {len(clean['annotations'])} annotations, {len(preds)} predictions; "
+        f"\n=== model error rate {model_errors:.0%}, misses leave {misses}: {n_images} images, {len(clean['annotations'])} annotations, "
+        f"{len(preds)} predictions; "
         f"injected {len(injected)} errors in {time.perf_counter() - t0:.1f} s"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -517,11 +538,15 @@ def main() -> None:
     parser.add_argument("--cleanlab-images", type=int, default=400, help="cap on the images given to cleanlab (its speed and memory)")
     parser.add_argument("--model-errors", type=float, nargs="+", default=list(MODEL_ERROR_RATES),
                         help="imperfect model: fraction of objects missed / misplaced / hallucinated, one run per value [0 0.05 0.1 0.2]")
+    parser.add_argument("--misses", nargs="+", choices=MISSES, default=list(MISSES),
+                        help="what a missed object leaves: no prediction, or an unconfident one in place [both]")
     parser.add_argument("--demo", action="store_true", help="also the demo U-Net's real predictions on the embedded sample (needs torch)")
     args = parser.parse_args()
     n_images = args.images or (400 if args.quick else 10_000)
     repeats = args.repeats or (3 if args.quick else 1)
-    summary = [(rate, run_rate(args, n_images, repeats, rate)) for rate in args.model_errors]
+    # At rate 0 nothing is missed: the settings are the same run.
+    runs = [(rate, m) for rate in args.model_errors for m in args.misses if rate > 0 or m == args.misses[0]]
+    summary = [(rate, m, run_rate(args, n_images, repeats, rate, m)) for rate, m in runs]
     # Beside recall, how often the statistical checks flag labels known to be right (see that module).
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from audit_false_positives import default_peers, measure
@@ -531,8 +556,8 @@ def main() -> None:
     if args.demo:
         print("\n".join(demo_setting(seed=args.seed)))
     print("\nsummary (top 2 x injected):")
-    for rate, r in summary:
-        print(f"  model error {rate:>5.0%}: recall {r['recall']:.3f}, precision {r['precision']:.3f}")
+    for rate, m, r in summary:
+        print(f"  model error {rate:>5.0%}, misses leave {m:<9}: recall {r['recall']:.3f}, precision {r['precision']:.3f}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,21 @@
    `intersect_and_union`, torchvision references' `ConfusionMatrix.update`). Median of repeats per batch,
    identical matrices checked.
 2. Whole processes (see benchmarks/process_runs.py: CPU of the process tree, wall, peak RSS): `segpipe evaluate
-   semantic` with and without --no-html, the decode floor (a script that only decodes every GT and predicted PNG
-   with cv2, in one thread and in as many threads as cores, and with segpipe's own reader) and hotcoco's SemanticEval.update_folders when
-   installed, at two sizes; the confusion matrix is checked against a sequential decode + bincount loop.
-3. The PNG decoders installed here, one thread, CPU per map on the same files (identical pixels checked).
+   semantic --no-html` as installed (compiled label-map path; libdeflate when the `deflate` package is there), with
+   zlib's inflate instead, on one thread, and with SEGPIPE_NO_KERNEL=1 (OpenCV/Pillow decode and cv2.calcHist: the
+   path before the compiled one); with report.html; the decode floor (a script that only decodes every GT and
+   predicted PNG with cv2, in one thread and in as many threads as cores, and with segpipe's own reader) and
+   hotcoco's SemanticEval.update_folders when installed, at two sizes; segpipe's confusion matrix is checked
+   against a sequential decode + bincount loop and against hotcoco's.
+3. In one process, after the imports (what each tool does per pair, without interpreter start-up and imports):
+   a bare `cv2.imread` loop over every GT and predicted file (one thread, and as many threads as cores),
+   `evaluate_semantic_dirs` (all cores, one thread, and the OpenCV/calcHist path) and hotcoco's
+   `update_folders`, CPU (this process, all threads) and wall, medians of repeats, ratios to hotcoco and to the
+   cv2 loop.
+4. The PNG decoders installed here, one thread, CPU per map on the same files (identical pixels checked).
+
+hotcoco decodes with the `png` crate over rayon's threads; segpipe with threads over files (inflate and the
+compiled loops release the GIL). Both use every core, so CPU compares the work and wall what a user waits for.
 """
 
 from __future__ import annotations
@@ -144,6 +155,20 @@ def compare_decoders(gt_dir: Path, *, limit: int) -> None:
         decoders["pyspng.load(file bytes)"] = lambda p: pyspng.load(p.read_bytes())
     else:
         print("  note: pyspng is not installed: left out (pip install pyspng)")
+    from segpipe.evaluators import label_maps
+
+    if label_maps.HELPER is not None:
+        zlib_inflate, installed = label_maps._zlib_inflate, label_maps.INFLATE
+
+        def with_zlib(p: Path) -> np.ndarray:
+            label_maps.INFLATE = zlib_inflate
+            try:
+                return label_maps.decode_plain_png(p.read_bytes())  # type: ignore[return-value]
+            finally:
+                label_maps.INFLATE = installed
+
+        decoders["segpipe decode_plain_png"] = lambda p: label_maps.decode_plain_png(p.read_bytes())  # type: ignore[arg-type,return-value]
+        decoders["  same, zlib inflate"] = with_zlib
     reference = [decoders["cv2.imread(IMREAD_UNCHANGED)"](p) for p in paths]
     print(f"decoders, {len(paths)} GT maps, one thread (CPU ms per map, median of 3):")
     for name, decode in decoders.items():
@@ -157,15 +182,19 @@ def compare_decoders(gt_dir: Path, *, limit: int) -> None:
         print(f"  {name:<30} {statistics.median(times) / len(paths) * 1e3:6.3f} ms   same pixels: {same}")
 
 
-def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: int, root: Path) -> None:
+def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: int, root: Path) -> tuple[Path, Path]:
     names = [f"class{i}" for i in range(n)]
     gt_dir, pred_dir = write_dataset(root, n_images=n_images, size=size, n=n, seed=seed)
     cores = os.cpu_count() or 1
     (root / "decode.py").write_text(DECODE_SCRIPT, encoding="utf-8")
     segpipe = [sys.executable, *SEGPIPE, "evaluate", "semantic", "--gt", str(gt_dir), "--pred", str(pred_dir),
                "--classes", ",".join(names)]
+    zlib_only = "from segpipe.evaluators import label_maps as m; m.INFLATE = m._zlib_inflate; from segpipe.cli import main; main()"
     commands = {
         "segpipe evaluate --no-html": [*segpipe, "-o", str(root / "report"), "--no-html"],
+        "  same, zlib inflate": [sys.executable, "-c", zlib_only, *segpipe[3:], "-o", str(root / "report-zlib"), "--no-html"],
+        "  same, --workers 1": [*segpipe, "-o", str(root / "report-1"), "--no-html", "--workers", "1"],
+        "  same, SEGPIPE_NO_KERNEL=1 (before)": ["env", "SEGPIPE_NO_KERNEL=1", *segpipe, "-o", str(root / "report-before"), "--no-html"],
         "segpipe evaluate (+ report.html)": [*segpipe, "-o", str(root / "report-html")],
         f"decode floor cv2, {cores} threads": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), str(cores), "cv2"],
         "decode floor cv2, 1 thread": [sys.executable, str(root / "decode.py"), str(gt_dir), str(pred_dir), "1", "cv2"],
@@ -180,12 +209,92 @@ def bench_end_to_end(*, n_images: int, size: int, n: int, repeats: int, seed: in
     print_table(table, reference="segpipe evaluate --no-html",
                 title=f"whole commands, {n_images} pairs {size}x{size}, {n} classes, {cores} cores (ratio = time / segpipe --no-html's)")
     ours = table["segpipe evaluate --no-html"]
-    for floor in (f"decode floor cv2, {cores} threads", f"decode floor segpipe, {cores} threads"):
-        print(f"  segpipe --no-html / {floor}: CPU {ours.cpu_s / table[floor].cpu_s:.2f}x, wall {ours.wall_s / table[floor].wall_s:.2f}x")
+    others = [f"decode floor cv2, {cores} threads", "decode floor cv2, 1 thread", "hotcoco SemanticEval.update_folders"]
+    for other in [o for o in others if o in table]:
+        print(f"  segpipe --no-html / {other}: CPU {ours.cpu_s / table[other].cpu_s:.2f}x, wall {ours.wall_s / table[other].wall_s:.2f}x")
     import pandas as pd
 
-    ours = pd.read_parquet(root / "report" / "confusion.parquet").iloc[:, 1 : n + 1].to_numpy()
-    print(f"  segpipe's confusion matrix equals a sequential cv2.imread + bincount loop: {np.array_equal(ours, anchor_end_to_end(gt_dir, pred_dir, n=n))}")
+    matrix = pd.read_parquet(root / "report" / "confusion.parquet").iloc[:, 1 : n + 1].to_numpy()
+    print(f"  segpipe's confusion matrix equals a sequential cv2.imread + bincount loop: {np.array_equal(matrix, anchor_end_to_end(gt_dir, pred_dir, n=n))}")
+    same = all((root / "report" / f.name).read_bytes() == f.read_bytes() for r in ("report-zlib", "report-1", "report-before")
+               for f in sorted((root / r).iterdir()))
+    print(f"  report files byte-identical with zlib, one thread and the path before: {same}")
+    if not same:
+        raise SystemExit("report files differ")
+    return gt_dir, pred_dir
+
+
+def bench_in_process(gt_dir: Path, pred_dir: Path, *, n: int, repeats: int) -> None:
+    """Per-pair work after the imports, all in this process: CPU (every thread of it) and wall, medians."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from segpipe.evaluators import label_maps
+    from segpipe.evaluators.semantic import evaluate_semantic_dirs
+
+    cores = os.cpu_count() or 1
+    names = [f"class{i}" for i in range(n)]
+    paths = [str(p) for d in (gt_dir, pred_dir) for p in sorted(d.glob("*.png"))]
+
+    def imread_loop(threads: int) -> Callable[[], object]:
+        def run() -> object:
+            read = lambda p: cv2.imread(p, cv2.IMREAD_UNCHANGED).shape  # noqa: E731
+            if threads == 1:
+                return list(map(read, paths))
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(read, paths))
+        return run
+
+    def segpipe_eval(workers: int, helper: object) -> Callable[[], object]:
+        def run() -> object:
+            saved = label_maps.HELPER
+            label_maps.HELPER = helper  # type: ignore[assignment]
+            try:
+                return evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names, workers=workers).confusion
+            finally:
+                label_maps.HELPER = saved
+        return run
+
+    fns: dict[str, Callable[[], object]] = {
+        "cv2.imread loop, 1 thread": imread_loop(1),
+        f"cv2.imread loop, {cores} threads": imread_loop(cores),
+        f"evaluate_semantic_dirs, {cores} threads": segpipe_eval(cores, label_maps.HELPER),
+        "evaluate_semantic_dirs, 1 thread": segpipe_eval(1, label_maps.HELPER),
+        f"  same, OpenCV + calcHist (before), {cores} threads": segpipe_eval(cores, None),
+    }
+    hotcoco_matrix = None
+    if importlib.util.find_spec("hotcoco") is not None:
+        from hotcoco.semantic import SemanticEval
+
+        def hotcoco_run() -> object:
+            nonlocal hotcoco_matrix
+            ev = SemanticEval(n, ignore_index=IGNORE_INDEX)
+            ev.update_folders(str(gt_dir), str(pred_dir))
+            hotcoco_matrix = ev.confusion()
+            return ev.stats
+
+        fns["hotcoco update_folders"] = hotcoco_run
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):  # alternating, so load drift hits every entry alike
+        for name, fn in fns.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - w0)
+    med = {name: (statistics.median(cpu[name]), statistics.median(wall[name])) for name in fns}
+    floor = med["cv2.imread loop, 1 thread"]
+    ref = med.get("hotcoco update_folders")
+    print(f"in one process, after imports, {len(paths) // 2} pairs (median of {repeats}; ratio = time / that entry's):")
+    print(f"  {'':<46} {'CPU s':>7} {'wall s':>7} {'CPU/cv2 1t':>11} {'wall/cv2 1t':>12}"
+          + (f" {'CPU/hotcoco':>12} {'wall/hotcoco':>13}" if ref else ""))
+    for name, (c, w) in med.items():
+        line = f"  {name:<46} {c:7.2f} {w:7.2f} {c / floor[0]:10.2f}x {w / floor[1]:11.2f}x"
+        if ref:
+            line += f" {c / ref[0]:11.2f}x {w / ref[1]:12.2f}x"
+        print(line)
+    if hotcoco_matrix is not None:
+        ours = np.asarray(evaluate_semantic_dirs(gt_dir, pred_dir, class_names=names).confusion.iloc[:, 1 : n + 1], dtype=np.int64)
+        print(f"  segpipe's confusion matrix equals hotcoco's: {np.array_equal(ours, np.asarray(hotcoco_matrix, dtype=np.int64))}")
 
 
 def anchor_end_to_end(gt_dir: Path, pred_dir: Path, *, n: int) -> np.ndarray:
@@ -211,8 +320,9 @@ def main() -> None:
     bench_in_memory(n_images=sizes[-1], size=size, n=args.classes, repeats=repeats, seed=0)
     for n_images in sizes:
         with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
-            bench_end_to_end(n_images=n_images, size=size, n=args.classes, repeats=repeats, seed=1, root=Path(tmp))
+            gt_dir, pred_dir = bench_end_to_end(n_images=n_images, size=size, n=args.classes, repeats=repeats, seed=1, root=Path(tmp))
             if n_images == sizes[-1]:
+                bench_in_process(gt_dir, pred_dir, n=args.classes, repeats=repeats)
                 compare_decoders(Path(tmp) / "gt", limit=200)
 
 

@@ -12,7 +12,9 @@ ranking. Phase 1, per image: one IoU matrix (pycocotools, masks when both sides 
   pairs (modified z-score > 3.5), so a model whose outlines differ from every label alike raises nothing
   (evidence = the prediction's confidence);
 - possibly spurious: no confident prediction overlaps the annotation although the model is confident elsewhere
-  in the image (evidence = top confidence in the image * (1 - best confidence * IoU over all predictions));
+  in the image (evidence = top confidence in the image * (1 - seen), seen = the best confidence * IoU over all
+  predictions, or the IoU of an unconfident detection matching the label at IoU >= 0.5 when larger: a detector
+  that keeps low scores leaves one on an object it missed, none on empty background);
 - possibly missing: a confident prediction, not a speck (under SPECK_FRACTION of the class's median label
   area), that no annotation explains; score = confidence * (1 - best IoU) * the model's reliability at that
   confidence: the share of the class's other detections within 0.05 of it that an annotation confirms, as a
@@ -21,9 +23,11 @@ ranking. Phase 1, per image: one IoU matrix (pycocotools, masks when both sides 
 Phase 2 calibrates the annotation-side checks against the model's own error rate, in the spirit of confident
 learning (Northcutt et al., JAIR 2021, https://arxiv.org/abs/1911.00068: per-class thresholds from how the
 model behaves on the labels of that class). Per class, p = the share of the *other* labels of the class the
-model disagrees with at least as strongly on the same evidence (the same class swap; "nothing seen"; for an
+model disagrees with at least as strongly on the same evidence (the same class swap; "nothing seen", counted
+apart from "seen only by an unconfident detection"; for an
 outline the smallest share over the evidence that flagged it: IoU, or boundary IoU when IoU passed, area
-ratio, box shape), and e = the share of the class's labels the model disagrees with at all (for an outline:
+ratio, box shape; on each, the larger of the shares at least as strong and alike, within 0.05: a misplacement
+the model repeats is its habit however strong), and e = the share of the class's labels the model disagrees with at all (for an outline:
 on the outline, this label counted, so p / e < 1; otherwise the other labels, any kind). Then
 
     score = evidence * (1 - min(1, p / e))        (e = 0, the model agrees with every other label: the evidence)
@@ -192,6 +196,7 @@ class _AnnEvidence:
     # Badness on each kind of outline evidence (larger = worse; NaN = not measured), for the per-class tails.
     outline: tuple[float, float, float, float] = (math.nan, math.nan, math.nan, math.nan)
     other_category: int = 0  # wrong class: the class the model sees
+    seen_weakly: bool = False  # spurious: an unconfident detection matches the label (the model's ordinary miss)
     reasons: list[tuple[int, str]] = field(default_factory=list)  # (outline evidence index, text) past the fixed bounds
 
 
@@ -233,6 +238,12 @@ def image_evidence(
         same_iou, same_j = _best(iou, same & confident[None, :])
         other_iou, other_j = _best(iou, ~same & confident[None, :])
         support = (iou * scores[None, :]).max(axis=1)  # best confidence-weighted overlap, any prediction
+        # A detector keeps unconfident detections too (torchvision's Mask R-CNN down to box_score_thresh=0.05,
+        # https://pytorch.org/vision/stable/models/generated/torchvision.models.detection.maskrcnn_resnet50_fpn.html):
+        # an object it missed usually still has one in place, a label on empty background has none. A weak
+        # detection matching the label (IoU >= AGREE_IOU, COCO's match) counts as seen, by its IoU.
+        weak = np.where(confident[None, :], 0.0, iou)
+        weak = np.where(weak >= AGREE_IOU, weak, 0.0).max(axis=1)
         for g, a in enumerate(anns):
             s_iou, o_iou = float(same_iou[g]), float(other_iou[g])
             if o_iou >= MATCH_IOU and o_iou > s_iou and (o_iou >= WRONG_CLASS_IOU or s_iou < MATCH_IOU):
@@ -263,9 +274,11 @@ def image_evidence(
                 if use_masks and s_iou < BOUNDARY_MAX_IOU:
                     pending.append((len(out) - 1, g, j))
             elif top >= CONFIDENT:
-                message = (f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}) "
+                seen = max(float(support[g]), float(weak[g]))
+                weak_text = f"; an unconfident detection matches it at IoU {float(weak[g]):.2f}" if weak[g] > support[g] else ""
+                message = (f"no confident prediction overlaps this annotation (best score x IoU {float(support[g]):.2f}{weak_text}) "
                            f"while the model is confident elsewhere (top score {top:.2f})")
-                out.append(_AnnEvidence(a, image, F.CHECK_POSSIBLY_SPURIOUS, top * (1 - float(support[g])), message))
+                out.append(_AnnEvidence(a, image, F.CHECK_POSSIBLY_SPURIOUS, top * (1 - seen), message, seen_weakly=bool(weak[g] > 0)))
             else:
                 out.append(_AnnEvidence(a, image, "", 0.0, ""))
     else:
@@ -345,6 +358,15 @@ def _tail_share(values: np.ndarray, flagged: np.ndarray, value: float, *, self_f
     return max(0, count) / n
 
 
+def _near_share(values: np.ndarray, flagged: np.ndarray, value: float, *, self_flagged: bool) -> float:
+    """Share of the other members within RELIABILITY_HALF_WIDTH of `value` who are themselves flagged (leave one out)."""
+    n = len(values) - 1
+    if n <= 0 or math.isnan(value):
+        return 0.0
+    count = int(np.count_nonzero(flagged & (np.abs(values - value) <= RELIABILITY_HALF_WIDTH))) - (1 if self_flagged else 0)
+    return max(0, count) / n
+
+
 def _calibrated(evidence: float, p: float, e: float) -> float:
     return evidence * (1 - min(1.0, p / e)) if e > 0 else evidence
 
@@ -364,6 +386,7 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
         n_flagged = int(np.count_nonzero(flagged))
         n_outline = int(np.count_nonzero(kinds == F.CHECK_POSSIBLY_SLOPPY))
         swaps = np.array([ev.other_category if ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS else 0 for ev in group])
+        weakly = np.array([ev.kind == F.CHECK_POSSIBLY_SPURIOUS and ev.seen_weakly for ev in group], dtype=bool)
         for i, ev in enumerate(group):
             if not ev.kind:
                 continue
@@ -371,20 +394,31 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
             if ev.kind == F.CHECK_POSSIBLY_SLOPPY:
                 # IoU and boundary IoU are one kind of evidence (overlap): the IoU's tail when both disagree.
                 used = [f for f in reason_features[i] if not (f == 1 and 0 in reason_features[i])]
-                shares = [_tail_share(outline[:, f], flagged & ~np.isnan(outline[:, f]), float(outline[i, f]), self_flagged=True) for f in used]
+                # Per evidence, the larger of two shares of the class's other outline disagreements: those at least
+                # as strong, and those alike (within a reliability diagram's bin, as for a missing object): a
+                # disagreement many others share is the model's habit (a misplacement it repeats), however strong.
+                shares = [max(_tail_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True),
+                              _near_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True))
+                          for f in used for measured in [flagged & ~np.isnan(outline[:, f])]]
                 p = min(shares, default=1.0)
                 # Against the model's outline disagreements with this class (this one counted: p / e < 1): its
                 # ordinary misplacements, as common as that, sink; rarer ones keep their evidence.
                 e = n_outline / len(group)
             elif ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS:
                 p = (int(np.count_nonzero(swaps == ev.other_category)) - 1) / n_others if n_others > 0 else 0.0
+            elif ev.kind == F.CHECK_POSSIBLY_SPURIOUS:
+                # Against the labels the model sees the same way: the ones an unconfident detection matches (the
+                # model's ordinary misses) do not make a label that nothing covers look ordinary, nor the reverse.
+                same_way = (kinds == F.CHECK_POSSIBLY_SPURIOUS) & (weakly == ev.seen_weakly)
+                p = (int(np.count_nonzero(same_way)) - 1) / n_others if n_others > 0 else 0.0
             else:
                 p = (int(np.count_nonzero(kinds == ev.kind)) - 1) / n_others if n_others > 0 else 0.0
             score = _calibrated(ev.evidence, p, e)
             if score <= 0:
                 continue
             where: dict[str, Any] = {"image_id": ev.image.id, "file_name": ev.image.file_name, "annotation_id": ev.ann.id}
-            message = f"{ev.message} [{p:.1%} of the class's other labels disagree this much, {e:.1%} disagree at all]"
+            alike = " or alike" if ev.kind == F.CHECK_POSSIBLY_SLOPPY else ""
+            message = f"{ev.message} [{p:.1%} of the class's other labels disagree this much{alike}, {e:.1%} disagree at all]"
             findings.append(make_finding(check=ev.kind, message=message, score=score, category=ev.ann.category, **where))
     return findings
 

@@ -10,14 +10,15 @@ only the running matrix and one small row per image.
 from __future__ import annotations
 
 import collections
+import importlib
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
-import pandas as pd
 
 from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_utf8_name
 from segpipe.evaluators.confusion import (
@@ -86,6 +87,10 @@ def evaluate_semantic_dirs(
     num_classes = len(check_class_names(class_names))
     check_confusion_arguments(num_classes=num_classes, ignore_index=ignore_index)
     pairs, orphans = match_label_maps(Path(gt_dir), Path(pred_dir))
+    # pandas (and the pyarrow it loads: about half a second of CPU) is needed only for the tables at the end: it is
+    # imported on its own thread while the maps decode, which they do mostly without the GIL.
+    importer = threading.Thread(target=_import_quietly, args=("pandas",), name="semantic-eval-import", daemon=True)
+    importer.start()
     total = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
     rows: list[dict[str, object]] = []
     errors: list[EvaluationError] = []
@@ -106,6 +111,9 @@ def evaluate_semantic_dirs(
                 rows.append(result[1])
             if progress is not None:
                 progress(1)
+    importer.join()
+    import pandas as pd
+
     if errors:
         first = errors[0]
         others = ""
@@ -153,9 +161,15 @@ def label_maps_by_stem(directory: Path) -> dict[str, Path]:
     if not directory.is_dir():
         raise EvaluationError(directory, "", "not a directory")
     found: dict[str, Path] = {}
-    for path in sorted(directory.iterdir()):
+    # Sorted by name (what sorting the children's Paths does), with os.scandir's cached file types: a folder of
+    # thousands of maps is listed several times per command (counting, the partial-output check, pairing).
+    with os.scandir(directory) as scan:
+        entries = sorted(((entry.name, entry) for entry in scan if entry.name.lower().endswith(LABEL_MAP_SUFFIX)),
+                         key=lambda item: item[0])
+    for name, entry in entries:
+        path = directory / name
         # Hidden files are not inputs (one rule with the converters); killed atomic writers leave `.<name>.tmp-*.png`.
-        if path.suffix.lower() != LABEL_MAP_SUFFIX or is_hidden_name(path.name) or not path.is_file():
+        if path.suffix.lower() != LABEL_MAP_SUFFIX or is_hidden_name(path.name) or not _is_file(entry, path):
             continue
         if not is_utf8_name(path.name):  # tables and reports need UTF-8 names
             raise EvaluationError(path, "name", NON_UTF8_REASON.replace("skipped: ", "refused: "))
@@ -163,6 +177,20 @@ def label_maps_by_stem(directory: Path) -> dict[str, Path]:
             raise EvaluationError(path, "stem", f"two label maps share the stem {path.stem!r}: {found[path.stem].name}")
         found[path.stem] = path
     return found
+
+
+def _import_quietly(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass  # the import in the caller's thread raises it
+
+
+def _is_file(entry: os.DirEntry[str], path: Path) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return path.is_file()  # the same answer and errors as before os.scandir
 
 
 def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Sequence[_T], *, window: int) -> Iterator[_R]:

@@ -12,13 +12,15 @@ present in that image's GT or prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from segpipe.evaluators.confusion import UNPREDICTED
 from segpipe.evaluators.errors import ArgumentError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUMMARY_METRICS: tuple[str, ...] = (
     "mIoU", "mDice", "aAcc", "mAcc", "mPrecision", "fwIoU", "mIoU_per_image", "mDice_per_image",
@@ -103,6 +105,8 @@ def semantic_compute(
     `per_image` holds rows from `per_image_row`; `notes` rows (file, issue) list missing predictions and
     predictions without GT.
     """
+    import pandas as pd  # here, not at import: `segpipe evaluate semantic` imports it while the first maps decode
+
     matrix = _as_confusion(confusion)
     names = check_class_names(class_names)
     if len(names) != matrix.shape[0]:
@@ -168,6 +172,8 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def _per_image_table(per_image: pd.DataFrame | None) -> pd.DataFrame:
+    import pandas as pd
+
     if per_image is None:
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("IoU", "Dice", "aAcc") else object)
                              for c in PER_IMAGE_COLUMNS})

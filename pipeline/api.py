@@ -141,13 +141,18 @@ def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = No
     return report
 
 
-def infer(*, model: str, checkpoint: PathLike, dataset: PathLike, out: PathLike, **options: Any) -> InferenceSummary:
+def infer(*, model: str, checkpoint: PathLike, dataset: PathLike, out: PathLike, progress: bool = False,
+          **options: Any) -> InferenceSummary:
     """Run `checkpoint` (architecture `model`, e.g. "unet", "deeplabv3_resnet50", "maskrcnn_resnet50_fpn") over
-    a converted `dataset` into the predictions dir `out` (`segpipe infer`). `options`: the CLI's options
-    (device, batch_size, precision, score_threshold, resize, classes, trust_checkpoint, workers...)."""
+    a converted `dataset` into the predictions dir `out` (`segpipe infer`). `options` are exactly the options of
+    `segpipe infer`, `-` written `_`: the fields of segpipe.inference.options.InferenceOptions (for example
+    device, batch_size, precision, resize, classes, workers), checked as the command line checks them; an
+    unknown one is an InferenceError naming the known ones. `progress`: a progress bar (the command line's is on unless -q)."""
     from segpipe.inference.engine import run_inference
+    from segpipe.inference.options import InferenceOptions
 
-    return run_inference(model=model, checkpoint=Path(checkpoint), dataset=Path(dataset), out=Path(out), **options)
+    return run_inference(model=model, checkpoint=Path(checkpoint), dataset=Path(dataset), out=Path(out),
+                         options=InferenceOptions.from_mapping(options), progress=progress)
 
 
 def audit(dataset: PathLike, *, pred: PathLike | None = None, out: PathLike | None = None) -> AuditResult:

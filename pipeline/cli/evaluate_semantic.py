@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,9 +19,10 @@ from segpipe.commands.evaluate_semantic import (  # the command's files live one
 from segpipe.evaluators.confusion import IGNORE_INDEX
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
-from segpipe.evaluators.semantic_tables import SemanticReport
 from segpipe.converters.dataset_layout import class_names_option, is_existing_file, read_class_names_file
-from segpipe.reports.tables import format_tables
+
+if TYPE_CHECKING:
+    from segpipe.evaluators.semantic_tables import SemanticReport
 
 CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
 CONVENTIONS = SEMANTIC_CONVENTIONS
@@ -67,6 +69,8 @@ def check_against_gt_classes(names: list[str], *, gt_dir: Path) -> None:
 
 def format_report(report: SemanticReport) -> str:
     """The stdout table: summary, then per class."""
+    from segpipe.reports.tables import format_tables  # imports pandas: not before the maps decode
+
     return format_tables(report.summary, report.per_class, width=120)
 
 

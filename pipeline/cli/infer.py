@@ -2,35 +2,68 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
 from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
+from segpipe.inference.class_tables import CLASS_TABLE_NAMES
+from segpipe.inference.options import FIELDS, checked_value, option_name
 
-# Kept in sync with segpipe.inference.class_tables.CLASS_TABLE_NAMES by a test (no torch import for `--help`).
-CLASS_TABLE_CHOICES: tuple[str, ...] = ("coco", "voc")
+CLASS_TABLE_CHOICES: tuple[str, ...] = CLASS_TABLE_NAMES
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
-def _resize_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
-    from segpipe.inference.resolution import ResolutionError, parse_resize
+def _checked(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """An option's value checked while the flags are parsed, before anything runs (the device itself is
+    opened only inside inference)."""
+    from segpipe.inference.checkpoints import InferenceError
 
     try:
-        return parse_resize(value)
-    except ResolutionError as err:
-        raise click.BadParameter(str(err).split(": ", 1)[1]) from err
-
-
-def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """Checked before anything runs; the device itself is opened only inside inference."""
-    from segpipe.inference.devices import DeviceError, parse_device
-
-    try:
-        return parse_device(value)
-    except DeviceError as err:
+        return checked_value(str(param.name), value)
+    except InferenceError as err:
         raise click.BadParameter(err.reason) from err
+
+
+def option_flag(f: dataclasses.Field[Any], *, run: bool = False) -> str:
+    """The flag of an InferenceOptions field: `--batch-size`; in `segpipe run`, its run flag (`--model-classes`)."""
+    if run:
+        return f.metadata["run_flag"] or "--" + option_name(f, "run").replace("_", "-")
+    return "--" + f.name.replace("_", "-")
+
+
+def inference_option(f: dataclasses.Field[Any], *, run: bool = False) -> Callable[[Any], Any]:
+    """The click option of one InferenceOptions field. In `segpipe run` every option defaults to None (not
+    given: run.toml or the default decides) and is checked with the rest of the run's settings."""
+    meta = f.metadata
+    flag = option_flag(f, run=run)
+    name = flag[2:].replace("-", "_")
+    help_text = (meta["run_help"] if run else None) or meta["help"]
+    if meta["flag"]:
+        return click.option(flag, name, is_flag=True, default=None if run else f.default, help=help_text)
+    kwargs: dict[str, Any] = {"default": None if run else f.default, "help": help_text, "metavar": meta["metavar"],
+                              "show_default": meta["show_default"] and not run}
+    if meta["choices"] is not None:
+        kwargs["type"] = click.Choice(meta["choices"])
+    elif meta["number"] is int:
+        kwargs["type"] = click.IntRange(min=meta["min_value"], max=meta["max_value"])
+    elif meta["number"] is float:
+        kwargs["type"] = click.FloatRange(min=meta["min_value"], max=meta["max_value"])
+    if meta["check"] and not run:
+        kwargs["callback"] = _checked
+    return click.option(flag, name, **kwargs)
+
+
+def inference_options(*, run: bool = False) -> Callable[[Any], Any]:
+    """Every InferenceOptions field as a click option, in declaration order."""
+    def decorate(command: Any) -> Any:
+        for f in reversed(FIELDS):
+            command = inference_option(f, run=run)(command)
+        return command
+    return decorate
 
 
 # Kept in sync with segpipe.inference.models.MODEL_NAMES by a test; listed here so `--help` does not import torch.
@@ -47,31 +80,9 @@ MODEL_CHOICES: tuple[str, ...] = (
 @click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Dataset dir written by `segpipe convert`.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
     help="Predictions dir (results.json, semantic/, inference_report.csv, meta.json).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (instance: including background).")
-@click.option("--classes", default=None, help="Output class names in order: comma-separated, or a file with one per line.")
-@click.option("--class-table", type=click.Choice(CLASS_TABLE_CHOICES), default=None,
-              help="Built-in output classes of torchvision's weights: coco (Mask R-CNN, 91 slots), voc (DeepLabV3/FCN/LRASPP, 21).")
-@click.option("--class-map", default=None, metavar="MAP",
-              help="Model class -> dataset class: 'cat=pet,dog=pet,person=' (empty target drops it), or a file with one a line.")
-@click.option("--device", default="auto", show_default=True, callback=_device_option, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Images per forward pass; halved automatically on CUDA out-of-memory. On the CPU Mask R-CNN is "
-                   "called once per image (faster there).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="bf16/fp16 run under autocast.")
-@click.option("--score-threshold", type=click.FloatRange(min=0.0, max=1.0), default=0.05, show_default=True)
-@click.option("--resize", "resize", default=None, metavar="SHORT_SIDE|native", callback=_resize_option,
-              help="Short side the model sees, in pixels, or 'native' [default: native for semantic models, 800/1333 for Mask R-CNN].")
-@click.option("--size-bucket", type=click.IntRange(min=1, max=1024), default=None, metavar="PIXELS",
-              help="Semantic models: round each side (after --resize) to a multiple of PIXELS, so that more images share a batch.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbone (slow start; pays off on long GPU runs).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary pickled code, and TorchScript files too (both run code!).")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader decode workers [default: on CUDA min(4, usable cores - 1); on the CPU 0].")
+@inference_options()
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or lines (the summary still prints).")
-def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None, classes: str | None,
-          class_table: str | None, class_map: str | None, device: str, batch_size: int, precision: str, score_threshold: float,
-          resize: int | str | None, size_bucket: int | None, compile_: bool, trust_checkpoint: bool, workers: int | None,
-          quiet: bool = False) -> None:
+def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, quiet: bool = False, **options: Any) -> None:
     """Run a checkpoint over DATASET and write predictions that `segpipe evaluate` scores.
 
     Semantic models write semantic/<stem>.png (dataset class indices) and results.json (one instance per
@@ -82,8 +93,8 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
     """
     from segpipe.inference.checkpoints import OPTIONS, InferenceError, UntrustedCheckpointWarning
     from segpipe.inference.class_maps import CLASS_OPTIONS
-    from segpipe.inference.data import parse_class_names
     from segpipe.inference.engine import run_inference
+    from segpipe.inference.options import InferenceOptions
     from segpipe.out_manifest import INFER, check_output_folder
     from segpipe.plan.progress import ImageProgress
 
@@ -92,12 +103,8 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, num_class
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UntrustedCheckpointWarning)
         try:
-            summary = run_inference(
-                model=model_name, checkpoint=checkpoint, dataset=dataset, out=out, num_classes=num_classes,
-                classes=parse_class_names(classes), class_table=class_table, class_map=class_map, device=device, batch_size=batch_size, precision=precision,
-                score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
-                progress=progress, workers=workers, size_bucket=size_bucket, compile=compile_,
-            )
+            summary = run_inference(model=model_name, checkpoint=checkpoint, dataset=dataset, out=out,
+                                    options=InferenceOptions.from_mapping(options), progress=progress)
         except InferenceError as err:
             progress.close()
             _echo_warnings(caught)

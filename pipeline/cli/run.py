@@ -16,13 +16,18 @@ from typing import Any
 
 import click
 
+from segpipe.cli.infer import inference_options, option_flag
 from segpipe.converters.formats import FORMAT_NAMES, FORMATS
 from segpipe.errors import SegpipeError
+from segpipe.inference.options import FIELDS, option_name
 
 _PATH = click.Path(path_type=Path)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 # The registry's formats (segpipe.converters.formats imports no converter: the CLI starts light).
 RUN_FORMATS = FORMAT_NAMES
+# The inference options' click parameters (segpipe.inference.options) -> their run.toml [infer] keys.
+INFER_PARAMS: dict[str, str] = {option_flag(f, run=True)[2:].replace("-", "_"): option_name(f, "run") for f in FIELDS}
+INFER_FLAGS: tuple[str, ...] = tuple(option_flag(f, run=True)[2:].replace("-", "_") for f in FIELDS if f.metadata["flag"])
 
 
 def family_counts(task_ids: list[str]) -> str:
@@ -104,23 +109,9 @@ def _echo_progress(line: str) -> None:
 @click.option("--rectangle-segmentation", is_flag=True, default=None,
               help="voc/yolo/labelme/cvat: give box annotations a rectangle segmentation (converter).")
 @click.option("--strict", is_flag=True, default=None, help="Conversion stops at the first bad file.")
-@click.option("--device", default=None, help="Inference device: auto, cpu, cuda or cuda:N (checked before anything runs).")
 @click.option("--devices", default=None, metavar="0,1", help="GPUs of this host: one inference task per GPU at a time "
               "(at least as many workers as GPUs).")
-@click.option("--class-table", type=click.Choice(("coco", "voc")), default=None, help="Built-in model classes (as `segpipe infer`).")
-@click.option("--class-map", default=None, metavar="MAP", help="Model class -> dataset class, e.g. 'cat=pet,dog=pet' or a file.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inference batch size.")
-@click.option("--precision", type=click.Choice(("fp32", "fp16", "bf16")), default=None, help="Inference precision.")
-@click.option("--score-threshold", type=float, default=None, help="Instance models: drop detections below this score.")
-@click.option("--resize", default=None, metavar="SHORT_SIDE|native",
-              help="Short side the model sees, or 'native' [default: native for semantic models, 800/1333 for Mask R-CNN].")
-@click.option("--size-bucket", type=click.IntRange(min=1, max=1024), default=None, metavar="PIXELS",
-              help="Semantic models: round each side to a multiple of PIXELS, so that more images share a batch.")
-@click.option("--compile", "compile", is_flag=True, default=None, help="torch.compile the backbone of each inference task.")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Model outputs (when no model card says).")
-@click.option("--model-classes", default=None, help="Model output class names, comma-separated (when no model card says).")
-@click.option("--trust-checkpoint", is_flag=True, default=None, help="Allow checkpoints that need full unpickling, and TorchScript files (both run code).")
-@click.option("--loader-workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per inference task [default: as segpipe infer --workers].")
+@inference_options(run=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars (the summary and leaderboard still print).")
 @click.option("-v", "--verbose", is_flag=True, help="Also show Luigi's log, with the tracebacks of failed tasks.")
 @click.option("--log-jsonl", type=_PATH, default=None, help="Append one JSON object per finished task to this file.")
@@ -137,19 +128,12 @@ def run(config_path: Path | None, quiet: bool, verbose: bool, log_jsonl: Path | 
 
     # The registry's run.toml [convert] keys that have a flag here.
     convert_keys = tuple(dict.fromkeys(k for spec in FORMATS.values() for k in spec.run_options if k in options))
-    infer_keys = ("device", "batch_size", "precision", "score_threshold", "resize", "num_classes", "trust_checkpoint", "loader_workers",
-                  "class_table", "class_map", "size_bucket", "compile")
-    flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "trust_checkpoint", "rehash", "compile")
+    flags = ("one_based", "size_from_xml", "rectangle_segmentation", "strict", "rehash", *INFER_FLAGS)
     options = {k: (v or None) if k in flags else v for k, v in options.items()}  # an absent flag overrides nothing
-    overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *infer_keys, "format_", "model_classes")}
+    overrides: dict[str, Any] = {k: v for k, v in options.items() if k not in (*convert_keys, *INFER_PARAMS, "format_")}
     overrides["format"] = options["format_"]
     overrides["convert"] = {k: options[k] for k in convert_keys}
-    infer = {k: options[k] for k in infer_keys}
-    if options["model_classes"]:
-        from segpipe.converters.dataset_layout import class_names_option
-
-        infer["classes"] = class_names_option(options["model_classes"])
-    overrides["infer"] = infer
+    overrides["infer"] = {key: options[param] for param, key in INFER_PARAMS.items()}  # checked by parse_run_settings
     overrides["checkpoints"] = tuple(options["checkpoints"]) or None
     try:
         config = read_run_config(config_path) if config_path is not None else {}

@@ -33,11 +33,11 @@ from segpipe.inference.models import (
     INSTANCE, SEMANTIC, TORCHSCRIPT, build_model, drop_training_only_keys, keep_box_coordinates_fp32, load_torchscript, model_spec,
     set_rcnn_resolution,
 )
-from segpipe.inference.resolution import Resize, ResolutionError, parse_resize, parse_size_bucket, resolution_setting, semantic_short_side
+from segpipe.inference.options import PRECISIONS as PRECISIONS, InferenceOptions  # PRECISIONS: re-exported
+from segpipe.inference.resolution import Resize, resolution_setting, semantic_short_side
 from segpipe.inference.speed import few_input_shapes, set_cudnn_benchmark, usable_cores
 from segpipe.inference.streaming import shard_needs_run, stream_shards
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 SHARD_IMAGES = 32  # images per shard file: an interrupted run redoes at most this many; 3,125 small files for 100k images
 # Encoder threads (RLE, PNG, shard files). The RLE encoder is vectorised numpy and cv2.imencode releases the GIL,
 # so a few threads overlap; more than 4 only compete with the DataLoader's decode workers for cores.
@@ -91,65 +91,54 @@ def plan_fingerprint(settings: dict[str, Any], shards: Sequence[Sequence[int]]) 
 
 
 def run_inference(
-    *, model: str, checkpoint: Path, dataset: Path, out: Path, num_classes: int | None = None,
-    classes: Sequence[str] | None = None, device: str = "auto", batch_size: int = 4, precision: str = "fp32",
-    score_threshold: float = 0.05, resize: Resize = None, trust_checkpoint: bool = False,
-    image_ids: Sequence[int] | None = None, progress: bool | Callable[[int, int], object] = False, workers: int | None = None,
-    shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, class_table: str | None = None,
-    class_map: Mapping[str, str] | str | None = None, size_bucket: int | None = None, compile: bool = False,
+    *, model: str, checkpoint: Path, dataset: Path, out: Path, options: InferenceOptions | None = None,
+    image_ids: Sequence[int] | None = None, progress: bool | Callable[[int, int], object] = False,
+    shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, card: ModelCard | None = None, **option_values: Any,
 ) -> InferenceSummary:
     """Run `model` with `checkpoint` over the converted `dataset`; write results.json, semantic/<stem>.png,
-    inference_report.csv and meta.json into `out`. `image_ids` restricts the run to a subset (a shard);
-    `progress`: True for a tqdm bar, or a `progress(done, total)` callback (segpipe run's reporter);
-    `checkpoint_sha256`, when the caller already hashed the file, saves reading it again. The model's classes are
-    `classes`, else the built-in `class_table`, else the model card's; `class_map` (else the card's) maps them
-    onto the dataset's (segpipe.inference.class_maps). `resize` and `size_bucket`: segpipe.inference.resolution;
-    `compile`: torch.compile the backbone (segpipe.inference.speed)."""
-    session = InferenceSession(
-        model=model, checkpoint=checkpoint, num_classes=num_classes, classes=classes, device=device, batch_size=batch_size,
-        precision=precision, score_threshold=score_threshold, resize=resize, trust_checkpoint=trust_checkpoint,
-        workers=workers, shard_size=shard_size, checkpoint_sha256=checkpoint_sha256, class_table=class_table, class_map=class_map,
-        size_bucket=size_bucket, compile=compile,
-    )
+    inference_report.csv and meta.json into `out`. How it runs is `options` (segpipe.inference.options), or
+    its fields given as keywords (`batch_size=8, device="cpu"`). `image_ids` restricts the run to a subset
+    (a shard); `progress`: True for a tqdm bar, or a `progress(done, total)` callback (segpipe run's reporter);
+    `checkpoint_sha256`, when the caller already hashed the file, saves reading it again; `card`, when the
+    caller already read the model card (segpipe.inference.checkpoints.read_model_card), saves reading it again."""
+    session = InferenceSession(model=model, checkpoint=checkpoint, options=_options(options, option_values), shard_size=shard_size,
+                               checkpoint_sha256=checkpoint_sha256, card=card)
     return session.run(dataset=dataset, out=out, image_ids=image_ids, progress=progress)
+
+
+def _options(options: InferenceOptions | None, values: Mapping[str, Any]) -> InferenceOptions:
+    if options is not None and values:
+        raise InferenceError(OPTIONS, sorted(values)[0], "give the options either as InferenceOptions or as keywords, not both")
+    return options if options is not None else InferenceOptions.from_mapping(values)
 
 
 class InferenceSession:
     """One checkpoint, run over several datasets (the shards of a `segpipe run` task): the model is loaded at
-    the first `run()` and reused while the class mapping stays the same."""
+    the first `run()` and reused while the class mapping stays the same. The model card is read once, here,
+    unless the caller passes the one it read (`card`)."""
 
-    def __init__(
-        self, *, model: str, checkpoint: Path, num_classes: int | None = None, classes: Sequence[str] | None = None,
-        device: str = "auto", batch_size: int = 4, precision: str = "fp32", score_threshold: float = 0.05,
-        resize: Resize = None, trust_checkpoint: bool = False, workers: int | None = None,
-        shard_size: int = SHARD_IMAGES, checkpoint_sha256: str | None = None, class_table: str | None = None,
-        class_map: Mapping[str, str] | str | None = None, size_bucket: int | None = None, compile: bool = False,
-    ) -> None:
-        if precision not in PRECISIONS:
-            raise InferenceError(OPTIONS, "precision", f"must be one of {PRECISIONS}, got {precision!r}")
-        if batch_size < 1 or shard_size < 1:
+    def __init__(self, *, model: str, checkpoint: Path, options: InferenceOptions | None = None, shard_size: int = SHARD_IMAGES,
+                 checkpoint_sha256: str | None = None, card: ModelCard | None = None, **option_values: Any) -> None:
+        opts = _options(options, option_values)
+        if shard_size < 1:
             raise InferenceError(OPTIONS, "batch_size", "batch size and shard size must be positive")
-        try:
-            resize, size_bucket = parse_resize(resize), parse_size_bucket(size_bucket)
-        except ResolutionError as err:
-            field = "size_bucket" if str(err).startswith("--size-bucket") else "resize"
-            raise InferenceError(OPTIONS, field, str(err).split(": ", 1)[1]) from err
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise InferenceError(self.checkpoint, "", "checkpoint file not found")
         self.spec = model_spec(model)
-        self.card = read_model_card(self.checkpoint)
+        self.card = card if card is not None else read_model_card(self.checkpoint)
+        self.options = opts
         self.task = (self.card.task or SEMANTIC) if self.spec.name == TORCHSCRIPT else self.spec.task
-        self.names, self.names_source = model_class_names(classes=classes, class_table=class_table, card=self.card)
-        self.class_map = class_map
-        self.cmap = class_map_option(class_map, source=CLASS_OPTIONS) if class_map is not None else self.card.class_map
-        self.num_classes, self.device = num_classes, device
-        self.batch_size, self.precision, self.score_threshold = batch_size, precision, score_threshold
-        self.resize: Resize = resize if resize is not None else self.card.resize
-        if size_bucket is not None and self.task != SEMANTIC:
+        self.names, self.names_source = model_class_names(classes=opts.classes, class_table=opts.class_table, card=self.card)
+        self.class_map = opts.class_map
+        self.cmap = class_map_option(opts.class_map, source=CLASS_OPTIONS) if opts.class_map is not None else self.card.class_map
+        self.num_classes, self.device = opts.num_classes, opts.device
+        self.batch_size, self.precision, self.score_threshold = opts.batch_size, opts.precision, opts.score_threshold
+        self.resize: Resize = opts.resize if opts.resize is not None else self.card.resize
+        if opts.size_bucket is not None and self.task != SEMANTIC:
             raise InferenceError(OPTIONS, "size_bucket", "size buckets batch semantic models; Mask R-CNN batches by aspect ratio")
-        self.size_bucket, self.compile = size_bucket, compile
-        self.trust, self.workers, self.shard_size = trust_checkpoint, workers, shard_size
+        self.size_bucket, self.compile = opts.size_bucket, opts.compile
+        self.trust, self.workers, self.shard_size = opts.trust_checkpoint, opts.workers, shard_size
         self.sha = checkpoint_sha256
         self._loaded: tuple[Any, DevicePredictor] | None = None  # (mapping key, predictor)
 

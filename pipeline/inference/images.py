@@ -22,21 +22,16 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from segpipe.layout import META_FILE
 
 if TYPE_CHECKING:
+    from segpipe.inference.checkpoints import ModelCard
     from segpipe.inference.engine import InferenceSession, InferenceSummary
 
-# Inference options of a run (run.toml / the command line), forwarded to InferenceSession; all of them are
-# part of the inference key.
-INFER_OPTIONS: tuple[str, ...] = (
-    "num_classes", "classes", "class_table", "class_map", "device", "batch_size", "precision", "score_threshold", "resize",
-    "trust_checkpoint", "size_bucket", "compile",
-)
-# Options that change how fast inference runs, never what it outputs: left out of the inference key.
-INFER_SPEED_OPTIONS: tuple[str, ...] = ("loader_workers",)
 # The process that imported this module: Luigi's worker processes (`--workers 2`) are forks of it.
 _IMPORTED_IN = os.getpid()
 # A process that imported torch only for the workers it forks to inherit, and ran none of it (see
 # `torch_imported_for_forks`): its forks keep torch's threads.
 _TORCH_IDLE_IN: int | None = None
+# Model cards read by this process, by the card file's identity (path, inode, size, times): see `readable_card`.
+_CARDS: dict[tuple[str, int, int, int, int], ModelCard] = {}
 
 
 @dataclass(frozen=True)
@@ -51,14 +46,16 @@ class ImagesInference:
 
 
 def open_session(*, model: str, checkpoint: Path, options: Mapping[str, Any], loader_workers: int | None,
-                 checkpoint_sha256: str | None = None) -> InferenceSession:
-    """A checkpoint loaded once for several image lists; `checkpoint_sha256` is the caller's digest of the
-    checkpoint, so the file is not read and hashed again. Imports torch."""
+                 checkpoint_sha256: str | None = None, card: ModelCard | None = None) -> InferenceSession:
+    """A checkpoint loaded once for several image lists. `options`: run.toml `[infer]` keys (a task's
+    InferenceOptions.run_items()); `checkpoint_sha256` is the caller's digest of the checkpoint and `card` the
+    model card it read, so neither is read again. Imports torch."""
     from segpipe.inference.engine import InferenceSession
+    from segpipe.inference.options import InferenceOptions
 
     _single_threaded_torch_after_fork()
-    kwargs = {k: options[k] for k in INFER_OPTIONS if k in options and options[k] is not None}
-    return InferenceSession(model=model, checkpoint=checkpoint, workers=loader_workers, checkpoint_sha256=checkpoint_sha256, **kwargs)
+    opts = InferenceOptions.from_mapping({**options, "loader_workers": loader_workers}, names="run")
+    return InferenceSession(model=model, checkpoint=checkpoint, options=opts, checkpoint_sha256=checkpoint_sha256, card=card)
 
 
 def _single_threaded_torch_after_fork() -> None:
@@ -94,16 +91,40 @@ def infer_images(session: Callable[[], InferenceSession], *, image_root: Path, n
     return ImagesInference(file_names=tuple(e.file_name for e in info.images), unreadable=tuple(unreadable), summary=summary)
 
 
-def model_task(*, model: str, checkpoint: Path) -> str | None:
+def model_task(*, model: str, card: ModelCard | None) -> str | None:
     """"semantic" or "instance" for a model name (a TorchScript file's model card says which), without
-    importing torch; None for an unknown name (inference then fails with the engine's message)."""
-    from segpipe.inference.checkpoints import InferenceError, read_model_card
+    importing torch; None for an unknown name, or a TorchScript file whose card is unreadable (`card` None:
+    see `readable_card`); inference then fails with the engine's message."""
+    from segpipe.inference.checkpoints import InferenceError
     from segpipe.inference.models import SEMANTIC, TORCHSCRIPT, model_spec
 
     try:
         spec = model_spec(model)
-        return (read_model_card(checkpoint).task or SEMANTIC) if spec.name == TORCHSCRIPT else spec.task
     except InferenceError:
+        return None
+    if spec.name != TORCHSCRIPT:
+        return spec.task
+    return None if card is None else card.task or SEMANTIC
+
+
+def readable_card(checkpoint: Path) -> ModelCard | None:
+    """The checkpoint's model card, read once per process (the driver, then each task, which passes it to its
+    inference session) while the card file stays the same file with the same size and times (as the stat
+    cache of segpipe.cache.fingerprints decides); Luigi's forked workers inherit what the driver read. None
+    when it is unreadable: the caller goes on, and the inference session, which then reads it itself, fails
+    with the card's own error (so a bad card fails its checkpoint only, not the whole run)."""
+    from segpipe.inference.checkpoints import InferenceError, ModelCard, model_card_path, read_model_card
+
+    path = model_card_path(checkpoint)
+    if path is None:
+        return ModelCard()
+    try:
+        st = path.stat()
+        stamp = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if stamp not in _CARDS:
+            _CARDS[stamp] = read_model_card(checkpoint)
+        return _CARDS[stamp]
+    except (InferenceError, OSError):
         return None
 
 

@@ -15,7 +15,8 @@
     html = true                      # HTML pages beside the tables
     images = "..."  classes = "..."  list_file = "..."   # voc/trimap inputs
     [convert]                        # converter options (border, categories, split, one_based, difficult, strict)
-    [infer]                          # inference options (device, batch_size, precision, resize, ...)
+    [infer]                          # inference options (device, batch_size, precision, resize, ...):
+                                     # the fields of segpipe.inference.options.InferenceOptions
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from segpipe.errors import SegpipeError
-from segpipe.inference.images import INFER_OPTIONS, INFER_SPEED_OPTIONS
+from segpipe.inference.options import RUN_KEYS, InferenceOptions
 from segpipe.plan.formats import CONVERT_OPTIONS, FORMATS
 from segpipe.plan.shards import DEFAULT_SHARD_SIZE
 
@@ -65,8 +66,13 @@ class RunSettings:
     classes: Path | None = None
     list_file: Path | None = None
     convert: Mapping[str, Any] = field(default_factory=dict)
-    infer: Mapping[str, Any] = field(default_factory=dict)
+    infer: Mapping[str, Any] = field(default_factory=dict)  # the [infer] keys given (run.toml names), checked
     devices: tuple[int, ...] = ()  # GPU indices: each inference task takes a free one (segpipe.plan.gpu_slots)
+
+    @property
+    def inference(self) -> InferenceOptions:
+        """The inference options of the run: `infer` with every other option at its default."""
+        return InferenceOptions.from_mapping(self.infer, names="run")
 
     @property
     def cache(self) -> Path:
@@ -116,13 +122,13 @@ def parse_run_settings(config: Mapping[str, Any], *, overrides: Mapping[str, Any
     if bad:
         raise RunConfigError(source, f"convert.{bad[0]}", f"not an option of the {merged['format']} converter")
     infer = dict(merged.get("infer", {}))
-    bad = sorted(set(infer) - set(INFER_OPTIONS) - set(INFER_SPEED_OPTIONS))
+    bad = sorted(set(infer) - set(RUN_KEYS))
     if bad:
-        raise RunConfigError(source, f"infer.{bad[0]}", f"not an inference option ({', '.join(INFER_OPTIONS)})")
+        raise RunConfigError(source, f"infer.{bad[0]}", f"not an inference option ({', '.join(RUN_KEYS)})")
     infer, devices = _checked_devices(infer, merged.get("devices"), source=source)
     if isinstance(infer.get("class_map"), str):
         infer["class_map"] = _class_map(infer["class_map"], source=source)
-    infer = _checked_resolution(infer, source=source)
+    infer = _checked_options(infer, source=source)
     for key in ("shard_size", "workers"):
         if int(merged.get(key, 1)) < 1:
             raise RunConfigError(source, key, f"must be >= 1, got {merged[key]}")
@@ -162,17 +168,25 @@ def _checked_devices(infer: dict[str, Any], devices: Any, *, source: str) -> tup
     return infer, gpus
 
 
-def _checked_resolution(infer: dict[str, Any], *, source: str) -> dict[str, Any]:
-    """`infer.resize` as 512 or 'native' whether it came from TOML or the command line (one inference key)."""
-    from segpipe.inference.resolution import ResolutionError, parse_resize, parse_size_bucket
+def _checked_options(infer: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """Every `[infer]` value checked as InferenceOptions checks it (the same refusals as `segpipe infer`), kept as
+    it normalises them (`resize` as 512 or 'native', class names read from a file or comma-separated text)
+    whether they came from TOML or the command line: one inference key."""
+    from segpipe.inference.checkpoints import OPTIONS, InferenceError
 
     try:
-        if infer.get("resize") is not None:
-            infer["resize"] = parse_resize(infer["resize"], field="infer.resize")
-        parse_size_bucket(infer.get("size_bucket"), field="infer.size_bucket")
-    except ResolutionError as err:
-        raise RunConfigError(source, str(err).split(":", 1)[0], str(err).split(": ", 1)[1]) from err
-    return infer
+        options = InferenceOptions.from_mapping(infer, names="run")
+    except InferenceError as err:
+        reason = err.reason if err.path == OPTIONS else f"{err.path}: {err.reason}"
+        raise RunConfigError(source, f"infer.{_run_key(err.field)}", reason) from err
+    given = options.run_items()
+    return {k: given.get(k, v) for k, v in infer.items() if v is not None}
+
+
+def _run_key(name: str) -> str:
+    from segpipe.inference.options import FIELDS, option_name
+
+    return next((option_name(f, "run") for f in FIELDS if f.name == name), name)
 
 
 def _class_map(text: str, *, source: str) -> dict[str, str]:

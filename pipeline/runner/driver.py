@@ -28,8 +28,8 @@ from segpipe.cache.fingerprints import (
     package_version,
 )
 from segpipe.cache.input_check import share_stat_cache
-from segpipe.inference.checkpoints import model_card_path
-from segpipe.inference.images import INFER_SPEED_OPTIONS, inference_label_space, model_task
+from segpipe.inference.checkpoints import ModelCard, model_card_path
+from segpipe.inference.images import inference_label_space, model_task, readable_card
 from segpipe.inference.resolution import default_resolution_key
 from segpipe.runner.config import RunConfigError, RunSettings
 from segpipe.runner.phases import RunOutcome as RunOutcome, run_phase as run_phase, walk_graph as walk_graph  # the driver's API too
@@ -52,6 +52,8 @@ class CheckpointInput:
     path: Path
     sha256: str  # of the file's bytes (the leaderboard column)
     key: str  # sha256 of the file, combined with its model card when there is one
+    card_path: Path | None = None  # the model card beside it, found once
+    card: ModelCard | None = None  # and read once (None: none, or unreadable: its inference task then fails saying why)
 
 
 def expand_checkpoints(globs: Iterable[str]) -> list[Path]:
@@ -83,15 +85,16 @@ def build_checkpoint_tasks(*, ckpt: CheckpointInput, merge: ConvertMerge, settin
     """One EvalReport over the checkpoint's EvalGroups. Needs the merged dataset (label space, per-shard
     ground-truth digests): it is built after the conversion phase."""
     merged = merge.output().directory
-    options = {k: v for k, v in settings.infer.items() if k not in INFER_SPEED_OPTIONS}
-    task = model_task(model=settings.model, checkpoint=ckpt.path)
+    infer = settings.inference
+    options = infer.key_items()  # the options that decide what inference writes: the inference key
+    task = model_task(model=settings.model, card=ckpt.card)
     # A model's default resolution is spelled out in the key: predictions made at an older default are not reused.
-    default = default_resolution_key(task=task, resize=options.get("resize"))
+    default = default_resolution_key(task=task, resize=infer.resize)
     params: dict[str, Any] = dict(
         cache=merge.cache, checkpoint=ckpt.name, checkpoint_digest=ckpt.key, model=settings.model,
         options_digest=options_key({"model": settings.model, **options, **({"resize": default} if default else {})}), iou_type=settings.iou_type,
         checkpoint_path=str(ckpt.path), checkpoint_sha256=ckpt.sha256, options=options,
-        loader_workers=settings.infer.get("loader_workers"),
+        loader_workers=infer.workers,
         labels_digest=options_key(inference_label_space(read_label_space(merged), task=task)),
         plan=merge.plan, version=version, merge_digest=merge.digest, convert_groups=merge.groups, convert_options=merge.options,
         devices=list(settings.devices),
@@ -118,14 +121,14 @@ def check_before_work(settings: RunSettings) -> None:
     class list and list file it needs are there. Otherwise a run converts first, then fails every checkpoint."""
     _check_device(settings)
     _check_layout(settings)
-    classes, num_classes = settings.infer.get("classes"), settings.infer.get("num_classes")
+    classes, num_classes = settings.inference.classes, settings.inference.num_classes
     if classes is not None and num_classes is not None and len(classes) != int(num_classes):
         raise RunConfigError("command line or run config", "infer.classes",
                              f"{len(classes)} model class name(s) given for {num_classes} model output(s)")
 
 
 def _check_device(settings: RunSettings) -> None:
-    device = str(settings.infer.get("device") or "auto")
+    device = settings.inference.device
     wanted = [name for name in ([f"cuda:{i}" for i in settings.devices] or [device]) if name.startswith("cuda")]
     if not wanted:  # auto falls back to the CPU; cpu needs no check
         return
@@ -222,10 +225,10 @@ def _run_pipeline(settings: RunSettings) -> RunOutcome:
     claim_output_folder(settings.out, command=RUN, what="`segpipe run`", owns=())  # written once the dataset and checkpoints are known good
     checkpoints = []
     for name, path in zip(checkpoint_names(paths), paths):
-        card = model_card_path(path)
+        card_path = model_card_path(path)
         sha = stat_cache.sha256(path, stat=path.stat())
-        checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha,
-                                           key=checkpoint_fingerprint(path, card=card, stat_cache=stat_cache)))
+        checkpoints.append(CheckpointInput(name=name, path=path, sha256=sha, card_path=card_path, card=readable_card(path),
+                                           key=checkpoint_fingerprint(path, card=card_path, stat_cache=stat_cache)))
     stat_cache.save()
     share_stat_cache(stat_cache)
     return run_graph(settings, spec=spec, plan=plan, checkpoints=checkpoints, version=version, outcome=outcome,
@@ -254,7 +257,7 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
         return outcome
 
     reports = {c.name: build_checkpoint_tasks(ckpt=c, merge=merge, settings=settings, version=version,
-                                              inputs_date=_inputs_date(dataset_mtime, c.path))
+                                              inputs_date=_inputs_date(dataset_mtime, c.path, card=c.card_path))
                for c in checkpoints}
     if worker_count(settings) > 1 and not all(is_complete(r) for r in reports.values()):
         preload_for_forked_workers()
@@ -288,10 +291,9 @@ def run_graph(settings: RunSettings, *, spec: DatasetSpec, plan: ShardPlan, chec
     return outcome
 
 
-def _inputs_date(dataset_mtime: float | None, checkpoint: Path) -> str | None:
+def _inputs_date(dataset_mtime: float | None, checkpoint: Path, *, card: Path | None) -> str | None:
     from segpipe.reports.data import format_mtime
 
-    card = model_card_path(checkpoint)
     times = [t for t in (dataset_mtime, checkpoint.stat().st_mtime, card.stat().st_mtime if card else None) if t is not None]
     return format_mtime(max(times)) if times else None
 

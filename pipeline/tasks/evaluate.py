@@ -30,7 +30,7 @@ from segpipe.cache.targets import CachedTask, new_task
 from segpipe.plan.gpu_slots import gpu_slot
 from segpipe.plan.progress import image_progress
 from segpipe.plan.shards import read_plan
-from segpipe.inference.images import infer_images, inference_label_space, model_task, open_session, predictions_task
+from segpipe.inference.images import infer_images, inference_label_space, model_task, open_session, predictions_task, readable_card
 from segpipe.tasks.convert import GT_DIR, GT_INDEX_FILE, ConvertMerge, GroupTask, spec_from_json
 from segpipe.tasks.infer import PRED_DIR, infer_unit_key, infer_unit_kind, read_unit_images, write_unit_images
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory
@@ -134,7 +134,8 @@ class EvalGroup(GroupTask, CheckpointTask):
         cache = Path(str(self.cache))
         merged = self.requires().output().directory
         plan = read_plan(str(cache), str(self.plan))
-        label_space = inference_label_space(read_label_space(merged), task=model_task(model=str(self.model), checkpoint=Path(str(self.checkpoint_path))))
+        card = readable_card(Path(str(self.checkpoint_path)))  # read once in this task's process, passed to the session
+        label_space = inference_label_space(read_label_space(merged), task=model_task(model=str(self.model), card=card))
         image_root = spec_from_json(plan.spec).image_root().resolve()
         gt_index = read_gt_keys(merged)
         session: list[Any] = []  # loaded at the first shard that needs inference
@@ -149,7 +150,7 @@ class EvalGroup(GroupTask, CheckpointTask):
                     gpu = stack.enter_context(gpu_slot(cache, list(self.devices)))
                     options["device"] = f"cuda:{gpu}"
                 session.append(open_session(model=str(self.model), checkpoint=checkpoint, options=options,
-                                            loader_workers=self.loader_workers, checkpoint_sha256=str(self.checkpoint_sha256)))
+                                            loader_workers=self.loader_workers, checkpoint_sha256=str(self.checkpoint_sha256), card=card))
             return session[0]
 
         def infer(directory: Path, position: int) -> dict[str, Any]:

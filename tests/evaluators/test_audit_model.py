@@ -272,3 +272,57 @@ def test_a_small_class_whose_outlines_all_miss_the_border_band_raises_no_sloppy_
     assert model_findings(coco, preds).empty
     preds[0] = pred(1, rect(x0 + 1, y0 + 1, x0 + 26, y1 - 1), 0.9)  # under half the label: IoU 0.40, still flagged
     assert model_findings(coco, preds)[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SLOPPY, 1]]
+
+
+def test_a_label_nothing_covers_stands_out_from_the_models_unconfident_misses() -> None:
+    """20 images, each with two cats. The model misses the second cat in six of them but leaves an unconfident
+    detection there (as a detector keeping scores down to 0.05 does), and has nothing at all on the second cat
+    of image 7: that label is the one to check, and the six misses do not make it look ordinary."""
+    left, right = rect(4, 4, 20, 20), rect(36, 36, 52, 52)
+    coco = dataset([[(1, left), (1, right)] for _ in range(20)])
+    weak_mask = rect(40, 36, 56, 52)  # the miss's leftover detection, 4 px off
+    preds = [pred(1, left, 0.9, image_id=i + 1) for i in range(20)]
+    preds += [pred(1, weak_mask, 0.2, image_id=i + 1) for i in range(6)]
+    preds += [pred(1, right, 0.9, image_id=i + 1) for i in range(7, 20)]
+    f = model_findings(coco, preds).set_index("annotation_id")
+    assert set(f["check"]) == {F.CHECK_POSSIBLY_SPURIOUS}
+    # Image 7's second cat: nothing covers it, no other label is seen that little (p = 0): the top confidence.
+    assert f.loc[14, "score"] == pytest.approx(0.9)
+    # The misses: evidence 0.9 x (1 - IoU of the weak detection), IoU by hand; 5 of the 39 other labels are
+    # seen the same way (p), 6 disagree with the model at all (e).
+    iou = np.count_nonzero(right & weak_mask) / np.count_nonzero(right | weak_mask)
+    expected = 0.9 * (1 - iou) * (1 - (5 / 39) / (6 / 39))
+    assert [f.loc[2 * i + 2, "score"] for i in range(6)] == pytest.approx([expected] * 6, abs=1e-6)
+    assert "an unconfident detection matches it at IoU 0.60" in f.loc[2, "message"]
+    # Without the leftover detections all seven are alike: each as common as the model's misses, none listed.
+    bare = [p for p in preds if p["score"] >= 0.5]
+    assert model_findings(coco, bare).empty
+
+
+def test_a_misplacement_the_model_repeats_sinks_however_strong() -> None:
+    """60 cats; six predictions misplaced by 4 px on cats 12, 13 and 14 px wide (IoU 0.50, 0.53, 0.56: one habit,
+    spread by the sizes) and one label moved by 8 px. The strongest habit has few disagreements beyond it, but others
+    alike (within 0.05 of its 1 - IoU): it is weighed against those, and the rare shift keeps its confidence."""
+    widths = [12, 12, 13, 13, 14, 14] + [12] * 54
+    objs = [rect(8 + i % 7, 8 + i % 5, 8 + i % 7 + w, 20 + i % 5) for i, w in enumerate(widths)]
+    coco = dataset([[(1, m)] for m in objs])
+    moved = [np.roll(m, 4, axis=1) if i < 6 else m for i, m in enumerate(objs)]
+    preds = [pred(1, m, 0.9, image_id=i + 1) for i, m in enumerate(moved)]
+    shifted_label = np.roll(objs[10], 8, axis=1)
+    coco["annotations"][10] = {**coco["annotations"][10], "segmentation": rle_of(shifted_label), "area": float(shifted_label.sum()),
+                               "bbox": [float(8 + 10 % 7 + 8), float(8 + 10 % 5), 12.0, 12.0]}
+    f = model_findings(coco, preds).set_index("annotation_id")
+    assert set(f.index) == {1, 2, 3, 4, 5, 6, 11} and set(f["check"]) == {F.CHECK_POSSIBLY_SLOPPY}
+    labels = [shifted_label if i == 10 else m for i, m in enumerate(objs)]
+    bad = np.array([1 - np.count_nonzero(g & p) / np.count_nonzero(g | p) for g, p in zip(labels, moved)])  # 1 - IoU
+    flagged = np.zeros(len(bad), dtype=bool)
+    flagged[[0, 1, 2, 3, 4, 5, 10]] = True
+    n, e = len(bad) - 1, 7 / 60
+    assert f.loc[11, "score"] == pytest.approx(0.9)  # no other disagreement as strong, none alike
+    for k in range(6):
+        others = flagged & (np.arange(len(bad)) != k)
+        tail = np.count_nonzero(others & (bad >= bad[k])) / n
+        alike = np.count_nonzero(others & (np.abs(bad - bad[k]) <= 0.05)) / n
+        assert f.loc[k + 1, "score"] == pytest.approx(0.9 * (1 - max(tail, alike) / e), abs=1e-6), k
+    # The strongest habit (IoU 0.50): one disagreement beyond it besides its twin, three alike.
+    assert f.loc[1, "score"] < 0.9 * (1 - (2 / 59) / e) and "or alike" in f.loc[1, "message"]
