@@ -9,7 +9,9 @@ from pathlib import Path
 import luigi
 import pandas as pd
 import pytest
+from click.testing import CliRunner, Result
 
+from segpipe.cli import main
 from segpipe.runner.driver import EXIT_TASKS_FAILED
 from segpipe.plan.progress import RunProgress, format_line, image_progress, luigi_log
 from tests.pipeline.pipeline_fixtures import cli_args, make_checkpoint, make_dataset, run_cli_subprocess, settings_for
@@ -134,9 +136,15 @@ def test_run_prints_progress_and_one_line_for_a_broken_checkpoint(tmp_path: Path
 
 def _converted(tmp_path: Path, n_images: int = 6) -> tuple[Path, Path]:
     make_dataset(tmp_path / "pets", n_images=n_images)
-    proc = run_cli_subprocess(["convert", "oxford-pet", str(tmp_path / "pets"), "-o", str(tmp_path / "converted")])
-    assert proc.returncode == 0, proc.stderr
+    # In this process: the dataset is the setup here, the convert command's own process is tested elsewhere.
+    result = _invoke(["convert", "oxford-pet", str(tmp_path / "pets"), "-o", str(tmp_path / "converted")])
+    assert result.exit_code == 0, result.output
     return tmp_path / "converted", make_checkpoint(tmp_path / "ckpts" / "good.pt", seed=0)
+
+
+def _invoke(args: list[str]) -> Result:
+    """`segpipe ARGS` in this process (CliRunner: stdout and stderr apart, neither a terminal)."""
+    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 def _infer_args(converted: Path, checkpoint: Path, out: Path) -> list[str]:
@@ -156,11 +164,12 @@ def test_infer_prints_plain_progress_lines_in_a_pipe_and_nothing_with_q(tmp_path
     assert "\r" not in proc.stderr  # no bar off a terminal
     assert f"predictions: {tmp_path / 'preds' / 'semantic'}/" in proc.stdout and "segpipe evaluate semantic --gt" in proc.stdout
 
+    # The cadence and -q in this process (the real process's pipe is proven above): the same code, no second torch import.
     monkeypatch.setenv("SEGPIPE_PROGRESS_INTERVAL", "3600")  # the default cadence: the first and the last line only
-    proc = run_cli_subprocess(_infer_args(converted, checkpoint, tmp_path / "preds2"))
+    proc = _invoke(_infer_args(converted, checkpoint, tmp_path / "preds2"))
     assert [ln.split(": ")[1].split(" ")[0] for ln in proc.stderr.splitlines() if ln.startswith("infer good.pt: ")] == ["0/6", "6/6"]
-    quiet = run_cli_subprocess([*_infer_args(converted, checkpoint, tmp_path / "preds3"), "-q"])
-    assert quiet.returncode == 0 and "images/s" not in quiet.stderr and "6/6 images" in quiet.stdout
+    quiet = _invoke([*_infer_args(converted, checkpoint, tmp_path / "preds3"), "-q"])
+    assert quiet.exit_code == 0 and "images/s" not in quiet.stderr and "6/6 images" in quiet.stdout
 
 
 def test_infer_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
