@@ -19,7 +19,7 @@ from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.coco_results import IOU_TYPES, default_iou_type, validate_results
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance_accumulate import SUMMARY_METRICS, accumulate
-from segpipe.evaluators.instance_stats import InstanceStats
+from segpipe.evaluators.instance_stats import InstanceStats, distinct
 from segpipe.evaluators.instance_update import instance_update
 
 if TYPE_CHECKING:  # pandas is imported when a DataFrame is asked for: scoring and writing the tables need none
@@ -79,7 +79,7 @@ class InstanceReport:
 
 def images_without_detections(stats: InstanceStats) -> int:
     """How many images that hold ground-truth objects have no detection at all (e.g. results made on a subset)."""
-    return int(np.setdiff1d(np.unique(stats.gt_image), np.unique(stats.det_image)).size)
+    return int(np.count_nonzero(~np.isin(distinct(stats.gt_image), distinct(stats.det_image), assume_unique=True)))
 
 
 def instance_compute(stats: InstanceStats) -> InstanceReport:
@@ -92,7 +92,7 @@ def instance_compute(stats: InstanceStats) -> InstanceReport:
         warnings.append("no detections on the evaluated images: every category with ground truth scores 0")
     elif (uncovered := images_without_detections(stats)):
         warnings.append(
-            f"{uncovered} of {len(np.unique(stats.gt_image))} ground-truth images with objects got no result at all: "
+            f"{uncovered} of {len(distinct(stats.gt_image))} ground-truth images with objects got no result at all: "
             "AP counts every object of theirs as missed; if the results come from a subset of the images, "
             "score them against a ground truth of the same images")
     tables = {"summary": summary_table(acc), "per_class": per_class_table(acc, stats), "per_image": per_image_table(stats),

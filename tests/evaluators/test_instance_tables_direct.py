@@ -39,6 +39,7 @@ def test_the_direct_writer_is_the_one_taken_here() -> None:
     """The check below must compare the direct bytes, not pandas' with themselves."""
     if not DIRECT:
         pytest.skip(f"pandas {pd.__version__}: tables go through pandas (the direct layout is pandas 3's)")
+    assert direct._pandas_version() == pd.__version__
     assert direct.column_table_files(_tricky(), parquet=True) is not None
 
 
