@@ -123,8 +123,9 @@ def format_tables(*tables: Table, width: int = 160) -> str:
     from segpipe.evaluators.instance_tables import ColumnTable
     from segpipe.reports.columns import column_table_text
 
-    if all(isinstance(t, ColumnTable) for t in tables):
-        texts = [column_table_text(t, width=width, max_rows=1000) for t in tables]
+    columns = [t for t in tables if isinstance(t, ColumnTable)]
+    if len(columns) == len(tables):
+        texts = [column_table_text(t, width=width, max_rows=1000) for t in columns]
         if all(text is not None for text in texts):
             return "\n\n".join(t for t in texts if t is not None)
     import pandas as pd
