@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/eval_instances.py --sizes 2000 --repeats 5
     .venv/bin/python benchmarks/eval_instances.py --detector       # detector scale: 100 detections per image
     .venv/bin/python benchmarks/eval_instances.py --detector --sizes 2000 --no-html-report-only
+    .venv/bin/python benchmarks/eval_instances.py --detector --no-html-report-only --data-dir /tmp/bench \
+        --baseline-python ../main/.venv/bin/python     # 2,000 and 8,000; another checkout's segpipe beside this one
 
 Data: 10 classes, 5-10 RLE ellipse instances per image, detections = jittered GT (some missed, some with a
 wrong class) plus false positives, written as gt.json / results.json. With --detector: images of 640x480,
@@ -16,6 +18,9 @@ hotcoco when they are installed (`pip install faster-coco-eval hotcoco`; a note 
 every script drops the results' `bbox` first, as segpipe does, so all compute the same numbers. Printed per size
 and iou type: median CPU (user + system, process tree) and wall seconds, peak RSS, each time's ratio to
 segpipe's, and whether segpipe's stats (and, in process, its precision/recall arrays) equal pycocotools'.
+--baseline-python runs a second segpipe (the one that interpreter imports, e.g. another checkout's venv) on the
+same files in the same run: before/after figures under the same load. --data-dir keeps the generated files
+(generating 8,000 detector-scale images takes minutes) and reuses them when they are there.
 """
 
 from __future__ import annotations
@@ -168,12 +173,18 @@ def _segpipe_stats(report_dir: Path) -> np.ndarray:
     return pd.read_parquet(report_dir / "summary.parquet")["value"].to_numpy()
 
 
-def bench_size(*, n_images: int, repeats: int, root: Path, detector: bool = False, html: bool = True) -> None:
+def bench_size(*, n_images: int, repeats: int, root: Path, detector: bool = False, html: bool = True,
+               data_dir: Path | None = None, baseline_python: str | None = None) -> None:
     start = time.perf_counter()
-    gt, results = generate_detector(n_images=n_images, seed=0) if detector else generate(n_images=n_images, size=512, seed=0)
-    gt_path, res_path = root / "gt.json", root / "results.json"
-    gt_path.write_text(json.dumps(gt), encoding="utf-8")
-    res_path.write_text(json.dumps(results), encoding="utf-8")
+    data = (data_dir / f"{'detector' if detector else 'sparse'}-{n_images}") if data_dir is not None else root
+    gt_path, res_path = data / "gt.json", data / "results.json"
+    if data_dir is not None and gt_path.is_file() and res_path.is_file():
+        gt, results = json.loads(gt_path.read_text(encoding="utf-8")), json.loads(res_path.read_text(encoding="utf-8"))
+    else:
+        gt, results = generate_detector(n_images=n_images, seed=0) if detector else generate(n_images=n_images, size=512, seed=0)
+        data.mkdir(parents=True, exist_ok=True)
+        gt_path.write_text(json.dumps(gt), encoding="utf-8")
+        res_path.write_text(json.dumps(results), encoding="utf-8")
     shape = "640x480" if detector else "512x512"
     print(f"\ndata: {n_images} images {shape}, {len(gt['annotations'])} GT, {len(results)} results, {N_CLASSES} classes, "
           f"results.json {res_path.stat().st_size / 1e6:.0f} MB (generated in {time.perf_counter() - start:.1f}s); medians of {repeats}")
@@ -193,7 +204,11 @@ def bench_size(*, n_images: int, repeats: int, root: Path, detector: bool = Fals
                                            "-o", str(root / f"report-{iou_type}"), "--iou-type", iou_type, "--no-html"],
             "segpipe evaluate (+ report.html)": [*segpipe, "evaluate", "instances", "--gt", str(gt_path), "--pred", str(res_path),
                                                  "-o", str(root / f"report-html-{iou_type}"), "--iou-type", iou_type],
-        } | {
+        } | ({
+            "baseline segpipe --no-html": [baseline_python, *SEGPIPE, "evaluate", "instances", "--gt", str(gt_path), "--pred",
+                                           str(res_path), "-o", str(root / f"report-baseline-{iou_type}"), "--iou-type", iou_type,
+                                           "--no-html"],
+        } if baseline_python else {}) | {
             f"{lib} script": [sys.executable, str(script), lib, str(gt_path), str(res_path), iou_type, str(root / f"{lib}-{iou_type}.npz")]
             for lib in libraries
         }
@@ -211,6 +226,8 @@ def bench_size(*, n_images: int, repeats: int, root: Path, detector: bool = Fals
                 for lib in [*libraries, *(["hotcoco_native"] if "hotcoco" in libraries else [])]}
         in_process = evaluate_instances(gt, results, iou_type=iou_type)
         arrays_equal = np.array_equal(in_process.precision, ref["precision"]) and np.array_equal(in_process.recall, ref["recall"])
+        if baseline_python:
+            same["baseline segpipe"] = bool(np.array_equal(_segpipe_stats(root / f"report-baseline-{iou_type}"), ours))
         print(f"  segpipe's 12 stats equal to: {same}; precision/recall arrays identical to pycocotools: {arrays_equal}")
         if detector:
             ours_cpu, rss = table["segpipe evaluate --no-html"].cpu_s, table["segpipe evaluate --no-html"].peak_rss_mb
@@ -232,13 +249,17 @@ def main() -> None:
     parser.add_argument("--detector", action="store_true",
                         help="detector scale: 640x480 images, 3-11 GT and 100 detections per image")
     parser.add_argument("--no-html-report-only", action="store_true", help="leave out the run that also writes report.html")
+    parser.add_argument("--data-dir", type=Path, default=None, help="keep the generated files here and reuse them")
+    parser.add_argument("--baseline-python", default=None,
+                        help="also time the segpipe this interpreter imports (e.g. another checkout's .venv/bin/python)")
     args = parser.parse_args()
     sizes = args.sizes or ([100, 400] if args.quick else [2000, 8000])
     repeats = args.repeats or (1 if args.quick else 3)
     start_spawner()
     with tempfile.TemporaryDirectory(prefix="segpipe-bench-") as tmp:
         for n_images in sizes:
-            bench_size(n_images=n_images, repeats=repeats, root=Path(tmp), detector=args.detector, html=not args.no_html_report_only)
+            bench_size(n_images=n_images, repeats=repeats, root=Path(tmp), detector=args.detector, html=not args.no_html_report_only,
+                       data_dir=args.data_dir, baseline_python=args.baseline_python)
 
 
 if __name__ == "__main__":

@@ -713,22 +713,41 @@ static PyObject *py_accumulate_lanes(PyObject *self, PyObject *args, PyObject *k
     const double *np_ig = npig.view.buf, *thresholds = thr.view.buf;
     double *precision = prec.view.buf, *recall = rec.view.buf;
     const double eps = 2.220446049250313e-16; /* np.spacing(1) */
+    /* Only the true positives need the divisions. Recall changes only at a true positive, so the first detection
+     * whose recall reaches a threshold is detection 0 or a true positive. After a false positive precision is no
+     * larger than just before it (same tp, a larger denominator: rounding is monotone), and after a detection that
+     * is neither it is the same float, so the running maximum from the right at detection i is the larger of
+     * precision at i and the running maximum over the true positives after i. rc and pr below hold recall and
+     * precision at the true positives only, computed by the same expressions with the same counts: the floats
+     * pycocotools gets at those detections, and the maxima pick among the same values. */
     for (Py_ssize_t l = 0; l < L; l++) {
         const unsigned char *tl = tp_in + l * n, *fl = fp_in + l * n; /* l * n < L * n, checked above; l * R likewise */
         double tp = 0.0, fp = 0.0, *q = precision + l * R;
+        Py_ssize_t k = 0;
         for (Py_ssize_t i = 0; i < n; i++) {
-            tp += tl[i] ? 1.0 : 0.0;
             fp += fl[i] ? 1.0 : 0.0;
-            rc[i] = tp / np_ig[l];
-            pr[i] = tp / ((fp + tp) + eps);
+            if (tl[i]) {
+                tp += 1.0;
+                rc[k] = tp / np_ig[l];
+                pr[k] = tp / ((fp + tp) + eps);
+                k++;
+            }
         }
-        recall[l] = n ? rc[n - 1] : 0.0;
-        for (Py_ssize_t i = n - 1; i > 0; i--)
-            if (pr[i] > pr[i - 1]) pr[i - 1] = pr[i];
-        Py_ssize_t i = 0;
+        recall[l] = n ? tp / np_ig[l] : 0.0; /* recall at the last detection: tp / npig with the final count */
+        for (Py_ssize_t j = k - 1; j > 0; j--)
+            if (pr[j] > pr[j - 1]) pr[j - 1] = pr[j];
+        /* detection 0 when it is not a true positive: recall 0, precision 0 / ((fp + 0) + eps) */
+        int first_is_tp = n && tl[0];
+        double rc0 = 0.0 / np_ig[l], pr0 = n ? 0.0 / (((fl[0] ? 1.0 : 0.0) + 0.0) + eps) : 0.0;
+        if (!first_is_tp && k && pr[0] > pr0) pr0 = pr[0];
+        Py_ssize_t j = 0;
         for (Py_ssize_t r = 0; r < R; r++) {
-            while (i < n && rc[i] < thresholds[r]) i++;
-            q[r] = i < n ? pr[i] : 0.0;
+            if (n && !first_is_tp && rc0 >= thresholds[r]) {
+                q[r] = pr0;
+                continue;
+            }
+            while (j < k && rc[j] < thresholds[r]) j++;
+            q[r] = j < k ? pr[j] : 0.0;
         }
     }
     result = Py_None;

@@ -10,6 +10,7 @@ result's `bbox` is dropped first, so the detection area is the mask area (as det
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -18,11 +19,13 @@ from segpipe.evaluators.coco_ground_truth import GroundTruth, parse_ground_truth
 from segpipe.evaluators.coco_results import IOU_TYPES, default_iou_type, validate_results
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance_accumulate import SUMMARY_METRICS, accumulate
-from segpipe.evaluators.instance_stats import InstanceStats
+from segpipe.evaluators.instance_stats import InstanceStats, distinct
 from segpipe.evaluators.instance_update import instance_update
 
-if TYPE_CHECKING:  # pandas is imported by instance_compute: scoring (and freeing its JSON) needs none of it
+if TYPE_CHECKING:  # pandas is imported when a DataFrame is asked for: scoring and writing the tables need none
     import pandas as pd
+
+    from segpipe.evaluators.instance_tables import ColumnTable
 
 __all__ = [
     "EvaluationError", "InstanceReport", "InstanceStats", "SEGM_AREA_NOTE", "SUMMARY_METRICS",
@@ -39,19 +42,35 @@ BBOX_AREA_NOTE = "bbox: detection area is the box's w*h (pycocotools' loadRes)"
 
 @dataclass(frozen=True, eq=False)
 class InstanceReport:
+    """`tables` holds summary (metric, value), per_class, per_image and pr_curves as columns; the attributes of
+    the same names are those tables as pandas DataFrames (built, and pandas imported, on first use)."""
+
     iou_type: str
-    summary: pd.DataFrame  # metric, value
-    per_class: pd.DataFrame
-    per_image: pd.DataFrame
-    pr_curves: pd.DataFrame
+    tables: Mapping[str, ColumnTable]
     warnings: list[str]
     precision: np.ndarray  # COCOeval.eval['precision'], [T, R, K, A, M]
     recall: np.ndarray  # COCOeval.eval['recall'], [T, K, A, M]
 
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        return self.tables["summary"].to_pandas()
+
+    @cached_property
+    def per_class(self) -> pd.DataFrame:
+        return self.tables["per_class"].to_pandas()
+
+    @cached_property
+    def per_image(self) -> pd.DataFrame:
+        return self.tables["per_image"].to_pandas()
+
+    @cached_property
+    def pr_curves(self) -> pd.DataFrame:
+        return self.tables["pr_curves"].to_pandas()
+
     @property
     def stats(self) -> list[float]:
         """The 12 numbers of COCOeval.stats, in its order."""
-        return [float(v) for v in self.summary["value"]]
+        return [float(v) for v in self.tables["summary"].columns["value"]]
 
     @property
     def area_note(self) -> str:
@@ -60,7 +79,7 @@ class InstanceReport:
 
 def images_without_detections(stats: InstanceStats) -> int:
     """How many images that hold ground-truth objects have no detection at all (e.g. results made on a subset)."""
-    return int(np.setdiff1d(np.unique(stats.gt_image), np.unique(stats.det_image)).size)
+    return int(np.count_nonzero(~np.isin(distinct(stats.gt_image), distinct(stats.det_image), assume_unique=True)))
 
 
 def instance_compute(stats: InstanceStats) -> InstanceReport:
@@ -73,15 +92,14 @@ def instance_compute(stats: InstanceStats) -> InstanceReport:
         warnings.append("no detections on the evaluated images: every category with ground truth scores 0")
     elif (uncovered := images_without_detections(stats)):
         warnings.append(
-            f"{uncovered} of {len(np.unique(stats.gt_image))} ground-truth images with objects got no result at all: "
+            f"{uncovered} of {len(distinct(stats.gt_image))} ground-truth images with objects got no result at all: "
             "AP counts every object of theirs as missed; if the results come from a subset of the images, "
             "score them against a ground truth of the same images")
+    tables = {"summary": summary_table(acc), "per_class": per_class_table(acc, stats), "per_image": per_image_table(stats),
+              "pr_curves": pr_curve_table(acc, stats)}
     return InstanceReport(
         iou_type=stats.iou_type,
-        summary=summary_table(acc),
-        per_class=per_class_table(acc, stats),
-        per_image=per_image_table(stats),
-        pr_curves=pr_curve_table(acc, stats),
+        tables=tables,
         warnings=warnings,
         precision=acc.precision,
         recall=acc.recall,

@@ -47,6 +47,12 @@ def accumulate(stats: InstanceStats) -> Accumulated:
     t_n, r_n, k_n, a_n, m_n = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(stats.category_ids), len(AREA_LABELS), len(MAX_DETS)
     precision = -np.ones((t_n, r_n, k_n, a_n, m_n))
     recall = -np.ones((t_n, k_n, a_n, m_n))
+    positives: tuple[np.ndarray, np.ndarray] | None = None
+    if kernel.available():
+        # true / false positive flags of every detection [N, A, T], computed once: each (category, maxDets) takes its
+        # rows with one gather (40 contiguous bytes a row) and one transpose into the kernel's lane-major order
+        counted_all = ~stats.det_ignored
+        positives = (stats.det_matched & counted_all, ~stats.det_matched & counted_all)
     for k, cat in enumerate(stats.category_ids):
         npig = np.count_nonzero(~stats.gt_ignored[stats.gt_category == cat], axis=0)  # [A]
         areas = np.flatnonzero(npig)  # COCOeval skips the (category, area) pairs without a non-ignored GT
@@ -61,12 +67,13 @@ def accumulate(stats: InstanceStats) -> Accumulated:
                 precision[:, :, k, areas, m] = 0.0
                 recall[:, k, areas, m] = 0.0
                 continue
-            matched = stats.det_matched[rows][:, areas]  # [n, A', T]
-            counted = ~stats.det_ignored[rows][:, areas]
-            if kernel.available():  # the same floats, one C loop per lane (segpipe/evaluators/_kernel.c)
+            if positives is not None:  # the same floats, one C loop per lane (segpipe/evaluators/_kernel.c)
                 lanes = len(areas) * t_n
-                tps = np.ascontiguousarray(np.moveaxis(matched & counted, 0, -1)).reshape(lanes, nd)
-                fps = np.ascontiguousarray(np.moveaxis(~matched & counted, 0, -1)).reshape(lanes, nd)
+                tp_rows, fp_rows = positives[0][rows], positives[1][rows]  # [n, A, T]
+                if len(areas) != a_n:
+                    tp_rows, fp_rows = tp_rows[:, areas], fp_rows[:, areas]
+                tps = np.ascontiguousarray(tp_rows.reshape(nd, lanes).T)
+                fps = np.ascontiguousarray(fp_rows.reshape(nd, lanes).T)
                 q = np.empty((lanes, r_n))
                 final = np.empty(lanes)
                 kernel.accumulate_lanes(tps=tps, fps=fps, npig=np.repeat(npig[areas].astype(np.float64), t_n),
@@ -74,6 +81,8 @@ def accumulate(stats: InstanceStats) -> Accumulated:
                 precision[:, :, k, areas, m] = q.reshape(len(areas), t_n, r_n).transpose(1, 2, 0)
                 recall[:, k, areas, m] = final.reshape(len(areas), t_n).T
                 continue
+            matched = stats.det_matched[rows][:, areas]  # [n, A', T]
+            counted = ~stats.det_ignored[rows][:, areas]
             tp_sum = np.cumsum(np.moveaxis(matched & counted, 0, -1), axis=-1).astype(dtype=float)  # [A', T, n]
             fp_sum = np.cumsum(np.moveaxis(~matched & counted, 0, -1), axis=-1).astype(dtype=float)
             for j, a in enumerate(areas.tolist()):

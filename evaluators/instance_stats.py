@@ -32,6 +32,18 @@ _ARRAY_FIELDS: dict[str, tuple[str, int]] = {
 }
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique(values) for a 1-D integer array, by one sort: numpy's own unique imports numpy.ma on its first
+    call (to refuse masked arrays), some 30 ms of a run that takes about one second."""
+    ordered = np.sort(values, kind="stable")
+    if len(ordered) == 0:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 @dataclass(frozen=True, eq=False)
 class InstanceStats:
     """Match records of a set of images. A = len(AREA_RANGES), T = len(IOU_THRESHOLDS).
@@ -107,7 +119,7 @@ class InstanceStats:
                     "instance stats", "iou_type/category_ids", "shards were evaluated with different settings"
                 )
         image_ids = np.concatenate([p.image_ids for p in parts])
-        if len(np.unique(image_ids)) != len(image_ids):
+        if len(distinct(image_ids)) != len(image_ids):
             raise EvaluationError("instance stats", "image_ids", "shards overlap: an image would be counted twice")
         img_order = np.argsort(image_ids, kind="stable")
         file_names = [name for p in parts for name in p.file_names]

@@ -25,7 +25,7 @@ from segpipe.evaluators.coco_results import ResultColumns, bbox_problem, segment
 from segpipe.evaluators import kernel
 from segpipe.evaluators.errors import EvaluationError
 from segpipe.evaluators.instance_matching import AREA_HI, AREA_LO, THRESHOLDS, A, T, PairInput, match_pairs, out_of_range, unmatched
-from segpipe.evaluators.instance_stats import MAX_DETS, InstanceStats
+from segpipe.evaluators.instance_stats import MAX_DETS, InstanceStats, distinct
 
 MAX_DET = MAX_DETS[-1]  # COCOeval keeps the best 100 detections per (image, category)
 _AREA_CHUNK = 255
@@ -344,7 +344,7 @@ def _kernel_stats(truth: GroundTruth, dets: ResultColumns, *, wanted: list[int],
     gt_ignored = out_of_range(np.array([g["area"] for g in gts], dtype=np.float64).reshape(g_total)) | crowd[:, None]
 
     # One block per (image, category) with detections or GTs, in key order; det and GT rows are in that order too.
-    keys = np.union1d(key, gt_key)
+    keys = distinct(np.concatenate([key, gt_key]))
     d0, d1 = np.searchsorted(key, keys, side="left"), np.searchsorted(key, keys, side="right")
     g0, g1 = np.searchsorted(gt_key, keys, side="left"), np.searchsorted(gt_key, keys, side="right")
     block_img = keys // n_cats

@@ -171,7 +171,7 @@ def guard_instance_predictions(gt: dict[str, Any], results: Any, *, gt_path: Pat
     inference's finished shards with `allow_partial`: its results.json, if any, is an earlier run's) and the
     warnings to report."""
     gt_ids = {im.get("id") for im in gt.get("images") or [] if isinstance(im, dict)}
-    done, partial_results = finished_shard_results(pred_path)
+    done, partial_results = finished_shard_results(pred_path) if is_partial_prediction(pred_path) else (set(), [])
     warnings = check_partial(pred_path, allow_partial=allow_partial, missing=lambda: (len(gt_ids - done), len(gt_ids)))
     if warnings:
         results = partial_results

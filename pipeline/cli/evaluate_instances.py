@@ -33,7 +33,7 @@ def format_report(report: InstanceReport) -> str:
     """The stdout text: a comment line with the area convention, the summary, then per class."""
     from segpipe.reports.tables import format_tables
 
-    return f"# {report.area_note}\n{format_tables(report.summary, report.per_class)}"
+    return f"# {report.area_note}\n{format_tables(report.tables['summary'], report.tables['per_class'])}"
 
 
 @click.command("instances")

@@ -38,9 +38,7 @@ def write_instance_report(report: InstanceReport, out: Path, *, header: dict[str
     """Write every table (CSV + Parquet) and header.json into `out`."""
     from segpipe.reports.tables import write_report_dir
 
-    tables = {"summary": report.summary, "per_class": report.per_class, "per_image": report.per_image,
-              "pr_curves": report.pr_curves}
-    write_report_dir(out, tables, header={**header, "iou_type": report.iou_type, "area": report.area_note,
+    write_report_dir(out, report.tables, header={**header, "iou_type": report.iou_type, "area": report.area_note,
                                           "warnings": list(report.warnings)})
 
 

@@ -10,11 +10,17 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
-import pandas as pd
 from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.layout import REPORT_HEADER_FILE as REPORT_HEADER_FILE  # re-exported for the report writers
+
+if TYPE_CHECKING:  # pandas is imported for DataFrames only: a ColumnTable is written and printed without it
+    import pandas as pd
+
+    from segpipe.evaluators.instance_tables import ColumnTable
+
+    Table = Union[pd.DataFrame, ColumnTable]
 
 
 # A spreadsheet opening a CSV runs a cell that starts with one of these as a formula (`=HYPERLINK(...)` in a
@@ -36,6 +42,8 @@ def spreadsheet_safe_text(value: Any) -> Any:
 
 def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     """A copy of `table` whose text cells are spreadsheet-safe (numeric columns untouched)."""
+    import pandas as pd
+
     text_columns = [c for c in table.columns if table[c].dtype == object or isinstance(table[c].dtype, pd.StringDtype)]
     if not text_columns:
         return table
@@ -73,10 +81,21 @@ def _storable(table: pd.DataFrame) -> pd.DataFrame:
     return fixed
 
 
-def write_table(directory: str | os.PathLike[str], name: str, table: pd.DataFrame, *, parquet: bool = True) -> Path:
+def write_table(directory: str | os.PathLike[str], name: str, table: Table, *, parquet: bool = True) -> Path:
     """Write `table` to DIRECTORY/NAME.csv (and .parquet); returns the CSV path. CSV text cells are
     spreadsheet-safe (`spreadsheet_safe`); the Parquet twin keeps every value verbatim."""
     directory = Path(directory)
+    from segpipe.evaluators.instance_tables import ColumnTable
+    from segpipe.reports.columns import column_table_files
+
+    if isinstance(table, ColumnTable):
+        files = column_table_files(table, parquet=parquet)
+        if files is not None:
+            csv_path = atomic_write_text(directory / f"{name}.csv", files[0])
+            if files[1] is not None:
+                atomic_write_bytes(directory / f"{name}.parquet", files[1])
+            return csv_path
+        table = table.to_pandas()  # a column the direct writer does not cover: pandas writes it
     table = _storable(table)
     csv_text = spreadsheet_safe(table).to_csv(index=False, lineterminator="\n")
     csv_path = atomic_write_text(directory / f"{name}.csv", csv_text)
@@ -90,7 +109,7 @@ def write_table(directory: str | os.PathLike[str], name: str, table: pd.DataFram
 
 
 
-def write_report_dir(out: str | os.PathLike[str], tables: Mapping[str, pd.DataFrame], *, header: Mapping[str, Any]) -> Path:
+def write_report_dir(out: str | os.PathLike[str], tables: Mapping[str, Table], *, header: Mapping[str, Any]) -> Path:
     """A report directory: every table (CSV + Parquet, in the given order) and then `header.json`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +118,18 @@ def write_report_dir(out: str | os.PathLike[str], tables: Mapping[str, pd.DataFr
     return atomic_write_text(out / REPORT_HEADER_FILE, json.dumps(dict(header), sort_keys=True, indent=2, default=str) + "\n")
 
 
-def format_tables(*tables: pd.DataFrame, width: int = 160) -> str:
+def format_tables(*tables: Table, width: int = 160) -> str:
     """Tables as plain text for stdout, four decimals, separated by a blank line."""
+    from segpipe.evaluators.instance_tables import ColumnTable
+    from segpipe.reports.columns import column_table_text
+
+    columns = [t for t in tables if isinstance(t, ColumnTable)]
+    if len(columns) == len(tables):
+        texts = [column_table_text(t, width=width, max_rows=1000) for t in columns]
+        if all(text is not None for text in texts):
+            return "\n\n".join(t for t in texts if t is not None)
+    import pandas as pd
+
+    frames = [t.to_pandas() if isinstance(t, ColumnTable) else t for t in tables]
     with pd.option_context("display.max_rows", 1000, "display.width", width, "display.float_format", "{:.4f}".format):
-        return "\n\n".join(t.to_string(index=False) for t in tables)
+        return "\n\n".join(t.to_string(index=False) for t in frames)

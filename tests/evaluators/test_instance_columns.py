@@ -156,6 +156,34 @@ def test_accumulate_paths_equal_pycocotools(path: str, iou_type: str) -> None:
     assert report.stats == list(ref.stats)
 
 
+def test_accumulate_lanes_equal_numpy_curves_bit_for_bit() -> None:
+    """The C lanes compute precision at the true positives only; on random lanes (false positives, detections that
+    are neither, a first detection of each kind, no true positive, all true positives, one detection) they give
+    numpy's `_curves` floats (pycocotools' arithmetic), bit for bit."""
+    if BUILT is None:
+        pytest.skip("the compiled kernel is not built or SEGPIPE_NO_KERNEL is set")
+    from segpipe.evaluators.instance_accumulate import _curves
+    from segpipe.evaluators.instance_stats import RECALL_THRESHOLDS
+
+    rng = np.random.default_rng(7)
+    for case in range(400):
+        n = int(rng.integers(1, 60)) if case % 5 else 1
+        lanes = int(rng.integers(1, 6))
+        kind = rng.choice(3, size=(lanes, n), p=rng.dirichlet(np.ones(3)))  # 0 tp, 1 fp, 2 neither
+        if case % 7 == 0:
+            kind[0] = 1  # no true positive
+        if case % 11 == 0:
+            kind[-1] = 0  # all true positives
+        tps, fps = kind == 0, kind == 1
+        npig = max(int(tps.sum(axis=1).max()), 1) + int(rng.integers(0, 4))
+        q = np.empty((lanes, len(RECALL_THRESHOLDS)))
+        final = np.empty(lanes)
+        kernel.accumulate_lanes(tps=tps, fps=fps, npig=np.full(lanes, float(npig)), thresholds=RECALL_THRESHOLDS,
+                                precision=q, recall=final)
+        ref_q, ref_final = _curves(np.cumsum(tps, axis=1).astype(float), np.cumsum(fps, axis=1).astype(float), npig, n)
+        assert q.tobytes() == ref_q.tobytes() and final.tobytes() == ref_final.tobytes(), case
+
+
 @pytest.mark.parametrize("text", ['[{"score": NaN}, 1e999, -Infinity]', "[18446744073709551615, -9223372036854775808]",
                                   '["\\ud800"]', '{"a": 1, "a": [2.5, 1e-320, 0.1]}', "[1, 2", "\ufeff[1]"])
 def test_json_reader_reads_as_the_standard_library(tmp_path: Path, text: str) -> None:
