@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=23.1" "setuptools>=68" wheel
 
-$(STAMP): pyproject.toml setup.py evaluators/_kernel.c evaluators/_labelmap.c | $(BIN)/python
+$(STAMP): pyproject.toml setup.py evaluators/_kernel.c pipeline/core/_labelmap.c | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[test]'
 	# Reference implementations the tests compare against, live. tidecv 1.0.1 declares opencv-python, which would
 	# install a second cv2 over opencv-python-headless's, so it goes in without its declared dependencies (numpy,
@@ -39,14 +39,9 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
 # mypy maps files to modules by folder names (https://mypy.readthedocs.io/en/stable/running_mypy.html#mapping-file-paths-to-modules),
-# not setuptools' package-dir, so it checks a symlink tree spelling the installed layout: segpipe/ = pipeline/*, converters, evaluators.
-TYPECHECK := $(VENV)/typecheck
+# not setuptools' package-dir; .ci/typecheck.py gives it each file with its module name from pyproject's mapping.
 typecheck: $(STAMP)
-	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/segpipe
-	for f in pipeline/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/segpipe/; done
-	ln -s "$(CURDIR)/converters" $(TYPECHECK)/segpipe/converters
-	ln -s "$(CURDIR)/evaluators" $(TYPECHECK)/segpipe/evaluators
-	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/python" -m mypy --config-file "$(CURDIR)/pyproject.toml" --cache-dir "$(CURDIR)/$(VENV)/.mypy_cache" -p segpipe
+	$(BIN)/python .ci/typecheck.py --cache-dir "$(VENV)/.mypy_cache"
 
 demo: $(STAMP)
 	$(BIN)/segpipe demo -o demo_out

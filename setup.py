@@ -15,4 +15,4 @@ from setuptools import Extension, setup
 FLAGS = [] if sys.platform == "win32" else ["-ffp-contract=off"]
 
 setup(ext_modules=[Extension("segpipe.evaluators._kernel", sources=["evaluators/_kernel.c"], extra_compile_args=FLAGS, optional=True),
-                   Extension("segpipe.evaluators._labelmap", sources=["evaluators/_labelmap.c"], optional=True)])
+                   Extension("segpipe.core._labelmap", sources=["pipeline/core/_labelmap.c"], optional=True)])

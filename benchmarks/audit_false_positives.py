@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segpipe.converters.oxford_pet import convert_oxford_pet  # noqa: E402
 from segpipe.converters.voc import convert_voc  # noqa: E402
 from segpipe.demo.sample import generate_sample  # noqa: E402
-from segpipe.evaluators import audit_findings as F  # noqa: E402
-from segpipe.evaluators.audit import audit_path  # noqa: E402
-from segpipe.evaluators.audit_geometry import MIN_INSTANCES_FOR_STATS, MIN_LOG_MAD, Z_THRESHOLD, robust_z  # noqa: E402
+from segpipe.evaluators.audit import findings as F  # noqa: E402
+from segpipe.evaluators.audit.dataset import audit_path  # noqa: E402
+from segpipe.evaluators.audit.geometry_checks import MIN_INSTANCES_FOR_STATS, MIN_LOG_MAD, Z_THRESHOLD, robust_z  # noqa: E402
 
 STATISTICAL_CHECKS: tuple[str, ...] = (
     F.CHECK_AREA_OUTLIER, F.CHECK_ASPECT_OUTLIER, F.CHECK_POSITION_OUTLIER, F.CHECK_NEAR_DUPLICATE,

@@ -49,8 +49,8 @@ from pycocotools import mask as mask_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segpipe.converters.coco import encode_mask as _encode
-from segpipe.evaluators.audit import audit_dataset  # noqa: E402
-from segpipe.evaluators.audit_findings import CHECK_POSSIBLY_MISSING  # noqa: E402
+from segpipe.evaluators.audit.dataset import audit_dataset  # noqa: E402
+from segpipe.evaluators.audit.findings import CHECK_POSSIBLY_MISSING  # noqa: E402
 
 ERROR_TYPES: tuple[str, ...] = ("shift", "grow", "swap", "delete", "spurious", "erode_dilate")
 MODEL_ERROR_RATES: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)

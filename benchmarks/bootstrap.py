@@ -1,4 +1,4 @@
-"""Benchmark: one bootstrap replicate of AP/AP50 (segpipe.evaluators.bootstrap.instance_headline on the drawn
+"""Benchmark: one bootstrap replicate of AP/AP50 (segpipe.evaluators.analysis.bootstrap.instance_headline on the drawn
 images' match records) against the anchor, re-running segpipe's full accumulate + summarize on the resampled
 records, and against pycocotools COCOeval re-run on the resampled dataset; same data, same process.
 
@@ -26,10 +26,10 @@ from pycocotools.cocoeval import COCOeval
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_instances import generate  # noqa: E402
-from segpipe.evaluators.bootstrap import ImageRows, _gather, instance_headline  # noqa: E402
-from segpipe.evaluators.instance import instance_update  # noqa: E402
-from segpipe.evaluators.instance_accumulate import accumulate, summarize  # noqa: E402
-from segpipe.evaluators.instance_stats import InstanceStats  # noqa: E402
+from segpipe.evaluators.analysis.bootstrap import ImageRows, _gather, instance_headline  # noqa: E402
+from segpipe.evaluators.instance.evaluation import instance_update  # noqa: E402
+from segpipe.evaluators.instance.accumulate import accumulate, summarize  # noqa: E402
+from segpipe.evaluators.instance.stats import InstanceStats  # noqa: E402
 
 
 def _median(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -29,7 +29,7 @@ from pycocotools import mask as mask_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval_instances import COCOEVAL_SCRIPT, _segpipe_stats  # noqa: E402  (benchmarks/ is the script's own folder)
 from process_runs import SEGPIPE, medians, start_spawner  # noqa: E402
-from segpipe.evaluators.coco_results import MAX_DETECTIONS_PER_IMAGE_DEFAULT, MAX_DETECTIONS_PER_IMAGE_ENV  # noqa: E402
+from segpipe.evaluators.instance.coco_results import MAX_DETECTIONS_PER_IMAGE_DEFAULT, MAX_DETECTIONS_PER_IMAGE_ENV  # noqa: E402
 
 HEIGHT, WIDTH = 480, 640
 _SHAPES = 64  # distinct masks per image; detections reuse them with jitter-free copies (the JSON holds each)

@@ -40,7 +40,7 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from process_runs import SEGPIPE, medians, print_table, start_spawner  # noqa: E402  (benchmarks/ is the script's own folder)
-from segpipe.evaluators.instance import evaluate_instances  # noqa: E402
+from segpipe.evaluators.instance.evaluation import evaluate_instances  # noqa: E402
 
 N_CLASSES = 10
 

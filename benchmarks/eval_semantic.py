@@ -43,8 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from process_runs import SEGPIPE, medians, print_table, start_spawner  # noqa: E402  (benchmarks/ is the script's own folder)
-from segpipe.evaluators.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
-from segpipe.evaluators.semantic import read_label_map  # noqa: E402
+from segpipe.evaluators.semantic.confusion import IGNORE_INDEX, confusion_update  # noqa: E402
+from segpipe.evaluators.semantic.evaluation import read_label_map  # noqa: E402
 
 BATCH = 100  # pairs held in memory at once for the in-memory comparison
 
@@ -122,7 +122,7 @@ if decoder == "cv2":
     import cv2
     read = lambda p: cv2.imread(p, cv2.IMREAD_UNCHANGED).shape
 else:
-    from segpipe.evaluators.label_maps import read_label_map
+    from segpipe.core.label_maps import read_label_map
     read = lambda p: read_label_map(p).shape
 if threads == 1:
     list(map(read, paths))
@@ -155,7 +155,7 @@ def compare_decoders(gt_dir: Path, *, limit: int) -> None:
         decoders["pyspng.load(file bytes)"] = lambda p: pyspng.load(p.read_bytes())
     else:
         print("  note: pyspng is not installed: left out (pip install pyspng)")
-    from segpipe.evaluators import label_maps
+    from segpipe.core import label_maps
 
     if label_maps.HELPER is not None:
         zlib_inflate, installed = label_maps._zlib_inflate, label_maps.INFLATE
@@ -228,8 +228,8 @@ def bench_in_process(gt_dir: Path, pred_dir: Path, *, n: int, repeats: int) -> N
     """Per-pair work after the imports, all in this process: CPU (every thread of it) and wall, medians."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from segpipe.evaluators import label_maps
-    from segpipe.evaluators.semantic import evaluate_semantic_dirs
+    from segpipe.core import label_maps
+    from segpipe.evaluators.semantic.evaluation import evaluate_semantic_dirs
 
     cores = os.cpu_count() or 1
     names = [f"class{i}" for i in range(n)]

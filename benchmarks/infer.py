@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco  # noqa: E402
-from segpipe.converters.dataset_layout import write_dataset_meta  # noqa: E402
+from segpipe.core.dataset_layout import write_dataset_meta  # noqa: E402
 
 # (model, image sizes (w, h) cycled over the images, classes)
 FULL = {"deeplabv3_resnet50": [(520, 520)], "maskrcnn_resnet50_fpn": [(1066, 800), (800, 1066)]}

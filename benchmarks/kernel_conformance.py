@@ -22,8 +22,8 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segpipe.evaluators import kernel  # noqa: E402
-from segpipe.evaluators.errors import EvaluationError  # noqa: E402
-from segpipe.evaluators.instance import instance_update  # noqa: E402
+from segpipe.core.errors import EvaluationError  # noqa: E402
+from segpipe.evaluators.instance.evaluation import instance_update  # noqa: E402
 from tests.evaluators import test_kernel as tk  # noqa: E402
 
 

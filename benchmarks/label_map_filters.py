@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segpipe.converters.trimap import decode_trimap  # noqa: E402
 from segpipe.demo.sample import sample_pets  # noqa: E402
-from segpipe.evaluators.label_maps import read_label_map  # noqa: E402
+from segpipe.core.label_maps import read_label_map  # noqa: E402
 
 
 def row_filters(data: bytes) -> set[int]:

@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segpipe.evaluators.label_maps import read_label_map  # noqa: E402
+from segpipe.core.label_maps import read_label_map  # noqa: E402
 
 
 def write_maps(folder: Path, *, count: int, size: int, mode: str, seed: int = 0) -> list[Path]:

@@ -109,7 +109,7 @@ def inject(clean: Path, dirty: Path) -> list[Injected]:
 
 
 def model_findings(dataset: Path, pred: Path) -> Any:
-    from segpipe.evaluators.audit import audit_path
+    from segpipe.evaluators.audit.dataset import audit_path
 
     findings = audit_path(dataset, pred=pred).findings
     return findings[findings["check"].isin(MODEL_CHECKS)]
@@ -151,7 +151,7 @@ def label_iou(dataset: Path, clean: Path, image_ids: list[int]) -> dict[int, flo
 
 def run_loop(work: Path, *, fmt: str, clean: Path, pred: Path, injected: list[Injected], dirty: Path) -> dict[str, Any]:
     from segpipe.relabel import accept_all, apply_relabel, write_relabel_task
-    from segpipe.evaluators.audit import read_predictions
+    from segpipe.evaluators.audit.dataset import read_predictions
 
     before = model_findings(dirty, pred)
     task = work / f"task_{fmt}"

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.core.atomic_write import atomic_write_text
 from segpipe.converters.conversion_output import Conversion, ConversionOutputs
-from segpipe.converters.images import is_image_name
+from segpipe.core.images import is_image_name
 from segpipe.inference.images import ImagesInference
 from segpipe.plan.formats import DatasetSpec
 from segpipe.tasks import evaluate as tasks_evaluate

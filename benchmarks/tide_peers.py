@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segpipe.evaluators.overlaps import image_overlaps  # noqa: E402
-from segpipe.evaluators.tide import ERROR_TYPES, tide_tables  # noqa: E402
+from segpipe.evaluators.instance.overlaps import image_overlaps  # noqa: E402
+from segpipe.evaluators.analysis.tide import ERROR_TYPES, tide_tables  # noqa: E402
 from tests.evaluators.test_error_analysis import _injected  # noqa: E402
 
 

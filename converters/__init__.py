@@ -11,13 +11,19 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "FORMATS": "formats", "FormatSpec": "formats", "Conversion": "conversion_output", "ConversionReport": "report",
-    "read_coco": "coco", "dumps_coco": "coco", "EXPORTERS": "export", "AnnotationError": "errors",
+    "FORMATS": "segpipe.converters.formats",
+    "FormatSpec": "segpipe.converters.formats",
+    "Conversion": "segpipe.converters.conversion_output",
+    "ConversionReport": "segpipe.converters.report",
+    "read_coco": "segpipe.converters.coco",
+    "dumps_coco": "segpipe.converters.coco",
+    "EXPORTERS": "segpipe.converters.export",
+    "AnnotationError": "segpipe.core.errors",
 }
 __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

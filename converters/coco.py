@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from segpipe.converters import json_depth
-from segpipe.converters.atomic_write import atomic_write_bytes
+from segpipe.core import json_depth
+from segpipe.core.atomic_write import atomic_write_bytes
 
 if TYPE_CHECKING:  # numpy is imported by the mask helpers: box-only conversions (voc, yolo) start without it
     import numpy as np

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, write_coco
-from segpipe.converters.dataset_layout import (
+from segpipe.core.dataset_layout import (
     HEADS_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, discard_outputs, remove_stale_semantic_maps, write_dataset_meta,
 )
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import read_image_size
+from segpipe.core.errors import AnnotationError
+from segpipe.core.images import read_image_size
 from segpipe.converters.report import REPORT_FILE_NAME, ConversionReport, Finding, StrictModeError, display_path, write_report
 
 # Where images embedded in annotation files (LabelMe's imageData) are written: OUT/images/<file_name>.
@@ -141,7 +141,7 @@ def streamed_label_maps(out: Path) -> Iterator[ConversionOutputs]:
     but not fsynced one by one: a flush per map was a third of a trimap conversion's time
     (benchmarks/convert_trimap.py). A map lost to a power cut is caught later: `segpipe run` checks every
     small output's sha256 against its completion marker before trusting a cached conversion."""
-    from segpipe.out_manifest import CONVERT, check_output_folder
+    from segpipe.core.out_manifest import CONVERT, check_output_folder
 
     check_output_folder(Path(out), command=CONVERT)  # before a map lands in another command's semantic/
     semantic = Path(out) / SEMANTIC_DIR
@@ -194,8 +194,8 @@ def write_conversion_dir(out: Path, conversion: Conversion) -> ConversionReport:
     earlier run removed), images/, dataset.json, conversion_report.csv. An aborted (--strict) conversion
     writes its report so far, removes OUT's converted outputs so that no earlier run's output passes for
     this one's, and raises its StrictModeError."""
-    from segpipe.layout import DATASET_META_FILE
-    from segpipe.out_manifest import CONVERT, claim_output_folder
+    from segpipe.core.layout import DATASET_META_FILE
+    from segpipe.core.out_manifest import CONVERT, claim_output_folder
 
     out = Path(out)
     what = f"a {conversion.format} conversion (`segpipe convert {conversion.format}`)"

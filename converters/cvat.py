@@ -34,8 +34,8 @@ from segpipe.converters.conversion_output import (
     FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, skipped_for_errors, Conversion, ConversionOutputs,
     run_conversion, write_conversion_dir,
 )
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import read_input_bytes
+from segpipe.core.errors import AnnotationError
+from segpipe.core.images import read_input_bytes
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, clip_box, mask_record, polygon_mask
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.coco import read_coco
-from segpipe.converters.dataset_layout import DatasetDir, resolve_image_path
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.dataset_layout import DatasetDir, resolve_image_path
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.report import ConversionReport, format_report_csv
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def load_source(dataset: str | os.PathLike[str], *, report: ConversionReport, im
     """Read a converted dataset dir or a COCO json (+ its images) for export. Records a source cannot give
     (unknown image or category, unreadable segmentation) are report rows; the rest is exported.
     Raises AnnotationError when there is no readable COCO file at all."""
-    from segpipe.evaluators.audit import coco_image_root
+    from segpipe.core.dataset_layout import coco_image_root
 
     dataset = Path(dataset)
     json_path = dataset if dataset.is_file() else DatasetDir(dataset).instances

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from xml.etree.ElementTree import Element, SubElement, indent, tostring
 
-from segpipe.converters.atomic_write import atomic_write_bytes
+from segpipe.core.atomic_write import atomic_write_bytes
 from segpipe.converters.export import ExportObject, copy_image, exportable, finish, fmt, load_source, report_unheld_attributes
 from segpipe.converters.export_geometry import cvat_rle
 from segpipe.converters.report import ConversionReport

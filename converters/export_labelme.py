@@ -17,7 +17,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.core.atomic_write import atomic_write_text
 from segpipe.converters.export import (
     EXPORTERS, ExportImage, ExportObject, copy_image, exportable, finish, load_source, report_unheld_attributes, stem_path, unique_stems,
 )

@@ -24,7 +24,7 @@ from xml.etree.ElementTree import Element, SubElement, indent, tostring
 
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.converters.export import (
     EXPORTERS, ExportImage, ExportObject, copy_image, exportable, finish, fmt, load_source, report_unheld_attributes, stem_path, unique_stems,
 )

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.errors import OptionError
+from segpipe.core.atomic_write import atomic_write_text
+from segpipe.core.errors import OptionError
 from segpipe.converters.export import (
     ExportImage, copy_image, exportable, finish, fmt, load_source, report_unheld_attributes, stem_path, unique_stems,
 )

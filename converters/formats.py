@@ -259,7 +259,7 @@ class FormatSpec:
     def checked_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """`options` with the defaults filled in, as the options class types them; an unknown or missing option
         is an OptionError (a SegpipeError) naming the allowed ones."""
-        from segpipe.converters.errors import OptionError
+        from segpipe.core.errors import OptionError
 
         unknown = sorted(set(options) - set(self.option_names))
         if unknown:
@@ -332,7 +332,7 @@ FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
 def format_spec(name: str, *, where: Path | str = "") -> FormatSpec:
     """The registry entry of `name`; an unknown name is a SegpipeError listing the known ones."""
     if name not in FORMATS:
-        from segpipe.errors import SegpipeError
+        from segpipe.core.errors import SegpipeError
 
         raise SegpipeError(where, "format", f"unknown dataset format {name!r} (choose from {', '.join(FORMATS)})")
     return FORMATS[name]

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from segpipe.converters.images import ImageIndex, is_hidden_name, is_image_name, walk_input_files
+from segpipe.core.images import ImageIndex, is_hidden_name, is_image_name, walk_input_files
 
 
 class InputFiles:
@@ -41,7 +41,7 @@ class InputFiles:
         return self._listed is not None
 
     def walk(self, root: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
-        """Files under `root`, sorted, hidden names skipped: what segpipe.converters.images.walk_input_files
+        """Files under `root`, sorted, hidden names skipped: what segpipe.core.images.walk_input_files
         gives, restricted to the list when there is one."""
         if self._listed is None:
             return walk_input_files(root, recursive=recursive)
@@ -62,7 +62,7 @@ class InputFiles:
         return Path(path).is_dir() if self._listed is None else str(Path(path)) in self._folders
 
     def index_images(self, roots: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> ImageIndex:
-        """Image files under the roots by stem, as segpipe.converters.images.index_images finds them."""
+        """Image files under the roots by stem, as segpipe.core.images.index_images finds them."""
         found: dict[str, list[Path]] = defaultdict(list)
         for root in roots:
             if not Path(root).is_dir():

@@ -33,14 +33,14 @@ from typing import Any, Callable, Iterable, Sequence, TypeGuard
 
 import numpy as np
 
-from segpipe.converters import json_depth
+from segpipe.core import json_depth
 from segpipe.converters.coco import MIXED_BOX_MASK_CODE, AnnotationRecord, ImageRecord, fill_box_masks
 from segpipe.converters.conversion_output import (
     EMBEDDED_IMAGES_DIR, Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
     skipped_for_errors, write_conversion_dir,
 )
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, is_utf8_name, read_input_bytes
+from segpipe.core.errors import AnnotationError
+from segpipe.core.images import NON_UTF8_REASON, is_utf8_name, read_input_bytes
 from segpipe.converters.input_files import input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_polygon, box_record, clip_box, disc_mask, finite, polygon_mask
@@ -186,7 +186,7 @@ def _shape_rle(shape: LabelmeShape, *, width: int, height: int) -> dict[str, Any
     encoded."""
     from pycocotools import mask as mask_utils
 
-    from segpipe.evaluators.polygon_bounds import polygons_rle
+    from segpipe.core.polygon_bounds import polygons_rle
 
     pts = shape.points
     if shape.shape_type in ("oriented_rectangle", "polygon") and len(pts) >= (4 if shape.shape_type == "oriented_rectangle" else MIN_POLYGON_POINTS):

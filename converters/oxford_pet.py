@@ -17,10 +17,10 @@ from typing import Any, Iterable, Sequence
 
 from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
 from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, streamed_label_maps, write_conversion_dir
-from segpipe.converters.errors import AnnotationError, OptionError
-from segpipe.converters.images import read_input_bytes
+from segpipe.core.errors import AnnotationError, OptionError
+from segpipe.core.images import read_input_bytes
 from segpipe.converters.input_files import InputFiles, input_files
-from segpipe.converters.pet_list import SPECIES_NAMES, parse_split_names
+from segpipe.core.pet_list import SPECIES_NAMES, parse_split_names
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.trimap import collect_pairs, convert_pairs, read_categories
 from segpipe.converters.voc_parse import check_size, parse_voc_xml, voc_objects_to_annotations

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Sized
 
-from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.layout import CONVERSION_REPORT_FILE
+from segpipe.core.atomic_write import atomic_write_text
+from segpipe.core.layout import CONVERSION_REPORT_FILE
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")

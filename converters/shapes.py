@@ -1,7 +1,7 @@
 """Geometry shared by the polygon/box formats (YOLO, LabelMe, CVAT): shapes to COCO annotation records.
 
 Polygons are rasterised by pycocotools (`frPyObjects` + `merge`), exactly as COCO loaders rasterise
-polygon annotations, behind the one geometry guard (segpipe.evaluators.polygon_bounds: a shape reaching far
+polygon annotations, behind the one geometry guard (segpipe.core.polygon_bounds: a shape reaching far
 outside its image is clipped first, never a crash), then stored as compressed RLE like every other mask.
 Coordinates are pixel-corner coordinates: pixel (x, y) covers [x, x + 1) × [y, y + 1).
 """
@@ -26,7 +26,7 @@ def polygon_mask(polygons: Sequence[Sequence[float]], *, width: int, height: int
     >>> int(polygon_mask([[0, 0, 2, 0, 2, 2, 0, 2]], width=3, height=3).sum())
     4
     """
-    from segpipe.evaluators.polygon_bounds import polygons_mask
+    from segpipe.core.polygon_bounds import polygons_mask
 
     return polygons_mask(polygons, height=height, width=width)
 

@@ -21,12 +21,13 @@ from PIL import Image
 
 from segpipe.converters.coco import AnnotationRecord, ImageRecord, assemble_coco, mask_annotation
 from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, streamed_label_maps, write_conversion_dir
-from segpipe.converters.errors import AnnotationError, OptionError
-from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_image_header, read_input_bytes
+from segpipe.core.errors import AnnotationError, OptionError
+from segpipe.core.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_image_header, read_input_bytes
 from segpipe.converters.input_files import InputFiles, input_files
-from segpipe.converters.pet_list import CATEGORY_LEVELS, PetCategories, parse_pet_list_lines, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
+from segpipe.converters.pet_categories import CATEGORY_LEVELS, PetCategories, pet_categories  # noqa: F401 (CATEGORY_LEVELS: re-exported for callers of segpipe.converters.trimap)
+from segpipe.core.pet_list import parse_pet_list_lines
 from segpipe.converters.report import ConversionReport, Finding
-from segpipe.layout import IGNORE_INDEX
+from segpipe.core.layout import IGNORE_INDEX
 
 TRIMAP_PET = 1
 TRIMAP_BACKGROUND = 2
@@ -218,7 +219,7 @@ def run_trimap_jobs(jobs: Sequence[TrimapJob], *, workers: int | None) -> Iterat
 def collect_pairs(trimaps: Path, images: Path, *, report: ConversionReport, only: set[str] | None = None,
                   files: InputFiles | None = None) -> dict[str, tuple[Path, Path]]:
     """stem -> (trimap, image), among `files` when listed. Unmatched and ambiguous files become report rows;
-    hidden files (AppleDouble `._*` forks, .DS_Store) are not inputs (segpipe.converters.images.is_hidden_name)."""
+    hidden files (AppleDouble `._*` forks, .DS_Store) are not inputs (segpipe.core.images.is_hidden_name)."""
     listing = files or InputFiles()
     found: dict[str, list[Path]] = {}
     for p in listing.walk(trimaps):

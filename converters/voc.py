@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from segpipe.converters.coco import AnnotationRecord, CategoryRecord, ImageRecord, assemble_coco
 from segpipe.converters.conversion_output import Conversion, ConversionOutputs, run_conversion, write_conversion_dir
-from segpipe.converters.errors import AnnotationError, OptionError
-from segpipe.converters.images import NON_UTF8_REASON, is_hidden_name, is_image_name, is_utf8_name, read_image_size, read_input_bytes
+from segpipe.core.errors import AnnotationError, OptionError
+from segpipe.core.images import NON_UTF8_REASON, is_hidden_name, is_image_name, is_utf8_name, read_image_size, read_input_bytes
 from segpipe.converters.input_files import InputFiles, input_files
 from segpipe.converters.report import ConversionReport, Finding, Severity, display_path
 from segpipe.converters.shapes import box_polygon
@@ -140,7 +140,7 @@ def _walk_files(root: Path, *, keep: Callable[[str], bool], files: InputFiles) -
         return sorted(p.relative_to(root).as_posix() for p in files.walk(root) if keep(p.name))
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden_name(d))  # as segpipe.converters.images.walk_input_files
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden_name(d))  # as segpipe.core.images.walk_input_files
         rel_dir = os.path.relpath(dirpath, root)
         prefix = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
         found.extend(prefix + name for name in filenames if keep(name) and not is_hidden_name(name))

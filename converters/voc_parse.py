@@ -21,7 +21,7 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from segpipe.converters.coco import AnnotationRecord
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.report import Finding, Severity
 
 VOC_ROOT_TAG = "annotation"

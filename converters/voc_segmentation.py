@@ -7,7 +7,7 @@
 
 VOC stores both PNGs as palette images; the palette *indices* are the labels, the colours are only for
 viewing (devkit: https://host.robots.ox.ac.uk/pascal/VOC/voc2012/htmldoc/devkit_doc.html#sec:segmentation),
-so they are read by segpipe's one label-map reader (segpipe.evaluators.label_maps.read_label_map: palette
+so they are read by segpipe's one label-map reader (segpipe.core.label_maps.read_label_map: palette
 indices as stored, 1/2/4-bit grey unscaled, where PIL would read a 4-bit grey 1 as 17), exactly as the
 evaluators read them. Datumaro and other tools re-save them as RGB: RGB pixels are mapped
 back through the VOC colour map (below); a colour outside it is an error row. Each object index becomes one
@@ -29,8 +29,8 @@ from segpipe.converters.conversion_output import (
     Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, row, run_conversion, streamed_label_maps,
     write_conversion_dir,
 )
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_input_bytes
+from segpipe.core.errors import AnnotationError
+from segpipe.core.images import NON_UTF8_REASON, check_pixel_count, is_utf8_name, read_input_bytes
 from segpipe.converters.input_files import input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import mask_record
@@ -110,8 +110,8 @@ def read_label_png(path: Path) -> np.ndarray:
     """A SegmentationClass/Object PNG -> HxW uint8 indices. Single-channel PNGs (palette, grey of any bit depth)
     go through the shared label-map reader; RGB ones through the VOC colour map (`decode_label_png`). Raises
     AnnotationError naming the file."""
-    from segpipe.evaluators.errors import EvaluationError
-    from segpipe.evaluators.label_maps import png_header, read_label_map
+    from segpipe.core.errors import EvaluationError
+    from segpipe.core.label_maps import png_header, read_label_map
 
     data = read_input_bytes(path)
     header = png_header(data[:26])

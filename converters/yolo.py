@@ -35,8 +35,8 @@ from segpipe.converters.conversion_output import (
     Conversion, ConversionOutputs, FileOutcome, assemble, categories_for, collect, image_size, path_inside, row, run_conversion,
     skipped_for_errors, write_conversion_dir,
 )
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import NON_UTF8_REASON, is_image_name, is_utf8_name, read_input_bytes
+from segpipe.core.errors import AnnotationError
+from segpipe.core.images import NON_UTF8_REASON, is_image_name, is_utf8_name, read_input_bytes
 from segpipe.converters.input_files import input_files
 from segpipe.converters.report import ConversionReport, Finding
 from segpipe.converters.shapes import MIN_POLYGON_POINTS, box_record, mask_record, polygon_mask

@@ -11,14 +11,20 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "instance_update": "instance", "instance_compute": "instance", "InstanceReport": "instance",
-    "evaluate_semantic_dirs": "semantic", "SemanticReport": "semantic_tables", "audit_dataset": "audit",
-    "AuditResult": "audit", "tide_tables": "tide", "EvaluationError": "errors",
+    "instance_update": "segpipe.evaluators.instance.evaluation",
+    "instance_compute": "segpipe.evaluators.instance.evaluation",
+    "InstanceReport": "segpipe.evaluators.instance.evaluation",
+    "evaluate_semantic_dirs": "segpipe.evaluators.semantic.evaluation",
+    "SemanticReport": "segpipe.evaluators.semantic.tables",
+    "audit_dataset": "segpipe.evaluators.audit.dataset",
+    "AuditResult": "segpipe.evaluators.audit.dataset",
+    "tide_tables": "segpipe.evaluators.analysis.tide",
+    "EvaluationError": "segpipe.core.errors",
 }
 __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -777,7 +777,7 @@ static int exact_int(PyObject *v, int64_t *out) {
 }
 
 /* One pass over a COCO results list, the common form of each result read into columns (what
- * segpipe/evaluators/coco_results.py `_plain_columns` reads with one map() per field when there is no kernel):
+ * segpipe/evaluators/instance/coco_results.py `_plain_columns` reads with one map() per field when there is no kernel):
  * ok[i] = 1 when results[i] is a dict with exact int image_id and category_id (int64), an exact float score and,
  * for segm, a dict segmentation whose size is a list of two exact ints and whose counts is a str or bytes (returned
  * in the list, None elsewhere); for bbox a list bbox of four exact floats or ints (plain[i]: all four floats).

@@ -7,8 +7,8 @@ import os
 from types import ModuleType
 from typing import Any
 
-from segpipe.converters import json_depth
-from segpipe.evaluators.errors import EvaluationError
+from segpipe.core import json_depth
+from segpipe.core.errors import EvaluationError
 
 
 def _load_orjson() -> ModuleType | None:
@@ -28,7 +28,7 @@ def read_json_file(path: str | os.PathLike[str], *, what: str, expect: type[list
     >>> read_json_file("/nonexistent.json", what="results")
     Traceback (most recent call last):
     ...
-    segpipe.evaluators.errors.EvaluationError: /nonexistent.json: cannot read results JSON: [Errno 2] No such file or directory: '/nonexistent.json'
+    segpipe.core.errors.EvaluationError: /nonexistent.json: cannot read results JSON: [Errno 2] No such file or directory: '/nonexistent.json'
     """
     try:
         with open(path, "rb") as fh:

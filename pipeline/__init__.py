@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 __all__ = ["RunResult", "SegpipeError", "audit", "convert", "evaluate_instances", "evaluate_semantic", "infer",
            "run", "sample"]

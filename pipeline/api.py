@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from segpipe.layout import RESULTS_FILE, SEMANTIC_CLASSES_FILE
+from segpipe.core.layout import RESULTS_FILE, SEMANTIC_CLASSES_FILE
 
 if TYPE_CHECKING:  # imported lazily at call time: `import segpipe` must stay cheap
     import pandas as pd
 
-    from segpipe.evaluators.audit import AuditResult
-    from segpipe.evaluators.instance import InstanceReport
-    from segpipe.evaluators.semantic_tables import SemanticReport
+    from segpipe.evaluators.audit.dataset import AuditResult
+    from segpipe.evaluators.instance.evaluation import InstanceReport
+    from segpipe.evaluators.semantic.tables import SemanticReport
     from segpipe.inference.engine import InferenceSummary
     from segpipe.runner.driver import RunOutcome
 
@@ -56,7 +56,7 @@ def convert(fmt: str, src: PathLike, out: PathLike, **options: Any) -> pd.DataFr
     import pandas as pd
 
     from segpipe.converters.formats import format_spec
-    from segpipe.converters.report import REPORT_FILE_NAME
+    from segpipe.core.layout import CONVERSION_REPORT_FILE as REPORT_FILE_NAME
 
     format_spec(fmt, where=Path(src)).write(Path(src), Path(out), **options)
     return pd.read_csv(Path(out) / REPORT_FILE_NAME, dtype=str, keep_default_na=False)
@@ -70,14 +70,14 @@ def evaluate_instances(gt: PathLike, pred: PathLike, *, out: PathLike | None = N
     Predictions of `segpipe infer` made on other category names, or of an unfinished inference, raise
     segpipe.prediction_checks.PredictionCheckError unless `allow_label_mismatch` / `allow_partial`."""
     from segpipe.commands.evaluate_instances import INSTANCE_CONVENTIONS as CONVENTIONS, write_instance_report
-    from segpipe.evaluators.coco_ground_truth import GT_PATH
-    from segpipe.evaluators.coco_results import RESULTS_PATH
-    from segpipe.evaluators.errors import EvaluationError
-    from segpipe.evaluators.instance import default_iou_type
-    from segpipe.evaluators.instance import evaluate_instances as evaluate
+    from segpipe.evaluators.instance.coco_ground_truth import GT_PATH
+    from segpipe.evaluators.instance.coco_results import RESULTS_PATH
+    from segpipe.core.errors import EvaluationError
+    from segpipe.evaluators.instance.evaluation import default_iou_type
+    from segpipe.evaluators.instance.evaluation import evaluate_instances as evaluate
     from segpipe.evaluators.json_files import read_json_file
 
-    from segpipe.out_manifest import is_partial_prediction
+    from segpipe.core.out_manifest import is_partial_prediction
     from segpipe.prediction_checks import guard_instance_predictions
 
     gt_path, pred_path = Path(gt), Path(pred)
@@ -114,10 +114,10 @@ def evaluate_semantic(gt: PathLike, pred: PathLike, *, out: PathLike | None = No
     defaults to the GT folder's classes.txt. With `out`, write the report folder (tables + header.json).
     """
     from segpipe.commands.evaluate_semantic import SEMANTIC_CONVENTIONS as CONVENTIONS, label_map_dir, write_semantic_report
-    from segpipe.converters.dataset_layout import read_class_names_file
-    from segpipe.evaluators.confusion import IGNORE_INDEX
-    from segpipe.evaluators.errors import EvaluationError
-    from segpipe.evaluators.semantic import evaluate_semantic_dirs
+    from segpipe.core.dataset_layout import read_class_names_file
+    from segpipe.evaluators.semantic.confusion import IGNORE_INDEX
+    from segpipe.core.errors import EvaluationError
+    from segpipe.evaluators.semantic.evaluation import evaluate_semantic_dirs
 
     gt_dir, pred_dir = label_map_dir(Path(gt)), label_map_dir(Path(pred))
     ignore = IGNORE_INDEX if ignore_index is None else ignore_index
@@ -159,7 +159,7 @@ def audit(dataset: PathLike, *, pred: PathLike | None = None, out: PathLike | No
     """Audit label quality of a converted dataset dir (or a COCO file); `pred` adds the model-assisted checks.
     With `out`, write findings.csv and summary.csv (+ Parquet) as `segpipe audit` does."""
     from segpipe.commands.audit import write_audit
-    from segpipe.evaluators.audit import audit_path
+    from segpipe.evaluators.audit.dataset import audit_path
 
     result = audit_path(Path(dataset), pred=Path(pred) if pred is not None else None)
     if out is not None:

@@ -3,7 +3,7 @@ made on the ground truth's label space, and did the inference that wrote them fi
 
 Ids alone cannot tell: a model that predicts one `pet` class (id 1) scored against a cat/dog ground truth
 (ids 1, 2) counts every pet as a cat. `segpipe infer` records the category names of the dataset it predicted
-(OUT/.segpipe.json, segpipe.out_manifest; older folders: the dataset meta.json names), so names are compared.
+(OUT/.segpipe.json, segpipe.core.out_manifest; older folders: the dataset meta.json names), so names are compared.
 A plain results list from another tool carries no names: it gets the warnings of `plain_results_warnings`.
 """
 
@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from segpipe.errors import SegpipeError
-from segpipe.layout import INSTANCES_FILE, META_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
-from segpipe.out_manifest import SHARDS_DIR, is_partial_prediction, prediction_folder_of, read_manifest
+from segpipe.core.errors import SegpipeError
+from segpipe.core.layout import INSTANCES_FILE, META_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.core.out_manifest import SHARDS_DIR, is_partial_prediction, prediction_folder_of, read_manifest
 
 ALLOW_MISMATCH_FLAG = "--allow-label-mismatch"
 ALLOW_PARTIAL_FLAG = "--allow-partial"
@@ -185,7 +185,7 @@ def guard_instance_predictions(gt: dict[str, Any], results: Any, *, gt_path: Pat
 def guard_label_maps(gt_dir: Path, pred_dir: Path, *, class_names: Sequence[str], allow_label_mismatch: bool,
                      allow_partial: bool) -> list[str]:
     """Both checks for a folder of predicted label maps (PredictionCheckError when refused); the warnings."""
-    from segpipe.evaluators.semantic import label_maps_by_stem
+    from segpipe.evaluators.semantic.evaluation import label_maps_by_stem
 
     def missing() -> tuple[int, int]:
         gt = set(label_maps_by_stem(gt_dir))

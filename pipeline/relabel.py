@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from segpipe.converters.coco import dumps_coco, mask_bbox, read_coco
-from segpipe.converters.dataset_layout import INSTANCES_FILE, write_dataset_meta
+from segpipe.core.dataset_layout import INSTANCES_FILE, write_dataset_meta
 from segpipe.converters.export import ExportImage, ExportObject, ExportSource, load_source
 from segpipe.converters.report import ConversionReport
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 _BBOX_IN_MESSAGE = re.compile(r"bbox \[([^\]]*)\]")
 RELABEL_FORMATS: tuple[str, ...] = ("cvat", "labelme")
@@ -142,10 +142,10 @@ def _iou(a: ExportObject, b: ExportObject) -> float:
 
 def plan_suggestions(task: TaskImage, preds: Sequence[tuple[float, ExportObject]]) -> None:
     """The model's suggestion for each model-check finding of the image, by the audit's own matching rules
-    (segpipe.evaluators.audit_model): the model's class on the labelled outline for a wrong class, the model's
+    (segpipe.evaluators.audit.model_checks): the model's class on the labelled outline for a wrong class, the model's
     outline for a sloppy one, `delete` for a spurious label, the unexplained confident predictions for missing
     objects."""
-    from segpipe.evaluators.audit_model import DUPLICATE_IOU
+    from segpipe.evaluators.audit.model_checks import DUPLICATE_IOU
 
     objects = {o.annotation_id: o for o in task.image.objects}
     used: set[int] = set()
@@ -218,11 +218,11 @@ def write_relabel_task(dataset: str | os.PathLike[str], findings: pd.DataFrame, 
                        predictions: Sequence[Mapping[str, Any]] | None = None, min_score: float = 0.0,
                        suggest_min_score: float | None = None) -> list[TaskImage]:
     """TASK for the flagged images of DATASET (see the module docstring); returns the task's images, ranked."""
-    from segpipe.converters.atomic_write import atomic_write_text
+    from segpipe.core.atomic_write import atomic_write_text
 
     if fmt not in RELABEL_FORMATS:
         raise RelabelError("relabel", "format", f"must be one of {RELABEL_FORMATS}, got {fmt!r}")
-    from segpipe.evaluators.audit_model import CONFIDENT
+    from segpipe.evaluators.audit.model_checks import CONFIDENT
 
     out = Path(out)
     report = ConversionReport()
@@ -274,7 +274,7 @@ def _suggestion_key(fmt: str, s: Suggestion, source: ExportSource) -> Any:
 def _write_cvat_task(out: Path, source: ExportSource, tasks: Sequence[TaskImage]) -> None:
     from xml.etree.ElementTree import Element, SubElement
 
-    from segpipe.converters.atomic_write import atomic_write_bytes
+    from segpipe.core.atomic_write import atomic_write_bytes
     from segpipe.converters.export import copy_image
     from segpipe.converters.export_cvat import cvat_document, shape_element
 
@@ -313,7 +313,7 @@ def _write_cvat_task(out: Path, source: ExportSource, tasks: Sequence[TaskImage]
 
 
 def _write_labelme_task(out: Path, source: ExportSource, tasks: Sequence[TaskImage]) -> None:
-    from segpipe.converters.atomic_write import atomic_write_text
+    from segpipe.core.atomic_write import atomic_write_text
     from segpipe.converters.export import copy_image
     from segpipe.converters.export_labelme import labelme_document, object_shapes
 
@@ -469,7 +469,7 @@ def apply_relabel(task: str | os.PathLike[str], dataset: str | os.PathLike[str],
 
     Raises RelabelError, writing nothing, when an image of the task cannot be read back or a shape's label is
     not a category of DATASET: replacing an image's annotations with a partial set would lose labels silently."""
-    from segpipe.converters.atomic_write import atomic_write_bytes
+    from segpipe.core.atomic_write import atomic_write_bytes
     from segpipe.reports.tables import write_table
 
     task, dataset, out = Path(task), Path(dataset), Path(out)
@@ -586,7 +586,7 @@ def apply_relabel(task: str | os.PathLike[str], dataset: str | os.PathLike[str],
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, out / rel)
     else:
-        from segpipe.evaluators.audit import coco_image_root
+        from segpipe.core.dataset_layout import coco_image_root
 
         write_dataset_meta(out, format="coco", image_root=coco_image_root(json_path, coco), options={})
     atomic_write_bytes(out / INSTANCES_FILE, dumps_coco(fixed))
@@ -603,7 +603,7 @@ RELABEL_DIR = "relabel"
 def audit_relabel_task(dataset: Path, findings: pd.DataFrame, audit_dir: Path, *, fmt: str, pred: Path | None, min_score: float,
                        suggest_min_score: float | None = None) -> str:
     """`segpipe audit --relabel FMT`: the task in AUDIT_DIR/relabel/; returns the line the command prints."""
-    from segpipe.evaluators.audit import read_predictions
+    from segpipe.evaluators.audit.dataset import read_predictions
 
     predictions = read_predictions(pred) if pred is not None else None
     out = Path(audit_dir) / RELABEL_DIR

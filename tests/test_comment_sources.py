@@ -27,7 +27,7 @@ def _checked_files() -> list[Path]:
 
 def test_the_scan_sees_the_sources() -> None:
     names = {p.relative_to(REPO_ROOT).as_posix() for p in _checked_files()}
-    assert {"converters/voc.py", "evaluators/semantic_tables.py", "pipeline/cli/run.py", "tests/conftest.py"} <= names
+    assert {"converters/voc.py", "evaluators/semantic/tables.py", "pipeline/cli/run.py", "tests/conftest.py"} <= names
 
 
 def test_comments_cite_nothing_a_reader_cannot_open() -> None:

@@ -103,7 +103,7 @@ def test_clipping_moves_at_most_a_few_boundary_pixels() -> None:
     """Polygons within pycocotools' safe range, clipped anyway, against pycocotools on the unclipped polygon."""
     from pycocotools import mask as mask_utils
 
-    from segpipe.evaluators.polygon_bounds import clip_to_image
+    from segpipe.core.polygon_bounds import clip_to_image
 
     rng = np.random.default_rng(0)
     worst = 0.0
@@ -165,10 +165,10 @@ def test_a_tiff_named_png_meets_the_pixel_limit(tmp_path: Path, monkeypatch: pyt
     """The pixel limit comes from the real header: a TIFF named .png used to be decoded whatever its size."""
     from PIL import Image
 
-    from segpipe.converters.errors import AnnotationError
-    from segpipe.converters.images import MAX_IMAGE_PIXELS_ENV, decode_image_file
-    from segpipe.evaluators.errors import EvaluationError
-    from segpipe.evaluators.label_maps import read_label_map
+    from segpipe.core.errors import AnnotationError
+    from segpipe.core.images import MAX_IMAGE_PIXELS_ENV, decode_image_file
+    from segpipe.core.errors import EvaluationError
+    from segpipe.core.label_maps import read_label_map
 
     gt, pred = _semantic_dirs(tmp_path)
     Image.new("L", (2000, 1000)).save(pred / "x1.png", format="TIFF", compression="tiff_deflate")
@@ -193,8 +193,8 @@ def test_an_empty_prediction_png_is_a_located_error(tmp_path: Path) -> None:
     assert done.returncode == 1 and "Traceback" not in done.stderr and "cv2.error" not in done.stderr, done.stderr
     assert f"Error: {pred / 'x1.png'}: png: truncated PNG (no IHDR header) (and 1 more bad files: x2.png)" in done.stderr
 
-    from segpipe.evaluators.errors import EvaluationError
-    from segpipe.evaluators.label_maps import read_label_map
+    from segpipe.core.errors import EvaluationError
+    from segpipe.core.label_maps import read_label_map
 
     with pytest.raises(EvaluationError, match=r"x2\.png: png: empty file \(0 bytes\), not an image"):
         read_label_map(pred / "x2.png")

@@ -15,10 +15,12 @@ ROOTS = {"pipeline": "segpipe", "converters": "segpipe.converters", "evaluators"
 
 # Lowest first. A module may import its own layer and any layer listed before it, never one after it.
 LAYERS: list[tuple[str, ...]] = [
-    # The ground floor: errors, the on-disk names, the output manifest, atomic writes.
-    ("segpipe.errors", "segpipe.layout", "segpipe.out_manifest", "segpipe.converters.atomic_write", "segpipe.converters.errors"),
-    # Formats and metrics: they share the image readers and the geometry guard, so they are one floor for now.
+    # The ground floor, segpipe.core: errors, the on-disk names, atomic writes, image headers, label maps, geometry.
+    ("segpipe.core",),
+    # Formats and metrics: siblings on one floor that never import each other (SIBLINGS below).
     ("segpipe.converters", "segpipe.evaluators"),
+    # Built on the metrics: the label audit and the analyses (TIDE, A/B, bootstrap, thresholds, class confusion).
+    ("segpipe.evaluators.audit", "segpipe.evaluators.analysis"),
     ("segpipe.cache", "segpipe.reports"),
     ("segpipe.inference",),
     ("segpipe.demo",),
@@ -103,11 +105,51 @@ def test_every_module_is_in_a_declared_layer() -> None:
 
 
 def test_each_package_front_door_names_what_it_exports() -> None:
-    """`segpipe.converters` and `segpipe.evaluators` declare their public names, and each one resolves."""
+    """The core, converters and evaluators packages (and the evaluators' subpackages) declare their public names,
+    and each one resolves."""
     import importlib
 
-    for package in ("segpipe.converters", "segpipe.evaluators"):
+    for package in (
+        "segpipe.core",
+        "segpipe.converters",
+        "segpipe.evaluators",
+        "segpipe.evaluators.instance",
+        "segpipe.evaluators.semantic",
+        "segpipe.evaluators.audit",
+        "segpipe.evaluators.analysis",
+    ):
         module = importlib.import_module(package)
         assert module.__all__, package
         for name in module.__all__:
             assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+# Packages of one floor that stand side by side: neither imports the other (what they share is in segpipe.core).
+SIBLINGS = [
+    ("segpipe.converters", "segpipe.evaluators"),
+    ("segpipe.evaluators.instance", "segpipe.evaluators.semantic"),
+    ("segpipe.evaluators.audit", "segpipe.evaluators.analysis"),
+]
+
+
+def sibling_of(module: str, target: str) -> bool:
+    """True when `module` and `target` are in two different packages of one SIBLINGS group."""
+    def inside(name: str, package: str) -> bool:
+        return name == package or name.startswith(package + ".")
+
+    return any(inside(module, a) and inside(target, b) for pair in SIBLINGS for a in pair for b in pair if a != b)
+
+
+def test_siblings_do_not_import_each_other() -> None:
+    wrong = [f"{path}: {module} imports {target}; move what they share to segpipe.core"
+             for path, module, target in edges() if sibling_of(module, target)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_sibling_check_sees_a_violation() -> None:
+    tree = ast.parse("def f():\n    from segpipe.evaluators.instance.coco_results import check_results\n")
+    (target,) = imported(tree, "segpipe.converters.voc", False)
+    assert sibling_of("segpipe.converters.voc", target)
+    assert not sibling_of("segpipe.converters.voc", "segpipe.core.images")
+    assert not sibling_of("segpipe.evaluators.instance.update", "segpipe.evaluators.kernel")
+    assert sibling_of("segpipe.evaluators.semantic.boundary", "segpipe.evaluators.instance.overlaps")

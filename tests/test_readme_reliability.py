@@ -29,11 +29,11 @@ def test_luigid_state_lives_in_a_private_folder() -> None:
 
 
 def test_reliability_section_states_the_limits_the_code_enforces() -> None:
-    from segpipe.converters.images import (
+    from segpipe.core.images import (
         MAX_FILE_BYTES_DEFAULT, MAX_FILE_BYTES_ENV, MAX_IMAGE_PIXELS_DEFAULT, MAX_IMAGE_PIXELS_ENV,
     )
     from segpipe.cache.integrity import CHEAP_DIGEST_BYTES
-    from segpipe.evaluators.polygon_bounds import POLYGON_EXTENT_FACTOR
+    from segpipe.core.polygon_bounds import POLYGON_EXTENT_FACTOR
     from segpipe.inference.checkpoints import CARD_LIMITS, CHECKPOINT_INFLATE_FLOOR, CHECKPOINT_MAX_INFLATION
 
     section = RELIABILITY.split("# Reliability", 1)[1].split("\n## ", 1)[0]

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 LOCK_DIR = "locks"
 WAIT_NOTICE_S = 5.0

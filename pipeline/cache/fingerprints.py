@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.images import is_hidden_name
-from segpipe.errors import SegpipeError
+from segpipe.core.atomic_write import atomic_write_text
+from segpipe.core.images import is_hidden_name
+from segpipe.core.errors import SegpipeError
 
 HASH_CHUNK = 1 << 20
 KEY_LENGTH = 16  # hex digits kept in keys and directory names: 64 bits, collisions are not a concern here
 STAT_CACHE_FILE = "stat_cache.json"
 STAT_CACHE_VERSION = 2  # 2: entries [size, mtime_ns, ctime_ns, inode, sha256]
-# The reasons `segpipe convert` gives for the same files (segpipe.converters.images.read_input_bytes).
+# The reasons `segpipe convert` gives for the same files (segpipe.core.images.read_input_bytes).
 NOT_REGULAR_REASON = "not a regular file (a device, FIFO or socket); only regular files are read"
 
 

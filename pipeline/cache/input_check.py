@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache, stat_signature
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 Expected = tuple[Path, "int | None", str]  # (path, size or None when not recorded, sha256) as fingerprinted by the driver
 

@@ -1,7 +1,7 @@
 """Cache directories whose completeness is a marker file written last, so a run killed with -9 never looks complete.
 
 Every cached step writes into `CACHE/<kind>/<key...>/`: each output file atomically (temporary sibling +
-rename, segpipe.converters.atomic_write) and, only after all of them, `_DONE.json`. `MarkerTarget.exists()`
+rename, segpipe.core.atomic_write) and, only after all of them, `_DONE.json`. `MarkerTarget.exists()`
 checks the marker alone, so a run killed half-way leaves a directory that is simply not done: the rerun
 overwrites it. The marker lists the entry's files (segpipe.cache.integrity); `exists()` checks them, so
 a damaged entry is recomputed rather than trusted. Each entry is computed under its own lock
@@ -9,7 +9,7 @@ a damaged entry is recomputed rather than trusted. Each entry is computed under 
 
 Luigi's own `temporary_path()` appends its suffix after the extension (`x.png-luigi-tmp-123`), which
 breaks writers that infer the format from the name; our writers always get the final name's twin from
-segpipe.converters.atomic_write (which keeps the extension) or an explicit format.
+segpipe.core.atomic_write (which keeps the extension) or an explicit format.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import luigi
 
 from segpipe.cache.entry_lock import entry_lock, entry_lock_path
 from segpipe.cache.integrity import entry_inventory, inventory_mismatch, report_damage
-from segpipe.converters.atomic_write import atomic_write_text, temporary_sibling
+from segpipe.core.atomic_write import atomic_write_text, temporary_sibling
 
 MARKER_NAME = "_DONE.json"
 INVENTORY_KEY = "_files"  # in the marker: {relative path: [size, sha256, mtime_ns, ctime_ns, inode]} of every file

@@ -78,7 +78,7 @@ class LazyGroup(click.Group):
         """A file-system failure while writing outputs (read-only OUT, full disk, a path through a file) is a
         message naming the path and what to do, exit 1, not a traceback; every output is written atomically,
         so a rerun after fixing it recovers."""
-        from segpipe.out_manifest import OutputFolderError
+        from segpipe.core.out_manifest import OutputFolderError
 
         try:
             return super().invoke(ctx)

@@ -74,10 +74,10 @@ def audit(dataset: Path, pred: Path | None, out: Path, top: int, relabel: str | 
     Exit code: 0 whenever the audit ran, whatever it found; 1 when the dataset or predictions cannot be read;
     2 for a usage error.
     """
-    from segpipe.evaluators.audit import audit_path
-    from segpipe.evaluators.audit_findings import CHECK_NO_PREDICTIONS
-    from segpipe.evaluators.errors import EvaluationError
-    from segpipe.out_manifest import AUDIT, check_output_folder, claim_output_folder
+    from segpipe.evaluators.audit.dataset import audit_path
+    from segpipe.evaluators.audit.findings import CHECK_NO_PREDICTIONS
+    from segpipe.core.errors import EvaluationError
+    from segpipe.core.out_manifest import AUDIT, check_output_folder, claim_output_folder
 
     check_output_folder(out, command=AUDIT)
     warnings: list[str] = []
@@ -124,8 +124,8 @@ def _guarded_predictions(dataset: Path, pred: Path, *, out: Path, allow_label_mi
     and the warnings to print."""
     import json
 
-    from segpipe.converters.atomic_write import atomic_write_text
-    from segpipe.layout import INSTANCES_FILE
+    from segpipe.core.atomic_write import atomic_write_text
+    from segpipe.core.layout import INSTANCES_FILE
     from segpipe.prediction_checks import PredictionCheckError, check_categories, check_partial, finished_shard_results
 
     gt_file = dataset / INSTANCES_FILE if dataset.is_dir() else dataset

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.layout import INSTANCES_FILE, META_FILE, RESULTS_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.core.errors import EvaluationError
+from segpipe.core.layout import INSTANCES_FILE, META_FILE, RESULTS_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,7 @@ def prediction_kind(pred_dir: Path) -> str:
         task = json.loads((pred_dir / META_FILE).read_text(encoding="utf-8")).get("task")
     if (pred_dir / SEMANTIC_DIR).is_dir() and task != "instance":
         return "semantic"
-    from segpipe.out_manifest import is_partial_prediction
+    from segpipe.core.out_manifest import is_partial_prediction
 
     if (pred_dir / RESULTS_FILE).is_file() or is_partial_prediction(pred_dir):  # partial: its shards hold the results
         return "instance"
@@ -48,8 +48,8 @@ def prediction_kind(pred_dir: Path) -> str:
 def semantic_confusions(gt_dir: Path, pred_dir: Path, *, num_classes: int) -> tuple[list[str], np.ndarray]:
     """Per-image confusion matrices [I, n, n+1] of every GT label map (sorted by name); a missing prediction
     counts every labelled pixel as a miss, as `segpipe evaluate semantic` does."""
-    from segpipe.evaluators.confusion import confusion_update, unpredicted_update
-    from segpipe.evaluators.semantic import label_maps_by_stem, read_label_map
+    from segpipe.evaluators.semantic.confusion import confusion_update, unpredicted_update
+    from segpipe.evaluators.semantic.evaluation import label_maps_by_stem, read_label_map
 
     gt_maps, pred_maps = label_maps_by_stem(gt_dir), label_maps_by_stem(pred_dir)
     files, matrices = [], []
@@ -84,9 +84,9 @@ def report_records_dir(path: Path) -> Path | None:
 
 def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Two report folders of `segpipe run` (OUT/checkpoints/NAME): what their per-image statistics allow."""
-    from segpipe.evaluators import comparison
-    from segpipe.evaluators.compare import instance_image_scores
-    from segpipe.evaluators.thresholds import threshold_tables
+    from segpipe.evaluators.analysis import comparison
+    from segpipe.evaluators.analysis.compare import instance_image_scores
+    from segpipe.evaluators.analysis.thresholds import threshold_tables
     from segpipe.reports.data import read_table
     from segpipe.reports.records import read_records
 
@@ -124,7 +124,7 @@ def _compare_reports(a: Path, b: Path, *, options: dict[str, Any]) -> tuple[str,
 
 def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, options: dict[str, Any],
              boundary_ratio: float | None) -> tuple[str, dict[str, Any]]:
-    from segpipe.evaluators import comparison
+    from segpipe.evaluators.analysis import comparison
 
     reports = [report_records_dir(p) for p in (a, b)]
     if reports[0] is not None and reports[1] is not None:
@@ -142,7 +142,7 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
         raise click.UsageError(f"--iou-type {iou_type} applies to instance predictions; A and B hold semantic label maps "
                                "(scored by mIoU): leave --iou-type out")
     if kind == "instance":
-        from segpipe.evaluators.coco_results import default_iou_type
+        from segpipe.evaluators.instance.coco_results import default_iou_type
         from segpipe.evaluators.json_files import read_json_file
 
         gt = read_json_file(dataset / INSTANCES_FILE, what="ground truth")
@@ -170,7 +170,7 @@ def _compare(a: Path, b: Path, *, dataset: Path | None, iou_type: str | None, op
     files = found[0][0]
     boundaries: list[Any] = [None, None]
     if boundary_ratio is not None:
-        from segpipe.evaluators.boundary import boundary_iou_dirs
+        from segpipe.evaluators.semantic.boundary import boundary_iou_dirs
 
         boundaries = [boundary_iou_dirs(gt_dir, p / SEMANTIC_DIR, class_names=names, dilation_ratio=boundary_ratio) for p in (a, b)]
     per_model = [comparison.semantic_analysis(c, files=files, class_names=names, boundary=bd) for (_, c), bd in zip(found, boundaries)]
@@ -182,7 +182,7 @@ def _guarded_results(pred: Path, *, gt: Any, dataset: Path, options: dict[str, A
     """One side's results after segpipe.prediction_checks' checks (a refusal is a usage error; warnings are
     printed): an unfinished inference's finished shards with --allow-partial."""
     from segpipe.evaluators.json_files import read_json_file
-    from segpipe.out_manifest import is_partial_prediction
+    from segpipe.core.out_manifest import is_partial_prediction
     from segpipe.prediction_checks import PredictionCheckError, guard_instance_predictions
 
     results = [] if is_partial_prediction(pred) else read_json_file(pred / RESULTS_FILE, what="results")
@@ -235,8 +235,8 @@ def compare(a: Path, b: Path, dataset: Path | None, out: Path, iou_type: str | N
             allow_partial: bool) -> None:
     """Compare two models' predictions on one dataset: deltas per class and per image, paired bootstrap
     intervals with a significance statement, and each model's error analysis."""
-    from segpipe.evaluators.comparison import verdict
-    from segpipe.out_manifest import COMPARE, check_output_folder, claim_output_folder
+    from segpipe.evaluators.analysis.comparison import verdict
+    from segpipe.core.out_manifest import COMPARE, check_output_folder, claim_output_folder
     from segpipe.reports.tables import write_report_dir
 
     check_output_folder(out, command=COMPARE)

@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 import click
 
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.formats import BORDER_CHOICES as BORDER_CHOICES
 from segpipe.converters.formats import CATEGORY_CHOICES as CATEGORY_CHOICES
 from segpipe.converters.formats import DIFFICULT_CHOICES as DIFFICULT_CHOICES
 from segpipe.converters.formats import FORMATS, FormatSpec
-from segpipe.converters.report import EXIT_STRICT_ABORT, REPORT_FILE_NAME, ConversionReport, StrictModeError
+from segpipe.converters.report import EXIT_STRICT_ABORT, ConversionReport, StrictModeError
+from segpipe.core.layout import CONVERSION_REPORT_FILE as REPORT_FILE_NAME
 
 _out_option = click.option(
     "-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),

@@ -19,11 +19,11 @@ from segpipe.commands.evaluate_instances import (  # the command's files and ref
     HEADER_FILE_NAME as HEADER_FILE_NAME, INSTANCE_CONVENTIONS, located_warning, refuse_empty_by_construction,
     write_instance_report,
 )
-from segpipe.evaluators.coco_ground_truth import GT_PATH
-from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.instance.coco_ground_truth import GT_PATH
+from segpipe.core.errors import EvaluationError
 
 if TYPE_CHECKING:  # numpy/pandas are imported when the command runs, not for `--help`
-    from segpipe.evaluators.instance import InstanceReport
+    from segpipe.evaluators.instance.evaluation import InstanceReport
     from segpipe.reports.gallery import GallerySource
 
 CONVENTIONS = INSTANCE_CONVENTIONS
@@ -53,10 +53,10 @@ def format_report(report: InstanceReport) -> str:
 def instances(gt_path: Path, pred_path: Path, out: Path, iou_type: str | None, drop_invalid: bool, no_html: bool,
               allow_label_mismatch: bool, allow_partial: bool) -> None:
     """Score COCO results: mask or box mAP with pycocotools' numbers, per class and per image."""
-    from segpipe.out_manifest import EVALUATE_INSTANCES, check_output_folder
+    from segpipe.core.out_manifest import EVALUATE_INSTANCES, check_output_folder
 
     if pred_path.is_dir():
-        from segpipe.layout import RESULTS_FILE
+        from segpipe.core.layout import RESULTS_FILE
 
         pred_path = pred_path / RESULTS_FILE
     check_output_folder(out, command=EVALUATE_INSTANCES)
@@ -97,10 +97,10 @@ def guard_predictions(gt: Any, results: Any, *, gt_path: Path, pred_path: Path, 
 
 def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | None, drop_invalid: bool, no_html: bool,
                 allow_label_mismatch: bool = False, allow_partial: bool = False) -> None:
-    from segpipe.evaluators.coco_results import RESULTS_PATH
-    from segpipe.evaluators.instance import default_iou_type, instance_compute, instance_update
+    from segpipe.evaluators.instance.coco_results import RESULTS_PATH
+    from segpipe.evaluators.instance.evaluation import default_iou_type, instance_compute, instance_update
     from segpipe.evaluators.json_files import read_json_file
-    from segpipe.out_manifest import is_partial_prediction
+    from segpipe.core.out_manifest import is_partial_prediction
 
     try:
         # Parsed JSON is millions of small containers, and every full pass of CPython's cyclic collector walks them
@@ -149,7 +149,7 @@ def score_files(gt_path: Path, pred_path: Path, out: Path, *, iou_type: str | No
     # two are the largest things this process holds; together they set its peak memory).
     del gt, results
     report = instance_compute(stats)
-    from segpipe.out_manifest import EVALUATE_INSTANCES, claim_output_folder
+    from segpipe.core.out_manifest import EVALUATE_INSTANCES, claim_output_folder
 
     claim_output_folder(out, command=EVALUATE_INSTANCES, what="`segpipe evaluate instances`", owns=())
     write_instance_report(report, out, header=header)

@@ -16,13 +16,13 @@ from segpipe.cli.evaluate import ALLOW_MISMATCH_HELP, ALLOW_PARTIAL_HELP, NO_HTM
 from segpipe.commands.evaluate_semantic import (  # the command's files live one layer down
     CLASSES_FILE_NAME, HEADER_FILE_NAME as HEADER_FILE_NAME, SEMANTIC_CONVENTIONS, label_map_dir, write_semantic_report,
 )
-from segpipe.evaluators.confusion import IGNORE_INDEX
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.semantic import evaluate_semantic_dirs, label_maps_by_stem
-from segpipe.converters.dataset_layout import class_names_option, is_existing_file, read_class_names_file
+from segpipe.evaluators.semantic.confusion import IGNORE_INDEX
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.semantic.evaluation import evaluate_semantic_dirs, label_maps_by_stem
+from segpipe.core.dataset_layout import class_names_option, is_existing_file, read_class_names_file
 
 if TYPE_CHECKING:
-    from segpipe.evaluators.semantic_tables import SemanticReport
+    from segpipe.evaluators.semantic.tables import SemanticReport
 
 CLASSES_FILE_SUFFIXES = (".txt", ".names", ".lst")  # a --classes value like these must be an existing file
 CONVENTIONS = SEMANTIC_CONVENTIONS
@@ -95,7 +95,7 @@ def semantic(gt_dir: Path, pred_dir: Path, out: Path, classes: str | None, ignor
     """Score semantic label maps: mIoU, Dice, pixel accuracy, per class and per image."""
     from tqdm import tqdm
 
-    from segpipe.out_manifest import EVALUATE_SEMANTIC, check_output_folder, claim_output_folder
+    from segpipe.core.out_manifest import EVALUATE_SEMANTIC, check_output_folder, claim_output_folder
 
     check_output_folder(out, command=EVALUATE_SEMANTIC)
     gt_dir, pred_dir = label_map_dir(gt_dir), label_map_dir(pred_dir)

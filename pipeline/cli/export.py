@@ -29,11 +29,11 @@ def export(fmt: str, dataset: Path, out: Path, images: Path | None, yolo_task: s
     (JSON beside each image) or cvat (CVAT for images 1.1 XML, masks as CVAT's run-lengths). What FORMAT
     cannot hold (crowd regions, holes in polygon outlines, overlapping masks in VOC PNGs) is a row of
     OUT/export_report.csv, never dropped silently."""
-    from segpipe.converters.errors import AnnotationError
+    from segpipe.core.errors import AnnotationError
     from segpipe.converters.export import EXPORT_REPORT_FILE, EXPORTERS
     from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
 
-    from segpipe.out_manifest import EXPORT, begin_rewrite, finish_rewrite
+    from segpipe.core.out_manifest import EXPORT, begin_rewrite, finish_rewrite
 
     exporter = EXPORTERS[fmt]
     options = {"task": yolo_task} if fmt == "yolo" else {}

@@ -95,7 +95,7 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, quiet: bo
     from segpipe.inference.class_maps import CLASS_OPTIONS
     from segpipe.inference.engine import run_inference
     from segpipe.inference.options import InferenceOptions
-    from segpipe.out_manifest import INFER, check_output_folder
+    from segpipe.core.out_manifest import INFER, check_output_folder
     from segpipe.plan.progress import ImageProgress
 
     check_output_folder(out, command=INFER)  # another command's folder: refused before the model loads
@@ -148,7 +148,7 @@ def infer(model_name: str, checkpoint: Path, dataset: Path, out: Path, quiet: bo
 def _echo_interrupted(out: Path) -> None:
     """What an interrupted inference leaves: its finished shards, in an OUT marked incomplete."""
     from segpipe.inference.outputs import SHARDS_DIR, finished_image_ids
-    from segpipe.out_manifest import read_manifest
+    from segpipe.core.out_manifest import read_manifest
 
     total = (read_manifest(out) or {}).get("n_images")
     done = len(finished_image_ids(out))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 
 def detect_report_kind(directory: Path, saved_kind: str | None) -> str:

@@ -18,7 +18,7 @@ import click
 
 from segpipe.cli.infer import inference_options, option_flag
 from segpipe.converters.formats import FORMAT_NAMES, FORMATS
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 from segpipe.inference.options import FIELDS, option_name
 
 _PATH = click.Path(path_type=Path)

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segpipe.evaluators.coco_ground_truth import GT_PATH
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.layout import REPORT_HEADER_FILE
+from segpipe.evaluators.instance.coco_ground_truth import GT_PATH
+from segpipe.core.errors import EvaluationError
+from segpipe.core.layout import REPORT_HEADER_FILE
 
 if TYPE_CHECKING:  # numpy/pandas are imported when a function runs, not for `segpipe --help`
-    from segpipe.evaluators.instance import InstanceReport
+    from segpipe.evaluators.instance.evaluation import InstanceReport
 
 HEADER_FILE_NAME = REPORT_HEADER_FILE
 INSTANCE_CONVENTIONS = (
@@ -26,7 +26,7 @@ INSTANCE_CONVENTIONS = (
 
 def located_warning(warning: str, *, gt_path: Path, pred_path: Path) -> str:
     """A warning about the in-memory "ground truth" / "results" names the file it came from."""
-    from segpipe.evaluators.coco_results import RESULTS_PATH
+    from segpipe.evaluators.instance.coco_results import RESULTS_PATH
 
     for name, path in ((GT_PATH, gt_path), (RESULTS_PATH, pred_path)):
         if warning.startswith(f"{name}: "):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segpipe.layout import REPORT_HEADER_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
+from segpipe.core.layout import REPORT_HEADER_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR
 
 if TYPE_CHECKING:
-    from segpipe.evaluators.semantic_tables import SemanticReport
+    from segpipe.evaluators.semantic.tables import SemanticReport
 
 CLASSES_FILE_NAME = SEMANTIC_CLASSES_FILE  # what `segpipe convert` writes beside the semantic maps
 HEADER_FILE_NAME = REPORT_HEADER_FILE

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.core.atomic_write import atomic_write_text
 from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
-from segpipe.layout import SEMANTIC_DIR
+from segpipe.core.layout import SEMANTIC_DIR
 
 DEMO_EPOCHS: tuple[int, ...] = (1, 2, 3)
 DEMO_DEPTH = 2
@@ -93,7 +93,7 @@ def make_demo_checkpoints(out: Path, *, epochs: Sequence[int] = DEMO_EPOCHS, dep
 
     import torch
 
-    from segpipe.converters.atomic_write import atomic_write_bytes
+    from segpipe.core.atomic_write import atomic_write_bytes
     from segpipe.converters.oxford_pet import convert_oxford_pet
     from segpipe.demo.sample import generate_sample
 

@@ -15,8 +15,8 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.pet_list import PetListEntry, format_pet_list
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.pet_list import PetListEntry, format_pet_list
 from segpipe.converters.trimap import TRIMAP_BACKGROUND, TRIMAP_BORDER, TRIMAP_PET
 
 # The 37 breeds in CLASS-ID order (line n = CLASS-ID n); cat breeds are Capitalised, dog breeds lowercase.

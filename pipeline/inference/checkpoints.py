@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from segpipe.converters import json_depth
-from segpipe.errors import SegpipeError
+from segpipe.core import json_depth
+from segpipe.core.errors import SegpipeError
 
 # Keys under which training scripts nest the weights (torchvision references, Lightning-style exports).
 NESTED_STATE_KEYS: tuple[str, ...] = ("model", "state_dict", "model_state_dict")

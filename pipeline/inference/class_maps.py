@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from segpipe.converters.dataset_layout import is_existing_file, read_class_names_file
+from segpipe.core.dataset_layout import is_existing_file, read_class_names_file
 from segpipe.inference.checkpoints import InferenceError
 from segpipe.inference.class_tables import CLASS_TABLE_NAMES, CLASS_TABLES, PLACEHOLDER_NAMES
 

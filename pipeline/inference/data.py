@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from segpipe.converters.coco import read_coco
-from segpipe.converters.dataset_layout import DatasetDir, class_names_option, read_class_names_file, resolve_image_path
+from segpipe.core.dataset_layout import DatasetDir, class_names_option, read_class_names_file, resolve_image_path
 from segpipe.inference.checkpoints import InferenceError
 from segpipe.inference.class_maps import BACKGROUND_NAMES, ClassMapping, class_mapping_compute  # noqa: F401 (re-exported)
 
@@ -146,7 +146,7 @@ def check_semantic_outputs(images: Sequence[ImageEntry], *, mapping: ClassMappin
 
 
 def decode_image(path: str | os.PathLike[str]) -> Any:
-    """RGB PIL image, EXIF orientation applied (as segpipe.converters.images.read_image_size reports sizes);
+    """RGB PIL image, EXIF orientation applied (as segpipe.core.images.read_image_size reports sizes);
     grayscale, palette and RGBA images become RGB (alpha dropped)."""
     from PIL import Image, ImageOps
 
@@ -229,8 +229,8 @@ def images_dataset(*, image_root: Path, names: Sequence[str], categories: Sequen
     dir): sizes from the image headers, ids 1.. by sorted file name, categories 1.. in the given order,
     semantic classes as given (else background + the categories, as `read_dataset` does). An image whose
     header cannot be read is left out and returned as (file name, reason), never an error."""
-    from segpipe.converters.errors import AnnotationError
-    from segpipe.converters.images import read_image_size
+    from segpipe.core.errors import AnnotationError
+    from segpipe.core.images import read_image_size
 
     readable: list[tuple[str, int, int]] = []
     unreadable: list[tuple[str, str]] = []

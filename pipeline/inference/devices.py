@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:(0|[1-9][0-9]*))?)")
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from segpipe.layout import META_FILE
+from segpipe.core.layout import META_FILE
 
 if TYPE_CHECKING:
     from segpipe.inference.checkpoints import ModelCard

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
 from segpipe.inference.data import DatasetInfo, ImageEntry
 from segpipe.inference.mask_rle import MaskCrop, encode_crop
-from segpipe.layout import INFERENCE_REPORT_FILE, META_FILE, RESULTS_FILE, SEMANTIC_DIR  # noqa: F401  (re-exported)
+from segpipe.core.layout import INFERENCE_REPORT_FILE, META_FILE, RESULTS_FILE, SEMANTIC_DIR  # noqa: F401  (re-exported)
 
 REPORT_FILE = INFERENCE_REPORT_FILE
 SHARDS_DIR = ".shards"
@@ -195,19 +195,19 @@ def write_final_outputs(out: Path, *, n_shards: int, meta: Mapping[str, Any]) ->
     write_table(out, Path(REPORT_FILE).stem, table, parquet=False)
     full_meta = {**meta, "images_processed": processed, "images_skipped": len(skipped), "n_results": len(results)}
     atomic_write_text(out / META_FILE, json.dumps(full_meta, sort_keys=True, indent=2) + "\n")
-    from segpipe.out_manifest import mark_complete
+    from segpipe.core.out_manifest import mark_complete
 
     mark_complete(out)
     return processed, len(skipped)
 
 
 def prepare_out_dir(out: str | os.PathLike[str], *, dataset: DatasetInfo | None = None) -> Path:
-    """Claim OUT for this inference (segpipe.out_manifest): refused when another command wrote it; marked
+    """Claim OUT for this inference (segpipe.core.out_manifest): refused when another command wrote it; marked
     incomplete until `write_final_outputs` ends, so that no reader takes an interrupted run's files (or an
     earlier run's results.json beside them) for finished predictions. The manifest also records the dataset's
     label space (category ids and names, semantic class names) and image count: the readers compare them
     with the ground truth they are given."""
-    from segpipe.out_manifest import INFER, OWNED, claim_output_folder
+    from segpipe.core.out_manifest import INFER, OWNED, claim_output_folder
 
     path = Path(out)
     space: dict[str, Any] = {}

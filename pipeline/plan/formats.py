@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 from segpipe.converters.conversion_output import Conversion
 from segpipe.converters.formats import FORMATS as REGISTRY
 from segpipe.converters.formats import FormatSpec
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 # (root, images, classes, list file, files or None for the whole folders, converter options) -> Conversion
 Converter = Callable[[Path, Path | None, Path | None, Path | None, Iterable[Path] | None, Mapping[str, Any]], Conversion]

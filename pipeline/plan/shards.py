@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from segpipe.converters.images import is_image_name, is_utf8_name
+from segpipe.core.images import is_image_name, is_utf8_name
 from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, manifest_key, manifest_order, sorted_rows_key
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 from segpipe.plan.formats import ADAPTERS, FORMATS as FORMATS, DatasetSpec as DatasetSpec  # re-exported: the plan's readers import them here
 
 DEFAULT_SHARD_SIZE = 256
@@ -235,7 +235,7 @@ def _text_key(text: str) -> str:
 def write_plan(plan_json: dict[str, object], *, cache: Path) -> str:
     """CACHE/plans/<key>.json, written when missing (its name is the hash of its content); returns the key.
     The plan is also kept in memory for `read_plan` in this process (and in the workers it forks)."""
-    from segpipe.converters.atomic_write import atomic_write_text
+    from segpipe.core.atomic_write import atomic_write_text
 
     text = _plan_text(plan_json)
     key = _text_key(text)

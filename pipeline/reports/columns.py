@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from segpipe.evaluators.instance_tables import ColumnTable
+    from segpipe.evaluators.instance.tables import ColumnTable
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from segpipe.layout import REPORT_HEADER_FILE
+from segpipe.core.layout import REPORT_HEADER_FILE
 from segpipe.reports import data as rd
 from segpipe.reports import plots
 from segpipe.reports.gallery import GallerySource, compare_thumbnail

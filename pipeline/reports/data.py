@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from segpipe.reports.plots import natural_key
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 # header.json keys shown first, in this order; any other keys follow sorted.
 HEADER_ORDER: tuple[str, ...] = ("command", "dataset", "gt", "predictions", "pred", "checkpoint", "checkpoint_sha256", "sha256",

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from segpipe.layout import INSTANCES_FILE, RESULTS_FILE, SEMANTIC_DIR
+from segpipe.core.layout import INSTANCES_FILE, RESULTS_FILE, SEMANTIC_DIR
 from segpipe.reports.overlay import (
     GT_OUTLINE,
     RGB,
@@ -45,8 +45,8 @@ class GallerySource:
 
     @classmethod
     def from_dirs(cls, *, dataset: Path, predictions: Path | None = None, score_threshold: float = 0.5) -> "GallerySource":
-        """From a converted dataset dir (segpipe.converters.dataset_layout) and an inference output dir."""
-        from segpipe.converters.dataset_layout import DatasetDir
+        """From a converted dataset dir (segpipe.core.dataset_layout) and an inference output dir."""
+        from segpipe.core.dataset_layout import DatasetDir
 
         ds = DatasetDir(Path(dataset))
         pred = Path(predictions) if predictions is not None else None
@@ -71,7 +71,7 @@ class GallerySource:
         gt_path, pred_path = Path(gt), Path(pred) if isinstance(pred, str) and Path(pred).exists() else None
         if gt_path.is_file():
             return cls(image_root=_image_root(gt_path.parent), gt_coco=gt_path, results=pred_path)
-        # segpipe.converters.dataset_layout puts label maps in DATASET/semantic/ beside DATASET/instances.json.
+        # segpipe.core.dataset_layout puts label maps in DATASET/semantic/ beside DATASET/instances.json.
         dataset = next((d for d in (gt_path, gt_path.parent) if (d / INSTANCES_FILE).is_file()), gt_path)
         coco = dataset / INSTANCES_FILE
         return cls(image_root=_image_root(dataset) if coco.is_file() else None, gt_coco=coco if coco.is_file() else None,
@@ -135,14 +135,14 @@ class GallerySource:
 
     def image_path(self, file_name: str) -> Path | None:
         """The image file of a COCO `file_name`; None without a root or when the name leads outside it."""
-        from segpipe.converters.dataset_layout import resolve_image_path
+        from segpipe.core.dataset_layout import resolve_image_path
 
         root = self.image_root or (self.gt_coco.parent if self.gt_coco is not None else None)
         return None if root is None else resolve_image_path(root, file_name)
 
 
 def _image_root(dataset: Path) -> Path:
-    from segpipe.converters.dataset_layout import DatasetDir
+    from segpipe.core.dataset_layout import DatasetDir
 
     try:
         return DatasetDir(dataset).image_root
@@ -174,7 +174,7 @@ def _int_or_none(value: Any) -> int | None:
 
 def read_thumbnail(path: Path | None) -> tuple[np.ndarray, tuple[int, int]] | None:
     """(BGR thumbnail, (full width, full height)) or None when unreadable. PIL reads GIF/PNG named .jpg and
-    applies EXIF orientation, as segpipe.converters.images does for sizes."""
+    applies EXIF orientation, as segpipe.core.images does for sizes."""
     from PIL import Image, ImageOps
 
     if path is None or not path.is_file():
@@ -189,7 +189,7 @@ def read_thumbnail(path: Path | None) -> tuple[np.ndarray, tuple[int, int]] | No
 
 def read_label_map(path: Path | None) -> np.ndarray | None:
     """Class indices as every command reads them (palette and 1-bit PNGs included); None when unusable."""
-    from segpipe.evaluators.label_maps import read_label_map_or_none
+    from segpipe.core.label_maps import read_label_map_or_none
 
     return read_label_map_or_none(path)
 

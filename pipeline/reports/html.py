@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from segpipe.converters.atomic_write import write_bytes_if_changed
-from segpipe.layout import REPORT_HEADER_FILE, REPORT_PAGE_FILE
+from segpipe.core.atomic_write import write_bytes_if_changed
+from segpipe.core.layout import REPORT_HEADER_FILE, REPORT_PAGE_FILE
 from segpipe.reports import data as rd
 from segpipe.reports import plots as plots
 from segpipe.reports.gallery import GallerySource, instance_thumbnail, semantic_thumbnail

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
-from segpipe.layout import IGNORE_INDEX
+from segpipe.core.layout import IGNORE_INDEX
 
 RGB = tuple[int, int, int]
 THUMB_HEIGHT = 200
@@ -81,7 +81,7 @@ def annotation_mask(ann: Mapping[str, Any], *, height: int, width: int) -> np.nd
 
     Raises BadGeometry for a segmentation that cannot be decoded (wrong types, bad RLE string, far-off points)."""
     from pycocotools import mask as mask_utils
-    from segpipe.evaluators.rle_strings import rle_totals
+    from segpipe.evaluators.instance.rle_strings import rle_totals
 
     seg = ann.get("segmentation")
     if not seg:
@@ -99,7 +99,7 @@ def annotation_mask(ann: Mapping[str, Any], *, height: int, width: int) -> np.nd
                 raise BadGeometry(f"RLE size {seg.get('size')!r} is not [height, width]")
             h, w = int(size[0]), int(size[1])
             counts = seg.get("counts")
-            # pycocotools trusts the runs (see segpipe.evaluators.audit_format.rle_totals): the pixel total is checked
+            # pycocotools trusts the runs (see segpipe.evaluators.audit.format_checks.rle_totals): the pixel total is checked
             # here first, as the evaluators do, rather than relying on whatever the installed version catches.
             if isinstance(counts, list):
                 if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) != h * w:

@@ -17,10 +17,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import MAX_FILE_BYTES_DEFAULT, MAX_FILE_BYTES_ENV, configured_limit, read_input_bytes
-from segpipe.evaluators.errors import EvaluationError
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.errors import AnnotationError
+from segpipe.core.images import MAX_FILE_BYTES_DEFAULT, MAX_FILE_BYTES_ENV, configured_limit, read_input_bytes
+from segpipe.core.errors import EvaluationError
 
 INSTANCE_RECORDS = "match_records"
 SEMANTIC_RECORDS = "per_image_confusion"
@@ -74,7 +74,7 @@ def _check_npz_members(archive: zipfile.ZipFile, *, path: Path) -> None:
 
 
 def write_instance_records(directory: Path, *, stats: Any) -> None:
-    """`stats`: an InstanceStats (segpipe.evaluators.instance_stats)."""
+    """`stats`: an InstanceStats (segpipe.evaluators.instance.stats)."""
     arrays, meta = stats.to_arrays()
     atomic_write_bytes(directory / f"{INSTANCE_RECORDS}.npz", npz_bytes(arrays))
     atomic_write_text(directory / f"{INSTANCE_RECORDS}.json", json.dumps(meta, sort_keys=True) + "\n")
@@ -101,7 +101,7 @@ def read_records(directory: Path) -> tuple[str, Any] | None:
     """("instance", InstanceStats) or ("semantic", (files, confusions [I, n, n+1], class_names)), None if absent."""
     directory = Path(directory)
     if (directory / f"{INSTANCE_RECORDS}.npz").is_file():
-        from segpipe.evaluators.instance_stats import InstanceStats
+        from segpipe.evaluators.instance.stats import InstanceStats
 
         meta = json.loads((directory / f"{INSTANCE_RECORDS}.json").read_text(encoding="utf-8"))
         arrays = read_npz(directory / f"{INSTANCE_RECORDS}.npz")

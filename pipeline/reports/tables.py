@@ -12,13 +12,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.layout import REPORT_HEADER_FILE as REPORT_HEADER_FILE  # re-exported for the report writers
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.layout import REPORT_HEADER_FILE as REPORT_HEADER_FILE  # re-exported for the report writers
 
 if TYPE_CHECKING:  # pandas is imported for DataFrames only: a ColumnTable is written and printed without it
     import pandas as pd
 
-    from segpipe.evaluators.instance_tables import ColumnTable
+    from segpipe.evaluators.instance.tables import ColumnTable
 
     Table = Union[pd.DataFrame, ColumnTable]
 
@@ -85,7 +85,7 @@ def write_table(directory: str | os.PathLike[str], name: str, table: Table, *, p
     """Write `table` to DIRECTORY/NAME.csv (and .parquet); returns the CSV path. CSV text cells are
     spreadsheet-safe (`spreadsheet_safe`); the Parquet twin keeps every value verbatim."""
     directory = Path(directory)
-    from segpipe.evaluators.instance_tables import ColumnTable
+    from segpipe.evaluators.instance.tables import ColumnTable
     from segpipe.reports.columns import column_table_files
 
     if isinstance(table, ColumnTable):
@@ -120,7 +120,7 @@ def write_report_dir(out: str | os.PathLike[str], tables: Mapping[str, Table], *
 
 def format_tables(*tables: Table, width: int = 160) -> str:
     """Tables as plain text for stdout, four decimals, separated by a blank line."""
-    from segpipe.evaluators.instance_tables import ColumnTable
+    from segpipe.evaluators.instance.tables import ColumnTable
     from segpipe.reports.columns import column_table_text
 
     columns = [t for t in tables if isinstance(t, ColumnTable)]

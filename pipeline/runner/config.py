@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 from segpipe.inference.options import RUN_KEYS, InferenceOptions
 from segpipe.plan.formats import CONVERT_OPTIONS, FORMATS
 from segpipe.plan.shards import DEFAULT_SHARD_SIZE

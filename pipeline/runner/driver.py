@@ -20,8 +20,9 @@ from typing import Any, Iterable
 
 from luigi.execution_summary import LuigiStatusCode
 
-from segpipe.converters.atomic_write import atomic_write_text
-from segpipe.converters.report import EXIT_SKIPPED_ERRORS, REPORT_FILE_NAME
+from segpipe.core.atomic_write import atomic_write_text
+from segpipe.converters.report import EXIT_SKIPPED_ERRORS
+from segpipe.core.layout import CONVERSION_REPORT_FILE as REPORT_FILE_NAME
 from segpipe.cache.targets import EXECUTION_LOG, GROUP_LOG, CachedTask, execution_run_id, forget_verified, log_size, new_task
 from segpipe.cache.fingerprints import (
     STAT_CACHE_FILE, StatCache, checkpoint_fingerprint, combine_keys, options_key, scan_dataset,
@@ -181,14 +182,14 @@ def _check_layout(settings: RunSettings) -> None:
         raise RunConfigError(str(root), "format", f"--format {fmt}, but {root} is an Oxford-IIIT Pet root "
                              f"({describe_folder(root)}): use --format oxford-pet")
     if spec.find_classes is not None and settings.classes is None:
-        from segpipe.converters.errors import AnnotationError
+        from segpipe.core.errors import AnnotationError
 
         try:
             spec.find_classes(root)
         except AnnotationError as err:
             raise RunConfigError(str(root), "classes", f"{err.reason} (give --classes)") from err
     if settings.classes is not None and settings.classes.is_file() and spec.find_classes is None:  # a plain list of names
-        from segpipe.converters.dataset_layout import read_class_names_file
+        from segpipe.core.dataset_layout import read_class_names_file
 
         try:
             names = read_class_names_file(settings.classes)
@@ -201,7 +202,7 @@ def _check_layout(settings: RunSettings) -> None:
 
 
 def _run_pipeline(settings: RunSettings) -> RunOutcome:
-    from segpipe.out_manifest import RUN, check_output_folder, claim_output_folder
+    from segpipe.core.out_manifest import RUN, check_output_folder, claim_output_folder
 
     check_before_work(settings)
     check_output_folder(settings.out, command=RUN)  # not a conversion's or a report's folder: refused before any work

@@ -72,8 +72,8 @@ def worker_count(settings: RunSettings) -> int:
 # task. Importing torch and torchvision costs ~3 s of CPU here, against ~0.03 s for a fork once they are
 # imported (benchmarks/pipeline_scale.py --fork-cost).
 # The engine imports torch lazily, inside its functions: the modules are named here.
-PRELOADED_FOR_WORKERS = ("torch", "torchvision", "segpipe.inference.engine", "segpipe.evaluators.semantic_tables",
-                         "segpipe.evaluators.instance")
+PRELOADED_FOR_WORKERS = ("torch", "torchvision", "segpipe.inference.engine", "segpipe.evaluators.semantic.tables",
+                         "segpipe.evaluators.instance.evaluation")
 
 
 def preload_for_forked_workers() -> None:

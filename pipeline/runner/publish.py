@@ -16,8 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
-from segpipe.converters.atomic_write import write_bytes_if_changed
-from segpipe.converters.report import REPORT_FILE_NAME
+from segpipe.core.atomic_write import write_bytes_if_changed
+from segpipe.core.layout import CONVERSION_REPORT_FILE as REPORT_FILE_NAME
 from segpipe.cache.targets import MARKER_NAME
 
 CHECKPOINTS_DIR = "checkpoints"

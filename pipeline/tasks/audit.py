@@ -31,7 +31,7 @@ class AuditTask(CachedTask):
 
     def compute(self) -> None:
         # Imported here, not at the top: a cached rerun imports the task modules and runs none of this.
-        from segpipe.evaluators.audit import audit_path
+        from segpipe.evaluators.audit.dataset import audit_path
         from segpipe.reports.gallery import GallerySource
         from segpipe.reports.html import render_audit_report
 

@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from segpipe.converters.coco import dumps_coco
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import (
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.dataset_layout import (
     DATASET_META_FILE, HEADS_FILE, INSTANCES_FILE, SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file,
 )
-from segpipe.converters.report import REPORT_FILE_NAME, Finding, format_report_csv
+from segpipe.core.layout import CONVERSION_REPORT_FILE as REPORT_FILE_NAME
+from segpipe.converters.report import Finding, format_report_csv
 import luigi
 
 from segpipe.cache.targets import CachedTask, link_or_copy, new_task
 from segpipe.cache.fingerprints import KEY_LENGTH, ManifestEntry, combine_keys, manifest_key, options_key
 from segpipe.cache.input_check import fingerprinted_files, inputs_unchanged
 from segpipe.converters.conversion_output import write_conversion_dir
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 from segpipe.plan.shards import DatasetSpec, StoredPlan, StoredShard, read_plan
 from segpipe.tasks.units import Unit, UnitLog, ensure_unit, unit_directory, units_exist, units_present
 
@@ -174,7 +175,7 @@ class ConvertMerge(CachedTask):
             meta = json.loads((datasets[0] / DATASET_META_FILE).read_text(encoding="utf-8"))
         meta = {**meta, "format": spec.format, "image_root": str(spec.image_root().resolve())}
         atomic_write_text(out / DATASET_META_FILE, json.dumps(meta, sort_keys=True, indent=2) + "\n")
-        from segpipe.out_manifest import merge_manifests
+        from segpipe.core.out_manifest import merge_manifests
 
         merge_manifests(datasets, out)  # what wrote it, as `segpipe convert` records it
         index = [_write_shard_gt(part=part, categories=merged["categories"], stems=plan.shards[i].stems, merged=out)

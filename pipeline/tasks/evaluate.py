@@ -20,10 +20,10 @@ from typing import Any, Mapping, Sequence
 import luigi
 import numpy as np
 
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.layout import RESULTS_FILE
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.dataset_layout import SEMANTIC_CLASSES_FILE, SEMANTIC_DIR, read_class_names_file
+from segpipe.core.errors import EvaluationError
+from segpipe.core.layout import RESULTS_FILE
 from segpipe.cache.fingerprints import combine_keys
 from segpipe.cache.input_check import Expected, inputs_unchanged
 from segpipe.cache.targets import CachedTask, new_task
@@ -198,7 +198,7 @@ def evaluate_shard(*, directory: Path, infer_dir: Path, merged: Path, gt_key: st
     # segmentation, and instance metrics are for instance models.
     task = predictions_task(pred_dir)
     if results_path.is_file() and task in ("instance", None):
-        from segpipe.evaluators.instance import instance_update
+        from segpipe.evaluators.instance.evaluation import instance_update
 
         results = remap_results(results=json.loads(results_path.read_bytes()), index_names=read_unit_images(infer_dir), gt_ids=gt_ids)
         stats[INSTANCE_EVAL] = instance_update(gt, list[Mapping[str, Any]](results), iou_type=iou_type, image_ids=[gt_ids[n] for n in names])
@@ -215,8 +215,8 @@ def evaluate_shard(*, directory: Path, infer_dir: Path, merged: Path, gt_key: st
 def _semantic_shard(*, names: list[str], gt_dir: Path, pred_dir: Path, class_names: list[str]) -> dict[str, Any]:
     """The shard's images scored as `segpipe evaluate semantic` scores a folder (same pairing, same per-image
     scoring); predictions without GT are not listed (a shard's images without a label map are not scored)."""
-    from segpipe.evaluators.semantic import label_maps_by_stem, pair_label_maps, score_pair
-    from segpipe.evaluators.semantic_tables import MISSING_PREDICTION
+    from segpipe.evaluators.semantic.evaluation import label_maps_by_stem, pair_label_maps, score_pair
+    from segpipe.evaluators.semantic.tables import MISSING_PREDICTION
 
     n = len(class_names)
     stems = {PurePosixPath(name).stem for name in names}
@@ -256,7 +256,7 @@ def shard_stats_to_arrays(stats: dict[str, Any]) -> tuple[dict[str, np.ndarray],
 
 def shard_stats_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], *, path: str) -> dict[str, Any]:
     """The inverse of `shard_stats_to_arrays`, checking types (the files come from a shared cache). Pure."""
-    from segpipe.evaluators.instance_stats import InstanceStats
+    from segpipe.evaluators.instance.stats import InstanceStats
 
     if not isinstance(meta, dict) or meta.get("format") != STATS_FORMAT:
         raise EvaluationError(path, "format", f"expected shard statistics format {STATS_FORMAT}")

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.core.atomic_write import atomic_write_text
 from segpipe.cache.fingerprints import combine_keys
 
 PRED_DIR = "pred"

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.core.atomic_write import atomic_write_text
 from segpipe.reports.tables import write_report_dir
 
 BEST_FILE = "best.json"
@@ -51,7 +51,7 @@ def with_intervals(table: pd.DataFrame, *, report_dirs: Mapping[str, Path], out:
 
 
 def _metric_fn(kind: str, records: Any) -> Any:
-    from segpipe.evaluators.bootstrap import ImageRows, instance_headline, semantic_headline
+    from segpipe.evaluators.analysis.bootstrap import ImageRows, instance_headline, semantic_headline
 
     if kind == "instance":
         rows = ImageRows.of(records)
@@ -68,7 +68,7 @@ def add_intervals(table: pd.DataFrame, *, statistics: Mapping[str, tuple[str, An
     """The leaderboard with `<metric>_low/_high` per headline metric and the paired difference of the primary
     metric to the best checkpoint (`vs_best`, `vs_best_low/_high`, `significantly_worse`); writes best.json and
     the comparison folder of the best against the previous best into `out`."""
-    from segpipe.evaluators.bootstrap import draw_images, interval_table, replicate_values
+    from segpipe.evaluators.analysis.bootstrap import draw_images, interval_table, replicate_values
 
     ok = [str(c) for c, status in zip(table["checkpoint"], table["status"]) if status == "ok" and str(c) in statistics]
     kinds = {statistics[c][0] for c in ok}
@@ -111,7 +111,7 @@ def add_intervals(table: pd.DataFrame, *, statistics: Mapping[str, tuple[str, An
         tables = {"intervals": interval_table(point_a=points[previous], point_b=points[best], values_a=values[previous],
                                               values_b=values[best], metrics=metrics, seed=seed, confidence=CONFIDENCE)}
         tables |= _delta_tables(kind, report_dirs[previous], report_dirs[best])
-        from segpipe.evaluators.comparison import verdict
+        from segpipe.evaluators.analysis.comparison import verdict
 
         write_report_dir(out / COMPARISON_DIR, tables, header={
             "command": "run", "A": previous, "B": best, "A_role": "previous best", "B_role": "best",
@@ -134,7 +134,7 @@ def _previous_best(ok: list[str], best: str) -> str | None:
 
 
 def _delta_tables(kind: str, a: Path, b: Path) -> dict[str, pd.DataFrame]:
-    from segpipe.evaluators.compare import instance_image_scores, per_class_deltas, per_image_deltas
+    from segpipe.evaluators.analysis.compare import instance_image_scores, per_class_deltas, per_image_deltas
     from segpipe.reports.data import read_table
 
     metrics: tuple[str, ...]

@@ -15,11 +15,11 @@ import pandas as pd
 
 from segpipe.cache.fingerprints import combine_keys
 from segpipe.cache.targets import CachedTask
-from segpipe.converters.atomic_write import atomic_write_bytes, atomic_write_text
-from segpipe.converters.dataset_layout import INSTANCES_FILE, SEMANTIC_DIR, DatasetDir
-from segpipe.layout import RESULTS_FILE
+from segpipe.core.atomic_write import atomic_write_bytes, atomic_write_text
+from segpipe.core.dataset_layout import INSTANCES_FILE, SEMANTIC_DIR, DatasetDir
+from segpipe.core.layout import RESULTS_FILE
 from segpipe.reports.tables import write_table
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 from segpipe.reports import records
 from segpipe.plan.shards import read_plan
 from segpipe.tasks.evaluate import (
@@ -30,7 +30,7 @@ from segpipe.tasks.infer import PRED_DIR, read_unit_images
 from segpipe.tasks.units import unit_directory
 
 if TYPE_CHECKING:
-    from segpipe.evaluators.semantic_tables import SemanticReport
+    from segpipe.evaluators.semantic.tables import SemanticReport
 
 LONG_COLUMNS = ["checkpoint", "evaluation", "category", "metric", "value"]
 
@@ -80,7 +80,7 @@ class EvalReport(CheckpointTask):
         # Imported here, not at the top: a cached rerun imports the task modules and runs none of this.
         from segpipe.commands.evaluate_instances import write_instance_report
         from segpipe.commands.evaluate_semantic import write_semantic_report
-        from segpipe.evaluators.instance import InstanceStats, instance_compute
+        from segpipe.evaluators.instance.evaluation import InstanceStats, instance_compute
         from segpipe.reports.html import render_evaluate_report
 
         shard_dirs = self.shard_dirs()
@@ -171,7 +171,7 @@ def _gallery_inputs(*, infer_dirs: list[Path], evaluation: str, report_dir: Path
 
 def _semantic_merge(shards: list[dict[str, Any]]) -> SemanticReport:
     """One semantic report from per-shard confusions (summed), per-image rows and notes."""
-    from segpipe.evaluators.semantic_tables import NOTES_COLUMNS, semantic_compute
+    from segpipe.evaluators.semantic.tables import NOTES_COLUMNS, semantic_compute
 
     per_image = pd.DataFrame([r for s in shards for r in s["per_image"]])
     if not per_image.empty:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from segpipe.converters.dataset_layout import DatasetDir, resolve_image_path, write_dataset_meta
+from segpipe.core.dataset_layout import DatasetDir, resolve_image_path, write_dataset_meta
 
 
 @pytest.fixture()
@@ -75,7 +75,7 @@ def test_one_classes_reader_for_every_command(tmp_path: Path) -> None:
     """`# comment` lines and blank lines are skipped alike by evaluate semantic, infer and run; a classes
     file's line may hold a comma; a 150-name comma list is a list, not a file name (NAME_MAX is 255 bytes)."""
     from segpipe.cli.evaluate_semantic import read_class_names
-    from segpipe.converters.dataset_layout import class_names_option, read_class_names_file
+    from segpipe.core.dataset_layout import class_names_option, read_class_names_file
     from segpipe.inference.data import parse_class_names as infer_classes
     from segpipe.tasks.convert import label_space  # what `segpipe run` records of a converted dataset dir
 

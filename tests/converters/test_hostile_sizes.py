@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from segpipe.converters.images import MAX_FILE_BYTES_ENV, MAX_IMAGE_PIXELS_ENV, read_image_size, read_input_bytes
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.images import MAX_FILE_BYTES_ENV, MAX_IMAGE_PIXELS_ENV, read_image_size, read_input_bytes
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.trimap import convert_trimap
 
 REPO = Path(__file__).resolve().parents[2]

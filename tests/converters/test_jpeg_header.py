@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from segpipe.converters.errors import AnnotationError
-from segpipe.converters.images import read_image_size
-from segpipe.converters.jpeg_header import plain_jpeg_size
+from segpipe.core.errors import AnnotationError
+from segpipe.core.images import read_image_size
+from segpipe.core.jpeg_header import plain_jpeg_size
 
 
 def _pillow_jpeg(mode: str, size: tuple[int, int], **save: object) -> bytes:

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.oxford_pet import convert_oxford_pet, parse_head_boxes
-from segpipe.converters.pet_list import LIST_HEADER, PetListEntry, format_pet_list, parse_pet_list, parse_split_names, pet_categories
+from segpipe.core.pet_list import LIST_HEADER, PetListEntry, format_pet_list, parse_pet_list, parse_split_names
+from segpipe.converters.pet_categories import pet_categories
 from segpipe.converters.report import EXIT_OK, EXIT_SKIPPED_ERRORS
 from segpipe.converters.trimap import TRIMAP_BORDER, TRIMAP_PET
 from segpipe.demo.sample import OXFORD_PET_BREEDS, generate_sample

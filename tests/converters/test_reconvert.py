@@ -21,7 +21,7 @@ from segpipe.converters.oxford_pet import convert_oxford_pet
 from segpipe.converters.report import EXIT_STRICT_ABORT, StrictModeError
 from segpipe.converters.trimap import convert_trimap
 from segpipe.converters.voc import convert_voc
-from segpipe.evaluators.semantic import label_maps_by_stem
+from segpipe.evaluators.semantic.evaluation import label_maps_by_stem
 from segpipe.cli import main
 from segpipe.demo.sample import generate_sample
 

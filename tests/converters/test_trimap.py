@@ -19,7 +19,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from segpipe.converters import trimap as trimap_mod
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, StrictModeError
 from segpipe.converters.trimap import (
     BORDER_POLICIES,

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from segpipe.converters.coco import read_coco
-from segpipe.converters.dataset_layout import DatasetDir
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.dataset_layout import DatasetDir
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.report import EXIT_OK, REPORT_COLUMNS
 from segpipe.converters.voc import (
     VocDocument,
@@ -289,7 +289,7 @@ def test_box_conventions_property() -> None:
 
 def test_hidden_files_and_folders_are_not_inputs(tmp_path: Path) -> None:
     """Same rule as the pipeline's dataset fingerprint: a hidden file never changes the conversion."""
-    from segpipe.converters.images import walk_input_files
+    from segpipe.core.images import walk_input_files
     from segpipe.converters.voc import convert_voc
 
     src = tmp_path / "src"

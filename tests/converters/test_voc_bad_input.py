@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segpipe.converters.coco import read_coco
-from segpipe.converters.errors import AnnotationError
+from segpipe.core.errors import AnnotationError
 from segpipe.converters.report import EXIT_SKIPPED_ERRORS, StrictModeError
 from segpipe.converters.voc import convert_voc, parse_voc_xml
 from tests.converters.test_voc import codes, labelimg_xml, rows, write_image, write_pair

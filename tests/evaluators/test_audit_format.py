@@ -14,8 +14,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segpipe.converters.coco import encode_mask as rle_of
-from segpipe.evaluators import audit_findings as F
-from segpipe.evaluators.audit import audit_dataset
+from segpipe.evaluators.audit import findings as F
+from segpipe.evaluators.audit.dataset import audit_dataset
 
 W, H = 40, 30
 
@@ -237,7 +237,7 @@ def test_peer_coco_files(peers: Path) -> None:
     """Real COCO files: val2014's 9 crowd regions are flagged, nothing crashes, Datumaro's images/<split>/ is found."""
     import json
 
-    from segpipe.evaluators.audit import audit_path
+    from segpipe.evaluators.audit.dataset import audit_path
 
     gt = json.loads((peers / "faster_coco_eval" / "instances_val2014_100.json").read_text())
     found = audit_dataset(gt, image_root=None).findings

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from segpipe.converters.coco import assemble_coco, CategoryRecord, ImageRecord, AnnotationRecord, mask_annotation, write_coco
-from segpipe.converters.dataset_layout import write_dataset_meta
-from segpipe.evaluators import audit_findings as F
-from segpipe.evaluators.audit import audit_dataset, audit_path
-from segpipe.evaluators.audit_geometry import PetLayout, robust_z
+from segpipe.core.dataset_layout import write_dataset_meta
+from segpipe.evaluators.audit import findings as F
+from segpipe.evaluators.audit.dataset import audit_dataset, audit_path
+from segpipe.evaluators.audit.geometry_checks import PetLayout, robust_z
 from tests.evaluators.test_audit_format import rle_of
 
 S = 64  # image side

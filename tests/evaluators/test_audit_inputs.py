@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from segpipe.converters.dataset_layout import write_dataset_meta
-from segpipe.evaluators import audit as audit_module
-from segpipe.evaluators import audit_findings as F
-from segpipe.evaluators.audit import audit_dataset, audit_path
+from segpipe.core.dataset_layout import write_dataset_meta
+from segpipe.evaluators.audit import dataset as audit_module
+from segpipe.evaluators.audit import findings as F
+from segpipe.evaluators.audit.dataset import audit_dataset, audit_path
 from segpipe.cli import main
 from tests.evaluators.test_audit_format import clean_coco, write_png
 

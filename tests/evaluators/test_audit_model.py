@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segpipe.evaluators import audit_findings as F
-from segpipe.evaluators.audit import audit_dataset
-from segpipe.evaluators.errors import EvaluationError
+from segpipe.evaluators.audit import findings as F
+from segpipe.evaluators.audit.dataset import audit_dataset
+from segpipe.core.errors import EvaluationError
 from tests.evaluators.test_audit_format import rle_of
 from tests.evaluators.test_audit_geometry import S, dataset, rect
 
@@ -185,7 +185,7 @@ def test_malformed_predictions_raise(bad: dict[str, Any], field: str) -> None:
 def test_specks_are_not_missing_objects() -> None:
     """A semantic model's stray pixels (connected components under SPECK_FRACTION of a cat) raise nothing; the
     same prediction at a cat's size does."""
-    from segpipe.evaluators.audit_model import SPECK_FRACTION
+    from segpipe.evaluators.audit.model_checks import SPECK_FRACTION
 
     coco, preds = grid_dataset(10)
     speck = [pred(1, rect(40, 40, 41, 42), 0.9, image_id=1)]  # 2 px against 144 px cats: below 2 %
@@ -211,8 +211,8 @@ def test_a_model_whose_outlines_all_differ_the_same_way_raises_no_sloppy_outline
 
 def test_pair_boundary_iou_matches_the_semantic_boundary_evaluator() -> None:
     """The audit's boundary IoU of two masks equals evaluators.boundary's on the label maps they make (class 1)."""
-    from segpipe.evaluators.audit_model import pair_boundary_iou
-    from segpipe.evaluators.boundary import boundary_update, boundary_width
+    from segpipe.evaluators.audit.model_checks import pair_boundary_iou
+    from segpipe.evaluators.semantic.boundary import boundary_update, boundary_width
 
     gt = rect(4, 4, 30, 40).astype(bool)
     for pr in (rect(6, 4, 32, 40), rect(4, 4, 30, 20), rect(0, 0, 64, 64), rect(40, 40, 50, 50)):
@@ -263,8 +263,8 @@ def test_a_small_class_whose_outlines_all_miss_the_border_band_raises_no_sloppy_
     coco = dataset([[(1, rect(*box))] for _ in insets])
     x0, y0, x1, y1 = box
     preds = [pred(1, rect(x0 + k, y0 + k, x1 - k, y1 - k), 0.9, image_id=i + 1) for i, k in enumerate(insets)]
-    from segpipe.evaluators.audit_model import SLOPPY_BOUNDARY_IOU, pair_boundary_iou
-    from segpipe.evaluators.boundary import DEFAULT_DILATION_RATIO, boundary_width
+    from segpipe.evaluators.audit.model_checks import SLOPPY_BOUNDARY_IOU, pair_boundary_iou
+    from segpipe.evaluators.semantic.boundary import DEFAULT_DILATION_RATIO, boundary_width
 
     width = boundary_width((S, S), DEFAULT_DILATION_RATIO)
     worst = pair_boundary_iou(rect(*box).astype(bool), rect(x0 + 3, y0 + 3, x1 - 3, y1 - 3).astype(bool), width)

@@ -9,8 +9,8 @@ from types import ModuleType
 
 import pytest
 
-from segpipe.evaluators.audit import audit_dataset
-from segpipe.evaluators.audit_findings import findings_frame
+from segpipe.evaluators.audit.dataset import audit_dataset
+from segpipe.evaluators.audit.findings import findings_frame
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "audit_recall.py"
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segpipe.evaluators.bootstrap import instance_headline, instance_intervals, semantic_intervals, ImageRows
-from segpipe.evaluators.instance import instance_update
-from segpipe.evaluators.thresholds import threshold_tables
+from segpipe.evaluators.analysis.bootstrap import instance_headline, instance_intervals, semantic_intervals, ImageRows
+from segpipe.evaluators.instance.evaluation import instance_update
+from segpipe.evaluators.analysis.thresholds import threshold_tables
 from tests.evaluators.test_instance import make_dataset, reference_eval
 
 
@@ -120,8 +120,8 @@ def test_deltas_and_intervals_agree_with_hotcoco_compare(tmp_path: Any) -> None:
     design: hotcoco 1.3 de-duplicates each draw into a set of images (about 63% of them, its bootstrap.rs
     "Sampling convention"), while here an image drawn twice counts twice (Efron's bootstrap), so ours are wider."""
     hotcoco = pytest.importorskip("hotcoco")
-    from segpipe.evaluators.comparison import compare_instances
-    from segpipe.evaluators.instance import instance_compute
+    from segpipe.evaluators.analysis.comparison import compare_instances
+    from segpipe.evaluators.instance.evaluation import instance_compute
     from tests.evaluators.test_error_analysis import _hotcoco_eval
 
     gt, results = make_dataset(seed=2, n_images=6)

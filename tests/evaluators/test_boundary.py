@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segpipe.evaluators.boundary import boundary_update, boundary_width, mask_boundary
+from segpipe.evaluators.semantic.boundary import boundary_update, boundary_width, mask_boundary
 
 
 def _numpy_boundary(mask: np.ndarray, width: int) -> np.ndarray:

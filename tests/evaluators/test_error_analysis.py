@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from segpipe.evaluators.instance import instance_update
-from segpipe.evaluators.instance_confusion import instance_confusion
-from segpipe.evaluators.overlaps import check_against_records, image_overlaps
-from segpipe.evaluators.tide import TIDE_VARIANTS, tide_tables
+from segpipe.evaluators.instance.evaluation import instance_update
+from segpipe.evaluators.analysis.class_confusion import instance_confusion
+from segpipe.evaluators.instance.overlaps import check_against_records, image_overlaps
+from segpipe.evaluators.analysis.tide import TIDE_VARIANTS, tide_tables
 from tests.evaluators.test_instance import make_dataset, reference_eval
 
 CAT, DOG = 1, 2
@@ -182,7 +182,7 @@ def test_tide_and_confusion_agree_with_hotcoco(case: str, tmp_path: Any) -> None
     for kind in ours.index:
         assert ours.loc[kind, "dAP50"] == pytest.approx(ref["delta_ap"][kind], abs=1e-9), kind
     if case != "worked":
-        # Deliberate differences (segpipe.evaluators.instance_confusion): a detection matched to a crowd region is
+        # Deliberate differences (segpipe.evaluators.analysis.class_confusion): a detection matched to a crowd region is
         # left out here (hotcoco: background), and the 100-detection cap is per image and class as in COCOeval
         # (hotcoco's matrix: per image). Compare on data where neither arises.
         gt = {**gt, "annotations": [a for a in gt["annotations"] if not a["iscrowd"]]}

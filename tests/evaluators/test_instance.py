@@ -1,4 +1,4 @@
-"""segpipe.evaluators.instance against pycocotools COCOeval, live, on generated data: numbers, tables, shards, order."""
+"""segpipe.evaluators.instance.evaluation against pycocotools COCOeval, live, on generated data: numbers, tables, shards, order."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from segpipe.converters.coco import encode_mask as rle_of
-from segpipe.evaluators.instance import InstanceStats, evaluate_instances, instance_compute, instance_update
+from segpipe.evaluators.instance.evaluation import InstanceStats, evaluate_instances, instance_compute, instance_update
 
 # Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("both_evaluation_paths")

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance import evaluate_instances, validate_results
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.instance.evaluation import evaluate_instances, validate_results
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval, rle_of, uncompressed_rle_of
 
 # Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).
@@ -209,7 +209,7 @@ def test_ground_truth_problems_name_the_field() -> None:
     ([0.0, 0.0, 1.0], "4 finite numbers"),
 ])
 def test_bbox_problem_edges(bbox: Any, why: str | None) -> None:
-    from segpipe.evaluators.coco_results import bbox_problem
+    from segpipe.evaluators.instance.coco_results import bbox_problem
 
     found = bbox_problem(bbox)
     assert found is None if why is None else why in (found or "")

@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from segpipe.evaluators import coco_results, kernel
-from segpipe.evaluators.coco_ground_truth import parse_ground_truth
-from segpipe.evaluators.coco_results import (
+from segpipe.evaluators.instance import coco_results
+from segpipe.evaluators import kernel
+from segpipe.evaluators.instance.coco_ground_truth import parse_ground_truth
+from segpipe.evaluators.instance.coco_results import (
     MAX_DETECTIONS_PER_IMAGE_ENV,
     cap_detections_per_image,
     result_problem,
     validate_result_columns,
     validate_results,
 )
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance import evaluate_instances
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.instance.evaluation import evaluate_instances
 from segpipe.evaluators.json_files import read_json_file
 from tests.evaluators.test_instance import make_dataset, reference_eval
 
@@ -162,8 +163,8 @@ def test_accumulate_lanes_equal_numpy_curves_bit_for_bit() -> None:
     numpy's `_curves` floats (pycocotools' arithmetic), bit for bit."""
     if BUILT is None:
         pytest.skip("the compiled kernel is not built or SEGPIPE_NO_KERNEL is set")
-    from segpipe.evaluators.instance_accumulate import _curves
-    from segpipe.evaluators.instance_stats import RECALL_THRESHOLDS
+    from segpipe.evaluators.instance.accumulate import _curves
+    from segpipe.evaluators.instance.stats import RECALL_THRESHOLDS
 
     rng = np.random.default_rng(7)
     for case in range(400):

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from segpipe.evaluators import instance_update as update_module
-from segpipe.evaluators.coco_results import MAX_DETECTIONS_PER_IMAGE_DEFAULT, MAX_DETECTIONS_PER_IMAGE_ENV, validate_results
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance import evaluate_instances
+from segpipe.evaluators.instance import update as update_module
+from segpipe.evaluators.instance.coco_results import MAX_DETECTIONS_PER_IMAGE_DEFAULT, MAX_DETECTIONS_PER_IMAGE_ENV, validate_results
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.instance.evaluation import evaluate_instances
 from segpipe.evaluators.kernel import NO_KERNEL_ENV
 from tests.evaluators.test_instance import reference_eval
 
@@ -154,7 +154,7 @@ def over_limit(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], list[di
 
 def test_default_limit_is_far_above_real_models() -> None:
     assert MAX_DETECTIONS_PER_IMAGE_DEFAULT == 10_000
-    from segpipe.evaluators.instance_update import MAX_DET
+    from segpipe.evaluators.instance.update import MAX_DET
     assert MAX_DETECTIONS_PER_IMAGE_DEFAULT >= 10 * MAX_DET
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from segpipe.evaluators.instance import SUMMARY_METRICS, InstanceStats, evaluate_instances, instance_compute, instance_update
+from segpipe.evaluators.instance.evaluation import SUMMARY_METRICS, InstanceStats, evaluate_instances, instance_compute, instance_update
 from tests.evaluators.test_instance import TOL, reference_eval, rle_of
 
 # Every test here runs with the compiled kernel and on the numpy path (tests/conftest.py).

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segpipe.evaluators.instance import evaluate_instances
-from segpipe.evaluators.instance_tables import ColumnTable
+from segpipe.evaluators.instance.evaluation import evaluate_instances
+from segpipe.evaluators.instance.tables import ColumnTable
 from segpipe.reports import columns as direct
 from segpipe.reports.tables import format_tables, write_report_dir, write_table
 from tests.evaluators.test_instance import make_dataset

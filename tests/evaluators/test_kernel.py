@@ -14,10 +14,10 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from segpipe.evaluators import kernel
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance import evaluate_instances, instance_update
-from segpipe.evaluators.instance_matching import AREA_HI, AREA_LO, THRESHOLDS, A, T
-from segpipe.evaluators.rle_strings import INVALID_RLE, rle_totals, rle_totals_numpy
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.instance.evaluation import evaluate_instances, instance_update
+from segpipe.evaluators.instance.matching import AREA_HI, AREA_LO, THRESHOLDS, A, T
+from segpipe.evaluators.instance.rle_strings import INVALID_RLE, rle_totals, rle_totals_numpy
 from tests.evaluators.test_instance import make_dataset, reference_eval, uncompressed_rle_of
 
 # Set where an install is expected to lack the kernel (no C compiler): the build assertion below then skips.

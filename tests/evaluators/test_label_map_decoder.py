@@ -1,4 +1,4 @@
-"""The compiled label-map path (segpipe.evaluators._labelmap): PNG rows unfiltered here and confusion counted in C
+"""The compiled label-map path (segpipe.core._labelmap): PNG rows unfiltered here and confusion counted in C
 give exactly what OpenCV/libpng, Pillow and cv2.calcHist give, on every filter type, on malformed files (where
 the same error comes out, naming the file) and through threads; the report bytes never depend on the path, the
 number of threads or the order the files were written in."""
@@ -26,11 +26,11 @@ from PIL import Image
 
 from segpipe.cli import main
 from segpipe.demo.sample import sample_pets
-from segpipe.evaluators import label_maps
-from segpipe.evaluators.confusion import confusion_update
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.label_maps import decode_plain_png, read_label_map
-from segpipe.evaluators.semantic import evaluate_semantic_dirs
+from segpipe.core import label_maps
+from segpipe.evaluators.semantic.confusion import confusion_update
+from segpipe.core.errors import EvaluationError
+from segpipe.core.label_maps import decode_plain_png, read_label_map
+from segpipe.evaluators.semantic.evaluation import evaluate_semantic_dirs
 
 ABSENT_OK_ENV = "SEGPIPE_KERNEL_ABSENT_OK"  # the same switch as the instance kernel's build test (test_kernel.py)
 BUILT = label_maps.HELPER  # taken at import, before any test switches paths
@@ -59,7 +59,7 @@ def inflater(request: pytest.FixtureRequest, compiled: Any, monkeypatch: pytest.
 def test_helper_is_built() -> None:
     if os.environ.get(ABSENT_OK_ENV, "") not in ("", "0"):
         pytest.skip(f"{ABSENT_OK_ENV} is set: this install may lack the compiled helpers")
-    module = importlib.import_module("segpipe.evaluators._labelmap")  # ImportError: the build failed or was skipped
+    module = importlib.import_module("segpipe.core._labelmap")  # ImportError: the build failed or was skipped
     if os.environ.get("SEGPIPE_NO_KERNEL", "") in ("", "0"):
         assert BUILT is module
 

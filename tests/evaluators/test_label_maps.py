@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from segpipe.cli import main
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.label_maps import read_label_map
-from segpipe.evaluators.semantic import evaluate_semantic_dirs
+from segpipe.core.errors import EvaluationError
+from segpipe.core.label_maps import read_label_map
+from segpipe.evaluators.semantic.evaluation import evaluate_semantic_dirs
 
 # Pascal VOC's colormap for the first classes (bit-interleaved; devkit VOCcode/VOClabelcolormap.m).
 VOC_COLOURS = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]

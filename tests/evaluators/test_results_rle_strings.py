@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from pycocotools import mask as mask_utils
 
 from segpipe.converters.coco import encode_mask as _string_rle
-from segpipe.evaluators.coco_results import segmentation_problem, validate_results
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance import evaluate_instances
+from segpipe.evaluators.instance.coco_results import segmentation_problem, validate_results
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.instance.evaluation import evaluate_instances
 from segpipe.cli import main
 from tests.evaluators.test_instance import TOL, make_dataset, reference_eval
 
@@ -145,7 +145,7 @@ def test_the_first_bad_gt_is_named_whichever_check_finds_it() -> None:
 
 
 def test_rle_totals_in_chunks_equal_one_string_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from segpipe.evaluators import rle_strings
+    from segpipe.evaluators.instance import rle_strings
 
     rng = np.random.default_rng(3)
     strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(40)]
@@ -186,7 +186,7 @@ def _reference_total(counts: bytes) -> int:
 
 
 def test_rle_totals_equal_a_character_by_character_decoder() -> None:
-    from segpipe.evaluators.rle_strings import rle_totals
+    from segpipe.evaluators.instance.rle_strings import rle_totals
 
     rng = np.random.default_rng(11)
     strings = [mask_utils.encode(np.asfortranarray(rng.random((H, W)) < p))["counts"] for p in rng.random(200)]

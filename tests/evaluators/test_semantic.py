@@ -1,4 +1,4 @@
-"""segpipe.evaluators.semantic against an independent numpy computation, plus its properties and bad input."""
+"""segpipe.evaluators.semantic.evaluation against an independent numpy computation, plus its properties and bad input."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.semantic import (
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.semantic.evaluation import (
     IGNORE_INDEX, MISSING_PREDICTION, PREDICTION_WITHOUT_GT, SUMMARY_METRICS, confusion_update, evaluate_semantic_dirs,
     per_image_row, semantic_compute, unpredicted_update,
 )
@@ -21,7 +21,7 @@ NAMES = [f"c{i}" for i in range(N)]
 
 
 def reference_scores(pairs: list[tuple[np.ndarray, np.ndarray]], *, n: int, ignore: int) -> dict[str, object]:
-    """Plain numpy, explicit loops over classes; shares no code with segpipe.evaluators.semantic."""
+    """Plain numpy, explicit loops over classes; shares no code with segpipe.evaluators.semantic.evaluation."""
     gt = np.concatenate([g.ravel().astype(np.int64) for g, _ in pairs])
     pred = np.concatenate([p.ravel().astype(np.int64) for _, p in pairs])
     valid = gt != ignore

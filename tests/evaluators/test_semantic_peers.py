@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segpipe.evaluators.semantic import confusion_update, evaluate_semantic_dirs, semantic_compute
+from segpipe.evaluators.semantic.evaluation import confusion_update, evaluate_semantic_dirs, semantic_compute
 
 
 def bdd100k_classes(folder: Path) -> list[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 from click.testing import CliRunner
 
-from segpipe.converters.dataset_layout import write_dataset_meta
-from segpipe.evaluators import audit_findings as F
+from segpipe.core.dataset_layout import write_dataset_meta
+from segpipe.evaluators.audit import findings as F
 from segpipe.cli import main
 from tests.evaluators.test_audit_format import clean_coco
 from tests.evaluators.test_audit_model import pred

@@ -21,7 +21,7 @@ from segpipe.cache.fingerprints import STAT_CACHE_FILE, StatCache
 from segpipe.cache.targets import (
     EXECUTION_LOG, CachedTask, MarkerTarget, log_execution, log_size, prepare_directory, read_executions, write_marker,
 )
-from segpipe.converters.atomic_write import atomic_write_text
+from segpipe.core.atomic_write import atomic_write_text
 from segpipe.runner.driver import run_pipeline
 from tests.pipeline.pipeline_fixtures import make_checkpoint, make_dataset, settings_for
 

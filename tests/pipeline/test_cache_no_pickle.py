@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segpipe.evaluators.errors import EvaluationError
-from segpipe.evaluators.instance import instance_compute, instance_update
-from segpipe.evaluators.instance_stats import InstanceStats
+from segpipe.core.errors import EvaluationError
+from segpipe.evaluators.instance.evaluation import instance_compute, instance_update
+from segpipe.evaluators.instance.stats import InstanceStats
 from segpipe.tasks import evaluate as tasks_evaluate
 from segpipe.tasks.evaluate import (
     INSTANCE_EVAL, LEGACY_STATS, SEMANTIC_EVAL, STATS_ARRAYS, STATS_META, read_shard_stats, write_shard_stats,

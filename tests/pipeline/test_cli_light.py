@@ -82,7 +82,7 @@ def test_scoring_instances_needs_no_pandas() -> None:
     """`evaluate instances` frees its parsed JSON before the tables import pandas: scoring must not import it."""
     code = """
 import sys
-from segpipe.evaluators.instance import instance_update
+from segpipe.evaluators.instance.evaluation import instance_update
 from tests.evaluators.test_instance import make_dataset
 gt, results = make_dataset(seed=3, n_images=6)
 stats = instance_update(gt, results, iou_type="segm")

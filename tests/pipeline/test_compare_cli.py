@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from segpipe.cli import main
 from segpipe.demo.sample import generate_sample
-from segpipe.evaluators.semantic import evaluate_semantic_dirs
+from segpipe.evaluators.semantic.evaluation import evaluate_semantic_dirs
 
 
 @pytest.fixture(scope="module")

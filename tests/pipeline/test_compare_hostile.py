@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from segpipe.cli import main
-from segpipe.converters.images import MAX_FILE_BYTES_ENV
+from segpipe.core.images import MAX_FILE_BYTES_ENV
 from segpipe.reports.records import SEMANTIC_RECORDS, write_semantic_records
 from tests.pipeline.test_compare_cli import _instance_predictions, converted as converted  # noqa: F401 (fixture)
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from segpipe.cli import main
-from segpipe.converters.dataset_layout import parse_class_names
+from segpipe.core.dataset_layout import parse_class_names
 
 GT = np.array([[0, 0, 1, 1], [0, 2, 2, 255], [1, 1, 1, 255]], dtype=np.uint8)
 PRED = np.array([[0, 1, 1, 1], [0, 2, 0, 0], [1, 1, 2, 2]], dtype=np.uint8)

@@ -19,7 +19,7 @@ from segpipe.plan.shards import DatasetSpec, plan_shards, shard_of
 from segpipe.converters.coco import dumps_coco
 from segpipe.tasks.convert import merge_category_order, merge_coco
 from tests.pipeline.pipeline_fixtures import make_dataset
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -17,7 +17,7 @@ import segpipe
 from segpipe.cli import main
 from segpipe.cli.convert import convert as convert_group
 from segpipe.converters.formats import FORMAT_NAMES, FORMATS, INPUT_OPTIONS
-from segpipe.errors import SegpipeError
+from segpipe.core.errors import SegpipeError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -189,7 +189,7 @@ FORMAT_FEATURES: dict[str, str] = {
     "pipeline/inference/class_tables.py": "'voc' there is a model class table (the 21 VOC classes), not the format",
     "pipeline/cli/infer.py": "'voc' there is a model class table, not the format",
     "pipeline/cli/run.py": "'voc' there is --class-table's choice, not the format",
-    "evaluators/audit.py": "the trimap formats' border pixels",
+    "evaluators/audit/dataset.py": "the trimap formats' border pixels",
 }
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from segpipe.converters.dataset_layout import write_dataset_meta
+from segpipe.core.dataset_layout import write_dataset_meta
 from segpipe.reports import gallery as report_gallery
 from segpipe.cli import main
 from segpipe.reports.gallery import GallerySource, instance_thumbnail
@@ -71,7 +71,7 @@ def _broken_dataset(tmp_path: Path) -> Path:
     (tmp_path / "secret").mkdir()
     write_png(tmp_path / "secret" / "private.png", seed=9)
     anns: list[dict[str, Any]] = []
-    # Not the far polygon: the audit's own format check (evaluators/audit_format.py) rasterises it for ~25 s.
+    # Not the far polygon: the audit's own format check (evaluators/audit/format_checks.py) rasterises it for ~25 s.
     segs = [seg for name, seg in sorted(BROKEN_SEGMENTATIONS.items()) if name != "far polygon"]
     for k, seg in enumerate(segs, start=10):
         anns.append({**mask_ann(k, 1 + k % 2, 1, 2, 2, 12, 10), "segmentation": seg})

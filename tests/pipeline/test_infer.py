@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 from torchvision.transforms import Normalize, ToTensor
 
 from segpipe.converters.coco import CategoryRecord, ImageRecord, assemble_coco, mask_annotation, write_coco
-from segpipe.converters.dataset_layout import write_dataset_meta
-from segpipe.converters.images import read_image_size
+from segpipe.core.dataset_layout import write_dataset_meta
+from segpipe.core.images import read_image_size
 from segpipe.inference import engine as infer_engine
 from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD, InferenceError, UntrustedCheckpointWarning
 from segpipe.inference.data import ImageEntry, Sample, batches_plan, class_mapping_compute, parse_class_names, read_dataset
@@ -537,7 +537,7 @@ def test_trained_unet_beats_random_on_the_sample(pet_dataset: Path, tmp_path: Pa
             ev.evaluate(), ev.accumulate(), ev.summarize()
             mask_ap = float(ev.stats[0])
         scores[label] = (_miou(conf), mask_ap)
-        from segpipe.evaluators.semantic import evaluate_semantic_dirs
+        from segpipe.evaluators.semantic.evaluation import evaluate_semantic_dirs
 
         report = evaluate_semantic_dirs(pet_dataset / "semantic", out / "semantic", class_names=["background", "pet"], workers=1)
         assert report.metric("mIoU") == pytest.approx(_miou(conf))

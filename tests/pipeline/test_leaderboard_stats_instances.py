@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from segpipe.cli import main
 from segpipe.cli.evaluate_instances import write_instance_report
 from segpipe.reports.records import read_records, write_instance_records
-from segpipe.evaluators.bootstrap import instance_headline
-from segpipe.evaluators.instance import instance_compute, instance_update
+from segpipe.evaluators.analysis.bootstrap import instance_headline
+from segpipe.evaluators.instance.evaluation import instance_compute, instance_update
 from segpipe.tasks.leaderboard_stats import add_intervals
 from tests.evaluators.test_instance import make_dataset
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from segpipe.cli import main
-from segpipe.converters.dataset_layout import write_dataset_meta
+from segpipe.core.dataset_layout import write_dataset_meta
 from segpipe.reports.gallery import instance_thumbnail
 from segpipe.reports.html import flagged_prediction_box, render_audit_report, render_leaderboard
 from segpipe.reports.overlay import class_colours

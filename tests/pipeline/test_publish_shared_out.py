@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from segpipe.converters.atomic_write import temporary_sibling
+from segpipe.core.atomic_write import temporary_sibling
 from segpipe.runner.publish import STALE_TEMPORARY_S, mirror_tree
 from tests.pipeline.pipeline_fixtures import REPO_ROOT, cli_args, make_checkpoint, make_dataset, settings_for
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from segpipe.cli import main
 from segpipe.converters.coco import dumps_coco, encode_mask, mask_bbox
-from segpipe.evaluators.audit import audit_path
+from segpipe.evaluators.audit.dataset import audit_path
 from segpipe.relabel import RelabelError, accept_all, apply_relabel, write_relabel_task
 
 W, H = 60, 40

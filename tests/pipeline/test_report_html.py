@@ -398,7 +398,7 @@ def test_missing_tables_name_the_directory(tmp_path: Path) -> None:
 
 def test_pages_from_the_real_commands(tmp_path: Path) -> None:
     """`segpipe evaluate instances|semantic` and `segpipe audit` tables render, images found through header.json."""
-    from segpipe.converters.dataset_layout import write_dataset_meta
+    from segpipe.core.dataset_layout import write_dataset_meta
     from segpipe.cli import main
 
     source = make_instance_dataset(tmp_path / "ds", n_images=6)

@@ -175,7 +175,7 @@ def test_audit_reruns_with_annotations_not_with_checkpoints(first_run: dict[str,
     findings = pd.read_csv(settings.out / "audit" / "findings.csv")
     # The cached, sharded audit says what `segpipe audit` says on a whole, direct conversion.
     from segpipe.converters.oxford_pet import convert_oxford_pet
-    from segpipe.evaluators.audit import audit_path
+    from segpipe.evaluators.audit.dataset import audit_path
 
     convert_oxford_pet(root / "pets", tmp_path / "direct", workers=1)
     direct = audit_path(tmp_path / "direct").findings

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from segpipe.converters.pet_list import LIST_HEADER, parse_pet_list, parse_split_names
+from segpipe.core.pet_list import LIST_HEADER, parse_pet_list, parse_split_names
 from segpipe.converters.voc_parse import parse_voc_xml
 from segpipe.cli import main
 from segpipe.demo.sample import OXFORD_PET_BREEDS, generate_sample

@@ -20,7 +20,7 @@ from PIL import Image
 
 from segpipe.cli import main
 from segpipe.converters.oxford_pet import convert_oxford_pet
-from segpipe.evaluators.label_maps import read_label_map
+from segpipe.core.label_maps import read_label_map
 from segpipe.inference import engine as infer_engine
 from segpipe.inference.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from segpipe.inference.class_tables import COCO_CLASSES, VOC_CLASSES

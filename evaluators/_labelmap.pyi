@@ -1,6 +1,0 @@
-# Signatures of the compiled label-map loops (_labelmap.c), called from segpipe.evaluators.label_maps and
-# segpipe.evaluators.confusion. Buffers are C-contiguous; a wrong length raises ValueError.
-from typing import Any
-
-def unfilter(*, raw: bytes | bytearray, out: Any, width: int, height: int) -> bool: ...
-def confusion_u8(*, gt: Any, pred: Any, num_classes: int, ignore: int, out: Any) -> bool: ...

@@ -1,0 +1,6 @@
+# Signatures of the compiled label-map loops (_labelmap.c), called from segpipe.core.label_maps and
+# segpipe.evaluators.semantic.confusion. Buffers are C-contiguous; a wrong length raises ValueError.
+from typing import Any
+
+def unfilter(*, raw: bytes | bytearray, out: Any, width: int, height: int) -> bool: ...
+def confusion_u8(*, gt: Any, pred: Any, num_classes: int, ignore: int, out: Any) -> bool: ...
