@@ -7,8 +7,9 @@ in `FORMATS` (segpipe.converters.formats).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from segpipe.core.front_door import lazy_attribute
 
 _PUBLIC = {
     "FORMATS": "segpipe.converters.formats",
@@ -24,6 +25,4 @@ __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _PUBLIC, name)

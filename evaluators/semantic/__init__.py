@@ -5,8 +5,9 @@ The public surface is `__all__`; each name is imported on first use (PEP 562 mod
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from segpipe.core.front_door import lazy_attribute
 
 _PUBLIC = {
     "evaluate_semantic_dirs": "segpipe.evaluators.semantic.evaluation",
@@ -19,6 +20,4 @@ __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _PUBLIC, name)
