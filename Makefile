@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml, setup.py or the C kernel changes (an editable install builds the kernel once).
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test suite lint typecheck demo bench clean gpu-wheels gpu-check
+.PHONY: install test suite lint typecheck demo bench bench-audit clean gpu-wheels gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,18 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b --quick || exit 1; done
+
+# The audit benchmark beside cleanlab, which it compares against when importable. cleanlab and what it pulls in
+# (scikit-learn, scipy) go into a throwaway environment under .bench/ that sees .venv's packages through a .pth
+# file (https://docs.python.org/3/library/site.html), so .venv keeps only what segpipe needs.
+CLEANLAB_VENV := .bench/cleanlab-venv
+bench-audit: $(STAMP)
+	rm -rf $(CLEANLAB_VENV)
+	$(BIN)/python -m venv --without-pip $(CLEANLAB_VENV)
+	$(CLEANLAB_VENV)/bin/python -c "import site, sys; open(site.getsitepackages()[0] + '/segpipe_venv.pth', 'w').write('import site; site.addsitedir(%r)\n' % sys.argv[1])" \
+		"$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+	$(BIN)/python -m pip --python $(CLEANLAB_VENV)/bin/python install "cleanlab==2.9.0"
+	$(CLEANLAB_VENV)/bin/python benchmarks/audit_recall.py --quick --demo
 
 # GPU check (README, "Proving the GPU path"). On the GPU host there is no .venv and no package registry:
 # python3 there holds torch; the wheels it lacks travel in .gpu-wheels/, prepared here by `make gpu-wheels`.

@@ -15,6 +15,7 @@ A finding points at an error when it names the modified or added annotation, or,
     python benchmarks/audit_recall.py            # 10,000 images / ~50,000 annotations
     python benchmarks/audit_recall.py --quick    # 400 images, model error rates 0, 0.05, 0.1, 0.2
     python benchmarks/audit_recall.py --quick --model-errors 0.05
+    make bench-audit                             # --quick --demo beside cleanlab, in a throwaway environment
 
 `--model-errors` makes the simulated model imperfect (that share of objects missed, as many misplaced, as many
 confident false positives); `--misses` says what a missed object leaves: `nothing` (a miss then looks exactly
@@ -414,7 +415,7 @@ def run_rate(args: argparse.Namespace, n_images: int, repeats: int, model_errors
     cl = run_cleanlab(sub, sub_preds) if n_cl > 0 else None
     cl_sem = run_cleanlab_semantic(sub, sub_preds, sorted(sub_ids)) if cl is not None else None
     if cl is None or cl_sem is None:
-        why = "--cleanlab-images 0" if n_cl == 0 else "not importable here (pip install cleanlab to compare)"
+        why = "--cleanlab-images 0" if n_cl == 0 else "not importable here (`make bench-audit` compares against it)"
         print(f"cleanlab: {why}; segpipe image level: precision {ours[0]:.3f}, recall {ours[1]:.3f}")
         return {"recall": s["recall"], "precision": s["precision"]}
     cl_s = time.perf_counter() - t

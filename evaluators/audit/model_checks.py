@@ -1,10 +1,13 @@
 """Model-assisted checks: compare each image's annotations with the model's predictions.
 
 What cleanlab's `object_detection.find_label_issues` and FiftyOne's `compute_mistakenness` look for, in one
-ranking. Phase 1, per image: one IoU matrix (pycocotools, masks when both sides have them, else boxes), then
+ranking. Phase 1, per image: one IoU matrix (pycocotools, masks when both sides have them, else boxes), where a
+prediction matching another annotation better (at IoU >= 0.5) is that annotation's, not this one's (one
+prediction, one object, as COCO matches them), then
 
 - possibly wrong class: a confident prediction of another class overlaps the annotation at IoU >= 0.5
-  better than any same-class prediction (evidence = confidence * IoU, discounted by a same-class match);
+  better than any same-class prediction, or at all where the model sees nothing of the label's class there
+  (evidence = confidence * IoU, discounted by a same-class match);
 - possibly sloppy outline: the best confident same-class prediction disagrees with the outline on IoU (< 0.8),
   boundary IoU (< 0.5; Cheng et al., CVPR 2021, https://arxiv.org/abs/2103.16562, band 2 % of the image
   diagonal), area (label 1.25x larger or smaller: grown, eroded, dilated) or shape (a label filling its box
@@ -35,6 +38,12 @@ on the outline, this label counted, so p / e < 1; otherwise the other labels, an
 so a disagreement as common as the model's ordinary mistakes sinks to 0 (and is not reported), one rarer than
 any of them keeps its full evidence. A score of 0.8 from confidence 0.9 reads: the model is sure, and about a
 tenth of its own disagreements with this class are as strong as this one.
+
+A disagreement that is the model's habit is not reported at all: when at least half of the model's
+disagreements with the class are alike (the same swap; outlines within 0.05 on every evidence that flagged it;
+labels only an unconfident detection matches, out of those no confident prediction covers) and they number at
+least 8, or when a detection's confidence is one where the class's other detections are unmatched at least half
+the time (see MODEL_HABIT_SHARE). Nothing seen at all is a spurious label's own evidence and never a habit.
 """
 
 from __future__ import annotations
@@ -235,18 +244,29 @@ def image_evidence(
         gt_cat = np.array([a.category_id for a in anns])
         pr_cat = np.array([p.category_id for p in preds])
         same = gt_cat[:, None] == pr_cat[None, :]
-        same_iou, same_j = _best(iou, same & confident[None, :])
-        other_iou, other_j = _best(iou, ~same & confident[None, :])
+        # One prediction, one object, as COCO matches them: a prediction that matches another annotation (IoU >=
+        # AGREE_IOU) better than this one is that annotation's detection, and a neighbour's detection touching
+        # this label says nothing about its outline or class. Ties stay with both (a duplicate label).
+        best_gt = iou.max(axis=0, keepdims=True)
+        mine = (iou >= best_gt) | (best_gt < AGREE_IOU)
+        same_iou, same_j = _best(iou, same & confident[None, :] & mine)
+        other_iou, other_j = _best(iou, ~same & confident[None, :] & mine)
         support = (iou * scores[None, :]).max(axis=1)  # best confidence-weighted overlap, any prediction
         # A detector keeps unconfident detections too (torchvision's Mask R-CNN down to box_score_thresh=0.05,
         # https://pytorch.org/vision/stable/models/generated/torchvision.models.detection.maskrcnn_resnet50_fpn.html):
         # an object it missed usually still has one in place, a label on empty background has none. A weak
         # detection matching the label (IoU >= AGREE_IOU, COCO's match) counts as seen, by its IoU.
         weak = np.where(confident[None, :], 0.0, iou)
-        weak = np.where(weak >= AGREE_IOU, weak, 0.0).max(axis=1)
+        weak = np.where(weak >= AGREE_IOU, weak, 0.0)
+        weak_same = np.where(same, weak, 0.0).max(axis=1)
+        weak = weak.max(axis=1)
         for g, a in enumerate(anns):
             s_iou, o_iou = float(same_iou[g]), float(other_iou[g])
-            if o_iou >= MATCH_IOU and o_iou > s_iou and (o_iou >= WRONG_CLASS_IOU or s_iou < MATCH_IOU):
+            # Another class's confident prediction is this object under another name when it matches the label
+            # (COCO's IoU >= 0.5), or when it is the only thing the model sees there. An unconfident detection of
+            # the label's own class matching it says the model sees that class, only unsure: a partial overlap
+            # with another class is then another object (or the model's mistake), not a swap.
+            if o_iou >= MATCH_IOU and o_iou > s_iou and (o_iou >= WRONG_CLASS_IOU or (s_iou < MATCH_IOU and weak_same[g] == 0)):
                 j = int(other_j[g])
                 explained[j] = True
                 agree = scores[same_j[g]] * s_iou if s_iou > 0 else 0.0
@@ -367,6 +387,26 @@ def _near_share(values: np.ndarray, flagged: np.ndarray, value: float, *, self_f
     return max(0, count) / n
 
 
+# A disagreement is not reported when it is the model's habit: at least half of the model's disagreements with
+# the class are alike (alike = the same class swap; outlines within a reliability bin on every evidence that
+# flagged this one; for a label that only an unconfident detection matches, the class's other labels seen that
+# way, out of those no confident prediction covers), and at least MIN_INSTANCES_FOR_STATS of them, so that a habit
+# is a habit and two or three label errors that happen to look alike (one annotator's erosions) are not taken for
+# one. Likewise a detection at a confidence where the class's other detections are unmatched at least half the
+# time. The model's ordinary mistake is then the likelier explanation: a majority vote, as a reliability diagram
+# is read (https://scikit-learn.org/stable/modules/calibration.html). "As strong" alone never makes a habit: the
+# weakest of a class's label errors has all the others stronger than itself.
+MODEL_HABIT_SHARE = 0.5
+
+
+def _is_habit(alike: float, of: float, n_others: int) -> bool:
+    """`alike` (a share of the class's other labels) is at least MODEL_HABIT_SHARE of `of` and counts
+    MIN_INSTANCES_FOR_STATS labels or more."""
+    from segpipe.evaluators.audit.geometry_checks import MIN_INSTANCES_FOR_STATS
+
+    return of > 0 and alike / of >= MODEL_HABIT_SHARE and round(alike * n_others) >= MIN_INSTANCES_FOR_STATS
+
+
 def _calibrated(evidence: float, p: float, e: float) -> float:
     return evidence * (1 - min(1.0, p / e)) if e > 0 else evidence
 
@@ -391,29 +431,39 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
             if not ev.kind:
                 continue
             e = (n_flagged - 1) / n_others if n_others > 0 else 0.0
+            habit = False
             if ev.kind == F.CHECK_POSSIBLY_SLOPPY:
                 # IoU and boundary IoU are one kind of evidence (overlap): the IoU's tail when both disagree.
                 used = [f for f in reason_features[i] if not (f == 1 and 0 in reason_features[i])]
                 # Per evidence, the larger of two shares of the class's other outline disagreements: those at least
                 # as strong, and those alike (within a reliability diagram's bin, as for a missing object): a
                 # disagreement many others share is the model's habit (a misplacement it repeats), however strong.
-                shares = [max(_tail_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True),
-                              _near_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True))
-                          for f in used for measured in [flagged & ~np.isnan(outline[:, f])]]
-                p = min(shares, default=1.0)
+                tails, nears = [], []
+                for f in used:
+                    measured = flagged & ~np.isnan(outline[:, f])
+                    tails.append(_tail_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True))
+                    nears.append(_near_share(outline[:, f], measured, float(outline[i, f]), self_flagged=True))
+                p = min((max(t, n) for t, n in zip(tails, nears)), default=1.0)
                 # Against the model's outline disagreements with this class (this one counted: p / e < 1): its
                 # ordinary misplacements, as common as that, sink; rarer ones keep their evidence.
                 e = n_outline / len(group)
+                habit = _is_habit(min(nears, default=0.0), e, n_others)
             elif ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS:
                 p = (int(np.count_nonzero(swaps == ev.other_category)) - 1) / n_others if n_others > 0 else 0.0
+                habit = _is_habit(p, e, n_others)
             elif ev.kind == F.CHECK_POSSIBLY_SPURIOUS:
                 # Against the labels the model sees the same way: the ones an unconfident detection matches (the
                 # model's ordinary misses) do not make a label that nothing covers look ordinary, nor the reverse.
                 same_way = (kinds == F.CHECK_POSSIBLY_SPURIOUS) & (weakly == ev.seen_weakly)
                 p = (int(np.count_nonzero(same_way)) - 1) / n_others if n_others > 0 else 0.0
+                if ev.seen_weakly:
+                    # Seen, unsure, as most of the class's uncovered labels are: the model's ordinary miss. (Nothing
+                    # seen at all is a spurious label's own evidence, never a habit.)
+                    uncovered = (int(np.count_nonzero(kinds == F.CHECK_POSSIBLY_SPURIOUS)) - 1) / n_others if n_others > 0 else 0.0
+                    habit = _is_habit(p, uncovered, n_others)
             else:
                 p = (int(np.count_nonzero(kinds == ev.kind)) - 1) / n_others if n_others > 0 else 0.0
-            score = _calibrated(ev.evidence, p, e)
+            score = 0.0 if habit else _calibrated(ev.evidence, p, e)
             if score <= 0:
                 continue
             where: dict[str, Any] = {"image_id": ev.image.id, "file_name": ev.image.file_name, "annotation_id": ev.ann.id}
@@ -452,7 +502,8 @@ def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[in
             overall = int(cum[-1]) / n_others if n_others > 0 else 1.0
             reliability = (matched + RELIABILITY_PRIOR * overall) / (n_bin + RELIABILITY_PRIOR)
             p = 1 - reliability
-            score = ev.pred.score * (1 - ev.best_iou) * reliability
+            # Unmatched at least half the time at this confidence: the model's habit, not reported.
+            score = ev.pred.score * (1 - ev.best_iou) * reliability if p < MODEL_HABIT_SHARE else 0.0
             if score <= 0:
                 continue
             box = ", ".join(f"{v:.1f}" for v in ev.pred.bbox)

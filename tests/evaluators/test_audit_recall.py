@@ -61,16 +61,21 @@ def test_without_predictions_model_errors_go_unfound(bench: ModuleType, injected
     assert empty["recall"] == 0.0 and empty["rows"] == 0
 
 
-def test_an_imperfect_model_s_own_mistakes_do_not_bury_injected_errors(bench: ModuleType) -> None:
+@pytest.mark.parametrize("misses", ["nothing", "low-score"])
+def test_an_imperfect_model_s_own_mistakes_do_not_bury_injected_errors(bench: ModuleType, misses: str) -> None:
     """5 % of the model's objects missed, 5 % misplaced, 5 % hallucinated: the label errors still come first
-    (before calibration this setting found 0.67 of them, grown and eroded/dilated outlines hardly at all)."""
-    clean, preds, shapes = bench.generate_clean(400, seed=0, model_errors=0.05)
+    (before calibration this setting found 0.67 of them, grown and eroded/dilated outlines hardly at all), and
+    the model's habits are left out of the list. Precision 0.6 where a miss leaves an unconfident detection, as
+    a detector keeping low scores does; where it leaves nothing, a miss is exactly a spurious label (0.5)."""
+    clean, preds, shapes = bench.generate_clean(400, seed=0, model_errors=0.05, misses=misses)
     dirty, injected = bench.inject_errors(clean, shapes, seed=0)
     s = bench.score_findings(audit_dataset(dirty, image_root=None, predictions=preds).findings, injected)
     assert s["recall"] >= 0.9, s
     for kind, (hit, total) in s["per_type"].items():
         assert hit / total >= 0.8, (kind, s)
-    assert s["precision"] >= 0.5, s  # 0.485 before; the model's own mistakes still fill the list's tail
+    assert s["precision"] >= (0.6 if misses == "low-score" else 0.5), s  # 0.572 / 0.510 before habits were left out
+    if misses == "low-score":
+        assert s["rows"] < s["k"], s  # the list ends before 2 x injected: what is left out is the model's
 
 
 def test_a_missed_object_leaves_an_unconfident_detection_in_place_when_asked(bench: ModuleType) -> None:
