@@ -63,6 +63,9 @@ CHECK_POSSIBLY_SPURIOUS = "possibly_spurious"
 CHECK_POSSIBLY_WRONG_CLASS = "possibly_wrong_class"
 CHECK_POSSIBLY_SLOPPY = "possibly_sloppy_outline"
 CHECK_NO_PREDICTIONS = "no_predictions"  # predictions were given but hold nothing: no model check could run
+# One row per class and habit: the disagreements left out of the list as the model's habit, counted and named, so
+# that leaving them out is never silent (a labelling convention wrong on many labels alike would look the same).
+CHECK_MODEL_HABIT = "model_habit"
 
 MODEL_CHECKS: tuple[str, ...] = (CHECK_POSSIBLY_MISSING, CHECK_POSSIBLY_SPURIOUS, CHECK_POSSIBLY_WRONG_CLASS, CHECK_POSSIBLY_SLOPPY)
 
@@ -101,6 +104,7 @@ FIXED_RULES: Mapping[str, tuple[Severity, float]] = {
     CHECK_NOT_IN_LIST: ("warning", 0.4),
     CHECK_FEW_INSTANCES: ("warning", 0.3),
     CHECK_CLASS_IMBALANCE: ("info", 0.2),
+    CHECK_MODEL_HABIT: ("info", 0.1),
 }
 
 

@@ -411,9 +411,34 @@ def _calibrated(evidence: float, p: float, e: float) -> float:
     return evidence * (1 - min(1.0, p / e)) if e > 0 else evidence
 
 
-def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
+def _id_list(ids: Sequence[int], *, limit: int = 10) -> str:
+    ordered = sorted(ids)
+    return ", ".join(str(i) for i in ordered[:limit]) + (f", ... ({len(ordered) - limit} more)" if len(ordered) > limit else "")
+
+
+def _habit_findings(habits: Mapping[tuple[str, str, str, bool], Sequence[int]]) -> list[AuditFinding]:
+    """One CHECK_MODEL_HABIT row per class and habit on the annotation side: what was left out, and why."""
+    out: list[AuditFinding] = []
+    for (kind, category, other, weakly), ids in sorted(habits.items()):
+        if kind == F.CHECK_POSSIBLY_WRONG_CLASS:
+            what = f"the model predicts {other!r} on {len(ids)} {category!r} labels"
+        elif kind == F.CHECK_POSSIBLY_SLOPPY:
+            what = f"the model's outlines of {len(ids)} {category!r} labels differ from theirs alike"
+        elif weakly:
+            what = f"{len(ids)} {category!r} labels are seen only by an unconfident detection (missed, unsure)"
+        else:  # not reached: nothing seen is never a habit; kept for a future kind
+            what = f"{len(ids)} {category!r} labels disagree with the model alike ({kind})"
+        out.append(make_finding(check=F.CHECK_MODEL_HABIT, category=category, message=(
+            f"{what}: at least half of its disagreements with the class, so taken as the model's habit and not listed "
+            f"one by one as {kind}; if these labels are wrong, they are wrong together (a labelling convention): "
+            f"look at a few. Annotation ids: {_id_list(ids)}")))
+    return out
+
+
+def _score_annotations(evidence: Sequence[_AnnEvidence], categories: Mapping[int, str]) -> list[AuditFinding]:
     """Phase 2 on the annotation side: per class, each disagreement against the others' (see the module doc)."""
     findings: list[AuditFinding] = []
+    habits: dict[tuple[str, str, str, bool], list[int]] = defaultdict(list)
     by_cat: dict[int, list[_AnnEvidence]] = defaultdict(list)
     for ev in evidence:
         by_cat[ev.ann.category_id].append(ev)
@@ -463,14 +488,18 @@ def _score_annotations(evidence: Sequence[_AnnEvidence]) -> list[AuditFinding]:
                     habit = _is_habit(p, uncovered, n_others)
             else:
                 p = (int(np.count_nonzero(kinds == ev.kind)) - 1) / n_others if n_others > 0 else 0.0
-            score = 0.0 if habit else _calibrated(ev.evidence, p, e)
+            if habit:
+                other = categories.get(ev.other_category, str(ev.other_category)) if ev.kind == F.CHECK_POSSIBLY_WRONG_CLASS else ""
+                habits[(ev.kind, ev.ann.category, other, ev.seen_weakly)].append(ev.ann.id)
+                continue
+            score = _calibrated(ev.evidence, p, e)
             if score <= 0:
                 continue
             where: dict[str, Any] = {"image_id": ev.image.id, "file_name": ev.image.file_name, "annotation_id": ev.ann.id}
             alike = " or alike" if ev.kind == F.CHECK_POSSIBLY_SLOPPY else ""
             message = f"{ev.message} [{p:.1%} of the class's other labels disagree this much{alike}, {e:.1%} disagree at all]"
             findings.append(make_finding(check=ev.kind, message=message, score=score, category=ev.ann.category, **where))
-    return findings
+    return findings + _habit_findings(habits)
 
 
 def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[int, str]) -> list[AuditFinding]:
@@ -488,6 +517,7 @@ def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[in
         order = np.argsort(conf, kind="stable")
         sorted_conf, sorted_matched = conf[order], (~unexplained[order]).astype(np.int64)
         cum = np.concatenate([[0], np.cumsum(sorted_matched)])
+        habit_images: list[int] = []
         for ev in group:
             if not ev.unexplained:
                 continue
@@ -502,8 +532,10 @@ def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[in
             overall = int(cum[-1]) / n_others if n_others > 0 else 1.0
             reliability = (matched + RELIABILITY_PRIOR * overall) / (n_bin + RELIABILITY_PRIOR)
             p = 1 - reliability
-            # Unmatched at least half the time at this confidence: the model's habit, not reported.
-            score = ev.pred.score * (1 - ev.best_iou) * reliability if p < MODEL_HABIT_SHARE else 0.0
+            if p >= MODEL_HABIT_SHARE:  # unmatched at least half the time at this confidence: the model's habit
+                habit_images.append(ev.image.id)
+                continue
+            score = ev.pred.score * (1 - ev.best_iou) * reliability
             if score <= 0:
                 continue
             box = ", ".join(f"{v:.1f}" for v in ev.pred.bbox)
@@ -512,6 +544,11 @@ def _score_predictions(evidence: Sequence[_PredEvidence], categories: Mapping[in
                        f"of this score are unmatched, {e:.1%} at any score]")
             findings.append(make_finding(check=F.CHECK_POSSIBLY_MISSING, message=message, score=score, category=name,
                                          image_id=ev.image.id, file_name=ev.image.file_name))
+        if habit_images:
+            findings.append(make_finding(check=F.CHECK_MODEL_HABIT, category=name, message=(
+                f"{len(habit_images)} confident {name!r} detections match no label at confidences where the class's other "
+                f"detections are unmatched at least half the time: taken as the model's false positives and not listed "
+                f"one by one as {F.CHECK_POSSIBLY_MISSING}. Image ids: {_id_list(sorted(set(habit_images)))}")))
     return findings
 
 
@@ -557,4 +594,4 @@ def model_checks(
         )
         ann_evidence += a_ev
         pred_evidence += p_ev
-    return _score_annotations(ann_evidence) + _score_predictions(pred_evidence, categories)
+    return _score_annotations(ann_evidence, categories) + _score_predictions(pred_evidence, categories)

@@ -46,6 +46,11 @@ def model_findings(coco: dict[str, Any], preds: list[dict[str, Any]]) -> pd.Data
     return f[f["check"].isin(F.MODEL_CHECKS)]
 
 
+def habit_rows(coco: dict[str, Any], preds: list[dict[str, Any]]) -> pd.DataFrame:
+    f = audit_dataset(coco, image_root=None, predictions=preds).findings
+    return f[f["check"] == F.CHECK_MODEL_HABIT].reset_index(drop=True)
+
+
 @pytest.mark.parametrize("boxes_only", [False, True])
 def test_perfect_predictions_give_no_model_findings(boxes_only: bool) -> None:
     coco, preds = coco_and_preds(boxes_only=boxes_only)
@@ -339,12 +344,17 @@ def test_a_disagreement_the_model_makes_with_many_labels_alike_is_its_habit_and_
     f = model_findings(coco, preds).set_index("annotation_id")
     assert f.index.tolist() == [31] and f["check"].tolist() == [F.CHECK_POSSIBLY_SLOPPY]
     assert f.loc[31, "score"] == pytest.approx(0.9)
+    # Left out, but not in silence: one info row for the class says how many and which.
+    habit = habit_rows(coco, preds)
+    assert habit[["severity", "category", "score"]].values.tolist() == [["info", "cat", 0.1]]
+    assert "the model's outlines of 10 'cat' labels differ from theirs alike" in habit["message"].item()
+    assert "Annotation ids: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10" in habit["message"].item()
     # Seven alike are not a habit yet (under MIN_INSTANCES_FOR_STATS others): listed, sunk by p / e.
     coco, preds = grid_dataset(60)
     for k in range(8):
         preds[k] = shifted(preds[k], 4)
     f = model_findings(coco, preds).set_index("annotation_id")
-    assert sorted(f.index) == list(range(1, 9))
+    assert sorted(f.index) == list(range(1, 9)) and habit_rows(coco, preds).empty
     assert f["score"].tolist() == pytest.approx([0.9 * (1 - (7 / 59) / (8 / 60))] * 8, abs=1e-6)
 
 
@@ -394,6 +404,8 @@ def test_misses_the_model_leaves_an_unsure_detection_on_are_its_habit_when_most_
     f = model_findings(coco, preds)
     assert f[["check", "annotation_id"]].values.tolist() == [[F.CHECK_POSSIBLY_SPURIOUS, 22]]
     assert f["score"].item() == pytest.approx(0.9)
+    habit = habit_rows(coco, preds)["message"].item()
+    assert habit.startswith("10 'cat' labels are seen only by an unconfident detection") and "2, 4, 6" in habit
 
 
 def test_a_detection_where_the_model_is_wrong_more_often_than_right_is_not_listed() -> None:
@@ -408,6 +420,9 @@ def test_a_detection_where_the_model_is_wrong_more_often_than_right_is_not_liste
     preds += [pred(2, stray, 0.6, image_id=i + 1) for i in range(6)]
     f = model_findings(coco, preds)
     assert f.empty
+    habit = habit_rows(coco, preds)
+    assert habit["category"].tolist() == ["dog"]
+    assert habit["message"].item().startswith("6 confident 'dog' detections match no label") and "Image ids: 1, 2, 3, 4, 5, 6" in habit["message"].item()
     # One stray at a confidence where dogs are right (0.9): listed, by the reliability there.
     f = model_findings(coco, preds + [pred(2, stray, 0.9, image_id=7)])
     assert f[["check", "image_id"]].values.tolist() == [[F.CHECK_POSSIBLY_MISSING, 7]]
