@@ -31,12 +31,12 @@ apart from "seen only by an unconfident detection"; for an
 outline the smallest share over the evidence that flagged it: IoU, or boundary IoU when IoU passed, area
 ratio, box shape; on each, the larger of the shares at least as strong and alike, within 0.05: a misplacement
 the model repeats is its habit however strong), and e = the share of the class's labels the model disagrees with at all (for an outline:
-on the outline, this label counted, so p / e < 1; otherwise the other labels, any kind). Then
+on the outline; otherwise any kind; this label counted, so p / e < 1). Then
 
     score = evidence * (1 - min(1, p / e))        (e = 0, the model agrees with every other label: the evidence)
 
-so a disagreement as common as the model's ordinary mistakes sinks to 0 (and is not reported), one rarer than
-any of them keeps its full evidence. A score of 0.8 from confidence 0.9 reads: the model is sure, and about a
+so a disagreement as common as the model's ordinary mistakes sinks towards 0, one rarer than any of them keeps
+its full evidence. A score of 0.8 from confidence 0.9 reads: the model is sure, and about a
 tenth of its own disagreements with this class are as strong as this one.
 
 A disagreement that is the model's habit is not reported at all: when at least half of the model's
@@ -419,15 +419,13 @@ def _id_list(ids: Sequence[int], *, limit: int = 10) -> str:
 def _habit_findings(habits: Mapping[tuple[str, str, str, bool], Sequence[int]]) -> list[AuditFinding]:
     """One CHECK_MODEL_HABIT row per class and habit on the annotation side: what was left out, and why."""
     out: list[AuditFinding] = []
-    for (kind, category, other, weakly), ids in sorted(habits.items()):
+    for (kind, category, other, _weakly), ids in sorted(habits.items()):
         if kind == F.CHECK_POSSIBLY_WRONG_CLASS:
             what = f"the model predicts {other!r} on {len(ids)} {category!r} labels"
         elif kind == F.CHECK_POSSIBLY_SLOPPY:
             what = f"the model's outlines of {len(ids)} {category!r} labels differ from theirs alike"
-        elif weakly:
+        else:  # possibly_spurious, seen only unsure (`weakly`): nothing seen at all is never a habit
             what = f"{len(ids)} {category!r} labels are seen only by an unconfident detection (missed, unsure)"
-        else:  # not reached: nothing seen is never a habit; kept for a future kind
-            what = f"{len(ids)} {category!r} labels disagree with the model alike ({kind})"
         out.append(make_finding(check=F.CHECK_MODEL_HABIT, category=category, message=(
             f"{what}: at least half of its disagreements with the class, so taken as the model's habit and not listed "
             f"one by one as {kind}; if these labels are wrong, they are wrong together (a labelling convention): "
@@ -455,7 +453,9 @@ def _score_annotations(evidence: Sequence[_AnnEvidence], categories: Mapping[int
         for i, ev in enumerate(group):
             if not ev.kind:
                 continue
-            e = (n_flagged - 1) / n_others if n_others > 0 else 0.0
+            # This label counted in e (as in p's "others" it is not): p / e < 1, so calibration alone never drops a
+            # disagreement; only the habit rule does, and says so in a model_habit row.
+            e = n_flagged / len(group)
             habit = False
             if ev.kind == F.CHECK_POSSIBLY_SLOPPY:
                 # IoU and boundary IoU are one kind of evidence (overlap): the IoU's tail when both disagree.

@@ -294,14 +294,17 @@ def test_a_label_nothing_covers_stands_out_from_the_models_unconfident_misses() 
     # Image 7's second cat: nothing covers it, no other label is seen that little (p = 0): the top confidence.
     assert f.loc[14, "score"] == pytest.approx(0.9)
     # The misses: evidence 0.9 x (1 - IoU of the weak detection), IoU by hand; 5 of the 39 other labels are
-    # seen the same way (p), 6 disagree with the model at all (e).
+    # seen the same way (p), 7 of the 40 disagree with the model at all, this one counted (e).
     iou = np.count_nonzero(right & weak_mask) / np.count_nonzero(right | weak_mask)
-    expected = 0.9 * (1 - iou) * (1 - (5 / 39) / (6 / 39))
+    expected = 0.9 * (1 - iou) * (1 - (5 / 39) / (7 / 40))
     assert [f.loc[2 * i + 2, "score"] for i in range(6)] == pytest.approx([expected] * 6, abs=1e-6)
     assert "an unconfident detection matches it at IoU 0.60" in f.loc[2, "message"]
-    # Without the leftover detections all seven are alike: each as common as the model's misses, none listed.
+    # Without the leftover detections all seven are alike: each as common as the model's misses, so each sinks
+    # (p = 6/39 of e = 7/40), listed all the same: seven labels nothing covers could be seven spurious ones.
     bare = [p for p in preds if p["score"] >= 0.5]
-    assert model_findings(coco, bare).empty
+    f = model_findings(coco, bare)
+    assert sorted(f["annotation_id"]) == [2, 4, 6, 8, 10, 12, 14] and set(f["check"]) == {F.CHECK_POSSIBLY_SPURIOUS}
+    assert f["score"].tolist() == pytest.approx([0.9 * (1 - (6 / 39) / (7 / 40))] * 7, abs=1e-6)
 
 
 def test_a_misplacement_the_model_repeats_sinks_however_strong() -> None:
@@ -426,3 +429,22 @@ def test_a_detection_where_the_model_is_wrong_more_often_than_right_is_not_liste
     # One stray at a confidence where dogs are right (0.9): listed, by the reliability there.
     f = model_findings(coco, preds + [pred(2, stray, 0.9, image_id=7)])
     assert f[["check", "image_id"]].values.tolist() == [[F.CHECK_POSSIBLY_MISSING, 7]]
+
+
+def test_a_confusion_the_model_makes_on_most_of_a_class_is_one_model_habit_row() -> None:
+    """20 cats; the model calls ten of them 'dog' (same masks, confident): ten alike swaps, all of its
+    disagreements with the class, are its habit. None is listed one by one; one info row names all ten."""
+    coco, preds = grid_dataset(20)
+    for k in range(10):
+        preds[k] = {**preds[k], "category_id": 2}
+    assert model_findings(coco, preds).empty
+    habit = habit_rows(coco, preds)
+    assert habit[["severity", "category"]].values.tolist() == [["info", "cat"]]
+    assert habit["message"].item().startswith("the model predicts 'dog' on 10 'cat' labels")
+    assert "Annotation ids: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10" in habit["message"].item()
+    # Three such swaps are no habit: each is listed.
+    coco, preds = grid_dataset(20)
+    for k in range(3):
+        preds[k] = {**preds[k], "category_id": 2}
+    assert model_findings(coco, preds)["check"].tolist() == [F.CHECK_POSSIBLY_WRONG_CLASS] * 3
+    assert habit_rows(coco, preds).empty
