@@ -28,7 +28,6 @@ objects against regions with none (1.0: every object scores above every empty re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +39,8 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from segpipe.evaluators.audit.model_checks import SPECK_FRACTION  # noqa: E402
 
 SIDE = 64
 GROUPS_REAL = ("confirmed label", "label the model missed", "deleted pet (its prediction)")
@@ -108,28 +109,18 @@ def simulator(n_images: int, seed: int) -> list[str]:
 
 
 def demo(n_images: int, checkpoint: str, seed: int) -> list[str]:
-    from click.testing import CliRunner
-
-    from segpipe.cli import main as cli
-    from segpipe.demo.sample import generate_sample
+    from audit_recall import demo_unet_predictions
 
     rng = np.random.default_rng(seed)
-    weights = Path(__file__).resolve().parents[1] / "pipeline" / "demo" / "weights" / f"{checkpoint}.pt"
     rows: dict[str, list[tuple[float, float]]] = {k: [] for k in (*GROUPS_REAL, *GROUPS_EMPTY, "speck false positive")}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        generate_sample(root / "sample", n_images=n_images, seed=seed)
-        for argv in (
-            ["convert", "oxford-pet", str(root / "sample"), "-o", str(root / "conv"), "--categories", "pet"],
-            ["infer", "--model", "unet", "--checkpoint", str(weights), "--dataset", str(root / "conv"), "-o", str(root / "pred"), "--device", "cpu"],
-        ):
-            run = CliRunner().invoke(cli, argv)
-            if run.exit_code != 0:
-                return [f"demo {checkpoint}: `segpipe {argv[0]}` failed ({run.exit_code}): {run.output[-300:]}"]
-        coco = json.loads((root / "conv" / "instances.json").read_text(encoding="utf-8"))
-        preds = json.loads((root / "pred" / "results.json").read_text(encoding="utf-8"))
+        made = demo_unet_predictions(root, checkpoint=checkpoint, n_images=n_images, seed=seed)
+        if isinstance(made, str):
+            return [f"demo {checkpoint}: {made}"]
+        coco, preds = made
         anns = coco["annotations"]
-        speck = 0.02 * float(np.median([a["area"] for a in anns]))  # the audit's SPECK_FRACTION of the median label
+        speck = SPECK_FRACTION * float(np.median([a["area"] for a in anns]))  # what the audit calls a speck
         n_err = max(4, len(anns) // 10)
         deleted = {int(i) for i in rng.choice([a["id"] for a in anns], size=n_err, replace=False)}
         for im in coco["images"]:

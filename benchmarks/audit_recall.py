@@ -453,28 +453,40 @@ def run_rate(args: argparse.Namespace, n_images: int, repeats: int, model_errors
 DEMO_KINDS: tuple[str, ...] = ("shift", "shift", "erode", "dilate", "box", "box", "delete", "duplicate")
 
 
-def demo_setting(*, seed: int) -> list[str]:
-    """The shipped demo U-Net (pipeline/demo/weights/unet_e03.pt) predicts the embedded sample converted with one
-    'pet' category; DEMO_KINDS errors go into the labels; lines with what the audit's top 2 x 8 finds."""
+def demo_unet_predictions(root: Path, *, checkpoint: str = "unet_e03", n_images: int = 24,
+                          seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]] | str:
+    """The embedded sample (`n_images`, `seed`) under root/sample, converted with one 'pet' category (root/conv)
+    and predicted on the CPU by the shipped demo U-Net `checkpoint` (root/pred), both through the CLI:
+    (COCO dataset, results), or the failing command's output."""
     from click.testing import CliRunner
 
     from segpipe.cli import main as cli
     from segpipe.demo.sample import generate_sample
 
-    weights = Path(__file__).resolve().parents[1] / "pipeline" / "demo" / "weights" / "unet_e03.pt"
+    weights = Path(__file__).resolve().parents[1] / "pipeline" / "demo" / "weights" / f"{checkpoint}.pt"
+    generate_sample(root / "sample", n_images=n_images, seed=seed)
+    for argv in (
+        ["convert", "oxford-pet", str(root / "sample"), "-o", str(root / "conv"), "--categories", "pet"],
+        ["infer", "--model", "unet", "--checkpoint", str(weights), "--dataset", str(root / "conv"), "-o", str(root / "pred"), "--device", "cpu"],
+    ):
+        run = CliRunner().invoke(cli, argv)
+        if run.exit_code != 0:
+            return f"`segpipe {' '.join(argv[:2])}` failed ({run.exit_code}): {run.output[-300:]}"
+    coco = json.loads((root / "conv" / "instances.json").read_text(encoding="utf-8"))
+    preds = json.loads((root / "pred" / "results.json").read_text(encoding="utf-8"))
+    return coco, preds
+
+
+def demo_setting(*, seed: int) -> list[str]:
+    """The shipped demo U-Net (pipeline/demo/weights/unet_e03.pt) predicts the embedded sample converted with one
+    'pet' category; DEMO_KINDS errors go into the labels; lines with what the audit's top 2 x 8 finds."""
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        generate_sample(root / "sample")
-        for argv in (
-            ["convert", "oxford-pet", str(root / "sample"), "-o", str(root / "conv"), "--categories", "pet"],
-            ["infer", "--model", "unet", "--checkpoint", str(weights), "--dataset", str(root / "conv"), "-o", str(root / "pred"), "--device", "cpu"],
-        ):
-            run = CliRunner().invoke(cli, argv)
-            if run.exit_code != 0:
-                return [f"demo U-Net setting: `segpipe {' '.join(argv[:2])}` failed ({run.exit_code}): {run.output[-300:]}"]
-        coco = json.loads((root / "conv" / "instances.json").read_text(encoding="utf-8"))
-        preds = json.loads((root / "pred" / "results.json").read_text(encoding="utf-8"))
+        made = demo_unet_predictions(root)
+        if isinstance(made, str):
+            return [f"demo U-Net setting: {made}"]
+        coco, preds = made
         image_root = root / "sample" / "images"
         anns = coco["annotations"]
         chosen = rng.choice(len(anns), size=len(DEMO_KINDS), replace=False)
