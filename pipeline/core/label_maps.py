@@ -35,9 +35,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from segpipe.core.errors import AnnotationError
+from segpipe.core.errors import AnnotationError, EvaluationError
 from segpipe.core.images import declared_image_size, read_input_bytes
-from segpipe.core.errors import EvaluationError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_HEADER_BYTES = 26  # signature, IHDR length and type, width, height, bit depth, colour type
@@ -57,7 +56,7 @@ def png_header(data: bytes) -> tuple[int, int] | None:
     >>> png_header(PNG_SIGNATURE + struct.pack(">I4sIIBB", 13, b"IHDR", 4, 3, 1, 0))
     (1, 0)
     """
-    if len(data) < 26 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < PNG_HEADER_BYTES or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
     return data[24], data[25]
 
