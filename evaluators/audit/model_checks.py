@@ -58,6 +58,7 @@ import numpy as np
 from segpipe.evaluators.audit import findings as F
 from segpipe.evaluators.audit.findings import AuditFinding, make_finding
 from segpipe.evaluators.audit.format_checks import ImageInfo, PreparedAnnotation
+from segpipe.evaluators.audit.geometry_checks import MIN_INSTANCES_FOR_STATS, Z_THRESHOLD, robust_z
 from segpipe.evaluators.semantic.boundary import DEFAULT_DILATION_RATIO, boundary_width, mask_boundary
 from segpipe.evaluators.instance.rle_strings import compressed_counts, rle_totals
 from segpipe.core.errors import EvaluationError
@@ -345,8 +346,6 @@ SOFT_OUTLINE_EVIDENCE = (1, 2)  # boundary IoU and area ratio: evidence only aga
 
 def _outline_outliers(group: Sequence[_AnnEvidence], outline: np.ndarray) -> list[list[int]]:
     """Per member: the outline evidence that holds (a sloppy outline when any does); sets kind and message."""
-    from segpipe.evaluators.audit.geometry_checks import MIN_INSTANCES_FOR_STATS, Z_THRESHOLD, robust_z
-
     z = np.full(outline.shape, np.inf)
     for f in range(outline.shape[1]):
         have = np.isfinite(outline[:, f])
@@ -402,8 +401,6 @@ MODEL_HABIT_SHARE = 0.5
 def _is_habit(alike: float, of: float, n_others: int) -> bool:
     """`alike` (a share of the class's other labels) is at least MODEL_HABIT_SHARE of `of` and counts
     MIN_INSTANCES_FOR_STATS labels or more."""
-    from segpipe.evaluators.audit.geometry_checks import MIN_INSTANCES_FOR_STATS
-
     return of > 0 and alike / of >= MODEL_HABIT_SHARE and round(alike * n_others) >= MIN_INSTANCES_FOR_STATS
 
 
